@@ -1,0 +1,41 @@
+# The two commands of the Quick start: `make run` and `make test`. Everything else is a step of theirs.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+NODE_STAMP := node_modules/.installed-stamp
+
+.PHONY: run test lint install tls clean doctor bench
+
+install: $(STAMP) $(NODE_STAMP) tls
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+tls: $(STAMP)
+	@$(PY) -m local.tls >/dev/null
+
+## make run: start Azurite, the Entra simulator, the vault emulator and the function host; Ctrl-C stops all.
+run: install
+	$(PY) -m local.stack
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+## make test: install, lint, then every test (servers are started and stopped by fixtures).
+test: install lint
+	$(VENV)/bin/pytest
+
+bench: install
+	$(PY) -m bench.coldstart
+
+clean:
+	rm -rf .local .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""HTTP, timer and queue functions: one Blueprint per capability, thin."""

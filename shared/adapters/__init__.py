@@ -1,0 +1,1 @@
+"""The only place SDKs are imported; each adapter implements a port the services declare."""

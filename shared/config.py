@@ -1,0 +1,384 @@
+"""Typed settings and connection documents, validated once.
+
+Settings come from app settings (environment variables); connections come from the `CONNECTIONS`
+setting (a JSON list) or from the file named by `CONNECTIONS_FILE`. Every error names the setting
+and, for connection documents, the field, so the operator knows exactly what to fix. An app setting
+that still reads `@Microsoft.KeyVault(...)` was not resolved by the platform and is rejected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import Configuration
+
+SLUG = r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$"
+GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+# Key Vault secret names: 1-127 characters of [0-9a-zA-Z-].
+SECRET_NAME = r"^[0-9a-zA-Z-]{1,127}$"  # noqa: S105 - a name pattern, not a secret
+KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
+
+
+class Cloud(StrEnum):
+    """A national cloud, or the local stand-ins."""
+
+    GLOBAL = "global"
+    USGOV = "usgov"
+    CHINA = "china"
+    LOCAL = "local"
+
+
+class CloudProfile(BaseModel):
+    """Where a cloud's login, Graph and vault scopes live (DESIGN.md section 3)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: Cloud
+    authority: str
+    graph: str
+    graph_scope: str
+    vault_scope: str
+
+    @property
+    def graph_v1(self) -> str:
+        """Base URL of Graph v1.0, without a trailing slash (msgraph-sdk wants it so)."""
+        return f"{self.graph}/v1.0"
+
+    @property
+    def graph_beta(self) -> str:
+        """Base URL of Graph beta."""
+        return f"{self.graph}/beta"
+
+
+def cloud_profile(cloud: Cloud, *, local_entra_url: str = "https://127.0.0.1:8443") -> CloudProfile:
+    """The endpoints of a cloud; the local profile points at the Entra simulator."""
+    if cloud is Cloud.GLOBAL:
+        return CloudProfile(name=cloud, authority="https://login.microsoftonline.com",
+                            graph="https://graph.microsoft.com",
+                            graph_scope="https://graph.microsoft.com/.default",
+                            vault_scope="https://vault.azure.net/.default")
+    if cloud is Cloud.USGOV:
+        return CloudProfile(name=cloud, authority="https://login.microsoftonline.us",
+                            graph="https://graph.microsoft.us",
+                            graph_scope="https://graph.microsoft.us/.default",
+                            vault_scope="https://vault.usgovcloudapi.net/.default")
+    if cloud is Cloud.CHINA:
+        return CloudProfile(name=cloud, authority="https://login.chinacloudapi.cn",
+                            graph="https://microsoftgraph.chinacloudapi.cn",
+                            graph_scope="https://microsoftgraph.chinacloudapi.cn/.default",
+                            vault_scope="https://vault.azure.cn/.default")
+    base = local_entra_url.rstrip("/")
+    # The simulator issues tokens for the public resource names, as the real service would.
+    return CloudProfile(name=cloud, authority=base, graph=base,
+                        graph_scope="https://graph.microsoft.com/.default",
+                        vault_scope="https://vault.azure.net/.default")
+
+
+# --------------------------------------------------------------------------------------------
+# Connection documents
+# --------------------------------------------------------------------------------------------
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class ManagedIdentityAuth(_Doc):
+    """The function app's managed identity; `clientId` selects a user-assigned one."""
+
+    kind: Literal["managedIdentity"] = "managedIdentity"
+    client_id: Annotated[str | None, Field(alias="clientId", pattern=GUID)] = None
+
+
+class ClientSecretAuth(_Doc):
+    """An app registration with a client secret kept in Key Vault under `secretName`."""
+
+    kind: Literal["clientSecret"] = "clientSecret"
+    client_id: Annotated[str, Field(alias="clientId", pattern=GUID)]
+    secret_name: Annotated[str, Field(alias="secretName", pattern=SECRET_NAME)]
+
+
+class CertificateAuth(_Doc):
+    """An app registration with a certificate (PEM of key and certificate) kept in Key Vault."""
+
+    kind: Literal["certificate"] = "certificate"
+    client_id: Annotated[str, Field(alias="clientId", pattern=GUID)]
+    certificate_secret_name: Annotated[str, Field(alias="certificateSecretName", pattern=SECRET_NAME)]
+    send_certificate_chain: Annotated[bool, Field(alias="sendCertificateChain")] = False
+
+
+ConnectionAuth = Annotated[ManagedIdentityAuth | ClientSecretAuth | CertificateAuth, Field(discriminator="kind")]
+
+
+class RemovalBehaviour(StrEnum):
+    """What happens to a bridge user who leaves every sync group."""
+
+    KEEP = "keep"
+    DEACTIVATE = "deactivate"
+    DELETE = "delete"
+
+
+class RemovalThreshold(_Doc):
+    """A sync run that would remove more than this stops and raises an alert instead."""
+
+    percent: Annotated[float, Field(ge=0, le=100)] = 10.0
+    absolute: Annotated[int, Field(ge=0)] = 50
+
+
+class SyncFeature(_Doc):
+    """Import users from sync groups (ids or display names), nested to any depth."""
+
+    enabled: bool = False
+    groups: list[str] = Field(default_factory=list)
+    removal: RemovalBehaviour = RemovalBehaviour.DEACTIVATE
+    removal_threshold: Annotated[RemovalThreshold, Field(alias="removalThreshold")] = RemovalThreshold()
+
+    @model_validator(mode="after")
+    def _groups_when_enabled(self) -> SyncFeature:
+        if self.enabled and not self.groups:
+            raise ValueError("sync is enabled but 'groups' is empty: name at least one sync group")
+        return self
+
+
+class RotationFeature(_Doc):
+    """Rotate the passwords of a rotation group's members every `intervalDays`."""
+
+    enabled: bool = False
+    group: str | None = None
+    interval_days: Annotated[int, Field(alias="intervalDays", ge=1, le=3650)] = 30
+    password_length: Annotated[int, Field(alias="passwordLength", ge=16, le=256)] = 24
+    min_interval_minutes: Annotated[int, Field(alias="minIntervalMinutes", ge=0, le=1440)] = 5
+    keep_superseded: Annotated[int, Field(alias="keepSuperseded", ge=0, le=50)] = 2
+    #: Synced (hybrid) users are refused unless the tenant has a documented writeback path.
+    writeback_path: Annotated[bool, Field(alias="writebackPath")] = False
+    excluded_users: Annotated[list[str], Field(alias="excludedUsers")] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _group_when_enabled(self) -> RotationFeature:
+        if self.enabled and not self.group:
+            raise ValueError("rotation is enabled but 'group' is not set: name the rotation group")
+        return self
+
+
+class PasskeyPolicy(StrEnum):
+    """Whether users of this connection may, or must, enroll a device passkey."""
+
+    DISABLED = "disabled"
+    OPTIONAL = "optional"
+    REQUIRED = "required"
+
+
+class EnrollmentGroupNames(_Doc):
+    """Display names of the enrollment-state groups the bridge keeps in Entra."""
+
+    not_enrolled: Annotated[str, Field(alias="notEnrolled")] = "Bridge - Not yet enrolled"
+    paired_with_provider: Annotated[str, Field(alias="pairedWithProvider")] = "Bridge - Paired with provider"
+    paired_with_entra: Annotated[str, Field(alias="pairedWithEntra")] = "Bridge - Paired with Entra"
+
+
+class PasskeysFeature(_Doc):
+    """Register device-bound passkeys in Entra through the FIDO2 provisioning API."""
+
+    enabled: bool = False
+    policy: PasskeyPolicy = PasskeyPolicy.OPTIONAL
+    challenge_timeout_minutes: Annotated[int, Field(alias="challengeTimeoutMinutes", ge=5, le=43200)] = 5
+    allowed_aaguids: Annotated[list[str], Field(alias="allowedAaguids")] = Field(default_factory=list)
+    enrollment_groups: Annotated[EnrollmentGroupNames, Field(alias="enrollmentGroups")] = EnrollmentGroupNames()
+
+
+class FederationFeature(_Doc):
+    """Verify, federate and defederate custom domains; watch signing certificates."""
+
+    enabled: bool = False
+
+
+class ExportFeature(_Doc):
+    """Export groups into Entra (match, create, de-duplicate, license, usage location)."""
+
+    enabled: bool = False
+    default_license_sku: Annotated[str | None, Field(alias="defaultLicenseSku")] = None
+    usage_location: Annotated[str | None, Field(alias="usageLocation", pattern=r"^[A-Z]{2}$")] = None
+
+
+class Features(_Doc):
+    """Per-feature settings, each with its own enabled flag."""
+
+    sync: SyncFeature = SyncFeature()
+    rotation: RotationFeature = RotationFeature()
+    passkeys: PasskeysFeature = PasskeysFeature()
+    federation: FederationFeature = FederationFeature()
+    export: ExportFeature = ExportFeature()
+
+
+class Connection(_Doc):
+    """A tenant the bridge serves, with its domains and features."""
+
+    name: Annotated[str, Field(pattern=SLUG)]
+    tenant_id: Annotated[str, Field(alias="tenantId", pattern=GUID)]
+    cloud: Cloud = Cloud.GLOBAL
+    auth: ConnectionAuth = ManagedIdentityAuth()
+    domains: list[str] = Field(default_factory=list)
+    features: Features = Features()
+    dry_run: Annotated[bool, Field(alias="dryRun")] = False
+
+    @field_validator("domains")
+    @classmethod
+    def _lower_domains(cls, value: list[str]) -> list[str]:
+        return [d.strip().lower() for d in value]
+
+
+class ConnectionList(BaseModel):
+    """The parsed value of the CONNECTIONS setting."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    connections: list[Connection]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ConnectionList:
+        seen: set[str] = set()
+        for conn in self.connections:
+            if conn.name in seen:
+                raise ValueError(f"connection name {conn.name!r} is used twice")
+            seen.add(conn.name)
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# App settings
+# --------------------------------------------------------------------------------------------
+
+
+def _setting(name: str, default: Any = ..., **kw: Any) -> Any:
+    return Field(default, validation_alias=AliasChoices(name), **kw)
+
+
+class Settings(BaseSettings):
+    """App settings read from the environment; names are the app settings' names."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, frozen=True, populate_by_name=False)
+
+    connections_json: str | None = _setting("CONNECTIONS", None)
+    connections_file: str | None = _setting("CONNECTIONS_FILE", None)
+    key_vault_url: str | None = _setting("KEY_VAULT_URL", None)
+    storage_connection: str | None = _setting("AzureWebJobsStorage", None)
+    storage_account_name: str | None = _setting("AzureWebJobsStorage__accountName", None)
+    managed_identity_client_id: str | None = _setting("AZURE_CLIENT_ID", None)
+    sync_schedule: str = _setting("SYNC_SCHEDULE", "0 */15 * * * *")
+    rotation_schedule: str = _setting("ROTATION_SCHEDULE", "0 5 * * * *")
+    federation_schedule: str = _setting("FEDERATION_SCHEDULE", "0 30 2 * * *")
+    local_entra_url: str = _setting("LOCAL_ENTRA_URL", "https://127.0.0.1:8443")
+    local_ca_file: str | None = _setting("LOCAL_CA_FILE", None)
+    log_format: Literal["json", "text"] = _setting("LOG_FORMAT", "text")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _setting("LOG_LEVEL", "INFO")
+    appinsights_connection_string: str | None = _setting("APPLICATIONINSIGHTS_CONNECTION_STRING", None)
+    auth_enabled: bool = _setting("WEBSITE_AUTH_ENABLED", False)
+    max_body_bytes: int = _setting("MAX_BODY_BYTES", 65536, ge=1024, le=4 * 1024 * 1024)
+    dry_run: bool = _setting("DRY_RUN", False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unresolved_references(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if isinstance(value, str) and KEY_VAULT_REFERENCE.match(value):
+                    raise Configuration(
+                        f"app setting {key} is an unresolved Key Vault reference: grant the app's identity "
+                        "'Key Vault Secrets User' on the vault and check the SecretUri",
+                        setting=key,
+                    )
+        return data
+
+    def profile(self, cloud: Cloud) -> CloudProfile:
+        """Endpoints of `cloud` under these settings."""
+        return cloud_profile(cloud, local_entra_url=self.local_entra_url)
+
+    def load_connections(self) -> list[Connection]:
+        """Parse the connection documents from CONNECTIONS or CONNECTIONS_FILE."""
+        setting = "CONNECTIONS"
+        if self.connections_json:
+            raw = self.connections_json
+        elif self.connections_file:
+            setting = "CONNECTIONS_FILE"
+            try:
+                raw = Path(self.connections_file).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise Configuration(f"CONNECTIONS_FILE {self.connections_file!r} cannot be read: "
+                                    f"{exc.strerror}", setting=setting) from None
+        else:
+            return []
+        return parse_connections(raw, setting=setting)
+
+
+def parse_connections(raw: str, *, setting: str = "CONNECTIONS") -> list[Connection]:
+    """Validate connection documents, naming the setting and field of the first problem."""
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise Configuration(f"{setting} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                            setting=setting) from None
+    if isinstance(data, dict) and "connections" not in data:
+        data = [data]
+    if isinstance(data, list):
+        data = {"connections": data}
+    try:
+        return ConnectionList.model_validate(data).connections
+    except ValidationError as exc:
+        raise Configuration(f"{setting}: {describe_validation_error(exc, data)}", setting=setting) from None
+
+
+def describe_validation_error(exc: ValidationError, data: Any = None) -> str:
+    """One line per problem, each naming the field path (connection names instead of indexes)."""
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = list(err["loc"])
+        if loc[:1] == ["connections"] and len(loc) > 1 and isinstance(loc[1], int):
+            label = f"connections[{loc[1]}]"
+            with contextlib.suppress(KeyError, TypeError, IndexError):
+                label = f"connection {data['connections'][loc[1]]['name']!r}"
+            loc = [label, *loc[2:]]
+        path = ".".join(str(p) for p in loc if p not in ("managedIdentity", "clientSecret", "certificate"))
+        lines.append(f"{path}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def load_settings() -> Settings:
+    """Read and validate the app settings, raising Configuration with the setting's name."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise Configuration(f"invalid app settings: {describe_validation_error(exc)}",
+                            setting=str(exc.errors()[0]["loc"][0]) if exc.errors() else None) from None
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process's settings, validated once."""
+    return load_settings()
+
+
+def connection(name: str) -> Connection:
+    """The connection called `name`, or Configuration/NotFound naming it."""
+    from shared.errors import NotFound
+
+    for conn in settings().load_connections():
+        if conn.name == name:
+            return conn
+    raise NotFound(f"no connection named {name!r} is configured (app setting CONNECTIONS)")

@@ -1,0 +1,1 @@
+"""Pure logic: no I/O, no SDKs, nothing from adapters or services."""

@@ -1,0 +1,189 @@
+"""The bridge's error taxonomy (DESIGN.md section 7).
+
+Every adapter translates its SDK's errors into these classes in one place; HTTP status codes and
+queue retry decisions follow from the class, never from matching message text. Messages are written
+for operators and must never contain a secret (invariant 2): pass identifiers, never values.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+PROBLEM_TYPE_PREFIX = "urn:entra-bridge:problem:"
+
+
+class BridgeError(Exception):
+    """Base of every error the bridge raises on purpose."""
+
+    slug: ClassVar[str] = "error"
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal error"
+    #: Whether a queue handler should let the message be delivered again.
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, detail: str, *, request_id: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        #: Graph's or Key Vault's request id when the error came from a call to them.
+        self.request_id = request_id
+
+    @property
+    def type_uri(self) -> str:
+        """Stable RFC 9457 `type` of this error."""
+        return PROBLEM_TYPE_PREFIX + self.slug
+
+    def extensions(self) -> dict[str, object]:
+        """Extra problem+json members; subclasses add their own."""
+        return {"requestId": self.request_id} if self.request_id else {}
+
+
+class Transient(BridgeError):
+    """A failure that may succeed if tried again after a back-off (5xx, timeouts, dropped links)."""
+
+    slug = "transient"
+    status = 503
+    title = "Temporarily unavailable"
+    retryable = True
+
+
+class Throttled(Transient):
+    """The service asked us to wait; every instance honours `retry_after` for that tenant."""
+
+    slug = "throttled"
+    status = 503
+    title = "Throttled by a downstream service"
+
+    def __init__(self, detail: str, *, retry_after: float, scope: str = "", request_id: str | None = None):
+        super().__init__(detail, request_id=request_id)
+        self.retry_after = max(0.0, retry_after)
+        self.scope = scope
+
+    def extensions(self) -> dict[str, object]:
+        return {**super().extensions(), "retryAfterSeconds": round(self.retry_after, 3)}
+
+
+class Ambiguous(Transient):
+    """A write whose outcome is unknown: it may or may not have been applied (response lost)."""
+
+    slug = "ambiguous"
+    title = "Outcome of a write is unknown"
+
+
+class NotFound(BridgeError):
+    """The target does not exist."""
+
+    slug = "not-found"
+    status = 404
+    title = "Not found"
+
+
+class Conflict(BridgeError):
+    """The target's state forbids the operation, or a concurrent writer won (ETag mismatch)."""
+
+    slug = "conflict"
+    status = 409
+    title = "Conflict"
+
+
+class InvalidInput(BridgeError):
+    """The caller sent something we cannot accept; `field` names the offending part."""
+
+    slug = "invalid-input"
+    status = 400
+    title = "Invalid input"
+
+    def __init__(self, detail: str, *, field: str | None = None, errors: list[dict[str, object]] | None = None,
+                 request_id: str | None = None) -> None:
+        super().__init__(detail, request_id=request_id)
+        self.field = field
+        self.errors = errors or []
+
+    def extensions(self) -> dict[str, object]:
+        ext = super().extensions()
+        if self.field:
+            ext["field"] = self.field
+        if self.errors:
+            ext["errors"] = self.errors
+        return ext
+
+
+class PayloadTooLarge(InvalidInput):
+    """A request body over the route's size limit."""
+
+    slug = "payload-too-large"
+    status = 413
+    title = "Payload too large"
+
+
+class Unauthenticated(BridgeError):
+    """The caller did not prove who it is (no function key, bad token, bad device signature)."""
+
+    slug = "unauthenticated"
+    status = 401
+    title = "Authentication required"
+
+
+class Forbidden(BridgeError):
+    """The caller is known but lacks the app role the route needs."""
+
+    slug = "forbidden"
+    status = 403
+    title = "Forbidden"
+
+    def __init__(self, detail: str, *, required_roles: list[str] | None = None) -> None:
+        super().__init__(detail)
+        self.required_roles = required_roles or []
+
+    def extensions(self) -> dict[str, object]:
+        return {**super().extensions(), "requiredRoles": self.required_roles}
+
+
+class PermissionDenied(BridgeError):
+    """The bridge's own identity lacks a Graph permission, directory role or vault role."""
+
+    slug = "permission-denied"
+    status = 403
+    title = "The bridge lacks a permission"
+
+    def __init__(self, detail: str, *, permission: str | None = None, role: str | None = None,
+                 request_id: str | None = None) -> None:
+        super().__init__(detail, request_id=request_id)
+        self.permission = permission
+        self.role = role
+
+    def extensions(self) -> dict[str, object]:
+        ext = super().extensions()
+        if self.permission:
+            ext["missingPermission"] = self.permission
+        if self.role:
+            ext["missingRole"] = self.role
+        return ext
+
+
+class Configuration(BridgeError):
+    """The operator's configuration is wrong; `setting` names what to fix."""
+
+    slug = "configuration"
+    status = 500
+    title = "Configuration error"
+
+    def __init__(self, detail: str, *, setting: str | None = None) -> None:
+        super().__init__(detail)
+        self.setting = setting
+
+    def extensions(self) -> dict[str, object]:
+        return {"setting": self.setting} if self.setting else {}
+
+
+class Stop(BridgeError):
+    """A run must end now without further writes (incomplete data, removal threshold reached)."""
+
+    slug = "stop"
+    status = 409
+    title = "Run stopped"
+
+
+ALL_ERRORS: tuple[type[BridgeError], ...] = (
+    BridgeError, Transient, Throttled, Ambiguous, NotFound, Conflict, InvalidInput, PayloadTooLarge,
+    Unauthenticated, Forbidden, PermissionDenied, Configuration, Stop,
+)

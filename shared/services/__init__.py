@@ -1,0 +1,1 @@
+"""Use cases: orchestrate ports, one module per capability."""

@@ -1,0 +1,213 @@
+"""Ports: what the use cases need from the outside world.
+
+Adapters in `shared/adapters` implement these against the real SDKs; unit tests implement them with
+in-memory fakes (`tests/fakes.py`). Services depend on these protocols only. Every method raises the
+taxonomy of `shared.errors`, never an SDK exception.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal, Protocol
+
+from shared.topology import Queue, Table
+
+JsonObject = dict[str, Any]
+ApiVersion = Literal["v1.0", "beta"]
+
+
+class Clock(Protocol):
+    """Time, injectable so policies can be tested."""
+
+    def now(self) -> dt.datetime:
+        """The current UTC time, timezone-aware."""
+        ...
+
+
+# ----------------------------------------------------------------------------- Graph
+
+
+@dataclass(frozen=True)
+class GraphResponse:
+    """A Graph answer: status, parsed JSON body (None for 204), headers and Graph's request-id."""
+
+    status: int
+    body: JsonObject | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One request of a `$batch`; `id` is ours and must be unique in the call."""
+
+    id: str
+    method: Literal["GET", "POST", "PATCH", "PUT", "DELETE"]
+    url: str  # relative to the API version root, e.g. "/users/{id}"
+    body: JsonObject | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    depends_on: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The final outcome of one batch item after the gateway's per-item retries."""
+
+    id: str
+    status: int
+    body: JsonObject | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    request_id: str | None = None
+
+
+class GraphApi(Protocol):
+    """One connection's door to Microsoft Graph.
+
+    Paths are relative to the version root ("/users/delta"). Writes are refused (and logged as
+    planned) in dry-run. Throttling is honoured inside; errors arrive as the taxonomy, keeping Graph's
+    request-id.
+    """
+
+    async def get(self, path: str, *, params: Mapping[str, str] | None = None,
+                  headers: Mapping[str, str] | None = None, api: ApiVersion = "v1.0") -> JsonObject:
+        """GET one resource; NotFound for 404."""
+        ...
+
+    def pages(self, path: str, *, params: Mapping[str, str] | None = None,
+              headers: Mapping[str, str] | None = None, api: ApiVersion = "v1.0") -> AsyncIterator[JsonObject]:
+        """Yield every page (the whole JSON page, with `value` and `@odata.*Link`) following nextLink.
+
+        A page without `value`, or a failed page, raises Stop: the read is incomplete.
+        """
+        ...
+
+    async def send(self, method: Literal["POST", "PATCH", "PUT", "DELETE"], path: str, *,
+                   body: JsonObject | None = None, params: Mapping[str, str] | None = None,
+                   headers: Mapping[str, str] | None = None, api: ApiVersion = "v1.0") -> GraphResponse:
+        """A write. A lost response raises Ambiguous; in dry-run nothing is sent."""
+        ...
+
+    async def batch(self, items: Sequence[BatchItem], *, api: ApiVersion = "v1.0") -> list[BatchResult]:
+        """Send items in batches of 20, retrying throttled and transient items on their own."""
+        ...
+
+
+# ----------------------------------------------------------------------------- Key Vault
+
+
+class SecretState(StrEnum):
+    """Lifecycle tag of a managed password version (DESIGN.md section 4)."""
+
+    PENDING = "pending"
+    CURRENT = "current"
+    SUPERSEDED = "superseded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class SecretVersion:
+    """A version of a secret: its id and tags; `value` only when asked for."""
+
+    name: str
+    version: str
+    tags: Mapping[str, str]
+    enabled: bool
+    created_on: dt.datetime | None
+    value: str | None = field(default=None, repr=False)
+
+    @property
+    def state(self) -> str | None:
+        """The version's `state` tag."""
+        return self.tags.get("state")
+
+
+class SecretStore(Protocol):
+    """Key Vault as the services need it."""
+
+    async def put(self, name: str, value: str, *, tags: Mapping[str, str],
+                  content_type: str | None = None) -> SecretVersion:
+        """Write a new version with tags; returns it without the value."""
+        ...
+
+    async def get(self, name: str, version: str | None = None) -> SecretVersion:
+        """Read a version (latest when None) with its value; NotFound when absent."""
+        ...
+
+    async def set_tags(self, name: str, version: str, tags: Mapping[str, str], *,
+                       enabled: bool | None = None) -> SecretVersion:
+        """Replace a version's tags (and optionally enable or disable it)."""
+        ...
+
+    async def versions(self, name: str) -> list[SecretVersion]:
+        """Every version's properties, newest first, without values."""
+        ...
+
+    async def delete(self, name: str) -> None:
+        """Soft-delete the secret (recoverable until purged); NotFound counts as done."""
+        ...
+
+
+# ----------------------------------------------------------------------------- Tables and queues
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A stored row: keys, properties and the ETag it was read with."""
+
+    partition_key: str
+    row_key: str
+    data: JsonObject
+    etag: str | None = None
+
+
+class EntityStore(Protocol):
+    """Table storage with optimistic concurrency."""
+
+    async def get(self, table: Table, partition_key: str, row_key: str) -> Entity | None:
+        """One row, or None."""
+        ...
+
+    async def insert(self, table: Table, entity: Entity) -> Entity:
+        """Create a row; Conflict if it exists. Returns it with its new ETag."""
+        ...
+
+    async def upsert(self, table: Table, entity: Entity) -> Entity:
+        """Create or replace a row without a concurrency check."""
+        ...
+
+    async def update(self, table: Table, entity: Entity) -> Entity:
+        """Replace a row if its ETag still matches `entity.etag`; Conflict otherwise."""
+        ...
+
+    async def delete(self, table: Table, partition_key: str, row_key: str, *, etag: str | None = None) -> None:
+        """Delete a row (when the ETag matches, if given); absent rows count as deleted."""
+        ...
+
+    def query(self, table: Table, partition_key: str, *, row_key_from: str | None = None,
+              row_key_to: str | None = None, limit: int | None = None) -> AsyncIterator[Entity]:
+        """Rows of one partition in row-key order, optionally within [from, to)."""
+        ...
+
+
+class WorkQueue(Protocol):
+    """A work queue: messages are JSON documents, sent base64-encoded."""
+
+    async def send(self, queue: Queue, message: JsonObject, *, delay_seconds: float = 0) -> None:
+        """Enqueue one message, visible after `delay_seconds`."""
+        ...
+
+
+# ----------------------------------------------------------------------------- Audit
+
+
+class AuditSink(Protocol):
+    """Append-only, hash-chained audit records (DESIGN.md invariant 5)."""
+
+    async def record(self, *, connection: str, actor: str, action: str, target: str, outcome: str,
+                     correlation_id: str, graph_request_id: str | None = None,
+                     vault_version: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
+        """Append one record. `detail` must not contain a secret."""
+        ...

@@ -1,0 +1,34 @@
+"""Names of the queues and tables the app uses (DESIGN.md section 4); infra must create each one."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Queue(StrEnum):
+    """Work queues; each has a poison queue `<name>-poison` made by the host after maxDequeueCount."""
+
+    SYNC = "sync-work"
+    ROTATION = "rotation-work"
+    DEVICE = "device-work"
+
+    @property
+    def poison(self) -> str:
+        """Name of this queue's poison queue."""
+        return f"{self.value}-poison"
+
+
+class Table(StrEnum):
+    """Table storage tables; names are alphanumeric as Table storage requires."""
+
+    USERS = "users"
+    GROUPS = "groups"
+    DEVICES = "devices"
+    PASSKEYS = "passkeys"
+    CEREMONIES = "ceremonies"
+    SYNCSTATE = "syncstate"
+    ROTATIONS = "rotations"
+    AUDIT = "audit"
+    THROTTLE = "throttle"
+    OPERATIONS = "operations"
+    LEASES = "leases"
