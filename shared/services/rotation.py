@@ -1,0 +1,329 @@
+"""Password rotation: plan who is due, rotate one user safely, and read what a device may receive.
+
+Invariant 1 (DESIGN.md section 6) shapes `rotate`: Key Vault holds every password before Graph may
+set it; Graph's definite rejections mark the version failed; an unknown outcome leaves it pending
+("possibly current") until a later rotation succeeds. One rotation per user at a time, enforced by a
+lease on the user's row in the `rotations` table; a replayed message with the same rotation id
+changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from shared.config import Connection
+from shared.domain import rotation as policy
+from shared.domain.passwords import PasswordPolicy, banned_terms, generate
+from shared.errors import (
+    Ambiguous,
+    BridgeError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Throttled,
+    Transient,
+)
+from shared.messages import WorkMessage
+from shared.services.ports import AuditSink, Clock, Entity, EntityStore, SecretStore, SecretVersion, WorkQueue
+from shared.topology import Queue, Table
+
+log = logging.getLogger(__name__)
+
+LEASE = dt.timedelta(minutes=5)
+MAX_DEFINITE_REJECTIONS = 3
+ACTOR = "rotation"
+
+
+class PasswordDirectory(Protocol):
+    """What rotation needs from Entra (implemented on GraphApi in shared/adapters/rotation.py)."""
+
+    async def reset(self, user_id: str, password: str) -> str | None:
+        """PATCH passwordProfile; returns Graph's request-id. InvalidInput for a definite 400."""
+        ...
+
+    async def admin_roles(self, user_id: str) -> frozenset[str]:
+        """Display names of the directory roles the user holds."""
+        ...
+
+    async def app_roles(self) -> frozenset[str]:
+        """Display names of the directory roles the bridge's own identity holds."""
+        ...
+
+    async def tenant_name(self) -> str:
+        """The organisation's display name (a banned term for passwords)."""
+        ...
+
+
+class SubjectSource(Protocol):
+    """The bridge directory as rotation reads it (users table rows of the sync feature)."""
+
+    async def get(self, connection: str, user_id: str) -> policy.RotationSubject | None:
+        """One user, or None when the bridge does not know it."""
+        ...
+
+    def all(self, connection: str) -> AsyncIterator[policy.RotationSubject]:
+        """Every user of the connection."""
+        ...
+
+
+class Status(StrEnum):
+    """Last outcome of a user's rotation, as status pages count them."""
+
+    IN_PROGRESS = "in_progress"
+    ROTATED = "rotated"
+    POSSIBLY_CURRENT = "possibly_current"
+    FAILED = "failed"
+    REFUSED = "refused"
+
+
+class RotationRow(BaseModel):
+    """The `rotations` table row of one user (partition = connection, row = user id)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: Status | None = None
+    reason: str | None = None
+    last_rotated_at: dt.datetime | None = None
+    last_rotation_id: str | None = None
+    last_version: str | None = None
+    attempts: int = 0
+    lease_owner: str | None = None
+    lease_until: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one call of `rotate` did."""
+
+    user_id: str
+    status: Status
+    version: str | None = None
+    reason: str | None = None
+    replay: bool = False
+
+
+@dataclass(frozen=True)
+class DeliveredPassword:
+    """A password handed to a device, with the candidates Entra might hold instead."""
+
+    password: str | None
+    version: str | None
+    rotated_at: str | None
+    possibly_current: list[tuple[str, str]]  # (version, password), newest first
+
+
+def _versions(found: list[SecretVersion]) -> list[policy.VersionInfo]:
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return [policy.VersionInfo(version=v.version, state=v.state, created_on=v.created_on or epoch,
+                               enabled=v.enabled) for v in found]
+
+
+class RotationService:
+    """Plans and performs rotations for the connections it is given."""
+
+    def __init__(self, *, secrets: SecretStore, entities: EntityStore, audit: AuditSink, queue: WorkQueue,
+                 clock: Clock, subjects: SubjectSource) -> None:
+        self._secrets = secrets
+        self._entities = entities
+        self._audit = audit
+        self._queue = queue
+        self._clock = clock
+        self._subjects = subjects
+
+    # ------------------------------------------------------------------ state rows
+
+    async def status_row(self, connection: str, user_id: str) -> tuple[RotationRow, str | None]:
+        """The user's rotation row and its ETag (an empty row when absent)."""
+        found = await self._entities.get(Table.ROTATIONS, connection, user_id)
+        if found is None:
+            return RotationRow(), None
+        try:
+            return RotationRow.model_validate(found.data), found.etag
+        except ValidationError:
+            log.warning("rotation row %s/%s is malformed; starting afresh", connection, user_id)
+            return RotationRow(), found.etag
+
+    async def _save(self, connection: str, user_id: str, row: RotationRow, etag: str | None) -> str | None:
+        entity = Entity(connection, user_id, row.model_dump(mode="json", exclude_none=True), etag)
+        saved = await (self._entities.update(Table.ROTATIONS, entity) if etag
+                       else self._entities.insert(Table.ROTATIONS, entity))
+        return saved.etag
+
+    # ------------------------------------------------------------------ planning
+
+    async def plan(self, conn: Connection, *, correlation_id: str) -> int:
+        """Enqueue every due, eligible-looking user of `conn`; returns how many were enqueued."""
+        feature = conn.features.rotation
+        if not feature.enabled:
+            return 0
+        now = self._clock.now()
+        excluded = {e.lower() for e in feature.excluded_users}
+        count = 0
+        async for subject in self._subjects.all(conn.name):
+            if not (subject.active and subject.in_rotation_group):
+                continue
+            if subject.user_id.lower() in excluded or subject.upn.lower() in excluded:
+                continue
+            row, _ = await self.status_row(conn.name, subject.user_id)
+            if not policy.is_due(row.last_rotated_at, interval_days=feature.interval_days, now=now):
+                continue
+            # One id per user and due day: two timer runs the same day enqueue the same rotation.
+            rotation_id = f"sched-{subject.user_id}-{now:%Y%m%d}"
+            message = WorkMessage(connection=conn.name, kind="rotate", target=subject.user_id,
+                                  idempotency_key=rotation_id, correlation_id=correlation_id)
+            await self._queue.send(Queue.ROTATION, message.model_dump(mode="json", by_alias=True))
+            count += 1
+        return count
+
+    async def request(self, conn: Connection, user_id: str, *, actor: str, correlation_id: str) -> str:
+        """Queue a manual rotation unless one ran within the connection's minimum interval."""
+        if not conn.features.rotation.enabled:
+            raise Conflict(f"rotation is not enabled for connection {conn.name!r} (features.rotation.enabled)")
+        if await self._subjects.get(conn.name, user_id) is None:
+            raise NotFound(f"user {user_id} is not in the bridge directory of {conn.name!r}")
+        row, _ = await self.status_row(conn.name, user_id)
+        wait = policy.too_soon(row.last_rotated_at, min_interval_minutes=conn.features.rotation.min_interval_minutes,
+                               now=self._clock.now())
+        if wait is not None:
+            raise Conflict(f"user {user_id} was rotated less than {conn.features.rotation.min_interval_minutes} "
+                           f"minutes ago; try again in {int(wait.total_seconds()) + 1} s "
+                           "(features.rotation.minIntervalMinutes)")
+        rotation_id = f"manual-{correlation_id}"
+        message = WorkMessage(connection=conn.name, kind="rotate", target=user_id, idempotency_key=rotation_id,
+                              correlation_id=correlation_id, args={"actor": actor})
+        await self._queue.send(Queue.ROTATION, message.model_dump(mode="json", by_alias=True))
+        await self._audit.record(connection=conn.name, actor=actor, action="rotation.requested", target=user_id,
+                                 outcome="queued", correlation_id=correlation_id, detail={"rotationId": rotation_id})
+        return rotation_id
+
+    # ------------------------------------------------------------------ one rotation
+
+    async def rotate(self, conn: Connection, directory: PasswordDirectory, user_id: str, *, rotation_id: str,
+                     correlation_id: str) -> Outcome:
+        """Rotate one user's password under a lease; see the module docstring for the protocol."""
+        now = self._clock.now()
+        row, etag = await self.status_row(conn.name, user_id)
+        if row.last_rotation_id == rotation_id and row.status in (Status.ROTATED, Status.REFUSED, Status.FAILED):
+            return Outcome(user_id, row.status, row.last_version, row.reason, replay=True)
+        if row.lease_owner not in (None, rotation_id) and row.lease_until and row.lease_until > now:
+            raise Conflict(f"another rotation of user {user_id} holds the lease until {row.lease_until:%H:%M:%S}")
+        row = row.model_copy(update={"lease_owner": rotation_id, "lease_until": now + LEASE,
+                                     "last_rotation_id": rotation_id, "status": Status.IN_PROGRESS})
+        etag = await self._save(conn.name, user_id, row, etag)  # Conflict here means another worker won
+        try:
+            outcome = await self._rotate_locked(conn, directory, user_id, rotation_id, correlation_id)
+        except BridgeError as err:
+            status = Status.POSSIBLY_CURRENT if isinstance(err, Transient) else Status.FAILED
+            row = row.model_copy(update={"status": status, "reason": err.detail, "attempts": row.attempts + 1,
+                                         "lease_owner": None, "lease_until": None})
+            await self._save(conn.name, user_id, row, etag)
+            raise
+        update: dict[str, object] = {"status": outcome.status, "reason": outcome.reason, "lease_owner": None,
+                                     "lease_until": None, "attempts": 0}
+        if outcome.status is Status.ROTATED:
+            update |= {"last_rotated_at": self._clock.now(), "last_version": outcome.version}
+        await self._save(conn.name, user_id, row.model_copy(update=update), etag)
+        return outcome
+
+    async def _rotate_locked(self, conn: Connection, directory: PasswordDirectory, user_id: str, rotation_id: str,
+                             correlation_id: str) -> Outcome:
+        feature = conn.features.rotation
+        subject = await self._subjects.get(conn.name, user_id)
+        if subject is None:
+            raise NotFound(f"user {user_id} is not in the bridge directory of {conn.name!r}")
+        admin_roles = await directory.admin_roles(user_id)
+        subject = policy.RotationSubject(**{**subject.__dict__, "admin_roles": admin_roles})
+        refused = policy.refusal(subject, excluded=feature.excluded_users, writeback_path=feature.writeback_path,
+                                 app_roles=await directory.app_roles())
+        if refused is not None:
+            await self._audit.record(connection=conn.name, actor=ACTOR, action="rotation.refused", target=user_id,
+                                     outcome="refused", correlation_id=correlation_id,
+                                     detail={"reason": refused.value, "rotationId": rotation_id})
+            return Outcome(user_id, Status.REFUSED, reason=refused.value)
+
+        name = policy.secret_name(conn.name, user_id)
+        banned = banned_terms([subject.display_name, subject.upn, await directory.tenant_name()])
+        last_rejection = ""
+        for _ in range(MAX_DEFINITE_REJECTIONS):
+            password = generate(PasswordPolicy(length=feature.password_length), banned=banned)
+            tags = {policy.STATE_TAG: policy.PENDING, policy.ROTATION_TAG: rotation_id,
+                    policy.ROTATED_AT_TAG: self._clock.now().isoformat(), policy.USER_TAG: user_id}
+            pending = await self._secrets.put(name, password, tags=tags, content_type="password")
+            await self._audit.record(connection=conn.name, actor=ACTOR, action="vault.put", target=user_id,
+                                     outcome="pending", correlation_id=correlation_id, vault_version=pending.version,
+                                     detail={"secret": name, "rotationId": rotation_id})
+            try:
+                request_id = await directory.reset(user_id, password)
+            except InvalidInput as err:
+                # Graph definitely refused this password: it can never be current.
+                await self._mark(name, pending, policy.FAILED, enabled=False)
+                await self._audit.record(connection=conn.name, actor=ACTOR, action="graph.password.reset",
+                                         target=user_id, outcome="rejected", correlation_id=correlation_id,
+                                         graph_request_id=err.request_id, vault_version=pending.version,
+                                         detail={"reason": err.detail})
+                last_rejection = err.detail
+                continue
+            except (Throttled, PermissionDenied) as err:
+                # Neither was applied: a 429 or 403 is answered before any change is made.
+                await self._mark(name, pending, policy.FAILED, enabled=False)
+                await self._audit.record(connection=conn.name, actor=ACTOR, action="graph.password.reset",
+                                         target=user_id, outcome=err.slug, correlation_id=correlation_id,
+                                         graph_request_id=err.request_id, vault_version=pending.version,
+                                         detail={"reason": err.detail})
+                raise
+            except (Ambiguous, Transient) as err:
+                await self._audit.record(connection=conn.name, actor=ACTOR, action="graph.password.reset",
+                                         target=user_id, outcome="unknown", correlation_id=correlation_id,
+                                         graph_request_id=err.request_id, vault_version=pending.version,
+                                         detail={"reason": err.detail, "versionState": "possibly current"})
+                raise
+            await self._audit.record(connection=conn.name, actor=ACTOR, action="graph.password.reset",
+                                     target=user_id, outcome="success", correlation_id=correlation_id,
+                                     graph_request_id=request_id, vault_version=pending.version)
+            await self._promote(name, pending.version, keep=feature.keep_superseded)
+            await self._audit.record(connection=conn.name, actor=ACTOR, action="rotation.completed", target=user_id,
+                                     outcome="rotated", correlation_id=correlation_id,
+                                     graph_request_id=request_id, vault_version=pending.version,
+                                     detail={"rotationId": rotation_id})
+            return Outcome(user_id, Status.ROTATED, version=pending.version)
+        reason = f"Graph rejected {MAX_DEFINITE_REJECTIONS} generated passwords: {last_rejection}"
+        await self._audit.record(connection=conn.name, actor=ACTOR, action="rotation.failed", target=user_id,
+                                 outcome="failed", correlation_id=correlation_id, detail={"reason": reason})
+        return Outcome(user_id, Status.FAILED, reason=reason)
+
+    async def _mark(self, name: str, version: SecretVersion, state: str, *, enabled: bool | None = None) -> None:
+        await self._secrets.set_tags(name, version.version, {**version.tags, policy.STATE_TAG: state}, enabled=enabled)
+
+    async def _promote(self, name: str, new_version: str, *, keep: int) -> None:
+        found = await self._secrets.versions(name)
+        by_version = {v.version: v for v in found}
+        # The new version first: from here on a reader finds it current even if we stop midway.
+        for change in policy.after_success(_versions(found), new_version, keep_superseded=keep):
+            await self._mark(name, by_version[change.version], change.state, enabled=change.enabled)
+
+    # ------------------------------------------------------------------ delivery
+
+    async def read_for_device(self, conn: Connection, user_id: str) -> DeliveredPassword:
+        """The current password and any possibly-current ones for a user (values included)."""
+        name = policy.secret_name(conn.name, user_id)
+        found = await self._secrets.versions(name)
+        seen = policy.view(_versions(found))
+        if seen.current is None and not seen.possibly_current:
+            raise NotFound(f"no managed password exists yet for user {user_id}")
+        tags: Mapping[str, str] = {}
+        password = version = None
+        if seen.current is not None:
+            current = await self._secrets.get(name, seen.current.version)
+            password, version, tags = current.value, current.version, current.tags
+        candidates = [(v.version, (await self._secrets.get(name, v.version)).value or "")
+                      for v in seen.possibly_current]
+        return DeliveredPassword(password=password, version=version, rotated_at=tags.get(policy.ROTATED_AT_TAG),
+                                 possibly_current=candidates)
