@@ -135,11 +135,16 @@ class VersionView:
 
 
 def view(versions: Sequence[VersionInfo]) -> VersionView:
-    """Current version and pending versions newer than it (whose Graph outcome is unknown)."""
+    """Current version and every enabled pending version (whose Graph outcome is unknown).
+
+    Pending versions are not filtered by age: Key Vault's `created` has one-second resolution, so a
+    pending version written in the same second as the current one cannot be told apart by time, and
+    handing a device one candidate too many is harmless while one too few could lose a password. A
+    successful rotation supersedes every older pending version, so stale ones do not accumulate.
+    """
     ordered = sorted(versions, key=lambda v: v.created_on, reverse=True)
     current = next((v for v in ordered if v.state == CURRENT and v.enabled), None)
-    pending = [v for v in ordered if v.state == PENDING and v.enabled
-               and (current is None or v.created_on > current.created_on)]
+    pending = [v for v in ordered if v.state == PENDING and v.enabled]
     return VersionView(current=current, possibly_current=pending)
 
 

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 LEASE = dt.timedelta(minutes=5)
 MAX_DEFINITE_REJECTIONS = 3
+#: How often one message may be put back for throttling or a held lease before it counts as failed.
+MAX_DEFERRALS = 20
 ACTOR = "rotation"
 
 
@@ -204,6 +206,90 @@ class RotationService:
                                  outcome="queued", correlation_id=correlation_id, detail={"rotationId": rotation_id})
         return rotation_id
 
+    # ------------------------------------------------------------------ queue work
+
+    async def handle(self, conn: Connection, directory: PasswordDirectory, message: WorkMessage, *,
+                     dequeue_count: int, max_dequeue_count: int) -> Outcome | None:
+        """Process one `rotation-work` message the way the queue function needs it.
+
+        Every attempt is audited before any other step, so a message that ends in the poison queue
+        always has a record. Throttling and a lease held by another rotation put the message back with
+        a delay instead of spending one of the host's attempts. Other failures are raised for the host
+        to retry; on the last attempt the rotation is first recorded as failed with its reason.
+        Returns None when the message was put back.
+        """
+        rotation_id = message.idempotency_key
+        user_id = message.target
+        deferrals = int(message.args.get("deferrals", 0))
+        await self._audit.record(connection=conn.name, actor=ACTOR, action="rotation.attempt", target=user_id,
+                                 outcome="started", correlation_id=message.correlation_id,
+                                 detail={"rotationId": rotation_id, "attempt": dequeue_count,
+                                         "deferrals": deferrals})
+        try:
+            return await self.rotate(conn, directory, user_id, rotation_id=rotation_id,
+                                     correlation_id=message.correlation_id)
+        except (Throttled, Conflict) as err:
+            if deferrals >= MAX_DEFERRALS:
+                await self._give_up(conn, message, err, f"put back {deferrals} times")
+                return Outcome(user_id, Status.FAILED, reason=err.detail)
+            delay = err.retry_after if isinstance(err, Throttled) else LEASE.total_seconds() / 5
+            again = message.model_copy(update={"args": {**message.args, "deferrals": deferrals + 1}})
+            await self._queue.send(Queue.ROTATION, again.model_dump(mode="json", by_alias=True),
+                                   delay_seconds=max(1.0, delay))
+            await self._audit.record(connection=conn.name, actor=ACTOR, action="rotation.deferred", target=user_id,
+                                     outcome=err.slug, correlation_id=message.correlation_id,
+                                     detail={"rotationId": rotation_id, "delaySeconds": round(max(1.0, delay), 3),
+                                             "reason": err.detail})
+            return None
+        except BridgeError as err:
+            if not err.retryable:
+                await self._give_up(conn, message, err, "not retryable")
+                return Outcome(user_id, Status.FAILED, reason=err.detail)
+            if dequeue_count >= max_dequeue_count:
+                await self._give_up(conn, message, err, f"attempt {dequeue_count} of {max_dequeue_count}")
+            raise
+
+    async def _give_up(self, conn: Connection, message: WorkMessage, err: BridgeError, why: str) -> None:
+        reason = f"{err.title}: {err.detail} ({why})"
+        await self._audit.record(connection=conn.name, actor=ACTOR, action="rotation.failed", target=message.target,
+                                 outcome="failed", correlation_id=message.correlation_id,
+                                 graph_request_id=err.request_id,
+                                 detail={"rotationId": message.idempotency_key, "reason": reason})
+        row, etag = await self.status_row(conn.name, message.target)
+        if row.lease_owner not in (None, message.idempotency_key) and row.lease_until \
+                and row.lease_until > self._clock.now():
+            return  # another rotation owns the row; its own outcome will be recorded there
+        # A pending version stays "possibly current" in Key Vault; the row only records the failure.
+        row = row.model_copy(update={"status": Status.FAILED, "reason": reason, "lease_owner": None,
+                                     "lease_until": None, "last_rotation_id": message.idempotency_key})
+        try:
+            await self._save(conn.name, message.target, row, etag)
+        except Conflict:
+            log.info("rotation row of %s changed while recording a failure; keeping the newer row", message.target)
+
+    async def counts(self, conn: Connection) -> dict[str, int]:
+        """Per-connection status counts: due, rotated, possibly current, failed, refused, in progress."""
+        result = {"due": 0, **{s.value: 0 for s in Status}}
+        feature = conn.features.rotation
+        now = self._clock.now()
+        rows: dict[str, RotationRow] = {}
+        async for found in self._entities.query(Table.ROTATIONS, conn.name):
+            try:
+                rows[found.row_key] = RotationRow.model_validate(found.data)
+            except ValidationError:
+                continue
+        for row in rows.values():
+            if row.status is not None:
+                result[row.status.value] += 1
+        if feature.enabled:
+            async for subject in self._subjects.all(conn.name):
+                if not (subject.active and subject.in_rotation_group):
+                    continue
+                last = rows[subject.user_id].last_rotated_at if subject.user_id in rows else None
+                if policy.is_due(last, interval_days=feature.interval_days, now=now):
+                    result["due"] += 1
+        return result
+
     # ------------------------------------------------------------------ one rotation
 
     async def rotate(self, conn: Connection, directory: PasswordDirectory, user_id: str, *, rotation_id: str,
@@ -221,7 +307,12 @@ class RotationService:
         try:
             outcome = await self._rotate_locked(conn, directory, user_id, rotation_id, correlation_id)
         except BridgeError as err:
-            status = Status.POSSIBLY_CURRENT if isinstance(err, Transient) else Status.FAILED
+            if isinstance(err, Throttled):
+                status = Status.IN_PROGRESS  # nothing was written to Entra; the message comes back later
+            elif isinstance(err, Transient):
+                status = Status.POSSIBLY_CURRENT  # a pending version may be what Entra now holds
+            else:
+                status = Status.FAILED
             row = row.model_copy(update={"status": status, "reason": err.detail, "attempts": row.attempts + 1,
                                          "lease_owner": None, "lease_until": None})
             await self._save(conn.name, user_id, row, etag)

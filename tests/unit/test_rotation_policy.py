@@ -81,7 +81,7 @@ def v(version: str, state: str, minutes: int, enabled: bool = True) -> VersionIn
     return VersionInfo(version=version, state=state, created_on=T0 + dt.timedelta(minutes=minutes), enabled=enabled)
 
 
-def test_view_returns_current_and_newer_pending_versions() -> None:
+def test_view_returns_current_and_every_pending_version() -> None:
     versions = [v("a", SUPERSEDED, 0), v("b", CURRENT, 1), v("c", PENDING, 2), v("d", FAILED, 3), v("e", PENDING, 4)]
     seen = view(versions)
     assert seen.current is not None
@@ -89,6 +89,9 @@ def test_view_returns_current_and_newer_pending_versions() -> None:
     assert [p.version for p in seen.possibly_current] == ["e", "c"]
     assert view([v("x", PENDING, 0)]).current is None
     assert [p.version for p in view([v("x", PENDING, 0)]).possibly_current] == ["x"]
+    # Same second as the current version: Key Vault cannot order them, so the pending one still counts.
+    same = view([v("cur", CURRENT, 5), v("amb", PENDING, 5)])
+    assert [p.version for p in same.possibly_current] == ["amb"]
 
 
 def test_after_success_supersedes_older_and_disables_beyond_keep() -> None:
