@@ -32,3 +32,5 @@ class Table(StrEnum):
     THROTTLE = "throttle"
     OPERATIONS = "operations"
     LEASES = "leases"
+    #: Device token ids (jti) already accepted, so a signed request cannot be replayed.
+    USEDTOKENS = "usedtokens"
