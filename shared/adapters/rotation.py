@@ -1,0 +1,72 @@
+"""Entra's side of password rotation, on the GraphApi port.
+
+Implements `shared.services.rotation.PasswordDirectory`. The reads that do not change between
+rotations (the bridge's own directory roles, the organisation's name) are cached for a few minutes:
+a rotation run over thousands of users then spends Graph's budget on the writes that matter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable
+
+from shared.services.ports import Clock, GraphApi
+
+#: How long the app's own roles and the tenant name are trusted before they are read again.
+CACHE_FOR = dt.timedelta(minutes=5)
+
+
+class GraphPasswordDirectory:
+    """Resets passwords and reads the roles that decide who may be reset."""
+
+    def __init__(self, graph: GraphApi, *, own_principal_id: Callable[[], Awaitable[str]], clock: Clock) -> None:
+        self._graph = graph
+        self._own_principal_id = own_principal_id
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._app_roles: tuple[dt.datetime, frozenset[str]] | None = None
+        self._tenant_name: tuple[dt.datetime, str] | None = None
+
+    async def reset(self, user_id: str, password: str) -> str | None:
+        """Set the user's password without forcing a change at next sign-in; returns Graph's request-id."""
+        # https://learn.microsoft.com/graph/api/user-update (passwordProfile; 204 No Content on success).
+        # Needs User-PasswordProfile.ReadWrite.All and a directory role allowed to reset the target.
+        response = await self._graph.send("PATCH", f"/users/{user_id}", body={
+            "passwordProfile": {"forceChangePasswordNextSignIn": False, "password": password},
+        })
+        return response.request_id
+
+    async def admin_roles(self, user_id: str) -> frozenset[str]:
+        """Display names of the directory roles the user holds directly or through a group."""
+        # https://learn.microsoft.com/graph/api/user-list-transitivememberof (cast to directoryRole).
+        return await self._role_names(f"/users/{user_id}/transitiveMemberOf/microsoft.graph.directoryRole")
+
+    async def app_roles(self) -> frozenset[str]:
+        """Display names of the directory roles the bridge's own service principal holds."""
+        async with self._lock:
+            now = self._clock.now()
+            if self._app_roles is None or now - self._app_roles[0] > CACHE_FOR:
+                principal = await self._own_principal_id()
+                # https://learn.microsoft.com/graph/api/serviceprincipal-list-transitivememberof
+                roles = await self._role_names(
+                    f"/servicePrincipals/{principal}/transitiveMemberOf/microsoft.graph.directoryRole")
+                self._app_roles = (now, roles)
+            return self._app_roles[1]
+
+    async def tenant_name(self) -> str:
+        """The organisation's display name, a term no generated password may contain."""
+        async with self._lock:
+            now = self._clock.now()
+            if self._tenant_name is None or now - self._tenant_name[0] > CACHE_FOR:
+                # https://learn.microsoft.com/graph/api/organization-list
+                body = await self._graph.get("/organization", params={"$select": "displayName"})
+                orgs = body.get("value") or [{}]
+                self._tenant_name = (now, str(orgs[0].get("displayName") or ""))
+            return self._tenant_name[1]
+
+    async def _role_names(self, path: str) -> frozenset[str]:
+        names: set[str] = set()
+        async for page in self._graph.pages(path, params={"$select": "displayName"}):
+            names.update(str(item["displayName"]) for item in page.get("value", []) if item.get("displayName"))
+        return frozenset(names)

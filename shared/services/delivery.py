@@ -1,0 +1,123 @@
+"""Hand a user's rotated password to one of the user's devices.
+
+The device proves itself with a short-lived ES256 JWT signed by the key it registered (checked in
+`shared.domain.device_auth`); each token id is accepted once, remembered in the `usedtokens` table
+until the token could no longer pass the time checks. Only an active device of an active user in the
+rotation group receives anything, and every delivery is audited without the value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shared.config import Connection
+from shared.domain import device_auth
+from shared.errors import Conflict, Forbidden, Unauthenticated
+from shared.services.ports import AuditSink, Clock, Entity, EntityStore
+from shared.services.rotation import DeliveredPassword, RotationService, SubjectSource
+from shared.topology import Table
+
+ACTOR_PREFIX = "device:"
+
+
+@dataclass(frozen=True)
+class RegisteredDevice:
+    """What delivery needs of a device in the registry."""
+
+    device_id: str
+    user_id: str
+    active: bool
+    public_jwk: Mapping[str, Any]
+
+
+class DeviceKeys(Protocol):
+    """The device registry as delivery reads it."""
+
+    async def registered_device(self, connection: str, device_id: str) -> RegisteredDevice | None:
+        """The device and its public key, or None when the registry does not know it."""
+        ...
+
+
+class PasswordDelivery:
+    """Authenticates a device and returns the password its user's Entra account now has."""
+
+    def __init__(self, *, devices: DeviceKeys, subjects: SubjectSource, rotation: RotationService,
+                 entities: EntityStore, audit: AuditSink, clock: Clock) -> None:
+        self._devices = devices
+        self._subjects = subjects
+        self._rotation = rotation
+        self._entities = entities
+        self._audit = audit
+        self._clock = clock
+
+    async def deliver(self, conn: Connection, device_id: str, *, authorization: str | None, url: str,
+                      correlation_id: str) -> DeliveredPassword:
+        """Verify the device's token for `url` and return the current and possibly-current passwords."""
+        device, claims = await self._authenticate(conn, device_id, authorization, url, correlation_id)
+        await self._spend(conn.name, claims)
+        refusal = await self._refusal(conn, device)
+        if refusal:
+            await self._audit.record(connection=conn.name, actor=f"{ACTOR_PREFIX}{device_id}",
+                                     action="password.delivery", target=device.user_id, outcome="forbidden",
+                                     correlation_id=correlation_id, detail={"reason": refusal, "device": device_id})
+            raise Forbidden(refusal)
+        delivered = await self._rotation.read_for_device(conn, device.user_id)
+        await self._audit.record(connection=conn.name, actor=f"{ACTOR_PREFIX}{device_id}",
+                                 action="password.delivered", target=device.user_id, outcome="delivered",
+                                 correlation_id=correlation_id, vault_version=delivered.version,
+                                 detail={"device": device_id,
+                                         "possiblyCurrent": [v for v, _ in delivered.possibly_current]})
+        return delivered
+
+    async def _authenticate(self, conn: Connection, device_id: str, authorization: str | None, url: str,
+                            correlation_id: str) -> tuple[RegisteredDevice, device_auth.DeviceToken]:
+        device = await self._devices.registered_device(conn.name, device_id)
+        try:
+            token = device_auth.bearer(authorization)
+            if device is None:
+                # Same answer as a bad signature: an unknown id tells a caller nothing.
+                raise device_auth.DeviceAuthError("token signature does not match the device's registered key")
+            return device, device_auth.verify(token, jwk=dict(device.public_jwk), device_id=device_id,
+                                              audience=url, now=self._clock.now())
+        except device_auth.DeviceAuthError as err:
+            await self._audit.record(connection=conn.name, actor=f"{ACTOR_PREFIX}{device_id}",
+                                     action="password.delivery", target=device_id, outcome="unauthenticated",
+                                     correlation_id=correlation_id, detail={"reason": str(err)})
+            raise Unauthenticated(str(err)) from None
+
+    async def _spend(self, connection: str, claims: device_auth.DeviceToken) -> None:
+        # Remember the token id for as long as the token could still pass the time checks.
+        keep_until = claims.expires_at + device_auth.MAX_SKEW
+        entity = Entity(connection, f"{claims.device_id}:{claims.jti}",
+                        {"deviceId": claims.device_id, "keepUntil": keep_until.isoformat()})
+        try:
+            await self._entities.insert(Table.USEDTOKENS, entity)
+        except Conflict:
+            raise Unauthenticated("token has already been used: sign a new one with a fresh jti") from None
+
+    async def _refusal(self, conn: Connection, device: RegisteredDevice) -> str | None:
+        if not conn.features.rotation.enabled:
+            return f"rotation is not enabled for connection {conn.name!r} (features.rotation.enabled)"
+        if not device.active:
+            return "the device is not active in the registry"
+        subject = await self._subjects.get(conn.name, device.user_id)
+        if subject is None or not subject.active:
+            return "the device's user is not active in the bridge directory"
+        if not subject.in_rotation_group:
+            return "the device's user is not in the rotation group"
+        return None
+
+    async def forget_spent_tokens(self, connection: str, *, now: dt.datetime | None = None) -> int:
+        """Delete remembered token ids that can no longer be replayed; returns how many."""
+        cutoff = now or self._clock.now()
+        removed = 0
+        async for found in self._entities.query(Table.USEDTOKENS, connection):
+            keep_until = dt.datetime.fromisoformat(str(found.data.get("keepUntil", "1970-01-01T00:00:00+00:00")))
+            if keep_until < cutoff:
+                await self._entities.delete(Table.USEDTOKENS, connection, found.row_key, etag=found.etag)
+                removed += 1
+        return removed
+
