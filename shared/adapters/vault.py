@@ -24,6 +24,7 @@ from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
     HttpResponseError,
+    IncompleteReadError,
     ResourceExistsError,
     ResourceNotFoundError,
     ServiceRequestError,
@@ -121,7 +122,8 @@ def _translate(exc: AzureError, what: str, *, write: bool = False) -> BridgeErro
     if isinstance(exc, ClientAuthenticationError) and not isinstance(exc, HttpResponseError | ResourceNotFoundError):
         return PermissionDenied(f"could not get a token for Key Vault while trying to {what}: check the "
                                 "connection's credential", role=OFFICER_ROLE)
-    if isinstance(exc, ServiceResponseError):
+    if isinstance(exc, ServiceResponseError | IncompleteReadError) or (
+            isinstance(exc, HttpResponseError) and not exc.status_code):
         # The request went out and the answer was lost: a write may have happened.
         cls = Ambiguous if write else Transient
         return cls(f"Key Vault's answer was lost while trying to {what}")

@@ -49,7 +49,8 @@ async def test_list_secrets_and_versions_follow_next_links(client: SecretClient)
     name = unique("many")
     made = {(await client.set_secret(name, f"v{i}")).properties.version for i in range(30)}
     listed = [p.version async for p in client.list_properties_of_secret_versions(name, max_page_size=7)]
-    assert set(listed) == made and len(listed) == 30
+    assert set(listed) == made
+    assert len(listed) == 30
     names = [p.name async for p in client.list_properties_of_secrets(max_page_size=2)]
     assert name in names
     assert len(names) == len(set(names))
@@ -64,9 +65,11 @@ async def test_update_properties_of_a_version(client: SecretClient) -> None:
                                                   expires_on=expires, not_before=not_before)
     assert props.tags == {"state": "current"}
     assert props.content_type == "text"
-    assert props.expires_on == expires and props.not_before == not_before
+    assert props.expires_on == expires
+    assert props.not_before == not_before
     latest_props = await client.update_secret_properties(name, enabled=True, tags={"state": "superseded"})
-    assert latest_props.version == version and latest_props.tags == {"state": "superseded"}
+    assert latest_props.version == version
+    assert latest_props.tags == {"state": "superseded"}
 
 
 async def test_disabled_versions_are_unreadable(client: SecretClient) -> None:
@@ -85,8 +88,10 @@ async def test_soft_delete_recover_and_purge(client: SecretClient) -> None:
     name = unique()
     await client.set_secret(name, "keep")
     deleted = await client.delete_secret(name)
-    assert deleted.recovery_id and deleted.recovery_id.endswith(f"/deletedsecrets/{name}")
-    assert deleted.deleted_date is not None and deleted.scheduled_purge_date is not None
+    assert deleted.recovery_id
+    assert deleted.recovery_id.endswith(f"/deletedsecrets/{name}")
+    assert deleted.deleted_date is not None
+    assert deleted.scheduled_purge_date is not None
     assert deleted.scheduled_purge_date - deleted.deleted_date == dt.timedelta(days=90)
     with pytest.raises(ResourceNotFoundError):
         await client.get_secret(name)
@@ -124,7 +129,8 @@ async def test_validation_errors(client: SecretClient, name: str, value: str, ta
     with pytest.raises(HttpResponseError) as caught:
         await client.set_secret(name, value, tags=tags)
     assert caught.value.status_code == 400
-    assert caught.value.error is not None and caught.value.error.code == "BadParameter"
+    assert caught.value.error is not None
+    assert caught.value.error.code == "BadParameter"
     assert fragment in str(caught.value)
 
 
@@ -139,7 +145,8 @@ async def test_missing_secret_and_version(client: SecretClient) -> None:
     name = unique()
     with pytest.raises(ResourceNotFoundError) as caught:
         await client.get_secret(name)
-    assert caught.value.error is not None and caught.value.error.code == "SecretNotFound"
+    assert caught.value.error is not None
+    assert caught.value.error.code == "SecretNotFound"
     await client.set_secret(name, "v")
     with pytest.raises(ResourceNotFoundError):
         await client.get_secret(name, uuid.uuid4().hex)
