@@ -115,7 +115,7 @@ class RoleBook:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._roles: dict[str, frozenset[str]] = {}
         self._extra: dict[str, set[str]] = {}
 
@@ -127,7 +127,7 @@ class RoleBook:
         except FileNotFoundError:
             self._roles, self._stamp = {}, None
             return
-        stamp = (stat.st_mtime_ns, stat.st_size)
+        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         if stamp == self._stamp:
             return
         self._roles = parse_roles(json.loads(self.path.read_text(encoding="utf-8") or "{}"))
