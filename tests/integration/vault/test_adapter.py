@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -56,7 +57,8 @@ def assert_no_secret(error: BaseException) -> None:
         assert PASSWORD not in str(error.extensions())
 
 
-async def test_rotation_flow_through_the_port(store: KeyVaultSecretStore) -> None:
+async def test_rotation_flow_through_the_port(store: KeyVaultSecretStore, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     secret = name()
     pending = await store.put(secret, PASSWORD, tags={"state": "pending", "rotationId": "r1"},
                               content_type="password")
@@ -88,6 +90,8 @@ async def test_rotation_flow_through_the_port(store: KeyVaultSecretStore) -> Non
     await store.delete(secret)
     await store.purge(secret)
     await store.put(secret, PASSWORD, tags={})
+    assert caplog.records
+    assert all(PASSWORD not in record.getMessage() for record in caplog.records)
 
 
 async def test_not_found(store: KeyVaultSecretStore) -> None:
