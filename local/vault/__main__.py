@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from local.tls import ensure_tls
-from local.vault.app import DroppingApp, Settings, VaultApp
+from local.vault.app import DropConnection, DroppingApp, Settings, VaultApp
 from local.vault.auth import parse_roles
 from local.vault.limits import Faults
 
@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
                         tenant=args.tenant, roles_file=args.roles, time_scale=args.time_scale, admin=args.admin,
                         limits=args.limits == "on", faults=faults, ssl_context=tls.client_context())
     import uvicorn  # imported late: the rest of the module is importable without a server
+
+    # A dropped connection is an injected fault, not a crash: keep it out of the error log.
+    logging.getLogger("uvicorn.error").addFilter(
+        lambda record: not (record.exc_info and isinstance(record.exc_info[1], DropConnection)))
 
     config = uvicorn.Config(DroppingApp(VaultApp(settings)), host="127.0.0.1", port=args.port,
                             ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key), log_level="warning",

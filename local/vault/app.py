@@ -148,9 +148,10 @@ class VaultApp:
             log.info("%s %s -> %s %s", method, path, err.status, err.code)
             await self._respond(send, err.status, err.body(), request_id, extra=err.headers)
             return
-        log.info("%s %s -> %s", method, path, status)
         if fault == "ambiguous":
+            log.info("%s %s -> %s applied, then connection dropped (injected fault)", method, path, status)
             await self._drop(send)
+        log.info("%s %s -> %s", method, path, status)
         await self._respond(send, status, payload, request_id)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -184,6 +185,7 @@ class VaultApp:
         if fault == "error":
             raise VaultError(503, "ServiceUnavailable", "The service is temporarily unavailable (injected fault).")
         if fault == "drop":
+            log.info("%s %s -> connection dropped (injected fault)", method, path)
             raise DropConnection
         caller = await self.validator.caller(headers.get("authorization"))
         rules.check_api_version(query.get("api-version"))

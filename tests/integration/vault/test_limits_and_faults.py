@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +93,10 @@ async def test_injected_faults(fast_vault: RunningVault, issuer: TokenIssuer, of
         fast_vault.set_faults(ambiguous_rate=1.0)
         with pytest.raises(httpx.HTTPError):
             await h.put("/secrets/ambiguous", params=API, json={"value": "written"})
+        fast_vault.set_faults(latency_ms=300)
+        began = time.monotonic()
+        assert (await h.get("/secrets", params=API)).status_code == 200
+        assert time.monotonic() - began >= 0.3
         fast_vault.set_faults()
         landed = await h.get("/secrets/ambiguous/", params=API)
         assert landed.status_code == 200
