@@ -3,8 +3,10 @@
 Key Vault answers an unauthenticated request with 401 and a challenge naming the authority and the
 resource; the SDK reads the tenant from it and asks for a token for https://vault.azure.net
 (https://learn.microsoft.com/en-us/azure/key-vault/general/authentication). With the RBAC model a
-caller needs a data-plane role; missing ones give 403 with inner code ForbiddenByRbac
-(https://learn.microsoft.com/en-us/azure/key-vault/general/rbac-guide).
+caller needs a data-plane role; missing ones give 403 "Caller is not authorized to perform action on
+resource." with inner code ForbiddenByRbac (https://learn.microsoft.com/en-us/azure/key-vault/general/rbac-guide;
+the body as the service sends it is quoted in
+https://learn.microsoft.com/en-us/answers/questions/2139767/azure-core-exceptions-httpresponseerror-(forbidden).
 """
 
 from __future__ import annotations
