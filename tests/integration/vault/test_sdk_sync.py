@@ -54,7 +54,23 @@ def test_every_operation_with_the_sync_client(client: SecretClient) -> None:
         client.get_deleted_secret(name)
 
 
-def test_sync_validation_error(client: SecretClient) -> None:
+@pytest.mark.parametrize(("name", "value", "tags"), [
+    ("not valid!", "v", None),
+    ("x" * 128, "v", None),
+    ("ok-name", "v" * (25 * 1024 + 1), None),
+    ("ok-name", "v", {f"t{i}": "x" for i in range(16)}),
+    ("ok-name", "v", {"t": "x" * 513}),
+])
+def test_sync_validation_errors(client: SecretClient, name: str, value: str, tags: dict[str, str] | None) -> None:
     with pytest.raises(HttpResponseError) as caught:
-        client.set_secret("not valid!", "v")
+        client.set_secret(name, value, tags=tags)
     assert caught.value.status_code == 400
+    assert caught.value.error is not None
+    assert caught.value.error.code == "BadParameter"
+
+
+def test_sync_update_of_a_missing_version(client: SecretClient) -> None:
+    name = f"sync-{uuid.uuid4().hex[:10]}"
+    client.set_secret(name, "v")
+    with pytest.raises(ResourceNotFoundError):
+        client.update_secret_properties(name, uuid.uuid4().hex, enabled=False)
