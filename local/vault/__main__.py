@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = uvicorn.Config(DroppingApp(VaultApp(settings)), host="127.0.0.1", port=args.port,
                             ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key), log_level="warning",
-                            access_log=False, lifespan="on")
+                            access_log=False, lifespan="on", timeout_graceful_shutdown=2)
     uvicorn.Server(config).run()
     return 0
 

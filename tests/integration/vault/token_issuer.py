@@ -109,7 +109,8 @@ def serving(tls: TlsFiles) -> Iterator[TokenIssuer]:
     port = free_port()
     issuer = TokenIssuer(url=f"https://127.0.0.1:{port}")
     config = uvicorn.Config(issuer.app(), host="127.0.0.1", port=port, ssl_certfile=str(tls.cert),
-                            ssl_keyfile=str(tls.key), log_level="warning", lifespan="off")
+                            ssl_keyfile=str(tls.key), log_level="warning", lifespan="off",
+                            timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
