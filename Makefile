@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: run test lint install tls clean doctor bench
+.PHONY: run test lint install tls clean doctor bench infra-tools
 
 install: $(STAMP) $(NODE_STAMP) tls
 
@@ -17,6 +17,17 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+## infra-tools: checkov in its own virtualenv (pinned in requirements-infra.txt) for tests/infra.
+INFRA_VENV := .venv-infra
+INFRA_STAMP := $(INFRA_VENV)/.installed-stamp
+
+infra-tools: $(INFRA_STAMP)
+
+$(INFRA_STAMP): requirements-infra.txt
+	@test -x $(INFRA_VENV)/bin/python || $(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-infra.txt
 	@touch $@
 
 tls: $(STAMP)
@@ -31,7 +42,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 ## make test: install, lint, then every test (servers are started and stopped by fixtures).
-test: install lint
+test: install lint infra-tools
 	$(VENV)/bin/pytest
 
 bench: install

@@ -1,0 +1,415 @@
+// The credential bridge in one deployment: `azd up` runs this at subscription scope, then the
+// post-provision hook (infra/hooks/postprovision.py) assigns the directory roles Bicep cannot.
+// Layout follows the Azure Functions azd quickstarts; every module is local so it can be scanned offline.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Required. Name of the azd environment; seeds resource names and tags.')
+param environmentName string
+
+@minLength(1)
+@description('Required. Region of every resource; it must offer Flex Consumption.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Optional. Resource group to create; rg-<environmentName> when empty.')
+param resourceGroupName string = ''
+
+@description('Optional. Object ID of the person running the deployment (azd sets it); gets Key Vault Secrets Officer to put connection credentials in the vault. Empty for none.')
+param principalId string = ''
+
+@description('Optional. Type of principalId.')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
+
+// ---- features: each switches on its Graph permissions (graph-permissions.bicep) and settings ----
+
+@description('Optional. Import users from sync groups.')
+param enableSync bool = true
+
+@description('Optional. Rotate the passwords of the rotation group\'s members (needs a directory role, see rotationDirectoryRole).')
+param enableRotation bool = true
+
+@description('Optional. Register device passkeys through the FIDO2 provisioning API.')
+param enablePasskeys bool = true
+
+@description('Optional. Keep the enrollment-state groups up to date.')
+param enableEnrollmentGroups bool = true
+
+@description('Optional. Verify, federate and defederate custom domains.')
+param enableFederation bool = false
+
+@description('Optional. Export groups into Entra.')
+param enableExport bool = false
+
+@description('Optional. Directory role the post-provision hook gives the app for rotation: User Administrator resets non-admin users; Privileged Authentication Administrator also resets admins.')
+@allowed([
+  'User Administrator'
+  'Privileged Authentication Administrator'
+])
+param rotationDirectoryRole string = 'User Administrator'
+
+@description('Optional. Make the sync, rotation and enrollment-state groups in Entra and use them.')
+param createGroups bool = false
+
+@description('Optional. Existing sync groups (object IDs or display names) when createGroups is false.')
+param syncGroups array = []
+
+@description('Optional. Existing rotation group (object ID or display name) when createGroups is false.')
+param rotationGroup string = ''
+
+@description('Optional. More connection documents (shared/config.py Connection), e.g. another tenant; see docs/deploy.md.')
+param additionalConnections array = []
+
+@description('Optional. Plan every write to Entra without making it.')
+param dryRun bool = false
+
+// ---- API access ----
+
+@description('Optional. Put App Service Authentication (Entra) in front of the API.')
+param authEnabled bool = true
+
+@description('Optional. Object IDs of users or groups given Bridge.Admin.')
+param adminPrincipalIds array = []
+
+@description('Optional. Object IDs of provider back ends\' service principals given Bridge.Devices.')
+param deviceClientPrincipalIds array = []
+
+@description('Optional. Object IDs given Bridge.Audit.Read.')
+param auditReaderPrincipalIds array = []
+
+// ---- schedules and limits (app settings) ----
+
+@description('Optional. NCRONTAB (six fields, UTC) of the sync timer.')
+param syncSchedule string = '0 */15 * * * *'
+
+@description('Optional. NCRONTAB of the rotation scan.')
+param rotationSchedule string = '0 5 * * * *'
+
+@description('Optional. NCRONTAB of the federation certificate check.')
+param federationSchedule string = '0 30 2 * * *'
+
+@description('Optional. Log level of the app.')
+@allowed([
+  'DEBUG'
+  'INFO'
+  'WARNING'
+  'ERROR'
+])
+param logLevel string = 'INFO'
+
+@description('Optional. Largest HTTP request body accepted, in bytes.')
+@minValue(1024)
+@maxValue(4194304)
+param maxBodyBytes int = 65536
+
+@description('Optional. Most Flex Consumption instances.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+// ---- network ----
+
+@description('Optional. Key Vault firewall default action (Deny needs keyVaultIpRules or keyVaultVirtualNetworkRules that reach the app).')
+@allowed([
+  'Allow'
+  'Deny'
+])
+param keyVaultNetworkDefaultAction string = 'Allow'
+
+@description('Optional. Addresses or CIDR ranges allowed through the Key Vault firewall.')
+param keyVaultIpRules array = []
+
+@description('Optional. Subnet IDs allowed through the Key Vault firewall.')
+param keyVaultVirtualNetworkRules array = []
+
+@description('Optional. Key Vault public endpoint (Disabled needs a private endpoint).')
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+param keyVaultPublicNetworkAccess string = 'Enabled'
+
+// ---- alerts ----
+
+@description('Optional. E-mail address that receives alerts; empty for none (alerts still show in the portal).')
+param alertEmail string = ''
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+  application: 'entra-credential-bridge'
+}
+var functionAppName = 'func-bridge-${resourceToken}'
+var deploymentContainerName = 'app-package-${take(resourceToken, 12)}'
+
+// Names from shared/topology.py; tests/infra checks that each one is here.
+var workQueues = [
+  'sync-work'
+  'rotation-work'
+  'device-work'
+]
+var poisonQueues = [
+  'sync-work-poison'
+  'rotation-work-poison'
+  'device-work-poison'
+]
+var tables = [
+  'users'
+  'groups'
+  'devices'
+  'passkeys'
+  'ceremonies'
+  'syncstate'
+  'rotations'
+  'audit'
+  'throttle'
+  'operations'
+  'leases'
+  'usedtokens'
+]
+
+var features = {
+  sync: enableSync
+  rotation: enableRotation
+  passkeys: enablePasskeys
+  enrollmentGroups: enableEnrollmentGroups
+  federation: enableFederation
+  export: enableExport
+}
+
+// The cloud profile the app uses (shared/config.py Cloud) for this Azure environment.
+var cloudProfiles = {
+  AzureCloud: 'global'
+  AzureUSGovernment: 'usgov'
+  AzureChinaCloud: 'china'
+}
+var cloud = cloudProfiles[?environment().name] ?? 'global'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: 'id-bridge-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: 'log-bridge-${resourceToken}'
+    applicationInsightsName: 'appi-bridge-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: 'stbridge${take(resourceToken, 16)}'
+    location: location
+    tags: tags
+    queueNames: concat(workQueues, poisonQueues)
+    tableNames: tables
+    deploymentContainerName: deploymentContainerName
+  }
+}
+
+module groups 'modules/groups.bicep' = if (createGroups) {
+  name: 'entra-groups'
+  scope: rg
+  params: {
+    uniquePrefix: 'bridge-${resourceToken}'
+    enrollmentGroups: enableEnrollmentGroups
+  }
+}
+
+var syncGroupRefs = createGroups ? [groups.outputs.syncGroupId] : syncGroups
+var rotationGroupRef = createGroups ? groups.outputs.rotationGroupId : rotationGroup
+
+// The first connection: this tenant, through the app's own managed identity.
+var mainConnection = {
+  name: 'main'
+  tenantId: tenant().tenantId
+  cloud: cloud
+  auth: {
+    kind: 'managedIdentity'
+    clientId: identity.outputs.clientId
+  }
+  features: {
+    sync: {
+      enabled: enableSync && !empty(syncGroupRefs)
+      groups: syncGroupRefs
+    }
+    rotation: {
+      enabled: enableRotation && !empty(rotationGroupRef)
+      group: empty(rotationGroupRef) ? null : rotationGroupRef
+    }
+    passkeys: {
+      enabled: enablePasskeys
+    }
+    federation: {
+      enabled: enableFederation
+    }
+    export: {
+      enabled: enableExport
+    }
+  }
+  dryRun: dryRun
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'key-vault'
+  scope: rg
+  params: {
+    name: 'kv-bridge-${take(resourceToken, 13)}'
+    location: location
+    tags: tags
+    networkDefaultAction: keyVaultNetworkDefaultAction
+    ipRules: keyVaultIpRules
+    virtualNetworkRules: keyVaultVirtualNetworkRules
+    publicNetworkAccess: keyVaultPublicNetworkAccess
+    connectionsDocument: string(concat([mainConnection], additionalConnections))
+  }
+}
+
+module rbac 'modules/rbac.bicep' = {
+  name: 'role-assignments'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    applicationInsightsName: monitoring.outputs.name
+    operatorPrincipalId: principalId
+    operatorPrincipalType: principalType
+  }
+}
+
+module bridgeApi 'modules/entra-app.bicep' = {
+  name: 'bridge-api-registration'
+  scope: rg
+  params: {
+    uniqueName: 'entra-credential-bridge-${resourceToken}'
+    displayName: 'Entra credential bridge (${environmentName})'
+    adminPrincipalIds: adminPrincipalIds
+    deviceClientPrincipalIds: deviceClientPrincipalIds
+    auditReaderPrincipalIds: auditReaderPrincipalIds
+  }
+}
+
+module graphPermissions 'modules/graph-permissions.bicep' = {
+  name: 'graph-permissions'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+    features: features
+  }
+}
+
+// Every app setting shared/config.py Settings reads, by its name. Not set in Azure, on purpose:
+// local-only: CONNECTIONS_FILE, LOCAL_ENTRA_URL, LOCAL_CA_FILE (the local profile and files on disk);
+// AzureWebJobsStorage (a connection string; Azure uses AzureWebJobsStorage__accountName instead).
+var bridgeSettings = {
+  // A Key Vault reference: the document is kept (and changed) in the vault, resolved by the platform.
+  // https://learn.microsoft.com/azure/app-service/app-service-key-vault-references
+  CONNECTIONS: '@Microsoft.KeyVault(VaultName=${keyVault.outputs.name};SecretName=${keyVault.outputs.connectionsSecretName})'
+  KEY_VAULT_URL: keyVault.outputs.uri
+  AZURE_CLIENT_ID: identity.outputs.clientId
+  SYNC_SCHEDULE: syncSchedule
+  ROTATION_SCHEDULE: rotationSchedule
+  FEDERATION_SCHEDULE: federationSchedule
+  LOG_FORMAT: 'json'
+  LOG_LEVEL: logLevel
+  WEBSITE_AUTH_ENABLED: authEnabled ? 'true' : 'false'
+  MAX_BODY_BYTES: string(maxBodyBytes)
+  DRY_RUN: dryRun ? 'true' : 'false'
+}
+
+module functionApp 'modules/function-app.bicep' = {
+  name: 'function-app'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: 'plan-bridge-${resourceToken}'
+    location: location
+    tags: tags
+    identityResourceId: identity.outputs.resourceId
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    deploymentContainerName: deploymentContainerName
+    appSettings: bridgeSettings
+    applicationInsightsConnectionString: monitoring.outputs.connectionString
+    maximumInstanceCount: maximumInstanceCount
+    authEnabled: authEnabled
+    authClientId: bridgeApi.outputs.clientId
+  }
+  // The host must be able to read its storage and the vault the moment it starts.
+  dependsOn: [
+    rbac
+  ]
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    namePrefix: 'bridge-${resourceToken}'
+    workspaceResourceId: monitoring.outputs.workspaceResourceId
+    applicationInsightsResourceId: monitoring.outputs.resourceId
+    alertEmail: alertEmail
+    poisonQueues: poisonQueues
+  }
+}
+
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    displayName: 'Credential bridge activity (${environmentName})'
+    seed: resourceToken
+    applicationInsightsResourceId: monitoring.outputs.resourceId
+  }
+}
+
+// Outputs in UPPER_SNAKE become azd environment values (read by the post-provision hook).
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output SERVICE_API_NAME string = functionApp.outputs.name
+output SERVICE_API_URI string = functionApp.outputs.uri
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_KEY_VAULT_URL string = keyVault.outputs.uri
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output BRIDGE_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output BRIDGE_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output BRIDGE_API_CLIENT_ID string = bridgeApi.outputs.clientId
+output BRIDGE_GRAPH_PERMISSIONS array = graphPermissions.outputs.granted
+// Directory roles for the hook, comma-separated display names; empty when no feature needs one.
+output BRIDGE_DIRECTORY_ROLES string = enableRotation ? rotationDirectoryRole : ''
