@@ -27,3 +27,24 @@ def bicep_text(*, comments: bool = False) -> str:
 def quoted_strings(text: str) -> set[str]:
     """Every single-quoted Bicep string literal in `text` (interpolations left as written)."""
     return set(re.findall(r"'((?:[^'\\\n]|\\.)*)'", text))
+
+
+def bicep_block(text: str, header: str) -> str:
+    """The body of the top-level block that starts with `header` (e.g. `var tables = [`)."""
+    start = text.index(header) + len(header)
+    closing = "\n]" if header.rstrip().endswith("[") else "\n}"
+    return text[start : text.index(closing, start)]
+
+
+def bicep_string_list(text: str, header: str) -> list[str]:
+    """The strings of a top-level `var name = [ ... ]` array, in order."""
+    return re.findall(r"'([^'\n]*)'", bicep_block(text, header))
+
+
+def bicep_map_of_lists(text: str, header: str) -> dict[str, list[str]]:
+    """A top-level `var name = { key: [ 'a' 'b' ] ... }` object, as key to strings."""
+    body = bicep_block(text, header)
+    return {
+        key: re.findall(r"'([^'\n]*)'", values)
+        for key, values in re.findall(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*\[(.*?)\]", body, re.MULTILINE | re.DOTALL)
+    }

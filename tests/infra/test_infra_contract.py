@@ -1,0 +1,179 @@
+"""The Bicep and the code agree: every app setting the code reads, every queue (with its poison
+queue) and table it uses, and every Graph permission each feature needs are in infra/."""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from types import ModuleType
+from typing import Any
+
+import pytest
+from pydantic import AliasChoices
+
+from shared.config import Settings
+from shared.topology import Queue, Table
+from tests.infra.bicep_files import (
+    INFRA,
+    bicep_map_of_lists,
+    bicep_string_list,
+    bicep_text,
+)
+
+MAIN = (INFRA / "main.bicep").read_text(encoding="utf-8")
+FUNCTION_APP = (INFRA / "modules" / "function-app.bicep").read_text(encoding="utf-8")
+GRAPH = (INFRA / "modules" / "graph-permissions.bicep").read_text(encoding="utf-8")
+
+#: Settings that only make sense on a developer machine, or that Azure replaces with an identity.
+LOCAL_ONLY = {"CONNECTIONS_FILE", "LOCAL_ENTRA_URL", "LOCAL_CA_FILE", "AzureWebJobsStorage"}
+
+
+def _setting_names() -> set[str]:
+    names: set[str] = set()
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(c for c in alias.choices if isinstance(c, str))
+        elif isinstance(alias, str):
+            names.add(alias)
+    return names
+
+
+def _app_setting_keys() -> set[str]:
+    """Keys of the bridge's app settings object (main.bicep) and the host's (function-app.bicep)."""
+    keys = set(re.findall(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:", _block(MAIN, "var bridgeSettings = {"), re.MULTILINE))
+    settings_block = FUNCTION_APP[FUNCTION_APP.index("name: 'appsettings'") :]
+    settings_block = settings_block[: settings_block.index("\n  }\n")]
+    keys |= set(re.findall(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:", settings_block, re.MULTILINE))
+    return keys
+
+
+def _block(text: str, header: str) -> str:
+    start = text.index(header)
+    return text[start : text.index("\n}", start)]
+
+
+def test_settings_are_known() -> None:
+    names = _setting_names()
+    assert {"CONNECTIONS", "KEY_VAULT_URL", "AzureWebJobsStorage__accountName"} <= names
+
+
+def test_every_setting_the_code_reads_is_an_app_setting() -> None:
+    missing = sorted(_setting_names() - LOCAL_ONLY - _app_setting_keys())
+    assert not missing, f"app settings missing from infra/: {missing}"
+
+
+def test_local_only_settings_are_named_and_not_set() -> None:
+    comments = bicep_text(comments=True)
+    for name in LOCAL_ONLY:
+        assert name in _setting_names(), f"{name} is no longer read by shared/config.py; drop it here"
+        named = re.search(rf"^//.*\b{re.escape(name)}\b", comments, re.MULTILINE)
+        assert named, f"{name}: say in main.bicep why it is not set"
+        assert name not in _app_setting_keys()
+
+
+def test_identity_based_host_storage() -> None:
+    keys = _app_setting_keys()
+    host = {"AzureWebJobsStorage__accountName", "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId"}
+    assert host <= keys
+    assert "allowSharedKeyAccess: false" in bicep_text()
+
+
+def test_connections_come_from_a_key_vault_reference() -> None:
+    assert re.search(r"CONNECTIONS: '@Microsoft\.KeyVault\(", MAIN)
+
+
+def test_queues_and_poison_queues_match_the_topology() -> None:
+    assert bicep_string_list(MAIN, "var workQueues = [") == [q.value for q in Queue]
+    assert bicep_string_list(MAIN, "var poisonQueues = [") == [q.poison for q in Queue]
+    assert "queueNames: concat(workQueues, poisonQueues)" in MAIN
+
+
+def test_tables_match_the_topology() -> None:
+    assert bicep_string_list(MAIN, "var tables = [") == [t.value for t in Table]
+    assert "tableNames: tables" in MAIN
+
+
+def test_every_feature_has_a_parameter_and_permissions() -> None:
+    granted = bicep_map_of_lists(GRAPH, "var featurePermissions = {")
+    features = set(re.findall(r"^\s*([A-Za-z]+): enable[A-Z]\w*$", _block(MAIN, "var features = {"), re.MULTILINE))
+    assert features == set(granted)
+    for feature in features:
+        assert re.search(rf"^param enable{feature[0].upper()}{feature[1:]} bool", MAIN, re.MULTILINE)
+        assert granted[feature], f"feature {feature} grants nothing"
+
+
+# ---- the per-feature permission table the connection test (doctor) uses ----
+
+_PERMISSION = re.compile(r"^[A-Z][A-Za-z]*(?:-[A-Za-z]+)?(?:\.[A-Za-z]+)+$")
+_ROLE = re.compile(r"^[A-Z][A-Za-z ]* Administrator$")
+
+
+def _strings(value: Any, depth: int = 0) -> set[str]:
+    """Every string inside `value`: containers, enums, dataclasses and pydantic models included."""
+    if depth > 6:
+        return set()
+    if isinstance(value, Enum):
+        return _strings(value.value, depth + 1)
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        found: set[str] = set()
+        for k, v in value.items():
+            found |= _strings(k, depth + 1) | _strings(v, depth + 1)
+        return found
+    if isinstance(value, list | tuple | set | frozenset):
+        return set().union(*(_strings(v, depth + 1) for v in value)) if value else set()
+    fields = getattr(value, "__dataclass_fields__", None) or getattr(type(value), "model_fields", None)
+    if fields:
+        return set().union(*(_strings(getattr(value, f, None), depth + 1) for f in fields))
+    return set()
+
+
+def _key_name(key: Any) -> str:
+    raw = key.value if isinstance(key, Enum) else key
+    return re.sub(r"[^a-z]", "", str(raw).lower())
+
+
+def _module_table(module: ModuleType) -> dict[str, set[str]]:
+    """Feature name (normalised) to the Graph permissions the module says it needs."""
+    wanted = {_key_name(k) for k in bicep_map_of_lists(GRAPH, "var featurePermissions = {")}
+    table: dict[str, set[str]] = {}
+    for name in dir(module):
+        value = getattr(module, name)
+        if name.startswith("_") or not isinstance(value, dict):
+            continue
+        for key, entry in value.items():
+            feature = _key_name(key)
+            if feature in wanted:
+                table.setdefault(feature, set()).update(s for s in _strings(entry) if _PERMISSION.match(s))
+    return table
+
+
+@pytest.fixture(scope="module")
+def permissions_module() -> ModuleType:
+    """shared/domain/permissions.py: the per-feature permission table, owned by the gateway's area."""
+    module: ModuleType = pytest.importorskip(
+        "shared.domain.permissions", reason="shared/domain/permissions.py has not landed yet")
+    return module
+
+
+def test_bicep_grants_what_each_feature_needs(permissions_module: ModuleType) -> None:
+    granted = {_key_name(k): set(v) for k, v in bicep_map_of_lists(GRAPH, "var featurePermissions = {").items()}
+    needed = _module_table(permissions_module)
+    assert needed, "found no feature -> permissions table in shared.domain.permissions"
+    problems = []
+    for feature, perms in sorted(needed.items()):
+        missing = sorted(perms - granted.get(feature, set()))
+        if missing:
+            problems.append(f"{feature}: {missing}")
+    assert not problems, "Graph permissions a feature needs but the Bicep does not grant: " + "; ".join(problems)
+
+
+def test_the_hook_knows_every_directory_role_the_features_need(permissions_module: ModuleType) -> None:
+    from infra.hooks.postprovision import ROLE_TEMPLATE_IDS
+
+    roles = {s for s in _strings({n: getattr(permissions_module, n) for n in dir(permissions_module)
+                                   if not n.startswith("_")}) if _ROLE.match(s)}
+    unknown = sorted(roles - set(ROLE_TEMPLATE_IDS))
+    assert not unknown, f"directory roles the post-provision hook cannot assign: {unknown}"
