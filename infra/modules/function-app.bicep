@@ -84,6 +84,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_17:Callers present Entra tokens (App Service Authentication) and function keys, and devices sign their requests; client certificates would add nothing.
+  // checkov:skip=CKV_AZURE_213:Flex Consumption does not support the platform health check; /api/health is left open for an external availability test instead.
   // checkov:skip=CKV_AZURE_212:Flex Consumption scales by functionAppConfig.scaleAndConcurrency; numberOfWorkers does not apply.
   // checkov:skip=CKV_AZURE_222:The API is called by provider back ends and devices on the internet; App Service Authentication, function keys and per-route roles guard it, not network isolation.
   name: name
@@ -107,7 +108,6 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       ftpsState: 'Disabled'
       http20Enabled: true
       remoteDebuggingEnabled: false
-      healthCheckPath: '/api/health'
       cors: {
         allowedOrigins: []
       }

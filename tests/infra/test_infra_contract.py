@@ -177,3 +177,33 @@ def test_the_hook_knows_every_directory_role_the_features_need(permissions_modul
                                    if not n.startswith("_")}) if _ROLE.match(s)}
     unknown = sorted(roles - set(ROLE_TEMPLATE_IDS))
     assert not unknown, f"directory roles the post-provision hook cannot assign: {unknown}"
+
+
+# ---- what the function definitions refer to: queue names, %Setting% names, connections ----
+
+_FUNCTION_SOURCES = sorted((INFRA.parent / "functions").rglob("*.py")) + [INFRA.parent / "function_app.py"]
+
+
+def _function_source() -> str:
+    return "\n".join(p.read_text(encoding="utf-8") for p in _FUNCTION_SOURCES if p.exists())
+
+
+def test_queues_named_by_triggers_are_made() -> None:
+    made = set(bicep_string_list(MAIN, "var workQueues = [")) | set(bicep_string_list(MAIN, "var poisonQueues = ["))
+    named = set(re.findall(r"queue_name\s*=\s*[\"']([^\"'%]+)[\"']", _function_source()))
+    assert not sorted(named - made), f"queues used by functions but not made by infra/: {sorted(named - made)}"
+
+
+def test_settings_named_by_bindings_are_set() -> None:
+    # The host resolves %Name% in trigger and binding arguments from app settings.
+    named = set(re.findall(r"%([A-Za-z_][A-Za-z0-9_]*)%", _function_source()))
+    missing = sorted(named - _app_setting_keys())
+    assert not missing, f"%Setting% names used by functions but not set in infra/: {missing}"
+
+
+def test_binding_connections_have_identity_settings() -> None:
+    # connection="X" means the host reads X__accountName (identity) or X (connection string).
+    named = set(re.findall(r"connection\s*=\s*[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']", _function_source()))
+    keys = _app_setting_keys()
+    missing = sorted(n for n in named if f"{n}__accountName" not in keys and n not in keys)
+    assert not missing, f"binding connections without settings in infra/: {missing}"
