@@ -181,7 +181,7 @@ def test_the_hook_knows_every_directory_role_the_features_need(permissions_modul
 
 # ---- what the function definitions refer to: queue names, %Setting% names, connections ----
 
-_FUNCTION_SOURCES = sorted((INFRA.parent / "functions").rglob("*.py")) + [INFRA.parent / "function_app.py"]
+_FUNCTION_SOURCES = [*sorted((INFRA.parent / "functions").rglob("*.py")), INFRA.parent / "function_app.py"]
 
 
 def _function_source() -> str:
