@@ -135,18 +135,30 @@ def _key_name(key: Any) -> str:
     return re.sub(r"[^a-z]", "", str(raw).lower())
 
 
+#: Other names the permission table may give a feature, to the Bicep switch's name (normalised).
+_FEATURE_ALIASES = {"enrollment": "enrollmentgroups", "enrollmentstate": "enrollmentgroups",
+                    "enrollmentstategroups": "enrollmentgroups", "groups": "enrollmentgroups"}
+
+
 def _module_table(module: ModuleType) -> dict[str, set[str]]:
-    """Feature name (normalised) to the Graph permissions the module says it needs."""
+    """Feature name (normalised) to the Graph permissions the module says it needs.
+
+    A table is any public dict of the module with at least two keys naming Bicep features; every
+    key of such a table must then name a feature, so a new feature cannot slip past the Bicep.
+    """
     wanted = {_key_name(k) for k in bicep_map_of_lists(GRAPH, "var featurePermissions = {")}
     table: dict[str, set[str]] = {}
     for name in dir(module):
         value = getattr(module, name)
         if name.startswith("_") or not isinstance(value, dict):
             continue
+        keys = {k: _FEATURE_ALIASES.get(_key_name(k), _key_name(k)) for k in value}
+        if len(set(keys.values()) & wanted) < 2:
+            continue
+        unknown = sorted(str(k) for k, feature in keys.items() if feature not in wanted)
+        assert not unknown, f"{module.__name__}.{name} names features the Bicep has no switch for: {unknown}"
         for key, entry in value.items():
-            feature = _key_name(key)
-            if feature in wanted:
-                table.setdefault(feature, set()).update(s for s in _strings(entry) if _PERMISSION.match(s))
+            table.setdefault(keys[key], set()).update(s for s in _strings(entry) if _PERMISSION.match(s))
     return table
 
 
