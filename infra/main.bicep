@@ -244,8 +244,8 @@ module groups 'modules/groups.bicep' = if (createGroups) {
   }
 }
 
-var syncGroupRefs = createGroups ? [groups.outputs.syncGroupId] : syncGroups
-var rotationGroupRef = createGroups ? groups.outputs.rotationGroupId : rotationGroup
+var syncGroupRefs = createGroups ? [groups!.outputs.syncGroupId] : syncGroups
+var rotationGroupRef = createGroups ? groups!.outputs.rotationGroupId : rotationGroup
 
 // The first connection: this tenant, through the app's own managed identity.
 var mainConnection = {
