@@ -77,6 +77,14 @@ class NotFound(BridgeError):
     title = "Not found"
 
 
+class Gone(NotFound):
+    """A resource that existed is gone for good; for a delta token it means: read everything again."""
+
+    slug = "gone"
+    status = 410
+    title = "Gone"
+
+
 class Conflict(BridgeError):
     """The target's state forbids the operation, or a concurrent writer won (ETag mismatch)."""
 
