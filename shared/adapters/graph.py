@@ -1,0 +1,424 @@
+"""The Graph gateway: every call the bridge makes to Microsoft Graph goes through here.
+
+Built on msgraph-sdk's request adapter (authentication, base URL, Graph's middleware), it adds what
+the features need and the SDK does not give: retries we control (429, 503, 504, dropped
+connections, honouring `Retry-After`), a throttle governor shared by every instance through the
+`throttle` table (one instance's 429 pauses that tenant's writes everywhere), a concurrency cap per
+tenant, a hand-built `$batch` with per-item retries (FACTS.md: the SDK's batch helper drops ids and
+bodies), paging that refuses incomplete reads, one translation of Graph's errors into the taxonomy
+keeping Graph's request-id, and dry-run enforced here so no feature can forget it.
+
+Throttling: https://learn.microsoft.com/graph/throttling (Retry-After, per-item throttling in $batch).
+Batching: https://learn.microsoft.com/graph/json-batching (20 requests, dependsOn, 424).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal, cast
+from urllib.parse import urlencode
+
+import httpx
+from azure.core.credentials_async import AsyncTokenCredential
+from kiota_abstractions.method import Method
+from kiota_abstractions.request_information import RequestInformation
+from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
+from kiota_http.middleware.options import RetryHandlerOption
+from msgraph.graph_request_adapter import GraphRequestAdapter
+from msgraph_core import GraphClientFactory  # type: ignore[import-untyped]
+from opentelemetry import trace
+
+from shared.errors import (
+    Ambiguous,
+    BridgeError,
+    Configuration,
+    Conflict,
+    Gone,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Stop,
+    Throttled,
+    Transient,
+)
+from shared.services.ports import (
+    ApiVersion,
+    BatchItem,
+    BatchResult,
+    Clock,
+    Entity,
+    EntityStore,
+    GraphResponse,
+    JsonObject,
+)
+from shared.topology import Table
+
+log = logging.getLogger(__name__)
+
+BATCH_LIMIT = 20
+RETRYABLE_STATUS = frozenset({429, 503, 504})
+WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+# A retry of these after an unknown outcome cannot apply the change twice.
+IDEMPOTENT_WRITES = frozenset({"PATCH", "PUT", "DELETE"})
+_DRY_RUN_STATUS = 202
+
+
+class SystemClock:
+    """Wall-clock time."""
+
+    def now(self) -> dt.datetime:
+        """The current UTC time."""
+        return dt.datetime.now(dt.UTC)
+
+
+class ThrottleGovernor:
+    """Shares Graph's Retry-After across instances through the `throttle` table.
+
+    Rows: partition = tenant id, row = "writes"; `pauseUntil` is the ISO time before which no
+    instance sends that tenant a write. Each instance re-reads the row at most once a second.
+    """
+
+    REFRESH_SECONDS = 1.0
+
+    def __init__(self, entities: EntityStore | None, clock: Clock | None = None) -> None:
+        self._entities = entities
+        self._clock = clock or SystemClock()
+        self._known: dict[str, tuple[float, dt.datetime | None]] = {}
+
+    async def pause_until(self, tenant: str) -> dt.datetime | None:
+        """The time before which writes to `tenant` must wait, if any."""
+        checked, until = self._known.get(tenant, (0.0, None))
+        if self._entities is not None and time.monotonic() - checked > self.REFRESH_SECONDS:
+            try:
+                row = await self._entities.get(Table.THROTTLE, tenant, "writes")
+            except BridgeError:
+                row = None  # the governor is advisory: a storage hiccup must not stop Graph work
+            stored = _parse_time(row.data.get("pauseUntil")) if row else None
+            until = max((t for t in (until, stored) if t is not None), default=None)
+            self._known[tenant] = (time.monotonic(), until)
+        return until
+
+    async def wait(self, tenant: str, sleep: Callable[[float], Awaitable[None]]) -> None:
+        """Sleep until `tenant`'s write pause, if any, has passed."""
+        until = await self.pause_until(tenant)
+        if until is not None:
+            delay = (until - self._clock.now()).total_seconds()
+            if delay > 0:
+                log.info("writes to tenant %s paused for %.1f s after a 429", tenant, delay)
+                await sleep(delay)
+
+    async def pause(self, tenant: str, seconds: float) -> None:
+        """Record that `tenant` asked for `seconds` of quiet, for every instance."""
+        until = self._clock.now() + dt.timedelta(seconds=seconds)
+        _, known = self._known.get(tenant, (0.0, None))
+        self._known[tenant] = (time.monotonic(), max(until, known) if known else until)
+        if self._entities is None:
+            return
+        try:
+            await self._entities.upsert(Table.THROTTLE, Entity(tenant, "writes", {
+                "pauseUntil": until.isoformat(), "retryAfterSeconds": seconds}))
+        except BridgeError:
+            log.warning("could not share the throttle pause of tenant %s", tenant)
+
+
+def _parse_time(value: object) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def graph_http_client(verify: Any = True, *, timeout: float = 60.0) -> httpx.AsyncClient:
+    """An httpx client with Graph's middleware, minus its retry handler (the gateway retries itself)."""
+    client = httpx.AsyncClient(verify=verify, timeout=httpx.Timeout(timeout, connect=10.0),
+                               limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
+    options = {RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=0, should_retry=False)}
+    return cast(httpx.AsyncClient, GraphClientFactory.create_with_default_middleware(client=client, options=options))
+
+
+class GraphGateway:
+    """Implements shared.services.ports.GraphApi for one connection."""
+
+    def __init__(self, *, connection: str, tenant_id: str, credential: AsyncTokenCredential, graph_base: str,
+                 scope: str, verify: Any = True, governor: ThrottleGovernor | None = None, dry_run: bool = False,
+                 max_concurrency: int = 16, max_attempts: int = 5, max_wait: float = 120.0,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.connection = connection
+        self.tenant_id = tenant_id
+        self.dry_run = dry_run
+        self._base = graph_base.rstrip("/")
+        host = httpx.URL(self._base).host
+        auth = AzureIdentityAuthenticationProvider(credential, scopes=[scope], allowed_hosts=[host])
+        self._http = graph_http_client(verify)
+        self._adapter = GraphRequestAdapter(auth, client=self._http)
+        self._adapter.base_url = f"{self._base}/v1.0"
+        self._credential = credential
+        self._governor = governor or ThrottleGovernor(None)
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._max_attempts = max(1, max_attempts)
+        self._max_wait = max_wait
+        self._sleep = sleep
+        #: Requests sent, and 429s seen, since start (for status pages and benchmarks).
+        self.sent = 0
+        self.throttled = 0
+
+    @property
+    def request_adapter(self) -> GraphRequestAdapter:
+        """The msgraph request adapter, for typed GraphServiceClient use where a feature wants it."""
+        return self._adapter
+
+    async def close(self) -> None:
+        """Close connections and the credential."""
+        await self._http.aclose()
+        await self._credential.close()
+
+    # ------------------------------------------------------------------ the port
+
+    async def get(self, path: str, *, params: Mapping[str, str] | None = None,
+                  headers: Mapping[str, str] | None = None, api: ApiVersion = "v1.0") -> JsonObject:
+        """GET one resource."""
+        response = await self._call("GET", self._url(path, params, api), headers=headers)
+        return response.body or {}
+
+    async def pages(self, path: str, *, params: Mapping[str, str] | None = None,
+                    headers: Mapping[str, str] | None = None, api: ApiVersion = "v1.0") -> AsyncIterator[JsonObject]:
+        """Every page, following @odata.nextLink; an incomplete read raises Stop."""
+        url: str | None = self._url(path, params, api)
+        while url:
+            try:
+                response = await self._call("GET", url, headers=headers)
+            except Gone:
+                raise
+            except BridgeError as err:
+                raise Stop(f"reading {path} stopped after a failed page: {err.detail}",
+                           request_id=err.request_id) from err
+            page = response.body or {}
+            if not isinstance(page.get("value"), list):
+                raise Stop(f"a page of {path} has no 'value': the read is incomplete", request_id=response.request_id)
+            yield page
+            next_link = page.get("@odata.nextLink")
+            url = str(next_link) if next_link else None
+
+    async def send(self, method: Literal["POST", "PATCH", "PUT", "DELETE"], path: str, *,
+                   body: JsonObject | None = None, params: Mapping[str, str] | None = None,
+                   headers: Mapping[str, str] | None = None, api: ApiVersion = "v1.0") -> GraphResponse:
+        """One write; refused and logged as planned in dry-run."""
+        url = self._url(path, params, api)
+        if self.dry_run:
+            log.info("dry-run: would %s %s", method, path)
+            return GraphResponse(status=_DRY_RUN_STATUS, body={"dryRun": True, "method": method, "path": path})
+        return await self._call(method, url, body=body, headers=headers)
+
+    async def batch(self, items: Sequence[BatchItem], *, api: ApiVersion = "v1.0") -> list[BatchResult]:
+        """Send items 20 at a time; throttled or transient items are retried on their own."""
+        ids = [item.id for item in items]
+        if len(set(ids)) != len(ids):
+            raise InvalidInput("batch item ids must be unique", field="id")
+        results: dict[str, BatchResult] = {}
+        for item in items:
+            if self.dry_run and item.method in WRITE_METHODS:
+                log.info("dry-run: would %s %s (batch item %s)", item.method, item.url, item.id)
+                results[item.id] = BatchResult(item.id, _DRY_RUN_STATUS, {"dryRun": True})
+        pending = [item for item in items if item.id not in results]
+        for start in range(0, len(pending), BATCH_LIMIT):
+            chunk = pending[start:start + BATCH_LIMIT]
+            results.update(await self._batch_chunk(chunk, api))
+        return [results[i] for i in ids]
+
+    # ------------------------------------------------------------------ internals
+
+    def _url(self, path: str, params: Mapping[str, str] | None, api: ApiVersion) -> str:
+        if path.startswith("https://") or path.startswith("http://"):
+            url = path  # a nextLink or deltaLink, already complete
+        else:
+            url = f"{self._base}/{api}{path if path.startswith('/') else '/' + path}"
+        if params:
+            url += ("&" if "?" in url else "?") + urlencode(params, safe="$,'()/:@ ")
+        return url.replace(" ", "%20")
+
+    async def _call(self, method: str, url: str, *, body: JsonObject | None = None,
+                    headers: Mapping[str, str] | None = None) -> GraphResponse:
+        write = method in WRITE_METHODS
+        attempt = 0
+        while True:
+            attempt += 1
+            if write:
+                await self._governor.wait(self.tenant_id, self._sleep)
+            try:
+                response = await self._send_once(method, url, body, headers)
+            except httpx.ConnectError as exc:
+                # Never reached the server: safe to retry any method.
+                if attempt >= self._max_attempts:
+                    raise Transient(f"cannot connect to Graph: {type(exc).__name__}") from None
+                await self._sleep(self._backoff(attempt))
+                continue
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                if write and method not in IDEMPOTENT_WRITES:
+                    raise Ambiguous(f"{method} {_path_of(url)}: the connection failed after the request was "
+                                    f"sent ({type(exc).__name__}); it may have been applied") from None
+                if attempt >= self._max_attempts:
+                    if write:
+                        raise Ambiguous(f"{method} {_path_of(url)}: no answer after {attempt} attempts "
+                                        f"({type(exc).__name__}); it may have been applied") from None
+                    raise Transient(f"Graph did not answer ({type(exc).__name__})") from None
+                await self._sleep(self._backoff(attempt))
+                continue
+            status = response.status_code
+            request_id = response.headers.get("request-id")
+            if status in RETRYABLE_STATUS:
+                retry_after = _retry_after(response, self._backoff(attempt))
+                if status == 429:
+                    self.throttled += 1
+                    if write:
+                        await self._governor.pause(self.tenant_id, retry_after)
+                ambiguous_write = write and status == 504 and method not in IDEMPOTENT_WRITES
+                if ambiguous_write:
+                    raise Ambiguous(f"{method} {_path_of(url)}: Graph answered 504; the write may have been applied",
+                                    request_id=request_id)
+                if attempt >= self._max_attempts or retry_after > self._max_wait:
+                    raise _translate(response, method, url)
+                await self._sleep(retry_after + random.uniform(0, 0.1 * retry_after))  # noqa: S311 - jitter
+                continue
+            if status >= 400:
+                raise _translate(response, method, url)
+            return GraphResponse(status=status, body=_json(response), headers=dict(response.headers),
+                                 request_id=request_id)
+
+    async def _send_once(self, method: str, url: str, body: JsonObject | None,
+                         headers: Mapping[str, str] | None) -> httpx.Response:
+        info = RequestInformation()
+        info.http_method = Method[method]
+        info.url = url
+        for key, value in (headers or {}).items():
+            info.headers.try_add(key, value)
+        if body is not None:
+            info.headers.try_add("Content-Type", "application/json")
+            info.content = json.dumps(body).encode()
+        async with self._slots:
+            self.sent += 1
+            response = await self._adapter.get_http_response_message(info, trace.get_current_span())
+            return cast(httpx.Response, response)
+
+    def _backoff(self, attempt: int) -> float:
+        base: float = min(30.0, 0.5 * 2 ** (attempt - 1))
+        return base * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not a secret
+
+    async def _batch_chunk(self, chunk: Sequence[BatchItem], api: ApiVersion) -> dict[str, BatchResult]:
+        done: dict[str, BatchResult] = {}
+        todo = list(chunk)
+        attempt = 0
+        while todo:
+            attempt += 1
+            payload = {"requests": [_batch_request(item) for item in todo]}
+            if any(item.method in WRITE_METHODS for item in todo):
+                await self._governor.wait(self.tenant_id, self._sleep)
+            response = await self._call("POST", f"{self._base}/{api}/$batch", body=payload)
+            by_id = {str(r.get("id")): r for r in (response.body or {}).get("responses", [])}
+            retry: list[BatchItem] = []
+            wait = 0.0
+            for item in todo:
+                answer = by_id.get(item.id)
+                if answer is None:
+                    retry.append(item)
+                    continue
+                status = int(answer.get("status", 500))
+                item_headers = {str(k).lower(): str(v) for k, v in (answer.get("headers") or {}).items()}
+                retryable = status in RETRYABLE_STATUS and not (
+                    status == 504 and item.method == "POST")
+                if retryable and attempt < self._max_attempts:
+                    retry.append(item)
+                    wait = max(wait, _seconds(item_headers.get("retry-after"), self._backoff(attempt)))
+                    if status == 429:
+                        self.throttled += 1
+                    continue
+                body = answer.get("body")
+                done[item.id] = BatchResult(item.id, status, body if isinstance(body, dict) else None,
+                                            item_headers, item_headers.get("request-id"))
+            # Items that depend on a retried one go again with it (Graph answered them 424).
+            retried = {i.id for i in retry}
+            for item in todo:
+                if item.depends_on in retried and item.id in done and done[item.id].status == 424:
+                    del done[item.id]
+                    retry.append(item)
+            todo = [item for item in chunk if item in retry]
+            if todo:
+                if any(i.method in WRITE_METHODS for i in todo) and wait:
+                    await self._governor.pause(self.tenant_id, wait)
+                await self._sleep(wait or self._backoff(attempt))
+        return done
+
+
+def _batch_request(item: BatchItem) -> JsonObject:
+    request: JsonObject = {"id": item.id, "method": item.method,
+                           "url": item.url if item.url.startswith("/") else "/" + item.url}
+    headers = dict(item.headers)
+    if item.body is not None:
+        request["body"] = item.body
+        headers.setdefault("Content-Type", "application/json")
+    if headers:
+        request["headers"] = headers
+    if item.depends_on:
+        request["dependsOn"] = [item.depends_on]
+    return request
+
+
+def _path_of(url: str) -> str:
+    return httpx.URL(url).path
+
+
+def _json(response: httpx.Response) -> JsonObject | None:
+    if response.status_code == 204 or not response.content:
+        return None
+    try:
+        parsed = response.json()
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else {"value": parsed}
+
+
+def _seconds(value: str | None, default: float) -> float:
+    try:
+        return max(0.0, float(value)) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _retry_after(response: httpx.Response, default: float) -> float:
+    return _seconds(response.headers.get("retry-after"), default)
+
+
+def _translate(response: httpx.Response, method: str, url: str) -> BridgeError:
+    """Graph's error answer as the taxonomy, with its request-id and message (never a request body)."""
+    status = response.status_code
+    request_id = response.headers.get("request-id")
+    error = ((_json(response) or {}).get("error") or {}) if response.content else {}
+    code = str(error.get("code") or "")
+    message = str(error.get("message") or response.reason_phrase or "error")
+    what = f"Graph {method} {_path_of(url)}: {status} {code}: {message}".replace(":  :", ":")
+    if status == 429:
+        return Throttled(what, retry_after=_retry_after(response, 5.0), scope=response.headers.get(
+            "x-ms-throttle-scope", ""), request_id=request_id)
+    if status == 400:
+        return InvalidInput(what, request_id=request_id)
+    if status == 401:
+        return Configuration(f"{what} - the connection's credential was refused; check its auth settings",
+                             setting="CONNECTIONS")
+    if status == 403:
+        return PermissionDenied(what, request_id=request_id)
+    if status == 404:
+        return NotFound(what, request_id=request_id)
+    if status == 410:
+        return Gone(what, request_id=request_id)
+    if status in (409, 412):
+        return Conflict(what, request_id=request_id)
+    if status >= 500:
+        return Transient(what, request_id=request_id)
+    return InvalidInput(what, request_id=request_id)

@@ -1,0 +1,104 @@
+"""Credentials: one per connection, and the app's own for Key Vault and storage.
+
+A connection authenticates with the function app's managed identity, or with an app registration's
+client secret or certificate kept in Key Vault (never inline). In the local profile the authority is
+the Entra simulator and the local CA is trusted explicitly, so the same SDK classes run unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from typing import Any
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.identity.aio import (
+    CertificateCredential,
+    ClientSecretCredential,
+    DefaultAzureCredential,
+    ManagedIdentityCredential,
+)
+
+from shared.config import (
+    CertificateAuth,
+    ClientSecretAuth,
+    Cloud,
+    Connection,
+    ManagedIdentityAuth,
+    Settings,
+)
+from shared.errors import Configuration, NotFound
+from shared.services.ports import SecretStore
+
+
+def ca_file(settings: Settings) -> str | None:
+    """The CA bundle to trust for local stand-ins (LOCAL_CA_FILE), when set."""
+    return settings.local_ca_file or None
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """An SSL context trusting the system CAs plus LOCAL_CA_FILE when set."""
+    context = ssl.create_default_context()
+    if settings.local_ca_file:
+        try:
+            context.load_verify_locations(cafile=settings.local_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise Configuration(f"LOCAL_CA_FILE {settings.local_ca_file!r} cannot be loaded: {exc}",
+                                setting="LOCAL_CA_FILE") from None
+    return context
+
+
+def _transport_options(settings: Settings, cloud: Cloud) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if cloud is Cloud.LOCAL:
+        options["authority"] = settings.profile(cloud).authority
+        if settings.local_ca_file:
+            options["connection_verify"] = settings.local_ca_file
+    elif cloud is not Cloud.GLOBAL:
+        options["authority"] = settings.profile(cloud).authority
+    return options
+
+
+def app_credential(settings: Settings) -> AsyncTokenCredential:
+    """The function app's own identity (Key Vault, storage): managed identity in Azure and locally."""
+    if os.environ.get("IDENTITY_ENDPOINT") or os.environ.get("MSI_ENDPOINT"):
+        return ManagedIdentityCredential(client_id=settings.managed_identity_client_id,
+                                         **_verify_only(settings))
+    # A developer machine outside the local stack: the usual developer credentials.
+    return DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id)
+
+
+def _verify_only(settings: Settings) -> dict[str, Any]:
+    return {"connection_verify": settings.local_ca_file} if settings.local_ca_file else {}
+
+
+async def connection_credential(conn: Connection, settings: Settings,
+                                secrets: SecretStore | None) -> AsyncTokenCredential:
+    """The credential `conn` uses for Graph, reading its client secret or certificate from Key Vault."""
+    auth = conn.auth
+    if isinstance(auth, ManagedIdentityAuth):
+        return ManagedIdentityCredential(client_id=auth.client_id or settings.managed_identity_client_id,
+                                         **_verify_only(settings))
+    options = _transport_options(settings, conn.cloud)
+    if isinstance(auth, ClientSecretAuth):
+        secret = await _read_secret(secrets, auth.secret_name, conn, "auth.secretName")
+        return ClientSecretCredential(conn.tenant_id, auth.client_id, secret, **options)
+    if isinstance(auth, CertificateAuth):
+        pem = await _read_secret(secrets, auth.certificate_secret_name, conn, "auth.certificateSecretName")
+        return CertificateCredential(conn.tenant_id, auth.client_id, certificate_data=pem.encode(),
+                                     send_certificate_chain=auth.send_certificate_chain, **options)
+    raise Configuration(f"connection {conn.name!r} has an unknown auth kind", setting="CONNECTIONS")
+
+
+async def _read_secret(secrets: SecretStore | None, name: str, conn: Connection, field: str) -> str:
+    if secrets is None:
+        raise Configuration(f"connection {conn.name!r} keeps its credential in Key Vault ({field}) but "
+                            "KEY_VAULT_URL is not set", setting="KEY_VAULT_URL")
+    try:
+        found = await secrets.get(name)
+    except NotFound:
+        raise Configuration(f"connection {conn.name!r}: secret {name!r} ({field}) is not in the vault",
+                            setting="CONNECTIONS") from None
+    if not found.value:
+        raise Configuration(f"connection {conn.name!r}: secret {name!r} ({field}) is empty", setting="CONNECTIONS")
+    return found.value
