@@ -1,0 +1,165 @@
+"""The audit log in Table storage: append-only, hash-chained, readable and verifiable.
+
+Rows: partition = chain id (connection, UTC day, shard), row = the record's zero-padded sequence
+number, so a partition reads back in order; a `head` row per chain holds the last sequence and hash.
+Appending inserts record N+1 (a concurrent writer that took N+1 first makes the insert conflict, and
+the head is advanced to what it wrote), then moves the head with an ETag check. A writer that dies
+between the two leaves a head one behind, which the next append repairs the same way.
+
+Each record is also logged as a structured `audit` line, which Application Insights keeps as a
+custom event when the host's telemetry is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from shared.domain import audit as chain
+from shared.errors import Conflict
+from shared.services.ports import Clock, Entity, EntityStore
+from shared.topology import Table
+
+log = logging.getLogger("bridge.audit")
+
+HEAD = "head"
+MAX_APPEND_TRIES = 20
+
+
+def _row_key(seq: int) -> str:
+    return f"{seq:012d}"
+
+
+class TableAuditSink:
+    """Implements shared.services.ports.AuditSink on the `audit` table."""
+
+    def __init__(self, entities: EntityStore, clock: Clock) -> None:
+        self._entities = entities
+        self._clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+        # chain -> (seq, hash, etag of the head row)
+        self._heads: dict[str, tuple[int, str, str | None]] = {}
+
+    async def record(self, *, connection: str, actor: str, action: str, target: str, outcome: str,
+                     correlation_id: str, graph_request_id: str | None = None,
+                     vault_version: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
+        """Append one record to its chain."""
+        detail = dict(detail or {})
+        chain.reject_secret_keys(detail)
+        at = self._clock.now()
+        chain_id = chain.chain_id(connection, at, target)
+        lock = self._locks.setdefault(chain_id, asyncio.Lock())
+        async with lock:
+            sealed = await self._append(chain_id, {
+                "connection": connection, "chain": chain_id, "at": at, "actor": actor, "action": action,
+                "target": target, "outcome": outcome, "correlationId": correlation_id,
+                "graphRequestId": graph_request_id, "vaultVersion": vault_version, "detail": detail,
+            })
+        log.info("audit %s %s %s", action, outcome, target, extra={"custom_dimensions": {
+            "event": "audit", "connection": connection, "action": action, "outcome": outcome, "target": target,
+            "actor": actor, "correlationId": correlation_id, "graphRequestId": graph_request_id,
+            "vaultVersion": vault_version, "seq": sealed.seq, "chain": chain_id}})
+
+    async def _append(self, chain_id: str, fields: dict[str, Any]) -> chain.AuditRecord:
+        for _ in range(MAX_APPEND_TRIES):
+            seq, prev_hash, head_etag = await self._head(chain_id)
+            record = chain.AuditRecord.model_validate({**fields, "seq": seq + 1, "prevHash": prev_hash}).sealed()
+            row = record.model_dump(mode="json", by_alias=True)
+            try:
+                await self._entities.insert(Table.AUDIT, Entity(chain_id, _row_key(record.seq), row))
+            except Conflict:
+                await self._catch_up(chain_id, seq + 1)
+                continue
+            head = Entity(chain_id, HEAD, {"seq": record.seq, "hash": record.hash}, head_etag)
+            try:
+                saved = await (self._entities.update(Table.AUDIT, head) if head_etag
+                               else self._entities.insert(Table.AUDIT, head))
+                self._heads[chain_id] = (record.seq, record.hash, saved.etag)
+            except Conflict:
+                self._heads.pop(chain_id, None)  # someone repaired or advanced the head; reread next time
+            return record
+        raise Conflict(f"audit chain {chain_id} is too busy: gave up after {MAX_APPEND_TRIES} tries")
+
+    async def _head(self, chain_id: str) -> tuple[int, str, str | None]:
+        known = self._heads.get(chain_id)
+        if known is not None:
+            return known
+        found = await self._entities.get(Table.AUDIT, chain_id, HEAD)
+        head = (0, chain.GENESIS, None) if found is None else (
+            int(found.data["seq"]), str(found.data["hash"]), found.etag)
+        self._heads[chain_id] = head
+        return head
+
+    async def _catch_up(self, chain_id: str, taken_seq: int) -> None:
+        """Another writer holds `taken_seq`: move the head to the newest record actually written."""
+        seq = taken_seq
+        last: Entity | None = None
+        while (found := await self._entities.get(Table.AUDIT, chain_id, _row_key(seq))) is not None:
+            last, seq = found, seq + 1
+        head_row = await self._entities.get(Table.AUDIT, chain_id, HEAD)
+        if last is None:
+            self._heads.pop(chain_id, None)
+            return
+        data = {"seq": int(last.data["seq"]), "hash": str(last.data["hash"])}
+        try:
+            if head_row is None:
+                saved = await self._entities.insert(Table.AUDIT, Entity(chain_id, HEAD, data))
+            elif int(head_row.data["seq"]) < data["seq"]:
+                saved = await self._entities.update(Table.AUDIT, Entity(chain_id, HEAD, data, head_row.etag))
+            else:
+                saved = head_row
+                data = {"seq": int(head_row.data["seq"]), "hash": str(head_row.data["hash"])}
+            self._heads[chain_id] = (int(data["seq"]), str(data["hash"]), saved.etag)
+        except Conflict:
+            self._heads.pop(chain_id, None)
+
+
+class AuditReader:
+    """Reads and verifies the audit log."""
+
+    def __init__(self, entities: EntityStore) -> None:
+        self._entities = entities
+
+    async def chain_records(self, chain_id: str) -> list[chain.AuditRecord]:
+        """Every record of one chain, in sequence order."""
+        records = []
+        async for found in self._entities.query(Table.AUDIT, chain_id, row_key_from="0", row_key_to="9" * 13):
+            records.append(chain.AuditRecord.model_validate(found.data))
+        return records
+
+    def chains(self, connection: str, day: dt.date) -> list[str]:
+        """The chain ids of one connection and day."""
+        return [f"{connection}_{day:%Y%m%d}_{shard}" for shard in range(chain.SHARDS)]
+
+    async def records(self, connection: str, first: dt.date, last: dt.date) -> AsyncIterator[chain.AuditRecord]:
+        """Records of `connection` from day `first` to `last` inclusive, oldest first per day."""
+        day = first
+        while day <= last:
+            merged: list[chain.AuditRecord] = []
+            for chain_id in self.chains(connection, day):
+                merged.extend(await self.chain_records(chain_id))
+            for record in sorted(merged, key=lambda r: (r.at, r.chain, r.seq)):
+                yield record
+            day += dt.timedelta(days=1)
+
+    async def verify(self, connection: str, first: dt.date, last: dt.date) -> tuple[int, chain.BrokenLink | None]:
+        """How many records were checked, and the first broken link if any."""
+        checked = 0
+        day = first
+        while day <= last:
+            for chain_id in self.chains(connection, day):
+                records = await self.chain_records(chain_id)
+                checked += len(records)
+                broken = chain.verify(records)
+                if broken is None:
+                    head = await self._entities.get(Table.AUDIT, chain_id, HEAD)
+                    if head is not None and records and int(head.data["seq"]) > records[-1].seq:
+                        broken = chain.BrokenLink(chain_id, records[-1].seq + 1,
+                                                  f"record {records[-1].seq + 1} is missing (the head is ahead)")
+                if broken is not None:
+                    return checked, broken
+            day += dt.timedelta(days=1)
+        return checked, None
