@@ -103,16 +103,17 @@ class TableAuditSink:
         if last is None:
             self._heads.pop(chain_id, None)
             return
-        data = {"seq": int(last.data["seq"]), "hash": str(last.data["hash"])}
+        seq, digest = int(last.data["seq"]), str(last.data["hash"])
         try:
             if head_row is None:
-                saved = await self._entities.insert(Table.AUDIT, Entity(chain_id, HEAD, data))
-            elif int(head_row.data["seq"]) < data["seq"]:
-                saved = await self._entities.update(Table.AUDIT, Entity(chain_id, HEAD, data, head_row.etag))
+                saved = await self._entities.insert(Table.AUDIT, Entity(chain_id, HEAD, {"seq": seq, "hash": digest}))
+            elif int(head_row.data["seq"]) < seq:
+                saved = await self._entities.update(Table.AUDIT, Entity(chain_id, HEAD, {"seq": seq, "hash": digest},
+                                                                        head_row.etag))
             else:
                 saved = head_row
-                data = {"seq": int(head_row.data["seq"]), "hash": str(head_row.data["hash"])}
-            self._heads[chain_id] = (int(data["seq"]), str(data["hash"]), saved.etag)
+                seq, digest = int(head_row.data["seq"]), str(head_row.data["hash"])
+            self._heads[chain_id] = (seq, digest, saved.etag)
         except Conflict:
             self._heads.pop(chain_id, None)
 
