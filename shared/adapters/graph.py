@@ -25,6 +25,7 @@ from typing import Any, Literal, cast
 from urllib.parse import urlencode
 
 import httpx
+import jwt
 from azure.core.credentials_async import AsyncTokenCredential
 from kiota_abstractions.method import Method
 from kiota_abstractions.request_information import RequestInformation
@@ -161,6 +162,7 @@ class GraphGateway:
         self._adapter = GraphRequestAdapter(auth, client=self._http)
         self._adapter.base_url = f"{self._base}/v1.0"
         self._credential = credential
+        self._scope = scope
         self._governor = governor or ThrottleGovernor(None)
         self._slots = asyncio.Semaphore(max_concurrency)
         self._max_attempts = max(1, max_attempts)
@@ -174,6 +176,16 @@ class GraphGateway:
     def request_adapter(self) -> GraphRequestAdapter:
         """The msgraph request adapter, for typed GraphServiceClient use where a feature wants it."""
         return self._adapter
+
+    async def token_claims(self) -> dict[str, Any]:
+        """Claims of the access token this gateway sends: who the bridge is and what it was granted.
+
+        Not verified here: it is our own token, fresh from the identity platform, read for its
+        `oid` and `roles` (the application permissions granted to the app).
+        """
+        token = await self._credential.get_token(self._scope)
+        claims: dict[str, Any] = jwt.decode(token.token, options={"verify_signature": False})
+        return claims
 
     async def close(self) -> None:
         """Close connections and the credential."""
