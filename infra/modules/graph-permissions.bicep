@@ -22,10 +22,11 @@ var featurePermissions = {
     'User.Read.All'
     'GroupMember.Read.All'
     'User-PasswordProfile.ReadWrite.All'
+    'RoleManagement.Read.Directory'
   ]
   passkeys: [
     'User.Read.All'
-    'UserAuthenticationMethod.ReadWrite.All'
+    'UserAuthMethod-Passkey.ReadWrite.All'
     'Policy.Read.All'
   ]
   enrollmentGroups: [
