@@ -1,0 +1,198 @@
+"""The device registry: register a user's device with its key, read it, and remove it.
+
+Removal answers at once with an operation id; the `device-work` queue revokes, one by one, every
+passkey the bridge registered for the device in Entra (a 404 counts as done), records progress in the
+`operations` table, moves the user's enrollment state and audits each step. Replays are harmless:
+each passkey row is deleted only after Entra confirmed, and a finished operation is not redone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.config import Connection
+from shared.domain.devices import DeviceRow, DeviceState, PublicJwk
+from shared.domain.directory import Enrollment
+from shared.errors import Conflict, NotFound
+from shared.messages import WorkMessage
+from shared.services.delivery import RegisteredDevice
+from shared.services.directory import Directory
+from shared.services.ports import AuditSink, Clock, Entity, EntityStore, GraphApi, JsonObject, WorkQueue
+from shared.topology import Queue, Table
+
+ACTOR = "devices"
+
+
+class DeviceRegistration(BaseModel):
+    """Body of PUT connections/{c}/devices/{deviceId}."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    user: Annotated[str, Field(min_length=1, max_length=256, description="object id or UPN")]
+    display_name: Annotated[str, Field(alias="displayName", min_length=1, max_length=256)]
+    public_key: Annotated[PublicJwk, Field(alias="publicKey")]
+
+
+@dataclass(frozen=True)
+class PasskeyRef:
+    """A passkey the bridge registered for a device."""
+
+    method_id: str
+    user_id: str
+    device_id: str
+    data: JsonObject
+
+
+class DeviceService:
+    """Registers, reads and removes devices."""
+
+    def __init__(self, *, directory: Directory, entities: EntityStore, audit: AuditSink, queue: WorkQueue,
+                 clock: Clock) -> None:
+        self._directory = directory
+        self._entities = entities
+        self._audit = audit
+        self._queue = queue
+        self._clock = clock
+
+    async def get(self, connection: str, device_id: str) -> DeviceRow:
+        """A device; NotFound when the registry does not know it."""
+        found = await self._entities.get(Table.DEVICES, connection, device_id)
+        if found is None:
+            raise NotFound(f"device {device_id!r} is not registered in connection {connection!r}")
+        return DeviceRow.model_validate({"id": device_id, **found.data})
+
+    async def registered_device(self, connection: str, device_id: str) -> RegisteredDevice | None:
+        """The device and its key for request signatures (the DeviceKeys port of delivery)."""
+        try:
+            row = await self.get(connection, device_id)
+        except NotFound:
+            return None
+        return RegisteredDevice(device_id, row.user_id, row.state is DeviceState.ACTIVE, row.public_key.as_dict())
+
+    async def register(self, conn: Connection, device_id: str, body: DeviceRegistration, *, actor: str,
+                       correlation_id: str) -> tuple[DeviceRow, bool]:
+        """Register or update a device of an imported, active user; returns it and whether it is new."""
+        user = await self._directory.find(conn.name, body.user)
+        if user is None:
+            raise NotFound(f"user {body.user!r} is not imported in connection {conn.name!r}; sync it first")
+        if not user.active:
+            raise Conflict(f"user {user.upn} is {user.state.value} in the bridge directory; only active users "
+                           "may register devices")
+        now = self._clock.now()
+        existing = await self._entities.get(Table.DEVICES, conn.name, device_id)
+        if existing is not None:
+            old = DeviceRow.model_validate({"id": device_id, **existing.data})
+            if old.user_id != user.id:
+                raise Conflict(f"device {device_id!r} belongs to another user; remove it first")
+            if old.state is not DeviceState.ACTIVE:
+                raise Conflict(f"device {device_id!r} is being removed ({old.state.value}); use a new device id")
+        row = DeviceRow(id=device_id, user_id=user.id, display_name=body.display_name, public_key=body.public_key,
+                        registered_at=now if existing is None else existing.data.get("registeredAt", now),
+                        updated_at=now)
+        entity = Entity(conn.name, device_id, row.to_row(), existing.etag if existing else None)
+        await (self._entities.update(Table.DEVICES, entity) if existing else self._entities.insert(Table.DEVICES,
+                                                                                                    entity))
+        if existing is None and user.enrollment is Enrollment.NOT_ENROLLED:
+            await self._directory.put(conn.name, user.model_copy(update={"enrollment":
+                                                                          Enrollment.PAIRED_WITH_PROVIDER}))
+        await self._audit.record(connection=conn.name, actor=actor, action="device.registered" if existing is None
+                                 else "device.updated", target=user.id, outcome="ok", correlation_id=correlation_id,
+                                 detail={"device": device_id})
+        return row, existing is None
+
+    async def passkeys(self, connection: str, device_id: str) -> list[PasskeyRef]:
+        """Passkeys the bridge registered for a device."""
+        found = []
+        async for row in self._entities.query(Table.PASSKEYS, connection, row_key_from=f"{device_id}:",
+                                              row_key_to=f"{device_id};"):
+            found.append(PasskeyRef(str(row.data.get("methodId", row.row_key.partition(":")[2])),
+                                    str(row.data.get("userId", "")), device_id, dict(row.data)))
+        return found
+
+    async def remove(self, conn: Connection, device_id: str, *, actor: str, correlation_id: str) -> str:
+        """Accept removal of a device; returns the operation id whose progress can be read."""
+        found = await self._entities.get(Table.DEVICES, conn.name, device_id)
+        if found is None:
+            raise NotFound(f"device {device_id!r} is not registered in connection {conn.name!r}")
+        row = DeviceRow.model_validate({"id": device_id, **found.data})
+        if row.removal_operation:
+            return row.removal_operation  # asked twice: the same operation
+        operation = f"op-{uuid.uuid4().hex[:16]}"
+        passkeys = await self.passkeys(conn.name, device_id)
+        await self._entities.insert(Table.OPERATIONS, Entity(conn.name, operation, {
+            "kind": "device.remove", "target": device_id, "status": "queued", "total": len(passkeys), "done": 0,
+            "createdAt": self._clock.now().isoformat()}))
+        updated = row.model_copy(update={"state": DeviceState.REMOVING, "removal_operation": operation,
+                                         "updated_at": self._clock.now()})
+        await self._entities.update(Table.DEVICES, Entity(conn.name, device_id, updated.to_row(), found.etag))
+        message = WorkMessage(connection=conn.name, kind="device.remove", target=device_id,
+                              idempotency_key=operation, correlation_id=correlation_id, args={"actor": actor})
+        await self._queue.send(Queue.DEVICE, message.model_dump(mode="json", by_alias=True))
+        await self._audit.record(connection=conn.name, actor=actor, action="device.removal.requested",
+                                 target=row.user_id, outcome="queued", correlation_id=correlation_id,
+                                 detail={"device": device_id, "operation": operation, "passkeys": len(passkeys)})
+        return operation
+
+    async def operation(self, connection: str, operation: str) -> JsonObject:
+        """An operation's progress."""
+        found = await self._entities.get(Table.OPERATIONS, connection, operation)
+        if found is None:
+            raise NotFound(f"operation {operation!r} does not exist in connection {connection!r}")
+        return {"id": operation, **found.data}
+
+    async def complete_removal(self, conn: Connection, graph: GraphApi, message: WorkMessage) -> JsonObject:
+        """Revoke each passkey of the device in Entra, then mark the device removed (device-work)."""
+        device_id, operation = message.target, message.idempotency_key
+        progress = await self.operation(conn.name, operation)
+        if progress.get("status") == "completed":
+            return progress
+        row = await self.get(conn.name, device_id)
+        passkeys = await self.passkeys(conn.name, device_id)
+        done = int(progress.get("done", 0))
+        await self._progress(conn.name, operation, status="running")
+        for passkey in passkeys:
+            # https://learn.microsoft.com/graph/api/fido2authenticationmethod-delete (204; 404 = already gone)
+            try:
+                response = await graph.send("DELETE", f"/users/{passkey.user_id}/authentication/fido2Methods/"
+                                                      f"{passkey.method_id}")
+                outcome, request_id = "revoked", response.request_id
+            except NotFound as err:
+                outcome, request_id = "already-gone", err.request_id
+            await self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.revoked",
+                                     target=passkey.user_id, outcome=outcome, correlation_id=message.correlation_id,
+                                     graph_request_id=request_id,
+                                     detail={"device": device_id, "method": passkey.method_id})
+            await self._entities.delete(Table.PASSKEYS, conn.name, f"{device_id}:{passkey.method_id}")
+            done += 1
+            await self._progress(conn.name, operation, done=done)
+        removed = row.model_copy(update={"state": DeviceState.REMOVED, "updated_at": self._clock.now()})
+        await self._entities.upsert(Table.DEVICES, Entity(conn.name, device_id, removed.to_row()))
+        await self._update_enrollment(conn.name, row.user_id)
+        await self._audit.record(connection=conn.name, actor=ACTOR, action="device.removed", target=row.user_id,
+                                 outcome="removed", correlation_id=message.correlation_id,
+                                 detail={"device": device_id, "operation": operation, "passkeysRevoked": done})
+        return await self._progress(conn.name, operation, status="completed", done=done)
+
+    async def _update_enrollment(self, connection: str, user_id: str) -> None:
+        user = await self._directory.get(connection, user_id)
+        if user is None:
+            return
+        has_passkey = has_device = False
+        async for found in self._entities.query(Table.DEVICES, connection):
+            if found.data.get("userId") == user_id and found.data.get("state") == DeviceState.ACTIVE.value:
+                has_device = True
+                has_passkey = has_passkey or bool(await self.passkeys(connection, found.row_key))
+        state = Enrollment.PAIRED_WITH_ENTRA if has_passkey else (
+            Enrollment.PAIRED_WITH_PROVIDER if has_device else Enrollment.NOT_ENROLLED)
+        if user.enrollment is not state:
+            await self._directory.put(connection, user.model_copy(update={"enrollment": state}))
+
+    async def _progress(self, connection: str, operation: str, **changes: Any) -> JsonObject:
+        found = await self._entities.get(Table.OPERATIONS, connection, operation)
+        data = {**(found.data if found else {}), **changes, "updatedAt": self._clock.now().isoformat()}
+        await self._entities.upsert(Table.OPERATIONS, Entity(connection, operation, data))
+        return {"id": operation, **data}
