@@ -72,6 +72,13 @@ class Call(Generic[M]):
     body: M | None = None
 
     @property
+    def parsed(self) -> M:
+        """The validated body of a route that declares a body model."""
+        if self.body is None:
+            raise InvalidInput("a JSON request body is required", field="body")
+        return self.body
+
+    @property
     def actor(self) -> str:
         """Who is acting, for audit records: the principal's name or id, else the function key's holder."""
         if self.principal is not None:
@@ -98,6 +105,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+#: A call whose route takes no body.
+Plain = Call[Any]
 Handler = Callable[[Call[Any]], Awaitable[Reply]]
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from shared.adapters import identity
 from shared.adapters.audit import AuditReader, TableAuditSink
+from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.rotation import GraphPasswordDirectory
@@ -21,7 +22,13 @@ from shared.adapters.tables import TableEntityStore
 from shared.adapters.vault import KeyVaultSecretStore
 from shared.config import Cloud, Connection, Settings, settings
 from shared.errors import Configuration, NotFound
+from shared.services.delivery import PasswordDelivery
+from shared.services.devices import DeviceService
+from shared.services.directory import Directory, RotationSubjects
+from shared.services.passkeys import PasskeyService
 from shared.services.ports import Clock
+from shared.services.rotation import RotationService
+from shared.services.sync import SyncService
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +167,64 @@ class Bridge:
             self._cache[key] = GraphPasswordDirectory(gateway, own_principal_id=principal, clock=self.clock)
         directory: GraphPasswordDirectory = self._cache[key]
         return directory
+
+    # ------------------------------------------------------------------ services
+
+    @property
+    def directory(self) -> Directory:
+        """The bridge directory (users table)."""
+        directory: Directory = self._once("directory", lambda: Directory(self.entities))
+        return directory
+
+    @property
+    def rotation(self) -> RotationService:
+        """Password rotation."""
+        def build() -> RotationService:
+            return RotationService(secrets=self.secrets, entities=self.entities, audit=self.audit, queue=self.queue,
+                                   clock=self.clock, subjects=RotationSubjects(self.directory))
+        service: RotationService = self._once("rotation", build)
+        return service
+
+    @property
+    def devices(self) -> DeviceService:
+        """The device registry."""
+        def build() -> DeviceService:
+            return DeviceService(directory=self.directory, entities=self.entities, audit=self.audit,
+                                 queue=self.queue, clock=self.clock)
+        service: DeviceService = self._once("devices", build)
+        return service
+
+    @property
+    def delivery(self) -> PasswordDelivery:
+        """Password delivery to devices."""
+        def build() -> PasswordDelivery:
+            return PasswordDelivery(devices=self.devices, subjects=RotationSubjects(self.directory),
+                                    rotation=self.rotation, entities=self.entities, audit=self.audit,
+                                    clock=self.clock)
+        service: PasswordDelivery = self._once("delivery", build)
+        return service
+
+    @property
+    def passkeys(self) -> PasskeyService:
+        """Passkey enrollment."""
+        def build() -> PasskeyService:
+            return PasskeyService(devices=self.devices, directory=self.directory, entities=self.entities,
+                                  audit=self.audit, clock=self.clock)
+        service: PasskeyService = self._once("passkeys", build)
+        return service
+
+    @property
+    def sync(self) -> SyncService:
+        """User and group sync."""
+        def build() -> SyncService:
+            return SyncService(directory=self.directory, entities=self.entities, audit=self.audit, queue=self.queue,
+                               clock=self.clock, secrets=self.secrets if self.settings.key_vault_url else None)
+        service: SyncService = self._once("sync", build)
+        return service
+
+    async def directory_reader(self, conn: Connection) -> GraphDirectoryReader:
+        """A fresh reader (it counts the resource units of one run)."""
+        return GraphDirectoryReader(await self.graph(conn))
 
     # ------------------------------------------------------------------ shutdown
 

@@ -1,0 +1,113 @@
+"""Devices and passkeys: registry routes, passkey enrollment, and the removal worker."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from functions.http import ADMIN, DEVICES, Call, Plain, Reply, route
+from functions.work import work_message
+from shared import logs
+from shared.bootstrap import bridge
+from shared.errors import NotFound
+from shared.services.devices import DeviceRegistration
+from shared.services.passkeys import PasskeyRegistration
+from shared.topology import Queue, Table
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+log = logging.getLogger(__name__)
+
+
+@route(bp, "connections/{c}/devices/{deviceId}", "PUT", roles=[DEVICES, ADMIN], body=DeviceRegistration)
+async def put_device(call: Call[DeviceRegistration]) -> Reply:
+    """Register (201) or update (200) a device of an imported, active user."""
+    app = bridge()
+    conn = app.connection(call.params["c"])
+    row, created = await app.devices.register(conn, call.params["deviceId"], call.parsed, actor=call.actor,
+                                              correlation_id=call.correlation_id)
+    return Reply(201 if created else 200, row.to_row())
+
+
+@route(bp, "connections/{c}/devices/{deviceId}", "GET", roles=[DEVICES, ADMIN])
+async def get_device(call: Plain) -> Reply:
+    """A device with its state and the passkeys the bridge registered for it."""
+    app = bridge()
+    conn = app.connection(call.params["c"])
+    row = await app.devices.get(conn.name, call.params["deviceId"])
+    passkeys = [{"id": p.method_id, **{k: v for k, v in p.data.items() if k != "methodId"}}
+                for p in await app.devices.passkeys(conn.name, row.id)]
+    return Reply(200, {**row.to_row(), "passkeys": passkeys})
+
+
+@route(bp, "connections/{c}/devices/{deviceId}", "DELETE", roles=[DEVICES, ADMIN])
+async def delete_device(call: Plain) -> Reply:
+    """Remove a device: 202 with the operation that revokes its passkeys."""
+    app = bridge()
+    conn = app.connection(call.params["c"])
+    operation = await app.devices.remove(conn, call.params["deviceId"], actor=call.actor,
+                                         correlation_id=call.correlation_id)
+    return Reply(202, {"operationId": operation, "status": "queued"},
+                 headers={"Location": f"/api/connections/{conn.name}/operations/{operation}"})
+
+
+@route(bp, "connections/{c}/operations/{id}", "GET", roles=[DEVICES, ADMIN])
+async def get_operation(call: Plain) -> Reply:
+    """Progress of a long operation."""
+    app = bridge()
+    conn = app.connection(call.params["c"])
+    return Reply(200, await app.devices.operation(conn.name, call.params["id"]))
+
+
+@bp.function_name("device_work")
+@bp.queue_trigger(arg_name="msg", queue_name=Queue.DEVICE.value, connection="AzureWebJobsStorage")
+async def device_work(msg: func.QueueMessage) -> None:
+    """Revoke the passkeys of a removed device."""
+    message = work_message(msg)
+    app = bridge()
+    with logs.correlation(message.correlation_id):
+        conn = app.connection(message.connection)
+        result = await app.devices.complete_removal(conn, await app.graph(conn), message)
+        log.info("device %s removed: %s passkeys revoked", message.target, result.get("done"))
+
+
+@route(bp, "connections/{c}/devices/{deviceId}/passkeys/options", "POST", roles=[DEVICES, ADMIN])
+async def passkey_options(call: Plain) -> Reply:
+    """WebAuthn creation options from Entra for the device's user, with a ceremony id."""
+    app = bridge()
+    conn = app.connection(call.params["c"])
+    return Reply(200, await app.passkeys.options(conn, await app.graph(conn), call.params["deviceId"],
+                                                 correlation_id=call.correlation_id))
+
+
+@route(bp, "connections/{c}/devices/{deviceId}/passkeys", "POST", roles=[DEVICES, ADMIN], body=PasskeyRegistration)
+async def register_passkey(call: Call[PasskeyRegistration]) -> Reply:
+    """Verify the attestation locally, then register the passkey in Entra (201)."""
+    app = bridge()
+    conn = app.connection(call.params["c"])
+    created = await app.passkeys.register(conn, await app.graph(conn), call.params["deviceId"], call.parsed,
+                                          correlation_id=call.correlation_id)
+    return Reply(201, created)
+
+
+@route(bp, "connections/{c}/devices/{deviceId}/passkeys/{passkeyId}", "DELETE", roles=[DEVICES, ADMIN])
+async def revoke_passkey(call: Plain) -> Reply:
+    """Revoke one passkey of a device in Entra (204; already gone counts as done)."""
+    app = bridge()
+    conn = app.connection(call.params["c"])
+    device_id, method_id = call.params["deviceId"], call.params["passkeyId"]
+    found = await app.entities.get(Table.PASSKEYS, conn.name, f"{device_id}:{method_id}")
+    if found is None:
+        raise NotFound(f"passkey {method_id!r} is not registered for device {device_id!r}")
+    user_id = str(found.data.get("userId"))
+    graph = await app.graph(conn)
+    try:
+        response = await graph.send("DELETE", f"/users/{user_id}/authentication/fido2Methods/{method_id}")
+        outcome, request_id = "revoked", response.request_id
+    except NotFound as err:
+        outcome, request_id = "already-gone", err.request_id
+    await app.entities.delete(Table.PASSKEYS, conn.name, f"{device_id}:{method_id}")
+    await app.audit.record(connection=conn.name, actor=call.actor, action="passkey.revoked", target=user_id,
+                           outcome=outcome, correlation_id=call.correlation_id, graph_request_id=request_id,
+                           detail={"device": device_id, "method": method_id})
+    return Reply(204)

@@ -1,0 +1,74 @@
+"""Rotation: the timer that finds due users, the queue worker, manual rotation, and device delivery."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import azure.functions as func
+
+from functions.http import ADMIN, Plain, Reply, route
+from functions.work import MAX_DEQUEUE_COUNT, work_message
+from shared import logs
+from shared.bootstrap import bridge
+from shared.topology import Queue
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+log = logging.getLogger(__name__)
+
+
+@bp.function_name("rotation_timer")
+@bp.timer_trigger(arg_name="timer", schedule="%ROTATION_SCHEDULE%", run_on_startup=False)
+async def rotation_timer(timer: func.TimerRequest) -> None:
+    """Enqueue every due user of every connection with rotation enabled; no per-user work here."""
+    app = bridge()
+    correlation_id = str(uuid.uuid4())
+    with logs.correlation(correlation_id):
+        for conn in app.connections():
+            if conn.features.rotation.enabled:
+                count = await app.rotation.plan(conn, correlation_id=correlation_id)
+                log.info("rotation: %d users of %s due%s", count, conn.name,
+                         " (timer past due)" if timer.past_due else "")
+
+
+@bp.function_name("rotation_work")
+@bp.queue_trigger(arg_name="msg", queue_name=Queue.ROTATION.value, connection="AzureWebJobsStorage")
+async def rotation_work(msg: func.QueueMessage) -> None:
+    """Rotate one user; failures are raised so the host retries, then poisons after maxDequeueCount."""
+    message = work_message(msg)
+    app = bridge()
+    with logs.correlation(message.correlation_id):
+        conn = app.connection(message.connection)
+        directory = await app.password_directory(conn)
+        outcome = await app.rotation.handle(conn, directory, message, dequeue_count=msg.dequeue_count or 1,
+                                            max_dequeue_count=MAX_DEQUEUE_COUNT)
+        if outcome is not None:
+            log.info("rotation of %s: %s%s", outcome.user_id, outcome.status.value,
+                     f" ({outcome.reason})" if outcome.reason else "")
+
+
+@route(bp, "connections/{c}/users/{id}/rotate", "POST", roles=[ADMIN])
+async def rotate_user(call: Plain) -> Reply:
+    """Rotate one user now (202 with the rotation id), unless the minimum interval has not passed."""
+    app = bridge()
+    conn = app.connection(call.params["c"])
+    rotation_id = await app.rotation.request(conn, call.params["id"], actor=call.actor,
+                                             correlation_id=call.correlation_id)
+    return Reply(202, {"rotationId": rotation_id, "status": "queued"})
+
+
+@route(bp, "connections/{c}/devices/{deviceId}/password", "GET", roles=(),
+       auth_level=func.AuthLevel.ANONYMOUS)
+async def device_password(call: Plain) -> Reply:
+    """The current password of the device's user, for a request signed by the device's registered key."""
+    app = bridge()
+    conn = app.connection(call.params["c"])
+    delivered = await app.delivery.deliver(conn, call.params["deviceId"], authorization=call.header("authorization"),
+                                           url=call.url, correlation_id=call.correlation_id)
+    logs.register_secret(delivered.password)
+    for _, value in delivered.possibly_current:
+        logs.register_secret(value)
+    return Reply(200, {"password": delivered.password, "version": delivered.version,
+                       "rotatedAt": delivered.rotated_at,
+                       "possiblyCurrent": [{"version": v, "password": p} for v, p in delivered.possibly_current]},
+                 headers={"Cache-Control": "no-store"})

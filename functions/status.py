@@ -1,0 +1,42 @@
+"""GET connections/{c}/status: last sync, rotation counts, throttle state, problems."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from functions.http import ADMIN, Plain, Reply, route
+from shared.bootstrap import bridge
+from shared.errors import BridgeError
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+
+@route(bp, "connections/{c}/status", "GET", roles=[ADMIN])
+async def connection_status(call: Plain) -> Reply:
+    """What an operator checks first."""
+    app = bridge()
+    conn = app.connection(call.params["c"])
+    problems: list[str] = []
+    last_sync = await app.sync.last_run(conn.name)
+    if last_sync and last_sync.get("alert"):
+        problems.append(f"sync: {last_sync['alert']}")
+    rotation = None
+    if conn.features.rotation.enabled:
+        rotation = await app.rotation.counts(conn)
+        if rotation.get("failed"):
+            problems.append(f"rotation: {rotation['failed']} users failed; see GET connections/{conn.name}/users")
+    users = {"total": 0}
+    async for row in app.directory.all(conn.name):
+        users["total"] += 1
+        users[row.state.value] = users.get(row.state.value, 0) + 1
+    pause = None
+    try:
+        until = await app.governor.pause_until(conn.tenant_id)
+        pause = until.isoformat() if until else None
+    except BridgeError as err:
+        problems.append(f"throttle state unreadable: {err.detail}")
+    return Reply(200, {"connection": conn.name, "tenantId": conn.tenant_id, "dryRun": conn.dry_run,
+                       "features": {name: getattr(conn.features, name).enabled
+                                    for name in ("sync", "rotation", "passkeys", "federation", "export")},
+                       "users": users, "lastSync": last_sync, "rotation": rotation,
+                       "throttle": {"writesPausedUntil": pause}, "problems": problems})

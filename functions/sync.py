@@ -1,0 +1,114 @@
+"""Sync: the timer that queues a run per connection, the worker, and the operators' routes."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import azure.functions as func
+
+from functions.http import ADMIN, Plain, Reply, route
+from functions.work import work_message
+from shared import logs
+from shared.bootstrap import bridge
+from shared.domain.directory import UserRow, UserState
+from shared.errors import InvalidInput, NotFound
+from shared.topology import Queue
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+log = logging.getLogger(__name__)
+PAGE_MAX = 500
+
+
+@bp.function_name("sync_timer")
+@bp.timer_trigger(arg_name="timer", schedule="%SYNC_SCHEDULE%", run_on_startup=False)
+async def sync_timer(timer: func.TimerRequest) -> None:
+    """Queue one sync run per connection with sync enabled; the work happens in sync_work."""
+    app = bridge()
+    correlation_id = str(uuid.uuid4())
+    with logs.correlation(correlation_id):
+        for conn in app.connections():
+            if conn.features.sync.enabled:
+                run_id = await app.sync.request(conn, actor="sync_timer", correlation_id=correlation_id)
+                log.info("sync of %s queued as %s", conn.name, run_id)
+
+
+@bp.function_name("sync_work")
+@bp.queue_trigger(arg_name="msg", queue_name=Queue.SYNC.value, connection="AzureWebJobsStorage")
+async def sync_work(msg: func.QueueMessage) -> None:
+    """Run one sync of a connection."""
+    message = work_message(msg)
+    app = bridge()
+    with logs.correlation(message.correlation_id):
+        conn = app.connection(message.connection)
+        report = await app.sync.run(conn, await app.directory_reader(conn), run_id=message.idempotency_key,
+                                    correlation_id=message.correlation_id,
+                                    dry_run=bool(message.args.get("dryRun")))
+        log.info("sync %s of %s: %s, added %d, updated %d, removed %d", report.run_id, conn.name, report.outcome,
+                 report.added, report.updated, report.removed)
+
+
+@route(bp, "connections/{c}/sync", "POST", roles=[ADMIN])
+async def start_sync(call: Plain) -> Reply:
+    """Queue a sync now: 202 with the run id (`?dryRun=true` plans without writing)."""
+    app = bridge()
+    conn = app.connection(call.params["c"])
+    dry_run = call.query.get("dryRun", "false").lower() == "true"
+    run_id = await app.sync.request(conn, actor=call.actor, correlation_id=call.correlation_id, dry_run=dry_run)
+    return Reply(202, {"runId": run_id, "status": "queued", "dryRun": dry_run})
+
+
+def _user_view(row: UserRow, rotation: dict[str, Any] | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = row.to_row()
+    view["id"] = row.id
+    if rotation is not None:
+        view["rotation"] = rotation
+    return view
+
+
+@route(bp, "connections/{c}/users", "GET", roles=[ADMIN])
+async def list_users(call: Plain) -> Reply:
+    """Imported users: filters `state`, `enrollment`, `inRotationGroup`, `q` (UPN prefix); paging by `skip`."""
+    app = bridge()
+    conn = app.connection(call.params["c"])
+    try:
+        top = min(int(call.query.get("top", "100")), PAGE_MAX)
+        skip = int(call.query.get("skip", "0"))
+    except ValueError:
+        raise InvalidInput("top and skip must be whole numbers", field="top") from None
+    state = call.query.get("state")
+    if state and state not in {s.value for s in UserState}:
+        raise InvalidInput(f"state must be one of {', '.join(s.value for s in UserState)}", field="state")
+    enrollment = call.query.get("enrollment")
+    in_group = call.query.get("inRotationGroup")
+    prefix = (call.query.get("q") or "").lower()
+    matched = []
+    async for row in app.directory.all(conn.name):
+        if state and row.state.value != state:
+            continue
+        if enrollment and row.enrollment.value != enrollment:
+            continue
+        if in_group is not None and row.in_rotation_group != (in_group.lower() == "true"):
+            continue
+        if prefix and not row.upn.lower().startswith(prefix):
+            continue
+        matched.append(row)
+    page = matched[skip:skip + top]
+    body: dict[str, Any] = {"value": [_user_view(r) for r in page], "count": len(matched)}
+    if skip + top < len(matched):
+        body["nextSkip"] = skip + top
+    return Reply(200, body)
+
+
+@route(bp, "connections/{c}/users/{id}", "GET", roles=[ADMIN])
+async def get_user(call: Plain) -> Reply:
+    """One imported user with its rotation status (never a password)."""
+    app = bridge()
+    conn = app.connection(call.params["c"])
+    row = await app.directory.find(conn.name, call.params["id"])
+    if row is None:
+        raise NotFound(f"user {call.params['id']!r} is not imported in connection {conn.name!r}")
+    rotation, _ = await app.rotation.status_row(conn.name, row.id)
+    return Reply(200, _user_view(row, rotation.model_dump(mode="json", exclude_none=True,
+                                                          exclude={"lease_owner", "lease_until"})))
