@@ -27,8 +27,8 @@ async def rotation_timer(timer: func.TimerRequest) -> None:
         for conn in app.connections():
             if conn.features.rotation.enabled:
                 count = await app.rotation.plan(conn, correlation_id=correlation_id)
-                log.info("rotation: %d users of %s due%s", count, conn.name,
-                         " (timer past due)" if timer.past_due else "")
+                log.info("rotation: %d users of %s due %s", count, conn.name,
+                         "(timer past due)" if timer.past_due else "")
 
 
 @bp.function_name("rotation_work")
@@ -43,8 +43,8 @@ async def rotation_work(msg: func.QueueMessage) -> None:
         outcome = await app.rotation.handle(conn, directory, message, dequeue_count=msg.dequeue_count or 1,
                                             max_dequeue_count=MAX_DEQUEUE_COUNT)
         if outcome is not None:
-            log.info("rotation of %s: %s%s", outcome.user_id, outcome.status.value,
-                     f" ({outcome.reason})" if outcome.reason else "")
+            log.info("rotation of %s: %s %s", outcome.user_id, outcome.status.value,
+                     f"({outcome.reason})" if outcome.reason else "")
 
 
 @route(bp, "connections/{c}/users/{id}/rotate", "POST", roles=[ADMIN])
