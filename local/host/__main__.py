@@ -1,0 +1,89 @@
+"""`python -m local.host --port 7071 [--settings local.settings.json] [--app function_app]`.
+
+Loads local.settings.json's `Values` into the environment the way Core Tools does (variables already
+set win), takes function keys from its `FunctionKeys` section (`{"default": "<key>"}`) and the master
+key from `MasterKey`, imports the app, and serves it on 127.0.0.1 until Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import os
+import secrets
+import ssl
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from local.host.runtime import HostConfig, LocalHost
+from shared import logs
+
+
+def load_settings(path: Path) -> dict[str, Any]:
+    """Read local.settings.json and put its Values into the environment (existing variables win)."""
+    if not path.exists():
+        return {}
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    for key, value in (data.get("Values") or {}).items():
+        os.environ.setdefault(str(key), str(value))
+    return data
+
+
+def build(app_module: str, settings: dict[str, Any], root: Path) -> tuple[Starlette, LocalHost]:
+    """The ASGI app serving the function app."""
+    sys.path.insert(0, str(root))
+    module = importlib.import_module(app_module)
+    keys = {str(k): str(v) for k, v in (settings.get("FunctionKeys") or {}).items()}
+    if not keys:
+        keys = {"default": secrets.token_urlsafe(24)}
+    auth_ssl = None
+    if os.environ.get("LOCAL_CA_FILE"):
+        auth_ssl = ssl.create_default_context(cafile=os.environ["LOCAL_CA_FILE"])
+    enabled = os.environ.get("WEBSITE_AUTH_ENABLED", "false").lower() == "true"
+    config = HostConfig.from_host_json(
+        root / "host.json", function_keys=keys, master_key=settings.get("MasterKey"),
+        auth_issuer=os.environ.get("LOCAL_AUTH_ISSUER") if enabled else None,
+        auth_audience=os.environ.get("LOCAL_AUTH_AUDIENCE"), auth_ssl=auth_ssl)
+    host = LocalHost(module.app, config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await host.start()
+        yield
+        await host.stop()
+
+    routes = [Route("/{path:path}", host.handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])]
+    return Starlette(routes=routes, lifespan=lifespan), host
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the host."""
+    parser = argparse.ArgumentParser(prog="python -m local.host", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=7071)
+    parser.add_argument("--settings", default="local.settings.json")
+    parser.add_argument("--app", default="function_app", help="module holding the FunctionApp `app`")
+    parser.add_argument("--root", default=".", help="folder with host.json and the app module")
+    args = parser.parse_args(argv)
+    root = Path(args.root).resolve()
+    settings = load_settings(Path(args.settings) if Path(args.settings).is_absolute() else root / args.settings)
+    logs.configure(fmt=os.environ.get("LOG_FORMAT", "text"), level=os.environ.get("LOG_LEVEL", "INFO"))
+    app, host = build(args.app, settings, root)
+    print(f"local host: {len(host.http)} HTTP, {len(host.timers)} timer and {len(host.queues)} queue functions on "
+          f"http://127.0.0.1:{args.port}/{host.config.route_prefix}", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning",
+                                           lifespan="on", timeout_graceful_shutdown=30))
+    asyncio.run(server.serve())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

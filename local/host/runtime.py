@@ -1,0 +1,402 @@
+"""A local Functions host for the Python v2 programming model.
+
+It reads the app's own binding metadata (`get_functions()` once, each function's function.json), so no
+list of functions is kept by hand, and serves:
+
+- HTTP triggers under the route prefix of host.json, with Functions route templates, 404 versus 405,
+  and auth levels checked against function keys (`x-functions-key` header or `code` query);
+- App Service Authentication emulation: a bearer token issued by the configured issuer (the Entra
+  simulator) is validated against its JWKS and passed on as `X-MS-CLIENT-PRINCIPAL`, as Azure does;
+  client-sent principal headers are always dropped;
+- timer triggers with six-field NCRONTAB schedules, `%Setting%` resolution, run-on-startup and the
+  past-due flag;
+- queue triggers on Azure Storage (Azurite) with host.json semantics: batch size, visibility timeout
+  after a failure, dequeue count, and `<queue>-poison` after maxDequeueCount; base64 messages.
+
+On shutdown it stops taking work and waits for what is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import re
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import jwt
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
+from azure.storage.queue.aio import QueueClient
+from croniter import croniter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from local.host.routing import RouteTemplate
+
+log = logging.getLogger("local.host")
+_SETTING = re.compile(r"%([A-Za-z0-9_]+)%")
+PROBLEM = "application/problem+json"
+
+
+def resolve(value: str) -> str:
+    """Replace `%Setting%` with the app setting's value, as the host does."""
+    def setting(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise KeyError(f"app setting {name} (used as %{name}%) is not set")
+        return os.environ[name]
+    return _SETTING.sub(setting, value)
+
+
+def _timespan(value: str | None, default: float) -> float:
+    if not value:
+        return default
+    hours, minutes, seconds = (float(p) for p in value.split(":"))
+    return hours * 3600 + minutes * 60 + seconds
+
+
+@dataclass
+class HttpFunction:
+    """An HTTP-triggered function."""
+
+    name: str
+    template: RouteTemplate
+    methods: frozenset[str]
+    auth_level: str
+    call: Callable[..., Awaitable[Any]]
+    arg_name: str
+
+
+@dataclass
+class TimerFunction:
+    """A timer-triggered function."""
+
+    name: str
+    schedule: str
+    run_on_startup: bool
+    call: Callable[..., Awaitable[Any]]
+    arg_name: str
+
+
+@dataclass
+class QueueFunction:
+    """A queue-triggered function."""
+
+    name: str
+    queue: str
+    connection: str
+    call: Callable[..., Awaitable[Any]]
+    arg_name: str
+
+
+@dataclass
+class HostConfig:
+    """What the host needs beyond the app: prefix, queue settings, keys, authentication."""
+
+    route_prefix: str = "api"
+    batch_size: int = 16
+    max_dequeue_count: int = 5
+    visibility_timeout: float = 30.0
+    max_polling_interval: float = 2.0
+    function_keys: dict[str, str] = field(default_factory=dict)
+    master_key: str | None = None
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    auth_ssl: ssl.SSLContext | None = None
+
+    @classmethod
+    def from_host_json(cls, path: Path, **overrides: Any) -> HostConfig:
+        """Read host.json's http and queues sections."""
+        data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        # App settings override host.json the way Azure does: AzureFunctionsJobHost__extensions__queues__x.
+        for key, value in os.environ.items():
+            if key.startswith("AzureFunctionsJobHost__"):
+                node = data
+                *parents, leaf = key.split("__")[1:]
+                for part in parents:
+                    node = node.setdefault(part, {})
+                node[leaf] = value
+        extensions = data.get("extensions", {})
+        queues = extensions.get("queues", {})
+        return cls(route_prefix=str(extensions.get("http", {}).get("routePrefix", "api")).strip("/"),
+                   batch_size=int(queues.get("batchSize", 16)), max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
+                   visibility_timeout=_timespan(queues.get("visibilityTimeout"), 0.0),
+                   max_polling_interval=_timespan(queues.get("maxPollingInterval"), 2.0), **overrides)
+
+
+class LocalHost:
+    """Serves one FunctionApp."""
+
+    def __init__(self, app: func.FunctionApp, config: HostConfig) -> None:
+        self.config = config
+        self.http: list[HttpFunction] = []
+        self.timers: list[TimerFunction] = []
+        self.queues: list[QueueFunction] = []
+        self._load(app)
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._jwks: jwt.PyJWKClient | None = None
+
+    # ------------------------------------------------------------------ metadata
+
+    def _load(self, app: func.FunctionApp) -> None:
+        for function in app.get_functions():
+            spec = json.loads(function.get_function_json())
+            trigger = next(b for b in spec["bindings"] if b["type"].endswith("Trigger"))
+            call = function.get_user_function()
+            name = str(function.get_function_name())
+            if trigger["type"] == "httpTrigger":
+                methods = frozenset(m.upper() for m in trigger.get("methods") or
+                                    ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+                self.http.append(HttpFunction(name, RouteTemplate.compile(str(trigger.get("route") or name)), methods,
+                                              str(trigger.get("authLevel", "FUNCTION")).upper(), call,
+                                              trigger["name"]))
+            elif trigger["type"] == "timerTrigger":
+                self.timers.append(TimerFunction(name, trigger["schedule"], bool(trigger.get("runOnStartup")), call,
+                                                 trigger["name"]))
+            elif trigger["type"] == "queueTrigger":
+                self.queues.append(QueueFunction(name, resolve(trigger["queueName"]),
+                                                 trigger.get("connection") or "AzureWebJobsStorage", call,
+                                                 trigger["name"]))
+            else:
+                log.warning("function %s has a %s trigger, which this host does not run", name, trigger["type"])
+        # Literal segments win over parameters, as in ASP.NET routing.
+        self.http.sort(key=lambda f: -f.template.literal_segments)
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def handle(self, request: Request) -> Response:
+        """Route one HTTP request to its function."""
+        prefix = "/" + self.config.route_prefix if self.config.route_prefix else ""
+        path = request.url.path
+        if prefix and not (path == prefix or path.startswith(prefix + "/")):
+            return _problem(404, "Not found", f"no function serves {path}")
+        sub = path[len(prefix):] or "/"
+        candidates = [(f, params) for f in self.http if (params := f.template.match(sub)) is not None]
+        if not candidates:
+            return _problem(404, "Not found", f"no function serves {path}")
+        chosen = next(((f, p) for f, p in candidates if request.method in f.methods), None)
+        if chosen is None:
+            allowed = sorted({m for f, _ in candidates for m in f.methods})
+            return _problem(405, "Method not allowed", f"{request.method} is not allowed on {path}",
+                            {"Allow": ", ".join(allowed)})
+        function, params = chosen
+        denied = self._check_key(request, function.auth_level)
+        if denied is not None:
+            return denied
+        headers = {k: v for k, v in request.headers.items() if not k.lower().startswith("x-ms-client-principal")}
+        auth = await self._authenticate(request)
+        if isinstance(auth, Response):
+            return auth
+        headers.update(auth)
+        body = await request.body()
+        http_request = func.HttpRequest(request.method, str(request.url), headers=headers,
+                                        params=dict(request.query_params), route_params=params, body=body)
+        task = asyncio.ensure_future(function.call(**{function.arg_name: http_request}))
+        self._in_flight.add(task)
+        try:
+            result = await task
+        except Exception:
+            log.exception("function %s failed", function.name)
+            return _problem(500, "Internal error", "the function failed; see the host log")
+        finally:
+            self._in_flight.discard(task)
+        if not isinstance(result, func.HttpResponse):
+            return Response(status_code=204)
+        response_headers = {k: v for k, v in result.headers.items() if k.lower() != "content-length"}
+        return Response(content=result.get_body(), status_code=result.status_code, headers=response_headers,
+                        media_type=result.mimetype)
+
+    def _check_key(self, request: Request, level: str) -> Response | None:
+        if level == "ANONYMOUS":
+            return None
+        given = request.headers.get("x-functions-key") or request.query_params.get("code")
+        valid = {self.config.master_key} if level == "ADMIN" else {*self.config.function_keys.values(),
+                                                                   self.config.master_key}
+        valid.discard(None)
+        if not given or given not in valid:
+            return _problem(401, "Authentication required",
+                            "this function needs a function key: send it as the x-functions-key header or the "
+                            "code query parameter (keys are in local.settings.json under FunctionKeys)")
+        return None
+
+    async def _authenticate(self, request: Request) -> dict[str, str] | Response:
+        """App Service Authentication: validate a bearer token and describe the caller as Azure does."""
+        header = request.headers.get("authorization", "")
+        if not (self.config.auth_issuer and header.lower().startswith("bearer ")):
+            return {}
+        token = header[7:].strip()
+        try:
+            claims = await asyncio.to_thread(self._validate, token)
+        except jwt.PyJWTError as exc:
+            return _problem(401, "Authentication required", f"the bearer token was refused: {type(exc).__name__}",
+                            {"WWW-Authenticate": 'Bearer realm="bridge"'})
+        principal_claims = [{"typ": k, "val": str(v)} for k, v in claims.items() if not isinstance(v, list)]
+        principal_claims += [{"typ": "roles", "val": str(r)} for r in claims.get("roles", [])]
+        encoded = base64.b64encode(json.dumps({"auth_typ": "aad", "claims": principal_claims, "name_typ": "name",
+                                               "role_typ": "roles"}).encode()).decode()
+        return {"x-ms-client-principal": encoded, "x-ms-client-principal-id": str(claims.get("oid", "")),
+                "x-ms-client-principal-name": str(claims.get("name") or claims.get("appid") or claims.get("oid")),
+                "x-ms-client-principal-idp": "aad"}
+
+    def _validate(self, token: str) -> dict[str, Any]:
+        issuer = str(self.config.auth_issuer)
+        if self._jwks is None:
+            base = issuer[:-len("/v2.0")] if issuer.endswith("/v2.0") else issuer
+            self._jwks = jwt.PyJWKClient(f"{base}/discovery/v2.0/keys", ssl_context=self.config.auth_ssl)
+        key = self._jwks.get_signing_key_from_jwt(token)
+        claims: dict[str, Any] = jwt.decode(token, key.key, algorithms=["RS256"], issuer=issuer,
+                                            audience=self.config.auth_audience,
+                                            options={"require": ["exp", "iss", "aud"]})
+        return claims
+
+    # ------------------------------------------------------------------ timers and queues
+
+    async def start(self) -> None:
+        """Start timers and queue listeners."""
+        for timer in self.timers:
+            self._tasks.append(asyncio.create_task(self._run_timer(timer), name=f"timer:{timer.name}"))
+        for queue in self.queues:
+            self._tasks.append(asyncio.create_task(self._run_queue(queue), name=f"queue:{queue.name}"))
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop taking work and wait (up to `grace` seconds) for work in flight."""
+        self._stopping.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=grace)
+        if self._in_flight:
+            await asyncio.wait(self._in_flight, timeout=grace)
+        for task in self._tasks:
+            task.cancel()
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopping; True when the host is stopping."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=max(0.0, seconds))
+        except TimeoutError:
+            return False
+        return True
+
+    async def _invoke(self, call: Callable[..., Awaitable[Any]], **kwargs: Any) -> Any:
+        task = asyncio.ensure_future(call(**kwargs))
+        self._in_flight.add(task)
+        try:
+            return await task
+        finally:
+            self._in_flight.discard(task)
+
+    async def _run_timer(self, timer: TimerFunction) -> None:
+        try:
+            schedule = resolve(timer.schedule)
+            cron = croniter(schedule, dt.datetime.now(dt.UTC), second_at_beginning=True)
+        except (KeyError, ValueError) as exc:
+            log.error("timer %s cannot start: %s", timer.name, exc)
+            return
+        if timer.run_on_startup:
+            await self._fire(timer, past_due=False)
+        while True:
+            due: dt.datetime = cron.get_next(dt.datetime)
+            if await self._sleep((due - dt.datetime.now(dt.UTC)).total_seconds()):
+                return
+            late = (dt.datetime.now(dt.UTC) - due).total_seconds()
+            await self._fire(timer, past_due=late > 5)
+
+    async def _fire(self, timer: TimerFunction, *, past_due: bool) -> None:
+        try:
+            await self._invoke(timer.call, **{timer.arg_name: TimerRequest(past_due=past_due)})
+        except Exception:
+            log.exception("timer %s failed", timer.name)
+
+    async def _run_queue(self, queue: QueueFunction) -> None:
+        connection = os.environ.get(queue.connection)
+        if not connection:
+            log.error("queue function %s needs the app setting %s (a storage connection string)", queue.name,
+                      queue.connection)
+            return
+        client = QueueClient.from_connection_string(connection, queue.queue)
+        poison = QueueClient.from_connection_string(connection, f"{queue.queue}-poison")
+        async with client, poison:
+            for c in (client, poison):
+                with contextlib.suppress(ResourceExistsError):
+                    await c.create_queue()
+            idle = 0.1
+            slots = asyncio.Semaphore(self.config.batch_size)
+            pending: set[asyncio.Task[None]] = set()
+            while not self._stopping.is_set():
+                got = 0
+                try:
+                    async for message in client.receive_messages(max_messages=self.config.batch_size,
+                                                                 visibility_timeout=600):
+                        got += 1
+                        await slots.acquire()
+                        task = asyncio.create_task(self._deliver(queue, client, poison, message, slots))
+                        pending.add(task)
+                        task.add_done_callback(pending.discard)
+                        if got >= self.config.batch_size:
+                            break
+                except Exception:
+                    log.exception("polling %s failed; retrying", queue.queue)
+                if got:
+                    idle = 0.1
+                    continue
+                if await self._sleep(idle):
+                    break
+                idle = min(idle * 2, self.config.max_polling_interval)
+            if pending:
+                await asyncio.wait(pending, timeout=60)
+
+    async def _deliver(self, queue: QueueFunction, client: QueueClient, poison: QueueClient, message: Any,
+                       slots: asyncio.Semaphore) -> None:
+        try:
+            if message.dequeue_count > self.config.max_dequeue_count:
+                await self._poison(client, poison, message)
+                return
+            try:
+                body = base64.b64decode(message.content, validate=True)
+            except (binascii.Error, ValueError, TypeError):
+                log.error("message %s on %s is not base64; moving it to the poison queue", message.id, queue.queue)
+                await self._poison(client, poison, message)
+                return
+            payload = QueueMessage(  # type: ignore[no-untyped-call]
+                id=message.id, body=body, dequeue_count=message.dequeue_count,
+                                   expiration_time=message.expires_on, insertion_time=message.inserted_on,
+                                   time_next_visible=message.next_visible_on, pop_receipt=message.pop_receipt)
+            try:
+                await self._invoke(queue.call, **{queue.arg_name: payload})
+            except Exception:
+                log.exception("function %s failed on message %s (delivery %d of %d)", queue.name, message.id,
+                              message.dequeue_count, self.config.max_dequeue_count)
+                if message.dequeue_count >= self.config.max_dequeue_count:
+                    await self._poison(client, poison, message)
+                else:
+                    await client.update_message(message, visibility_timeout=int(self.config.visibility_timeout))
+                return
+            try:
+                await client.delete_message(message)
+            except ResourceNotFoundError:
+                log.warning("message %s was already gone when deleted", message.id)
+        finally:
+            slots.release()
+
+    async def _poison(self, client: QueueClient, poison: QueueClient, message: Any) -> None:
+        await poison.send_message(message.content)
+        await client.delete_message(message)
+        log.error("message %s moved to %s after %d deliveries", message.id, poison.queue_name, message.dequeue_count)
+
+
+def _problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    body = {"type": f"urn:entra-bridge:problem:host-{status}", "title": title, "status": status, "detail": detail}
+    return Response(json.dumps(body), status_code=status, media_type=PROBLEM, headers=headers)

@@ -1,0 +1,93 @@
+"""The local host through real HTTP and Azurite queues."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from azure.storage.queue import QueueClient
+
+from local.host.process import RunningHost
+
+
+def wait_for(check: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def host(function_host: Any, azurite_connection_string: str, tmp_path: Path) -> RunningHost:
+    started: RunningHost = function_host(app="tests.e2e.host_app", values={
+        "AzureWebJobsStorage": azurite_connection_string, "TEST_SCHEDULE": "*/2 * * * * *",
+        "HOST_TEST_OUT": str(tmp_path),
+        # Azure's way to override host.json from app settings; keeps the retry test short.
+        "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01"})
+    return started
+
+
+def test_routes_templates_and_auth_levels(host: RunningHost) -> None:
+    with httpx.Client(base_url=host.url) as client:
+        assert client.get("/api/health").status_code == 200
+        anonymous = client.get("/api/items/7")
+        assert anonymous.status_code == 401
+        assert anonymous.headers["content-type"].startswith("application/problem+json")
+        assert client.get("/api/items/7", params={"code": host.function_key}).json()["id"] == "7"
+        keyed = client.get("/api/items/7", headers={"x-functions-key": host.function_key})
+        assert keyed.status_code == 200
+        assert client.get("/api/items/seven", headers={"x-functions-key": host.function_key}).status_code == 404
+        assert client.get("/api/files/a/b/c.txt").json()["rest"] == "a/b/c.txt"
+        assert client.get("/api/maybe").json()["name"] is None
+        assert client.get("/api/maybe/x").json()["name"] == "x"
+        wrong = client.delete("/api/files/x")
+        assert wrong.status_code == 405
+        assert "GET" in wrong.headers["allow"]
+        assert client.get("/api/nothing-here").status_code == 404
+        assert client.get("/api/admin-only", headers={"x-functions-key": host.function_key}).status_code == 401
+        spoofed = client.get("/api/items/1", headers={"x-functions-key": host.function_key,
+                                                      "x-ms-client-principal-id": "forged"})
+        assert spoofed.json()["principal"] is None
+
+
+def test_timer_runs_on_startup_and_on_schedule(host: RunningHost, tmp_path: Path) -> None:
+    ticks = wait_for(lambda: len(lines(tmp_path / "ticks.jsonl")) >= 2 and lines(tmp_path / "ticks.jsonl"))
+    assert ticks[0]["pastDue"] is False
+
+
+def test_queue_delivery_retries_then_poisons(host: RunningHost, azurite_connection_string: str,
+                                             tmp_path: Path) -> None:
+    queue = QueueClient.from_connection_string(azurite_connection_string, "host-test")
+    wait_for(lambda: _exists(queue))
+    encode = lambda body: base64.b64encode(json.dumps(body).encode()).decode()  # noqa: E731
+    queue.send_message(encode({"n": 1}))
+    queue.send_message(encode({"fail": True}))
+    deliveries = wait_for(lambda: [d for d in lines(tmp_path / "deliveries.jsonl") if d["body"].get("fail")][4:]
+                          and lines(tmp_path / "deliveries.jsonl"), timeout=60)
+    good = [d for d in deliveries if d["body"].get("n") == 1]
+    assert [d["dequeueCount"] for d in good] == [1]
+    failed = [d["dequeueCount"] for d in deliveries if d["body"].get("fail")]
+    assert failed == [1, 2, 3, 4, 5]
+    poison = QueueClient.from_connection_string(azurite_connection_string, "host-test-poison")
+    messages = wait_for(lambda: list(poison.peek_messages(max_messages=5)))
+    assert json.loads(base64.b64decode(messages[0].content)) == {"fail": True}
+
+
+def _exists(queue: QueueClient) -> bool:
+    try:
+        queue.get_queue_properties()
+    except Exception:  # not created yet
+        return False
+    return True
