@@ -23,6 +23,7 @@ var featurePermissions = {
     'GroupMember.Read.All'
     'User-PasswordProfile.ReadWrite.All'
     'RoleManagement.Read.Directory'
+    'Organization.Read.All'
   ]
   passkeys: [
     'User.Read.All'

@@ -29,11 +29,12 @@ FEATURE_NEEDS: dict[str, FeatureNeeds] = {
         why="read the sync groups' nested members and their attributes"),
     "rotation": FeatureNeeds(
         permissions=("User.Read.All", "GroupMember.Read.All", "User-PasswordProfile.ReadWrite.All",
-                     "RoleManagement.Read.Directory"),
+                     "RoleManagement.Read.Directory", "Organization.Read.All"),
         roles=("User Administrator",),
         docs=("https://learn.microsoft.com/graph/api/user-update",
               "https://learn.microsoft.com/entra/identity/role-based-access-control/privileged-roles-permissions"),
-        why="reset passwords (and read who holds admin roles, whom User Administrator may not reset)"),
+        why="reset passwords (and read who holds admin roles, whom User Administrator may not reset, and the "
+            "organisation's name, which no password may contain)"),
     "passkeys": FeatureNeeds(
         permissions=("User.Read.All", "UserAuthMethod-Passkey.ReadWrite.All", "Policy.Read.All"),
         docs=("https://learn.microsoft.com/graph/api/fido2authenticationmethod-creationoptions",

@@ -64,7 +64,8 @@ def test_permission_report_names_what_is_missing_and_how_to_fix_it() -> None:
     features = permissions.enabled_features(True, True, False, False, False)
     result = {r.feature: r for r in permissions.report(features, ["User.Read.All", "GroupMember.Read.All"], [])}
     assert result["sync"].ok
-    assert result["rotation"].missing == ("User-PasswordProfile.ReadWrite.All", "RoleManagement.Read.Directory")
+    assert result["rotation"].missing == ("User-PasswordProfile.ReadWrite.All", "RoleManagement.Read.Directory",
+                                         "Organization.Read.All")
     assert result["rotation"].roles_missing == ("User Administrator",)
     assert any("Roles and administrators" in fix for fix in result["rotation"].remediation)
     held = permissions.report(["rotation"], permissions.FEATURE_NEEDS["rotation"].permissions,
