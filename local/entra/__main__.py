@@ -1,0 +1,87 @@
+"""`python -m local.entra serve|generate`: the Entra tenant simulator.
+
+    python -m local.entra serve --port 8443 --tenant demo|FILE --data DIR [--admin] [--time-scale X]
+                                [--limits on|off] [--identity-header VALUE] [--faults JSON]
+    python -m local.entra generate --users N --groups G --depth D --seed S --out FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import uvicorn
+
+from local.entra.app import build
+from local.entra.core import Faults, Simulator
+from local.entra.demo import demo_tenant, generated_tenant
+from local.entra.state import Store, Tenant
+from local.entra.tokens import Signer
+from local.tls import ensure_tls
+
+
+def _tenant(spec: str) -> Tenant:
+    if spec == "demo":
+        return demo_tenant()
+    return Tenant.from_json(json.loads(Path(spec).read_text(encoding="utf-8")))
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the simulator until interrupted."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    data = Path(args.data)
+    started = time.perf_counter()
+    store = Store.open(data, _tenant(args.tenant))
+    faults = Faults()
+    if args.faults:
+        faults.update(json.loads(args.faults))
+    sim = Simulator(store, Signer(data), base_url=f"https://127.0.0.1:{args.port}", admin=args.admin,
+                    identity_header=args.identity_header, limits=args.limits == "on", time_scale=args.time_scale,
+                    faults=faults)
+    tls = ensure_tls()
+    print(f"entra simulator: tenant {store.tenant.tenantId} ({len(store.tenant.users)} users) loaded in "
+          f"{time.perf_counter() - started:.2f} s; https://127.0.0.1:{args.port}", flush=True)
+    uvicorn.run(build(sim), host="127.0.0.1", port=args.port, ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key),
+                log_level="warning", timeout_graceful_shutdown=5)
+    return 0
+
+
+def generate(args: argparse.Namespace) -> int:
+    """Write a generated tenant file."""
+    started = time.perf_counter()
+    tenant = generated_tenant(args.users, args.groups, args.depth, args.seed)
+    Path(args.out).write_text(json.dumps(tenant.to_json()), encoding="utf-8")
+    print(f"wrote {args.out}: {len(tenant.users)} users, {len(tenant.groups)} groups, tenant {tenant.tenantId} "
+          f"in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(prog="python -m local.entra", description="Entra tenant simulator")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("serve", help="serve login, managed identity and Graph over HTTPS on 127.0.0.1")
+    run.add_argument("--port", type=int, default=8443)
+    run.add_argument("--tenant", default="demo", help="'demo' or a tenant file (JSON)")
+    run.add_argument("--data", default=".local/entra", help="folder where the tenant state is kept")
+    run.add_argument("--admin", action="store_true", help="serve the /_sim/ admin API")
+    run.add_argument("--time-scale", type=float, default=1.0, help="throttling windows pass this much faster")
+    run.add_argument("--limits", choices=["on", "off"], default="on")
+    run.add_argument("--identity-header", default=None, help="the X-IDENTITY-HEADER managed identity requires")
+    run.add_argument("--faults", default=None, help='e.g. {"errorRate": 0.1, "latencyMs": 100}')
+    gen = commands.add_parser("generate", help="write a large deterministic tenant file")
+    gen.add_argument("--users", type=int, required=True)
+    gen.add_argument("--groups", type=int, default=10)
+    gen.add_argument("--depth", type=int, default=3)
+    gen.add_argument("--seed", type=int, default=1)
+    gen.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    return serve(args) if args.command == "serve" else generate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

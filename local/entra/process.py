@@ -1,0 +1,63 @@
+"""Start and stop the simulator as a child process (tests, benchmarks, `make run`)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import ssl
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from local.servers import ManagedProcess, free_port, python_module, url_answers
+from local.tls import ensure_tls
+
+
+@dataclass(frozen=True)
+class RunningEntra:
+    """A running simulator: its URL, tenant, and an admin client."""
+
+    url: str
+    port: int
+    tenant_id: str
+    data_dir: Path
+    identity_header: str | None
+    process: ManagedProcess
+    context: ssl.SSLContext
+
+    def admin(self, method: str, path: str, body: Any = None) -> Any:
+        """Call the /_sim/ admin API (the simulator must run with admin on)."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method,  # noqa: S310 - loopback
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, context=self.context, timeout=30) as response:  # noqa: S310
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+
+@contextlib.contextmanager
+def running(*, data_dir: Path, log_path: Path, tenant: str = "demo", port: int | None = None, admin: bool = True,
+            limits: bool = True, time_scale: float = 1.0, identity_header: str | None = None,
+            faults: dict[str, Any] | None = None, timeout: float = 60.0) -> Iterator[RunningEntra]:
+    """Run the simulator for the block."""
+    port = port or free_port()
+    argv = python_module("local.entra", "serve", "--port", str(port), "--tenant", tenant, "--data", str(data_dir),
+                         "--limits", "on" if limits else "off", "--time-scale", str(time_scale))
+    if admin:
+        argv.append("--admin")
+    if identity_header:
+        argv += ["--identity-header", identity_header]
+    if faults:
+        argv += ["--faults", json.dumps(faults)]
+    context = ensure_tls().client_context()
+    proc = ManagedProcess("entra simulator", argv, log_path).start()
+    url = f"https://127.0.0.1:{port}"
+    try:
+        proc.wait_until(lambda: url_answers(f"{url}/common/discovery/v2.0/keys", context=context), timeout=timeout)
+        with urllib.request.urlopen(f"{url}/_sim/tenant", context=context, timeout=10) as r:  # noqa: S310
+            tenant_id = json.loads(r.read())["tenantId"] if admin else ""
+        yield RunningEntra(url, port, tenant_id, data_dir, identity_header, proc, context)
+    finally:
+        proc.stop()

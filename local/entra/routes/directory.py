@@ -1,0 +1,194 @@
+"""Graph directory routes: users, groups, transitive membership, directory roles, organization.
+
+Shapes and permissions follow each API page on learn.microsoft.com/graph/api: user-list, user-get,
+user-update (passwordProfile; "Who can reset passwords" for the role rules), group-list,
+group-list-transitivemembers, user-list-transitivememberof, serviceprincipal-list-transitivememberof,
+organization-list.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from local.entra.core import Caller, GraphError, Simulator, graph_route, json_body, page, parse_filter, select_fields
+from local.entra.state import now_iso
+
+USER_READ = ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All")
+GROUP_READ = ("GroupMember.Read.All", "Group.Read.All", "Group.ReadWrite.All", "Directory.Read.All",
+              "GroupMember.ReadWrite.All")
+ROLE_READ = ("RoleManagement.Read.Directory", "Directory.Read.All", "RoleManagement.ReadWrite.Directory",
+             "GroupMember.Read.All")
+ORG_READ = ("Organization.Read.All", "Directory.Read.All", "Organization.ReadWrite.All", "User.Read.All")
+PASSWORD_WRITE = ("User-PasswordProfile.ReadWrite.All", "User.ReadWrite.All", "Directory.ReadWrite.All")
+USER_WRITE = ("User.ReadWrite.All", "Directory.ReadWrite.All", "User.EnableDisableAccount.All")
+
+# https://learn.microsoft.com/entra/identity/role-based-access-control/privileged-roles-permissions#who-can-reset-passwords
+LIMITED_ROLES = {"Directory Readers", "Guest Inviter", "Helpdesk Administrator", "Message Center Reader",
+                 "Password Administrator", "Reports Reader", "User Administrator", "Usage Summary Reports Reader"}
+PASSWORD_SYMBOLS = set("@#$%^&*-_!+=[]{}|\\:',.?/`~\"();<> ")
+COMPLEXITY_ERROR = ("The specified password does not comply with password complexity requirements. Please provide "
+                    "a different password.")
+
+
+def password_problem(password: str, banned: list[str]) -> bool:
+    """Whether Entra's cloud password rules refuse it (FACTS.md: 8-256, 3 of 4 classes, allowed characters)."""
+    if not 8 <= len(password) <= 256:
+        return True
+    if any(not (c.isascii() and (c.isalnum() or c in PASSWORD_SYMBOLS)) for c in password):
+        return True
+    classes = sum([any(c.islower() for c in password), any(c.isupper() for c in password),
+                   any(c.isdigit() for c in password), any(c in PASSWORD_SYMBOLS for c in password)])
+    if classes < 3:
+        return True
+    lowered = password.lower()
+    return any(term and len(term) >= 4 and term in lowered for term in banned)
+
+
+def routes(sim: Simulator) -> list[Route]:
+    """The directory routes, for /v1.0 and /beta."""
+    tenant = sim.tenant
+
+    def user_or_404(key: str) -> Any:
+        user = tenant.user(key)
+        if user is None:
+            raise GraphError(404, "Request_ResourceNotFound",
+                             f"Resource '{key}' does not exist or one of its queried reference-property objects are "
+                             "not present.")
+        return user
+
+    def group_or_404(key: str) -> Any:
+        group = tenant.groups.get(key)
+        if group is None:
+            raise GraphError(404, "Request_ResourceNotFound", f"Resource '{key}' does not exist or one of its queried "
+                             "reference-property objects are not present.")
+        return group
+
+    async def list_users(request: Request, caller: Caller) -> dict[str, Any]:
+        users = list(tenant.users.values())
+        expression = request.query_params.get("$filter")
+        if expression:
+            name, values = parse_filter(expression, {"id", "userPrincipalName", "mail", "displayName"})
+            wanted = {v.lower() for v in values}
+            users = [u for u in users if str(getattr(u, name) or "").lower() in wanted]
+        select = select_fields(request)
+        return page(request, [u.graph(select) for u in users], context=f"{sim.base_url}/v1.0/$metadata#users")
+
+    async def get_user(request: Request, caller: Caller) -> dict[str, Any]:
+        return dict(user_or_404(request.path_params["id"]).graph(select_fields(request)))
+
+    async def patch_user(request: Request, caller: Caller) -> None:
+        user = user_or_404(request.path_params["id"])
+        body = await json_body(request)
+        allowed = {"accountEnabled", "usageLocation", "displayName", "passwordProfile", "givenName", "surname"}
+        unknown = set(body) - allowed
+        if unknown:
+            raise GraphError(400, "Request_BadRequest", f"Property '{sorted(unknown)[0]}' is read-only or unknown.")
+        if "passwordProfile" in body:
+            if not caller.roles & set(PASSWORD_WRITE):
+                raise GraphError(403, "Authorization_RequestDenied",
+                                 "Insufficient privileges to complete the operation.")
+            app_roles = set(tenant.roles_of(caller.principal_id))
+            target_roles = set(tenant.roles_of(user.id))
+            full = app_roles & {"Privileged Authentication Administrator", "Global Administrator"}
+            limited = app_roles & {"User Administrator", "Password Administrator", "Helpdesk Administrator"}
+            if not full and (not limited or target_roles - LIMITED_ROLES):
+                raise GraphError(403, "Authorization_RequestDenied",
+                                 "Insufficient privileges to complete the operation.")
+            profile = body["passwordProfile"] or {}
+            password = profile.get("password")
+            if password is not None:
+                banned = [*re.split(r"[\s.@_-]+", f"{user.displayName} {user.userPrincipalName}".lower()),
+                          tenant.displayName.lower()]
+                if not isinstance(password, str) or password_problem(password, banned):
+                    raise GraphError(400, "Request_BadRequest", COMPLEXITY_ERROR)
+                tenant.passwords[user.id] = {"password": password, "setAt": now_iso(),
+                                             "forceChange": str(bool(profile.get("forceChangePasswordNextSignIn")))}
+        elif body.keys() - {"accountEnabled"} and not caller.roles & {"User.ReadWrite.All", "Directory.ReadWrite.All"}:
+            raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+        for key in ("accountEnabled", "usageLocation", "displayName", "givenName", "surname"):
+            if key in body:
+                setattr(user, key, body[key])
+        return None
+
+    async def list_groups(request: Request, caller: Caller) -> dict[str, Any]:
+        groups = list(tenant.groups.values())
+        expression = request.query_params.get("$filter")
+        if expression:
+            name, values = parse_filter(expression, {"id", "displayName", "mailNickname"})
+            groups = [g for g in groups if str(getattr(g, name)) in values]
+        select = select_fields(request)
+        items = []
+        for g in groups:
+            item = {"id": g.id, "displayName": g.displayName, "mailNickname": g.mailNickname,
+                    "securityEnabled": g.securityEnabled, "mailEnabled": g.mailEnabled, "groupTypes": g.groupTypes}
+            items.append({k: v for k, v in item.items() if not select or k in select or k == "id"})
+        return page(request, items, context=f"{sim.base_url}/v1.0/$metadata#groups")
+
+    async def get_group(request: Request, caller: Caller) -> dict[str, Any]:
+        g = group_or_404(request.path_params["id"])
+        return {"id": g.id, "displayName": g.displayName, "mailNickname": g.mailNickname,
+                "securityEnabled": g.securityEnabled, "mailEnabled": g.mailEnabled, "groupTypes": g.groupTypes}
+
+    async def transitive_users(request: Request, caller: Caller) -> dict[str, Any]:
+        group = group_or_404(request.path_params["id"])
+        select = select_fields(request)
+        items = [tenant.users[uid].graph(select) for uid in tenant.transitive_users(group.id)]
+        return page(request, items, context=f"{sim.base_url}/v1.0/$metadata#users")
+
+    async def direct_members(request: Request, caller: Caller) -> dict[str, Any]:
+        group = group_or_404(request.path_params["id"])
+        items: list[dict[str, Any]] = []
+        for member in group.members:
+            if member in tenant.users:
+                items.append(tenant.users[member].graph(select_fields(request)))
+            elif member in tenant.groups:
+                items.append({"@odata.type": "#microsoft.graph.group", "id": member,
+                              "displayName": tenant.groups[member].displayName})
+        return page(request, items)
+
+    def _roles_page(request: Request, object_id: str) -> dict[str, Any]:
+        items = [{"@odata.type": "#microsoft.graph.directoryRole", "id": f"role-{abs(hash(name)) % 10**8}",
+                  "displayName": name} for name in tenant.roles_of(object_id)]
+        return page(request, items)
+
+    async def user_roles(request: Request, caller: Caller) -> dict[str, Any]:
+        return _roles_page(request, user_or_404(request.path_params["id"]).id)
+
+    async def principal_roles(request: Request, caller: Caller) -> dict[str, Any]:
+        principal = request.path_params["id"]
+        if tenant.app_by_principal(principal) is None:
+            raise GraphError(404, "Request_ResourceNotFound", f"Resource '{principal}' does not exist.")
+        return _roles_page(request, principal)
+
+    async def organization(request: Request, caller: Caller) -> dict[str, Any]:
+        org = {"id": tenant.tenantId, "displayName": tenant.displayName, "verifiedDomains": [
+            {"name": d["id"], "isDefault": d.get("isDefault", False), "isInitial": d.get("isInitial", False),
+             "type": d.get("authenticationType", "Managed")} for d in tenant.domains]}
+        select = select_fields(request)
+        if select:
+            org = {k: v for k, v in org.items() if k in select or k == "id"}
+        return {"@odata.context": f"{sim.base_url}/v1.0/$metadata#organization", "value": [org]}
+
+    found: list[Route] = []
+    for version in ("v1.0", "beta"):
+        def add(path: str, handler: Any, methods: list[str], version: str = version, **options: Any) -> None:
+            found.append(Route(f"/{version}{path}", graph_route(sim, handler, **options), methods=methods))
+
+        add("/users", list_users, ["GET"], permissions=USER_READ, cost=2)
+        add("/users/{id}", get_user, ["GET"], permissions=USER_READ, cost=1)
+        add("/users/{id}", patch_user, ["PATCH"], permissions=(*PASSWORD_WRITE, *USER_WRITE), write=True)
+        add("/users/{id}/transitiveMemberOf/microsoft.graph.directoryRole", user_roles, ["GET"],
+            permissions=ROLE_READ, cost=1)
+        add("/servicePrincipals/{id}/transitiveMemberOf/microsoft.graph.directoryRole", principal_roles, ["GET"],
+            permissions=ROLE_READ, cost=1)
+        add("/groups", list_groups, ["GET"], permissions=GROUP_READ, cost=2)
+        add("/groups/{id}", get_group, ["GET"], permissions=GROUP_READ, cost=1)
+        add("/groups/{id}/transitiveMembers/microsoft.graph.user", transitive_users, ["GET"],
+            permissions=GROUP_READ, cost=5)
+        add("/groups/{id}/members", direct_members, ["GET"], permissions=GROUP_READ, cost=3)
+        add("/organization", organization, ["GET"], permissions=ORG_READ, cost=1)
+    return found
