@@ -11,7 +11,9 @@ list of functions is kept by hand, and serves:
 - timer triggers with six-field NCRONTAB schedules, `%Setting%` resolution, run-on-startup and the
   past-due flag;
 - queue triggers on Azure Storage (Azurite) with host.json semantics: batch size, visibility timeout
-  after a failure, dequeue count, and `<queue>-poison` after maxDequeueCount; base64 messages.
+  after a failure, dequeue count, and `<queue>-poison` after maxDequeueCount; base64 messages;
+- queue output bindings (`func.Out`) on any function: what the function `set()` is sent, base64, only
+  when the function succeeds (a list sends one message per item).
 
 On shutdown it stops taking work and waits for what is in flight.
 """
@@ -23,6 +25,7 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
+import inspect
 import json
 import logging
 import os
@@ -67,6 +70,30 @@ def _timespan(value: str | None, default: float) -> float:
     return hours * 3600 + minutes * 60 + seconds
 
 
+@dataclass(frozen=True)
+class QueueOutput:
+    """A queue output binding: the argument name and where its messages go."""
+
+    arg_name: str
+    queue: str
+    connection: str
+
+
+class OutValue(func.Out[Any]):
+    """The value a function sets on an output binding."""
+
+    def __init__(self) -> None:
+        self.value: Any = None
+
+    def set(self, val: Any) -> None:
+        """Set the output value."""
+        self.value = val
+
+    def get(self) -> Any:
+        """The output value."""
+        return self.value
+
+
 @dataclass
 class HttpFunction:
     """An HTTP-triggered function."""
@@ -77,6 +104,7 @@ class HttpFunction:
     auth_level: str
     call: Callable[..., Awaitable[Any]]
     arg_name: str
+    outputs: list[QueueOutput] = field(default_factory=list)
 
 
 @dataclass
@@ -88,6 +116,7 @@ class TimerFunction:
     run_on_startup: bool
     call: Callable[..., Awaitable[Any]]
     arg_name: str
+    outputs: list[QueueOutput] = field(default_factory=list)
 
 
 @dataclass
@@ -99,6 +128,7 @@ class QueueFunction:
     connection: str
     call: Callable[..., Awaitable[Any]]
     arg_name: str
+    outputs: list[QueueOutput] = field(default_factory=list)
 
 
 @dataclass
@@ -158,19 +188,21 @@ class LocalHost:
             trigger = next(b for b in spec["bindings"] if b["type"].endswith("Trigger"))
             call = function.get_user_function()
             name = str(function.get_function_name())
+            outputs = [QueueOutput(b["name"], resolve(b["queueName"]), b.get("connection") or "AzureWebJobsStorage")
+                       for b in spec["bindings"] if b["type"] == "queue" and str(b.get("direction")).upper() == "OUT"]
             if trigger["type"] == "httpTrigger":
                 methods = frozenset(m.upper() for m in trigger.get("methods") or
                                     ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
                 self.http.append(HttpFunction(name, RouteTemplate.compile(str(trigger.get("route") or name)), methods,
                                               str(trigger.get("authLevel", "FUNCTION")).upper(), call,
-                                              trigger["name"]))
+                                              trigger["name"], outputs))
             elif trigger["type"] == "timerTrigger":
                 self.timers.append(TimerFunction(name, trigger["schedule"], bool(trigger.get("runOnStartup")), call,
-                                                 trigger["name"]))
+                                                 trigger["name"], outputs))
             elif trigger["type"] == "queueTrigger":
                 self.queues.append(QueueFunction(name, resolve(trigger["queueName"]),
                                                  trigger.get("connection") or "AzureWebJobsStorage", call,
-                                                 trigger["name"]))
+                                                 trigger["name"], outputs))
             else:
                 log.warning("function %s has a %s trigger, which this host does not run", name, trigger["type"])
         # Literal segments win over parameters, as in ASP.NET routing.
@@ -205,15 +237,11 @@ class LocalHost:
         body = await request.body()
         http_request = func.HttpRequest(request.method, str(request.url), headers=headers,
                                         params=dict(request.query_params), route_params=params, body=body)
-        task = asyncio.ensure_future(function.call(**{function.arg_name: http_request}))
-        self._in_flight.add(task)
         try:
-            result = await task
+            result = await self._invoke(function.call, function.outputs, **{function.arg_name: http_request})
         except Exception:
             log.exception("function %s failed", function.name)
             return _problem(500, "Internal error", "the function failed; see the host log")
-        finally:
-            self._in_flight.discard(task)
         if not isinstance(result, func.HttpResponse):
             return Response(status_code=204)
         response_headers = {k: v for k, v in result.headers.items() if k.lower() != "content-length"}
@@ -290,13 +318,40 @@ class LocalHost:
             return False
         return True
 
-    async def _invoke(self, call: Callable[..., Awaitable[Any]], **kwargs: Any) -> Any:
-        task = asyncio.ensure_future(call(**kwargs))
+    async def _invoke(self, call: Callable[..., Awaitable[Any]], outputs: list[QueueOutput], **kwargs: Any) -> Any:
+        """Run one invocation (tracked for graceful shutdown), then send what it set on its outputs."""
+        values = {o.arg_name: OutValue() for o in outputs}
+        task = asyncio.ensure_future(self._run(call, outputs, values, kwargs))
         self._in_flight.add(task)
         try:
             return await task
         finally:
             self._in_flight.discard(task)
+
+    async def _run(self, call: Callable[..., Awaitable[Any]], outputs: list[QueueOutput],
+                   values: dict[str, OutValue], kwargs: dict[str, Any]) -> Any:
+        if inspect.iscoroutinefunction(call):
+            result = await call(**kwargs, **values)
+        else:
+            # Plain functions run on a worker thread, as the Python worker runs them.
+            result = await asyncio.to_thread(call, **kwargs, **values)
+        for output in outputs:
+            value = values[output.arg_name].get()
+            if value is not None:
+                await self._send(output, value if isinstance(value, list) else [value])
+        return result
+
+    async def _send(self, output: QueueOutput, items: list[Any]) -> None:
+        connection = os.environ.get(output.connection)
+        if not connection:
+            raise KeyError(f"queue output {output.arg_name} needs the app setting {output.connection}")
+        async with QueueClient.from_connection_string(connection, output.queue) as client:
+            with contextlib.suppress(ResourceExistsError):
+                await client.create_queue()
+            for item in items:
+                text = item if isinstance(item, str | bytes) else json.dumps(item)
+                raw = text if isinstance(text, bytes) else text.encode()
+                await client.send_message(base64.b64encode(raw).decode())
 
     async def _run_timer(self, timer: TimerFunction) -> None:
         try:
@@ -316,7 +371,7 @@ class LocalHost:
 
     async def _fire(self, timer: TimerFunction, *, past_due: bool) -> None:
         try:
-            await self._invoke(timer.call, **{timer.arg_name: TimerRequest(past_due=past_due)})
+            await self._invoke(timer.call, timer.outputs, **{timer.arg_name: TimerRequest(past_due=past_due)})
         except Exception:
             log.exception("timer %s failed", timer.name)
 
@@ -375,7 +430,7 @@ class LocalHost:
                                    expiration_time=message.expires_on, insertion_time=message.inserted_on,
                                    time_next_visible=message.next_visible_on, pop_receipt=message.pop_receipt)
             try:
-                await self._invoke(queue.call, **{queue.arg_name: payload})
+                await self._invoke(queue.call, queue.outputs, **{queue.arg_name: payload})
             except Exception:
                 log.exception("function %s failed on message %s (delivery %d of %d)", queue.name, message.id,
                               message.dequeue_count, self.config.max_dequeue_count)

@@ -51,8 +51,17 @@ async def ticker(timer: func.TimerRequest) -> None:
 
 
 @app.queue_trigger(arg_name="msg", queue_name="host-test", connection="AzureWebJobsStorage")
-async def worker(msg: func.QueueMessage) -> None:
+@app.queue_output(arg_name="out", queue_name="host-test-out", connection="AzureWebJobsStorage")
+async def worker(msg: func.QueueMessage, out: func.Out[str]) -> None:
     body = msg.get_json()
     _record("deliveries.jsonl", {"body": body, "dequeueCount": msg.dequeue_count})
+    out.set(json.dumps({"done": body}))
     if body.get("fail"):
         raise RuntimeError("asked to fail")
+
+
+@app.route(route="enqueue", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.queue_output(arg_name="out", queue_name="host-test", connection="AzureWebJobsStorage")
+def enqueue(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResponse:
+    out.set(req.get_body().decode())
+    return func.HttpResponse(status_code=202)

@@ -72,7 +72,7 @@ def test_queue_delivery_retries_then_poisons(host: RunningHost, azurite_connecti
     queue = QueueClient.from_connection_string(azurite_connection_string, "host-test")
     wait_for(lambda: _exists(queue))
     encode = lambda body: base64.b64encode(json.dumps(body).encode()).decode()  # noqa: E731
-    queue.send_message(encode({"n": 1}))
+    assert httpx.post(f"{host.url}/api/enqueue", json={"n": 1}).status_code == 202
     queue.send_message(encode({"fail": True}))
     deliveries = wait_for(lambda: [d for d in lines(tmp_path / "deliveries.jsonl") if d["body"].get("fail")][4:]
                           and lines(tmp_path / "deliveries.jsonl"), timeout=60)
@@ -83,6 +83,10 @@ def test_queue_delivery_retries_then_poisons(host: RunningHost, azurite_connecti
     poison = QueueClient.from_connection_string(azurite_connection_string, "host-test-poison")
     messages = wait_for(lambda: list(poison.peek_messages(max_messages=5)))
     assert json.loads(base64.b64decode(messages[0].content)) == {"fail": True}
+    # Only the successful invocation sent its output message.
+    out = QueueClient.from_connection_string(azurite_connection_string, "host-test-out")
+    sent = wait_for(lambda: list(out.peek_messages(max_messages=10)))
+    assert [json.loads(base64.b64decode(m.content)) for m in sent] == [{"done": {"n": 1}}]
 
 
 def _exists(queue: QueueClient) -> bool:
