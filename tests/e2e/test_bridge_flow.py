@@ -1,0 +1,132 @@
+"""The bridge end to end through the local host: sync, devices, rotation and delivery, passkeys, audit.
+
+Everything real but Azure itself: the function app in the local host, Azurite, the Entra simulator
+(demo tenant) and the Key Vault emulator, reached with the production SDKs and managed identity.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+
+from local.authenticator import SoftwareAuthenticator
+from local.entra.demo import DEMO_TENANT_ID
+from local.host.process import RunningHost
+from local.tls import TlsFiles
+from tests.fixtures.entra import EntraFixture
+from tests.fixtures.vault import VaultFixture
+
+CONNECTION = {"name": "demo", "tenantId": DEMO_TENANT_ID, "cloud": "local", "auth": {"kind": "managedIdentity"},
+              "features": {"sync": {"enabled": True, "groups": ["Bridge Sync"]},
+                           "rotation": {"enabled": True, "group": "Bridge Rotation", "minIntervalMinutes": 0},
+                           "passkeys": {"enabled": True}}}
+
+
+@pytest.fixture(scope="module")
+def bridge_values(entra: EntraFixture, vault: VaultFixture, azurite_connection_string: str,
+                  tls_files: TlsFiles) -> dict[str, str]:
+    vault.grant(entra.identity_principal_id, "Key Vault Secrets Officer")
+    return {"AzureWebJobsStorage": azurite_connection_string, "CONNECTIONS": json.dumps([CONNECTION]),
+            "KEY_VAULT_URL": vault.url, "LOCAL_ENTRA_URL": entra.url, "LOCAL_CA_FILE": str(tls_files.ca),
+            "SSL_CERT_FILE": str(tls_files.bundle), "REQUESTS_CA_BUNDLE": str(tls_files.bundle),
+            "IDENTITY_ENDPOINT": entra.identity_endpoint, "IDENTITY_HEADER": entra.identity_header,
+            "SYNC_SCHEDULE": "0 0 0 1 1 *", "ROTATION_SCHEDULE": "0 0 0 1 1 *", "LOG_FORMAT": "json",
+            "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01"}
+
+
+@pytest.fixture
+def client(function_host: Any, bridge_values: dict[str, str]) -> Iterator[tuple[httpx.Client, RunningHost]]:
+    host: RunningHost = function_host(values=bridge_values)
+    with httpx.Client(base_url=host.url, headers={"x-functions-key": host.function_key}, timeout=60) as c:
+        yield c, host
+
+
+def wait_for(check: Any, timeout: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError("condition not met in time")
+
+
+def device_token(key: ec.EllipticCurvePrivateKey, url: str, device: str) -> str:
+    now = int(time.time())
+    return jwt.encode({"aud": url, "sub": device, "iat": now, "exp": now + 120, "jti": uuid.uuid4().hex}, key,
+                      algorithm="ES256")
+
+
+def test_sync_rotate_deliver_enroll_revoke_and_audit(client: tuple[httpx.Client, RunningHost],
+                                                    entra: EntraFixture) -> None:
+    http, host = client
+    assert http.post("/api/connections/demo/sync").status_code == 202
+    status = wait_for(lambda: (s := http.get("/api/connections/demo/status").json()).get("lastSync")
+                      and s["lastSync"]["outcome"] == "completed" and s)
+    assert status["users"]["total"] == 160
+    users = http.get("/api/connections/demo/users", params={"inRotationGroup": "true", "top": "50"}).json()
+    assert users["count"] == 30
+    by_upn = {u["userPrincipalName"]: u for u in users["value"]}
+    ann = by_upn["ann.lee0@bridge-demo.example"]
+    admin = by_upn["ben.lee1@bridge-demo.example"]
+
+    # A device for Ann, then a rotation delivered to it.
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))
+    put = http.put("/api/connections/demo/devices/dev-ann", json={"user": ann["userPrincipalName"],
+                                                                  "displayName": "Ann's key", "publicKey": jwk})
+    assert put.status_code == 201, put.text
+    assert http.post(f"/api/connections/demo/users/{ann['id']}/rotate").status_code == 202
+    wait_for(lambda: http.get(f"/api/connections/demo/users/{ann['id']}").json().get("rotation", {})
+             .get("status") == "rotated")
+    url = f"{host.url}/api/connections/demo/devices/dev-ann/password"
+    token = device_token(key, url, "dev-ann")
+    delivered = httpx.get(url, headers={"authorization": f"Bearer {token}"})
+    assert delivered.status_code == 200, delivered.text
+    held = entra.admin("GET", f"/_sim/users/{ann['id']}/password")["password"]
+    assert delivered.json()["password"] == held
+    replay = httpx.get(url, headers={"authorization": f"Bearer {token}"})
+    assert replay.status_code == 401
+    assert held not in replay.text
+
+    # The Global Administrator in the rotation group is refused, naming the role to grant.
+    assert http.post(f"/api/connections/demo/users/{admin['id']}/rotate").status_code == 202
+    refused = wait_for(lambda: (r := http.get(f"/api/connections/demo/users/{admin['id']}").json()["rotation"])
+                       .get("status") == "refused" and r)
+    assert "Privileged Authentication Administrator" in refused["reason"]
+
+    # A passkey registered through the bridge, then revoked when the device goes.
+    options = http.post("/api/connections/demo/devices/dev-ann/passkeys/options")
+    assert options.status_code == 200, options.text
+    credential = SoftwareAuthenticator(fmt="packed-self").register(options.json())
+    registered = http.post("/api/connections/demo/devices/dev-ann/passkeys", json={
+        "ceremonyId": options.json()["ceremonyId"], "displayName": "Ann's key", "credential": credential})
+    assert registered.status_code == 201, registered.text
+    assert len(entra.admin("GET", f"/_sim/users/{ann['id']}/fido2")["methods"]) == 1
+    removal = http.delete("/api/connections/demo/devices/dev-ann")
+    assert removal.status_code == 202
+    operation = removal.json()["operationId"]
+    wait_for(lambda: http.get(f"/api/connections/demo/operations/{operation}").json().get("status") == "completed")
+    assert entra.admin("GET", f"/_sim/users/{ann['id']}/fido2")["methods"] == []
+
+    # The audit log holds every step and its chains verify.
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    audit = http.get("/api/audit", params={"connection": "demo", "from": today, "to": today, "top": "1000"}).json()
+    actions = {r["action"] for r in audit["value"]}
+    assert {"sync.completed", "vault.put", "graph.password.reset", "rotation.completed", "password.delivered",
+            "rotation.refused", "passkey.registered", "passkey.revoked", "device.removed"} <= actions
+    assert held not in json.dumps(audit)
+    verified = http.get("/api/audit/verify", params={"connection": "demo", "from": today, "to": today}).json()
+    assert verified["intact"], verified
+    log = host.process.log_path.read_text()
+    assert held not in log
