@@ -42,7 +42,7 @@ def build(app_module: str, settings: dict[str, Any], root: Path) -> tuple[Starle
     """The ASGI app serving the function app."""
     sys.path.insert(0, str(root))
     module = importlib.import_module(app_module)
-    keys = {str(k): str(v) for k, v in (settings.get("FunctionKeys") or {}).items()}
+    keys = {str(k): str(v) for k, v in (settings.get("FunctionKeys") or {}).items() if v}
     if not keys:
         keys = {"default": secrets.token_urlsafe(24)}
     auth_ssl = None
@@ -50,7 +50,7 @@ def build(app_module: str, settings: dict[str, Any], root: Path) -> tuple[Starle
         auth_ssl = ssl.create_default_context(cafile=os.environ["LOCAL_CA_FILE"])
     enabled = os.environ.get("WEBSITE_AUTH_ENABLED", "false").lower() == "true"
     config = HostConfig.from_host_json(
-        root / "host.json", function_keys=keys, master_key=settings.get("MasterKey"),
+        root / "host.json", function_keys=keys, master_key=settings.get("MasterKey") or None,
         auth_issuer=os.environ.get("LOCAL_AUTH_ISSUER") if enabled else None,
         auth_audience=os.environ.get("LOCAL_AUTH_AUDIENCE"), auth_ssl=auth_ssl)
     host = LocalHost(module.app, config)

@@ -1,0 +1,207 @@
+"""`make run`: the whole bridge on this machine, stopped cleanly by Ctrl-C or SIGTERM.
+
+    python -m local.stack [--settings local.settings.json] [--no-sync]
+
+In order: the local CA (local.tls); Azurite (data in .local/azurite); the Entra simulator with the
+demo tenant and the Key Vault emulator, when their packages are present; local.settings.json written
+from local.settings.sample.json when missing (with a fresh function key); the function host with the
+environment that points the app at all of them; then one sync of the demo connection, the job the
+timer would run. It prints the URLs, the demo connection and the function key, and waits. A second
+run reuses the certificates, the settings file and the data under .local/.
+
+Preferred ports (host 7071, simulator 8443, vault 8444, Azurite 10000-10002) are used when free;
+otherwise free ones are taken, and the environment handed to the host says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from local.host.process import RunningHost
+from local.host.process import running as host_running
+from local.servers import ROOT, ManagedProcess, azurite, free_port, port_open, python_module
+from local.tls import TlsFiles, ensure_tls
+
+LOCAL = ROOT / ".local"
+LOGS = LOCAL / "logs"
+SAMPLE = ROOT / "local.settings.sample.json"
+DEMO_CONNECTION = "demo"
+#: Vault roles of the demo identities, so the app (managed identity) and the demo app can use secrets.
+VAULT_ROLE = "Key Vault Secrets Officer"
+
+
+class Stop(Exception):
+    """SIGTERM arrived: unwind and stop everything."""
+
+
+def port(preferred: int) -> int:
+    """`preferred` when nothing listens on it, else a free port."""
+    return preferred if not port_open(preferred) else free_port()
+
+
+def available(package: str) -> bool:
+    """Whether a local stand-in's package is present in this checkout."""
+    return importlib.util.find_spec(package) is not None
+
+
+def ensure_settings(path: Path) -> tuple[dict[str, Any], bool]:
+    """local.settings.json, written from the sample (with a new function key) when missing."""
+    created = False
+    if not path.exists():
+        data = json.loads(SAMPLE.read_text(encoding="utf-8"))
+        data["FunctionKeys"] = {"default": secrets.token_urlsafe(24)}
+        data["MasterKey"] = secrets.token_urlsafe(32)
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        created = True
+    settings: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return settings, created
+
+
+def base_environment(tls: TlsFiles, storage: str) -> dict[str, str]:
+    """What every local process needs: storage, and trust in the local CA."""
+    return {"AzureWebJobsStorage": storage, "LOCAL_CA_FILE": str(tls.ca), "SSL_CERT_FILE": str(tls.bundle),
+            "REQUESTS_CA_BUNDLE": str(tls.bundle)}
+
+
+@contextlib.contextmanager
+def stand_ins(tls: TlsFiles, env: dict[str, str]) -> Iterator[list[str]]:
+    """Start the Entra simulator and the vault emulator when present; add their settings to `env`."""
+    lines: list[str] = []
+    with contextlib.ExitStack() as stack:
+        if not available("local.entra"):
+            lines.append("entra simulator: not in this checkout (App Service Authentication emulation is off)")
+            yield lines
+            return
+        from local.entra.demo import BRIDGE_CLIENT_ID, BRIDGE_PRINCIPAL_ID, IDENTITY_PRINCIPAL_ID
+        from local.entra.process import running as entra_running
+
+        identity_header = secrets.token_urlsafe(24)
+        entra = stack.enter_context(entra_running(data_dir=LOCAL / "entra", log_path=LOGS / "entra.log",
+                                                  port=port(8443), identity_header=identity_header))
+        env.update({"LOCAL_ENTRA_URL": entra.url, "IDENTITY_ENDPOINT": f"{entra.url}/msi/token",
+                    "IDENTITY_HEADER": identity_header,
+                    # The host validates bearer tokens for the bridge's own API against the simulator.
+                    "LOCAL_AUTH_ISSUER": f"{entra.url}/{entra.tenant_id}/v2.0",
+                    "LOCAL_AUTH_AUDIENCE": BRIDGE_CLIENT_ID})
+        lines.append(f"entra simulator: {entra.url} (tenant {entra.tenant_id}; admin API {entra.url}/_sim/)")
+        if available("local.vault"):
+            from local.vault.process import running as vault_running
+
+            roles = LOCAL / "vault" / "roles.json"
+            roles.parent.mkdir(parents=True, exist_ok=True)
+            granted = json.loads(roles.read_text(encoding="utf-8") or "{}") if roles.exists() else {}
+            for principal in (IDENTITY_PRINCIPAL_ID, BRIDGE_PRINCIPAL_ID):
+                granted.setdefault(principal, [VAULT_ROLE])
+            roles.write_text(json.dumps(granted, indent=2), encoding="utf-8")
+            vault = stack.enter_context(vault_running(data_dir=LOCAL / "vault", authority=entra.url,
+                                                      tenant=entra.tenant_id, port=port(8444), roles_file=roles,
+                                                      log_path=LOGS / "vault.log", tls=tls))
+            env["KEY_VAULT_URL"] = vault.url
+            lines.append(f"key vault emulator: {vault.url}")
+        else:
+            lines.append("key vault emulator: not in this checkout")
+        yield lines
+
+
+def startup_job(settings_file: Path, env: dict[str, str]) -> str:
+    """Run the main job once (a sync of the demo connection); one line saying how it went."""
+    if not available("shared.services.sync") or "LOCAL_ENTRA_URL" not in env:
+        return "start-up sync: skipped (needs the sync feature and the Entra simulator)"
+    argv = python_module("shared.cli", "--settings", str(settings_file), "sync", "--connection", DEMO_CONNECTION)
+    log_path = LOGS / "startup-sync.log"
+    with log_path.open("ab") as log:
+        done = subprocess.run(argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=log,
+                              timeout=300, check=False)
+    summary = done.stdout.decode(errors="replace").strip().splitlines()
+    outcome = summary[-1] if summary else f"exit {done.returncode}"
+    if done.returncode != 0:
+        return f"start-up sync: failed ({outcome}); see {log_path.relative_to(ROOT)}"
+    return f"start-up sync of '{DEMO_CONNECTION}': {outcome}"
+
+
+def describe_demo(settings: dict[str, Any]) -> str:
+    """The demo connection as configured, in one line."""
+    try:
+        connections = json.loads(str(settings.get("Values", {}).get("CONNECTIONS") or "[]"))
+    except json.JSONDecodeError:
+        return "demo connection: CONNECTIONS in local.settings.json is not valid JSON"
+    demo = next((c for c in connections if isinstance(c, dict) and c.get("name") == DEMO_CONNECTION), None)
+    if demo is None:
+        return "demo connection: not configured (CONNECTIONS in local.settings.json)"
+    enabled = [name for name, feature in (demo.get("features") or {}).items() if feature.get("enabled")]
+    return (f"demo connection: '{DEMO_CONNECTION}' tenant {demo.get('tenantId')} cloud {demo.get('cloud')} "
+            f"auth {demo.get('auth', {}).get('kind')}; features: {', '.join(enabled) or 'none'}")
+
+
+def wait(processes: list[ManagedProcess]) -> None:
+    """Block until Ctrl-C, SIGTERM, or a child exits on its own."""
+    while True:
+        for proc in processes:
+            if proc.proc is not None and proc.proc.poll() is not None:
+                print(f"\n{proc.name} exited with {proc.proc.returncode}; stopping. Its log:\n{proc.tail(20)}",
+                      flush=True)
+                return
+        time.sleep(0.5)
+
+
+def run(settings_path: Path, *, sync: bool) -> int:
+    """Start everything, print what runs where, wait, stop."""
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise Stop
+
+    signal.signal(signal.SIGTERM, terminate)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    tls = ensure_tls()
+    settings, created = ensure_settings(settings_path)
+    keys = settings.get("FunctionKeys") or {}
+    function_key = str(next(iter(keys.values()), ""))
+    print(f"local stack: logs in {LOGS.relative_to(ROOT)}/, settings in {settings_path.name}"
+          f"{' (new, from the sample)' if created else ''}", flush=True)
+    try:
+        with contextlib.ExitStack() as stack:
+            storage = stack.enter_context(azurite(LOCAL / "azurite", LOGS / "azurite.log",
+                                                  (port(10000), port(10001), port(10002))))
+            env = base_environment(tls, storage)
+            print("azurite: running (storage connection string in the host's AzureWebJobsStorage)", flush=True)
+            for line in stack.enter_context(stand_ins(tls, env)):
+                print(line, flush=True)
+            host: RunningHost = stack.enter_context(host_running(
+                settings_file=settings_path, function_key=function_key, log_path=LOGS / "host.log", env=env,
+                port=port(7071)))
+            print(f"function host: {host.url}/api (health: {host.url}/api/health)", flush=True)
+            print(describe_demo(settings), flush=True)
+            print(f"function key: {function_key}  (send as x-functions-key, or ?code=)", flush=True)
+            if sync:
+                print(startup_job(settings_path, env), flush=True)
+            print("ready; Ctrl-C stops everything", flush=True)
+            wait([host.process])
+    except (KeyboardInterrupt, Stop):
+        print("\nstopping...", flush=True)
+    print("stopped", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the stack."""
+    parser = argparse.ArgumentParser(prog="python -m local.stack", description=__doc__.splitlines()[0])
+    parser.add_argument("--settings", default=str(ROOT / "local.settings.json"))
+    parser.add_argument("--no-sync", action="store_true", help="skip the start-up sync of the demo connection")
+    args = parser.parse_args(argv)
+    return run(Path(args.settings).resolve(), sync=not args.no_sync)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
