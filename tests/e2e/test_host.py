@@ -95,3 +95,30 @@ def _exists(queue: QueueClient) -> bool:
     except Exception:  # not created yet
         return False
     return True
+
+
+def test_app_service_authentication_from_simulator_tokens(function_host: Any, entra: Any, tls_files: Any,
+                                                         tmp_path: Path) -> None:
+    started: RunningHost = function_host(app="tests.e2e.host_app", values={"HOST_TEST_OUT": str(tmp_path)}, env={
+        "WEBSITE_AUTH_ENABLED": "true", "LOCAL_AUTH_ISSUER": f"{entra.url}/{entra.tenant_id}/v2.0",
+        "LOCAL_AUTH_AUDIENCE": entra.client_id, "LOCAL_CA_FILE": str(tls_files.ca), "TEST_SCHEDULE": "0 0 0 1 1 *"})
+    login = f"{entra.url}/{entra.tenant_id}/oauth2/v2.0/token"
+
+    def token(scope: str) -> str:
+        with httpx.Client(verify=tls_files.client_context()) as client:
+            answer = client.post(login, data={"grant_type": "client_credentials", "client_id": entra.client_id,
+                                              "client_secret": entra.client_secret, "scope": scope})
+        answer.raise_for_status()
+        return str(answer.json()["access_token"])
+
+    key = {"x-functions-key": started.function_key}
+    with httpx.Client(base_url=started.url, headers=key) as client:
+        mine = client.get("/api/items/1", headers={"authorization": f"Bearer {token(entra.client_id + '/.default')}"})
+        assert mine.status_code == 200
+        assert mine.json()["principal"] == entra.principal_id
+        graph = token("https://graph.microsoft.com/.default")
+        refused = client.get("/api/items/1", headers={"authorization": f"Bearer {graph}"})
+        assert refused.status_code == 401
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert graph not in refused.text
+        assert client.get("/api/items/1", headers={"authorization": "Bearer not.a.jwt"}).status_code == 401
