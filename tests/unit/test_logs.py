@@ -51,3 +51,16 @@ def test_the_correlation_id_is_on_every_line(captured: tuple[logging.Logger, io.
     log.warning("outside")
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["correlationId"] for line in lines] == ["corr-42", "-"]
+
+
+def test_text_lines_carry_the_correlation_id_and_mask_too() -> None:
+    stream = io.StringIO()
+    handler = logs.configure(fmt="text", level="INFO", stream=stream)
+    try:
+        with logs.correlation("corr-text"):
+            logging.getLogger("test.logs").info("sent %s", {"client_secret": "very-secret-value"})
+    finally:
+        logging.getLogger().removeHandler(handler)
+    line = stream.getvalue()
+    assert "[corr-text]" in line
+    assert "very-secret-value" not in line
