@@ -45,7 +45,8 @@ class RouteTemplate:
                 raise ValueError(f"route constraint {constraint!r} is not supported")
             value = _CONSTRAINTS.get(constraint or "", r"[^/]+")
             regex += f"(?:/(?P<{name}>{value}))?" if optional else f"/(?P<{name}>{value})"
-        return cls(template, re.compile("^" + (regex or "/?") + "/?$"), literals)
+        # Route matching in Azure Functions (ASP.NET routing) ignores case.
+        return cls(template, re.compile("^" + (regex or "/?") + "/?$", re.IGNORECASE), literals)
 
     def match(self, path: str) -> dict[str, str] | None:
         """Route parameters when `path` (without the /api prefix, starting with /) matches."""

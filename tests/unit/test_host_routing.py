@@ -26,7 +26,7 @@ from local.host.runtime import HostConfig, LocalHost, resolve
     ("a/{x}/b", "/a/1/b/", {"x": "1"}),
     ("a/{x}/b", "/a/1/c", None),
     ("a/{x}", "/a/1/2", None),
-    ("Health", "/health", None),
+    ("Health", "/health", {}),
 ])
 def test_templates_match_like_the_host(template: str, path: str, expected: dict[str, str] | None) -> None:
     assert RouteTemplate.compile(template).match(path) == expected
