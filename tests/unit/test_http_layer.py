@@ -115,3 +115,46 @@ async def test_roles_are_checked_when_app_service_authentication_is_on(monkeypat
     status, body, _ = await call(request("t1", {"name": "a", "size": 1},
                                          {"x-ms-client-principal": principal(ADMIN)}))
     assert (status, body["actor"]) == (201, "ops@contoso.example")
+
+
+async def test_correlation_comes_from_traceparent_or_is_made() -> None:
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    parent = {"traceparent": f"00-{trace}-00f067aa0ba902b7-01"}
+    _, _, response = await call(request("t1", {"name": "a", "size": 1}, parent))
+    assert response.headers["x-correlation-id"] == trace
+    _, _, response = await call(request("t1", {"name": "a", "size": 1}, {"x-correlation-id": "bad id\nwith newline"}))
+    made = response.headers["x-correlation-id"]
+    assert len(made) == 36
+    assert "newline" not in made
+
+
+async def test_a_problem_has_every_rfc_9457_member() -> None:
+    status, body, response = await call(request("missing", {"name": "a", "size": 1}, {"x-correlation-id": "c-1"}))
+    assert status == 404
+    assert set(body) >= {"type", "title", "status", "detail", "instance", "correlationId"}
+    assert body["instance"] == "http://127.0.0.1/api/things/missing"
+    assert body["correlationId"] == response.headers["x-correlation-id"] == "c-1"
+
+
+@pytest.mark.parametrize(("body", "headers", "field"), [
+    (b"", {}, "body"),
+    (b'{"name": "a", "size": 1}', {"content-type": "text/plain"}, "Content-Type"),
+])
+async def test_missing_bodies_and_wrong_content_types_are_named(body: bytes, headers: dict[str, str],
+                                                               field: str) -> None:
+    status, problem, _ = await call(request("t1", body, headers))
+    assert (status, problem["field"]) == (400, field)
+
+
+async def test_roles_may_use_the_role_claim_uri_and_are_not_needed_when_auth_is_off(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
+    encoded = base64.b64encode(json.dumps({"claims": [{"typ": uri, "val": ADMIN}]}).encode()).decode()
+    status, _, _ = await call(request("t1", {"name": "a", "size": 1}))
+    assert status == 201
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "true")
+    settings.cache_clear()
+    status, _, _ = await call(request("t1", {"name": "a", "size": 1}, {"x-ms-client-principal": encoded}))
+    assert status == 201
+    status, body, _ = await call(request("t1", {"name": "a", "size": 1}, {"x-ms-client-principal": "%%%"}))
+    assert (status, body["status"]) == (401, 401)
