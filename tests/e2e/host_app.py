@@ -65,3 +65,11 @@ async def worker(msg: func.QueueMessage, out: func.Out[str]) -> None:
 def enqueue(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResponse:
     out.set(req.get_body().decode())
     return func.HttpResponse(status_code=202)
+
+
+@app.route(route="slow", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def slow(req: func.HttpRequest) -> func.HttpResponse:
+    import asyncio
+
+    await asyncio.sleep(2)
+    return func.HttpResponse("finished")

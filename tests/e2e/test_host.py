@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -122,3 +124,16 @@ def test_app_service_authentication_from_simulator_tokens(function_host: Any, en
         assert refused.headers["content-type"].startswith("application/problem+json")
         assert graph not in refused.text
         assert client.get("/api/items/1", headers={"authorization": "Bearer not.a.jwt"}).status_code == 401
+
+
+def test_shutdown_finishes_work_in_flight(function_host: Any, tmp_path: Path) -> None:
+    started: RunningHost = function_host(app="tests.e2e.host_app", values={
+        "HOST_TEST_OUT": str(tmp_path), "TEST_SCHEDULE": "0 0 0 1 1 *"})
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(httpx.get, f"{started.url}/api/slow", timeout=30)
+        time.sleep(0.5)
+        started.process.stop(timeout=30)
+        assert answer.result().text == "finished"
+    assert started.process.proc is not None
+    # uvicorn re-raises SIGTERM once it has shut down gracefully, so -SIGTERM is a clean exit too.
+    assert started.process.proc.returncode in (0, -signal.SIGTERM)
