@@ -25,6 +25,7 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
+import hmac
 import inspect
 import json
 import logging
@@ -255,7 +256,7 @@ class LocalHost:
         valid = {self.config.master_key} if level == "ADMIN" else {*self.config.function_keys.values(),
                                                                    self.config.master_key}
         valid.discard(None)
-        if not given or given not in valid:
+        if not given or not any(hmac.compare_digest(given.encode(), str(key).encode()) for key in valid):
             return _problem(401, "Authentication required",
                             "this function needs a function key: send it as the x-functions-key header or the "
                             "code query parameter (keys are in local.settings.json under FunctionKeys)")
