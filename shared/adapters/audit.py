@@ -1,10 +1,10 @@
 """The audit log in Table storage: append-only, hash-chained, readable and verifiable.
 
 Rows: partition = chain id (connection, UTC day, shard), row = the record's zero-padded sequence
-number, so a partition reads back in order; a `head` row per chain holds the last sequence and hash.
-Appending inserts record N+1 (a concurrent writer that took N+1 first makes the insert conflict, and
-the head is advanced to what it wrote), then moves the head with an ETag check. A writer that dies
-between the two leaves a head one behind, which the next append repairs the same way.
+number, so a partition reads back in order. Appending inserts record N+1; insert-if-absent makes the
+number unique, so a concurrent writer that took N+1 first makes the insert conflict, and the writer
+walks forward to the real end of the chain and tries again. A `head` row per chain is a hint moved
+every few records, so a new process finds the end with a short walk instead of reading the chain.
 
 Each record is also logged as a structured `audit` line, which Application Insights keeps as a
 custom event when the host's telemetry is configured.
@@ -19,13 +19,15 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from shared.domain import audit as chain
-from shared.errors import Conflict
+from shared.errors import BridgeError, Conflict
 from shared.services.ports import Clock, Entity, EntityStore
 from shared.topology import Table
 
 log = logging.getLogger("bridge.audit")
 
 HEAD = "head"
+#: How often the head hint row is moved forward.
+HINT_EVERY = 32
 MAX_APPEND_TRIES = 20
 
 
@@ -40,8 +42,8 @@ class TableAuditSink:
         self._entities = entities
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
-        # chain -> (seq, hash, etag of the head row)
-        self._heads: dict[str, tuple[int, str, str | None]] = {}
+        # chain -> (seq, hash) of the last record this process knows
+        self._heads: dict[str, tuple[int, str]] = {}
 
     async def record(self, *, connection: str, actor: str, action: str, target: str, outcome: str,
                      correlation_id: str, graph_request_id: str | None = None,
@@ -65,57 +67,39 @@ class TableAuditSink:
 
     async def _append(self, chain_id: str, fields: dict[str, Any]) -> chain.AuditRecord:
         for _ in range(MAX_APPEND_TRIES):
-            seq, prev_hash, head_etag = await self._head(chain_id)
+            seq, prev_hash = await self._head(chain_id)
             record = chain.AuditRecord.model_validate({**fields, "seq": seq + 1, "prevHash": prev_hash}).sealed()
             row = record.model_dump(mode="json", by_alias=True)
             try:
                 await self._entities.insert(Table.AUDIT, Entity(chain_id, _row_key(record.seq), row))
             except Conflict:
-                await self._catch_up(chain_id, seq + 1)
+                # Another writer took this number: move to the real end of the chain and try again.
+                self._heads[chain_id] = await self._probe(chain_id, seq, prev_hash)
                 continue
-            head = Entity(chain_id, HEAD, {"seq": record.seq, "hash": record.hash}, head_etag)
-            try:
-                saved = await (self._entities.update(Table.AUDIT, head) if head_etag
-                               else self._entities.insert(Table.AUDIT, head))
-                self._heads[chain_id] = (record.seq, record.hash, saved.etag)
-            except Conflict:
-                self._heads.pop(chain_id, None)  # someone repaired or advanced the head; reread next time
+            self._heads[chain_id] = (record.seq, record.hash)
+            if record.seq % HINT_EVERY == 0:
+                # The head row is a hint that saves a long probe; a stale or lost hint costs reads only.
+                try:
+                    await self._entities.upsert(Table.AUDIT, Entity(chain_id, HEAD, {"seq": record.seq,
+                                                                                      "hash": record.hash}))
+                except BridgeError:
+                    log.warning("could not move the head hint of audit chain %s", chain_id)
             return record
         raise Conflict(f"audit chain {chain_id} is too busy: gave up after {MAX_APPEND_TRIES} tries")
 
-    async def _head(self, chain_id: str) -> tuple[int, str, str | None]:
+    async def _head(self, chain_id: str) -> tuple[int, str]:
         known = self._heads.get(chain_id)
-        if known is not None:
-            return known
-        found = await self._entities.get(Table.AUDIT, chain_id, HEAD)
-        head = (0, chain.GENESIS, None) if found is None else (
-            int(found.data["seq"]), str(found.data["hash"]), found.etag)
-        self._heads[chain_id] = head
-        return head
+        if known is None:
+            hint = await self._entities.get(Table.AUDIT, chain_id, HEAD)
+            start = (0, chain.GENESIS) if hint is None else (int(hint.data["seq"]), str(hint.data["hash"]))
+            known = self._heads[chain_id] = await self._probe(chain_id, *start)
+        return known
 
-    async def _catch_up(self, chain_id: str, taken_seq: int) -> None:
-        """Another writer holds `taken_seq`: move the head to the newest record actually written."""
-        seq = taken_seq
-        last: Entity | None = None
-        while (found := await self._entities.get(Table.AUDIT, chain_id, _row_key(seq))) is not None:
-            last, seq = found, seq + 1
-        head_row = await self._entities.get(Table.AUDIT, chain_id, HEAD)
-        if last is None:
-            self._heads.pop(chain_id, None)
-            return
-        seq, digest = int(last.data["seq"]), str(last.data["hash"])
-        try:
-            if head_row is None:
-                saved = await self._entities.insert(Table.AUDIT, Entity(chain_id, HEAD, {"seq": seq, "hash": digest}))
-            elif int(head_row.data["seq"]) < seq:
-                saved = await self._entities.update(Table.AUDIT, Entity(chain_id, HEAD, {"seq": seq, "hash": digest},
-                                                                        head_row.etag))
-            else:
-                saved = head_row
-                seq, digest = int(head_row.data["seq"]), str(head_row.data["hash"])
-            self._heads[chain_id] = (seq, digest, saved.etag)
-        except Conflict:
-            self._heads.pop(chain_id, None)
+    async def _probe(self, chain_id: str, seq: int, digest: str) -> tuple[int, str]:
+        """Walk forward from a known record to the last one written."""
+        while (found := await self._entities.get(Table.AUDIT, chain_id, _row_key(seq + 1))) is not None:
+            seq, digest = int(found.data["seq"]), str(found.data["hash"])
+        return seq, digest
 
 
 class AuditReader:

@@ -376,9 +376,7 @@ class RotationService:
                                          graph_request_id=err.request_id, vault_version=pending.version,
                                          detail={"reason": err.detail, "versionState": "possibly current"})
                 raise
-            await self._audit.record(connection=conn.name, actor=ACTOR, action="graph.password.reset",
-                                     target=user_id, outcome="success", correlation_id=correlation_id,
-                                     graph_request_id=request_id, vault_version=pending.version)
+            # One record audits the Graph write and the promotion (it carries Graph's request id).
             await self._promote(name, pending.version, keep=feature.keep_superseded)
             await self._audit.record(connection=conn.name, actor=ACTOR, action="rotation.completed", target=user_id,
                                      outcome="rotated", correlation_id=correlation_id,

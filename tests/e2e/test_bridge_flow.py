@@ -123,7 +123,7 @@ def test_sync_rotate_deliver_enroll_revoke_and_audit(client: tuple[httpx.Client,
     today = dt.datetime.now(dt.UTC).date().isoformat()
     audit = http.get("/api/audit", params={"connection": "demo", "from": today, "to": today, "top": "1000"}).json()
     actions = {r["action"] for r in audit["value"]}
-    assert {"sync.completed", "vault.put", "graph.password.reset", "rotation.completed", "password.delivered",
+    assert {"sync.completed", "vault.put", "rotation.completed", "password.delivered",
             "rotation.refused", "passkey.registered", "passkey.revoked", "device.removed"} <= actions
     assert held not in json.dumps(audit)
     verified = http.get("/api/audit/verify", params={"connection": "demo", "from": today, "to": today}).json()

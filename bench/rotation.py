@@ -1,0 +1,221 @@
+"""Rotation throughput against Microsoft's limits: the simulator's write limits and the vault's create limits on.
+
+    python -m bench.rotation --users 2000 [--processes 2] [--workers 24]
+
+Starts Azurite, the Entra simulator with a generated tenant whose rotation group holds `--users`
+users, and the Key Vault emulator; imports the users with the real sync; then rotates every user
+through the production adapters (Graph gateway, Key Vault store, Table storage, hash-chained audit)
+in `--processes` worker processes, as Functions instances would share a queue, and checks afterwards
+that the password the simulator holds for each user is one the vault hands a device. Prints one
+line: rotations per second, the ratio to Graph's binding limit of 20 writes per second per tenant
+(DESIGN.md section 8), failures and lost passwords.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import ssl
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from azure.identity.aio import ClientSecretCredential
+
+from local.entra.demo import BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET, BRIDGE_PRINCIPAL_ID, generated_tenant
+from local.entra.process import running as entra_running
+from local.servers import azurite
+from local.tls import ensure_tls
+from local.vault.process import running as vault_running
+from shared.adapters.audit import TableAuditSink
+from shared.adapters.directory import GraphDirectoryReader
+from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
+from shared.adapters.queues import StorageWorkQueue
+from shared.adapters.rotation import GraphPasswordDirectory
+from shared.adapters.tables import TableEntityStore
+from shared.adapters.vault import KeyVaultSecretStore
+from shared.config import Connection
+from shared.errors import BridgeError
+from shared.services.directory import Directory, RotationSubjects
+from shared.services.rotation import RotationService, Status
+from shared.services.sync import SyncService
+
+GRAPH_WRITES_PER_SECOND = 20.0
+VAULT_CREATES_PER_SECOND = 30.0
+
+
+async def run(users: int, workers: int, processes: int, folder: Path) -> str:
+    """Set up the stack, rotate everyone, verify, and return the summary line."""
+    tls = ensure_tls()
+    tenant = generated_tenant(users, groups=4, depth=2, seed=7)
+    tenant_file = folder / "tenant.json"
+    tenant_file.write_text(json.dumps(tenant.to_json()), encoding="utf-8")
+    conn = _connection(tenant.tenantId)
+    with azurite(folder / "azurite", folder / "azurite.log") as storage, \
+            entra_running(data_dir=folder / "entra", log_path=folder / "entra.log", tenant=str(tenant_file)) as sim, \
+            vault_running(data_dir=folder / "vault", authority=sim.url, tenant=tenant.tenantId, admin=True,
+                          log_path=folder / "vault.log", tls=tls) as kv:
+        kv.grant(BRIDGE_PRINCIPAL_ID, "Key Vault Secrets Officer")
+        stack = Stack(conn.tenant_id, sim.url, kv.url, storage, str(tls.ca))
+        async with stack.open(workers) as world:
+            report = await world.sync.run(conn, GraphDirectoryReader(world.graph), run_id="bench-sync",
+                                          correlation_id="bench")
+            targets = [row.id async for row in world.directory.all(conn.name) if row.in_rotation_group][:users]
+        config = folder / "stack.json"
+        config.write_text(json.dumps({**stack.__dict__, "targets": targets}), encoding="utf-8")
+        started = time.perf_counter()
+        children = [await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.rotation", "--child", str(config), "--slice", f"{k}/{processes}",
+            "--workers", str(workers), stdout=asyncio.subprocess.PIPE) for k in range(processes)]
+        outcomes: dict[str, str] = {}
+        retries = 0
+        for child in children:
+            out, _ = await child.communicate()
+            result = json.loads(out.decode().strip().splitlines()[-1])
+            outcomes.update(result["outcomes"])
+            retries += result["throttled"]
+        elapsed = time.perf_counter() - started
+        async with stack.open(workers) as world:
+            lost = 0
+            for user in targets:
+                held = sim.admin("GET", f"/_sim/users/{user}/password").get("password")
+                if held is None:
+                    continue
+                delivered = await world.rotation.read_for_device(conn, user)
+                if held not in {delivered.password, *(p for _, p in delivered.possibly_current)}:
+                    lost += 1
+        rotated = sum(1 for s in outcomes.values() if s == Status.ROTATED.value)
+        failures = len(targets) - rotated
+        rate = rotated / elapsed if elapsed else 0.0
+        counters = sim.admin("GET", "/_sim/tenant")["counters"]
+        return (f"rotation: {rotated} of {len(targets)} users rotated in {elapsed:.1f} s by {processes} processes = "
+                f"{rate:.1f}/s; ratio to Graph's {GRAPH_WRITES_PER_SECOND:.0f} writes/s per tenant "
+                f"{rate / GRAPH_WRITES_PER_SECOND:.2f} (vault creates {rate / VAULT_CREATES_PER_SECOND:.2f} of "
+                f"{VAULT_CREATES_PER_SECOND:.0f}/s); Graph 429s {int(counters['throttled'])}, gateway retries "
+                f"{retries}; failures {failures}; lost passwords {lost}; sync imported {report.added} users in "
+                f"{report.duration_seconds:.1f} s")
+
+
+def _connection(tenant_id: str) -> Connection:
+    return Connection.model_validate({
+        "name": "bench", "tenantId": tenant_id, "cloud": "local",
+        "auth": {"kind": "clientSecret", "clientId": BRIDGE_CLIENT_ID, "secretName": "bridge-client-secret"},
+        "features": {"sync": {"enabled": True, "groups": ["Bridge Sync"],
+                              "removalThreshold": {"percent": 100, "absolute": 1000000}},
+                     "rotation": {"enabled": True, "group": "Bridge Rotation", "keepSuperseded": 1}}})
+
+
+@dataclass
+class World:
+    """The production adapters and services of one process."""
+
+    graph: GraphGateway
+    directory: Directory
+    sync: SyncService
+    rotation: RotationService
+    passwords: GraphPasswordDirectory
+
+
+@dataclass
+class Stack:
+    """Where the stand-ins listen; enough for a child process to build its own adapters."""
+
+    tenant_id: str
+    entra_url: str
+    vault_url: str
+    storage: str
+    ca: str
+
+    @contextlib.asynccontextmanager
+    async def open(self, workers: int) -> AsyncIterator[World]:
+        """Adapters and services on this stack, closed afterwards."""
+        def credential() -> ClientSecretCredential:
+            return ClientSecretCredential(self.tenant_id, BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET,
+                                          authority=self.entra_url, connection_verify=self.ca)
+
+        clock = SystemClock()
+        tables = TableEntityStore.from_connection_string(self.storage)
+        queue = StorageWorkQueue.from_connection_string(self.storage)
+        vault_credential = credential()
+        secrets = KeyVaultSecretStore(self.vault_url, vault_credential, connection_verify=self.ca,
+                                      max_throttle_wait=60)
+        graph = GraphGateway(connection="bench", tenant_id=self.tenant_id, credential=credential(),
+                             graph_base=self.entra_url, scope="https://graph.microsoft.com/.default",
+                             verify=ssl.create_default_context(cafile=self.ca),
+                             governor=ThrottleGovernor(tables, clock), max_concurrency=workers, max_wait=300)
+        audit = TableAuditSink(tables, clock)
+        directory = Directory(tables)
+        try:
+            yield World(graph, directory,
+                        SyncService(directory=directory, entities=tables, audit=audit, queue=queue, clock=clock),
+                        RotationService(secrets=secrets, entities=tables, audit=audit, queue=queue, clock=clock,
+                                        subjects=RotationSubjects(directory)),
+                        GraphPasswordDirectory(graph, own_principal_id=_constant(BRIDGE_PRINCIPAL_ID), clock=clock))
+        finally:
+            await graph.close()
+            await secrets.close()
+            await vault_credential.close()
+            await tables.close()
+            await queue.close()
+
+
+async def child(config_file: Path, part: str, workers: int) -> dict[str, object]:
+    """Rotate one slice of the users (a worker process)."""
+    config = json.loads(await asyncio.to_thread(config_file.read_text, encoding="utf-8"))
+    index, count = (int(x) for x in part.split("/"))
+    targets = config.pop("targets")[index::count]
+    stack = Stack(**config)
+    conn = _connection(stack.tenant_id)
+    outcomes: dict[str, str] = {}
+    async with stack.open(workers) as world:
+        pending = list(targets)
+
+        async def worker() -> None:
+            while pending:
+                user = pending.pop()
+                for _attempt in range(5):
+                    try:
+                        outcome = await world.rotation.rotate(conn, world.passwords, user,
+                                                              rotation_id=f"bench-{uuid.uuid4().hex[:8]}",
+                                                              correlation_id="bench")
+                        outcomes[user] = outcome.status.value
+                        break
+                    except BridgeError as err:
+                        outcomes[user] = f"error: {err.slug}"
+                        await asyncio.sleep(getattr(err, "retry_after", 1.0))
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        return {"outcomes": outcomes, "throttled": world.graph.throttled}
+
+
+def _constant(value: str):  # type: ignore[no-untyped-def]
+    async def get() -> str:
+        return value
+    return get
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print its line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=24, help="concurrent rotations per process")
+    parser.add_argument("--processes", type=int, default=2, help="worker processes (Functions instances)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--slice", default="0/1", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(asyncio.run(child(Path(args.child), args.slice, args.workers))))
+        return 0
+    with tempfile.TemporaryDirectory() as folder:
+        print(asyncio.run(run(args.users, args.workers, args.processes, Path(folder))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
