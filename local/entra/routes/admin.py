@@ -56,6 +56,8 @@ def routes(sim: Simulator) -> list[Route]:
         body = await json_body(request)
         if "graphRoles" in body:
             app.graphRoles = [str(r) for r in body["graphRoles"]]
+        if "certificates" in body:
+            app.certificates = [str(c) for c in body["certificates"]]
         if "directoryRoles" in body:
             for name, members in tenant.roles.items():
                 if app.servicePrincipalId in members and name not in body["directoryRoles"]:

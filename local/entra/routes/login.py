@@ -77,17 +77,19 @@ def routes(sim: Simulator) -> list[Route]:
 
     def _check_assertion(app: App, assertion: str, token_url: str) -> str | None:
         """None when the client assertion is valid; else the AADSTS description."""
-        # Some clients pad the JWT segments with '='; Entra accepts them, so do we.
-        assertion = ".".join(part.rstrip("=") for part in assertion.split("."))
+        # Some clients pad the JWT segments with '=' and sign the padded text; it is verified as sent.
         try:
             header = jwt.get_unverified_header(assertion)
         except jwt.PyJWTError:
             return "The client assertion is not a JWT."
+        # Thumbprints are base64url; some clients pad them with '='.
+        given_sha1 = str(header["x5t"]).rstrip("=") if header.get("x5t") else None
+        given_sha256 = str(header["x5t#S256"]).rstrip("=") if header.get("x5t#S256") else None
+        if given_sha1 is None and given_sha256 is None:
+            return "The client assertion names no certificate (x5t or x5t#S256)."
         for pem in app.certificates:
             x5t, x5t256, key = certificate_thumbprints(pem)
-            if header.get("x5t") not in (None, x5t) or header.get("x5t#S256") not in (None, x5t256):
-                continue
-            if header.get("x5t") is None and header.get("x5t#S256") is None:
+            if given_sha1 not in (None, x5t) or given_sha256 not in (None, x5t256):
                 continue
             try:
                 claims = jwt.decode(assertion, key, algorithms=["RS256", "PS256"], audience=token_url,
