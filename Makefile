@@ -45,8 +45,13 @@ lint: $(STAMP)
 test: install lint infra-tools
 	$(VENV)/bin/pytest
 
+## make bench: every benchmark; each prints one summary line with its ratio to the limit that binds it.
 bench: install
 	$(PY) -m bench.coldstart
+	$(PY) -m bench.gateway
+	$(PY) -m bench.vault
+	$(PY) -m bench.rotation_faults --rotations 1000
+	$(PY) -m bench.rotation --users 2000
 
 clean:
 	rm -rf .local .mypy_cache .ruff_cache .pytest_cache
