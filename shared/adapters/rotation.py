@@ -27,6 +27,7 @@ class GraphPasswordDirectory:
         self._lock = asyncio.Lock()
         self._app_roles: tuple[dt.datetime, frozenset[str]] | None = None
         self._tenant_name: tuple[dt.datetime, str] | None = None
+        self._roles: tuple[dt.datetime, dict[str, frozenset[str]] | None] | None = None
 
     async def reset(self, user_id: str, password: str) -> str | None:
         """Set the user's password without forcing a change at next sign-in; returns Graph's request-id."""
@@ -38,9 +39,39 @@ class GraphPasswordDirectory:
         return response.request_id
 
     async def admin_roles(self, user_id: str) -> frozenset[str]:
-        """Display names of the directory roles the user holds directly or through a group."""
-        # https://learn.microsoft.com/graph/api/user-list-transitivememberof (cast to directoryRole).
-        return await self._role_names(f"/users/{user_id}/transitiveMemberOf/microsoft.graph.directoryRole")
+        """Display names of the directory roles the user holds directly or through a group.
+
+        One snapshot of the tenant's activated roles and their members serves every rotation for a
+        few minutes (a handful of reads instead of one per user). When a role is held by a group,
+        membership can be indirect, so the user's own transitive roles are read instead. A stale
+        snapshot is safe: Graph refuses a reset the app's role does not allow (403), and the rotation
+        is recorded as failed, never applied.
+        """
+        snapshot = await self._roles_snapshot()
+        if snapshot is None:
+            # https://learn.microsoft.com/graph/api/user-list-transitivememberof (cast to directoryRole).
+            return await self._role_names(f"/users/{user_id}/transitiveMemberOf/microsoft.graph.directoryRole")
+        return snapshot.get(user_id, frozenset())
+
+    async def _roles_snapshot(self) -> dict[str, frozenset[str]] | None:
+        async with self._lock:
+            now = self._clock.now()
+            if self._roles is not None and now - self._roles[0] <= CACHE_FOR:
+                return self._roles[1]
+            holders: dict[str, set[str]] = {}
+            through_groups = False
+            # https://learn.microsoft.com/graph/api/directoryrole-list and directoryrole-list-members
+            async for page in self._graph.pages("/directoryRoles", params={"$select": "id,displayName"}):
+                for role in page["value"]:
+                    async for members in self._graph.pages(f"/directoryRoles/{role['id']}/members",
+                                                            params={"$select": "id"}):
+                        for member in members["value"]:
+                            if str(member.get("@odata.type", "")).endswith("group"):
+                                through_groups = True
+                            holders.setdefault(str(member["id"]), set()).add(str(role["displayName"]))
+            snapshot = None if through_groups else {k: frozenset(v) for k, v in holders.items()}
+            self._roles = (now, snapshot)
+            return snapshot
 
     async def app_roles(self) -> frozenset[str]:
         """Display names of the directory roles the bridge's own service principal holds."""

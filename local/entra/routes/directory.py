@@ -9,6 +9,7 @@ organization-list.
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 from starlette.requests import Request
@@ -150,9 +151,31 @@ def routes(sim: Simulator) -> list[Route]:
                               "displayName": tenant.groups[member].displayName})
         return page(request, items)
 
+    def _role(name: str) -> dict[str, Any]:
+        return {"@odata.type": "#microsoft.graph.directoryRole", "id": str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
+                "displayName": name}
+
     def _roles_page(request: Request, object_id: str) -> dict[str, Any]:
-        items = [{"@odata.type": "#microsoft.graph.directoryRole", "id": f"role-{abs(hash(name)) % 10**8}",
-                  "displayName": name} for name in tenant.roles_of(object_id)]
+        return page(request, [_role(name) for name in tenant.roles_of(object_id)])
+
+    async def list_roles(request: Request, caller: Caller) -> dict[str, Any]:
+        # https://learn.microsoft.com/graph/api/directoryrole-list (activated roles only)
+        return page(request, [_role(name) for name, members in sorted(tenant.roles.items()) if members])
+
+    async def role_members(request: Request, caller: Caller) -> dict[str, Any]:
+        # https://learn.microsoft.com/graph/api/directoryrole-list-members
+        role_id = request.path_params["id"]
+        name = next((n for n in tenant.roles if str(uuid.uuid5(uuid.NAMESPACE_URL, n)) == role_id), None)
+        if name is None:
+            raise GraphError(404, "Request_ResourceNotFound", f"Resource '{role_id}' does not exist.")
+        items = []
+        for member in tenant.roles[name]:
+            if member in tenant.users:
+                items.append({"@odata.type": "#microsoft.graph.user", "id": member})
+            elif member in tenant.groups:
+                items.append({"@odata.type": "#microsoft.graph.group", "id": member})
+            else:
+                items.append({"@odata.type": "#microsoft.graph.servicePrincipal", "id": member})
         return page(request, items)
 
     async def user_roles(request: Request, caller: Caller) -> dict[str, Any]:
@@ -185,6 +208,8 @@ def routes(sim: Simulator) -> list[Route]:
             permissions=ROLE_READ, cost=1)
         add("/servicePrincipals/{id}/transitiveMemberOf/microsoft.graph.directoryRole", principal_roles, ["GET"],
             permissions=ROLE_READ, cost=1)
+        add("/directoryRoles", list_roles, ["GET"], permissions=ROLE_READ, cost=1)
+        add("/directoryRoles/{id}/members", role_members, ["GET"], permissions=ROLE_READ, cost=3)
         add("/groups", list_groups, ["GET"], permissions=GROUP_READ, cost=2)
         add("/groups/{id}", get_group, ["GET"], permissions=GROUP_READ, cost=1)
         add("/groups/{id}/transitiveMembers/microsoft.graph.user", transitive_users, ["GET"],
