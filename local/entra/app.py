@@ -57,4 +57,6 @@ def build(sim: Simulator) -> Starlette:
                                        f"'{request.url.path.rsplit('/', 1)[-1]}'."}}, status_code=400
                             if request.url.path.startswith(("/v1.0/", "/beta/")) else 404)
 
-    return Starlette(routes=found, lifespan=lifespan, exception_handlers={404: not_found})
+    app = Starlette(routes=found, lifespan=lifespan, exception_handlers={404: not_found})
+    sim.app = app
+    return app

@@ -148,6 +148,8 @@ class Simulator:
         self._buckets: dict[str, Bucket] = {}
         self._lock = threading.Lock()
         self.counters: dict[str, float] = {"requests": 0, "throttled": 0, "writes": 0, "resourceUnits": 0}
+        #: The ASGI app serving this simulator (set by app.build), for routes that call other routes.
+        self.app: Any = None
 
     @property
     def tenant(self) -> Tenant:

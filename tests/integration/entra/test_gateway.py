@@ -21,6 +21,7 @@ from shared.adapters.tables import TableEntityStore
 from shared.config import Connection
 from shared.errors import Stop, Throttled
 from shared.services.connections import ConnectionTester
+from shared.services.ports import BatchItem
 from tests.fixtures.entra import EntraFixture
 
 GRAPH = "https://graph.microsoft.com/.default"
@@ -160,3 +161,22 @@ async def test_connection_report_names_missing_permissions_and_roles(entra: Entr
     assert report.tenant_settings["passkeys"]["state"] == "enabled"
     sync = next(f for f in report.features if f["feature"] == "sync")
     assert sync["ok"]
+
+
+async def test_batch_retries_throttled_items_on_their_own(entra: EntraFixture, tls_files: Any, faults: Any) -> None:
+    gateway = make_gateway(entra, tls_files)
+    try:
+        users = (await gateway.get("/users", params={"$top": "25", "$select": "id"}))["value"]
+        faults(throttleRate=0.3)
+        items = [BatchItem(id=f"u{n}", method="GET", url=f"/users/{u['id']}?$select=id") for n, u in enumerate(users)]
+        results = await gateway.batch(items)
+        assert [r.id for r in results] == [i.id for i in items]
+        assert {r.status for r in results} == {200}
+        assert gateway.throttled > 0
+        faults(throttleRate=0.0)
+        missing = [BatchItem(id="a", method="GET", url="/users/00000000-0000-0000-0000-000000000000"),
+                   BatchItem(id="b", method="GET", url=f"/users/{users[0]['id']}", depends_on="a")]
+        a, b = await gateway.batch(missing)
+        assert (a.status, b.status) == (404, 424)
+    finally:
+        await gateway.close()
