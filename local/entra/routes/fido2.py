@@ -61,14 +61,19 @@ def routes(sim: Simulator) -> list[Route]:
         sim.store.changed()
         exclude = [{"id": base64.b64encode(base64.urlsafe_b64decode(m["credentialId"] + "==")).decode(),
                     "type": "public-key", "transports": []} for m in tenant.fido2.get(user.id, [])]
-        # Graph returns the challenge as base64 with padding; clients must convert it.
-        return {"@odata.context": f"{sim.base_url}/v1.0/$metadata#microsoft.graph.webauthnCredentialCreationOptions",
+        # The challenge is base64url without padding, as the creationOptions page documents; credential
+        # ids in excludeCredentials come as padded standard base64, the quirk FACTS.md records, which
+        # clients must repair.
+        return {"@odata.type": "#microsoft.graph.webauthnCredentialCreationOptions",
                 "challengeTimeoutDateTime": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "publicKey": {
-                    "challenge": base64.b64encode(challenge).decode(), "timeout": minutes * 60000,
+                    "@odata.type": "#microsoft.graph.webauthnPublicKeyCredentialCreationOptions",
+                    "challenge": _b64(challenge), "timeout": minutes * 60000,
                     "attestation": "direct",
-                    "rp": {"id": "login.microsoftonline.com", "name": "Microsoft"},
-                    "user": {"id": _b64(uuid.UUID(user.id).bytes), "name": user.userPrincipalName,
+                    "rp": {"@odata.type": "#microsoft.graph.webauthnPublicKeyCredentialRpEntity",
+                           "id": "login.microsoftonline.com", "name": "Microsoft"},
+                    "user": {"@odata.type": "#microsoft.graph.webauthnPublicKeyCredentialUserEntity",
+                             "id": _b64(uuid.UUID(user.id).bytes), "name": user.userPrincipalName,
                              "displayName": user.displayName},
                     "pubKeyCredParams": [{"type": "public-key", "alg": -7}, {"type": "public-key", "alg": -257}],
                     "excludeCredentials": exclude,
