@@ -285,9 +285,13 @@ def graph_route(sim: Simulator, handler: GraphHandler, *, permissions: tuple[str
     return endpoint
 
 
-def page(request: Request, items: list[dict[str, Any]], *, default_top: int = 100,
-         max_top: int = 999, context: str = "") -> dict[str, Any]:
-    """One page of a collection with `$top` and an opaque `$skiptoken` in the nextLink."""
+def page(request: Request, items: list[Any], *, default_top: int = 100, max_top: int = 999, context: str = "",
+         render: Callable[[Any], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One page of a collection with `$top` and an opaque `$skiptoken` in the nextLink.
+
+    `render`, when given, turns only the items of this page into their Graph form, so a page of a
+    large collection costs the page, not the collection.
+    """
     try:
         top = int(request.query_params.get("$top", default_top))
     except ValueError:
@@ -302,8 +306,9 @@ def page(request: Request, items: list[dict[str, Any]], *, default_top: int = 10
             offset = int(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().split(":")[1])
         except (ValueError, IndexError):
             raise GraphError(400, "Request_BadRequest", "Invalid $skiptoken.") from None
+    chunk = items[offset:offset + top]
     body: dict[str, Any] = {"@odata.context": context or f"{request.base_url}$metadata",
-                            "value": items[offset:offset + top]}
+                            "value": [render(i) for i in chunk] if render else chunk}
     if offset + top < len(items):
         params = {k: v for k, v in request.query_params.items() if k != "$skiptoken"}
         params["$skiptoken"] = base64.urlsafe_b64encode(f"o:{offset + top}".encode()).decode().rstrip("=")

@@ -88,6 +88,9 @@ class Tenant:
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
+        #: Bumped on every change, so derived views (transitive membership) are recomputed.
+        self.version = 0
+        self._transitive: dict[tuple[str, int], list[str]] = {}
         self.reindex()
 
     def reindex(self) -> None:
@@ -107,7 +110,16 @@ class Tenant:
         return self._sp.get(principal_id)
 
     def transitive_users(self, group_id: str) -> list[str]:
-        """User ids in a group, nested groups included, in a stable order."""
+        """User ids in a group, nested groups included, in a stable order (cached until a change)."""
+        key = (group_id, self.version)
+        cached = self._transitive.get(key)
+        if cached is None:
+            if len(self._transitive) > 256:
+                self._transitive.clear()
+            cached = self._transitive[key] = self._compute_transitive(group_id)
+        return cached
+
+    def _compute_transitive(self, group_id: str) -> list[str]:
         seen_groups: set[str] = set()
         found: dict[str, None] = {}
         stack = [group_id]
@@ -197,8 +209,9 @@ class Store:
         return store
 
     def changed(self) -> None:
-        """Mark the state as needing a write."""
+        """Mark the state as needing a write (and derived views as stale)."""
         self.dirty = True
+        self.tenant.version += 1
 
     def save(self) -> None:
         """Write the tenant file atomically."""

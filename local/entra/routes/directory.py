@@ -76,7 +76,8 @@ def routes(sim: Simulator) -> list[Route]:
             wanted = {v.lower() for v in values}
             users = [u for u in users if str(getattr(u, name) or "").lower() in wanted]
         select = select_fields(request)
-        return page(request, [u.graph(select) for u in users], context=f"{sim.base_url}/v1.0/$metadata#users")
+        return page(request, users, context=f"{sim.base_url}/v1.0/$metadata#users",
+                    render=lambda u: u.graph(select))
 
     async def get_user(request: Request, caller: Caller) -> dict[str, Any]:
         return dict(user_or_404(request.path_params["id"]).graph(select_fields(request)))
@@ -137,8 +138,8 @@ def routes(sim: Simulator) -> list[Route]:
     async def transitive_users(request: Request, caller: Caller) -> dict[str, Any]:
         group = group_or_404(request.path_params["id"])
         select = select_fields(request)
-        items = [tenant.users[uid].graph(select) for uid in tenant.transitive_users(group.id)]
-        return page(request, items, context=f"{sim.base_url}/v1.0/$metadata#users")
+        return page(request, tenant.transitive_users(group.id), context=f"{sim.base_url}/v1.0/$metadata#users",
+                    render=lambda uid: tenant.users[uid].graph(select))
 
     async def direct_members(request: Request, caller: Caller) -> dict[str, Any]:
         group = group_or_404(request.path_params["id"])

@@ -1,0 +1,91 @@
+"""Speed of the Entra simulator, so that it never limits the other benchmarks.
+
+    python -m bench.entra [--users 100000]
+
+Generates a tenant of `--users` users, starts the simulator on it (limits off) and measures: the
+time to load the tenant (process start to first answer), a 999-user page of a group's transitive
+members (median), and small requests per second (GET /organization from 16 concurrent clients).
+Prints one line with each figure's ratio to its target (load 10 s, page 50 ms, 500 requests/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from local.entra.demo import BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET, generated_tenant
+from local.entra.process import running
+from local.tls import ensure_tls
+
+LOAD_TARGET_S = 10.0
+PAGE_TARGET_MS = 50.0
+RATE_TARGET = 500.0
+
+
+async def _rate(url: str, token: str, context: object, seconds: float = 4.0) -> float:
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal done
+        async with httpx.AsyncClient(verify=context, headers={"authorization": f"Bearer {token}"}) as http:  # type: ignore[arg-type]
+            while time.perf_counter() < stop:
+                (await http.get(f"{url}/v1.0/organization")).raise_for_status()
+                done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(16)))
+    return done / (time.perf_counter() - started)
+
+
+def measure(users: int, folder: Path) -> str:
+    """Generate, load and measure; the summary line."""
+    tls = ensure_tls()
+    tenant = generated_tenant(users, groups=10, depth=3, seed=1)
+    path = folder / "tenant.json"
+    path.write_text(json.dumps(tenant.to_json()), encoding="utf-8")
+    started = time.perf_counter()
+    with running(data_dir=folder / "data", log_path=folder / "entra.log", tenant=str(path), limits=False,
+                 timeout=120) as sim:
+        load = time.perf_counter() - started
+        context = tls.client_context()
+        token = httpx.post(f"{sim.url}/{sim.tenant_id}/oauth2/v2.0/token", verify=context, data={
+            "grant_type": "client_credentials", "client_id": BRIDGE_CLIENT_ID, "client_secret": BRIDGE_CLIENT_SECRET,
+            "scope": "https://graph.microsoft.com/.default"}).json()["access_token"]
+        with httpx.Client(verify=context, headers={"authorization": f"Bearer {token}"}) as http:
+            group = http.get(f"{sim.url}/v1.0/groups", params={"$filter": "displayName eq 'Bridge Sync'"}).json()
+            url = f"{sim.url}/v1.0/groups/{group['value'][0]['id']}/transitiveMembers/microsoft.graph.user"
+            times: list[float] = []
+            next_url: str | None = url + "?$top=999&$select=id,userPrincipalName,displayName"
+            while next_url and len(times) < 30:
+                begun = time.perf_counter()
+                page = http.get(next_url).json()
+                times.append((time.perf_counter() - begun) * 1000)
+                next_url = page.get("@odata.nextLink")
+        rate = asyncio.run(_rate(sim.url, token, context))
+    page_ms = statistics.median(times)
+    return (f"entra simulator: {users} users loaded in {load:.1f} s (ratio to {LOAD_TARGET_S:.0f} s "
+            f"{load / LOAD_TARGET_S:.2f}); 999-user page median {page_ms:.1f} ms (ratio to {PAGE_TARGET_MS:.0f} ms "
+            f"{page_ms / PAGE_TARGET_MS:.2f}); {rate:.0f} small requests/s (ratio to {RATE_TARGET:.0f} "
+            f"{rate / RATE_TARGET:.2f})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run and print the summary line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100000)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:
+        print(measure(args.users, Path(folder)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
