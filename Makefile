@@ -49,6 +49,7 @@ test: install lint infra-tools
 bench: install
 	$(PY) -m bench.coldstart
 	$(PY) -m bench.gateway
+	$(PY) -m bench.entra
 	$(PY) -m bench.vault
 	$(PY) -m bench.rotation_faults --rotations 1000
 	$(PY) -m bench.rotation --users 2000
