@@ -54,5 +54,9 @@ bench: install
 	$(PY) -m bench.rotation_faults --rotations 1000
 	$(PY) -m bench.rotation --users 2000
 
+## make doctor: while `make run` is up, test the demo connection and print the permission report.
+doctor: install
+	$(PY) -m shared.cli --settings local.settings.json --env-file .local/stack-env.json doctor --connection demo
+
 clean:
 	rm -rf .local .mypy_cache .ruff_cache .pytest_cache

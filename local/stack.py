@@ -47,6 +47,10 @@ class Stop(Exception):
     """SIGTERM arrived: unwind and stop everything."""
 
 
+#: The host's environment while the stack runs, for `python -m shared.cli --env-file` (make doctor).
+ENV_FILE = ROOT / ".local" / "stack-env.json"
+
+
 def port(preferred: int) -> int:
     """`preferred` when nothing listens on it, else a free port."""
     return preferred if not port_open(preferred) else free_port()
@@ -182,6 +186,10 @@ def run(settings_path: Path, *, sync: bool) -> int:
                 settings_file=settings_path, function_key=function_key, log_path=LOGS / "host.log", env=env,
                 port=port(7071)))
             print(f"function host: {host.url}/api (health: {host.url}/api/health)", flush=True)
+            # Operator commands (make doctor) need the same environment as the host while the stack runs.
+            ENV_FILE.write_text(json.dumps(env), encoding="utf-8")
+            ENV_FILE.chmod(0o600)
+            stack.callback(ENV_FILE.unlink, missing_ok=True)
             print(describe_demo(settings), flush=True)
             print(f"function key: {function_key}  (send as x-functions-key, or ?code=)", flush=True)
             if sync:

@@ -26,7 +26,10 @@ from shared.services.directory import Directory
 from shared.services.sync import SyncService
 
 
-def _load_local_settings(path: str | None) -> None:
+def _load_local_settings(path: str | None, env_file: str | None = None) -> None:
+    if env_file and Path(env_file).exists():
+        for key, value in json.loads(Path(env_file).read_text(encoding="utf-8")).items():
+            os.environ.setdefault(str(key), str(value))
     if not path:
         return
     values = json.loads(Path(path).read_text(encoding="utf-8")).get("Values", {})
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one command."""
     parser = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__.splitlines()[0])
     parser.add_argument("--settings", help="a local.settings.json whose Values fill in unset app settings")
+    parser.add_argument("--env-file", help="a JSON object of environment variables (make run writes one)")
     commands = parser.add_subparsers(dest="command", required=True)
     p_doctor = commands.add_parser("doctor", help="test a connection and report missing permissions and roles")
     p_doctor.add_argument("--connection", required=True)
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p_verify.add_argument("--connection", required=True)
     p_verify.add_argument("--days", type=int, default=7)
     args = parser.parse_args(argv)
-    _load_local_settings(args.settings)
+    _load_local_settings(args.settings, args.env_file)
 
     async def run() -> int:
         bridge = Bridge(load_settings())
