@@ -10,10 +10,9 @@ from functions.http import ADMIN, DEVICES, Call, Plain, Reply, route
 from functions.work import work_message
 from shared import logs
 from shared.bootstrap import bridge
-from shared.errors import NotFound
 from shared.services.devices import DeviceRegistration
 from shared.services.passkeys import PasskeyRegistration
-from shared.topology import Queue, Table
+from shared.topology import Queue
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)
@@ -67,7 +66,7 @@ async def device_work(msg: func.QueueMessage) -> None:
     app = bridge()
     with logs.correlation(message.correlation_id):
         conn = app.connection(message.connection)
-        result = await app.devices.complete_removal(conn, await app.graph(conn), message)
+        result = await app.devices.complete_removal(conn, await app.passkey_directory(conn), message)
         log.info("device %s removed: %s passkeys revoked", message.target, result.get("done"))
 
 
@@ -76,7 +75,7 @@ async def passkey_options(call: Plain) -> Reply:
     """WebAuthn creation options from Entra for the device's user, with a ceremony id."""
     app = bridge()
     conn = app.connection(call.params["c"])
-    return Reply(200, await app.passkeys.options(conn, await app.graph(conn), call.params["deviceId"],
+    return Reply(200, await app.passkeys.options(conn, await app.passkey_directory(conn), call.params["deviceId"],
                                                  correlation_id=call.correlation_id))
 
 
@@ -85,7 +84,7 @@ async def register_passkey(call: Call[PasskeyRegistration]) -> Reply:
     """Verify the attestation locally, then register the passkey in Entra (201)."""
     app = bridge()
     conn = app.connection(call.params["c"])
-    created = await app.passkeys.register(conn, await app.graph(conn), call.params["deviceId"], call.parsed,
+    created = await app.passkeys.register(conn, await app.passkey_directory(conn), call.params["deviceId"], call.parsed,
                                           correlation_id=call.correlation_id)
     return Reply(201, created)
 
@@ -95,19 +94,6 @@ async def revoke_passkey(call: Plain) -> Reply:
     """Revoke one passkey of a device in Entra (204; already gone counts as done)."""
     app = bridge()
     conn = app.connection(call.params["c"])
-    device_id, method_id = call.params["deviceId"], call.params["passkeyId"]
-    found = await app.entities.get(Table.PASSKEYS, conn.name, f"{device_id}:{method_id}")
-    if found is None:
-        raise NotFound(f"passkey {method_id!r} is not registered for device {device_id!r}")
-    user_id = str(found.data.get("userId"))
-    graph = await app.graph(conn)
-    try:
-        response = await graph.send("DELETE", f"/users/{user_id}/authentication/fido2Methods/{method_id}")
-        outcome, request_id = "revoked", response.request_id
-    except NotFound as err:
-        outcome, request_id = "already-gone", err.request_id
-    await app.entities.delete(Table.PASSKEYS, conn.name, f"{device_id}:{method_id}")
-    await app.audit.record(connection=conn.name, actor=call.actor, action="passkey.revoked", target=user_id,
-                           outcome=outcome, correlation_id=call.correlation_id, graph_request_id=request_id,
-                           detail={"device": device_id, "method": method_id})
+    await app.devices.revoke_passkey(conn, await app.passkey_directory(conn), call.params["deviceId"],
+                                     call.params["passkeyId"], actor=call.actor, correlation_id=call.correlation_id)
     return Reply(204)

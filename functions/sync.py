@@ -47,6 +47,11 @@ async def sync_work(msg: func.QueueMessage) -> None:
                                     dry_run=bool(message.args.get("dryRun")))
         log.info("sync %s of %s: %s, added %d, updated %d, removed %d", report.run_id, conn.name, report.outcome,
                  report.added, report.updated, report.removed)
+        if report.outcome == "completed" and conn.features.passkeys.enabled:
+            # Passkeys follow the directory: those of removed users and devices are revoked here.
+            found = await app.passkeys.reconcile(conn, await app.passkey_directory(conn),
+                                                 correlation_id=message.correlation_id)
+            log.info("passkeys of %s reconciled: %s", conn.name, found.as_dict())
 
 
 @route(bp, "connections/{c}/sync", "POST", roles=[ADMIN])

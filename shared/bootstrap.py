@@ -16,6 +16,7 @@ from shared.adapters import identity
 from shared.adapters.audit import AuditReader, TableAuditSink
 from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
+from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.rotation import GraphPasswordDirectory
 from shared.adapters.tables import TableEntityStore
@@ -225,6 +226,10 @@ class Bridge:
     async def directory_reader(self, conn: Connection) -> GraphDirectoryReader:
         """A fresh reader (it counts the resource units of one run)."""
         return GraphDirectoryReader(await self.graph(conn))
+
+    async def passkey_directory(self, conn: Connection) -> GraphPasskeyDirectory:
+        """Entra's FIDO2 provisioning API for `conn`, on its Graph gateway."""
+        return GraphPasskeyDirectory(await self.graph(conn))
 
     # ------------------------------------------------------------------ shutdown
 

@@ -1,4 +1,4 @@
-"""Devices of the registry and their public keys. Pure.
+"""Devices of the registry, their public keys and passkeys, and passkey reconciliation. Pure.
 
 A device belongs to one imported user and proves itself with a P-256 key (a JWK with kty EC,
 crv P-256, x and y of 32 bytes each, base64url without padding, and no private part). Rows live in
@@ -11,6 +11,8 @@ import base64
 import binascii
 import datetime as dt
 import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -94,3 +96,93 @@ class DeviceRow(BaseModel):
     def to_row(self) -> dict[str, Any]:
         """The stored form."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class PasskeyState(StrEnum):
+    """A registered passkey as the registry last saw it in Entra."""
+
+    ACTIVE = "active"
+    DELETED_IN_ENTRA = "deleted_in_entra"  # someone removed it in Entra; kept as a record, never re-created
+
+
+class PasskeyRow(BaseModel):
+    """A passkey the bridge registered for a device: `passkeys` table, row `{deviceId}:{methodId}`."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    method_id: Annotated[str, Field(alias="methodId", min_length=1)]
+    user_id: Annotated[str, Field(alias="userId", min_length=1)]
+    device_id: Annotated[str, Field(alias="deviceId", pattern=DEVICE_ID)]
+    credential_id: Annotated[str, Field(alias="credentialId")] = ""
+    aaguid: str = ""
+    display_name: Annotated[str, Field(alias="displayName")] = ""
+    registered_at: Annotated[dt.datetime | None, Field(alias="registeredAt")] = None
+    state: PasskeyState = PasskeyState.ACTIVE
+    duplicate: bool = False
+
+    @property
+    def row_key(self) -> str:
+        """Row key in the `passkeys` table."""
+        return f"{self.device_id}:{self.method_id}"
+
+    def to_row(self) -> dict[str, Any]:
+        """The stored form."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Fix(StrEnum):
+    """What reconciliation does about one registered passkey."""
+
+    REVOKE = "revoke"  # still in Entra although its device (or its user) is gone from the bridge
+    MARK_DELETED = "mark-deleted"  # gone from Entra although the registry holds it
+    FLAG_DUPLICATE = "flag-duplicate"  # another live passkey of the same device or credential
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """One planned fix and why."""
+
+    fix: Fix
+    passkey: PasskeyRow
+    reason: str
+
+
+def plan_reconciliation(passkeys: Sequence[PasskeyRow], in_entra: Mapping[str, Collection[str]],
+                        device_states: Mapping[str, DeviceState],
+                        retired_users: Collection[str] = ()) -> list[Reconciliation]:
+    """Compare the registry with Entra's fido2Methods (user id -> method ids) and list the fixes.
+
+    Users missing from `in_entra` were not read completely and are left alone: a partial read never
+    marks or revokes anything.
+    """
+    fixes: list[Reconciliation] = []
+    live: dict[str, list[PasskeyRow]] = {}
+    by_credential: dict[str, list[PasskeyRow]] = {}
+    retired = set(retired_users)
+    for passkey in passkeys:
+        methods = in_entra.get(passkey.user_id)
+        if methods is None:
+            continue
+        present = passkey.method_id in methods
+        device = device_states.get(passkey.device_id, DeviceState.REMOVED)
+        if present and (device is DeviceState.REMOVED or passkey.user_id in retired):
+            why = (f"device {passkey.device_id} is removed" if device is DeviceState.REMOVED
+                   else f"user {passkey.user_id} was removed from the bridge")
+            fixes.append(Reconciliation(Fix.REVOKE, passkey, why))
+        elif not present and passkey.state is PasskeyState.ACTIVE:
+            fixes.append(Reconciliation(Fix.MARK_DELETED, passkey, "the method no longer exists in Entra"))
+        elif present and device is DeviceState.ACTIVE:
+            live.setdefault(passkey.device_id, []).append(passkey)
+            if passkey.credential_id:
+                by_credential.setdefault(passkey.credential_id, []).append(passkey)
+    flagged: set[str] = set()
+    for groups, what in ((live, "device"), (by_credential, "credential")):
+        for key, rows in groups.items():
+            if len(rows) < 2:
+                continue
+            for row in rows:
+                if not row.duplicate and row.row_key not in flagged:
+                    flagged.add(row.row_key)
+                    fixes.append(Reconciliation(Fix.FLAG_DUPLICATE, row,
+                                                f"{len(rows)} live passkeys share {what} {key}"))
+    return fixes

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import Connection
-from shared.domain.devices import DeviceRow, DeviceState, PublicJwk
+from shared.domain.devices import DeviceRow, DeviceState, PasskeyState, PublicJwk
 from shared.domain.directory import Enrollment
 from shared.errors import Conflict, NotFound
 from shared.messages import WorkMessage
 from shared.services.delivery import RegisteredDevice
 from shared.services.directory import Directory
-from shared.services.ports import AuditSink, Clock, Entity, EntityStore, GraphApi, JsonObject, WorkQueue
+from shared.services.ports import AuditSink, Clock, Entity, EntityStore, GraphResponse, JsonObject, WorkQueue
 from shared.topology import Queue, Table
 
 ACTOR = "devices"
@@ -35,6 +35,38 @@ class DeviceRegistration(BaseModel):
     user: Annotated[str, Field(min_length=1, max_length=256, description="object id or UPN")]
     display_name: Annotated[str, Field(alias="displayName", min_length=1, max_length=256)]
     public_key: Annotated[PublicJwk, Field(alias="publicKey")]
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """What revoking one passkey in Entra came to."""
+
+    outcome: str  # revoked | already-gone
+    request_id: str | None
+
+
+class PasskeyDirectory(Protocol):
+    """Entra's FIDO2 provisioning API as devices and passkeys need it (shared/adapters/passkeys.py)."""
+
+    async def creation_options(self, user_id: str, timeout_minutes: int = 5) -> JsonObject:
+        """Graph's webauthnCredentialCreationOptions for a user."""
+        ...
+
+    async def register(self, user_id: str, display_name: str, credential: JsonObject) -> GraphResponse:
+        """Register an attested credential; the response body is the new fido2AuthenticationMethod."""
+        ...
+
+    async def methods(self, user_id: str) -> list[JsonObject]:
+        """Every fido2AuthenticationMethod of the user."""
+        ...
+
+    async def revoke(self, user_id: str, method_id: str) -> Revocation:
+        """Delete one method (already gone counts as revoked)."""
+        ...
+
+    async def policy(self) -> JsonObject:
+        """The tenant's FIDO2 method configuration."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -144,7 +176,23 @@ class DeviceService:
             raise NotFound(f"operation {operation!r} does not exist in connection {connection!r}")
         return {"id": operation, **found.data}
 
-    async def complete_removal(self, conn: Connection, graph: GraphApi, message: WorkMessage) -> JsonObject:
+    async def revoke_passkey(self, conn: Connection, entra: PasskeyDirectory, device_id: str, method_id: str, *,
+                             actor: str, correlation_id: str) -> Revocation:
+        """Revoke one passkey of a device in Entra, then forget it and move the user's enrollment state."""
+        found = await self._entities.get(Table.PASSKEYS, conn.name, f"{device_id}:{method_id}")
+        if found is None:
+            raise NotFound(f"passkey {method_id!r} is not registered for device {device_id!r}")
+        user_id = str(found.data.get("userId"))
+        revocation = await entra.revoke(user_id, method_id)
+        await self._entities.delete(Table.PASSKEYS, conn.name, f"{device_id}:{method_id}")
+        await self._update_enrollment(conn.name, user_id)
+        await self._audit.record(connection=conn.name, actor=actor, action="passkey.revoked", target=user_id,
+                                 outcome=revocation.outcome, correlation_id=correlation_id,
+                                 graph_request_id=revocation.request_id,
+                                 detail={"device": device_id, "method": method_id})
+        return revocation
+
+    async def complete_removal(self, conn: Connection, entra: PasskeyDirectory, message: WorkMessage) -> JsonObject:
         """Revoke each passkey of the device in Entra, then mark the device removed (device-work)."""
         device_id, operation = message.target, message.idempotency_key
         progress = await self.operation(conn.name, operation)
@@ -155,16 +203,10 @@ class DeviceService:
         done = int(progress.get("done", 0))
         await self._progress(conn.name, operation, status="running")
         for passkey in passkeys:
-            # https://learn.microsoft.com/graph/api/fido2authenticationmethod-delete (204; 404 = already gone)
-            try:
-                response = await graph.send("DELETE", f"/users/{passkey.user_id}/authentication/fido2Methods/"
-                                                      f"{passkey.method_id}")
-                outcome, request_id = "revoked", response.request_id
-            except NotFound as err:
-                outcome, request_id = "already-gone", err.request_id
+            revocation = await entra.revoke(passkey.user_id, passkey.method_id)
             await self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.revoked",
-                                     target=passkey.user_id, outcome=outcome, correlation_id=message.correlation_id,
-                                     graph_request_id=request_id,
+                                     target=passkey.user_id, outcome=revocation.outcome,
+                                     correlation_id=message.correlation_id, graph_request_id=revocation.request_id,
                                      detail={"device": device_id, "method": passkey.method_id})
             await self._entities.delete(Table.PASSKEYS, conn.name, f"{device_id}:{passkey.method_id}")
             done += 1
@@ -177,6 +219,10 @@ class DeviceService:
                                  detail={"device": device_id, "operation": operation, "passkeysRevoked": done})
         return await self._progress(conn.name, operation, status="completed", done=done)
 
+    async def update_enrollment(self, connection: str, user_id: str) -> None:
+        """Set the user's enrollment state from the devices and passkeys the registry holds."""
+        await self._update_enrollment(connection, user_id)
+
     async def _update_enrollment(self, connection: str, user_id: str) -> None:
         user = await self._directory.get(connection, user_id)
         if user is None:
@@ -185,7 +231,9 @@ class DeviceService:
         async for found in self._entities.query(Table.DEVICES, connection):
             if found.data.get("userId") == user_id and found.data.get("state") == DeviceState.ACTIVE.value:
                 has_device = True
-                has_passkey = has_passkey or bool(await self.passkeys(connection, found.row_key))
+                has_passkey = has_passkey or any(p.data.get("state", PasskeyState.ACTIVE.value) ==
+                                                 PasskeyState.ACTIVE.value
+                                                 for p in await self.passkeys(connection, found.row_key))
         state = Enrollment.PAIRED_WITH_ENTRA if has_passkey else (
             Enrollment.PAIRED_WITH_PROVIDER if has_device else Enrollment.NOT_ENROLLED)
         if user.enrollment is not state:

@@ -8,32 +8,40 @@
    with an ETag check so two requests cannot both use it; then Graph registers the passkey, and the
    registry, the enrollment state and the audit log follow.
 
-Graph: https://learn.microsoft.com/graph/api/fido2authenticationmethod-creationoptions and
-https://learn.microsoft.com/graph/api/authentication-post-fido2methods.
+3. `reconcile` (run after each completed sync): each user's fido2Methods in Entra against the
+   registry; passkeys of removed devices or removed users still in Entra are revoked, passkeys deleted
+   in Entra are marked, duplicates are flagged, and every fix is audited.
+
+Entra is reached through the PasskeyDirectory port (shared/adapters/passkeys.py implements it on Graph).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
+import logging
 import uuid
+from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import Connection, PasskeyPolicy
 from shared.domain import attestation
-from shared.domain.devices import DeviceState
-from shared.domain.directory import Enrollment
-from shared.errors import Conflict, Forbidden, InvalidInput, NotFound
-from shared.services.devices import DeviceService
+from shared.domain.devices import DeviceState, Fix, PasskeyRow, PasskeyState, plan_reconciliation
+from shared.domain.directory import Enrollment, UserRow, UserState
+from shared.errors import BridgeError, Conflict, Forbidden, InvalidInput, NotFound
+from shared.services.devices import DeviceService, PasskeyDirectory
 from shared.services.directory import Directory
-from shared.services.ports import AuditSink, Clock, Entity, EntityStore, GraphApi, JsonObject
+from shared.services.ports import AuditSink, Clock, Entity, EntityStore, JsonObject
 from shared.topology import Table
 
+log = logging.getLogger(__name__)
+
 ACTOR = "passkeys"
-POLICY_PATH = "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2"
+READ_CONCURRENCY = 8
 POLICY_CACHE = dt.timedelta(minutes=5)
 
 
@@ -58,8 +66,36 @@ def repair_base64url(value: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def webauthn_json(value: Any) -> Any:
+    """Graph's options without its `@odata.*` annotations, which no WebAuthn client expects."""
+    if isinstance(value, dict):
+        return {k: webauthn_json(v) for k, v in value.items() if not k.startswith("@odata.")}
+    if isinstance(value, list):
+        return [webauthn_json(v) for v in value]
+    return value
+
+
+@dataclass
+class ReconcileReport:
+    """What one reconciliation found and did."""
+
+    users: int = 0
+    passkeys: int = 0
+    revoked: int = 0
+    marked_deleted: int = 0
+    duplicates: int = 0
+    unreadable_users: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> JsonObject:
+        """JSON form (camelCase, like every other body)."""
+        data = asdict(self)
+        return {"users": data["users"], "passkeys": data["passkeys"], "revoked": data["revoked"],
+                "markedDeleted": data["marked_deleted"], "duplicates": data["duplicates"],
+                "unreadableUsers": data["unreadable_users"]}
+
+
 class PasskeyService:
-    """Creation options and registration of device-bound passkeys."""
+    """Creation options, registration and reconciliation of device-bound passkeys."""
 
     def __init__(self, *, devices: DeviceService, directory: Directory, entities: EntityStore, audit: AuditSink,
                  clock: Clock) -> None:
@@ -70,104 +106,179 @@ class PasskeyService:
         self._clock = clock
         self._policy: dict[str, tuple[dt.datetime, JsonObject]] = {}
 
-    async def _device_user(self, conn: Connection, device_id: str) -> tuple[Any, Any]:
+    async def _device_user(self, conn: Connection, device_id: str) -> UserRow:
         feature = conn.features.passkeys
         if not feature.enabled or feature.policy is PasskeyPolicy.DISABLED:
-            raise Forbidden(f"passkeys are disabled for connection {conn.name!r} (features.passkeys)")
+            raise Forbidden(f"passkeys are disabled for connection {conn.name!r} (features.passkeys.enabled, "
+                            "features.passkeys.policy)")
         device = await self._devices.get(conn.name, device_id)
         if device.state is not DeviceState.ACTIVE:
             raise Conflict(f"device {device_id!r} is {device.state.value}")
         user = await self._directory.get(conn.name, device.user_id)
         if user is None or not user.active:
             raise Conflict(f"the user of device {device_id!r} is not active in the bridge directory")
-        return device, user
+        return user
 
-    async def options(self, conn: Connection, graph: GraphApi, device_id: str, *, correlation_id: str) -> JsonObject:
-        """Creation options for the device's user, with a stored ceremony."""
-        _, user = await self._device_user(conn, device_id)
-        timeout = conn.features.passkeys.challenge_timeout_minutes
-        if timeout == 5:
-            body = await graph.get(f"/users/{user.id}/authentication/fido2Methods/creationOptions")
-        else:
-            # Only beta takes challengeTimeoutInMinutes (5 to 43,200).
-            body = await graph.get(f"/users/{user.id}/authentication/fido2Methods/"
-                                   f"creationOptions(challengeTimeoutInMinutes={timeout})", api="beta")
-        public_key = dict(body.get("publicKey") or {})
-        if "challenge" not in public_key:
-            raise InvalidInput("Graph returned creation options without a challenge")
-        public_key["challenge"] = repair_base64url(str(public_key["challenge"]))
-        public_key["excludeCredentials"] = [{**c, "id": repair_base64url(str(c.get("id", "")))}
-                                            for c in public_key.get("excludeCredentials") or []]
-        expires = body.get("challengeTimeoutDateTime") or (self._clock.now() + dt.timedelta(minutes=timeout)
-                                                            ).isoformat()
-        ceremony = f"cer-{uuid.uuid4().hex}"
-        await self._entities.insert(Table.CEREMONIES, Entity(conn.name, ceremony, {
-            "challenge": public_key["challenge"], "expiresAt": str(expires), "userId": user.id,
-            "deviceId": device_id, "used": False}))
-        await self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.options", target=user.id,
-                                 outcome="issued", correlation_id=correlation_id,
-                                 detail={"device": device_id, "ceremony": ceremony})
-        return {"ceremonyId": ceremony, "expiresAt": str(expires), "publicKey": public_key}
-
-    async def _restrictions(self, conn: Connection, graph: GraphApi) -> tuple[attestation.KeyRestrictions, bool]:
+    async def _tenant_policy(self, conn: Connection, entra: PasskeyDirectory) -> JsonObject:
+        # The policy changes rarely and costs a Graph read: one read per connection per few minutes.
         now = self._clock.now()
         cached = self._policy.get(conn.name)
         if cached is None or now - cached[0] > POLICY_CACHE:
-            cached = (now, await graph.get(POLICY_PATH))
+            cached = (now, await entra.policy())
             self._policy[conn.name] = cached
-        policy = cached[1]
-        return attestation.KeyRestrictions.from_policy(policy), bool(policy.get("isAttestationEnforced"))
+        return cached[1]
 
-    async def register(self, conn: Connection, graph: GraphApi, device_id: str, body: PasskeyRegistration, *,
+    async def _check_tenant_policy(self, conn: Connection, entra: PasskeyDirectory) -> JsonObject:
+        policy = await self._tenant_policy(conn, entra)
+        # Entra refuses provisioning when the passkey (FIDO2) method is off or self-service setup is not
+        # allowed (https://learn.microsoft.com/entra/identity/authentication/how-to-enable-passkey-fido2).
+        if policy.get("state") != "enabled":
+            raise Conflict("the tenant's passkey (FIDO2) authentication method is disabled: enable it under "
+                           "Authentication methods > Passkey (FIDO2) (policy 'state')")
+        if policy.get("isSelfServiceRegistrationAllowed") is False:
+            raise Conflict("the tenant's passkey policy does not allow self-service setup, which Graph's "
+                           "provisioning API requires: turn on 'Allow self-service set up' "
+                           "(isSelfServiceRegistrationAllowed)")
+        return policy
+
+    async def options(self, conn: Connection, entra: PasskeyDirectory, device_id: str, *,
+                      correlation_id: str) -> JsonObject:
+        """Creation options for the device's user, with a stored ceremony."""
+        user = await self._device_user(conn, device_id)
+        await self._check_tenant_policy(conn, entra)
+        timeout = conn.features.passkeys.challenge_timeout_minutes
+        body = await entra.creation_options(user.id, timeout)
+        public_key = webauthn_json(dict(body.get("publicKey") or {}))
+        if not public_key.get("challenge"):
+            raise InvalidInput("Graph returned creation options without a challenge")
+        public_key["challenge"] = repair_base64url(str(public_key["challenge"]))
+        if isinstance(public_key.get("user"), dict) and public_key["user"].get("id"):
+            public_key["user"]["id"] = repair_base64url(str(public_key["user"]["id"]))
+        public_key["excludeCredentials"] = [{**c, "id": repair_base64url(str(c.get("id", "")))}
+                                            for c in public_key.get("excludeCredentials") or []]
+        expires = str(body.get("challengeTimeoutDateTime") or
+                      (self._clock.now() + dt.timedelta(minutes=timeout)).isoformat())
+        ceremony = f"cer-{uuid.uuid4().hex}"
+        await self._entities.insert(Table.CEREMONIES, Entity(conn.name, ceremony, {
+            "challenge": public_key["challenge"], "expiresAt": expires, "userId": user.id, "deviceId": device_id,
+            "excluded": ",".join(c["id"] for c in public_key["excludeCredentials"]), "used": False}))
+        await self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.options", target=user.id,
+                                 outcome="issued", correlation_id=correlation_id,
+                                 detail={"device": device_id, "ceremony": ceremony})
+        return {"ceremonyId": ceremony, "expiresAt": expires, "policy": conn.features.passkeys.policy.value,
+                "publicKey": public_key}
+
+    async def register(self, conn: Connection, entra: PasskeyDirectory, device_id: str, body: PasskeyRegistration, *,
                        correlation_id: str) -> JsonObject:
         """Verify the credential locally, register it in Entra, record it."""
-        _, user = await self._device_user(conn, device_id)
+        user = await self._device_user(conn, device_id)
         found = await self._entities.get(Table.CEREMONIES, conn.name, body.ceremony_id)
         if found is None or found.data.get("deviceId") != device_id:
             raise NotFound(f"ceremony {body.ceremony_id!r} was not issued for device {device_id!r}")
         if found.data.get("used"):
             raise Conflict(f"ceremony {body.ceremony_id!r} has already been used; ask for new options")
+        if found.data.get("userId") != user.id:
+            raise Conflict(f"ceremony {body.ceremony_id!r} was issued to another user of this device; ask for new "
+                           "options")
         expires = dt.datetime.fromisoformat(str(found.data["expiresAt"]).replace("Z", "+00:00"))
         if expires <= self._clock.now():
             raise Conflict(f"ceremony {body.ceremony_id!r} expired at {expires.isoformat()}; ask for new options")
-        restrictions, enforced = await self._restrictions(conn, graph)
+        policy = await self._check_tenant_policy(conn, entra)
         known = [str(p.data.get("credentialId")) async for p in self._entities.query(Table.PASSKEYS, conn.name)]
-        challenge = base64.urlsafe_b64decode(str(found.data["challenge"]) + "=" * (-len(str(found.data["challenge"]))
-                                                                                  % 4))
+        known += [c for c in str(found.data.get("excluded") or "").split(",") if c]
+        challenge = str(found.data["challenge"])
         try:
-            verified = attestation.verify(body.credential, challenge=challenge,
+            verified = attestation.verify(body.credential,
+                                          challenge=base64.urlsafe_b64decode(challenge + "=" * (-len(challenge) % 4)),
                                           allowed_aaguids=conn.features.passkeys.allowed_aaguids,
-                                          restrictions=restrictions, known_credential_ids=known,
-                                          attestation_enforced=enforced)
+                                          restrictions=attestation.KeyRestrictions.from_policy(policy),
+                                          known_credential_ids=known,
+                                          attestation_enforced=bool(policy.get("isAttestationEnforced")))
         except attestation.AttestationRejected as err:
             await self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.rejected", target=user.id,
                                      outcome="rejected", correlation_id=correlation_id,
                                      detail={"device": device_id, "check": err.check, "reason": err.detail})
             raise InvalidInput(f"passkey rejected: {err.check}: {err.detail}", field=f"credential ({err.check})") \
                 from None
-        # Consume the ceremony before Graph so a second request with it cannot pass.
+        # Consume the ceremony before Graph so a second request with it cannot pass (the ETag decides).
         await self._entities.update(Table.CEREMONIES, Entity(conn.name, body.ceremony_id,
                                                              {**found.data, "used": True}, found.etag))
-        response = body.credential.get("response", {})
-        created = await graph.send("POST", f"/users/{user.id}/authentication/fido2Methods", body={
-            "displayName": body.display_name,
-            "publicKeyCredential": {"id": body.credential.get("id"), "response": {
-                "clientDataJSON": response.get("clientDataJSON"),
-                "attestationObject": response.get("attestationObject")},
-                "clientExtensionResults": body.credential.get("clientExtensionResults") or {}}})
+        created = await entra.register(user.id, body.display_name, body.credential)
         method = created.body or {}
         method_id = str(method.get("id") or "")
         if not method_id:
             raise InvalidInput("Graph registered the passkey but returned no method id")
-        await self._entities.upsert(Table.PASSKEYS, Entity(conn.name, f"{device_id}:{method_id}", {
-            "methodId": method_id, "userId": user.id, "deviceId": device_id, "credentialId": verified.credential_id,
-            "aaguid": verified.aaguid, "displayName": body.display_name,
-            "registeredAt": self._clock.now().isoformat()}))
+        row = PasskeyRow(method_id=method_id, user_id=user.id, device_id=device_id,
+                         credential_id=verified.credential_id, aaguid=verified.aaguid,
+                         display_name=body.display_name, registered_at=self._clock.now())
+        await self._entities.upsert(Table.PASSKEYS, Entity(conn.name, row.row_key, row.to_row()))
         if user.enrollment is not Enrollment.PAIRED_WITH_ENTRA:
             await self._directory.put(conn.name, user.model_copy(update={"enrollment": Enrollment.PAIRED_WITH_ENTRA}))
         await self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.registered", target=user.id,
                                  outcome="registered", correlation_id=correlation_id,
                                  graph_request_id=created.request_id,
-                                 detail={"device": device_id, "method": method_id, "aaguid": verified.aaguid})
+                                 detail={"device": device_id, "method": method_id, "aaguid": verified.aaguid,
+                                         "attestation": verified.attestation_type})
         return {"id": method_id, "deviceId": device_id, "aaguid": verified.aaguid, "displayName": body.display_name,
-                "credentialId": verified.credential_id}
+                "credentialId": verified.credential_id, "attestation": verified.attestation_type,
+                "model": method.get("model"), "createdDateTime": method.get("createdDateTime")}
+
+    async def reconcile(self, conn: Connection, entra: PasskeyDirectory, *, correlation_id: str) -> ReconcileReport:
+        """Bring the registry and Entra's fido2Methods together for the users that have registered passkeys."""
+        report = ReconcileReport()
+        rows = [(e, PasskeyRow.model_validate(e.data)) async for e in self._entities.query(Table.PASSKEYS, conn.name)]
+        report.passkeys = len(rows)
+        if not rows:
+            return report
+        users = sorted({row.user_id for _, row in rows})
+        report.users = len(users)
+        in_entra: dict[str, set[str]] = {}
+        semaphore = asyncio.Semaphore(READ_CONCURRENCY)
+
+        async def read(user_id: str) -> None:
+            async with semaphore:
+                try:
+                    in_entra[user_id] = {str(m.get("id")) for m in await entra.methods(user_id)}
+                except NotFound:
+                    in_entra[user_id] = set()  # the user is gone from Entra, and so are the methods
+                except BridgeError as err:
+                    report.unreadable_users.append(user_id)
+                    log.warning("passkeys of %s not reconciled: %s", user_id, err.detail)
+
+        await asyncio.gather(*(read(u) for u in users))
+        devices = {e.row_key: DeviceState(str(e.data.get("state", "active")))
+                   async for e in self._entities.query(Table.DEVICES, conn.name)}
+        retired = [u.id async for u in self._directory.all(conn.name) if u.state is UserState.REMOVED]
+        entities = {row.row_key: entity for entity, row in rows}
+        touched: set[str] = set()
+        for item in plan_reconciliation([row for _, row in rows], in_entra, devices, retired):
+            passkey, entity = item.passkey, entities[item.passkey.row_key]
+            detail = {"device": passkey.device_id, "method": passkey.method_id, "reason": item.reason}
+            request_id = None
+            if item.fix is Fix.REVOKE:
+                revocation = await entra.revoke(passkey.user_id, passkey.method_id)
+                await self._entities.delete(Table.PASSKEYS, conn.name, passkey.row_key)
+                action, outcome, request_id = "passkey.revoked", revocation.outcome, revocation.request_id
+                report.revoked += 1
+            elif item.fix is Fix.MARK_DELETED:
+                marked = passkey.model_copy(update={"state": PasskeyState.DELETED_IN_ENTRA})
+                await self._entities.update(Table.PASSKEYS, Entity(conn.name, passkey.row_key, marked.to_row(),
+                                                                   entity.etag))
+                action, outcome = "passkey.deleted_in_entra", "marked"
+                report.marked_deleted += 1
+            else:
+                flagged = passkey.model_copy(update={"duplicate": True})
+                await self._entities.update(Table.PASSKEYS, Entity(conn.name, passkey.row_key, flagged.to_row(),
+                                                                   entity.etag))
+                action, outcome = "passkey.duplicate", "flagged"
+                report.duplicates += 1
+            touched.add(passkey.user_id)
+            await self._audit.record(connection=conn.name, actor=ACTOR, action=action, target=passkey.user_id,
+                                     outcome=outcome, correlation_id=correlation_id, graph_request_id=request_id,
+                                     detail=detail)
+        for user_id in sorted(touched):
+            await self._devices.update_enrollment(conn.name, user_id)
+        await self._audit.record(connection=conn.name, actor=ACTOR, action="passkeys.reconciled", target=conn.name,
+                                 outcome="partial" if report.unreadable_users else "completed",
+                                 correlation_id=correlation_id, detail=report.as_dict())
+        return report

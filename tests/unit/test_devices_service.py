@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 from pydantic import ValidationError
 
+from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.config import Connection
 from shared.domain.devices import DeviceState, PublicJwk
 from shared.domain.directory import Enrollment, UserRow, UserState
@@ -98,11 +99,11 @@ async def test_removal_revokes_each_passkey_and_reports_progress(world: Any) -> 
     assert (await service.operation("demo", operation))["total"] == 2
     message = WorkMessage.model_validate(queue.messages(Queue.DEVICE)[0])
     graph = Graph(gone={"m2"})
-    result = await service.complete_removal(CONN, graph, message)  # type: ignore[arg-type]
+    result = await service.complete_removal(CONN, GraphPasskeyDirectory(graph), message)  # type: ignore[arg-type]
     assert (result["status"], result["done"]) == ("completed", 2)
     assert graph.deleted == ["/users/u1/authentication/fido2Methods/m1"]
     assert (await service.get("demo", "dev-1")).state is DeviceState.REMOVED
     assert await service.passkeys("demo", "dev-1") == []
     assert (await directory.get("demo", "u1")).enrollment is Enrollment.NOT_ENROLLED
-    again = await service.complete_removal(CONN, graph, message)  # type: ignore[arg-type]
+    again = await service.complete_removal(CONN, GraphPasskeyDirectory(graph), message)  # type: ignore[arg-type]
     assert again["status"] == "completed"
