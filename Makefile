@@ -52,6 +52,7 @@ bench: install
 	$(PY) -m bench.entra
 	$(PY) -m bench.vault
 	$(PY) -m bench.rotation_faults --rotations 1000
+	$(PY) -m bench.rotation_faults_stack --rotations 1000
 	$(PY) -m bench.rotation --users 2000
 
 ## make doctor: while `make run` is up, test the demo connection and print the permission report.
