@@ -55,6 +55,19 @@ def _policy() -> dict[str, Any]:
             "includeTargets": [{"targetType": "group", "id": "all_users", "isRegistrationRequired": False}]}
 
 
+def _skus() -> list[dict[str, Any]]:
+    # Sku ids and part numbers from
+    # https://learn.microsoft.com/entra/identity/users/licensing-service-plan-reference
+    return [{"skuId": "6fd2c87f-b296-42f0-b197-1e91e994b900", "skuPartNumber": "ENTERPRISEPACK", "enabled": 250,
+             "servicePlans": [{"servicePlanId": "efb87545-963c-4e0d-99df-69c6916d9eb0",
+                               "servicePlanName": "EXCHANGE_S_ENTERPRISE", "provisioningStatus": "Success",
+                               "appliesTo": "User"}]},
+            {"skuId": "efccb6f7-5641-4e0e-bd10-b4976e1bf68e", "skuPartNumber": "EMS", "enabled": 25,
+             "servicePlans": [{"servicePlanId": "41781fb2-bc02-4b7c-bd55-b576c07bb09d",
+                               "servicePlanName": "AAD_PREMIUM", "provisioningStatus": "Success",
+                               "appliesTo": "User"}]}]
+
+
 def bridge_apps() -> dict[str, App]:
     """The bridge's app registration and managed identity, granted what the features need."""
     return {
@@ -97,7 +110,7 @@ def demo_tenant(users: int = 300) -> Tenant:
         # people[1] is in the rotation group and a Global Administrator: the bridge must refuse it.
         roles={"Global Administrator": [people[1].id], "Helpdesk Administrator": [people[2].id],
                "User Administrator": [BRIDGE_PRINCIPAL_ID, IDENTITY_PRINCIPAL_ID]},
-        apps=bridge_apps(), fido2Policy=_policy())
+        apps=bridge_apps(), fido2Policy=_policy(), skus=_skus())
     return tenant
 
 
@@ -129,4 +142,4 @@ def generated_tenant(users: int, groups: int, depth: int, seed: int) -> Tenant:
                             "authenticationType": "Managed"}],
                   users={u.id: u for u in people}, groups={g.id: g for g in (*tenant_groups, root, rotation)},
                   roles={"User Administrator": [BRIDGE_PRINCIPAL_ID, IDENTITY_PRINCIPAL_ID]}, apps=bridge_apps(),
-                  fido2Policy=_policy())
+                  fido2Policy=_policy(), skus=_skus())

@@ -11,10 +11,14 @@ import datetime as dt
 import json
 import os
 import threading
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+#: Changes kept for delta queries; older delta tokens answer 410 and callers resync.
+MAX_CHANGES = 200_000
 
 
 @dataclass
@@ -30,13 +34,16 @@ class User:
     usageLocation: str | None = None
     givenName: str | None = None
     surname: str | None = None
+    assignedLicenses: list[dict[str, Any]] = field(default_factory=list)
 
     def graph(self, select: list[str] | None = None) -> dict[str, Any]:
         """The Graph representation, optionally reduced to `$select` (id always included)."""
         body = asdict(self)
         if select:
-            body = {k: v for k, v in body.items() if k in select or k == "id"}
-        return {"@odata.type": "#microsoft.graph.user", **body} if not select else body
+            return {k: v for k, v in body.items() if k in select or k == "id"}
+        # Graph returns licenses only when selected.
+        body.pop("assignedLicenses", None)
+        return {"@odata.type": "#microsoft.graph.user", **body}
 
 
 @dataclass
@@ -82,6 +89,12 @@ class Tenant:
     challenges: dict[str, dict[str, Any]] = field(default_factory=dict)  # challenge -> {userId, expires}
     fido2Policy: dict[str, Any] = field(default_factory=dict)
     deletedUsers: dict[str, User] = field(default_factory=dict)
+    #: Subscribed SKUs (Graph subscribedSku objects without the id, which is tenant id + skuId).
+    skus: list[dict[str, Any]] = field(default_factory=list)
+    #: Directory changes for delta queries: {seq, at, kind, id, added, removed}; see record().
+    changeLog: list[dict[str, Any]] = field(default_factory=list)
+    #: Delta tokens below this sequence number are gone (410): the log before it was dropped.
+    deltaFloor: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ indexes
@@ -150,6 +163,26 @@ class Tenant:
                 stack.extend(parents.get(gid, []))
         return found
 
+    @property
+    def sequence(self) -> int:
+        """The sequence number of the latest recorded change (0 before any)."""
+        return self.changeLog[-1]["seq"] if self.changeLog else self.deltaFloor
+
+    def record(self, kind: str, object_id: str, *, added: list[str] | tuple[str, ...] = (),
+               removed: list[str] | tuple[str, ...] = ()) -> None:
+        """Log a change of a user or group (and member ids added/removed) for delta queries."""
+        self.changeLog.append({"seq": self.sequence + 1, "at": time.time(), "kind": kind, "id": object_id,
+                               "added": list(added), "removed": list(removed)})
+        if len(self.changeLog) > MAX_CHANGES:
+            drop = len(self.changeLog) - MAX_CHANGES
+            self.deltaFloor = self.changeLog[drop - 1]["seq"]
+            del self.changeLog[:drop]
+
+    def changes_since(self, seq: int) -> list[dict[str, Any]]:
+        """Changes after `seq`, oldest first."""
+        first = self.changeLog[0]["seq"] if self.changeLog else self.sequence + 1
+        return self.changeLog[max(0, seq + 1 - first):]
+
     def roles_of(self, object_id: str) -> list[str]:
         """Directory roles held directly or through role-assignable groups."""
         holders = {object_id, *self.transitive_groups_of(object_id)}
@@ -165,13 +198,14 @@ class Tenant:
                     "groups": [asdict(g) for g in self.groups.values()], "roles": self.roles,
                     "apps": [asdict(a) for a in self.apps.values()], "passwords": self.passwords,
                     "fido2": self.fido2, "challenges": self.challenges, "fido2Policy": self.fido2Policy,
-                    "deletedUsers": [asdict(u) for u in self.deletedUsers.values()], **self.extra}
+                    "deletedUsers": [asdict(u) for u in self.deletedUsers.values()], "skus": self.skus,
+                    "changeLog": self.changeLog, "deltaFloor": self.deltaFloor, **self.extra}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Tenant:
         """Load a tenant file."""
         known = {"tenantId", "displayName", "domains", "users", "groups", "roles", "apps", "passwords", "fido2",
-                 "challenges", "fido2Policy", "deletedUsers"}
+                 "challenges", "fido2Policy", "deletedUsers", "skus", "changeLog", "deltaFloor"}
         return cls(tenantId=data["tenantId"], displayName=data.get("displayName", "Contoso"),
                    domains=list(data.get("domains", [])),
                    users={u["id"]: User(**u) for u in data.get("users", [])},
@@ -181,6 +215,8 @@ class Tenant:
                    passwords=dict(data.get("passwords", {})), fido2=dict(data.get("fido2", {})),
                    challenges=dict(data.get("challenges", {})), fido2Policy=dict(data.get("fido2Policy", {})),
                    deletedUsers={u["id"]: User(**u) for u in data.get("deletedUsers", [])},
+                   skus=list(data.get("skus", [])), changeLog=list(data.get("changeLog", [])),
+                   deltaFloor=int(data.get("deltaFloor", 0)),
                    extra={k: v for k, v in data.items() if k not in known})
 
     @property

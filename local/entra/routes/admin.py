@@ -78,9 +78,13 @@ def routes(sim: Simulator) -> list[Route]:
             body = await json_body(request)
             ids = [str(i) for i in body.get("ids", [])]
             if request.method == "POST":
-                group.members.extend(i for i in ids if i not in group.members)
+                fresh = [i for i in dict.fromkeys(ids) if i not in group.members]
+                group.members.extend(fresh)
+                tenant.record("group", group.id, added=fresh)
             else:
+                gone = [m for m in group.members if m in ids]
                 group.members = [m for m in group.members if m not in ids]
+                tenant.record("group", group.id, removed=gone)
             sim.store.changed()
         return {"id": group.id, "members": group.members, "transitiveUsers": len(tenant.transitive_users(group.id))}
 
@@ -91,6 +95,7 @@ def routes(sim: Simulator) -> list[Route]:
                     onPremisesSyncEnabled=body.get("onPremisesSyncEnabled"))
         tenant.users[user.id] = user
         tenant.reindex()
+        tenant.record("user", user.id)
         sim.store.changed()
         return JSONResponse({"id": user.id}, status_code=201)
 
@@ -99,9 +104,11 @@ def routes(sim: Simulator) -> list[Route]:
         if user is None:
             raise GraphError(404, "NotFound", "no such user")
         tenant.deletedUsers[user.id] = user
+        tenant.record("user", user.id)
         for group in tenant.groups.values():
             if user.id in group.members:
                 group.members.remove(user.id)
+                tenant.record("group", group.id, removed=[user.id])
         tenant.reindex()
         sim.store.changed()
         return Response(status_code=204)

@@ -114,6 +114,8 @@ def routes(sim: Simulator) -> list[Route]:
         for key in ("accountEnabled", "usageLocation", "displayName", "givenName", "surname"):
             if key in body:
                 setattr(user, key, body[key])
+        if body.keys() - {"passwordProfile"}:
+            tenant.record("user", user.id)
         return None
 
     async def list_groups(request: Request, caller: Caller) -> dict[str, Any]:

@@ -1,0 +1,144 @@
+"""Group writes: create and delete groups, add and remove members.
+
+- Create: https://learn.microsoft.com/graph/api/group-post-groups (displayName, mailEnabled,
+  mailNickname, securityEnabled required; 201 with the group).
+- Delete: https://learn.microsoft.com/graph/api/group-delete (204).
+- Add a member: https://learn.microsoft.com/graph/api/group-post-members (`POST members/$ref` with
+  `@odata.id`, 204; 400 when it is already a member), or `PATCH /groups/{id}` with `members@odata.bind`
+  (at most 20 per request).
+- Remove a member: https://learn.microsoft.com/graph/api/group-delete-members
+  (`DELETE members/{id}/$ref`, 204; 404 when it is not a member).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from local.entra.core import Caller, GraphError, Simulator, graph_route, json_body
+from local.entra.state import Group, new_id, now_iso
+
+GROUP_CREATE = ("Group.Create", "Group.ReadWrite.All", "Directory.ReadWrite.All")
+GROUP_WRITE = ("Group.ReadWrite.All", "Directory.ReadWrite.All")
+MEMBER_WRITE = ("GroupMember.ReadWrite.All", "Group.ReadWrite.All", "Directory.ReadWrite.All")
+MAX_BIND = 20
+ALREADY_MEMBER = ("One or more added object references already exist for the following modified properties: "
+                  "'members'.")
+
+
+def routes(sim: Simulator) -> list[Route]:
+    """The group write routes, for /v1.0 and /beta."""
+    tenant = sim.tenant
+
+    def group_or_404(key: str) -> Group:
+        group = tenant.groups.get(key)
+        if group is None:
+            raise GraphError(404, "Request_ResourceNotFound", f"Resource '{key}' does not exist or one of its queried "
+                             "reference-property objects are not present.")
+        return group
+
+    def object_id(reference: Any) -> str:
+        """The object id at the end of a directoryObjects URL, which must name a user or group."""
+        if not isinstance(reference, str) or "/" not in reference:
+            raise GraphError(400, "Request_BadRequest", "Invalid URL format specified in @odata.bind for members.")
+        found = reference.rstrip("/").rsplit("/", 1)[-1]
+        if found not in tenant.users and found not in tenant.groups:
+            raise GraphError(404, "Request_ResourceNotFound", f"Resource '{found}' does not exist or one of its "
+                             "queried reference-property objects are not present.")
+        return found
+
+    def add_members(group: Group, ids: list[str]) -> None:
+        if any(i in group.members for i in ids) or len(set(ids)) != len(ids):
+            raise GraphError(400, "Request_BadRequest", ALREADY_MEMBER)
+        if group.id in ids:
+            raise GraphError(400, "Request_BadRequest", "A group cannot be a member of itself.")
+        group.members.extend(ids)
+        tenant.record("group", group.id, added=ids)
+
+    def render(group: Group) -> dict[str, Any]:
+        return {"@odata.context": f"{sim.base_url}/v1.0/$metadata#groups/$entity", "id": group.id,
+                "displayName": group.displayName, "mailNickname": group.mailNickname,
+                "securityEnabled": group.securityEnabled, "mailEnabled": group.mailEnabled,
+                "groupTypes": group.groupTypes, "createdDateTime": group.createdDateTime}
+
+    async def create_group(request: Request, caller: Caller) -> JSONResponse:
+        body = await json_body(request)
+        for name in ("displayName", "mailNickname"):
+            if not isinstance(body.get(name), str) or not body[name].strip():
+                raise GraphError(400, "Request_BadRequest", f"Invalid value specified for property '{name}' of "
+                                 "resource 'Group'.")
+        for name in ("mailEnabled", "securityEnabled"):
+            if not isinstance(body.get(name), bool):
+                raise GraphError(400, "Request_BadRequest", f"Invalid value specified for property '{name}' of "
+                                 "resource 'Group'.")
+        binds = body.get("members@odata.bind") or []
+        if not isinstance(binds, list) or len(binds) > MAX_BIND:
+            raise GraphError(400, "Request_BadRequest", f"At most {MAX_BIND} members can be added in one request.")
+        members = [object_id(ref) for ref in binds]
+        group = Group(id=new_id(), displayName=body["displayName"], mailNickname=body["mailNickname"],
+                      securityEnabled=body["securityEnabled"], mailEnabled=body["mailEnabled"],
+                      groupTypes=[str(t) for t in body.get("groupTypes") or []], createdDateTime=now_iso())
+        tenant.groups[group.id] = group
+        tenant.record("group", group.id)
+        if members:
+            add_members(group, members)
+        return JSONResponse(render(group), status_code=201,
+                            headers={"location": f"{sim.base_url}/v1.0/groups/{group.id}"})
+
+    async def patch_group(request: Request, caller: Caller) -> None:
+        group = group_or_404(request.path_params["id"])
+        body = await json_body(request)
+        unknown = set(body) - {"displayName", "description", "members@odata.bind", "mailNickname"}
+        if unknown:
+            raise GraphError(400, "Request_BadRequest", f"Property '{sorted(unknown)[0]}' is read-only or unknown.")
+        binds = body.get("members@odata.bind")
+        if binds is not None:
+            if not isinstance(binds, list) or not binds or len(binds) > MAX_BIND:
+                raise GraphError(400, "Request_BadRequest",
+                                 f"members@odata.bind takes between 1 and {MAX_BIND} references.")
+            add_members(group, [object_id(ref) for ref in binds])
+        changed = False
+        for name in ("displayName", "mailNickname"):
+            if name in body:
+                setattr(group, name, str(body[name]))
+                changed = True
+        if changed:
+            tenant.record("group", group.id)
+
+    async def delete_group(request: Request, caller: Caller) -> None:
+        group = group_or_404(request.path_params["id"])
+        del tenant.groups[group.id]
+        for other in tenant.groups.values():
+            if group.id in other.members:
+                other.members.remove(group.id)
+                tenant.record("group", other.id, removed=[group.id])
+        tenant.record("group", group.id)
+
+    async def add_ref(request: Request, caller: Caller) -> None:
+        group = group_or_404(request.path_params["id"])
+        body = await json_body(request)
+        add_members(group, [object_id(body.get("@odata.id"))])
+
+    async def remove_ref(request: Request, caller: Caller) -> None:
+        group = group_or_404(request.path_params["id"])
+        member = request.path_params["member"]
+        if member not in group.members:
+            raise GraphError(404, "Request_ResourceNotFound", f"Resource '{member}' does not exist or one of its "
+                             "queried reference-property objects are not present.")
+        group.members.remove(member)
+        tenant.record("group", group.id, removed=[member])
+
+    found: list[Route] = []
+    for version in ("v1.0", "beta"):
+        def add(path: str, handler: Any, methods: list[str], version: str = version, **options: Any) -> None:
+            found.append(Route(f"/{version}{path}", graph_route(sim, handler, write=True, **options), methods=methods))
+
+        add("/groups", create_group, ["POST"], permissions=GROUP_CREATE)
+        add("/groups/{id}", patch_group, ["PATCH"], permissions=MEMBER_WRITE)
+        add("/groups/{id}", delete_group, ["DELETE"], permissions=GROUP_WRITE)
+        add("/groups/{id}/members/$ref", add_ref, ["POST"], permissions=MEMBER_WRITE)
+        add("/groups/{id}/members/{member}/$ref", remove_ref, ["DELETE"], permissions=MEMBER_WRITE)
+    return found
