@@ -24,13 +24,16 @@ from tests.fakes import FakeAuditSink, FakeClock
 from tests.fixtures.entra import EntraFixture
 
 
-def idp_certificate(days: int = 365) -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def idp_certificate(days: int = 365, *, starts: int = -1, now: dt.datetime | None = None) -> str:
+    """A self-signed IdP signing certificate (base64 DER) valid from `starts` to `days` days from now."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idp.example")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=days)).sign(key, hashes.SHA256()))
+    now = now or dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(_KEY.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now + dt.timedelta(days=starts))
+            .not_valid_after(now + dt.timedelta(days=days)).sign(_KEY, hashes.SHA256()))
     return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
 
 
