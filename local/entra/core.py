@@ -100,6 +100,10 @@ class Bucket:
         self.updated = time.monotonic()
         self.used = 0.0
 
+    def peek(self) -> float:
+        """Tokens available now, without spending any."""
+        return min(self.capacity, self.tokens + (time.monotonic() - self.updated) * self.rate)
+
     def take(self, cost: float) -> float:
         """Spend `cost`; 0 when allowed, else the seconds to wait."""
         now = time.monotonic()
@@ -208,6 +212,12 @@ class Simulator:
             if bucket is None:
                 bucket = self._buckets[key] = Bucket(capacity, window, self.time_scale)
             return bucket
+
+    def bucket_levels(self) -> dict[str, dict[str, float]]:
+        """Each throttling bucket's capacity, tokens left and units spent (admin API)."""
+        with self._lock:
+            return {key: {"capacity": b.capacity, "remaining": round(b.peek(), 3), "used": b.used}
+                    for key, b in self._buckets.items()}
 
     def charge(self, caller: Caller, *, cost: float, write: bool) -> dict[str, str]:
         """Spend resource units (and a write); raise 429 over the limits. Returns headers to add."""

@@ -136,8 +136,35 @@ def routes(sim: Simulator) -> list[Route]:
             raise GraphError(404, "NotFound", "no such user")
         return {"userId": user.id, "methods": tenant.fido2.get(user.id, [])}
 
+    async def deleted_users(request: Request) -> dict[str, Any]:
+        return {"value": [{"id": u.id, "userPrincipalName": u.userPrincipalName}
+                          for u in tenant.deletedUsers.values()]}
+
+    async def restore_user(request: Request) -> dict[str, Any]:
+        user = tenant.deletedUsers.pop(request.path_params["id"], None)
+        if user is None:
+            raise GraphError(404, "NotFound", "no such deleted user")
+        tenant.users[user.id] = user
+        tenant.reindex()
+        tenant.record("user", user.id)
+        sim.store.changed()
+        return {"id": user.id}
+
+    async def expire_delta(request: Request) -> dict[str, Any]:
+        # Every delta token issued so far now answers 410, as after Graph drops its sync state.
+        tenant.deltaFloor = tenant.sequence + 1
+        sim.store.changed()
+        return {"deltaFloor": tenant.deltaFloor}
+
+    async def counters(request: Request) -> dict[str, Any]:
+        return {**sim.counters, "buckets": sim.bucket_levels()}
+
     return [
         Route("/_sim/tenant", guard(summary), methods=["GET"]),
+        Route("/_sim/deletedUsers", guard(deleted_users), methods=["GET"]),
+        Route("/_sim/deletedUsers/{id}/restore", guard(restore_user), methods=["POST"]),
+        Route("/_sim/delta/expire", guard(expire_delta), methods=["POST"]),
+        Route("/_sim/counters", guard(counters), methods=["GET"]),
         Route("/_sim/users", guard(create_user), methods=["POST"]),
         Route("/_sim/users/{id}", guard(delete_user), methods=["DELETE"]),
         Route("/_sim/users/{id}/password", guard(password), methods=["GET"]),
