@@ -5,15 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import azure.functions as func
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from functions.http import ADMIN, Plain, Reply, route
 from shared import logs
 from shared.bootstrap import bridge
-from shared.config import CertificateAuth
-from shared.domain import certificates
 from shared.errors import InvalidInput
-from shared.services.connections import ConnectionTester
+from shared.services.connections import CertificateRequest, ConnectionTester
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -31,36 +29,36 @@ async def test_connection(call: Plain) -> Reply:
 class CertificateBody(BaseModel):
     """Optional body of certificate/validate: a PEM to check instead of the configured secret."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     pem: Annotated[str | None, Field(max_length=32768)] = None
+    client_id: Annotated[str | None, Field(alias="clientId", max_length=64)] = None
+    obtain_token: Annotated[bool, Field(alias="obtainToken")] = False
+
+
+def _body(call: Plain) -> CertificateBody:
+    raw = call.request.get_body() or b""
+    if not raw.strip():
+        return CertificateBody()
+    try:
+        return CertificateBody.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        errors: list[dict[str, object]] = [
+            {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False)]
+        raise InvalidInput(f"{errors[0]['field']}: {errors[0]['message']} (body: {{\"pem\": \"-----BEGIN "
+                           "CERTIFICATE-----...\", \"clientId\": \"...\", \"obtainToken\": true}, all optional)",
+                           field=str(errors[0]["field"]), errors=errors) from None
 
 
 @route(bp, "connections/{c}/certificate/validate", "POST", roles=[ADMIN])
 async def validate_certificate(call: Plain) -> Reply:
-    """Check the configured (or a supplied) PEM certificate and key: match, validity, key type, thumbprints."""
+    """Check the configured (or a supplied) PEM certificate and key: match, validity, key, thumbprints, token."""
     app = bridge()
     conn = app.connection(call.params["c"])
-    raw = call.request.get_body() or b""
-    if raw.strip():
-        try:
-            pem = CertificateBody.model_validate_json(raw).pem
-        except ValueError as exc:
-            raise InvalidInput(f"body must be {{\"pem\": \"-----BEGIN CERTIFICATE-----...\"}}: {exc}",
-                               field="pem") from None
-    else:
-        pem = None
-    if pem is None:
-        if not isinstance(conn.auth, CertificateAuth):
-            raise InvalidInput(f"connection {conn.name!r} does not use certificate auth; send {{\"pem\": ...}}",
-                               field="pem")
-        pem = (await app.secrets.get(conn.auth.certificate_secret_name)).value or ""
-    logs.register_secret(pem)
-    report = certificates.validate(pem, now=app.clock.now())
-    body = {"ok": report.ok, "subject": report.subject, "thumbprintSha1": report.thumbprint_sha1,
-            "thumbprintSha256": report.thumbprint_sha256, "x5t": report.x5t, "notBefore": report.not_before,
-            "notAfter": report.not_after,
-            "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in report.checks]}
-    return Reply(200 if report.ok else 422, body)
-
-
+    body = _body(call)
+    if body.pem:
+        logs.register_secret(body.pem)
+    ok, report = await app.certificate_validator.validate(conn, CertificateRequest(
+        pem=body.pem, client_id=body.client_id, obtain_token=body.obtain_token))
+    return Reply(200 if ok else 422, report)

@@ -23,6 +23,7 @@ from shared.adapters.tables import TableEntityStore
 from shared.adapters.vault import KeyVaultSecretStore
 from shared.config import Cloud, Connection, Settings, settings
 from shared.errors import Configuration, NotFound
+from shared.services.connections import CertificateValidator
 from shared.services.delivery import PasswordDelivery
 from shared.services.devices import DeviceService
 from shared.services.directory import Directory, RotationSubjects
@@ -230,6 +231,17 @@ class Bridge:
     async def passkey_directory(self, conn: Connection) -> GraphPasskeyDirectory:
         """Entra's FIDO2 provisioning API for `conn`, on its Graph gateway."""
         return GraphPasskeyDirectory(await self.graph(conn))
+
+    @property
+    def certificate_validator(self) -> CertificateValidator:
+        """Checks connections' certificate credentials (and signs in with them on request)."""
+        def build() -> CertificateValidator:
+            async def token_check(conn: Connection, client_id: str, pem: str) -> dict[str, Any]:
+                return await identity.certificate_token_claims(conn, self.settings, client_id, pem)
+
+            return CertificateValidator(lambda: self.secrets, self.clock, token_check)
+        service: CertificateValidator = self._once("certificate_validator", build)
+        return service
 
     # ------------------------------------------------------------------ shutdown
 

@@ -35,6 +35,7 @@ from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph_core import GraphClientFactory  # type: ignore[import-untyped]
 from opentelemetry import trace
 
+from shared.domain import permissions
 from shared.errors import (
     Ambiguous,
     BridgeError,
@@ -424,7 +425,7 @@ def _translate(response: httpx.Response, method: str, url: str) -> BridgeError:
         return Configuration(f"{what} - the connection's credential was refused; check its auth settings",
                              setting="CONNECTIONS")
     if status == 403:
-        return PermissionDenied(what, request_id=request_id)
+        return _permission_denied(what, method, url, request_id)
     if status == 404:
         return NotFound(what, request_id=request_id)
     if status == 410:
@@ -434,3 +435,16 @@ def _translate(response: httpx.Response, method: str, url: str) -> BridgeError:
     if status >= 500:
         return Transient(what, request_id=request_id)
     return InvalidInput(what, request_id=request_id)
+
+
+def _permission_denied(what: str, method: str, url: str, request_id: str | None) -> PermissionDenied:
+    """A 403 naming the permission (and directory role) the table says this call needs."""
+    need = permissions.needed_for(method, _path_of(url))
+    if need is None:
+        return PermissionDenied(f"{what} - check the app's Graph permissions and directory roles "
+                                "(POST /api/connections/{c}/test lists what is missing)", request_id=request_id)
+    fix = f"grant the Microsoft Graph application permission {need.permission} (with admin consent)"
+    if need.role:
+        fix += f" and assign the directory role {need.role} to the bridge's service principal"
+    return PermissionDenied(f"{what} - {fix}; see {need.doc or permissions.PERMISSIONS_REFERENCE}",
+                            permission=need.permission, role=need.role, request_id=request_id)

@@ -11,6 +11,7 @@ import os
 import ssl
 from typing import Any
 
+import jwt
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.identity.aio import (
     CertificateCredential,
@@ -102,3 +103,16 @@ async def _read_secret(secrets: SecretStore | None, name: str, conn: Connection,
     if not found.value:
         raise Configuration(f"connection {conn.name!r}: secret {name!r} ({field}) is empty", setting="CONNECTIONS")
     return found.value
+
+
+async def certificate_token_claims(conn: Connection, settings: Settings, client_id: str, pem: str) -> dict[str, Any]:
+    """Sign in as `client_id` with a PEM certificate and key; the Graph token's claims (the token is dropped)."""
+    credential = CertificateCredential(conn.tenant_id, client_id, certificate_data=pem.encode(),
+                                       **_transport_options(settings, conn.cloud))
+    try:
+        token = await credential.get_token(settings.profile(conn.cloud).graph_scope)
+    finally:
+        await credential.close()
+    # Our own fresh token, read for who signed in and what was granted; nothing is trusted from it.
+    claims: dict[str, Any] = jwt.decode(token.token, options={"verify_signature": False})
+    return claims

@@ -7,8 +7,11 @@ permission reference https://learn.microsoft.com/graph/permissions-reference.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+PERMISSIONS_REFERENCE = "https://learn.microsoft.com/graph/permissions-reference"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,71 @@ FEATURE_NEEDS: dict[str, FeatureNeeds] = {
         why="create groups and users, assign licenses, set usage location"),
 }
 
+#: Reading which directory roles the app holds (for the report): list the activated roles and their members.
+#: https://learn.microsoft.com/graph/api/directoryrole-list-members (least privileged: this one).
+ROLE_READ_PERMISSION = "RoleManagement.Read.Directory"
+
+
+@dataclass(frozen=True)
+class EndpointNeed:
+    """What Graph wants for one kind of call: the least-privileged application permission, and a role."""
+
+    methods: frozenset[str]
+    pattern: str
+    permission: str
+    role: str | None = None
+    doc: str = ""
+
+    def matches(self, method: str, path: str) -> bool:
+        """Whether a call of `method` to `path` (after the version segment) is this kind."""
+        return method in self.methods and re.fullmatch(self.pattern, path) is not None
+
+
+_READ = frozenset({"GET"})
+_WRITE = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+_ANY = _READ | _WRITE
+_ID = r"[^/]+"
+
+#: Used when Graph answers 403, to name what the bridge lacks; first match wins. Each row cites the
+#: API's Permissions section on learn.microsoft.com.
+ENDPOINT_NEEDS: tuple[EndpointNeed, ...] = (
+    EndpointNeed(_ANY, rf"/users/{_ID}/authentication/fido2Methods(/.*)?", "UserAuthMethod-Passkey.ReadWrite.All",
+                 doc="https://learn.microsoft.com/graph/api/authentication-post-fido2methods"),
+    EndpointNeed(frozenset({"PATCH"}), rf"/users/{_ID}", "User-PasswordProfile.ReadWrite.All", "User Administrator",
+                 doc="https://learn.microsoft.com/graph/api/user-update"),
+    EndpointNeed(_READ, r"/users(/.*)?", "User.Read.All", doc="https://learn.microsoft.com/graph/api/user-list"),
+    EndpointNeed(_READ, rf"/groups/{_ID}/(transitiveMembers|members)(/.*)?", "GroupMember.Read.All",
+                 doc="https://learn.microsoft.com/graph/api/group-list-transitivemembers"),
+    EndpointNeed(_WRITE, rf"/groups/{_ID}/members(/.*)?", "GroupMember.ReadWrite.All",
+                 doc="https://learn.microsoft.com/graph/api/group-post-members"),
+    EndpointNeed(frozenset({"POST"}), r"/groups", "Group.Create",
+                 doc="https://learn.microsoft.com/graph/api/group-post-groups"),
+    EndpointNeed(_READ, r"/groups(/.*)?", "GroupMember.Read.All",
+                 doc="https://learn.microsoft.com/graph/api/group-list"),
+    EndpointNeed(_ANY, rf"/domains/{_ID}/federationConfiguration(/.*)?", "Domain-InternalFederation.ReadWrite.All",
+                 doc="https://learn.microsoft.com/graph/api/domain-post-federationconfiguration"),
+    EndpointNeed(_READ, r"/domains(/.*)?", "Domain.Read.All", doc="https://learn.microsoft.com/graph/api/domain-get"),
+    EndpointNeed(_READ, r"/policies/authenticationMethodsPolicy(/.*)?", "Policy.Read.All",
+                 doc="https://learn.microsoft.com/graph/api/fido2authenticationmethodconfiguration-get"),
+    EndpointNeed(_READ, r"/(directoryRoles|roleManagement/directory)(/.*)?", ROLE_READ_PERMISSION,
+                 doc="https://learn.microsoft.com/graph/api/directoryrole-list-members"),
+    EndpointNeed(_READ, r"/organization(/.*)?", "Organization.Read.All",
+                 doc="https://learn.microsoft.com/graph/api/organization-list"),
+    EndpointNeed(_READ, r"/subscribedSkus(/.*)?", "Organization.Read.All",
+                 doc="https://learn.microsoft.com/graph/api/subscribedsku-list"),
+    EndpointNeed(frozenset({"POST"}), rf"/users/{_ID}/assignLicense", "LicenseAssignment.ReadWrite.All",
+                 doc="https://learn.microsoft.com/graph/api/user-assignlicense"),
+)
+
+_VERSION = re.compile(r"^/(v1\.0|beta)(?=/)")
+
+
+def needed_for(method: str, path: str) -> EndpointNeed | None:
+    """The permission (and role) a Graph call of `method` to `path` needs, when the table knows it."""
+    bare = _VERSION.sub("", path.split("?", 1)[0]).rstrip("/") or "/"
+    return next((need for need in ENDPOINT_NEEDS if need.matches(method.upper(), bare)), None)
+
+
 #: Roles that include another role's power for the checks here (a holder needs nothing more).
 _ROLE_INCLUDES: dict[str, frozenset[str]] = {
     "Privileged Authentication Administrator": frozenset({"User Administrator"}),
@@ -86,6 +154,12 @@ def enabled_features(sync: bool, rotation: bool, passkeys: bool, federation: boo
     flags = {"sync": sync, "rotation": rotation, "passkeys": passkeys, "enrollmentGroups": passkeys,
              "federation": federation, "export": export}
     return [name for name, on in flags.items() if on]
+
+
+def roles_that_satisfy(roles: Iterable[str]) -> set[str]:
+    """The roles that give any of `roles`: the roles themselves and the roles that include them."""
+    wanted = set(roles)
+    return wanted | {holder for holder, includes in _ROLE_INCLUDES.items() if includes & wanted}
 
 
 def report(features: Iterable[str], granted_permissions: Iterable[str],
