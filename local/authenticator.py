@@ -44,6 +44,7 @@ class SoftwareAuthenticator:
     fmt: Format = "packed-self"
     origin: str = "https://login.microsoftonline.com"
     user_verified: bool = True
+    user_present: bool = True
     credentials: dict[str, ec.EllipticCurvePrivateKey] = field(default_factory=dict)
 
     def register(self, options: Mapping[str, Any], *, rp_id: str | None = None,
@@ -56,7 +57,9 @@ class SoftwareAuthenticator:
         credential_id = os.urandom(32)
         cose = ES256.from_cryptography_key(key.public_key())  # type: ignore[no-untyped-call]
         attested = AttestedCredentialData.create(uuid.UUID(self.aaguid).bytes, credential_id, cose)
-        flags = AuthenticatorData.FLAG.UP | AuthenticatorData.FLAG.AT
+        flags = AuthenticatorData.FLAG.AT
+        if self.user_present:
+            flags |= AuthenticatorData.FLAG.UP
         if self.user_verified:
             flags |= AuthenticatorData.FLAG.UV
         auth_data = AuthenticatorData.create(hashlib.sha256(rp.encode()).digest(), flags, 0, attested)

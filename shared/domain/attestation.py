@@ -9,6 +9,7 @@ verification use the fido2 library; each failure names its check.
 from __future__ import annotations
 
 import hashlib
+import struct
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from fido2.webauthn import RegistrationResponse
 ENTRA_ORIGIN = "https://login.microsoftonline.com"
 ENTRA_RP_ID = "login.microsoftonline.com"
 FORMATS = ("packed", "none")
+PARSE_ERRORS = (ValueError, KeyError, TypeError, AttributeError, IndexError, struct.error)
 
 
 class AttestationRejected(ValueError):
@@ -66,8 +68,10 @@ def verify(credential: Mapping[str, Any], *, challenge: bytes, allowed_aaguids: 
     """Verify a WebAuthn RegistrationResponse (JSON form) for Entra; AttestationRejected names the failed check."""
     try:
         response = RegistrationResponse.from_dict(dict(credential))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise AttestationRejected("credential", f"not a WebAuthn RegistrationResponse: {exc}") from None
+    except PARSE_ERRORS as exc:
+        # Malformed CBOR or JSON surfaces as any of these from the library; all mean the same to a caller.
+        raise AttestationRejected("credential", f"not a WebAuthn RegistrationResponse: {type(exc).__name__}") \
+            from None
     client_data = response.response.client_data
     if client_data.type != "webauthn.create":
         raise AttestationRejected("clientData.type", f"must be 'webauthn.create', not {client_data.type!r}")
@@ -98,6 +102,11 @@ def verify(credential: Mapping[str, Any], *, challenge: bytes, allowed_aaguids: 
             raise AttestationRejected("attestationStatement.sig", "the packed signature does not verify") from None
         except (InvalidData, UntrustedAttestation, ValueError) as exc:
             raise AttestationRejected("attestationStatement", f"invalid packed attestation: {exc}") from None
+        except Exception as exc:
+            # A damaged statement reaches certificate and key parsers that raise their own types
+            # (unsupported algorithm, bad X.509 version, ECDAA); all of them mean an invalid statement.
+            raise AttestationRejected("attestationStatement",
+                                      f"invalid packed attestation ({type(exc).__name__})") from None
     elif attestation.att_stmt:
         raise AttestationRejected("attestationStatement", "format none must have an empty statement")
     if attestation_enforced and attestation_type in ("none", "self"):

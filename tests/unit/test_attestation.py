@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from typing import Any
 
 import pytest
 from fido2.utils import websafe_encode
-from fido2.webauthn import CollectedClientData
+from fido2.webauthn import AttestationObject, CollectedClientData
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from local.authenticator import DEFAULT_AAGUID, SoftwareAuthenticator
 from shared.domain.attestation import AttestationRejected, KeyRestrictions, verify
@@ -61,3 +64,87 @@ def test_a_known_credential_is_refused() -> None:
     credential = SoftwareAuthenticator().register(OPTIONS)
     with pytest.raises(AttestationRejected, match="already registered"):
         verify(credential, challenge=CHALLENGE, known_credential_ids=[credential["id"]])
+
+
+def _decode(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def _with(credential: dict[str, Any], **response: str) -> dict[str, Any]:
+    return {**credential, "response": {**credential["response"], **response}}
+
+
+def _restatement(credential: dict[str, Any], fmt: str, statement: dict[str, Any]) -> dict[str, Any]:
+    original = AttestationObject(_decode(credential["response"]["attestationObject"]))
+    rebuilt = AttestationObject.create(fmt, original.auth_data, statement)
+    return _with(credential, attestationObject=websafe_encode(bytes(rebuilt)))
+
+
+def test_missing_user_presence_is_refused() -> None:
+    with pytest.raises(AttestationRejected, match=r"flags\.UP"):
+        verify(SoftwareAuthenticator(user_present=False).register(OPTIONS), challenge=CHALLENGE)
+
+
+def test_an_assertion_is_not_a_registration() -> None:
+    credential = SoftwareAuthenticator().register(OPTIONS)
+    client_data = CollectedClientData.create("webauthn.get", CHALLENGE, "https://login.microsoftonline.com")
+    with pytest.raises(AttestationRejected, match=r"clientData\.type"):
+        verify(_with(credential, clientDataJSON=websafe_encode(bytes(client_data))), challenge=CHALLENGE)
+
+
+def test_other_formats_and_stray_statements_are_refused() -> None:
+    credential = SoftwareAuthenticator(fmt="none").register(OPTIONS)
+    with pytest.raises(AttestationRejected, match=r"attestationObject\.fmt"):
+        verify(_restatement(credential, "fido-u2f", {}), challenge=CHALLENGE)
+    with pytest.raises(AttestationRejected, match="empty statement"):
+        verify(_restatement(credential, "none", {"alg": -7}), challenge=CHALLENGE)
+
+
+def test_enforced_attestation_accepts_a_certificate_chain_only() -> None:
+    result = verify(SoftwareAuthenticator(fmt="packed-x5c").register(OPTIONS), challenge=CHALLENGE,
+                    attestation_enforced=True)
+    assert result.attestation_type == "basic"
+    with pytest.raises(AttestationRejected, match="enforces attestation"):
+        verify(SoftwareAuthenticator(fmt="packed-self").register(OPTIONS), challenge=CHALLENGE,
+               attestation_enforced=True)
+
+
+def test_an_allow_list_restriction_admits_only_listed_keys() -> None:
+    allow = KeyRestrictions(True, "allow", frozenset({DEFAULT_AAGUID}))
+    assert verify(SoftwareAuthenticator().register(OPTIONS), challenge=CHALLENGE, restrictions=allow)
+    with pytest.raises(AttestationRejected, match="key restrictions"):
+        verify(SoftwareAuthenticator(aaguid="cb69481e-8ff7-4039-93ec-0a2729a154a8").register(OPTIONS),
+               challenge=CHALLENGE, restrictions=allow)
+
+
+def test_a_chain_from_another_authenticator_is_refused() -> None:
+    credential = SoftwareAuthenticator(fmt="packed-x5c").register(OPTIONS)
+    other = SoftwareAuthenticator(fmt="packed-x5c").register(OPTIONS)
+    mine = AttestationObject(_decode(credential["response"]["attestationObject"]))
+    theirs = AttestationObject(_decode(other["response"]["attestationObject"]))
+    with pytest.raises(AttestationRejected, match="attestationStatement"):
+        verify(_restatement(credential, "packed", {**mine.att_stmt, "x5c": theirs.att_stmt["x5c"]}),
+               challenge=CHALLENGE)
+
+
+FUZZ_BASE = SoftwareAuthenticator(fmt="packed-x5c").register(OPTIONS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(field=st.sampled_from(["attestationObject", "clientDataJSON"]), position=st.integers(min_value=0),
+       value=st.integers(min_value=0, max_value=255), cut=st.booleans())
+def test_damaged_input_is_only_ever_rejected(field: str, position: int, value: int, cut: bool) -> None:
+    raw = bytearray(_decode(FUZZ_BASE["response"][field]))
+    position %= len(raw)
+    if cut:
+        del raw[position:]
+    elif raw[position] == value:
+        return
+    else:
+        raw[position] = value
+    try:
+        verify(_with(FUZZ_BASE, **{field: websafe_encode(bytes(raw))}), challenge=CHALLENGE)
+    except AttestationRejected:
+        return
+    # A change that verifies can only have touched bytes no check covers (e.g. clientData extras).
+    assert field == "clientDataJSON" or not cut

@@ -1,0 +1,266 @@
+"""The simulator's FIDO2 provisioning routes against the examples of Microsoft's documentation.
+
+Each test names the page (learn.microsoft.com/graph/api/<page>; source in microsoft-graph-docs-contrib)
+whose request and response example it replays. A simulator of its own, so policy changes here touch
+no other test.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from local.authenticator import SoftwareAuthenticator
+from local.entra.demo import BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET, GRAPH_PERMISSIONS
+from local.entra.process import RunningEntra, running
+from local.tls import TlsFiles
+
+POLICY = "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2"
+POLICY_TYPE = "#microsoft.graph.fido2AuthenticationMethodConfiguration"
+
+# The request of authentication-post-fido2methods, as published (its attestation object is shortened).
+DOCUMENTED_REGISTRATION: dict[str, Any] = {
+    "@odata.type": "#microsoft.graph.fido2AuthenticationMethod",
+    "displayName": "My security key",
+    "publicKeyCredential": {
+        "@odata.type": "#microsoft.graph.webauthnPublicKeyCredential",
+        "id": "OEVEMkQzNTctNzNEMi00RjEzLTk5MjYtODdGNjFCMjRBMzQy",
+        "response": {
+            "@odata.type": "#microsoft.graph.webauthnAuthenticatorAttestationResponse",
+            "clientDataJSON": "eyJ0eXBlIjoid2ViYXV0aG4uY3JlYXRlIiwiY2hhbGxlbmdlIjoiUVRVMU16TkROekF0TmtNM05pMDBOVFJETF"
+                              "VKRFEwWXRSVFJFTURaQ05UQkZSVFJFIiwib3JpZ2luIjoiaHR0cHM6Ly9sb2dpbi5taWNyb3NvZnRvbmxpbm"
+                              "UuY29tIiwiY3Jvc3NPcmlnaW4iOmZhbHNlfQ",
+            "attestationObject": "o2NmbXRkbm9uZWdhdHRTdG10oGhhdXRoRGF0YVikSZYN5YgOjGh0NBcPZHZgW4/krrmihjLHmVzzuoMdl2Nd"
+                                 "AAAAALraVWanqkAfvZZFYZpVEg0AIDhFRDJEMzU3LTczRDItNEYxMy05OTI2LTg3RjYxQjI0QTM0MqUBAg"
+                                 "MmIAEhWCAMKJ7T4r8w5F6JGxJLJXNR0hV1MZF1aZ1F0pZXq5p5"},
+        "clientExtensionResults": {"@odata.type": "#microsoft.graph.webauthnAuthenticationExtensionsClientOutputs"}}}
+
+
+@pytest.fixture(scope="module")
+def sim(tls_files: TlsFiles, run_dir: Path) -> Iterator[RunningEntra]:
+    with running(data_dir=run_dir / "entra-fido2-data", log_path=run_dir / "entra-fido2.log", limits=False) as found:
+        # The policy PATCH needs Policy.ReadWrite.AuthenticationMethod, which the bridge never asks for.
+        found.admin("PATCH", f"/_sim/apps/{BRIDGE_CLIENT_ID}",
+                    {"graphRoles": [*GRAPH_PERMISSIONS, "Policy.ReadWrite.AuthenticationMethod"]})
+        yield found
+
+
+@pytest.fixture(scope="module")
+def graph(sim: RunningEntra, tls_files: TlsFiles) -> Iterator[httpx.Client]:
+    token = httpx.post(f"{sim.url}/{sim.tenant_id}/oauth2/v2.0/token", verify=tls_files.client_context(), data={
+        "grant_type": "client_credentials", "client_id": BRIDGE_CLIENT_ID, "client_secret": BRIDGE_CLIENT_SECRET,
+        "scope": "https://graph.microsoft.com/.default"}).json()["access_token"]
+    with httpx.Client(base_url=sim.url, verify=tls_files.client_context(),
+                      headers={"authorization": f"Bearer {token}"}) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def users(graph: httpx.Client) -> list[str]:
+    return [u["id"] for u in graph.get("/v1.0/users", params={"$top": "3", "$select": "id"}).json()["value"]]
+
+
+@pytest.fixture
+def policy(graph: httpx.Client) -> Iterator[dict[str, Any]]:
+    """The policy as the test found it; restored afterwards."""
+    before = graph.get(f"/v1.0{POLICY}").json()
+    yield before
+    restore = {k: before[k] for k in ("state", "isSelfServiceRegistrationAllowed", "isAttestationEnforced",
+                                      "keyRestrictions", "includeTargets", "excludeTargets")}
+    assert graph.patch(f"/v1.0{POLICY}", json={"@odata.type": POLICY_TYPE, **restore}).status_code == 204
+
+
+def graph_error(response: httpx.Response, status: int, code: str) -> str:
+    # https://learn.microsoft.com/graph/errors
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert {"date", "request-id", "client-request-id"} <= set(error["innerError"])
+    return str(error["message"])
+
+
+def options_for(graph: httpx.Client, user: str, api: str = "v1.0", suffix: str = "") -> dict[str, Any]:
+    response = graph.get(f"/{api}/users/{user}/authentication/fido2Methods/creationOptions{suffix}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def documented_body(credential: dict[str, Any], name: str = "My security key") -> dict[str, Any]:
+    """A registration in the documented request shape, annotations included."""
+    body = json.loads(json.dumps(DOCUMENTED_REGISTRATION))
+    body["displayName"] = name
+    body["publicKeyCredential"]["id"] = credential["id"]
+    body["publicKeyCredential"]["response"].update(credential["response"])
+    return body
+
+
+def b64url(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def test_creation_options_v1_has_the_documented_shape(graph: httpx.Client, users: list[str]) -> None:
+    # fido2authenticationmethod-creationoptions: response example, fixed 5-minute challenge
+    before = dt.datetime.now(dt.UTC)
+    body = options_for(graph, users[0])
+    assert body["@odata.type"] == "#microsoft.graph.webauthnCredentialCreationOptions"
+    expires = dt.datetime.fromisoformat(body["challengeTimeoutDateTime"].replace("Z", "+00:00"))
+    assert dt.timedelta(minutes=4) < expires - before <= dt.timedelta(minutes=5, seconds=1)
+    key = body["publicKey"]
+    assert key["@odata.type"] == "#microsoft.graph.webauthnPublicKeyCredentialCreationOptions"
+    assert key["rp"] == {"@odata.type": "#microsoft.graph.webauthnPublicKeyCredentialRpEntity",
+                         "id": "login.microsoftonline.com", "name": "Microsoft"}
+    assert {"@odata.type", "id", "displayName", "name"} <= set(key["user"])
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", key["challenge"])
+    assert len(b64url(key["challenge"])) >= 16
+    assert (key["pubKeyCredParams"][0]["type"], key["pubKeyCredParams"][0]["alg"]) == ("public-key", -7)
+    assert key["authenticatorSelection"]["userVerification"] == "required"
+    assert key["authenticatorSelection"]["requireResidentKey"] is True
+    assert key["attestation"] == "direct"
+    assert isinstance(key["timeout"], int)
+    assert isinstance(key["excludeCredentials"], list)
+    assert key["extensions"]["@odata.type"] == "#microsoft.graph.webauthnAuthenticationExtensionsClientInputs"
+
+
+def test_the_challenge_timeout_is_a_beta_parameter(graph: httpx.Client, users: list[str]) -> None:
+    # v1.0: "custom challenge timeout values are not supported"; a query string is refused with 405
+    # (webauthn-interop issue 13). beta: challengeTimeoutInMinutes from 5 to 43,200.
+    path = f"/users/{users[0]}/authentication/fido2Methods/creationOptions"
+    graph_error(graph.get(f"/v1.0{path}", params={"challengeTimeoutInMinutes": "10"}), 405,
+                "Request_UnsupportedQuery")
+    graph_error(graph.get(f"/v1.0{path}(challengeTimeoutInMinutes=10)"), 400, "BadRequest")
+    now = dt.datetime.now(dt.UTC)
+    for minutes in (5, 10, 43200):
+        body = options_for(graph, users[0], "beta", f"(challengeTimeoutInMinutes={minutes})")
+        expires = dt.datetime.fromisoformat(body["challengeTimeoutDateTime"].replace("Z", "+00:00"))
+        assert abs((expires - now) - dt.timedelta(minutes=minutes)) < dt.timedelta(seconds=5)
+        assert body["publicKey"]["timeout"] == minutes * 60000
+    for minutes in (4, 43201):
+        graph_error(graph.get(f"/beta{path}(challengeTimeoutInMinutes={minutes})"), 400, "BadRequest")
+
+
+def test_the_documented_request_is_refused_for_a_challenge_never_issued(graph: httpx.Client,
+                                                                        users: list[str]) -> None:
+    # authentication-post-fido2methods: the published example is shortened (its attestation object ends
+    # early) and its challenge was issued by another tenant; either way a 400, never a 500.
+    url = f"/v1.0/users/{users[0]}/authentication/fido2Methods"
+    graph_error(graph.post(url, json=DOCUMENTED_REGISTRATION), 400, "invalidRequest")
+    # Its client data with a complete attestation object: refused for the challenge alone.
+    foreign = SoftwareAuthenticator().register({"rp": {"id": "login.microsoftonline.com"},
+                                                "challenge": "QTU1MzNDNzAtNkM3Ni00NTRDLUJDQ0YtRTREMDZCNTBFRTRE"})
+    assert "challenge" in graph_error(graph.post(url, json=documented_body(foreign)), 400, "invalidRequest")
+
+
+def test_register_list_get_delete(graph: httpx.Client, users: list[str]) -> None:
+    # authentication-post-fido2methods (201 and its response example), fido2authenticationmethod-list,
+    # -get and -delete (204; itemNotFound afterwards)
+    user = users[0]
+    options = options_for(graph, user)
+    credential = SoftwareAuthenticator(fmt="none").register(options)
+    created = graph.post(f"/v1.0/users/{user}/authentication/fido2Methods", json=documented_body(credential))
+    assert created.status_code == 201, created.text
+    method = created.json()
+    assert method["@odata.type"] == "#microsoft.graph.fido2AuthenticationMethod"
+    assert {"id", "displayName", "createdDateTime", "aaGuid", "model", "attestationCertificates",
+            "attestationLevel", "passkeyType"} <= set(method)
+    assert (method["displayName"], method["passkeyType"], method["attestationLevel"]) == (
+        "My security key", "deviceBound", "notAttested")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", method["createdDateTime"])
+    listed = graph.get(f"/v1.0/users/{user}/authentication/fido2Methods").json()
+    assert method["id"] in [m["id"] for m in listed["value"]]
+    assert graph.get(f"/v1.0/users/{user}/authentication/fido2Methods/{method['id']}").json() == method
+    # The next options exclude the new credential, in the padded standard base64 third parties report.
+    excluded = options_for(graph, user)["publicKey"]["excludeCredentials"]
+    assert [base64.b64decode(c["id"]) for c in excluded] == [b64url(credential["id"])]
+    assert graph.delete(f"/v1.0/users/{user}/authentication/fido2Methods/{method['id']}").status_code == 204
+    graph_error(graph.delete(f"/v1.0/users/{user}/authentication/fido2Methods/{method['id']}"), 404, "itemNotFound")
+    graph_error(graph.get(f"/v1.0/users/{user}/authentication/fido2Methods/{method['id']}"), 404, "itemNotFound")
+
+
+def test_entra_checks_the_challenge_origin_and_reuse(graph: httpx.Client, users: list[str]) -> None:
+    options = options_for(graph, users[0])
+    other = graph.post(f"/v1.0/users/{users[1]}/authentication/fido2Methods",
+                       json=documented_body(SoftwareAuthenticator().register(options)))
+    assert "not issued for this user" in graph_error(other, 400, "invalidRequest")
+    phished = SoftwareAuthenticator(origin="https://login.example.net").register(options_for(graph, users[0]))
+    refused = graph.post(f"/v1.0/users/{users[0]}/authentication/fido2Methods", json=documented_body(phished))
+    assert "origin" in graph_error(refused, 400, "invalidRequest")
+    good = documented_body(SoftwareAuthenticator().register(options_for(graph, users[0])))
+    first = graph.post(f"/v1.0/users/{users[0]}/authentication/fido2Methods", json=good)
+    assert first.status_code == 201
+    again = graph.post(f"/v1.0/users/{users[0]}/authentication/fido2Methods", json=good)
+    graph_error(again, 400, "invalidRequest")
+    graph.delete(f"/v1.0/users/{users[0]}/authentication/fido2Methods/{first.json()['id']}")
+
+
+def test_policy_get_matches_the_documented_example(graph: httpx.Client) -> None:
+    # fido2authenticationmethodconfiguration-get
+    policy = graph.get(f"/v1.0{POLICY}").json()
+    assert policy["@odata.type"] == POLICY_TYPE
+    assert policy["id"] == "Fido2"
+    assert policy["@odata.context"].endswith("/v1.0/$metadata#authenticationMethodConfigurations/$entity")
+    assert {"state", "isSelfServiceRegistrationAllowed", "isAttestationEnforced", "keyRestrictions",
+            "includeTargets", "excludeTargets"} <= set(policy)
+    assert set(policy["keyRestrictions"]) == {"isEnforced", "enforcementType", "aaGuids"}
+    assert {"targetType", "id", "isRegistrationRequired"} <= set(policy["includeTargets"][0])
+
+
+def test_policy_update_example_enforces_attestation(graph: httpx.Client, users: list[str],
+                                                    policy: dict[str, Any]) -> None:
+    # fido2authenticationmethodconfiguration-update: the example sends "true" as a string; 204, no body.
+    answer = graph.patch(f"/v1.0{POLICY}", json={"@odata.type": POLICY_TYPE, "state": "enabled",
+                                                 "isAttestationEnforced": "true"})
+    assert (answer.status_code, answer.content) == (204, b"")
+    assert graph.get(f"/v1.0{POLICY}").json()["isAttestationEnforced"] is True
+    url = f"/v1.0/users/{users[0]}/authentication/fido2Methods"
+    self_attested = SoftwareAuthenticator(fmt="packed-self").register(options_for(graph, users[0]))
+    assert "attestation" in graph_error(graph.post(url, json=documented_body(self_attested)), 400, "invalidRequest")
+    attested = graph.post(url, json=documented_body(SoftwareAuthenticator(fmt="packed-x5c").register(
+        options_for(graph, users[0]))))
+    assert attested.status_code == 201
+    assert attested.json()["attestationLevel"] == "attested"
+    graph.delete(f"{url}/{attested.json()['id']}")
+
+
+def test_policy_update_needs_the_odata_type_and_known_properties(graph: httpx.Client,
+                                                                 policy: dict[str, Any]) -> None:
+    graph_error(graph.patch(f"/v1.0{POLICY}", json={"state": "enabled"}), 400, "BadRequest")
+    graph_error(graph.patch(f"/v1.0{POLICY}", json={"@odata.type": POLICY_TYPE, "colour": "blue"}), 400, "BadRequest")
+    graph_error(graph.patch(f"/v1.0{POLICY}", json={"@odata.type": POLICY_TYPE, "state": "on"}), 400, "BadRequest")
+
+
+def test_key_restrictions_and_self_service_are_enforced(graph: httpx.Client, users: list[str],
+                                                        policy: dict[str, Any]) -> None:
+    url = f"/v1.0/users/{users[0]}/authentication/fido2Methods"
+    allowed = "cb69481e-8ff7-4039-93ec-0a2729a154a8"
+    assert graph.patch(f"/v1.0{POLICY}", json={"@odata.type": POLICY_TYPE, "keyRestrictions": {
+        "isEnforced": True, "enforcementType": "allow", "aaGuids": [allowed]}}).status_code == 204
+    blocked = SoftwareAuthenticator().register(options_for(graph, users[0]))
+    assert "key restrictions" in graph_error(graph.post(url, json=documented_body(blocked)), 400, "invalidRequest")
+    ok = graph.post(url, json=documented_body(SoftwareAuthenticator(aaguid=allowed).register(
+        options_for(graph, users[0]))))
+    assert ok.status_code == 201
+    assert ok.json()["aaGuid"] == allowed
+    graph.delete(f"{url}/{ok.json()['id']}")
+    assert graph.patch(f"/v1.0{POLICY}", json={"@odata.type": POLICY_TYPE,
+                                               "isSelfServiceRegistrationAllowed": False}).status_code == 204
+    assert "self-service" in graph_error(graph.get(f"{url}/creationOptions"), 403, "accessDenied")
+    assert graph.patch(f"/v1.0{POLICY}", json={"@odata.type": POLICY_TYPE, "isSelfServiceRegistrationAllowed": True,
+                                               "state": "disabled"}).status_code == 204
+    graph_error(graph.get(f"{url}/creationOptions"), 403, "accessDenied")
+
+
+def test_users_outside_the_policy_targets_are_refused(graph: httpx.Client, users: list[str],
+                                                      policy: dict[str, Any]) -> None:
+    group = "00000000-0000-0000-0000-00000000dead"
+    assert graph.patch(f"/v1.0{POLICY}", json={"@odata.type": POLICY_TYPE, "includeTargets": [
+        {"targetType": "group", "id": group, "isRegistrationRequired": False}]}).status_code == 204
+    graph_error(graph.get(f"/v1.0/users/{users[0]}/authentication/fido2Methods/creationOptions"), 403,
+                "accessDenied")
