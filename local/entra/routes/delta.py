@@ -196,9 +196,11 @@ def routes(sim: Simulator) -> list[Route]:
         return handler
 
     found: list[Route] = []
+    users = graph_route(sim, delta("user"), permissions=USER_READ, cost=2)
+    groups = graph_route(sim, delta("group"), permissions=GROUP_READ, cost=2)
     for version in ("v1.0", "beta"):
-        found.append(Route(f"/{version}/users/delta", graph_route(sim, delta("user"), permissions=USER_READ, cost=2),
-                           methods=["GET"]))
-        found.append(Route(f"/{version}/groups/delta", graph_route(sim, delta("group"), permissions=GROUP_READ,
-                                                                    cost=2), methods=["GET"]))
+        # `/delta` is short for `/microsoft.graph.delta()`; the SDKs send `/delta()`.
+        for name in ("delta", "delta()", "microsoft.graph.delta()"):
+            found.append(Route(f"/{version}/users/{name}", users, methods=["GET"]))
+            found.append(Route(f"/{version}/groups/{name}", groups, methods=["GET"]))
     return found
