@@ -13,6 +13,7 @@ import asyncio
 import base64
 import datetime as dt
 import json
+import math
 import random
 import re
 import threading
@@ -31,6 +32,9 @@ from local.entra.state import App, Store, Tenant
 from local.entra.tokens import Signer
 
 GRAPH_RESOURCE = "https://graph.microsoft.com"
+RU_WINDOW = 10.0
+APP_WRITES, APP_WRITE_WINDOW = 3000, 150.0
+TENANT_WRITES, TENANT_WRITE_WINDOW = 18000, 300.0
 
 
 class GraphError(Exception):
@@ -54,9 +58,52 @@ class DroppedConnection(Response):
         raise ConnectionAbortedError("fault injected: connection dropped")
 
 
+RATES = {"latencyMs": "latency_ms", "errorRate": "error_rate", "throttleRate": "throttle_rate",
+         "dropRate": "drop_rate", "ambiguousRate": "ambiguous_rate"}
+
+
+@dataclass
+class RouteFault:
+    """Fault settings for requests whose path (after /v1.0 or /beta) matches `path`, a regular expression."""
+
+    path: re.Pattern[str]
+    method: str | None
+    settings: dict[str, float]
+
+    def matches(self, method: str, path: str) -> bool:
+        """Whether this rule applies to the request."""
+        return (self.method is None or self.method == method.upper()) and self.path.search(path) is not None
+
+    def describe(self) -> dict[str, Any]:
+        """The rule as the admin API shows it."""
+        names = {v: k for k, v in RATES.items()}
+        return {"path": self.path.pattern, "method": self.method, **{names[k]: v for k, v in self.settings.items()}}
+
+
+def _rates(values: dict[str, Any], where: str) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for key, value in values.items():
+        name = RATES.get(key, key)
+        if name not in RATES.values():
+            raise GraphError(400, "BadRequest", f"unknown fault setting {key!r}{where}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise GraphError(400, "BadRequest", f"fault setting {key!r}{where} must be a number") from None
+        if number < 0 or (name != "latency_ms" and number > 1):
+            raise GraphError(400, "BadRequest", f"fault setting {key!r}{where} must be between 0 and 1"
+                             if name != "latency_ms" else f"fault setting {key!r}{where} must not be negative")
+        found[name] = number
+    return found
+
+
 @dataclass
 class Faults:
-    """Injected failures for Graph routes: rates between 0 and 1, latency in milliseconds."""
+    """Injected failures for Graph routes: rates between 0 and 1, latency in milliseconds.
+
+    `routes` holds rules for some paths (and methods) only; the first matching rule's settings replace
+    the global ones it names.
+    """
 
     latency_ms: float = 0.0
     error_rate: float = 0.0  # 503 before doing anything
@@ -64,26 +111,56 @@ class Faults:
     drop_rate: float = 0.0  # connection dropped before doing anything
     ambiguous_rate: float = 0.0  # writes: applied, then the connection dropped
     seed: int | None = None
+    routes: list[RouteFault] = field(default_factory=list)
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def update(self, values: dict[str, Any]) -> None:
-        """Change settings from the admin API (camelCase or snake_case names)."""
-        names = {"latencyMs": "latency_ms", "errorRate": "error_rate", "throttleRate": "throttle_rate",
-                 "dropRate": "drop_rate", "ambiguousRate": "ambiguous_rate"}
-        for key, value in values.items():
-            name = names.get(key, key)
-            if name == "seed":
-                self.rng = random.Random(value)  # noqa: S311 - fault injection, not security
-                self.seed = value
-            elif name in ("latency_ms", "error_rate", "throttle_rate", "drop_rate", "ambiguous_rate"):
-                setattr(self, name, float(value))
-            else:
-                raise GraphError(400, "BadRequest", f"unknown fault setting {key!r}")
+        """Change settings from the admin API (camelCase or snake_case names); all or nothing."""
+        values = dict(values)
+        seed = values.pop("seed", self.seed)
+        rules: list[RouteFault] | None = None
+        if "routes" in values:
+            raw = values.pop("routes")
+            if not isinstance(raw, list):
+                raise GraphError(400, "BadRequest", "fault 'routes' must be a list of rules")
+            rules = []
+            for n, rule in enumerate(raw):
+                if not isinstance(rule, dict) or not isinstance(rule.get("path"), str):
+                    raise GraphError(400, "BadRequest", f"fault rule {n} needs a 'path' (a regular expression)")
+                rule = dict(rule)
+                pattern, method = rule.pop("path"), rule.pop("method", None)
+                try:
+                    compiled = re.compile(pattern)
+                except re.error as exc:
+                    raise GraphError(400, "BadRequest", f"fault rule {n}: bad path pattern ({exc})") from None
+                rules.append(RouteFault(compiled, str(method).upper() if method else None,
+                                        _rates(rule, f" in rule {n}")))
+        rates = _rates(values, "")
+        if seed is not None and not isinstance(seed, int):
+            raise GraphError(400, "BadRequest", "fault setting 'seed' must be an integer")
+        for name, number in rates.items():
+            setattr(self, name, number)
+        if rules is not None:
+            self.routes = rules
+        if seed != self.seed:
+            self.rng = random.Random(seed)  # noqa: S311 - fault injection, not security
+            self.seed = seed
 
     def describe(self) -> dict[str, Any]:
         """Current settings."""
         return {"latencyMs": self.latency_ms, "errorRate": self.error_rate, "throttleRate": self.throttle_rate,
-                "dropRate": self.drop_rate, "ambiguousRate": self.ambiguous_rate, "seed": self.seed}
+                "dropRate": self.drop_rate, "ambiguousRate": self.ambiguous_rate, "seed": self.seed,
+                "routes": [r.describe() for r in self.routes]}
+
+    def settings_for(self, method: str, path: str) -> dict[str, float]:
+        """The settings that apply to one request."""
+        settings = {name: float(getattr(self, name)) for name in RATES.values()}
+        local = path.split("/", 2)[2] if path.startswith(("/v1.0/", "/beta/")) else path
+        for rule in self.routes:
+            if rule.matches(method, "/" + local.lstrip("/")):
+                settings.update(rule.settings)
+                break
+        return settings
 
     def roll(self, rate: float) -> bool:
         """True with probability `rate`."""
@@ -95,25 +172,42 @@ class Bucket:
 
     def __init__(self, capacity: float, window_seconds: float, time_scale: float) -> None:
         self.capacity = capacity
+        self.time_scale = time_scale
         self.rate = capacity / window_seconds * time_scale
         self.tokens = capacity
         self.updated = time.monotonic()
         self.used = 0.0
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def wait(self, cost: float) -> float:
+        """0 when `cost` can be spent now, else the real seconds until it can."""
+        self._refill()
+        return 0.0 if self.tokens >= cost else (cost - self.tokens) / self.rate
 
     def peek(self) -> float:
         """Tokens available now, without spending any."""
         return min(self.capacity, self.tokens + (time.monotonic() - self.updated) * self.rate)
 
     def take(self, cost: float) -> float:
-        """Spend `cost`; 0 when allowed, else the seconds to wait."""
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= cost:
+        """Spend `cost`; 0 when allowed, else the real seconds to wait (nothing spent)."""
+        wait = self.wait(cost)
+        if wait == 0:
             self.tokens -= cost
             self.used += cost
-            return 0.0
-        return (cost - self.tokens) / self.rate
+        return wait
+
+    def usage(self) -> float:
+        """The share of the budget spent in the current window (0 to 1)."""
+        return 1 - self.tokens / self.capacity
+
+
+def ru_limit(users: int) -> int:
+    """Resource units per app and tenant per 10 s by tenant size (S <50, M 50-500, L >500 users)."""
+    return 3500 if users < 50 else 5000 if users <= 500 else 8000
 
 
 @dataclass
@@ -152,6 +246,8 @@ class Simulator:
         self._buckets: dict[str, Bucket] = {}
         self._lock = threading.Lock()
         self.counters: dict[str, float] = {"requests": 0, "throttled": 0, "writes": 0, "resourceUnits": 0}
+        #: The same counters per calling app (client id), for the admin API.
+        self.app_counters: dict[str, dict[str, float]] = {}
         #: The ASGI app serving this simulator (set by app.build), for routes that call other routes.
         self.app: Any = None
 
@@ -220,46 +316,80 @@ class Simulator:
                     for key, b in self._buckets.items()}
 
     def charge(self, caller: Caller, *, cost: float, write: bool) -> dict[str, str]:
-        """Spend resource units (and a write); raise 429 over the limits. Returns headers to add."""
-        self.counters["requests"] += 1
-        self.counters["resourceUnits"] += cost
-        if write:
-            self.counters["writes"] += 1
-        if not self.limits:
-            return {"x-ms-resource-unit": str(int(cost))}
-        size = len(self.tenant.users)
-        ru_limit = 3500 if size < 50 else 5000 if size <= 500 else 8000
-        app = str(caller.claims.get("appid"))
-        waits = [self._bucket(f"ru:{app}", ru_limit, 10).take(cost)]
-        if write:
-            waits.append(self._bucket(f"w:{app}", 3000, 150).take(1))
-            waits.append(self._bucket("w:tenant", 18000, 300).take(1))
-        wait = max(waits)
-        if wait > 0:
-            self.counters["throttled"] += 1
-            retry = max(1, int(wait / self.time_scale + 0.999)) if self.time_scale >= 1 else max(1, int(wait + 0.999))
-            raise GraphError(429, "TooManyRequests", "Please retry again later.", {
-                "Retry-After": str(retry), "x-ms-throttle-scope": f"Tenant_Application/Write/{self.tenant.tenantId}"
-                if write else f"Tenant_Application/ReadWrite/{self.tenant.tenantId}",
-                "x-ms-throttle-information": "WriteLimitExceeded" if write else "ResourceUnitLimitExceeded"})
-        return {"x-ms-resource-unit": str(int(cost))}
+        """Spend resource units (and a write); raise 429 over the limits. Returns headers to add.
 
-    async def before(self, write: bool) -> Response | None:
+        Header formats from https://learn.microsoft.com/graph/throttling-limits#identity-and-access-service-limits:
+        `x-ms-throttle-scope` is `<Scope>/<Limit>/<ApplicationId>/<TenantId>`, and
+        `x-ms-throttle-limit-percentage` (0.8 to 1.8) appears once more than 0.8 of a budget is used.
+        """
+        app = str(caller.claims.get("appid"))
+        with self._lock:
+            self.counters["requests"] += 1
+            per_app = self.app_counters.setdefault(app, {"requests": 0, "throttled": 0, "writes": 0,
+                                                          "resourceUnits": 0})
+            per_app["requests"] += 1
+        headers = {"x-ms-resource-unit": str(int(cost))}
+        if not self.limits:
+            self._count(per_app, cost, write)
+            return headers
+        tenant_id = self.tenant.tenantId
+        checks = [(self._bucket(f"ru:{app}", ru_limit(len(self.tenant.users)), RU_WINDOW), cost,
+                   f"Tenant_Application/ReadWrite/{app}/{tenant_id}", "ResourceUnitLimitExceeded")]
+        if write:
+            checks.append((self._bucket(f"w:{app}", APP_WRITES, APP_WRITE_WINDOW), 1,
+                           f"Tenant_Application/Write/{app}/{tenant_id}", "WriteLimitExceeded"))
+            checks.append((self._bucket("w:tenant", TENANT_WRITES, TENANT_WRITE_WINDOW), 1,
+                           f"Tenant/Write/{app}/{tenant_id}", "WriteLimitExceeded"))
+        with self._lock:
+            waits = [(bucket.wait(amount), scope, info) for bucket, amount, scope, info in checks]
+            wait, scope, info = max(waits, key=lambda w: w[0])
+            if wait <= 0:
+                for bucket, amount, _, _ in checks:
+                    bucket.take(amount)
+                used = max(bucket.usage() for bucket, _, _, _ in checks)
+                if used > 0.8:
+                    headers["x-ms-throttle-limit-percentage"] = f"{min(used, 1.8):.1f}"
+        if wait > 0:
+            with self._lock:
+                self.counters["throttled"] += 1
+                per_app["throttled"] += 1
+            # The wait is in simulated seconds; the client waits real ones.
+            retry = max(1, math.ceil(wait))
+            raise GraphError(429, "TooManyRequests", "Please retry again later.", {
+                "Retry-After": str(retry), "x-ms-throttle-scope": scope, "x-ms-throttle-information": info})
+        self._count(per_app, cost, write)
+        return headers
+
+    def _count(self, per_app: dict[str, float], cost: float, write: bool) -> None:
+        with self._lock:
+            self.counters["resourceUnits"] += cost
+            per_app["resourceUnits"] += cost
+            if write:
+                self.counters["writes"] += 1
+                per_app["writes"] += 1
+
+    async def before(self, write: bool, request: Request | None = None) -> Response | None:
         """Apply injected latency and failures that happen before any work; a response ends the request."""
         faults = self.faults
-        if faults.latency_ms:
-            await asyncio.sleep(faults.latency_ms / 1000)
-        if faults.roll(faults.drop_rate):
+        settings = faults.settings_for(request.method, request.url.path) if request is not None else \
+            faults.settings_for("GET", "/")
+        if settings["latency_ms"]:
+            await asyncio.sleep(settings["latency_ms"] / 1000)
+        if faults.roll(settings["drop_rate"]):
             return DroppedConnection()
-        if faults.roll(faults.throttle_rate):
+        if faults.roll(settings["throttle_rate"]):
             raise GraphError(429, "TooManyRequests", "Please retry again later.", {"Retry-After": "1"})
-        if faults.roll(faults.error_rate):
+        if faults.roll(settings["error_rate"]):
             raise GraphError(503, "serviceNotAvailable", "The service is temporarily unavailable.")
         return None
 
-    def ambiguous(self, write: bool) -> bool:
+    def ambiguous(self, write: bool, request: Request | None = None) -> bool:
         """Whether to drop the connection after applying this write."""
-        return write and self.faults.roll(self.faults.ambiguous_rate)
+        if not write:
+            return False
+        settings = self.faults.settings_for(request.method, request.url.path) if request is not None else \
+            self.faults.settings_for("GET", "/")
+        return self.faults.roll(settings["ambiguous_rate"])
 
 
 GraphHandler = Callable[[Request, Caller], Awaitable[Response | dict[str, Any] | None]]
@@ -270,7 +400,7 @@ def graph_route(sim: Simulator, handler: GraphHandler, *, permissions: tuple[str
     """Wrap a Graph handler with faults, authentication, authorization, limits and Graph's error format."""
     async def endpoint(request: Request) -> Response:
         try:
-            dropped = await sim.before(write)
+            dropped = await sim.before(write, request)
             if dropped is not None:
                 return dropped
             caller = sim.authenticate(request)
@@ -281,7 +411,7 @@ def graph_route(sim: Simulator, handler: GraphHandler, *, permissions: tuple[str
                 result = await handler(request, caller)
             if write:
                 sim.store.changed()
-            if sim.ambiguous(write):
+            if sim.ambiguous(write, request):
                 return DroppedConnection()
         except GraphError as err:
             return sim.error(request, err)
