@@ -1,10 +1,16 @@
-"""Federation against the simulator through the gateway: checks, refusal, forced federation, update,
-defederation, each audited."""
+"""Federation against the simulator through the gateway, with IdP metadata served over local HTTPS:
+checks, refusal, forced federation, metadata input, update, the certificate watch, defederation."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import ssl
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -15,14 +21,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from local.entra.demo import DEMO_DOMAIN
+from local.servers import free_port
+from local.tls import TlsFiles
+from shared.adapters.domains import GraphDomainDirectory
 from shared.adapters.graph import GraphGateway
+from shared.adapters.metadata import HttpsMetadataSource
 from shared.config import Connection
 from shared.domain.federation import IdpInputs
-from shared.errors import Conflict
-from shared.services.federation import FederationService
-from tests.fakes import FakeAuditSink, FakeClock
+from shared.errors import Conflict, InvalidInput, Transient
+from shared.services.federation import FederationService, IdpRequest
+from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore
 from tests.fixtures.entra import EntraFixture
-
 
 _KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
@@ -37,41 +46,189 @@ def idp_certificate(days: int = 365, *, starts: int = -1, now: dt.datetime | Non
     return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
 
 
-async def test_check_refuse_force_update_and_defederate(entra: EntraFixture, tls_files: Any) -> None:
-    conn = Connection.model_validate({"name": "demo", "tenantId": entra.tenant_id, "cloud": "local",
-                                      "features": {"federation": {"enabled": True}}})
+def as_dict(inputs: IdpInputs) -> dict[str, Any]:
+    """Explicit values as the service takes them."""
+    return {k: v for k, v in vars(inputs).items() if v is not None}
+
+
+@dataclass
+class MetadataServer:
+    """An IdP's metadata endpoint on 127.0.0.1 over the local CA's certificate."""
+
+    port: int
+    documents: dict[str, bytes] = field(default_factory=dict)
+    delay: float = 0.0
+
+    def url(self, path: str) -> str:
+        return f"https://127.0.0.1:{self.port}{path}"
+
+
+@pytest.fixture
+def metadata_server(tls_files: TlsFiles) -> Iterator[MetadataServer]:
+    server_state = MetadataServer(free_port())
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            time.sleep(server_state.delay)
+            if self.path == "/redirect-http":
+                self.send_response(302)
+                self.send_header("location", f"http://127.0.0.1:{server_state.port}/x")
+                self.end_headers()
+                return
+            body = server_state.documents.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("content-type", "application/samlmetadata+xml")
+            self.send_header("content-length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", server_state.port), Handler)
+    context = tls_files.server_context()
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server_state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+async def graph(entra: EntraFixture, tls_files: TlsFiles) -> AsyncIterator[GraphGateway]:
     credential = ClientSecretCredential(entra.tenant_id, entra.client_id, entra.client_secret, authority=entra.url,
                                         connection_verify=str(tls_files.ca))
-    graph = GraphGateway(connection="demo", tenant_id=entra.tenant_id, credential=credential, graph_base=entra.url,
-                         scope="https://graph.microsoft.com/.default", verify=tls_files.client_context())
-    audit = FakeAuditSink()
-    service = FederationService(audit=audit, clock=FakeClock(dt.datetime.now(dt.UTC)))
-    inputs = IdpInputs("https://idp.example/entity", "https://idp.example/sso", idp_certificate(), "Example IdP")
+    gateway = GraphGateway(connection="demo", tenant_id=entra.tenant_id, credential=credential, graph_base=entra.url,
+                           scope="https://graph.microsoft.com/.default", verify=tls_files.client_context())
     try:
-        initial = {c.name: c.status for c in await service.compatibility(
-            conn, graph, "contosodemo.onmicrosoft.com", None)}
-        assert initial["not the initial domain"] == "fail"
-        checks = {c.name: c for c in await service.compatibility(conn, graph, DEMO_DOMAIN, inputs)}
-        assert checks["no admins on the domain"].status == "fail"
-        assert "ben.lee1" in checks["no admins on the domain"].detail
-        assert checks["not the default domain"].status == "warn"
-        assert checks["synced users"].status == "warn"
-        assert checks["signing certificate"].status == "pass"
-        with pytest.raises(Conflict, match="no admins on the domain"):
-            await service.federate(conn, graph, DEMO_DOMAIN, inputs, force_reason=None, actor="t",
-                                   correlation_id="c")
-        done = await service.federate(conn, graph, DEMO_DOMAIN, inputs, force_reason="admins have cloud accounts",
-                                      actor="t", correlation_id="c")
+        yield gateway
+    finally:
+        await gateway.close()
+        await credential.close()
+
+
+CONN = Connection.model_validate({"name": "demo", "tenantId": "8f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f",
+                                  "cloud": "local", "features": {"federation": {"enabled": True}}})
+
+
+def service_for(tls_files: TlsFiles, clock: FakeClock, audit: FakeAuditSink,
+                entities: FakeEntityStore | None = None) -> FederationService:
+    return FederationService(audit=audit, clock=clock, entities=entities or FakeEntityStore(),
+                             metadata=HttpsMetadataSource(verify=tls_files.client_context(), timeout=2.0))
+
+
+async def test_check_refuse_force_update_and_defederate(graph: GraphGateway, tls_files: TlsFiles) -> None:
+    directory = GraphDomainDirectory(graph, claims=graph.token_claims)
+    audit = FakeAuditSink()
+    service = service_for(tls_files, FakeClock(dt.datetime.now(dt.UTC)), audit)
+    inputs = IdpInputs("https://idp.example/entity", "https://idp.example/sso", idp_certificate(), "Example IdP")
+    request = IdpRequest(given=as_dict(inputs))
+    initial, _ = await service.compatibility(CONN, directory, "contosodemo.onmicrosoft.com")
+    assert {c.name: c.status for c in initial}["not the initial domain"] == "fail"
+    found, _ = await service.compatibility(CONN, directory, DEMO_DOMAIN, request)
+    checks = {c.name: c for c in found}
+    assert checks["no admins on the domain"].status == "fail"
+    assert "ben.lee1" in checks["no admins on the domain"].detail
+    assert checks["not the default domain"].status == "warn"
+    assert checks["synced users"].status == "warn"
+    assert checks["signing certificate"].status == "pass"
+    assert checks["app permission"].status == "pass"
+    assert checks["app-only limitation"].status == "warn"
+    with pytest.raises(Conflict, match="no admins on the domain"):
+        await service.federate(CONN, directory, DEMO_DOMAIN, request, force_reason=None, actor="t", correlation_id="c")
+    done = await service.federate(CONN, directory, DEMO_DOMAIN, request, force_reason="admins have cloud accounts",
+                                  actor="t", correlation_id="c")
+    try:
         assert done["authenticationType"] == "Federated"
         assert done["federationConfiguration"]["issuerUri"] == inputs.issuer_uri
         assert audit.records[-1].detail["forcedPast"] == ["no admins on the domain"]
-        newer = IdpInputs(inputs.issuer_uri, inputs.passive_sign_in_uri, idp_certificate(20), "Example IdP")
-        await service.federate(conn, graph, DEMO_DOMAIN, newer, force_reason="certificate rollover test",
+        assert inputs.signing_certificate not in str(audit.records[-1].detail)
+        newer = IdpRequest(given=as_dict(IdpInputs(inputs.issuer_uri, inputs.passive_sign_in_uri,
+                                                   idp_certificate(20), "Example IdP")))
+        await service.federate(CONN, directory, DEMO_DOMAIN, newer, force_reason="certificate rollover test",
                                actor="t", correlation_id="c")
         assert audit.records[-1].detail["updated"] is True
-        removed = await service.defederate(conn, graph, DEMO_DOMAIN, actor="t", correlation_id="c")
-        assert removed["authenticationType"] == "Managed"
-        assert "password or a passkey" in removed["note"]
-        assert [r.action for r in audit.records] == ["federation.set", "federation.set", "federation.removed"]
     finally:
-        await graph.close()
+        removed = await service.defederate(CONN, directory, DEMO_DOMAIN, actor="t", correlation_id="c")
+    assert removed["authenticationType"] == "Managed"
+    assert "password or a passkey" in removed["note"]
+    assert [r.action for r in audit.records] == ["federation.set", "federation.set", "federation.removed"]
+    with pytest.raises(Conflict, match="not federated"):
+        await service.defederate(CONN, directory, DEMO_DOMAIN, actor="t", correlation_id="c")
+
+
+async def test_federate_from_metadata_then_watch_rollover_and_alerts(
+        graph: GraphGateway, tls_files: TlsFiles, metadata_server: MetadataServer) -> None:
+    from tests.unit.test_federation_metadata import metadata_xml
+
+    now = dt.datetime.now(dt.UTC)
+    directory = GraphDomainDirectory(graph, claims=graph.token_claims)
+    audit, clock, entities = FakeAuditSink(), FakeClock(now), FakeEntityStore()
+    service = service_for(tls_files, clock, audit, entities)
+    current, upcoming = idp_certificate(40), idp_certificate(400, starts=30)
+    issuer = "http://idp.example/adfs/services/trust"
+    metadata_server.documents["/FederationMetadata.xml"] = metadata_xml(issuer, [current]).encode()
+    request = IdpRequest(given={"display_name": "Example"}, metadata_url=metadata_server.url("/FederationMetadata.xml"))
+    checks, resolved = await service.compatibility(CONN, directory, DEMO_DOMAIN, request)
+    assert resolved.inputs is not None
+    assert resolved.inputs.issuer_uri == issuer
+    assert {c.name: c.status for c in checks}["metadata signing certificate"] == "pass"
+    await service.federate(CONN, directory, DEMO_DOMAIN, request, force_reason="the demo admin has a cloud account",
+                           actor="t", correlation_id="c")
+    try:
+        # the IdP publishes its next certificate: it becomes nextSigningCertificate
+        metadata_server.documents["/FederationMetadata.xml"] = metadata_xml(issuer, [current, upcoming]).encode()
+        [watched] = await service.watch(CONN, directory, correlation_id="w")
+        config = await directory.federation(DEMO_DOMAIN)
+        assert config is not None
+        assert config["nextSigningCertificate"] == upcoming
+        assert audit.actions()[-1] == "federation.certificate.rollover"
+        assert "problem" not in watched
+        # 30 days before expiry: one alert, not repeated the next day
+        clock.current = now + dt.timedelta(days=11)
+        await service.watch(CONN, directory, correlation_id="w")
+        clock.current = now + dt.timedelta(days=12)
+        await service.watch(CONN, directory, correlation_id="w")
+        alerts = [r for r in audit.records if r.action == "federation.certificate.expiring"]
+        assert [a.outcome for a in alerts] == ["30d"]
+        # the IdP switches: the next certificate is promoted and the alert state follows the new certificate
+        metadata_server.documents["/FederationMetadata.xml"] = metadata_xml(issuer, [upcoming]).encode()
+        clock.current = now + dt.timedelta(days=34)
+        await service.watch(CONN, directory, correlation_id="w")
+        config = await directory.federation(DEMO_DOMAIN)
+        assert config is not None
+        assert config["signingCertificate"] == upcoming
+        assert not config.get("nextSigningCertificate")
+        assert [r.action for r in audit.records].count("federation.certificate.expiring") == 1
+        status = await service.watch_status("demo")
+        assert status[0]["domain"] == DEMO_DOMAIN
+        assert "problem" not in status[0]
+        # the IdP is unreachable: the watch reports it and keeps going
+        metadata_server.documents.clear()
+        [watched] = await service.watch(CONN, directory, correlation_id="w")
+        assert "404" in watched["problem"]
+    finally:
+        await service.defederate(CONN, directory, DEMO_DOMAIN, actor="t", correlation_id="c")
+    assert await service.watch_status("demo") == []
+
+
+async def test_metadata_fetch_limits(tls_files: TlsFiles, metadata_server: MetadataServer) -> None:
+    source = HttpsMetadataSource(verify=tls_files.client_context(), max_bytes=1000, timeout=0.5)
+    metadata_server.documents["/big"] = b"<x>" + b" " * 2000 + b"</x>"
+    metadata_server.documents["/ok"] = b"<x/>"
+    assert await source.fetch(metadata_server.url("/ok")) == b"<x/>"
+    with pytest.raises(InvalidInput, match="at most 1000"):
+        await source.fetch(metadata_server.url("/big"))
+    with pytest.raises(InvalidInput, match="https"):
+        await source.fetch(f"http://127.0.0.1:{metadata_server.port}/ok")
+    with pytest.raises(InvalidInput, match="non-https"):
+        await source.fetch(metadata_server.url("/redirect-http"))
+    with pytest.raises(Transient, match="cannot be fetched"):
+        await HttpsMetadataSource(verify=ssl.create_default_context()).fetch(metadata_server.url("/ok"))
+    metadata_server.delay = 1.0
+    with pytest.raises(Transient, match="did not arrive"):
+        await source.fetch(metadata_server.url("/ok"))
