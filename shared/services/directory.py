@@ -1,15 +1,19 @@
-"""Reading and writing the bridge directory (`users` table), and the views other features take of it."""
+"""The bridge directory (`users` table), the views other features take of it, and the enrollment-state groups."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
-from shared.domain.directory import UserRow
+from shared.config import Connection
+from shared.domain import enrollment
+from shared.domain.directory import Enrollment, UserRow
 from shared.domain.rotation import RotationSubject
-from shared.services.ports import Entity, EntityStore
+from shared.errors import Configuration, Stop
+from shared.services.ports import AuditSink, Entity, EntityStore, JsonObject
 from shared.topology import Table
 
 log = logging.getLogger(__name__)
@@ -77,3 +81,125 @@ class RotationSubjects:
         """Every user as rotation sees it."""
         async for row in self._directory.all(connection):
             yield rotation_subject(row)
+
+
+# ----------------------------------------------------------------------------- enrollment-state groups
+
+
+@runtime_checkable
+class GroupWriter(Protocol):
+    """What the enrollment-state groups need from Entra (implemented in shared/adapters/directory.py)."""
+
+    async def find_groups(self, display_name: str) -> list[str]:
+        """Ids of the groups with exactly this display name."""
+        ...
+
+    async def create_group(self, display_name: str, mail_nickname: str, description: str) -> str:
+        """Create a security group; returns its id."""
+        ...
+
+    async def member_ids(self, group_id: str) -> set[str]:
+        """Ids of the group's direct members."""
+        ...
+
+    async def add_members(self, group_id: str, user_ids: Sequence[str]) -> None:
+        """Add users to a group."""
+        ...
+
+    async def remove_member(self, group_id: str, user_id: str) -> None:
+        """Remove one member; absent counts as removed."""
+        ...
+
+    async def delete_group(self, group_id: str) -> None:
+        """Delete a group; absent counts as deleted."""
+        ...
+
+
+_GROUPS_ROW = "enrollmentGroups"
+_DESCRIPTION = "Kept by the credential bridge: users whose enrollment state is {state}. Do not edit by hand."
+
+
+class EnrollmentGroups:
+    """Keeps the enrollment-state groups of a connection equal to its users' states."""
+
+    def __init__(self, entities: EntityStore, audit: AuditSink) -> None:
+        self._entities = entities
+        self._audit = audit
+
+    async def known(self, connection: str) -> dict[str, JsonObject]:
+        """The groups recorded for a connection: state -> {id, name, created}."""
+        found = await self._entities.get(Table.SYNCSTATE, connection, _GROUPS_ROW)
+        return {k: dict(v) for k, v in (found.data if found else {}).items() if isinstance(v, dict)}
+
+    async def ensure(self, conn: Connection, writer: GroupWriter, *, correlation_id: str) -> dict[Enrollment, str]:
+        """The id of each group, creating the missing ones (and remembering which the bridge created)."""
+        known = await self.known(conn.name)
+        names = conn.features.passkeys.enrollment_groups
+        ids: dict[Enrollment, str] = {}
+        for state in Enrollment:
+            name = enrollment.group_name(names, state)
+            record = known.get(state.value)
+            if record and record.get("name") == name and record.get("id"):
+                ids[state] = str(record["id"])
+                continue
+            found = await writer.find_groups(name)
+            if len(found) > 1:
+                raise Configuration(f"{len(found)} groups are named {name!r}; keep one or rename "
+                                    f"features.passkeys.enrollmentGroups.{state.value}", setting="CONNECTIONS")
+            created = not found
+            group_id = found[0] if found else await writer.create_group(
+                name, enrollment.mail_nickname(state), _DESCRIPTION.format(state=state.value))
+            if not group_id:
+                raise Stop(f"creating the enrollment-state group {name!r} returned no id")
+            known[state.value] = {"id": group_id, "name": name,
+                                  "created": created or bool(record and record.get("created"))}
+            ids[state] = group_id
+            if created:
+                await self._audit.record(connection=conn.name, actor="sync", action="enrollmentGroup.created",
+                                         target=group_id, outcome="created", correlation_id=correlation_id,
+                                         detail={"name": name, "state": state.value})
+        await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, _GROUPS_ROW, dict(known)))
+        return ids
+
+    async def reconcile(self, conn: Connection, writer: GroupWriter, rows: Iterable[UserRow], *,
+                        correlation_id: str) -> enrollment.MembershipPlan:
+        """Make every group's members equal to the users in that state (drift repaired both ways)."""
+        ids = await self.ensure(conn, writer, correlation_id=correlation_id)
+        current = {state: await writer.member_ids(group_id) for state, group_id in ids.items()}
+        changes = enrollment.plan_membership(rows, current)
+        await self._apply(conn, writer, ids, changes, correlation_id)
+        return changes
+
+    async def move(self, conn: Connection, writer: GroupWriter, user_id: str, to: Enrollment | None, *,
+                   correlation_id: str) -> None:
+        """Move one user into the group of `to` (None: out of every group) right away."""
+        ids = await self.ensure(conn, writer, correlation_id=correlation_id)
+        await self._apply(conn, writer, ids, enrollment.plan_move(user_id, to), correlation_id)
+
+    async def uninstall(self, conn: Connection, writer: GroupWriter, *, correlation_id: str) -> list[str]:
+        """Delete the groups the bridge created (never ones it found); returns their ids."""
+        known = await self.known(conn.name)
+        deleted: list[str] = []
+        for state, record in known.items():
+            if record.get("created") and record.get("id"):
+                await writer.delete_group(str(record["id"]))
+                deleted.append(str(record["id"]))
+                await self._audit.record(connection=conn.name, actor="sync", action="enrollmentGroup.deleted",
+                                         target=str(record["id"]), outcome="deleted", correlation_id=correlation_id,
+                                         detail={"name": record.get("name"), "state": state})
+        await self._entities.delete(Table.SYNCSTATE, conn.name, _GROUPS_ROW)
+        return deleted
+
+    async def _apply(self, conn: Connection, writer: GroupWriter, ids: dict[Enrollment, str],
+                     changes: enrollment.MembershipPlan, correlation_id: str) -> None:
+        for state, group_id in ids.items():
+            added, removed = changes.add[state], changes.remove[state]
+            if added:
+                await writer.add_members(group_id, added)
+            for user_id in removed:
+                await writer.remove_member(group_id, user_id)
+            if added or removed:
+                await self._audit.record(connection=conn.name, actor="sync", action="enrollmentGroup.members",
+                                         target=group_id, outcome="updated", correlation_id=correlation_id,
+                                         detail={"state": state.value, "added": len(added), "removed": len(removed),
+                                                 "addedIds": added[:20], "removedIds": removed[:20]})

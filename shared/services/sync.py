@@ -1,29 +1,34 @@
-"""User and group sync: read the sync groups completely, plan, then apply under a lease.
+"""User and group sync: read the sync groups, plan, then apply under a lease.
 
-Order of a run: take the connection's lease (one run at a time), read every sync group's transitive
-users and the rotation group's members (any failed or incomplete page aborts the run before anything
-is written), plan (shared.domain.sync), stop with an alert if removals exceed the threshold, then
-write rows, carry out the removal behaviour, record the run in `syncstate` and audit it.
+Order of a run: take the connection's lease (one run at a time); read Entra - the first run (or a
+resync after a delta token expired, 410) reads the group tree with a first `groups/delta` round per
+50 groups and the users' attributes with `transitiveMembers`; later runs read only `users/delta` and
+the `groups/delta` rounds of the groups under the sync groups, and recompute effective membership
+locally (shared.domain.sync.GroupTree). Any failed or incomplete page aborts the run before anything is
+written. Then plan (shared.domain.sync), stop with an alert if removals exceed the threshold, write rows,
+carry out the removal behaviour, keep the enrollment-state groups, and only then store the new delta
+links and tree in `syncstate` / `groups`, so a run that stops early is read again next time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from shared.config import Connection
 from shared.domain import rotation as rotation_policy
 from shared.domain.directory import UserRow, UserState
-from shared.domain.sync import EntraUser, SyncPlan, plan
-from shared.errors import BridgeError, Conflict, Stop
+from shared.domain.sync import EntraUser, GroupTree, SyncPlan, chunks, plan, scope, user_changes
+from shared.errors import BridgeError, Conflict, Gone, Stop
 from shared.messages import WorkMessage
-from shared.services.directory import Directory
+from shared.services.directory import Directory, EnrollmentGroups, GroupWriter
 from shared.services.ports import AuditSink, Clock, Entity, EntityStore, JsonObject, SecretStore, WorkQueue
 from shared.topology import Queue, Table
 
@@ -33,8 +38,19 @@ LEASE = dt.timedelta(minutes=10)
 ACTOR = "sync"
 WRITE_CONCURRENCY = 16
 _EPOCH = "1970-01-01T00:00:00+00:00"
+#: Member ids per stored tree row: a Table string property holds 32K characters (64 KiB UTF-16).
+TREE_IDS_PER_ROW = 800
+_STATE_ROW = "delta"
 
 Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class DeltaRead:
+    """A complete delta round: every item of every page, and the deltaLink for the next round."""
+
+    items: list[JsonObject]
+    link: str
 
 
 class DirectoryReader(Protocol):
@@ -50,9 +66,50 @@ class DirectoryReader(Protocol):
         """Every user of a group, nested groups included."""
         ...
 
-    async def transitive_user_ids(self, group_id: str) -> set[str]:
-        """Ids of every user of a group, nested groups included."""
+    async def groups_delta(self, ids: Sequence[str] | None = None, link: str | None = None) -> DeltaRead:
+        """A first groups/delta round for `ids` (with members), or the next round from `link`; Gone on 410."""
         ...
+
+    async def users_delta_latest(self) -> str:
+        """A users/delta link from now."""
+        ...
+
+    async def users_delta(self, link: str) -> DeltaRead:
+        """Users changed or deleted since `link`; Gone on 410."""
+        ...
+
+    async def users(self, ids: Sequence[str]) -> list[JsonObject]:
+        """The attributes of these users (absent ones left out)."""
+        ...
+
+
+@dataclass
+class DeltaState:
+    """What an incremental run starts from (the `delta` row of `syncstate` plus the stored tree)."""
+
+    sync_roots: list[str]
+    rotation_root: str | None
+    users_link: str
+    group_links: list[dict[str, Any]]  # [{"ids": [...], "link": "..."}]
+    tree: GroupTree
+    tree_parts: dict[str, int] = field(default_factory=dict)
+
+    def row(self) -> JsonObject:
+        """The stored form of the links (the tree lives in the `groups` table)."""
+        return {"syncRoots": json.dumps(self.sync_roots), "rotationRoot": self.rotation_root or "",
+                "usersLink": self.users_link, "groupLinks": json.dumps(self.group_links)}
+
+
+@dataclass
+class ReadResult:
+    """A complete read of Entra for one run."""
+
+    state: DeltaState
+    attributes: dict[str, EntraUser]
+    deleted: set[str]
+    dirty: set[str]
+    gone_groups: set[str]
+    mode: str
 
 
 @dataclass
@@ -63,19 +120,30 @@ class SyncReport:
     connection: str
     started_at: str
     outcome: str = "running"  # completed | dry-run | blocked | aborted
+    mode: str = ""  # full | incremental
+    resynced: str | None = None  # why an incremental run became a full one
     added: int = 0
     updated: int = 0
     removed: int = 0
     unchanged: int = 0
+    missing_in_entra: int = 0
     errors: int = 0
     resource_units: int = 0
     duration_seconds: float = 0.0
+    enrollment_changes: int | None = None
     alert: str | None = None
     planned: dict[str, list[str]] = field(default_factory=dict)
 
     def row(self) -> JsonObject:
-        """The stored form."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The stored form (camelCase, nested values as JSON text as Table storage requires)."""
+        data = {_camel(k): v for k, v in asdict(self).items() if v is not None}
+        data["planned"] = json.dumps(self.planned)
+        return data
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 class SyncService:
@@ -89,16 +157,18 @@ class SyncService:
         self._queue = queue
         self._clock = clock
         self._secrets = secrets
+        self.enrollment_groups = EnrollmentGroups(entities, audit)
 
     # ------------------------------------------------------------------ planning runs
 
-    async def request(self, conn: Connection, *, actor: str, correlation_id: str, dry_run: bool = False) -> str:
+    async def request(self, conn: Connection, *, actor: str, correlation_id: str, dry_run: bool = False,
+                      full: bool = False) -> str:
         """Queue a run now; returns its run id."""
         if not conn.features.sync.enabled:
             raise Conflict(f"sync is not enabled for connection {conn.name!r} (features.sync.enabled)")
         run_id = f"sync-{uuid.uuid4().hex[:12]}"
         message = WorkMessage(connection=conn.name, kind="sync", target=conn.name, idempotency_key=run_id,
-                              correlation_id=correlation_id, args={"actor": actor, "dryRun": dry_run})
+                              correlation_id=correlation_id, args={"actor": actor, "dryRun": dry_run, "full": full})
         await self._queue.send(Queue.SYNC, message.model_dump(mode="json", by_alias=True))
         await self._audit.record(connection=conn.name, actor=actor, action="sync.requested", target=conn.name,
                                  outcome="queued", correlation_id=correlation_id, detail={"runId": run_id})
@@ -107,20 +177,28 @@ class SyncService:
     async def last_run(self, connection: str) -> JsonObject | None:
         """The `lastRun` record of a connection, if any."""
         found = await self._entities.get(Table.SYNCSTATE, connection, "lastRun")
-        return dict(found.data) if found else None
+        if not found:
+            return None
+        data = dict(found.data)
+        if isinstance(data.get("planned"), str):
+            data["planned"] = json.loads(data["planned"])
+        return data
 
     # ------------------------------------------------------------------ one run
 
     async def run(self, conn: Connection, reader: DirectoryReader, *, run_id: str, correlation_id: str,
-                  dry_run: bool = False, progress: Progress | None = None) -> SyncReport:
-        """One complete sync of `conn`."""
+                  dry_run: bool = False, progress: Progress | None = None, full: bool = False,
+                  groups: GroupWriter | None = None) -> SyncReport:
+        """One sync of `conn`: incremental when a delta state exists, full otherwise (or when asked)."""
         started = time.monotonic()
         report = SyncReport(run_id=run_id, connection=conn.name, started_at=self._clock.now().isoformat())
         dry_run = dry_run or conn.dry_run
+        writer = groups if groups is not None else (reader if isinstance(reader, GroupWriter) else None)
         lease_etag = await self._take_lease(conn.name, run_id)
         try:
+            existing = {row.id: row async for row in self._directory.all(conn.name)}
             try:
-                seen, rotation_members = await self._read(conn, reader, progress)
+                read = await self._read(conn, reader, existing, report, full, progress)
             except BridgeError as err:
                 report.outcome = "aborted"
                 report.alert = f"incomplete read, nothing removed: {err.detail}"
@@ -130,11 +208,17 @@ class SyncService:
                                          graph_request_id=err.request_id, detail={"runId": run_id,
                                                                                   "reason": err.detail})
                 raise Stop(report.alert, request_id=err.request_id) from err
-            existing = {row.id: row async for row in self._directory.all(conn.name)}
+            report.mode = read.mode
+            members = scope(read.state.tree, read.state.sync_roots)
+            seen = {uid: read.attributes[uid].with_groups(roots) for uid, roots in members.items()
+                    if uid in read.attributes and uid not in read.deleted}
+            rotation_members = (read.state.tree.effective(read.state.rotation_root)
+                                if read.state.rotation_root else set())
             changes = plan(existing, seen, rotation_members=frozenset(rotation_members),
                            removal=conn.features.sync.removal, threshold=conn.features.sync.removal_threshold,
-                           now=self._clock.now())
+                           now=self._clock.now(), deleted_in_entra=frozenset(read.deleted))
             report.unchanged = changes.unchanged
+            report.missing_in_entra = sum(1 for r in changes.remove if r.state is UserState.MISSING_IN_ENTRA)
             report.planned = {"add": [r.id for r in changes.add][:100], "update": [r.id for r in changes.update][:100],
                               "remove": [r.id for r in changes.remove][:100]}
             if changes.blocked:
@@ -149,36 +233,201 @@ class SyncService:
                     len(changes.remove)
             else:
                 await self._apply(conn, changes, report, correlation_id, progress)
+                await self._save_state(conn.name, read)
+                if conn.features.passkeys.enabled and writer is not None:
+                    final = {**existing, **{r.id: r for r in (*changes.add, *changes.update, *changes.remove)}}
+                    await self._enrollment(conn, writer, list(final.values()), report, correlation_id)
                 report.outcome = "completed"
         finally:
-            report.resource_units = reader.resource_units
+            extra = getattr(writer, "resource_units", 0) if writer is not None and id(writer) != id(reader) else 0
+            report.resource_units = reader.resource_units + (extra if isinstance(extra, int) else 0)
             report.duration_seconds = round(time.monotonic() - started, 3)
             if report.outcome != "dry-run":
                 await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, "lastRun", report.row()))
             await self._release_lease(conn.name, lease_etag)
         await self._audit.record(connection=conn.name, actor=ACTOR, action="sync.completed", target=conn.name,
                                  outcome=report.outcome, correlation_id=correlation_id,
-                                 detail={"runId": run_id, "added": report.added, "updated": report.updated,
-                                         "removed": report.removed, "unchanged": report.unchanged})
+                                 detail={"runId": run_id, "mode": report.mode, "added": report.added,
+                                         "updated": report.updated, "removed": report.removed,
+                                         "unchanged": report.unchanged, "missingInEntra": report.missing_in_entra})
         return report
 
-    async def _read(self, conn: Connection, reader: DirectoryReader,
-                    progress: Progress | None) -> tuple[dict[str, EntraUser], set[str]]:
-        seen: dict[str, EntraUser] = {}
-        for name in conn.features.sync.groups:
-            group_id = await reader.group_id(name)
-            async for item in reader.transitive_users(group_id):
-                user = EntraUser.from_graph(item, group_id)
-                seen[user.id] = seen[user.id].merged(user) if user.id in seen else user
-                if progress and len(seen) % 500 == 0:
-                    progress("read", len(seen), 0)
-        if progress:
-            progress("read", len(seen), len(seen))
-        rotation_members: set[str] = set()
+    # ------------------------------------------------------------------ reading
+
+    async def _read(self, conn: Connection, reader: DirectoryReader, existing: Mapping[str, UserRow],
+                    report: SyncReport, full: bool, progress: Progress | None) -> ReadResult:
+        sync_roots = [await reader.group_id(name) for name in conn.features.sync.groups]
         rotation = conn.features.rotation
-        if rotation.enabled and rotation.group:
-            rotation_members = await reader.transitive_user_ids(await reader.group_id(rotation.group))
-        return seen, rotation_members
+        rotation_root = await reader.group_id(rotation.group) if rotation.enabled and rotation.group else None
+        state = None if full else await self._load_state(conn.name)
+        if state is not None and (state.sync_roots != sync_roots or state.rotation_root != rotation_root):
+            report.resynced = "the sync or rotation groups changed"
+            state = None
+        if state is not None:
+            try:
+                return await self._read_incremental(reader, state, existing, progress)
+            except Gone as err:
+                report.resynced = f"a delta token expired: {err.detail}"
+                log.info("sync of %s: %s; reading everything again", conn.name, report.resynced)
+        return await self._read_full(reader, sync_roots, rotation_root, existing, progress)
+
+    async def _read_full(self, reader: DirectoryReader, sync_roots: list[str], rotation_root: str | None,
+                         existing: Mapping[str, UserRow], progress: Progress | None) -> ReadResult:
+        # The users link is taken first: a change made while the tree is read shows up again next run.
+        users_link = await reader.users_delta_latest()
+        tree = GroupTree()
+        roots = [*sync_roots, *([rotation_root] if rotation_root else [])]
+        links = await self._read_groups(reader, tree, set(roots))
+        attributes: dict[str, EntraUser] = {}
+        for root in sync_roots:
+            async for item in reader.transitive_users(root):
+                attributes[str(item["id"])] = EntraUser.from_graph(item, root)
+                if progress and len(attributes) % 1000 == 0:
+                    progress("read", len(attributes), 0)
+        await self._fetch_missing(reader, tree, sync_roots, attributes, existing)
+        if progress:
+            progress("read", len(attributes), len(attributes))
+        state = DeltaState(sync_roots=sync_roots, rotation_root=rotation_root, users_link=users_link,
+                           group_links=links, tree=tree)
+        return ReadResult(state=state, attributes=attributes, deleted=set(), dirty=tree.groups(), gone_groups=set(),
+                          mode="full")
+
+    async def _read_groups(self, reader: DirectoryReader, tree: GroupTree, groups: set[str]) -> list[dict[str, Any]]:
+        """First delta rounds for `groups` and every group nested under them, level by level."""
+        links: list[dict[str, Any]] = []
+        frontier = set(groups) - tree.groups()
+        while frontier:
+            found: set[str] = set()
+            for ids in chunks(frontier):
+                for group in ids:
+                    tree.add_group(group)
+                read = await reader.groups_delta(ids=ids)
+                for item in read.items:
+                    if "@removed" not in item and item.get("id"):
+                        nested, _ = tree.apply_members(str(item["id"]), item.get("members@delta") or [])
+                        found |= nested
+                links.append({"ids": ids, "link": read.link})
+            frontier = found - tree.groups()
+        return links
+
+    async def _read_incremental(self, reader: DirectoryReader, state: DeltaState, existing: Mapping[str, UserRow],
+                                progress: Progress | None) -> ReadResult:
+        users = await reader.users_delta(state.users_link)
+        changed, deleted = user_changes(users.items)
+        tree = state.tree.copy()
+        dirty: set[str] = set()
+        nested: set[str] = set()
+        links: list[dict[str, Any]] = []
+        for entry in state.group_links:
+            read = await reader.groups_delta(link=str(entry["link"]))
+            for item in read.items:
+                group = str(item.get("id") or "")
+                if not group or group not in tree.users:
+                    continue
+                dirty.add(group)
+                if "@removed" in item:
+                    # A deleted group has no members any more; its parents report the removal too.
+                    tree.users[group].clear()
+                    tree.children[group].clear()
+                    continue
+                new_groups, _ = tree.apply_members(group, item.get("members@delta") or [])
+                nested |= new_groups
+            links.append({"ids": entry["ids"], "link": read.link})
+        if deleted:
+            for group, members in tree.users.items():
+                if members & deleted:
+                    members -= deleted
+                    dirty.add(group)
+        new_groups = nested - tree.groups()
+        links += await self._read_groups(reader, tree, new_groups)
+        dirty |= new_groups
+        roots = [*state.sync_roots, *([state.rotation_root] if state.rotation_root else [])]
+        gone = tree.prune(roots)
+        dirty -= gone
+        links = [{"ids": [i for i in e["ids"] if i not in gone], "link": e["link"]} for e in links]
+        links = [e for e in links if e["ids"]]
+        attributes = {uid: EntraUser.from_row(row) for uid, row in existing.items()}
+        for uid, change in changed.items():
+            if uid in attributes:
+                attributes[uid] = attributes[uid].updated(change)
+            elif change.get("userPrincipalName"):
+                attributes[uid] = EntraUser.from_graph(change, "").with_groups(frozenset())
+        await self._fetch_missing(reader, tree, state.sync_roots, attributes, existing)
+        if progress:
+            progress("read", len(attributes), len(attributes))
+        new_state = DeltaState(sync_roots=state.sync_roots, rotation_root=state.rotation_root,
+                               users_link=users.link, group_links=links, tree=tree, tree_parts=state.tree_parts)
+        return ReadResult(state=new_state, attributes=attributes, deleted=deleted, dirty=dirty, gone_groups=gone,
+                          mode="incremental")
+
+    async def _fetch_missing(self, reader: DirectoryReader, tree: GroupTree, sync_roots: list[str],
+                             attributes: dict[str, EntraUser], existing: Mapping[str, UserRow]) -> None:
+        missing = sorted(uid for uid in scope(tree, sync_roots) if uid not in attributes)
+        if missing:
+            for item in await reader.users(missing):
+                attributes[str(item["id"])] = EntraUser.from_graph(item, "")
+
+    # ------------------------------------------------------------------ delta state and tree
+
+    async def _load_state(self, connection: str) -> DeltaState | None:
+        found = await self._entities.get(Table.SYNCSTATE, connection, _STATE_ROW)
+        if found is None or not found.data.get("usersLink"):
+            return None
+        data = found.data
+        tree = GroupTree()
+        parts: dict[str, int] = {}
+        async for row in self._entities.query(Table.GROUPS, connection):
+            group, _, _ = row.row_key.partition(".")
+            tree.add_group(group)
+            parts[group] = parts.get(group, 0) + 1
+            users = str(row.data.get("users") or "")
+            tree.users[group].update(u for u in users.split(",") if u)
+            children = str(row.data.get("groups") or "")
+            tree.children[group].update(g for g in children.split(",") if g)
+        return DeltaState(sync_roots=list(json.loads(str(data.get("syncRoots") or "[]"))),
+                          rotation_root=str(data.get("rotationRoot") or "") or None,
+                          users_link=str(data["usersLink"]),
+                          group_links=list(json.loads(str(data.get("groupLinks") or "[]"))),
+                          tree=tree, tree_parts=parts)
+
+    async def _save_state(self, connection: str, read: ReadResult) -> None:
+        state = read.state
+        writes: list[Entity] = []
+        deletes: list[str] = []
+        if read.mode == "full":
+            async for row in self._entities.query(Table.GROUPS, connection):
+                group = row.row_key.partition(".")[0]
+                if group not in state.tree.users:
+                    deletes.append(row.row_key)
+        for group in read.gone_groups:
+            deletes += [f"{group}.{n:04d}" for n in range(state.tree_parts.get(group, 0))]
+        for group in read.dirty:
+            users = sorted(state.tree.users.get(group, set()))
+            runs = [users[i:i + TREE_IDS_PER_ROW] for i in range(0, len(users), TREE_IDS_PER_ROW)] or [[]]
+            for n, run in enumerate(runs):
+                data: JsonObject = {"users": ",".join(run)}
+                if n == 0:
+                    data["groups"] = ",".join(sorted(state.tree.children.get(group, set())))
+                writes.append(Entity(connection, f"{group}.{n:04d}", data))
+            deletes += [f"{group}.{n:04d}" for n in range(len(runs), state.tree_parts.get(group, 0))]
+        semaphore = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+        async def put(entity: Entity) -> None:
+            async with semaphore:
+                await self._entities.upsert(Table.GROUPS, entity)
+
+        async def drop(key: str) -> None:
+            async with semaphore:
+                await self._entities.delete(Table.GROUPS, connection, key)
+
+        await asyncio.gather(*(put(e) for e in writes), *(drop(k) for k in set(deletes)))
+        await self._entities.upsert(Table.SYNCSTATE, Entity(connection, _STATE_ROW, state.row()))
+
+    async def forget_state(self, connection: str) -> None:
+        """Drop the delta links so the next run reads everything again."""
+        await self._entities.delete(Table.SYNCSTATE, connection, _STATE_ROW)
+
+    # ------------------------------------------------------------------ applying
 
     async def _apply(self, conn: Connection, changes: SyncPlan, report: SyncReport, correlation_id: str,
                      progress: Progress | None) -> None:
@@ -196,7 +445,7 @@ class SyncService:
                     log.warning("could not store user %s: %s", row.id, err.detail)
                     return
                 done += 1
-                if progress and done % 200 == 0:
+                if progress and done % 500 == 0:
                     progress("write", done, len(rows))
 
         await asyncio.gather(*(write(row) for row in rows))
@@ -217,10 +466,22 @@ class SyncService:
                     detail["secretSoftDeleted"] = True
                 except BridgeError as err:
                     detail["secretError"] = err.detail
-            # Passkeys the bridge registered for this user are revoked by the device service.
+            # The passkeys service revokes what the bridge registered for removed users after the run.
             detail["passkeysToRevoke"] = True
-        await self._audit.record(connection=conn.name, actor=ACTOR, action="user.removed", target=row.id,
+        action = "user.missingInEntra" if row.state is UserState.MISSING_IN_ENTRA else "user.removed"
+        await self._audit.record(connection=conn.name, actor=ACTOR, action=action, target=row.id,
                                  outcome=row.state.value, correlation_id=correlation_id, detail=detail)
+
+    async def _enrollment(self, conn: Connection, writer: GroupWriter, rows: list[UserRow], report: SyncReport,
+                          correlation_id: str) -> None:
+        try:
+            changes = await self.enrollment_groups.reconcile(conn, writer, rows, correlation_id=correlation_id)
+            report.enrollment_changes = changes.changes
+        except BridgeError as err:
+            # The directory is already right; the groups are repaired on the next run.
+            report.errors += 1
+            report.alert = f"enrollment-state groups not updated: {err.detail}"
+            log.warning("sync of %s: %s", conn.name, report.alert)
 
     # ------------------------------------------------------------------ the lease
 

@@ -1,22 +1,25 @@
-"""Sync planning and runs against fakes: complete reads only, thresholds, removal behaviours, leases."""
+"""Sync runs against a fake of the DirectoryReader port: full and incremental reads, nesting, safety, leases."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from shared.config import Connection
 from shared.domain.directory import UserState
-from shared.errors import Conflict, Stop
+from shared.errors import Conflict, Gone, Stop
 from shared.services.directory import Directory
 from shared.services.ports import JsonObject
-from shared.services.sync import SyncService
+from shared.services.sync import DeltaRead, SyncService
+from shared.topology import Table
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeSecretStore, FakeWorkQueue
 
-SYNC_GROUP = "11111111-0000-4000-8000-000000000001"
-ROTATION_GROUP = "11111111-0000-4000-8000-000000000002"
+SYNC = "11111111-0000-4000-8000-000000000001"
+ROTATION = "11111111-0000-4000-8000-000000000002"
+NAMES = {"Bridge Sync": SYNC, "Bridge Rotation": ROTATION}
 
 
 def conn(**sync: Any) -> Connection:
@@ -32,25 +35,124 @@ def user(n: int, **extra: Any) -> JsonObject:
             "accountEnabled": True, **extra}
 
 
-class Reader:
-    def __init__(self, users: list[JsonObject], rotation: set[str] | None = None, fail_after: int | None = None):
-        self.users = users
-        self.rotation = rotation or set()
-        self.fail_after = fail_after
-        self.resource_units = 0
+@dataclass
+class FakeEntra:
+    """A tenant behind the DirectoryReader port, with a change log for delta rounds."""
+
+    accounts: dict[str, JsonObject] = field(default_factory=dict)
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    log: list[tuple[str, str, list[str], list[str]]] = field(default_factory=list)  # kind, id, added, removed
+    expired: bool = False
+    fail: str | None = None
+    resource_units: int = 0
+    calls: list[str] = field(default_factory=list)
+
+    # -- changes, as an admin would make them
+    def add_user(self, item: JsonObject, *groups: str) -> None:
+        self.accounts[item["id"]] = item
+        self.log.append(("user", item["id"], [], []))
+        for group in groups:
+            self.add_member(group, item["id"])
+
+    def add_member(self, group: str, member: str) -> None:
+        self.groups.setdefault(group, [])
+        if member not in self.groups[group]:
+            self.groups[group].append(member)
+            self.log.append(("group", group, [member], []))
+
+    def remove_member(self, group: str, member: str) -> None:
+        self.groups[group].remove(member)
+        self.log.append(("group", group, [], [member]))
+
+    def update_user(self, user_id: str, **changes: Any) -> None:
+        self.accounts[user_id].update(changes)
+        self.log.append(("user", user_id, [], []))
+
+    def delete_user(self, user_id: str) -> None:
+        del self.accounts[user_id]
+        self.log.append(("user", user_id, [], []))
+        for group, members in self.groups.items():
+            if user_id in members:
+                self.remove_member(group, user_id)
+
+    # -- the port
+    def _check(self, name: str) -> None:
+        self.calls.append(name)
+        self.resource_units += 1
+        if self.fail == name:
+            raise Stop(f"a page of {name} has no 'value'")
+
+    def _ref(self, member: str) -> JsonObject:
+        kind = "group" if member in self.groups else "user"
+        return {"@odata.type": f"#microsoft.graph.{kind}", "id": member}
 
     async def group_id(self, name_or_id: str) -> str:
-        return {"Bridge Sync": SYNC_GROUP, "Bridge Rotation": ROTATION_GROUP}[name_or_id]
+        return NAMES.get(name_or_id, name_or_id)
+
+    def _transitive(self, group: str, seen: set[str] | None = None) -> list[str]:
+        seen = seen if seen is not None else set()
+        found: list[str] = []
+        for member in self.groups.get(group, []):
+            if member in self.groups and member not in seen:
+                seen.add(member)
+                found += self._transitive(member, seen)
+            elif member in self.accounts:
+                found.append(member)
+        return found
 
     async def transitive_users(self, group_id: str) -> AsyncIterator[JsonObject]:
-        for i, item in enumerate(self.users):
-            if self.fail_after is not None and i == self.fail_after:
-                raise Stop("a page of /groups/x/transitiveMembers has no 'value'")
-            self.resource_units += 1
-            yield item
+        self._check("transitive_users")
+        for uid in dict.fromkeys(self._transitive(group_id)):
+            yield dict(self.accounts[uid])
 
-    async def transitive_user_ids(self, group_id: str) -> set[str]:
-        return set(self.rotation)
+    async def groups_delta(self, ids: Sequence[str] | None = None, link: str | None = None) -> DeltaRead:
+        self._check("groups_delta")
+        if link:
+            if self.expired:
+                raise Gone("groups delta token expired")
+            _, since, wanted = link.split("|")
+            chosen = set(wanted.split(","))
+            items: dict[str, JsonObject] = {}
+            for kind, gid, added, removed in self.log[int(since):]:
+                if kind == "group" and gid in chosen:
+                    item = items.setdefault(gid, {"id": gid, "members@delta": []})
+                    item["members@delta"] += [self._ref(m) for m in added]
+                    item["members@delta"] += [{**self._ref(m), "@removed": {"reason": "deleted"}} for m in removed]
+            return DeltaRead(list(items.values()), f"g|{len(self.log)}|{wanted}")
+        assert ids
+        found = [{"id": g, "members@delta": [self._ref(m) for m in self.groups[g]]} for g in ids if g in self.groups]
+        return DeltaRead(found, f"g|{len(self.log)}|{','.join(ids)}")
+
+    async def users_delta_latest(self) -> str:
+        self._check("users_delta_latest")
+        return f"u|{len(self.log)}"
+
+    async def users_delta(self, link: str) -> DeltaRead:
+        self._check("users_delta")
+        if self.expired:
+            raise Gone("users delta token expired")
+        since = int(link.split("|")[1])
+        items = []
+        for kind, uid, _, _ in self.log[since:]:
+            if kind == "user":
+                items.append(dict(self.accounts[uid]) if uid in self.accounts
+                             else {"id": uid, "@removed": {"reason": "deleted"}})
+        return DeltaRead(items, f"u|{len(self.log)}")
+
+    async def users(self, ids: Sequence[str]) -> list[JsonObject]:
+        self._check("users")
+        return [dict(self.accounts[i]) for i in ids if i in self.accounts]
+
+
+def tenant(n: int = 30) -> FakeEntra:
+    """SYNC holds A and B; A holds C (depth 2). Users spread over A, B and C; ROTATION holds u0001."""
+    entra = FakeEntra()
+    entra.groups = {SYNC: ["gA", "gB"], "gA": ["gC"], "gB": [], "gC": [], ROTATION: []}
+    for i in range(n):
+        entra.accounts[f"u{i:04d}"] = user(i)
+        entra.groups[("gA", "gB", "gC")[i % 3]].append(f"u{i:04d}")
+    entra.groups[ROTATION].append("u0001")
+    return entra
 
 
 @pytest.fixture
@@ -68,77 +170,195 @@ async def rows(directory: Directory) -> dict[str, Any]:
     return {r.id: r async for r in directory.all("demo")}
 
 
-async def test_first_run_imports_users_with_rotation_membership(world: Any) -> None:
+async def test_first_run_imports_nested_users_with_rotation_membership(world: Any) -> None:
     service, directory, _, _, _ = world
-    report = await service.run(conn(), Reader([user(n) for n in range(30)], rotation={"u0001"}), run_id="r1",
-                               correlation_id="c1")
-    assert (report.outcome, report.added, report.removed) == ("completed", 30, 0)
+    report = await service.run(conn(), tenant(), run_id="r1", correlation_id="c1")
+    assert (report.outcome, report.mode, report.added, report.removed) == ("completed", "full", 30, 0)
     stored = await rows(directory)
     assert stored["u0001"].in_rotation_group
     assert not stored["u0002"].in_rotation_group
     assert stored["u0002"].domain == "contoso.example"
+    assert stored["u0002"].groups == [SYNC]
     assert (await service.last_run("demo"))["added"] == 30
 
 
-async def test_second_run_updates_and_deactivates_departed_users(world: Any) -> None:
-    service, directory, audit, _, clock = world
-    await service.run(conn(), Reader([user(n) for n in range(30)]), run_id="r1", correlation_id="c1")
-    clock.advance(minutes=15)
-    users = [user(n) for n in range(1, 30)]
-    users[0] = user(1, displayName="Renamed")
-    report = await service.run(conn(), Reader(users), run_id="r2", correlation_id="c2")
-    assert (report.updated, report.removed, report.unchanged) == (1, 1, 28)
+async def test_a_run_without_changes_reads_only_the_delta_links(world: Any) -> None:
+    service, _, _, _, _ = world
+    entra = tenant()
+    await service.run(conn(), entra, run_id="r1", correlation_id="c1")
+    entra.calls.clear()
+    report = await service.run(conn(), entra, run_id="r2", correlation_id="c2")
+    assert (report.mode, report.added, report.updated, report.removed, report.unchanged) == \
+        ("incremental", 0, 0, 0, 30)
+    assert sorted(set(entra.calls)) == ["groups_delta", "users_delta"]
+    # One filtered query per level of nesting found by the first run (each level's first round gave a link).
+    assert entra.calls.count("groups_delta") == 3
+
+
+async def test_a_user_moved_between_nested_groups_is_seen_by_the_next_run(world: Any) -> None:
+    service, directory, _, _, _ = world
+    entra = tenant()
+    entra.groups["outside"] = []
+    await service.run(conn(), entra, run_id="r1", correlation_id="c1")
+    entra.remove_member("gC", "u0002")  # out of the deepest group...
+    entra.add_member("gB", "u0002")  # ...into another nested group: still in scope
+    entra.remove_member("gA", "u0000")
+    entra.add_member("outside", "u0000")  # out of scope
+    report = await service.run(conn(), entra, run_id="r2", correlation_id="c2")
     stored = await rows(directory)
+    assert stored["u0002"].state is UserState.ACTIVE
     assert stored["u0000"].state is UserState.DEACTIVATED
-    assert stored["u0001"].display_name == "Renamed"
-    assert "user.removed" in audit.actions()
+    assert (report.mode, report.removed) == ("incremental", 1)
 
 
-async def test_an_incomplete_read_removes_nothing(world: Any) -> None:
+async def test_a_new_nested_group_and_its_users_are_imported(world: Any) -> None:
+    service, directory, _, _, _ = world
+    entra = tenant()
+    await service.run(conn(), entra, run_id="r1", correlation_id="c1")
+    entra.groups["gD"] = []
+    entra.add_user(user(500), "gD")
+    entra.add_member("gC", "gD")  # gD nested at depth 3
+    report = await service.run(conn(), entra, run_id="r2", correlation_id="c2")
+    assert report.added == 1
+    assert (await rows(directory))["u0500"].groups == [SYNC]
+    entra.add_user(user(501), "gD")  # gD is now tracked by its own delta link
+    report = await service.run(conn(), entra, run_id="r3", correlation_id="c3")
+    assert report.added == 1
+
+
+async def test_attribute_changes_disabled_and_deleted_users(world: Any) -> None:
     service, directory, audit, _, _ = world
-    await service.run(conn(), Reader([user(n) for n in range(30)]), run_id="r1", correlation_id="c1")
+    entra = tenant()
+    await service.run(conn(), entra, run_id="r1", correlation_id="c1")
+    entra.update_user("u0003", displayName="Renamed")
+    entra.update_user("u0004", accountEnabled=False)
+    entra.delete_user("u0005")
+    report = await service.run(conn(), entra, run_id="r2", correlation_id="c2")
+    stored = await rows(directory)
+    assert stored["u0003"].display_name == "Renamed"
+    assert stored["u0004"].state is UserState.DEACTIVATED
+    assert stored["u0005"].state is UserState.MISSING_IN_ENTRA
+    assert report.missing_in_entra == 1
+    assert "user.missingInEntra" in audit.actions()
+
+
+async def test_an_expired_delta_token_leads_to_a_full_resync(world: Any) -> None:
+    service, directory, _, _, _ = world
+    entra = tenant()
+    await service.run(conn(), entra, run_id="r1", correlation_id="c1")
+    entra.add_user(user(700), "gB")
+    entra.expired = True
+    report = await service.run(conn(), entra, run_id="r2", correlation_id="c2")
+    assert report.mode == "full" and "expired" in (report.resynced or "")
+    assert report.added == 1
+    entra.expired = False
+    assert (await service.run(conn(), entra, run_id="r3", correlation_id="c3")).mode == "incremental"
+    assert len(await rows(directory)) == 31
+
+
+@pytest.mark.parametrize("failing", ["transitive_users", "groups_delta", "users_delta"])
+async def test_an_incomplete_read_removes_nothing(world: Any, failing: str) -> None:
+    service, directory, audit, _, _ = world
+    entra = tenant()
+    await service.run(conn(), entra, run_id="r1", correlation_id="c1")
+    if failing == "transitive_users":
+        await service.forget_state("demo")
+    for uid in list(entra.accounts)[:20]:
+        entra.delete_user(uid)
+    entra.fail = failing
     with pytest.raises(Stop, match="incomplete read"):
-        await service.run(conn(), Reader([user(n) for n in range(30)], fail_after=5), run_id="r2",
-                          correlation_id="c2")
+        await service.run(conn(), entra, run_id="r2", correlation_id="c2")
     assert all(r.state is UserState.ACTIVE for r in (await rows(directory)).values())
     assert "sync.aborted" in audit.actions()
     assert (await service.last_run("demo"))["outcome"] == "aborted"
 
 
-async def test_removals_above_the_threshold_stop_the_run(world: Any) -> None:
+async def test_removals_above_the_threshold_stop_the_run_and_are_read_again(world: Any) -> None:
     service, directory, audit, _, _ = world
-    await service.run(conn(), Reader([user(n) for n in range(100)]), run_id="r1", correlation_id="c1")
-    report = await service.run(conn(), Reader([user(n) for n in range(50)]), run_id="r2", correlation_id="c2")
+    entra = tenant(100)
+    await service.run(conn(), entra, run_id="r1", correlation_id="c1")
+    entra.groups[SYNC].remove("gA")
+    entra.log.append(("group", SYNC, [], ["gA"]))
+    report = await service.run(conn(), entra, run_id="r2", correlation_id="c2")
     assert report.outcome == "blocked"
     assert "removalThreshold" in (report.alert or "")
     assert all(r.state is UserState.ACTIVE for r in (await rows(directory)).values())
     assert "sync.blocked" in audit.actions()
+    # The delta links were not advanced: the same change blocks again instead of being forgotten.
+    assert (await service.run(conn(), entra, run_id="r3", correlation_id="c3")).outcome == "blocked"
+    report = await service.run(conn(removalThreshold={"percent": 100, "absolute": 1000}), entra, run_id="r4",
+                               correlation_id="c4")
+    assert (report.outcome, report.removed) == ("completed", 67)
 
 
 async def test_delete_behaviour_soft_deletes_the_managed_password(world: Any) -> None:
     service, directory, audit, secrets, _ = world
-    await service.run(conn(removal="delete"), Reader([user(n) for n in range(30)]), run_id="r1", correlation_id="c")
+    entra = tenant()
+    await service.run(conn(removal="delete"), entra, run_id="r1", correlation_id="c")
     await secrets.put("pwd-demo-u0000", "x", tags={"state": "current"})
-    await service.run(conn(removal="delete"), Reader([user(n) for n in range(1, 30)]), run_id="r2",
-                      correlation_id="c")
+    entra.remove_member("gA", "u0000")
+    await service.run(conn(removal="delete"), entra, run_id="r2", correlation_id="c")
     assert (await rows(directory))["u0000"].state is UserState.REMOVED
     assert "pwd-demo-u0000" in secrets.deleted
     removed = [r for r in audit.records if r.action == "user.removed"]
     assert removed[0].detail["secretSoftDeleted"] is True
+    assert removed[0].detail["passkeysToRevoke"] is True
+
+
+async def test_keep_behaviour_leaves_departed_users_alone(world: Any) -> None:
+    service, directory, _, _, _ = world
+    entra = tenant()
+    await service.run(conn(removal="keep"), entra, run_id="r1", correlation_id="c")
+    entra.remove_member("gA", "u0000")
+    report = await service.run(conn(removal="keep"), entra, run_id="r2", correlation_id="c")
+    assert report.removed == 0
+    assert (await rows(directory))["u0000"].state is UserState.ACTIVE
+
+
+async def test_leaving_the_rotation_group_stops_rotation(world: Any) -> None:
+    service, directory, _, _, _ = world
+    entra = tenant()
+    await service.run(conn(), entra, run_id="r1", correlation_id="c")
+    entra.remove_member(ROTATION, "u0001")
+    entra.add_member(ROTATION, "gC")  # nested: every user of gC becomes eligible
+    await service.run(conn(), entra, run_id="r2", correlation_id="c")
+    stored = await rows(directory)
+    assert not stored["u0001"].in_rotation_group
+    assert stored["u0002"].in_rotation_group and stored["u0005"].in_rotation_group
 
 
 async def test_dry_run_writes_nothing(world: Any) -> None:
     service, directory, _, _, _ = world
-    report = await service.run(conn(), Reader([user(n) for n in range(10)]), run_id="r1", correlation_id="c",
-                               dry_run=True)
+    report = await service.run(conn(), tenant(10), run_id="r1", correlation_id="c", dry_run=True)
     assert (report.outcome, report.added) == ("dry-run", 10)
     assert await rows(directory) == {}
+    assert service._entities.tables.get(Table.GROUPS, {}) == {}
 
 
 async def test_one_run_at_a_time(world: Any) -> None:
     service, _, _, _, clock = world
     await service._take_lease("demo", "other-run")
     with pytest.raises(Conflict, match="is running"):
-        await service.run(conn(), Reader([user(1)]), run_id="r1", correlation_id="c")
+        await service.run(conn(), tenant(1), run_id="r1", correlation_id="c")
     clock.advance(minutes=11)
-    assert (await service.run(conn(), Reader([user(1)]), run_id="r1", correlation_id="c")).outcome == "completed"
+    assert (await service.run(conn(), tenant(1), run_id="r1", correlation_id="c")).outcome == "completed"
+
+
+async def test_the_tree_of_a_large_group_is_stored_in_several_rows(world: Any) -> None:
+    service, directory, _, _, _ = world
+    entra = tenant(0)
+    for i in range(2000):
+        entra.accounts[f"u{i:04d}"] = user(i)
+        entra.groups["gB"].append(f"u{i:04d}")
+    await service.run(conn(removalThreshold={"percent": 100, "absolute": 5000}), entra, run_id="r1",
+                      correlation_id="c")
+    stored = [k for (_, k) in service._entities.tables[Table.GROUPS] if k.startswith("gB.")]
+    assert len(stored) == 3
+    for uid in [f"u{i:04d}" for i in range(1000)]:
+        entra.remove_member("gB", uid)
+    report = await service.run(conn(removalThreshold={"percent": 100, "absolute": 5000}), entra, run_id="r2",
+                               correlation_id="c")
+    assert (report.mode, report.removed) == ("incremental", 1000)
+    stored = [k for (_, k) in service._entities.tables[Table.GROUPS] if k.startswith("gB.")]
+    assert len(stored) == 2
+    assert (await service.run(conn(), entra, run_id="r3", correlation_id="c")).unchanged == 1000
