@@ -58,6 +58,7 @@ class Group:
     groupTypes: list[str] = field(default_factory=list)
     members: list[str] = field(default_factory=list)
     createdDateTime: str = ""
+    description: str | None = None
 
 
 @dataclass

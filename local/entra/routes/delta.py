@@ -28,7 +28,8 @@ TOKEN_LIFETIME_SECONDS = 7 * 24 * 3600
 DEFAULT_PAGE = 200
 MAX_PAGE = 999
 MAX_IDS = 50
-GROUP_FIELDS = ("displayName", "mailNickname", "securityEnabled", "mailEnabled", "groupTypes", "description")
+GROUP_FIELDS = ("createdDateTime", "displayName", "mailNickname", "securityEnabled", "mailEnabled", "groupTypes",
+                "description")
 _ID_CLAUSE = re.compile(r"^\s*id\s+eq\s+'([^']+)'\s*$")
 
 
@@ -62,6 +63,11 @@ def id_filter(expression: str | None) -> set[str] | None:
     if len(ids) > MAX_IDS:
         raise GraphError(400, "Request_BadRequest", f"Delta $filter accepts at most {MAX_IDS} ids.")
     return ids
+
+
+def wants_members(select: list[str] | None) -> bool:
+    """Groups carry members@delta by default (group-delta, Response 1) or when `members` is selected."""
+    return not select or "members" in select
 
 
 def page_size(request: Request) -> int:
@@ -108,7 +114,7 @@ def routes(sim: Simulator) -> list[Route]:
         if gid not in tenant.groups:
             return None
         body = group_body(gid, select)
-        if select and "members" in select:
+        if wants_members(select):
             body["members@delta"] = [member_ref(m) for m in tenant.groups[gid].members]
         return body
 
@@ -141,7 +147,7 @@ def routes(sim: Simulator) -> list[Route]:
                 item = {"id": object_id, "@removed": {"reason": "changed"}}
             else:
                 item = group_body(object_id, select)
-                if select and "members" in select:
+                if wants_members(select):
                     item["members@delta"] = [member_ref(m) for m in added] + [
                         {**member_ref(m), "@removed": {"reason": "deleted"}} for m in removed]
             if item is not None:

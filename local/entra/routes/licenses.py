@@ -29,6 +29,7 @@ def routes(sim: Simulator) -> list[Route]:
 
     def render(sku: dict[str, Any]) -> dict[str, Any]:
         return {"id": f"{tenant.tenantId}_{sku['skuId']}", "accountId": tenant.tenantId,
+                "accountName": tenant.displayName, "subscriptionIds": sku.get("subscriptionIds", []),
                 "appliesTo": sku.get("appliesTo", "User"), "capabilityStatus": sku.get("capabilityStatus", "Enabled"),
                 "skuId": sku["skuId"], "skuPartNumber": sku.get("skuPartNumber", ""),
                 "consumedUnits": consumed(sku["skuId"]),

@@ -75,7 +75,7 @@ def routes(sim: Simulator) -> list[Route]:
         return {"token_type": "Bearer", "expires_in": expires - int(time.time()),
                 "ext_expires_in": expires - int(time.time()), "access_token": token, "expires_on": expires}
 
-    def _check_assertion(app: App, assertion: str, token_url: str) -> str | None:
+    def _check_assertion(app: App, assertion: str, token_url: str, canonical_url: str) -> str | None:
         """None when the client assertion is valid; else the AADSTS description."""
         # Some clients pad the JWT segments with '=' and sign the padded text; it is verified as sent.
         try:
@@ -92,7 +92,8 @@ def routes(sim: Simulator) -> list[Route]:
             if given_sha1 not in (None, x5t) or given_sha256 not in (None, x5t256):
                 continue
             try:
-                claims = jwt.decode(assertion, key, algorithms=["RS256", "PS256"], audience=token_url,
+                claims = jwt.decode(assertion, key, algorithms=["RS256", "PS256"],
+                                    audience=list(dict.fromkeys([token_url, canonical_url])),
                                     options={"require": ["exp", "aud", "iss", "sub", "jti"]})
             except jwt.InvalidAudienceError:
                 return f"The audience of the client assertion must be {token_url}."
@@ -134,10 +135,10 @@ def routes(sim: Simulator) -> list[Route]:
         if form.get("client_assertion"):
             if form.get("client_assertion_type") != ASSERTION_TYPE:
                 return _login_error(400, "invalid_request", 50027, "Invalid client_assertion_type.")
-            problem = _check_assertion(app, str(form["client_assertion"]), token_url)
-            if problem is None and str(tenant) != sim.tenant.tenantId:
-                problem = _check_assertion(app, str(form["client_assertion"]),
-                                           f"{sim.base_url}/{sim.tenant.tenantId}/oauth2/v2.0/token")
+            # The assertion's audience is the token URL as the client built it: with the tenant id or a
+            # domain name, whichever it was given.
+            problem = _check_assertion(app, str(form["client_assertion"]), token_url,
+                                       f"{sim.base_url}/{sim.tenant.tenantId}/oauth2/v2.0/token")
             if problem:
                 return _login_error(401, "invalid_client", 700027, problem)
         elif form.get("client_secret"):

@@ -62,7 +62,8 @@ def routes(sim: Simulator) -> list[Route]:
         return {"@odata.context": f"{sim.base_url}/v1.0/$metadata#groups/$entity", "id": group.id,
                 "displayName": group.displayName, "mailNickname": group.mailNickname,
                 "securityEnabled": group.securityEnabled, "mailEnabled": group.mailEnabled,
-                "groupTypes": group.groupTypes, "createdDateTime": group.createdDateTime}
+                "groupTypes": group.groupTypes, "createdDateTime": group.createdDateTime,
+                "description": group.description}
 
     async def create_group(request: Request, caller: Caller) -> JSONResponse:
         body = await json_body(request)
@@ -80,7 +81,8 @@ def routes(sim: Simulator) -> list[Route]:
         members = [object_id(ref) for ref in binds]
         group = Group(id=new_id(), displayName=body["displayName"], mailNickname=body["mailNickname"],
                       securityEnabled=body["securityEnabled"], mailEnabled=body["mailEnabled"],
-                      groupTypes=[str(t) for t in body.get("groupTypes") or []], createdDateTime=now_iso())
+                      groupTypes=[str(t) for t in body.get("groupTypes") or []], createdDateTime=now_iso(),
+                      description=str(body["description"]) if body.get("description") is not None else None)
         tenant.groups[group.id] = group
         tenant.record("group", group.id)
         if members:
@@ -101,9 +103,9 @@ def routes(sim: Simulator) -> list[Route]:
                                  f"members@odata.bind takes between 1 and {MAX_BIND} references.")
             add_members(group, [object_id(ref) for ref in binds])
         changed = False
-        for name in ("displayName", "mailNickname"):
+        for name in ("displayName", "mailNickname", "description"):
             if name in body:
-                setattr(group, name, str(body[name]))
+                setattr(group, name, None if body[name] is None else str(body[name]))
                 changed = True
         if changed:
             tenant.record("group", group.id)
