@@ -249,7 +249,8 @@ async def test_an_expired_delta_token_leads_to_a_full_resync(world: Any) -> None
     entra.add_user(user(700), "gB")
     entra.expired = True
     report = await service.run(conn(), entra, run_id="r2", correlation_id="c2")
-    assert report.mode == "full" and "expired" in (report.resynced or "")
+    assert report.mode == "full"
+    assert "expired" in (report.resynced or "")
     assert report.added == 1
     entra.expired = False
     assert (await service.run(conn(), entra, run_id="r3", correlation_id="c3")).mode == "incremental"
@@ -324,7 +325,8 @@ async def test_leaving_the_rotation_group_stops_rotation(world: Any) -> None:
     await service.run(conn(), entra, run_id="r2", correlation_id="c")
     stored = await rows(directory)
     assert not stored["u0001"].in_rotation_group
-    assert stored["u0002"].in_rotation_group and stored["u0005"].in_rotation_group
+    assert stored["u0002"].in_rotation_group
+    assert stored["u0005"].in_rotation_group
 
 
 async def test_dry_run_writes_nothing(world: Any) -> None:
@@ -345,7 +347,7 @@ async def test_one_run_at_a_time(world: Any) -> None:
 
 
 async def test_the_tree_of_a_large_group_is_stored_in_several_rows(world: Any) -> None:
-    service, directory, _, _, _ = world
+    service, _, _, _, _ = world
     entra = tenant(0)
     for i in range(2000):
         entra.accounts[f"u{i:04d}"] = user(i)
