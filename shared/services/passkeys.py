@@ -184,8 +184,10 @@ class PasskeyService:
         if expires <= self._clock.now():
             raise Conflict(f"ceremony {body.ceremony_id!r} expired at {expires.isoformat()}; ask for new options")
         policy = await self._check_tenant_policy(conn, entra)
-        known = [str(p.data.get("credentialId")) async for p in self._entities.query(Table.PASSKEYS, conn.name)]
-        known += [c for c in str(found.data.get("excluded") or "").split(",") if c]
+        # Entra lists the user's existing credentials in excludeCredentials (kept with the ceremony); with
+        # the device's own rows that covers every duplicate without scanning the connection's passkeys.
+        known = [c for c in str(found.data.get("excluded") or "").split(",") if c]
+        known += [str(p.data.get("credentialId")) for p in await self._devices.passkeys(conn.name, device_id)]
         challenge = str(found.data["challenge"])
         try:
             verified = attestation.verify(body.credential,
