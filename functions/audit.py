@@ -3,62 +3,58 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from urllib.parse import urlencode
 
 import azure.functions as func
 
 from functions.http import AUDIT_READ, Plain, Reply, route
 from shared.bootstrap import bridge
 from shared.errors import InvalidInput
+from shared.services.audit import PAGE_DEFAULT, AuditFilter
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
-MAX_DAYS = 31
-PAGE_MAX = 1000
 
 
-def _days(call: Plain) -> tuple[str, dt.date, dt.date]:
+def _filter(call: Plain) -> AuditFilter:
     connection = call.query.get("connection")
     if not connection:
         raise InvalidInput("the connection query parameter is required", field="connection")
     bridge().connection(connection)
-    today = dt.datetime.now(dt.UTC).date()
-    try:
-        first = dt.date.fromisoformat(call.query.get("from", today.isoformat()))
-        last = dt.date.fromisoformat(call.query.get("to", today.isoformat()))
-    except ValueError:
-        raise InvalidInput("from and to must be dates like 2026-11-23", field="from") from None
-    if last < first or (last - first).days >= MAX_DAYS:
-        raise InvalidInput(f"the day range must run forward and span at most {MAX_DAYS} days", field="to")
-    return connection, first, last
+    today = bridge().clock.now().astimezone(dt.UTC).date()
+    days: dict[str, dt.date] = {}
+    for name in ("from", "to"):
+        try:
+            days[name] = dt.date.fromisoformat(call.query.get(name) or today.isoformat())
+        except ValueError:
+            raise InvalidInput(f"{name} must be a date like 2026-11-23", field=name) from None
+    return AuditFilter(connection, days["from"], days["to"], action=call.query.get("action") or None,
+                       target=call.query.get("target") or None, outcome=call.query.get("outcome") or None)
 
 
 @route(bp, "audit", "GET", roles=[AUDIT_READ])
 async def read_audit(call: Plain) -> Reply:
-    """Records of one connection over a day range; filters action, target; paging by skip/top."""
-    connection, first, last = _days(call)
-    action, target = call.query.get("action"), call.query.get("target")
+    """Records of one connection over a day range, in time order; filters action, target, outcome; paged."""
+    flt = _filter(call)
     try:
-        top = min(int(call.query.get("top", "200")), PAGE_MAX)
-        skip = int(call.query.get("skip", "0"))
+        top = int(call.query.get("top") or PAGE_DEFAULT)
     except ValueError:
-        raise InvalidInput("top and skip must be whole numbers", field="top") from None
-    found: list[dict[str, Any]] = []
-    async for record in bridge().audit_reader.records(connection, first, last):
-        if (action and not record.action.startswith(action)) or (target and record.target != target):
-            continue
-        found.append(record.model_dump(mode="json", by_alias=True))
-    body: dict[str, Any] = {"value": found[skip:skip + top], "count": len(found)}
-    if skip + top < len(found):
-        body["nextSkip"] = skip + top
+        raise InvalidInput("top must be a whole number", field="top") from None
+    page = await bridge().audit_query.page(flt, top=top, token=call.query.get("continuationToken") or None)
+    body: dict[str, object] = {"value": [r.model_dump(mode="json", by_alias=True) for r in page.records]}
+    if page.next_token:
+        body["continuationToken"] = page.next_token
+        body["@odata.nextLink"] = f"{call.url}?{_next_query(call, page.next_token)}"
     return Reply(200, body)
+
+
+def _next_query(call: Plain, token: str) -> str:
+    query = {k: v for k, v in call.query.items() if k != "continuationToken"}
+    return urlencode({**query, "continuationToken": token})
 
 
 @route(bp, "audit/verify", "GET", roles=[AUDIT_READ])
 async def verify_audit(call: Plain) -> Reply:
     """Recompute the hash chains of a day range and report the first broken link."""
-    connection, first, last = _days(call)
-    checked, broken = await bridge().audit_reader.verify(connection, first, last)
-    return Reply(200, {"connection": connection, "from": first.isoformat(), "to": last.isoformat(),
-                       "checked": checked, "intact": broken is None,
-                       "firstBrokenLink": None if broken is None else {"chain": broken.chain, "seq": broken.seq,
-                                                                       "reason": broken.reason}})
+    flt = _filter(call)
+    report = await bridge().audit_query.verify(flt.connection, flt.first, flt.last)
+    return Reply(200, report.as_json())

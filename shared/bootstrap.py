@@ -23,6 +23,7 @@ from shared.adapters.tables import TableEntityStore
 from shared.adapters.vault import KeyVaultSecretStore
 from shared.config import Cloud, Connection, Settings, settings
 from shared.errors import Configuration, NotFound
+from shared.services.audit import AuditQuery
 from shared.services.connections import CertificateValidator
 from shared.services.delivery import PasswordDelivery
 from shared.services.devices import DeviceService
@@ -122,6 +123,12 @@ class Bridge:
         """Reads and verifies the audit log."""
         reader: AuditReader = self._once("audit_reader", lambda: AuditReader(self.entities))
         return reader
+
+    @property
+    def audit_query(self) -> AuditQuery:
+        """Reads (filtered, paged) and verifies the audit log."""
+        query: AuditQuery = self._once("audit_query", lambda: AuditQuery(self.audit_reader))
+        return query
 
     @property
     def governor(self) -> ThrottleGovernor:

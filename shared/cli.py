@@ -106,11 +106,12 @@ async def sync(bridge: Bridge, name: str, dry_run: bool) -> int:
 async def audit_verify(bridge: Bridge, name: str, days: int) -> int:
     """Verify the audit chains of the last `days` days."""
     today = dt.datetime.now(dt.UTC).date()
-    checked, broken = await bridge.audit_reader.verify(name, today - dt.timedelta(days=days - 1), today)
-    if broken:
-        print(f"BROKEN: chain {broken.chain} at record {broken.seq}: {broken.reason} ({checked} records checked)")
+    report = await bridge.audit_query.verify(name, today - dt.timedelta(days=days - 1), today)
+    if report.broken:
+        print(f"BROKEN: chain {report.broken.chain} at record {report.broken.seq}: {report.broken.reason} "
+              f"({report.checked} records checked)")
         return 1
-    print(f"audit intact: {checked} records checked")
+    print(f"audit intact: {report.checked} records in {report.chains} chains checked")
     return 0
 
 

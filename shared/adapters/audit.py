@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 from shared.domain import audit as chain
@@ -110,14 +110,23 @@ class AuditReader:
 
     async def chain_records(self, chain_id: str) -> list[chain.AuditRecord]:
         """Every record of one chain, in sequence order."""
-        records = []
-        async for found in self._entities.query(Table.AUDIT, chain_id, row_key_from="0", row_key_to="9" * 13):
-            records.append(chain.AuditRecord.model_validate(found.data))
-        return records
+        return [record async for record in self.chain_from(chain_id, 1)]
+
+    async def chain_from(self, chain_id: str, first_seq: int, limit: int | None = None
+                         ) -> AsyncGenerator[chain.AuditRecord, None]:
+        """Records of one chain from sequence number `first_seq` on, in order, read as they are needed."""
+        async for found in self._entities.query(Table.AUDIT, chain_id, row_key_from=_row_key(max(first_seq, 0)),
+                                                row_key_to="9" * 12, limit=limit):
+            yield chain.AuditRecord.model_validate(found.data)
+
+    async def head_hint(self, chain_id: str) -> int | None:
+        """The sequence number the head hint row claims was written, if there is one."""
+        head = await self._entities.get(Table.AUDIT, chain_id, HEAD)
+        return None if head is None else int(head.data["seq"])
 
     def chains(self, connection: str, day: dt.date) -> list[str]:
         """The chain ids of one connection and day."""
-        return [f"{connection}_{day:%Y%m%d}_{shard}" for shard in range(chain.SHARDS)]
+        return [chain.chain_of(connection, day, shard) for shard in range(chain.SHARDS)]
 
     async def records(self, connection: str, first: dt.date, last: dt.date) -> AsyncIterator[chain.AuditRecord]:
         """Records of `connection` from day `first` to `last` inclusive, oldest first per day."""

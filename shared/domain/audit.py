@@ -53,10 +53,19 @@ class AuditRecord(BaseModel):
         return self.model_copy(update={"hash": hashlib.sha256(self.canonical()).hexdigest()})
 
 
+def shard_of(target: str) -> int:
+    """The shard a target's records go to (so one target's records share one chain per day)."""
+    return zlib.crc32(target.encode()) % SHARDS
+
+
+def chain_of(connection: str, day: dt.date, shard: int) -> str:
+    """The id of one chain: connection, UTC day, shard."""
+    return f"{connection}_{day:%Y%m%d}_{shard}"
+
+
 def chain_id(connection: str, at: dt.datetime, target: str) -> str:
     """The chain a record belongs to: connection, UTC day, and a shard chosen by target."""
-    shard = zlib.crc32(target.encode()) % SHARDS
-    return f"{connection}_{at.astimezone(dt.UTC):%Y%m%d}_{shard}"
+    return chain_of(connection, at.astimezone(dt.UTC).date(), shard_of(target))
 
 
 def day_of(chain: str) -> str:
