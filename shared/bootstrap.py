@@ -153,6 +153,36 @@ class Bridge:
                 self._graphs[conn.name] = gateway
             return gateway
 
+    async def warm_up(self, within: float = 20.0) -> dict[str, str]:
+        """Before the first request: build each active connection's gateway, sign in, open its connection.
+
+        Best effort: a connection that cannot warm up is logged with what to check and left for the first
+        request to try again. Returns one line per connection, for the log and for tests.
+        """
+        try:
+            connections = self.connections()
+        except Configuration as exc:
+            log.error("warm-up skipped: %s", exc)
+            return {}
+
+        async def one(conn: Connection) -> tuple[str, str]:
+            try:
+                gateway = await self.graph(conn)
+                seconds = await asyncio.wait_for(gateway.warm_up(), within)
+            except TimeoutError:
+                return conn.name, f"not ready: Graph did not answer within {within:.0f} s"
+            except Exception as exc:  # warm-up is best effort; the first request will report it again
+                return conn.name, f"not ready: {type(exc).__name__}: {exc}"
+            return conn.name, f"ready in {seconds * 1000:.0f} ms"
+
+        active = [c for c in connections if any(f.enabled for f in (c.features.sync, c.features.rotation,
+                                                                      c.features.passkeys, c.features.federation,
+                                                                      c.features.export))]
+        results = dict(await asyncio.gather(*(one(c) for c in active)))
+        for name, outcome in results.items():
+            (log.info if outcome.startswith("ready") else log.warning)("warm-up of connection %s: %s", name, outcome)
+        return results
+
     async def own_principal_id(self, conn: Connection) -> str:
         """Object id of the service principal `conn` signs in as (the `oid` of its Graph token)."""
         key = f"oid:{conn.name}"

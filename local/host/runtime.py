@@ -42,6 +42,7 @@ import jwt
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
+from azure.functions.warmup import WarmUpContext
 from azure.storage.queue.aio import QueueClient
 from croniter import croniter
 from starlette.requests import Request
@@ -121,6 +122,15 @@ class TimerFunction:
 
 
 @dataclass
+class WarmupFunction:
+    """A warmup-triggered function: run once when the instance starts."""
+
+    name: str
+    call: Callable[..., Awaitable[Any]]
+    arg_name: str
+
+
+@dataclass
 class QueueFunction:
     """A queue-triggered function."""
 
@@ -175,10 +185,12 @@ class LocalHost:
         self.http: list[HttpFunction] = []
         self.timers: list[TimerFunction] = []
         self.queues: list[QueueFunction] = []
+        self.warmups: list[WarmupFunction] = []
         self._load(app)
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight: set[asyncio.Task[Any]] = set()
+        self._warming: list[asyncio.Task[None]] = []
         self._jwks: jwt.PyJWKClient | None = None
 
     # ------------------------------------------------------------------ metadata
@@ -204,6 +216,8 @@ class LocalHost:
                 self.queues.append(QueueFunction(name, resolve(trigger["queueName"]),
                                                  trigger.get("connection") or "AzureWebJobsStorage", call,
                                                  trigger["name"], outputs))
+            elif trigger["type"] == "warmupTrigger":
+                self.warmups.append(WarmupFunction(name, call, trigger["name"]))
             else:
                 log.warning("function %s has a %s trigger, which this host does not run", name, trigger["type"])
         # Literal segments win over parameters, as in ASP.NET routing.
@@ -295,7 +309,13 @@ class LocalHost:
     # ------------------------------------------------------------------ timers and queues
 
     async def start(self) -> None:
-        """Start timers and queue listeners."""
+        """Start warm-up functions, timers and queue listeners.
+
+        Warm-up runs beside the others rather than before them: locally there is no load balancer to
+        hold traffic back, and a slow or unreachable dependency must not delay the host's first answer.
+        """
+        for warmup in self.warmups:
+            self._warming.append(asyncio.create_task(self._warm(warmup), name=f"warmup:{warmup.name}"))
         for timer in self.timers:
             self._tasks.append(asyncio.create_task(self._run_timer(timer), name=f"timer:{timer.name}"))
         for queue in self.queues:
@@ -304,6 +324,8 @@ class LocalHost:
     async def stop(self, grace: float = 30.0) -> None:
         """Stop taking work and wait (up to `grace` seconds) for work in flight."""
         self._stopping.set()
+        for task in self._warming:
+            task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=grace)
         if self._in_flight:
@@ -369,6 +391,12 @@ class LocalHost:
                 return
             late = (dt.datetime.now(dt.UTC) - due).total_seconds()
             await self._fire(timer, past_due=late > 5)
+
+    async def _warm(self, warmup: WarmupFunction) -> None:
+        try:
+            await self._invoke(warmup.call, [], **{warmup.arg_name: WarmUpContext()})
+        except Exception:
+            log.exception("warm-up function %s failed", warmup.name)
 
     async def _fire(self, timer: TimerFunction, *, past_due: bool) -> None:
         try:

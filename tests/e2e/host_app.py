@@ -1,4 +1,4 @@
-"""A small function app that exercises the local host: routes, auth levels, a timer and a queue."""
+"""A small function app that exercises the local host: routes, auth levels, warm-up, a timer and a queue."""
 
 from __future__ import annotations
 
@@ -43,6 +43,11 @@ async def maybe(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="admin-only", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
 async def admin_only(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse("ok")
+
+
+@app.warm_up_trigger(arg_name="warmup")
+async def warm(warmup: object) -> None:
+    _record("warmups.jsonl", {"warmed": True})
 
 
 @app.timer_trigger(arg_name="timer", schedule="%TEST_SCHEDULE%", run_on_startup=True)

@@ -69,6 +69,10 @@ def test_timer_runs_on_startup_and_on_schedule(host: RunningHost, tmp_path: Path
     assert ticks[0]["pastDue"] is False
 
 
+def test_warmup_runs_once_at_start(host: RunningHost, tmp_path: Path) -> None:
+    assert wait_for(lambda: lines(tmp_path / "warmups.jsonl")) == [{"warmed": True}]
+
+
 def test_queue_delivery_retries_then_poisons(host: RunningHost, azurite_connection_string: str,
                                              tmp_path: Path) -> None:
     queue = QueueClient.from_connection_string(azurite_connection_string, "host-test")

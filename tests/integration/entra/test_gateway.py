@@ -216,6 +216,18 @@ async def test_connection_report_names_missing_permissions_and_roles(entra: Entr
     assert sync["ok"]
 
 
+async def test_warm_up_signs_in_and_opens_the_connection_with_one_read(entra: EntraFixture, tls_files: Any) -> None:
+    gateway = make_gateway(entra, tls_files)
+    try:
+        seconds = await gateway.warm_up()
+        assert gateway.sent == 1
+        assert 0 < seconds < 10
+        await gateway.get("/organization")  # the token and the connection are reused
+        assert gateway.sent == 2
+    finally:
+        await gateway.close()
+
+
 async def test_batch_retries_throttled_items_on_their_own(entra: EntraFixture, tls_files: Any, faults: Any) -> None:
     gateway = make_gateway(entra, tls_files)
     try:
