@@ -1,4 +1,4 @@
-"""Warm-up: runs when an instance starts, before it takes traffic (Premium and Flex Consumption plans).
+"""Warm-up: runs when an instance is added to scale out, before it takes traffic (not on Consumption).
 
 Signs each active connection in and opens its Graph connection, so the first request of a new instance
 does not pay for them. See https://learn.microsoft.com/azure/azure-functions/functions-bindings-warmup
