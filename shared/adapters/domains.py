@@ -42,8 +42,15 @@ class GraphDomainDirectory:
         return found
 
     async def federation(self, name: str) -> JsonObject | None:
-        """The domain's internalDomainFederation, or None when it is managed."""
-        page = await self._graph.get(f"/domains/{name}/federationConfiguration")
+        """The domain's internalDomainFederation, or None when it is managed.
+
+        domain-list-federationconfiguration documents 404 when there is no configuration; an empty
+        collection means the same.
+        """
+        try:
+            page = await self._graph.get(f"/domains/{name}/federationConfiguration")
+        except NotFound:
+            return None
         values = page.get("value") or []
         return dict(values[0]) if values else None
 
@@ -84,7 +91,7 @@ class GraphDomainDirectory:
                                       body={"@odata.type": "#microsoft.graph.internalDomainFederation", **body})
 
     async def update_federation(self, name: str, config_id: str, body: JsonObject) -> GraphResponse:
-        """PATCH the configuration (204)."""
+        """PATCH the configuration (200 with the updated object)."""
         return await self._graph.send("PATCH", f"/domains/{name}/federationConfiguration/{config_id}",
                                       body={"@odata.type": "#microsoft.graph.internalDomainFederation", **body})
 
