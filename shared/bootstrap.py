@@ -304,4 +304,9 @@ def bridge() -> Bridge:
     global _bridge  # one composition root per process, by design
     if _bridge is None:
         _bridge = Bridge(settings())
+        if _bridge.settings.appinsights_connection_string:
+            # Imported only when used: the exporter costs about half a second of cold start.
+            from shared.adapters import telemetry
+
+            telemetry.send_audit_events(_bridge.settings.appinsights_connection_string)
     return _bridge

@@ -6,8 +6,8 @@ number unique, so a concurrent writer that took N+1 first makes the insert confl
 walks forward to the real end of the chain and tries again. A `head` row per chain is a hint moved
 every few records, so a new process finds the end with a short walk instead of reading the chain.
 
-Each record is also logged as a structured `audit` line, which Application Insights keeps as a
-custom event when the host's telemetry is configured.
+Each record is also logged as a structured `audit` line; with Application Insights configured,
+shared/adapters/telemetry.py sends that line as a custom event.
 """
 
 from __future__ import annotations
