@@ -40,6 +40,7 @@ class _Ingestion(BaseHTTPRequestHandler):
 @pytest.fixture
 def ingestion(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL", "true")
+    monkeypatch.setenv("APPLICATIONINSIGHTS_SDKSTATS_DISABLED", "true")
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Ingestion)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
