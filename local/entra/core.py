@@ -25,7 +25,7 @@ from typing import Any
 
 import jwt
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from local.entra.state import App, Store, Tenant
@@ -454,9 +454,25 @@ def page(request: Request, items: list[Any], *, default_top: int = 100, max_top:
         params["$skiptoken"] = base64.urlsafe_b64encode(f"o:{offset + top}".encode()).decode().rstrip("=")
         query = "&".join(f"{k}={v}" for k, v in params.items())
         body["@odata.nextLink"] = f"{str(request.url).split('?')[0]}?{query}"
-    if request.query_params.get("$count") == "true":
+    if request.query_params.get("$count") == "true" and counting(request):
         body["@odata.count"] = len(items)
     return body
+
+
+def counting(request: Request) -> bool:
+    """Whether the request asks for advanced query capabilities (`ConsistencyLevel: eventual`).
+
+    Without the header `$count=true` is ignored (the response has no `@odata.count`) and the `$count`
+    segment is a 400: https://learn.microsoft.com/graph/aad-advanced-queries.
+    """
+    return request.headers.get("consistencylevel", "").strip().lower() == "eventual"
+
+
+def count_segment(request: Request, items: int) -> Response:
+    """The answer to `GET /{collection}/$count`: the number as text/plain, or Graph's 400 without the header."""
+    if not counting(request):
+        raise GraphError(400, "Request_BadRequest", "$count is not currently supported.")
+    return PlainTextResponse(str(items))
 
 
 def select_fields(request: Request) -> list[str] | None:

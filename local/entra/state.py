@@ -184,6 +184,20 @@ class Tenant:
         first = self.changeLog[0]["seq"] if self.changeLog else self.sequence + 1
         return self.changeLog[max(0, seq + 1 - first):]
 
+    def delete_user(self, user_id: str) -> User | None:
+        """Soft-delete a user (to deleted items, out of every group); None when there is no such user."""
+        user = self.users.pop(user_id, None)
+        if user is None:
+            return None
+        self.deletedUsers[user.id] = user
+        self.record("user", user.id)
+        for group in self.groups.values():
+            if user.id in group.members:
+                group.members.remove(user.id)
+                self.record("group", group.id, removed=[user.id])
+        self.reindex()
+        return user
+
     def roles_of(self, object_id: str) -> list[str]:
         """Directory roles held directly or through role-assignable groups."""
         holders = {object_id, *self.transitive_groups_of(object_id)}

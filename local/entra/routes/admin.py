@@ -100,16 +100,8 @@ def routes(sim: Simulator) -> list[Route]:
         return JSONResponse({"id": user.id}, status_code=201)
 
     async def delete_user(request: Request) -> Response:
-        user = tenant.users.pop(request.path_params["id"], None)
-        if user is None:
+        if tenant.delete_user(request.path_params["id"]) is None:
             raise GraphError(404, "NotFound", "no such user")
-        tenant.deletedUsers[user.id] = user
-        tenant.record("user", user.id)
-        for group in tenant.groups.values():
-            if user.id in group.members:
-                group.members.remove(user.id)
-                tenant.record("group", group.id, removed=[user.id])
-        tenant.reindex()
         sim.store.changed()
         return Response(status_code=204)
 

@@ -1,7 +1,8 @@
 """Graph directory routes: users, groups, transitive membership, directory roles, organization.
 
 Shapes and permissions follow each API page on learn.microsoft.com/graph/api: user-list, user-get,
-user-update (passwordProfile; "Who can reset passwords" for the role rules), group-list,
+user-update (passwordProfile; "Who can reset passwords" for the role rules), user-delete (204; the user
+goes to deleted items, so delta reports it removed with reason "changed"), group-list, group-get,
 group-list-transitivemembers, user-list-transitivememberof, serviceprincipal-list-transitivememberof,
 organization-list.
 """
@@ -13,9 +14,20 @@ import uuid
 from typing import Any
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
-from local.entra.core import Caller, GraphError, Simulator, graph_route, json_body, page, parse_filter, select_fields
+from local.entra.core import (
+    Caller,
+    GraphError,
+    Simulator,
+    count_segment,
+    graph_route,
+    json_body,
+    page,
+    parse_filter,
+    select_fields,
+)
 from local.entra.state import now_iso
 
 USER_READ = ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All")
@@ -26,6 +38,7 @@ ROLE_READ = ("RoleManagement.Read.Directory", "Directory.Read.All", "RoleManagem
 ORG_READ = ("Organization.Read.All", "Directory.Read.All", "Organization.ReadWrite.All", "User.Read.All")
 PASSWORD_WRITE = ("User-PasswordProfile.ReadWrite.All", "User.ReadWrite.All", "Directory.ReadWrite.All")
 USER_WRITE = ("User.ReadWrite.All", "Directory.ReadWrite.All", "User.EnableDisableAccount.All")
+USER_DELETE = ("User.ReadWrite.All",)
 
 # https://learn.microsoft.com/entra/identity/role-based-access-control/privileged-roles-permissions#who-can-reset-passwords
 LIMITED_ROLES = {"Directory Readers", "Guest Inviter", "Helpdesk Administrator", "Message Center Reader",
@@ -118,6 +131,17 @@ def routes(sim: Simulator) -> list[Route]:
             tenant.record("user", user.id)
         return None
 
+    async def delete_user(request: Request, caller: Caller) -> None:
+        # https://learn.microsoft.com/graph/api/user-delete: 204 No Content.
+        tenant.delete_user(user_or_404(request.path_params["id"]).id)
+        return None
+
+    async def count_users(request: Request, caller: Caller) -> Response:
+        return count_segment(request, len(tenant.users))
+
+    async def count_groups(request: Request, caller: Caller) -> Response:
+        return count_segment(request, len(tenant.groups))
+
     async def list_groups(request: Request, caller: Caller) -> dict[str, Any]:
         groups = list(tenant.groups.values())
         expression = request.query_params.get("$filter")
@@ -171,15 +195,24 @@ def routes(sim: Simulator) -> list[Route]:
         name = next((n for n in tenant.roles if str(uuid.uuid5(uuid.NAMESPACE_URL, n)) == role_id), None)
         if name is None:
             raise GraphError(404, "Request_ResourceNotFound", f"Resource '{role_id}' does not exist.")
+        # The documented response lists the members as full objects (users with their names and UPN).
+        select = select_fields(request)
         items = []
         for member in tenant.roles[name]:
             if member in tenant.users:
-                items.append({"@odata.type": "#microsoft.graph.user", "id": member})
-            elif member in tenant.groups:
-                items.append({"@odata.type": "#microsoft.graph.group", "id": member})
+                # A collection of directoryObjects names each member's type, $select or not.
+                items.append({"@odata.type": "#microsoft.graph.user", **tenant.users[member].graph(select)})
+                continue
+            item: dict[str, Any]
+            if member in tenant.groups:
+                item = {"@odata.type": "#microsoft.graph.group", "id": member,
+                        "displayName": tenant.groups[member].displayName}
             else:
-                items.append({"@odata.type": "#microsoft.graph.servicePrincipal", "id": member})
-        return page(request, items)
+                app = tenant.app_by_principal(member)
+                item = {"@odata.type": "#microsoft.graph.servicePrincipal", "id": member,
+                        "displayName": app.displayName if app else None, "appId": app.clientId if app else None}
+            items.append({k: v for k, v in item.items() if not select or k in select or k in ("id", "@odata.type")})
+        return page(request, items, context=f"{sim.base_url}/v1.0/$metadata#directoryObjects")
 
     async def user_roles(request: Request, caller: Caller) -> dict[str, Any]:
         return _roles_page(request, user_or_404(request.path_params["id"]).id)
@@ -205,7 +238,9 @@ def routes(sim: Simulator) -> list[Route]:
             found.append(Route(f"/{version}{path}", graph_route(sim, handler, **options), methods=methods))
 
         add("/users", list_users, ["GET"], permissions=USER_READ, cost=2)
+        add("/users/$count", count_users, ["GET"], permissions=USER_READ, cost=1)
         add("/users/{id}", get_user, ["GET"], permissions=USER_READ, cost=1)
+        add("/users/{id}", delete_user, ["DELETE"], permissions=USER_DELETE, write=True)
         add("/users/{id}", patch_user, ["PATCH"], permissions=(*PASSWORD_WRITE, *USER_WRITE), write=True)
         add("/users/{id}/transitiveMemberOf/microsoft.graph.directoryRole", user_roles, ["GET"],
             permissions=ROLE_READ, cost=1)
@@ -214,6 +249,7 @@ def routes(sim: Simulator) -> list[Route]:
         add("/directoryRoles", list_roles, ["GET"], permissions=ROLE_READ, cost=1)
         add("/directoryRoles/{id}/members", role_members, ["GET"], permissions=ROLE_READ, cost=3)
         add("/groups", list_groups, ["GET"], permissions=GROUP_READ, cost=2)
+        add("/groups/$count", count_groups, ["GET"], permissions=GROUP_READ, cost=1)
         add("/groups/{id}", get_group, ["GET"], permissions=GROUP_READ, cost=1)
         add("/groups/{id}/transitiveMembers/microsoft.graph.user", transitive_users, ["GET"],
             permissions=GROUP_READ, cost=5)
