@@ -1,4 +1,4 @@
-"""GET connections/{c}/status: last sync, rotation counts, throttle state, problems."""
+"""GET connections/{c}/status: last sync, rotation counts, federation watch, throttle state, problems."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import azure.functions as func
 from functions.http import ADMIN, Plain, Reply, route
 from shared.bootstrap import bridge
 from shared.errors import BridgeError
+from shared.services.federation import watch_rows
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -29,6 +30,12 @@ async def connection_status(call: Plain) -> Reply:
     async for row in app.directory.all(conn.name):
         users["total"] += 1
         users[row.state.value] = users.get(row.state.value, 0) + 1
+    federation = None
+    if conn.features.federation.enabled:
+        # The federation monitor's last findings: certificate expiry alerts and metadata problems.
+        federation = await watch_rows(app.entities, conn.name)
+        problems.extend(f"federation of {row.get('domain')}: {row['problem']}" for row in federation
+                        if row.get("problem"))
     pause = None
     try:
         until = await app.governor.pause_until(conn.tenant_id)
@@ -38,5 +45,5 @@ async def connection_status(call: Plain) -> Reply:
     return Reply(200, {"connection": conn.name, "tenantId": conn.tenant_id, "dryRun": conn.dry_run,
                        "features": {name: getattr(conn.features, name).enabled
                                     for name in ("sync", "rotation", "passkeys", "federation", "export")},
-                       "users": users, "lastSync": last_sync, "rotation": rotation,
+                       "users": users, "lastSync": last_sync, "rotation": rotation, "federation": federation,
                        "throttle": {"writesPausedUntil": pause}, "problems": problems})

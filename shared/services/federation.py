@@ -250,7 +250,8 @@ class FederationService:
             expiry = None
         if expiry is not None:
             thumb = _thumb(signing)
-            threshold = rules.alert_threshold(expiry, now)
+            # 30, 7 and 1 days before expiry, and once more (threshold 0) when it has expired.
+            threshold = 0 if expiry <= now else rules.alert_threshold(expiry, now)
             alerted = state.get("alertedThreshold") if state.get("alertedThumbprint") == thumb else None
             if threshold is not None and (alerted is None or threshold < int(alerted)):
                 days = (expiry - now).total_seconds() / 86400
@@ -294,8 +295,7 @@ class FederationService:
 
     async def watch_status(self, connection: str) -> list[JsonObject]:
         """The watch rows of a connection's federated domains (for the status route)."""
-        return [dict(row.data) async for row in self._entities.query(
-            Table.SYNCSTATE, connection, row_key_from=WATCH_PREFIX, row_key_to=WATCH_PREFIX[:-1] + ".")]
+        return await watch_rows(self._entities, connection)
 
     async def _save_watch(self, connection: str, domain: str, data: Mapping[str, Any], *,
                           replace: bool = False) -> None:
@@ -316,6 +316,13 @@ class FederationService:
     def _enabled(conn: Connection) -> None:
         if not conn.features.federation.enabled:
             raise Conflict(f"federation is not enabled for connection {conn.name!r} (features.federation.enabled)")
+
+
+async def watch_rows(entities: EntityStore, connection: str) -> list[JsonObject]:
+    """What the last federation_monitor run found per federated domain: certificate thumbprints, expiry,
+    the alert threshold reached (30, 7 or 1 days) and any problem. The status route shows them."""
+    return [dict(row.data) async for row in entities.query(
+        Table.SYNCSTATE, connection, row_key_from=WATCH_PREFIX, row_key_to=WATCH_PREFIX[:-1] + ".")]
 
 
 def _same(key: str, have: Any, want: Any) -> bool:
