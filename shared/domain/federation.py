@@ -123,10 +123,12 @@ def inputs_from_metadata(meta: IdpMetadata, *, now: dt.datetime, given: Mapping[
                          ) -> IdpInputs:
     """IdP inputs read from metadata; values in `given` (IdpInputs field names) win over the metadata's.
 
-    The signing certificate is the first currently valid one the metadata lists; a later-expiring
-    valid one becomes nextSigningCertificate (an IdP publishes both during its rollover).
+    The signing certificate is the first currently valid one the metadata lists; a later-expiring one
+    that has not expired becomes nextSigningCertificate, also when it is not valid yet (an IdP publishes
+    its next certificate ahead of the rollover).
     """
     valid: list[tuple[str, dt.datetime]] = []
+    upcoming: list[tuple[str, dt.datetime]] = []
     for cert in meta.signing_certificates:
         try:
             parsed = load_certificate(cert)
@@ -134,8 +136,10 @@ def inputs_from_metadata(meta: IdpMetadata, *, now: dt.datetime, given: Mapping[
             continue
         if parsed.not_valid_before_utc <= now < parsed.not_valid_after_utc:
             valid.append((cert, parsed.not_valid_after_utc))
+        elif now < parsed.not_valid_before_utc:
+            upcoming.append((cert, parsed.not_valid_after_utc))
     signing = valid[0] if valid else ((meta.signing_certificates[0], now) if meta.signing_certificates else ("", now))
-    later = [c for c, expiry in valid[1:] if expiry > signing[1]]
+    later = [c for c, expiry in (*valid[1:], *upcoming) if expiry > signing[1]]
     inputs = IdpInputs(issuer_uri=meta.issuer_uri, passive_sign_in_uri=meta.passive_sign_in_uri,
                        signing_certificate=signing[0], sign_out_uri=meta.sign_out_uri,
                        preferred_authentication_protocol=meta.protocol,

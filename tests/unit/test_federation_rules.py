@@ -69,6 +69,17 @@ def test_inputs_from_metadata_take_the_valid_certificate_and_the_next_one() -> N
     assert body["preferredAuthenticationProtocol"] == "wsFed"
 
 
+def test_a_published_certificate_not_valid_yet_becomes_the_next_one() -> None:
+    current, future = idp_certificate(40), idp_certificate(400, starts=30)
+    meta = parse_metadata(metadata_xml("https://idp.example/e", [future, current]))
+    inputs = inputs_from_metadata(meta, now=NOW)
+    assert (inputs.signing_certificate, inputs.next_signing_certificate) == (current, future)
+    checks = compatibility("contoso.com", DOMAIN, None, admins_on_domain=[], synced_on_domain=0, inputs=inputs,
+                           now=NOW, metadata=meta)
+    assert names(checks)["next signing certificate"] == "pass"
+    assert not failures(checks)
+
+
 def test_explicit_values_are_checked_against_the_metadata() -> None:
     cert = idp_certificate()
     meta = parse_metadata(metadata_xml("https://idp.example/e", [cert]))
