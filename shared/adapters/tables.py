@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+import urllib.request
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from azure.core import MatchConditions
@@ -24,6 +25,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.data.tables import EdmType, EntityProperty, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
@@ -41,6 +43,9 @@ _MAX_STRING_CHARS = 32 * 1024
 _JSON_MARKER = "_json"
 _RESERVED = {"PartitionKey", "RowKey", "Timestamp", "etag", _JSON_MARKER}
 DATA_ROLE = "Storage Table Data Contributor"
+#: Operations in one entity-group transaction, all in one partition
+#: (https://learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions).
+TRANSACTION_MAX = 100
 
 
 def check_key(kind: str, value: str) -> str:
@@ -123,33 +128,45 @@ def translate(exc: Exception, what: str) -> BridgeError:
     return Transient(f"unexpected storage failure on {what}: {type(exc).__name__}")
 
 
+def storage_transport() -> AioHttpTransport:
+    """The HTTP transport of the storage clients.
+
+    With environment settings on (the SDK's default), aiohttp looks up proxy variables and .netrc on a
+    worker thread before every request, which costs about as much as a local round trip. The lookup is
+    kept only when a proxy is configured, so a proxy set in the environment is still honoured.
+    """
+    return AioHttpTransport(use_env_settings=bool(urllib.request.getproxies_environment()))
+
+
 class TableEntityStore:
     """shared.services.ports.EntityStore on one storage account."""
 
     def __init__(self, service: TableServiceClient) -> None:
         self._service = service
-        self._ready: set[Table] = set()
+        # One client per table: building a TableClient configures a pipeline, which costs more than a
+        # local round trip; the clients share the service's transport.
+        self._clients: dict[Table, TableClient] = {}
 
     @classmethod
     def from_connection_string(cls, connection_string: str) -> TableEntityStore:
         """For Azurite and for accounts that still allow shared keys."""
-        return cls(TableServiceClient.from_connection_string(connection_string))
+        return cls(TableServiceClient.from_connection_string(connection_string, transport=storage_transport()))
 
     @classmethod
     def from_account(cls, account_name: str, credential: AsyncTokenCredential,
                      endpoint: str | None = None) -> TableEntityStore:
         """Identity-based access (the app's managed identity)."""
         url = endpoint or f"https://{account_name}.table.core.windows.net"
-        return cls(TableServiceClient(endpoint=url, credential=credential))
+        return cls(TableServiceClient(endpoint=url, credential=credential, transport=storage_transport()))
 
     async def _table(self, table: Table) -> TableClient:
-        client = self._service.get_table_client(table.value)
-        if table not in self._ready:
+        client = self._clients.get(table)
+        if client is None:
             try:
                 await self._service.create_table_if_not_exists(table.value)
             except Exception as exc:
                 raise translate(exc, f"table {table.value}") from None
-            self._ready.add(table)
+            client = self._clients[table] = self._service.get_table_client(table.value)
         return client
 
     async def get(self, table: Table, partition_key: str, row_key: str) -> Entity | None:
@@ -184,6 +201,27 @@ class TableEntityStore:
         except Exception as exc:
             raise translate(exc, f"{table.value}/{entity.partition_key}/{entity.row_key}") from None
         return Entity(entity.partition_key, entity.row_key, dict(entity.data), meta.get("etag"))
+
+    async def upsert_many(self, table: Table, entities: Sequence[Entity]) -> None:
+        """Create or replace rows in entity-group transactions of up to 100 rows of one partition.
+
+        A row key given twice keeps its last version (a transaction may touch a row once).
+        """
+        client = await self._table(table)
+        partitions: dict[str, dict[str, Entity]] = {}
+        for entity in entities:
+            partitions.setdefault(entity.partition_key, {})[entity.row_key] = entity
+        for partition, rows in partitions.items():
+            ordered = list(rows.values())
+            for start in range(0, len(ordered), TRANSACTION_MAX):
+                chunk = ordered[start:start + TRANSACTION_MAX]
+                operations = [("upsert", _to_properties(e), {"mode": UpdateMode.REPLACE}) for e in chunk]
+                what = f"{table.value}/{partition} ({len(chunk)} rows from {chunk[0].row_key})"
+                try:
+                    await client.submit_transaction(operations)
+                except Exception as exc:
+                    # TableTransactionError is an HttpResponseError carrying the failed operation's status.
+                    raise translate(exc, what) from None
 
     async def update(self, table: Table, entity: Entity) -> Entity:
         """Replace a row only if its ETag still matches; Conflict otherwise."""
@@ -240,5 +278,6 @@ class TableEntityStore:
             raise translate(exc, f"{table.value}/{partition_key}") from None
 
     async def close(self) -> None:
-        """Release the HTTP session."""
+        """Release the HTTP session (the table clients share it)."""
+        self._clients.clear()
         await self._service.close()

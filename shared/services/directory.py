@@ -13,7 +13,7 @@ from shared.domain import enrollment
 from shared.domain.directory import Enrollment, UserRow
 from shared.domain.rotation import RotationSubject
 from shared.errors import Configuration, Stop
-from shared.services.ports import AuditSink, Entity, EntityStore, JsonObject
+from shared.services.ports import AuditSink, BatchEntityStore, Entity, EntityStore, JsonObject
 from shared.topology import Table
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,18 @@ class Directory:
     async def put(self, connection: str, row: UserRow) -> None:
         """Create or replace a user's row."""
         await self._entities.upsert(Table.USERS, Entity(connection, row.id, row.to_row()))
+
+    async def put_many(self, connection: str, rows: Sequence[UserRow]) -> None:
+        """Create or replace many rows: in transactions of up to 100 when the store has them, else one by one.
+
+        A failure raises; rows of earlier transactions stay written.
+        """
+        entities = [Entity(connection, row.id, row.to_row()) for row in rows]
+        if isinstance(self._entities, BatchEntityStore):
+            await self._entities.upsert_many(Table.USERS, entities)
+            return
+        for entity in entities:
+            await self._entities.upsert(Table.USERS, entity)
 
     @staticmethod
     def _parse(found: Entity) -> UserRow | None:

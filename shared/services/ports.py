@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from shared.topology import Queue, Table
 
@@ -189,6 +189,18 @@ class EntityStore(Protocol):
     def query(self, table: Table, partition_key: str, *, row_key_from: str | None = None,
               row_key_to: str | None = None, limit: int | None = None) -> AsyncIterator[Entity]:
         """Rows of one partition in row-key order, optionally within [from, to)."""
+        ...
+
+
+@runtime_checkable
+class BatchEntityStore(Protocol):
+    """An EntityStore that can also write many rows of one partition in few requests."""
+
+    async def upsert_many(self, table: Table, entities: Sequence[Entity]) -> None:
+        """Create or replace rows, in all-or-nothing groups of up to 100 rows of one partition.
+
+        A failed group raises; the groups written before it stay written.
+        """
         ...
 
 

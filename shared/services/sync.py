@@ -29,7 +29,16 @@ from shared.domain.sync import EntraUser, GroupTree, SyncPlan, chunks, plan, sco
 from shared.errors import BridgeError, Conflict, Gone, Stop
 from shared.messages import WorkMessage
 from shared.services.directory import Directory, EnrollmentGroups, GroupWriter
-from shared.services.ports import AuditSink, Clock, Entity, EntityStore, JsonObject, SecretStore, WorkQueue
+from shared.services.ports import (
+    AuditSink,
+    BatchEntityStore,
+    Clock,
+    Entity,
+    EntityStore,
+    JsonObject,
+    SecretStore,
+    WorkQueue,
+)
 from shared.topology import Queue, Table
 
 log = logging.getLogger(__name__)
@@ -37,6 +46,8 @@ log = logging.getLogger(__name__)
 LEASE = dt.timedelta(minutes=10)
 ACTOR = "sync"
 WRITE_CONCURRENCY = 16
+#: Users per storage transaction (Table storage's limit per entity-group transaction).
+WRITE_BATCH = 100
 _EPOCH = "1970-01-01T00:00:00+00:00"
 #: Member ids per stored tree row: a Table string property holds 32K characters (64 KiB UTF-16).
 TREE_IDS_PER_ROW = 800
@@ -420,6 +431,11 @@ class SyncService:
             async with semaphore:
                 await self._entities.delete(Table.GROUPS, connection, key)
 
+        if isinstance(self._entities, BatchEntityStore) and writes:
+            # A tree row holds up to 32K characters: 50 of them stay well under a transaction's 4 MiB.
+            for start in range(0, len(writes), 50):
+                await self._entities.upsert_many(Table.GROUPS, writes[start:start + 50])
+            writes = []
         await asyncio.gather(*(put(e) for e in writes), *(drop(k) for k in set(deletes)))
         await self._entities.upsert(Table.SYNCSTATE, Entity(connection, _STATE_ROW, state.row()))
 
@@ -435,20 +451,25 @@ class SyncService:
         done = 0
         semaphore = asyncio.Semaphore(WRITE_CONCURRENCY)
 
-        async def write(row: UserRow) -> None:
+        async def write(chunk: list[UserRow]) -> None:
             nonlocal done
             async with semaphore:
                 try:
-                    await self._directory.put(conn.name, row)
+                    # One storage transaction per chunk (Table storage takes 100 rows of a partition at once).
+                    await self._directory.put_many(conn.name, chunk)
                 except BridgeError as err:
-                    report.errors += 1
-                    log.warning("could not store user %s: %s", row.id, err.detail)
-                    return
-                done += 1
-                if progress and done % 500 == 0:
+                    log.info("a batch of %d users was refused (%s); writing them one by one", len(chunk), err.detail)
+                    for row in chunk:
+                        try:
+                            await self._directory.put(conn.name, row)
+                        except BridgeError as single:
+                            report.errors += 1
+                            log.warning("could not store user %s: %s", row.id, single.detail)
+                done += len(chunk)
+                if progress:
                     progress("write", done, len(rows))
 
-        await asyncio.gather(*(write(row) for row in rows))
+        await asyncio.gather(*(write(rows[i:i + WRITE_BATCH]) for i in range(0, len(rows), WRITE_BATCH)))
         if progress:
             progress("write", len(rows), len(rows))
         report.added, report.updated = len(changes.add), len(changes.update)
