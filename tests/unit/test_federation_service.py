@@ -159,3 +159,22 @@ async def test_the_monitor_alerts_30_7_and_1_days_before_expiry_once_each() -> N
     assert (row["domain"], row["alertedThreshold"]) == (DOMAIN, 0)
     assert "expired" in row["problem"]
     assert "no next certificate is known" in row["problem"]
+
+
+def test_the_put_body_maps_to_the_service_request() -> None:
+    from pydantic import ValidationError
+
+    from functions.federation import FederationBody
+
+    body = FederationBody.model_validate({
+        "metadataUrl": "https://idp.example/FederationMetadata.xml", "displayName": "Example",
+        "federatedIdpMfaBehavior": "enforceMfaByFederatedIdp", "force": {"reason": "admins have cloud accounts"}})
+    request = body.request()
+    assert request.metadata_url == "https://idp.example/FederationMetadata.xml"
+    assert request.given == {"display_name": "Example", "federated_idp_mfa_behavior": "enforceMfaByFederatedIdp"}
+    assert body.force is not None
+    for bad in ({"metadataUrl": "http://idp.example/m"}, {"metadataUrl": "https://a/m", "metadataXml": "<x/>"},
+                {"issuerUri": "https://i/e", "force": {"reason": "short"}}, {"preferredAuthenticationProtocol": "oidc"},
+                {"issuerUri": "https://i/e", "unknown": 1}):
+        with pytest.raises(ValidationError):
+            FederationBody.model_validate(bad)
