@@ -10,7 +10,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
-from shared.adapters.tables import translate
+from shared.adapters.tables import storage_transport, translate
 from shared.errors import InvalidInput, PermissionDenied
 from shared.services.ports import JsonObject
 from shared.topology import Queue
@@ -35,14 +35,14 @@ class StorageWorkQueue:
     @classmethod
     def from_connection_string(cls, connection_string: str) -> StorageWorkQueue:
         """For Azurite and for accounts that still allow shared keys."""
-        return cls(QueueServiceClient.from_connection_string(connection_string))
+        return cls(QueueServiceClient.from_connection_string(connection_string, transport=storage_transport()))
 
     @classmethod
     def from_account(cls, account_name: str, credential: AsyncTokenCredential,
                      endpoint: str | None = None) -> StorageWorkQueue:
         """Identity-based access (the app's managed identity)."""
         url = endpoint or f"https://{account_name}.queue.core.windows.net"
-        return cls(QueueServiceClient(account_url=url, credential=credential))
+        return cls(QueueServiceClient(account_url=url, credential=credential, transport=storage_transport()))
 
     async def _client(self, queue: Queue) -> QueueClient:
         client = self._clients.get(queue)

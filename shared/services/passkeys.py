@@ -23,6 +23,7 @@ import binascii
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
@@ -30,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import Connection, PasskeyPolicy
 from shared.domain import attestation
-from shared.domain.devices import DeviceState, Fix, PasskeyRow, PasskeyState, plan_reconciliation
+from shared.domain.devices import DeviceRow, DeviceState, Fix, PasskeyRow, PasskeyState, plan_reconciliation
 from shared.domain.directory import Enrollment, UserRow, UserState
 from shared.errors import BridgeError, Conflict, Forbidden, InvalidInput, NotFound
 from shared.services.devices import DeviceService, PasskeyDirectory
@@ -75,6 +76,19 @@ def webauthn_json(value: Any) -> Any:
     return value
 
 
+async def settle(*calls: Awaitable[Any]) -> list[Any]:
+    """Run independent calls together and wait for all of them; then raise the first failure in argument order.
+
+    Unlike a bare asyncio.gather, no call is left running when another fails, and which error the
+    caller sees does not depend on which round trip happened to finish first.
+    """
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
 @dataclass
 class ReconcileReport:
     """What one reconciliation found and did."""
@@ -106,15 +120,20 @@ class PasskeyService:
         self._clock = clock
         self._policy: dict[str, tuple[dt.datetime, JsonObject]] = {}
 
-    async def _device_user(self, conn: Connection, device_id: str) -> UserRow:
+    @staticmethod
+    def _check_enabled(conn: Connection) -> None:
         feature = conn.features.passkeys
         if not feature.enabled or feature.policy is PasskeyPolicy.DISABLED:
             raise Forbidden(f"passkeys are disabled for connection {conn.name!r} (features.passkeys.enabled, "
                             "features.passkeys.policy)")
-        device = await self._devices.get(conn.name, device_id)
+
+    @staticmethod
+    def _check_device(device: DeviceRow, device_id: str) -> None:
         if device.state is not DeviceState.ACTIVE:
             raise Conflict(f"device {device_id!r} is {device.state.value}")
-        user = await self._directory.get(conn.name, device.user_id)
+
+    @staticmethod
+    def _check_user(user: UserRow | None, device_id: str) -> UserRow:
         if user is None or not user.active:
             raise Conflict(f"the user of device {device_id!r} is not active in the bridge directory")
         return user
@@ -129,7 +148,10 @@ class PasskeyService:
         return cached[1]
 
     async def _check_tenant_policy(self, conn: Connection, entra: PasskeyDirectory) -> JsonObject:
-        policy = await self._tenant_policy(conn, entra)
+        return self._require_enabled_policy(await self._tenant_policy(conn, entra))
+
+    @staticmethod
+    def _require_enabled_policy(policy: JsonObject) -> JsonObject:
         # Entra refuses provisioning when the passkey (FIDO2) method is off or self-service setup is not
         # allowed (https://learn.microsoft.com/entra/identity/authentication/how-to-enable-passkey-fido2).
         if policy.get("state") != "enabled":
@@ -144,10 +166,25 @@ class PasskeyService:
     async def options(self, conn: Connection, entra: PasskeyDirectory, device_id: str, *,
                       correlation_id: str) -> JsonObject:
         """Creation options for the device's user, with a stored ceremony."""
-        user = await self._device_user(conn, device_id)
-        await self._check_tenant_policy(conn, entra)
+        self._check_enabled(conn)
+        device = await self._devices.get(conn.name, device_id)
+        self._check_device(device, device_id)
         timeout = conn.features.passkeys.challenge_timeout_minutes
-        body = await entra.creation_options(user.id, timeout)
+
+        async def from_entra() -> JsonObject:
+            await self._check_tenant_policy(conn, entra)
+            return await entra.creation_options(device.user_id, timeout)
+
+        # The user's row is read while Entra prepares the options (a read on each side, nothing written);
+        # an inactive user is refused whatever Entra answered.
+        user_read, entra_read = await asyncio.gather(self._directory.get(conn.name, device.user_id), from_entra(),
+                                                     return_exceptions=True)
+        if isinstance(user_read, BaseException):
+            raise user_read
+        user = self._check_user(user_read, device_id)
+        if isinstance(entra_read, BaseException):
+            raise entra_read
+        body = entra_read
         public_key = webauthn_json(dict(body.get("publicKey") or {}))
         if not public_key.get("challenge"):
             raise InvalidInput("Graph returned creation options without a challenge")
@@ -159,20 +196,42 @@ class PasskeyService:
         expires = str(body.get("challengeTimeoutDateTime") or
                       (self._clock.now() + dt.timedelta(minutes=timeout)).isoformat())
         ceremony = f"cer-{uuid.uuid4().hex}"
-        await self._entities.insert(Table.CEREMONIES, Entity(conn.name, ceremony, {
-            "challenge": public_key["challenge"], "expiresAt": expires, "userId": user.id, "deviceId": device_id,
-            "excluded": ",".join(c["id"] for c in public_key["excludeCredentials"]), "used": False}))
-        await self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.options", target=user.id,
-                                 outcome="issued", correlation_id=correlation_id,
-                                 detail={"device": device_id, "ceremony": ceremony})
+        detail = {"device": device_id, "ceremony": ceremony}
+        stored, audited = await asyncio.gather(
+            self._entities.insert(Table.CEREMONIES, Entity(conn.name, ceremony, {
+                "challenge": public_key["challenge"], "expiresAt": expires, "userId": user.id, "deviceId": device_id,
+                "excluded": ",".join(c["id"] for c in public_key["excludeCredentials"]), "used": False})),
+            self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.options", target=user.id,
+                               outcome="issued", correlation_id=correlation_id, detail=detail),
+            return_exceptions=True)
+        if isinstance(stored, BaseException):
+            # The ceremony row and its record are written together; when the row failed, the record that
+            # says it was issued is followed by one that says it was not (the ceremony cannot be used).
+            if not isinstance(audited, BaseException):
+                await self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.options", target=user.id,
+                                         outcome="failed", correlation_id=correlation_id,
+                                         detail={**detail, "reason": type(stored).__name__})
+            raise stored
+        if isinstance(audited, BaseException):
+            raise audited
         return {"ceremonyId": ceremony, "expiresAt": expires, "policy": conn.features.passkeys.policy.value,
                 "publicKey": public_key}
 
     async def register(self, conn: Connection, entra: PasskeyDirectory, device_id: str, body: PasskeyRegistration, *,
                        correlation_id: str) -> JsonObject:
         """Verify the credential locally, register it in Entra, record it."""
-        user = await self._device_user(conn, device_id)
-        found = await self._entities.get(Table.CEREMONIES, conn.name, body.ceremony_id)
+        self._check_enabled(conn)
+        # The device, the ceremony and the device's passkeys are independent reads: one round trip.
+        device, found, own_passkeys = await settle(
+            self._devices.get(conn.name, device_id),
+            self._entities.get(Table.CEREMONIES, conn.name, body.ceremony_id),
+            self._devices.passkeys(conn.name, device_id))
+        self._check_device(device, device_id)
+        user_read, policy_read = await asyncio.gather(self._directory.get(conn.name, device.user_id),
+                                                      self._tenant_policy(conn, entra), return_exceptions=True)
+        if isinstance(user_read, BaseException):
+            raise user_read
+        user = self._check_user(user_read, device_id)
         if found is None or found.data.get("deviceId") != device_id:
             raise NotFound(f"ceremony {body.ceremony_id!r} was not issued for device {device_id!r}")
         if found.data.get("used"):
@@ -183,11 +242,13 @@ class PasskeyService:
         expires = dt.datetime.fromisoformat(str(found.data["expiresAt"]).replace("Z", "+00:00"))
         if expires <= self._clock.now():
             raise Conflict(f"ceremony {body.ceremony_id!r} expired at {expires.isoformat()}; ask for new options")
-        policy = await self._check_tenant_policy(conn, entra)
+        if isinstance(policy_read, BaseException):
+            raise policy_read
+        policy = self._require_enabled_policy(policy_read)
         # Entra lists the user's existing credentials in excludeCredentials (kept with the ceremony); with
         # the device's own rows that covers every duplicate without scanning the connection's passkeys.
         known = [c for c in str(found.data.get("excluded") or "").split(",") if c]
-        known += [str(p.data.get("credentialId")) for p in await self._devices.passkeys(conn.name, device_id)]
+        known += [str(p.data.get("credentialId")) for p in own_passkeys]
         challenge = str(found.data["challenge"])
         try:
             verified = attestation.verify(body.credential,
@@ -213,14 +274,19 @@ class PasskeyService:
         row = PasskeyRow(method_id=method_id, user_id=user.id, device_id=device_id,
                          credential_id=verified.credential_id, aaguid=verified.aaguid,
                          display_name=body.display_name, registered_at=self._clock.now())
-        await self._entities.upsert(Table.PASSKEYS, Entity(conn.name, row.row_key, row.to_row()))
+        # Entra holds the passkey now: the registry row, the enrollment state and the audit record are
+        # written together, and the record is written even when a row fails.
+        writes: list[Awaitable[Any]] = [
+            self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.registered", target=user.id,
+                               outcome="registered", correlation_id=correlation_id,
+                               graph_request_id=created.request_id,
+                               detail={"device": device_id, "method": method_id, "aaguid": verified.aaguid,
+                                       "attestation": verified.attestation_type}),
+            self._entities.upsert(Table.PASSKEYS, Entity(conn.name, row.row_key, row.to_row()))]
         if user.enrollment is not Enrollment.PAIRED_WITH_ENTRA:
-            await self._directory.put(conn.name, user.model_copy(update={"enrollment": Enrollment.PAIRED_WITH_ENTRA}))
-        await self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.registered", target=user.id,
-                                 outcome="registered", correlation_id=correlation_id,
-                                 graph_request_id=created.request_id,
-                                 detail={"device": device_id, "method": method_id, "aaguid": verified.aaguid,
-                                         "attestation": verified.attestation_type})
+            writes.append(self._directory.put(conn.name, user.model_copy(update={"enrollment":
+                                                                                  Enrollment.PAIRED_WITH_ENTRA})))
+        await settle(*writes)
         return {"id": method_id, "deviceId": device_id, "aaguid": verified.aaguid, "displayName": body.display_name,
                 "credentialId": verified.credential_id, "attestation": verified.attestation_type,
                 "model": method.get("model"), "createdDateTime": method.get("createdDateTime")}

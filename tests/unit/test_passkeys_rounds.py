@@ -1,0 +1,165 @@
+"""Passkey requests run independent storage calls together: still nothing stored on a refusal, still audited."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+
+from local.authenticator import SoftwareAuthenticator
+from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.tables import storage_transport
+from shared.config import Connection
+from shared.domain import attestation
+from shared.domain.directory import UserRow, UserState
+from shared.errors import Conflict, NotFound, Transient
+from shared.services.devices import DeviceRegistration, DeviceService
+from shared.services.directory import Directory
+from shared.services.passkeys import PasskeyRegistration, PasskeyService, settle
+from shared.services.ports import Entity, GraphResponse
+from shared.topology import Table
+from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
+
+CONN = Connection.model_validate({"name": "demo", "tenantId": "00000000-0000-0000-0000-000000000001",
+                                  "features": {"passkeys": {"enabled": True}}})
+JWK: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()))
+
+
+class Graph:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def get(self, path: str, **_: Any) -> dict[str, Any]:
+        self.calls.append(f"GET {path}")
+        if path.endswith("fido2"):
+            return {"state": "enabled", "isSelfServiceRegistrationAllowed": True}
+        return {"challengeTimeoutDateTime": "2026-01-01T00:05:00Z", "publicKey": {
+            "challenge": base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("="),
+            "rp": {"id": "login.microsoftonline.com"}}}
+
+    async def send(self, method: str, path: str, **_: Any) -> GraphResponse:
+        self.calls.append(f"{method} {path}")
+        return GraphResponse(201, {"id": "method-1"}, request_id="req-1")
+
+
+class FailingStore(FakeEntityStore):
+    """Fails writes to one table, as a storage outage would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing: Table | None = None
+
+    async def insert(self, table: Table, entity: Entity) -> Entity:
+        if table is self.failing:
+            raise Transient(f"storage failed on {table.value}")
+        return await super().insert(table, entity)
+
+    async def upsert(self, table: Table, entity: Entity) -> Entity:
+        if table is self.failing:
+            raise Transient(f"storage failed on {table.value}")
+        return await super().upsert(table, entity)
+
+
+@pytest.fixture
+async def world() -> tuple[PasskeyService, FailingStore, FakeAuditSink, Directory, Graph]:
+    entities = FailingStore()
+    directory = Directory(entities)
+    await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example"))
+    audit = FakeAuditSink()
+    clock = FakeClock()
+    devices = DeviceService(directory=directory, entities=entities, audit=audit, queue=FakeWorkQueue(), clock=clock)
+    await devices.register(CONN, "dev-1", DeviceRegistration.model_validate(
+        {"user": "u1", "displayName": "key", "publicKey": JWK}), actor="t", correlation_id="c")
+    return (PasskeyService(devices=devices, directory=directory, entities=entities, audit=audit, clock=clock),
+            entities, audit, directory, Graph())
+
+
+async def test_settle_waits_for_every_call_and_raises_the_first_failure_in_argument_order() -> None:
+    finished: list[str] = []
+
+    async def slow_ok() -> str:
+        await asyncio.sleep(0.02)
+        finished.append("slow")
+        return "ok"
+
+    async def fails(message: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        raise NotFound(message)
+
+    assert await settle(slow_ok(), asyncio.sleep(0, result=2)) == ["ok", 2]
+    with pytest.raises(NotFound, match="first"):
+        await settle(fails("first", 0.01), fails("second", 0), slow_ok())
+    assert finished == ["slow", "slow"]
+
+
+async def test_options_for_an_inactive_user_store_nothing_even_when_entra_answered(world: Any) -> None:
+    service, entities, audit, directory, graph = world
+    await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example", state=UserState.DEACTIVATED))
+    with pytest.raises(Conflict, match="not active"):
+        await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+    assert entities.tables.get(Table.CEREMONIES, {}) == {}
+    assert "passkey.options" not in audit.actions()
+
+
+async def test_a_ceremony_that_could_not_be_stored_is_audited_as_failed(world: Any) -> None:
+    service, entities, audit, _, graph = world
+    entities.failing = Table.CEREMONIES
+    with pytest.raises(Transient):
+        await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+    outcomes = [(r.action, r.outcome) for r in audit.records if r.action == "passkey.options"]
+    assert outcomes == [("passkey.options", "issued"), ("passkey.options", "failed")]
+
+
+async def test_a_registration_in_entra_is_audited_even_when_the_registry_row_fails(world: Any) -> None:
+    service, entities, audit, _, graph = world
+    options = await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+    body = PasskeyRegistration.model_validate({"ceremonyId": options["ceremonyId"], "displayName": "k",
+                                               "credential": SoftwareAuthenticator().register(options)})
+    entities.failing = Table.PASSKEYS
+    with pytest.raises(Transient):
+        await service.register(CONN, GraphPasskeyDirectory(graph), "dev-1", body, correlation_id="c")
+    registered = [r for r in audit.records if r.action == "passkey.registered"]
+    assert len(registered) == 1
+    assert registered[0].graph_request_id == "req-1"
+
+
+async def test_register_checks_the_user_before_the_ceremony_and_consumes_nothing_on_refusal(world: Any) -> None:
+    service, entities, _, directory, graph = world
+    options = await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+    body = PasskeyRegistration.model_validate({"ceremonyId": options["ceremonyId"], "displayName": "k",
+                                               "credential": SoftwareAuthenticator().register(options)})
+    await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example", state=UserState.REMOVED))
+    with pytest.raises(Conflict, match="not active"):
+        await service.register(CONN, GraphPasskeyDirectory(graph), "dev-1", body, correlation_id="c")
+    ceremony = await entities.get(Table.CEREMONIES, "demo", options["ceremonyId"])
+    assert ceremony is not None
+    assert ceremony.data["used"] is False
+    assert not any(call.startswith("POST") for call in graph.calls)
+    await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example"))
+    with pytest.raises(NotFound, match="was not issued"):
+        await service.register(CONN, GraphPasskeyDirectory(graph), "dev-1",
+                               body.model_copy(update={"ceremony_id": "cer-unknown"}), correlation_id="c")
+
+
+def test_parsing_keeps_the_library_checks() -> None:
+    credential = SoftwareAuthenticator().register({"rp": {"id": attestation.ENTRA_RP_ID}, "challenge": ""},
+                                                  challenge=b"c" * 32)
+    attestation.verify(credential, challenge=b"c" * 32)
+    for broken in ({**credential, "id": "other"}, {k: v for k, v in credential.items() if k != "rawId"},
+                   {**credential, "response": {}}, {**credential, "clientExtensionResults": []}):
+        with pytest.raises(attestation.AttestationRejected, match="not a WebAuthn RegistrationResponse"):
+            attestation.verify(broken, challenge=b"c" * 32)
+
+
+def test_storage_clients_look_up_proxies_only_when_one_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert storage_transport()._use_env_settings is False
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert storage_transport()._use_env_settings is True
