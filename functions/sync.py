@@ -64,6 +64,19 @@ async def start_sync(call: Plain) -> Reply:
     return Reply(202, {"runId": run_id, "status": "queued", "dryRun": dry_run})
 
 
+@route(bp, "connections/{c}/enrollment-groups/uninstall", "POST", roles=[ADMIN])
+async def uninstall_enrollment_groups(call: Plain) -> Reply:
+    """Delete the enrollment-state groups the bridge created in Entra (groups it found are left alone)."""
+    app = bridge()
+    conn = app.connection(call.params["c"])
+    deleted = await app.sync.enrollment_groups.uninstall(conn, await app.directory_reader(conn), actor=call.actor,
+                                                         correlation_id=call.correlation_id)
+    body: dict[str, Any] = {"deleted": deleted}
+    if conn.features.passkeys.enabled:
+        body["note"] = "features.passkeys.enabled is still true: the next sync creates the groups again"
+    return Reply(200, body)
+
+
 def _user_view(row: UserRow, rotation: dict[str, Any] | None = None) -> dict[str, Any]:
     view: dict[str, Any] = row.to_row()
     view["id"] = row.id

@@ -1,4 +1,4 @@
-"""Operator commands: `python -m shared.cli doctor|sync|rotate|audit-verify --connection NAME`.
+"""Operator commands: `python -m shared.cli doctor|sync|uninstall-groups|audit-verify --connection NAME`.
 
 They read the same app settings as the function app (environment, or `--settings` pointing at a
 local.settings.json) and use the same services, so what they show is what the app would do.
@@ -103,6 +103,20 @@ async def sync(bridge: Bridge, name: str, dry_run: bool) -> int:
     return 0 if report.outcome in ("completed", "dry-run") else 1
 
 
+async def uninstall_groups(bridge: Bridge, name: str) -> int:
+    """Delete the enrollment-state groups the bridge created in Entra (never groups it found)."""
+    conn = bridge.connection(name)
+    service = SyncService(directory=Directory(bridge.entities), entities=bridge.entities, audit=bridge.audit,
+                          queue=bridge.queue, clock=bridge.clock)
+    writer = GraphDirectoryReader(await bridge.graph(conn))
+    deleted = await service.enrollment_groups.uninstall(conn, writer, correlation_id=str(uuid.uuid4()),
+                                                        actor=f"cli:{os.environ.get('USER', 'operator')}")
+    print(f"deleted {len(deleted)} enrollment-state group(s) the bridge created: {', '.join(deleted) or 'none'}")
+    if conn.features.passkeys.enabled:
+        print("note: features.passkeys.enabled is still true: the next sync creates the groups again")
+    return 0
+
+
 async def audit_verify(bridge: Bridge, name: str, days: int) -> int:
     """Verify the audit chains of the last `days` days."""
     today = dt.datetime.now(dt.UTC).date()
@@ -127,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     p_sync = commands.add_parser("sync", help="run a sync of one connection now")
     p_sync.add_argument("--connection", required=True)
     p_sync.add_argument("--dry-run", action="store_true")
+    p_uninstall = commands.add_parser("uninstall-groups",
+                                      help="delete the enrollment-state groups the bridge created in Entra")
+    p_uninstall.add_argument("--connection", required=True)
     p_verify = commands.add_parser("audit-verify", help="verify the audit log's hash chains")
     p_verify.add_argument("--connection", required=True)
     p_verify.add_argument("--days", type=int, default=7)
@@ -138,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             command: Any = {"doctor": lambda: doctor(bridge, args.connection, args.json),
                             "sync": lambda: sync(bridge, args.connection, args.dry_run),
+                            "uninstall-groups": lambda: uninstall_groups(bridge, args.connection),
                             "audit-verify": lambda: audit_verify(bridge, args.connection, args.days)}[args.command]
             return int(await command())
         finally:

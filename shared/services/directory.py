@@ -188,18 +188,26 @@ class EnrollmentGroups:
         ids = await self.ensure(conn, writer, correlation_id=correlation_id)
         await self._apply(conn, writer, ids, enrollment.plan_move(user_id, to), correlation_id)
 
-    async def uninstall(self, conn: Connection, writer: GroupWriter, *, correlation_id: str) -> list[str]:
-        """Delete the groups the bridge created (never ones it found); returns their ids."""
+    async def uninstall(self, conn: Connection, writer: GroupWriter, *, correlation_id: str,
+                        actor: str = "sync") -> list[str]:
+        """Delete the groups the bridge created (never ones it found, which are only forgotten); returns their ids.
+
+        Safe to repeat: a group already gone counts as deleted, and the record is dropped only at the end.
+        """
         known = await self.known(conn.name)
         deleted: list[str] = []
         for state, record in known.items():
             if record.get("created") and record.get("id"):
                 await writer.delete_group(str(record["id"]))
                 deleted.append(str(record["id"]))
-                await self._audit.record(connection=conn.name, actor="sync", action="enrollmentGroup.deleted",
+                await self._audit.record(connection=conn.name, actor=actor, action="enrollmentGroup.deleted",
                                          target=str(record["id"]), outcome="deleted", correlation_id=correlation_id,
                                          detail={"name": record.get("name"), "state": state})
+        kept = sorted(str(r["id"]) for r in known.values() if r.get("id") and not r.get("created"))
         await self._entities.delete(Table.SYNCSTATE, conn.name, _GROUPS_ROW)
+        await self._audit.record(connection=conn.name, actor=actor, action="enrollmentGroups.uninstalled",
+                                 target=conn.name, outcome="completed", correlation_id=correlation_id,
+                                 detail={"deleted": deleted, "keptExisting": kept})
         return deleted
 
     async def _apply(self, conn: Connection, writer: GroupWriter, ids: dict[Enrollment, str],
