@@ -1,13 +1,15 @@
 """`make run`: the whole bridge on this machine, stopped cleanly by Ctrl-C or SIGTERM.
 
-    python -m local.stack [--settings local.settings.json] [--no-sync]
+    python -m local.stack [--settings local.settings.json] [--no-sync] [--no-demo]
 
 In order: the local CA (local.tls); Azurite (data in .local/azurite); the Entra simulator with the
 demo tenant and the Key Vault emulator, when their packages are present; local.settings.json written
 from local.settings.sample.json when missing (with a fresh function key); the function host with the
 environment that points the app at all of them; then one sync of the demo connection, the job the
-timer would run. It prints the URLs, the demo connection and the function key, and waits. A second
-run reuses the certificates, the settings file and the data under .local/.
+timer would run; then the passkey demo (local.demo_passkey): a demo device registers a passkey for a
+demo user through the HTTP API, and the passkey is revoked when the device is removed, as the audit
+log shows. It prints the URLs, the demo connection and the function key, and waits. A second run
+reuses the certificates, the settings file and the data under .local/.
 
 Preferred ports (host 7071, simulator 8443, vault 8444, Azurite 10000-10002) are used when free;
 otherwise free ones are taken, and the environment handed to the host says which.
@@ -30,6 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from local.demo_passkey import demo_line
 from local.host.process import RunningHost
 from local.host.process import running as host_running
 from local.servers import ROOT, ManagedProcess, azurite, free_port, port_open, python_module
@@ -136,6 +139,16 @@ def startup_job(settings_file: Path, env: dict[str, str]) -> str:
     return f"start-up sync of '{DEMO_CONNECTION}': {outcome}"
 
 
+def passkey_demo(host: RunningHost, function_key: str, env: dict[str, str]) -> str:
+    """Run the passkey demo against the host; one line saying how it went (a failure does not stop the stack)."""
+    if "LOCAL_ENTRA_URL" not in env:
+        return "passkey demo: skipped (needs the Entra simulator)"
+    try:
+        return demo_line(host.url, function_key, connection=DEMO_CONNECTION)
+    except Exception as exc:  # the demo is a show-case: whatever happens, the stack keeps running
+        return f"passkey demo: failed ({type(exc).__name__}: {exc})"
+
+
 def describe_demo(settings: dict[str, Any]) -> str:
     """The demo connection as configured, in one line."""
     try:
@@ -161,7 +174,7 @@ def wait(processes: list[ManagedProcess]) -> None:
         time.sleep(0.5)
 
 
-def run(settings_path: Path, *, sync: bool) -> int:
+def run(settings_path: Path, *, sync: bool, demo: bool = True) -> int:
     """Start everything, print what runs where, wait, stop."""
     def terminate(signum: int, frame: FrameType | None) -> None:
         raise Stop
@@ -194,6 +207,8 @@ def run(settings_path: Path, *, sync: bool) -> int:
             print(f"function key: {function_key}  (send as x-functions-key, or ?code=)", flush=True)
             if sync:
                 print(startup_job(settings_path, env), flush=True)
+            if demo:
+                print(passkey_demo(host, function_key, env), flush=True)
             print("ready; Ctrl-C stops everything", flush=True)
             wait([host.process])
     except (KeyboardInterrupt, Stop):
@@ -207,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.stack", description=__doc__.splitlines()[0])
     parser.add_argument("--settings", default=str(ROOT / "local.settings.json"))
     parser.add_argument("--no-sync", action="store_true", help="skip the start-up sync of the demo connection")
+    parser.add_argument("--no-demo", action="store_true", help="skip the passkey demo (device, passkey, removal)")
     args = parser.parse_args(argv)
-    return run(Path(args.settings).resolve(), sync=not args.no_sync)
+    return run(Path(args.settings).resolve(), sync=not args.no_sync, demo=not args.no_demo)
 
 
 if __name__ == "__main__":
