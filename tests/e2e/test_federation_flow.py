@@ -84,7 +84,8 @@ def test_federate_watch_and_defederate_the_demo_domain(client: httpx.Client) -> 
     assert "password" in removed.text.lower()
 
     today = dt.datetime.now(dt.UTC).date().isoformat()
-    actions = [r["action"] for r in client.get(client.base_url.join("/api/audit"), params={"connection": "demo", "from": today,
-                                                                      "to": today, "top": "1000"}).json()["value"]]
+    audit = client.get(client.base_url.join("/api/audit"),
+                       params={"connection": "demo", "from": today, "to": today, "top": "1000"}).json()
+    actions = [r["action"] for r in audit["value"]]
     assert "federation.set" in actions
     assert "federation.removed" in actions
