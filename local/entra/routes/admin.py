@@ -145,6 +145,9 @@ def routes(sim: Simulator) -> list[Route]:
     async def expire_delta(request: Request) -> dict[str, Any]:
         # Every delta token issued so far now answers 410, as after Graph drops its sync state.
         tenant.deltaFloor = tenant.sequence + 1
+        # A marker no delta query lists moves the sequence up to the floor, so tokens issued from now on
+        # (including `$deltatoken=latest`) are valid, as after a real resync.
+        tenant.record("marker", "deltaExpired")
         sim.store.changed()
         return {"deltaFloor": tenant.deltaFloor}
 
