@@ -26,7 +26,7 @@ from shared.config import Connection
 from shared.domain import rotation as rotation_policy
 from shared.domain.directory import UserRow, UserState
 from shared.domain.sync import EntraUser, GroupTree, SyncPlan, chunks, plan, scope, user_changes
-from shared.errors import BridgeError, Conflict, Gone, Stop
+from shared.errors import BridgeError, Conflict, Gone, Stop, Throttled, Transient
 from shared.messages import WorkMessage
 from shared.services.directory import Directory, EnrollmentGroups, GroupWriter
 from shared.services.ports import (
@@ -48,6 +48,8 @@ ACTOR = "sync"
 WRITE_CONCURRENCY = 16
 #: Users per storage transaction (Table storage's limit per entity-group transaction).
 WRITE_BATCH = 100
+#: Transactions in flight at once: they all land on one partition, whose documented target is 2,000 rows/s.
+BATCH_CONCURRENCY = 4
 _EPOCH = "1970-01-01T00:00:00+00:00"
 #: Member ids per stored tree row: a Table string property holds 32K characters (64 KiB UTF-16).
 TREE_IDS_PER_ROW = 800
@@ -449,14 +451,19 @@ class SyncService:
                      progress: Progress | None) -> None:
         rows = [*changes.add, *changes.update, *changes.remove]
         done = 0
-        semaphore = asyncio.Semaphore(WRITE_CONCURRENCY)
+        semaphore = asyncio.Semaphore(BATCH_CONCURRENCY)
 
         async def write(chunk: list[UserRow]) -> None:
             nonlocal done
             async with semaphore:
                 try:
-                    # One storage transaction per chunk (Table storage takes 100 rows of a partition at once).
-                    await self._directory.put_many(conn.name, chunk)
+                    # One storage transaction per chunk (Table storage takes 100 rows of a partition at once);
+                    # an upsert is safe to repeat, so a dropped connection or a busy answer gets one more try.
+                    try:
+                        await self._directory.put_many(conn.name, chunk)
+                    except (Transient, Throttled) as err:
+                        await asyncio.sleep(min(getattr(err, "retry_after", 0.0) or 0.5, 5.0))
+                        await self._directory.put_many(conn.name, chunk)
                 except BridgeError as err:
                     log.info("a batch of %d users was refused (%s); writing them one by one", len(chunk), err.detail)
                     for row in chunk:
