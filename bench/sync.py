@@ -112,22 +112,29 @@ class Measured:
 
     report: SyncReport
     seconds: float
+    cpu_seconds: float
     resource_units: float
     requests: float
     throttled: float
 
 
-async def measure(world: World, conn: Connection, admin: Admin, run_id: str) -> Measured:
+def cpu_seconds() -> float:
+    """CPU time of this process so far (the bridge's own work, not the stand-ins')."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def measure(world: World, conn: Connection, admin: Admin, run_id: str, *, dry_run: bool = False) -> Measured:
     """Run one sync and read the simulator's counters around it."""
     before = admin("GET", "/_sim/counters", None)
-    started = time.perf_counter()
-    report = await world.sync.run(conn, GraphDirectoryReader(world.graph, graph_base="https://graph.microsoft.com"),
-                                  run_id=run_id, correlation_id=run_id)
-    seconds = time.perf_counter() - started
+    started, cpu = time.perf_counter(), cpu_seconds()
+    report = await world.sync.run(conn, GraphDirectoryReader(world.graph), run_id=run_id, correlation_id=run_id,
+                                  dry_run=dry_run)
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     after = admin("GET", "/_sim/counters", None)
-    if report.outcome != "completed":
+    if report.outcome != ("dry-run" if dry_run else "completed"):
         raise SystemExit(f"sync {run_id} ended {report.outcome}: {report.alert}")
-    return Measured(report, seconds, after["resourceUnits"] - before["resourceUnits"],
+    return Measured(report, seconds, cpu, after["resourceUnits"] - before["resourceUnits"],
                     after["requests"] - before["requests"], after["throttled"] - before["throttled"])
 
 
@@ -184,25 +191,28 @@ def budget(seconds: float) -> int:
     return int(RU_PER_WINDOW * max(1.0, seconds / RU_WINDOW_S))
 
 
-async def scenarios(users: int, changes: list[int], tenant_id: str, entra_url: str, storage: str, ca: str,
-                    admin: Admin, out: Callable[[str], None]) -> None:
+async def scenarios(users: int, changes: list[int], read_only: bool, tenant_id: str, entra_url: str, storage: str,
+                    ca: str, admin: Admin, out: Callable[[str], None]) -> None:
     """Run the scenarios and print their lines."""
     conn = connection(tenant_id)
     async with open_world(tenant_id, entra_url, storage, ca) as world:
         await world.graph.token_claims()  # sign in before timing, as a warm instance would have
-        first = await measure(world, conn, admin, "bench-initial")
-        rate = first.report.added / first.seconds if first.seconds else 0.0
-        out(f"sync initial: {first.report.added} users in {first.seconds:.1f} s ({rate:.0f}/s), "
-            f"{first.resource_units:.0f} RU of {budget(first.seconds)} budget ({RU_PER_WINDOW}/10 s), "
-            f"{first.requests:.0f} Graph requests, 429s {first.throttled:.0f}; "
+        first = await measure(world, conn, admin, "bench-initial", dry_run=read_only)
+        count = first.report.added
+        rate = count / first.seconds if first.seconds else 0.0
+        what = "initial read and plan (dry run, nothing written)" if read_only else "initial"
+        out(f"sync {what}: {count} users in {first.seconds:.1f} s ({rate:.0f}/s, own CPU "
+            f"{first.cpu_seconds:.1f} s), {first.resource_units:.0f} RU of {budget(first.seconds)} budget "
+            f"({RU_PER_WINDOW}/10 s), {first.requests:.0f} Graph requests, 429s {first.throttled:.0f}; "
             f"ratio to {INITIAL_TARGET_S:.0f} s {first.seconds / INITIAL_TARGET_S:.2f}")
-        groups = await tree_groups(world.tables, conn.name)
-        for n, count in enumerate(changes, start=1):
+        groups = {} if read_only else await tree_groups(world.tables, conn.name)
+        for n, count in enumerate([] if read_only else changes, start=1):
             make_changes(admin, groups, count, n)
             run = await measure(world, conn, admin, f"bench-incremental-{n}")
-            line = (f"sync incremental, {count} changes: {run.seconds:.1f} s, {run.resource_units:.0f} RU, "
-                    f"{run.requests:.0f} Graph requests (added {run.report.added}, updated {run.report.updated}, "
-                    f"removed {run.report.removed}, unchanged {run.report.unchanged}, mode {run.report.mode})")
+            line = (f"sync incremental, {count} changes: {run.seconds:.1f} s (own CPU {run.cpu_seconds:.1f} s), "
+                    f"{run.resource_units:.0f} RU, {run.requests:.0f} Graph requests (added {run.report.added}, "
+                    f"updated {run.report.updated}, removed {run.report.removed}, unchanged {run.report.unchanged}, "
+                    f"mode {run.report.mode})")
             if count == 0:
                 line += f"; ratio to {IDLE_TARGET_RU:.0f} RU {run.resource_units / IDLE_TARGET_RU:.2f}"
             out(line)
@@ -211,7 +221,8 @@ async def scenarios(users: int, changes: list[int], tenant_id: str, entra_url: s
         f"{peak / MEMORY_TARGET_MB:.2f}")
 
 
-def run(users: int, groups: int, depth: int, latency_ms: float, changes: list[int], folder: Path) -> None:
+def run(users: int, groups: int, depth: int, latency_ms: float, changes: list[int], read_only: bool,
+        folder: Path) -> None:
     """Generate the tenant, start the stand-ins, run the scenarios."""
     tls = ensure_tls()
     tenant_file = folder / "tenant.json"
@@ -228,7 +239,7 @@ def run(users: int, groups: int, depth: int, latency_ms: float, changes: list[in
         def admin(method: str, path: str, body: Any) -> Any:
             return sim.admin(method, path, body)
 
-        asyncio.run(scenarios(users, changes, sim.tenant_id, sim.url, storage, str(tls.ca), admin,
+        asyncio.run(scenarios(users, changes, read_only, sim.tenant_id, sim.url, storage, str(tls.ca), admin,
                               lambda line: print(line, flush=True)))
 
 
@@ -240,10 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", type=int, default=3, help="levels of each tree")
     parser.add_argument("--latency-ms", type=float, default=100.0, help="added to every Graph request")
     parser.add_argument("--changes", default="0,100,1000", help="changes before each incremental run")
+    parser.add_argument("--read-only", action="store_true",
+                        help="only the initial run, as a dry run: Graph reads and planning without Table writes")
     args = parser.parse_args(argv)
     changes = [int(c) for c in args.changes.split(",") if c.strip()]
     with tempfile.TemporaryDirectory(prefix=f"bench-sync-{uuid.uuid4().hex[:6]}-") as folder:
-        run(args.users, args.groups, args.depth, args.latency_ms, changes, Path(folder))
+        run(args.users, args.groups, args.depth, args.latency_ms, changes, args.read_only, Path(folder))
     return 0
 
 
