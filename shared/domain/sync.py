@@ -117,7 +117,8 @@ def plan(existing: Mapping[str, UserRow], seen: Mapping[str, EntraUser], *, rota
     for user_id, current in existing.items():
         if user_id in seen:
             continue
-        target = _removed_state(removal, user_id in deleted_in_entra)
+        # A user deleted in Entra stays "missing" on later runs, whose delta no longer reports the deletion.
+        target = _removed_state(removal, user_id in deleted_in_entra or current.state is UserState.MISSING_IN_ENTRA)
         if current.state is target and not current.in_rotation_group:
             continue
         if target is None:
