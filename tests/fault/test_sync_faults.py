@@ -19,6 +19,7 @@ from shared.adapters.directory import GraphDirectoryReader
 from shared.config import Connection
 from shared.domain.directory import UserRow, UserState
 from shared.errors import Stop
+from shared.services.directory import Directory
 from shared.services.sync import SyncReport
 
 USERS = 3000
@@ -49,7 +50,7 @@ async def _run(world: World, conn: Connection, *, full: bool = False) -> SyncRep
 
 
 async def _rows(world: World, conn: Connection) -> dict[str, UserRow]:
-    return {row.id: row async for row in world.sync._directory.all(conn.name)}
+    return {row.id: row async for row in Directory(world.tables).all(conn.name)}
 
 
 def _faults(sim: RunningEntra, settings: dict[str, Any]) -> None:
