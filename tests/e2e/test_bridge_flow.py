@@ -23,6 +23,7 @@ from local.authenticator import SoftwareAuthenticator
 from local.entra.demo import DEMO_TENANT_ID
 from local.host.process import RunningHost
 from local.tls import TlsFiles
+from tests.e2e.waiting import wait_for
 from tests.fixtures.entra import EntraFixture
 from tests.fixtures.vault import VaultFixture
 
@@ -49,16 +50,6 @@ def client(function_host: Any, bridge_values: dict[str, str]) -> Iterator[tuple[
     host: RunningHost = function_host(values=bridge_values)
     with httpx.Client(base_url=host.url, headers={"x-functions-key": host.function_key}, timeout=60) as c:
         yield c, host
-
-
-def wait_for(check: Any, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError("condition not met in time")
 
 
 def device_token(key: ec.EllipticCurvePrivateKey, url: str, device: str) -> str:

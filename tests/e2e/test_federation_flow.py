@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 from local.entra.demo import DEMO_TENANT_ID
 from local.host.process import RunningHost
 from local.tls import TlsFiles
-from tests.e2e.test_bridge_flow import wait_for
+from tests.e2e.waiting import wait_for
 from tests.fixtures.entra import EntraFixture
 
 DOMAIN = "bridge-demo.example"

@@ -15,16 +15,7 @@ import pytest
 from azure.storage.queue import QueueClient
 
 from local.host.process import RunningHost
-
-
-def wait_for(check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
+from tests.e2e.waiting import wait_for
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
