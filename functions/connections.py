@@ -7,7 +7,7 @@ from typing import Annotated
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from functions.http import ADMIN, Plain, Reply, route
+from functions.http import ADMIN, Plain, Reply, route, validation_errors
 from shared import logs
 from shared.bootstrap import bridge
 from shared.errors import InvalidInput
@@ -43,9 +43,7 @@ def _body(call: Plain) -> CertificateBody:
     try:
         return CertificateBody.model_validate_json(raw, strict=True)
     except ValidationError as exc:
-        errors: list[dict[str, object]] = [
-            {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
-            for e in exc.errors(include_url=False, include_input=False)]
+        errors = validation_errors(exc)
         raise InvalidInput(f"{errors[0]['field']}: {errors[0]['message']} (body: {{\"pem\": \"-----BEGIN "
                            "CERTIFICATE-----...\", \"clientId\": \"...\", \"obtainToken\": true}, all optional)",
                            field=str(errors[0]["field"]), errors=errors) from None

@@ -166,6 +166,12 @@ def _authorize(req: func.HttpRequest, roles: Sequence[str]) -> Principal | None:
     return principal
 
 
+def validation_errors(exc: ValidationError) -> list[dict[str, object]]:
+    """Each failed field of a request body: its dotted path ("body" for the whole) and pydantic's message."""
+    return [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False)]
+
+
 def _parse_body(req: func.HttpRequest, model: type[M]) -> M:
     raw = req.get_body() or b""
     limit = settings().max_body_bytes
@@ -180,9 +186,7 @@ def _parse_body(req: func.HttpRequest, model: type[M]) -> M:
         # Strict: JSON types must match the model (no "5" for 5); unknown members are refused by the models.
         return model.model_validate_json(raw, strict=True)
     except ValidationError as exc:
-        errors: list[dict[str, object]] = [
-            {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
-            for e in exc.errors(include_url=False, include_input=False)]
+        errors = validation_errors(exc)
         first = errors[0]
         raise InvalidInput(f"{first['field']}: {first['message']}", field=str(first["field"]), errors=errors) from None
 

@@ -425,6 +425,15 @@ def graph_route(sim: Simulator, handler: GraphHandler, *, permissions: tuple[str
     return endpoint
 
 
+def group_or_404(tenant: Any, key: str) -> Any:
+    """The tenant's group `key`, or Graph's 404 for a missing directory object."""
+    group = tenant.groups.get(key)
+    if group is None:
+        raise GraphError(404, "Request_ResourceNotFound", f"Resource '{key}' does not exist or one of its queried "
+                         "reference-property objects are not present.")
+    return group
+
+
 def page(request: Request, items: list[Any], *, default_top: int = 100, max_top: int = 999, context: str = "",
          render: Callable[[Any], dict[str, Any]] | None = None) -> dict[str, Any]:
     """One page of a collection with `$top` and an opaque `$skiptoken` in the nextLink.

@@ -28,6 +28,7 @@ from local.entra.core import (
     parse_filter,
     select_fields,
 )
+from local.entra.core import group_or_404 as core_group_or_404
 from local.entra.state import now_iso
 
 USER_READ = ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All")
@@ -75,11 +76,8 @@ def routes(sim: Simulator) -> list[Route]:
         return user
 
     def group_or_404(key: str) -> Any:
-        group = tenant.groups.get(key)
-        if group is None:
-            raise GraphError(404, "Request_ResourceNotFound", f"Resource '{key}' does not exist or one of its queried "
-                             "reference-property objects are not present.")
-        return group
+        found: Any = core_group_or_404(tenant, key)
+        return found
 
     async def list_users(request: Request, caller: Caller) -> dict[str, Any]:
         users = list(tenant.users.values())

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from local.entra.core import Caller, GraphError, Simulator, graph_route, json_body
+from local.entra.core import group_or_404 as core_group_or_404
 from local.entra.state import Group, new_id, now_iso
 
 GROUP_CREATE = ("Group.Create", "Group.ReadWrite.All", "Directory.ReadWrite.All")
@@ -34,11 +35,8 @@ def routes(sim: Simulator) -> list[Route]:
     tenant = sim.tenant
 
     def group_or_404(key: str) -> Group:
-        group = tenant.groups.get(key)
-        if group is None:
-            raise GraphError(404, "Request_ResourceNotFound", f"Resource '{key}' does not exist or one of its queried "
-                             "reference-property objects are not present.")
-        return group
+        found: Group = core_group_or_404(tenant, key)
+        return found
 
     def object_id(reference: Any) -> str:
         """The object id at the end of a directoryObjects URL, which must name a user or group."""
