@@ -84,7 +84,8 @@ class ThrottleGovernor:
     """Shares Graph's Retry-After across instances through the `throttle` table.
 
     Rows: partition = tenant id, row = "writes"; `pauseUntil` is the ISO time before which no
-    instance sends that tenant a write. Each instance re-reads the row at most once a second.
+    instance sends that tenant a write. Each instance re-reads the row at most once a second, in the
+    background once it has read it the first time.
     """
 
     REFRESH_SECONDS = 1.0
@@ -93,19 +94,34 @@ class ThrottleGovernor:
         self._entities = entities
         self._clock = clock or SystemClock()
         self._known: dict[str, tuple[float, dt.datetime | None]] = {}
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
 
     async def pause_until(self, tenant: str) -> dt.datetime | None:
-        """The time before which writes to `tenant` must wait, if any."""
-        checked, until = self._known.get(tenant, (0.0, None))
-        if self._entities is not None and time.monotonic() - checked > self.REFRESH_SECONDS:
-            try:
-                row = await self._entities.get(Table.THROTTLE, tenant, "writes")
-            except BridgeError:
-                row = None  # the governor is advisory: a storage hiccup must not stop Graph work
-            stored = _parse_time(row.data.get("pauseUntil")) if row else None
-            until = max((t for t in (until, stored) if t is not None), default=None)
-            self._known[tenant] = (time.monotonic(), until)
-        return until
+        """The time before which writes to `tenant` must wait, if any.
+
+        The first call for a tenant reads the shared row; later calls answer from what is known and, once
+        it is a second old, refresh it beside the write instead of in front of it.
+        """
+        if self._entities is None:
+            return self._known.get(tenant, (0.0, None))[1]
+        if tenant not in self._known:
+            await self._refresh(tenant)
+        elif time.monotonic() - self._known[tenant][0] > self.REFRESH_SECONDS and tenant not in self._refreshing:
+            task = asyncio.get_running_loop().create_task(self._refresh(tenant))
+            self._refreshing[tenant] = task
+            task.add_done_callback(lambda _: self._refreshing.pop(tenant, None))
+        return self._known[tenant][1]
+
+    async def _refresh(self, tenant: str) -> None:
+        assert self._entities is not None
+        try:
+            row = await self._entities.get(Table.THROTTLE, tenant, "writes")
+        except BridgeError:
+            row = None  # the governor is advisory: a storage hiccup must not stop Graph work
+        stored = _parse_time(row.data.get("pauseUntil")) if row else None
+        until = self._known.get(tenant, (0.0, None))[1]
+        until = max((t for t in (until, stored) if t is not None), default=None)
+        self._known[tenant] = (time.monotonic(), until)
 
     async def wait(self, tenant: str, sleep: Callable[[float], Awaitable[None]]) -> None:
         """Sleep until `tenant`'s write pause, if any, has passed."""

@@ -25,7 +25,7 @@ import logging
 import uuid
 from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,9 +51,11 @@ class PasskeyRegistration(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    ceremony_id: Annotated[str, Field(alias="ceremonyId", min_length=1, max_length=64)]
+    ceremony_id: Annotated[str, Field(alias="ceremonyId", min_length=1, max_length=160)]
     display_name: Annotated[str, Field(alias="displayName", min_length=1, max_length=200)]
     credential: dict[str, Any]
+
+T = TypeVar("T")
 
 
 def repair_base64url(value: str) -> str:
@@ -74,6 +76,26 @@ def webauthn_json(value: Any) -> Any:
     if isinstance(value, list):
         return [webauthn_json(v) for v in value]
     return value
+
+
+def ceremony_id(user_id: str) -> str:
+    """A new ceremony id; it names the user so that registration reads the user with the ceremony."""
+    return f"cer-{uuid.uuid4().hex}-{user_id}"
+
+
+def ceremony_user(ceremony: str) -> str | None:
+    """The user a ceremony id names; None for an id not in that form (it then matches no ceremony)."""
+    prefix, _, rest = ceremony.partition("-")
+    token, _, user = rest.partition("-")
+    return user if prefix == "cer" and len(token) == 32 and user else None
+
+
+async def outcome(call: Awaitable[T]) -> T | Exception:
+    """The call's result, or the error it raised: for a read whose failure matters only after other checks."""
+    try:
+        return await call
+    except Exception as exc:  # handed back to the caller, who raises it in its turn
+        return exc
 
 
 async def settle(*calls: Awaitable[Any]) -> list[Any]:
@@ -195,7 +217,7 @@ class PasskeyService:
                                             for c in public_key.get("excludeCredentials") or []]
         expires = str(body.get("challengeTimeoutDateTime") or
                       (self._clock.now() + dt.timedelta(minutes=timeout)).isoformat())
-        ceremony = f"cer-{uuid.uuid4().hex}"
+        ceremony = ceremony_id(user.id)
         detail = {"device": device_id, "ceremony": ceremony}
         stored, audited = await asyncio.gather(
             self._entities.insert(Table.CEREMONIES, Entity(conn.name, ceremony, {
@@ -221,14 +243,18 @@ class PasskeyService:
                        correlation_id: str) -> JsonObject:
         """Verify the credential locally, register it in Entra, record it."""
         self._check_enabled(conn)
-        # The device, the ceremony and the device's passkeys are independent reads: one round trip.
-        device, found, own_passkeys = await settle(
+        # The device, the ceremony, the device's passkeys and the user the ceremony names are independent
+        # reads: one round trip. The user is re-read only if the device has changed hands since the options.
+        named = ceremony_user(body.ceremony_id)
+        device, found, own_passkeys, user_read, policy_read = await settle(
             self._devices.get(conn.name, device_id),
             self._entities.get(Table.CEREMONIES, conn.name, body.ceremony_id),
-            self._devices.passkeys(conn.name, device_id))
+            self._devices.passkeys(conn.name, device_id),
+            outcome(self._directory.get(conn.name, named)) if named else asyncio.sleep(0),
+            outcome(self._tenant_policy(conn, entra)))
         self._check_device(device, device_id)
-        user_read, policy_read = await asyncio.gather(self._directory.get(conn.name, device.user_id),
-                                                      self._tenant_policy(conn, entra), return_exceptions=True)
+        if device.user_id != named:
+            user_read = await self._directory.get(conn.name, device.user_id)
         if isinstance(user_read, BaseException):
             raise user_read
         user = self._check_user(user_read, device_id)

@@ -21,7 +21,7 @@ from shared.domain.directory import UserRow, UserState
 from shared.errors import Conflict, NotFound, Transient
 from shared.services.devices import DeviceRegistration, DeviceService
 from shared.services.directory import Directory
-from shared.services.passkeys import PasskeyRegistration, PasskeyService, settle
+from shared.services.passkeys import PasskeyRegistration, PasskeyService, ceremony_id, ceremony_user, settle
 from shared.services.ports import Entity, GraphResponse
 from shared.topology import Table
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
@@ -163,3 +163,26 @@ def test_storage_clients_look_up_proxies_only_when_one_is_configured(monkeypatch
     assert storage_transport()._use_env_settings is False
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     assert storage_transport()._use_env_settings is True
+
+
+def test_a_ceremony_id_names_its_user_and_other_forms_name_nobody() -> None:
+    made = ceremony_id("0b7c-user")
+    assert ceremony_user(made) == "0b7c-user"
+    assert made != ceremony_id("0b7c-user")
+    for other in ("cer-unknown", "cer-" + "a" * 32, "cer-" + "a" * 31 + "-u1", "xyz-" + "a" * 32 + "-u1", ""):
+        assert ceremony_user(other) is None
+
+
+async def test_register_reads_the_device_s_new_user_when_the_device_changed_hands(world: Any) -> None:
+    service, entities, _, directory, graph = world
+    options = await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+    # The device was removed and its id registered again for another user between options and register.
+    await directory.put("demo", UserRow(id="u2", upn="bob@contoso.example"))
+    device = await entities.get(Table.DEVICES, "demo", "dev-1")
+    await entities.upsert(Table.DEVICES, Entity("demo", "dev-1", {**device.data, "userId": "u2"}))
+    body = PasskeyRegistration.model_validate({"ceremonyId": options["ceremonyId"], "displayName": "k",
+                                               "credential": SoftwareAuthenticator().register(options)})
+    # The ceremony names u1, the device now belongs to u2: u2 is read and the ceremony refused for it.
+    with pytest.raises(Conflict, match="issued to another user"):
+        await service.register(CONN, GraphPasskeyDirectory(graph), "dev-1", body, correlation_id="c")
+    assert not any(call.startswith("POST") for call in graph.calls)
