@@ -48,7 +48,7 @@ ACTOR = "sync"
 WRITE_CONCURRENCY = 16
 #: Users per storage transaction (Table storage's limit per entity-group transaction).
 WRITE_BATCH = 100
-#: Transactions in flight at once: they all land on one partition, whose documented target is 2,000 rows/s.
+#: Transactions in flight at once, spread over the directory's partitions (shared.services.directory.SHARDS).
 BATCH_CONCURRENCY = 4
 _EPOCH = "1970-01-01T00:00:00+00:00"
 #: Member ids per stored tree row: a Table string property holds 32K characters (64 KiB UTF-16).
@@ -209,6 +209,8 @@ class SyncService:
         writer = groups if groups is not None else (reader if isinstance(reader, GroupWriter) else None)
         lease_etag = await self._take_lease(conn.name, run_id)
         try:
+            if not dry_run:
+                await self._directory.move_unsharded(conn.name)  # a no-op read once the rows are moved
             existing = {row.id: row async for row in self._directory.all(conn.name)}
             try:
                 read = await self._read(conn, reader, existing, report, full, progress)
@@ -476,7 +478,7 @@ class SyncService:
                 if progress:
                     progress("write", done, len(rows))
 
-        await asyncio.gather(*(write(rows[i:i + WRITE_BATCH]) for i in range(0, len(rows), WRITE_BATCH)))
+        await asyncio.gather(*(write(batch) for batch in self._directory.batches(conn.name, rows, WRITE_BATCH)))
         if progress:
             progress("write", len(rows), len(rows))
         report.added, report.updated = len(changes.add), len(changes.update)

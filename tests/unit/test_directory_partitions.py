@@ -1,0 +1,47 @@
+"""The directory spreads a connection's users over partitions, and moves rows stored before it did."""
+
+from __future__ import annotations
+
+from shared.domain.directory import UserRow
+from shared.services.directory import SHARDS, TRANSACTION_ROWS, Directory, partition_of
+from shared.services.ports import Entity
+from shared.topology import Table
+from tests.fakes import FakeEntityStore
+
+
+def _row(n: int) -> UserRow:
+    return UserRow(id=f"{n:08x}-0000-0000-0000-000000000000", upn=f"user{n}@contoso.example")
+
+
+def test_a_user_always_lands_in_the_same_partition_of_its_connection_only() -> None:
+    ids = [_row(n).id for n in range(2000)]
+    partitions = {partition_of("demo", i) for i in ids}
+    assert len(partitions) == SHARDS
+    assert all(p.startswith("demo.") for p in partitions)
+    assert partition_of("demo", ids[0]) == partition_of("demo", ids[0])
+    assert not partitions & {partition_of("demo2", i) for i in ids}
+
+
+def test_batches_hold_rows_of_one_partition_and_at_most_a_transaction_each() -> None:
+    rows = [_row(n) for n in range(3000)]
+    batches = Directory.batches("demo", rows)
+    assert sorted(r.id for b in batches for r in b) == sorted(r.id for r in rows)
+    for batch in batches:
+        assert 0 < len(batch) <= TRANSACTION_ROWS
+        assert len({partition_of("demo", r.id) for r in batch}) == 1
+
+
+async def test_rows_stored_before_sharding_are_read_and_then_moved() -> None:
+    store = FakeEntityStore()
+    directory = Directory(store)
+    old = [_row(n) for n in range(30)]
+    for row in old:
+        await store.upsert(Table.USERS, Entity("demo", row.id, row.to_row()))
+    await directory.put("demo", _row(100))
+    # Before the move every reader sees them, and `all` does not repeat a row found in both places.
+    assert (await directory.get("demo", old[3].id)) == old[3]
+    assert len([r async for r in directory.all("demo")]) == 31
+    assert await directory.move_unsharded("demo") == 30
+    assert [e async for e in store.query(Table.USERS, "demo")] == []
+    assert sorted([r.id async for r in directory.all("demo")]) == sorted([r.id for r in old] + [_row(100).id])
+    assert await directory.move_unsharded("demo") == 0
