@@ -1,5 +1,6 @@
-"""Sync writes users in storage transactions of up to 100 rows of a partition when the store offers them: a dropped transaction is
-tried once more, a refused one falls back to row-by-row writes so one bad row costs one error."""
+"""Sync writes users in storage transactions of up to 100 rows of a partition when the store offers them:
+a dropped transaction is tried once more, a refused one falls back to row-by-row writes so one bad row
+costs one error."""
 
 from __future__ import annotations
 
