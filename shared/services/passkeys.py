@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 ACTOR = "passkeys"
 READ_CONCURRENCY = 8
 POLICY_CACHE = dt.timedelta(minutes=5)
+#: How long a ceremony row is kept after it expired, so a late registration still hears "expired".
+CEREMONY_KEPT = dt.timedelta(days=1)
 
 
 class PasskeyRegistration(BaseModel):
@@ -121,13 +123,14 @@ class ReconcileReport:
     marked_deleted: int = 0
     duplicates: int = 0
     unreadable_users: list[str] = field(default_factory=list)
+    ceremonies_purged: int = 0
 
     def as_dict(self) -> JsonObject:
         """JSON form (camelCase, like every other body)."""
         data = asdict(self)
         return {"users": data["users"], "passkeys": data["passkeys"], "revoked": data["revoked"],
                 "markedDeleted": data["marked_deleted"], "duplicates": data["duplicates"],
-                "unreadableUsers": data["unreadable_users"]}
+                "unreadableUsers": data["unreadable_users"], "ceremoniesPurged": data["ceremonies_purged"]}
 
 
 class PasskeyService:
@@ -317,9 +320,37 @@ class PasskeyService:
                 "credentialId": verified.credential_id, "attestation": verified.attestation_type,
                 "model": method.get("model"), "createdDateTime": method.get("createdDateTime")}
 
+    async def purge_ceremonies(self, connection: str) -> int:
+        """Delete ceremony rows that expired more than CEREMONY_KEPT ago, used or not; returns how many.
+
+        A ceremony is good for minutes, but each options request leaves a row; without this the table
+        would grow with every enrollment ever started.
+        """
+        cutoff = self._clock.now() - CEREMONY_KEPT
+        stale = []
+        async for found in self._entities.query(Table.CEREMONIES, connection):
+            try:
+                expires = dt.datetime.fromisoformat(str(found.data.get("expiresAt")).replace("Z", "+00:00"))
+            except ValueError:
+                log.warning("ceremony %s/%s has no readable expiry; deleted", connection, found.row_key)
+                stale.append(found)
+                continue
+            if expires.tzinfo is None:
+                expires = expires.replace(tzinfo=dt.UTC)
+            if expires < cutoff:
+                stale.append(found)
+        for found in stale:
+            # The ETag keeps a ceremony that is being consumed right now (it cannot be, once expired).
+            try:
+                await self._entities.delete(Table.CEREMONIES, connection, found.row_key, etag=found.etag)
+            except Conflict:
+                continue
+        return len(stale)
+
     async def reconcile(self, conn: Connection, entra: PasskeyDirectory, *, correlation_id: str) -> ReconcileReport:
-        """Bring the registry and Entra's fido2Methods together for the users that have registered passkeys."""
-        report = ReconcileReport()
+        """Bring the registry and Entra's fido2Methods together for the users that have registered passkeys
+        (and drop long-expired ceremonies on the way)."""
+        report = ReconcileReport(ceremonies_purged=await self.purge_ceremonies(conn.name))
         rows = [(e, PasskeyRow.model_validate(e.data)) async for e in self._entities.query(Table.PASSKEYS, conn.name)]
         report.passkeys = len(rows)
         if not rows:

@@ -116,7 +116,7 @@ async def test_reconcile_marks_revokes_and_audits(world: Any) -> None:
     entra = Entra({"u1": [], "u2": ["m2", "someone-elses"], "u3": ["m3"]})
     report = await service.reconcile(CONN, entra, correlation_id="c")
     assert report.as_dict() == {"users": 3, "passkeys": 3, "revoked": 1, "markedDeleted": 1, "duplicates": 0,
-                                "unreadableUsers": []}
+                                "unreadableUsers": [], "ceremoniesPurged": 0}
     assert entra.revoked == [("u3", "m3")]
     assert await entities.get(Table.PASSKEYS, "demo", "dev-3:m3") is None
     marked = await entities.get(Table.PASSKEYS, "demo", "dev-1:m1")

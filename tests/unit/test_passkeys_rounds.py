@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 import os
 from typing import Any
@@ -186,3 +187,20 @@ async def test_register_reads_the_device_s_new_user_when_the_device_changed_hand
     with pytest.raises(Conflict, match="issued to another user"):
         await service.register(CONN, GraphPasskeyDirectory(graph), "dev-1", body, correlation_id="c")
     assert not any(call.startswith("POST") for call in graph.calls)
+
+
+async def test_long_expired_ceremonies_are_purged_and_recent_ones_kept(world: Any) -> None:
+    service, entities, _, _, graph = world
+    clock: FakeClock = service._clock  # the clock the service reads
+    first = await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+    await entities.upsert(Table.CEREMONIES, Entity("demo", "cer-broken", {"expiresAt": "not a time"}))
+    clock.advance(days=2)
+    second = await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+    # Graph's fixed expiry in the fake is 2026-01-01T00:05Z: give the second ceremony a current one.
+    row = await entities.get(Table.CEREMONIES, "demo", second["ceremonyId"])
+    await entities.upsert(Table.CEREMONIES, Entity("demo", row.row_key, {
+        **row.data, "expiresAt": (clock.now() + dt.timedelta(minutes=5)).isoformat()}))
+    assert await service.purge_ceremonies("demo") == 2
+    assert await entities.get(Table.CEREMONIES, "demo", first["ceremonyId"]) is None
+    assert await entities.get(Table.CEREMONIES, "demo", second["ceremonyId"]) is not None
+    assert await service.purge_ceremonies("demo") == 0
