@@ -46,6 +46,7 @@ READ_CONCURRENCY = 8
 POLICY_CACHE = dt.timedelta(minutes=5)
 #: How long a ceremony row is kept after it expired, so a late registration still hears "expired".
 CEREMONY_KEPT = dt.timedelta(days=1)
+T = TypeVar("T")
 
 
 class PasskeyRegistration(BaseModel):
@@ -56,8 +57,6 @@ class PasskeyRegistration(BaseModel):
     ceremony_id: Annotated[str, Field(alias="ceremonyId", min_length=1, max_length=160)]
     display_name: Annotated[str, Field(alias="displayName", min_length=1, max_length=200)]
     credential: dict[str, Any]
-
-T = TypeVar("T")
 
 
 def repair_base64url(value: str) -> str:
