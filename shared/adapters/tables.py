@@ -30,7 +30,7 @@ from azure.data.tables import EdmType, EntityProperty, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.errors import BridgeError, Conflict, InvalidInput, NotFound, PermissionDenied, Throttled, Transient
-from shared.services.ports import Entity, JsonObject
+from shared.services.ports import TRANSACTION_ROWS, Entity, JsonObject
 from shared.topology import Table
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,6 @@ _MAX_STRING_CHARS = 32 * 1024
 _JSON_MARKER = "_json"
 _RESERVED = {"PartitionKey", "RowKey", "Timestamp", "etag", _JSON_MARKER}
 DATA_ROLE = "Storage Table Data Contributor"
-#: Operations in one entity-group transaction, all in one partition
-#: (https://learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions).
-TRANSACTION_MAX = 100
 
 
 def check_key(kind: str, value: str) -> str:
@@ -213,8 +210,8 @@ class TableEntityStore:
             partitions.setdefault(entity.partition_key, {})[entity.row_key] = entity
         for partition, rows in partitions.items():
             ordered = list(rows.values())
-            for start in range(0, len(ordered), TRANSACTION_MAX):
-                chunk = ordered[start:start + TRANSACTION_MAX]
+            for start in range(0, len(ordered), TRANSACTION_ROWS):
+                chunk = ordered[start:start + TRANSACTION_ROWS]
                 operations = [("upsert", _to_properties(e), {"mode": UpdateMode.REPLACE}) for e in chunk]
                 what = f"{table.value}/{partition} ({len(chunk)} rows from {chunk[0].row_key})"
                 try:

@@ -14,12 +14,10 @@ from shared.domain import enrollment
 from shared.domain.directory import Enrollment, UserRow
 from shared.domain.rotation import RotationSubject
 from shared.errors import Configuration, Stop
-from shared.services.ports import AuditSink, BatchEntityStore, Entity, EntityStore, JsonObject
+from shared.services.ports import TRANSACTION_ROWS, AuditSink, BatchEntityStore, Entity, EntityStore, JsonObject
 from shared.topology import Table
 
 log = logging.getLogger(__name__)
-#: Rows in one entity-group transaction (Table storage's limit).
-TRANSACTION_ROWS = 100
 
 
 #: Partitions of one connection's users. A Table storage partition serves about 2,000 entities per
@@ -34,7 +32,11 @@ def partition_of(connection: str, user_id: str) -> str:
 
     Connection names are slugs without dots, so one connection's partitions never meet another's.
     """
-    return f"{connection}.{zlib.crc32(user_id.encode()) % SHARDS:02d}"
+    return _shard(connection, zlib.crc32(user_id.encode()) % SHARDS)
+
+
+def _shard(connection: str, number: int) -> str:
+    return f"{connection}.{number:02d}"
 
 
 class Directory:
@@ -68,7 +70,7 @@ class Directory:
         """
         unmoved = {row.id: row async for row in self._rows(connection)}
         for shard in range(SHARDS):
-            async for row in self._rows(f"{connection}.{shard:02d}"):
+            async for row in self._rows(_shard(connection, shard)):
                 unmoved.pop(row.id, None)
                 yield row
         for row in unmoved.values():
@@ -79,12 +81,13 @@ class Directory:
         await self._entities.upsert(Table.USERS, Entity(partition_of(connection, row.id), row.id, row.to_row()))
 
     @staticmethod
-    def batches(connection: str, rows: Iterable[UserRow], size: int = TRANSACTION_ROWS) -> list[list[UserRow]]:
-        """`rows` in groups of at most `size` rows of one partition: each group is one storage transaction."""
+    def batches(connection: str, rows: Iterable[UserRow]) -> list[list[UserRow]]:
+        """`rows` in groups of one partition and at most TRANSACTION_ROWS rows: one storage transaction each."""
         by_partition: dict[str, list[UserRow]] = {}
         for row in rows:
             by_partition.setdefault(partition_of(connection, row.id), []).append(row)
-        return [group[start:start + size] for group in by_partition.values() for start in range(0, len(group), size)]
+        return [group[start:start + TRANSACTION_ROWS] for group in by_partition.values()
+                for start in range(0, len(group), TRANSACTION_ROWS)]
 
     async def put_many(self, connection: str, rows: Sequence[UserRow]) -> None:
         """Create or replace many rows: in transactions of up to 100 rows of a partition when the store has

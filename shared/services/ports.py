@@ -192,12 +192,17 @@ class EntityStore(Protocol):
         ...
 
 
+#: Rows in one entity-group transaction, all of one partition
+#: (https://learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions).
+TRANSACTION_ROWS = 100
+
+
 @runtime_checkable
 class BatchEntityStore(Protocol):
     """An EntityStore that can also write many rows of one partition in few requests."""
 
     async def upsert_many(self, table: Table, entities: Sequence[Entity]) -> None:
-        """Create or replace rows, in all-or-nothing groups of up to 100 rows of one partition.
+        """Create or replace rows, in all-or-nothing groups of up to TRANSACTION_ROWS rows of one partition.
 
         A failed group raises; the groups written before it stay written.
         """

@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 LEASE = dt.timedelta(minutes=10)
 ACTOR = "sync"
 WRITE_CONCURRENCY = 16
-#: Users per storage transaction (Table storage's limit per entity-group transaction).
-WRITE_BATCH = 100
 #: Transactions in flight at once, spread over the directory's partitions (shared.services.directory.SHARDS).
 BATCH_CONCURRENCY = 4
 _EPOCH = "1970-01-01T00:00:00+00:00"
@@ -478,7 +476,7 @@ class SyncService:
                 if progress:
                     progress("write", done, len(rows))
 
-        await asyncio.gather(*(write(batch) for batch in self._directory.batches(conn.name, rows, WRITE_BATCH)))
+        await asyncio.gather(*(write(batch) for batch in self._directory.batches(conn.name, rows)))
         if progress:
             progress("write", len(rows), len(rows))
         report.added, report.updated = len(changes.add), len(changes.update)

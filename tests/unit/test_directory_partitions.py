@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from shared.domain.directory import UserRow
-from shared.services.directory import SHARDS, TRANSACTION_ROWS, Directory, partition_of
-from shared.services.ports import Entity
+from shared.services.directory import SHARDS, Directory, partition_of
+from shared.services.ports import TRANSACTION_ROWS, Entity
 from shared.topology import Table
 from tests.fakes import FakeEntityStore
 
