@@ -26,11 +26,13 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.core.pipeline.transport import AioHttpTransport
+from azure.core.rest import HttpRequest
 from azure.data.tables import EdmType, EntityProperty, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
+from shared.adapters import table_batch
 from shared.errors import BridgeError, Conflict, InvalidInput, NotFound, PermissionDenied, Throttled, Transient
-from shared.services.ports import TRANSACTION_ROWS, Entity, JsonObject
+from shared.services.ports import Entity, JsonObject
 from shared.topology import Table
 
 log = logging.getLogger(__name__)
@@ -107,22 +109,45 @@ def translate(exc: Exception, what: str) -> BridgeError:
         return PermissionDenied(f"storage refused access to {what}: grant the app's identity the "
                                 f"'{DATA_ROLE}' role on the storage account", role=DATA_ROLE)
     if isinstance(exc, HttpResponseError):
-        status = exc.status_code or 0
-        if status == 412:
-            return Conflict(f"{what} was changed by another writer")
-        if status == 403:
-            return PermissionDenied(f"storage refused access to {what}: grant the app's identity the "
-                                    f"'{DATA_ROLE}' role on the storage account", role=DATA_ROLE)
-        if status in (429, 503):
-            headers = getattr(exc.response, "headers", None) or {}
-            retry = headers.get("Retry-After")
-            return Throttled(f"storage is busy with {what}", retry_after=float(retry or 1))
-        if status >= 500:
-            return Transient(f"storage failed on {what} with {status}")
-        return InvalidInput(f"storage rejected {what}: {exc.reason or status}")
+        headers = getattr(exc.response, "headers", None) or {}
+        return status_error(exc.status_code or 0, what, headers.get("Retry-After"), str(exc.reason or ""))
     if isinstance(exc, (ServiceRequestError, ServiceResponseError, OSError)):
         return Transient(f"storage could not be reached for {what}: {type(exc).__name__}")
     return Transient(f"unexpected storage failure on {what}: {type(exc).__name__}")
+
+
+def status_error(status: int, what: str, retry_after: str | None, reason: str) -> BridgeError:
+    """Map a storage status code to the taxonomy; `what` names the row or table."""
+    if status == 412:
+        return Conflict(f"{what} was changed by another writer")
+    if status == 409:
+        return Conflict(f"{what} already exists")
+    if status == 404:
+        return NotFound(f"{what} does not exist")
+    if status == 403:
+        return PermissionDenied(f"storage refused access to {what}: grant the app's identity the "
+                                f"'{DATA_ROLE}' role on the storage account", role=DATA_ROLE)
+    if status in (429, 503):
+        return Throttled(f"storage is busy with {what}", retry_after=_seconds(retry_after))
+    if status >= 500:
+        return Transient(f"storage failed on {what} with {status}")
+    if status == 413:
+        return InvalidInput(f"storage rejected {what}: the request is too large (RequestBodyTooLarge)")
+    return InvalidInput(f"storage rejected {what}: {reason or status}")
+
+
+def _seconds(retry_after: str | None) -> float:
+    """Retry-After in seconds; one second when absent or given as a date."""
+    try:
+        return max(float(retry_after or 1), 0.0)
+    except ValueError:
+        return 1.0
+
+
+def _wire(properties: dict[str, Any]) -> dict[str, Any]:
+    """Properties for shared.adapters.table_batch: the SDK's Int64 marker becomes table_batch.Int64."""
+    return {key: table_batch.Int64(value.value) if isinstance(value, EntityProperty) else value
+            for key, value in properties.items()}
 
 
 def storage_transport() -> AioHttpTransport:
@@ -202,23 +227,49 @@ class TableEntityStore:
     async def upsert_many(self, table: Table, entities: Sequence[Entity]) -> None:
         """Create or replace rows in entity-group transactions of up to 100 rows of one partition.
 
-        A row key given twice keeps its last version (a transaction may touch a row once).
+        A row key given twice keeps its last version (a transaction may touch a row once). The
+        transactions are encoded by shared.adapters.table_batch and sent through the SDK's pipeline.
         """
         client = await self._table(table)
         partitions: dict[str, dict[str, Entity]] = {}
         for entity in entities:
             partitions.setdefault(entity.partition_key, {})[entity.row_key] = entity
-        for partition, rows in partitions.items():
-            ordered = list(rows.values())
-            for start in range(0, len(ordered), TRANSACTION_ROWS):
-                chunk = ordered[start:start + TRANSACTION_ROWS]
-                operations = [("upsert", _to_properties(e), {"mode": UpdateMode.REPLACE}) for e in chunk]
-                what = f"{table.value}/{partition} ({len(chunk)} rows from {chunk[0].row_key})"
-                try:
-                    await client.submit_transaction(operations)
-                except Exception as exc:
-                    # TableTransactionError is an HttpResponseError carrying the failed operation's status.
-                    raise translate(exc, what) from None
+        prepared = {partition: [_wire(_to_properties(e)) for e in rows.values()]
+                    for partition, rows in partitions.items()}
+        for partition, rows in prepared.items():
+            try:
+                transactions = list(table_batch.upsert_transactions(client.url, table.value, rows))
+            except ValueError as exc:
+                raise InvalidInput(str(exc), field="entity") from None
+            sent = 0
+            for transaction in transactions:
+                first = rows[sent]["RowKey"]
+                what = f"{table.value}/{partition} ({transaction.rows} rows from {first})"
+                await self._submit(client, transaction, what, rows[sent:sent + transaction.rows])
+                sent += transaction.rows
+
+    async def _submit(self, client: TableClient, transaction: table_batch.Transaction, what: str,
+                      rows: Sequence[dict[str, Any]]) -> None:
+        request = HttpRequest("POST", f"{client.url.split('?', 1)[0].rstrip('/')}/$batch", headers={
+            "x-ms-version": client.api_version, "DataServiceVersion": "3.0",
+            "MaxDataServiceVersion": "3.0;NetFx", "Accept": "application/json",
+            "Content-Type": transaction.content_type}, content=transaction.body)
+        try:
+            # TableClient keeps its pipeline in `_client`, the generated client whose send_request is the
+            # SDK's documented way of sending a raw request; stream=True keeps the pipeline from decoding
+            # the multipart answer as JSON.
+            response = await client._client.send_request(request, stream=True)
+            await response.read()
+        except Exception as exc:
+            raise translate(exc, what) from None
+        if response.status_code != 202:
+            raise status_error(response.status_code, what, response.headers.get("Retry-After"),
+                               response.reason or "")
+        failed = table_batch.failure(table_batch.parts(response.content), transaction.rows)
+        if failed is not None:
+            if failed.index is not None and 0 <= failed.index < len(rows):
+                what = f"{what.split(' (')[0]}/{rows[failed.index]['RowKey']} in a transaction"
+            raise status_error(failed.status, what, None, failed.code)
 
     async def update(self, table: Table, entity: Entity) -> Entity:
         """Replace a row only if its ETag still matches; Conflict otherwise."""

@@ -42,3 +42,40 @@ async def test_upsert_many_refuses_a_bad_row_before_sending(store: TableEntitySt
     with pytest.raises(InvalidInput):
         await store.upsert_many(Table.USERS, [Entity(pk, "ok", {"a": 1}), Entity(pk, "bad/key", {"a": 2})])
     assert [e async for e in store.query(Table.USERS, pk)] == []
+
+
+async def test_upsert_many_round_trips_every_value_type_and_awkward_keys(store: TableEntityStore) -> None:
+    pk = f"conn-{uuid.uuid4().hex[:8]}.007"
+    keys = ["it's", "a b", "100%", "zoë@contoso.example", "plus+sign", "semi;colon", "(paren)", "a=b&c"]
+    data = {"text": "Zoë ✓", "on": False, "small": -7, "wide": 2**40, "ratio": 1.0, "half": 0.5,
+            "groups": ["g1", "g2"], "extra": {"k": [1, 2]}}
+    await store.upsert_many(Table.USERS, [Entity(pk, key, data) for key in keys])
+    found = {e.row_key: e for e in [e async for e in store.query(Table.USERS, pk)]}
+    assert sorted(found) == sorted(keys)
+    for key in keys:
+        assert found[key].data == data
+        assert type(found[key].data["ratio"]) is float
+        # Each row reads back by its key, and is addressable for ETag-checked updates.
+        single = await store.get(Table.USERS, pk, key)
+        assert single is not None
+        assert single.data == data
+        assert single.etag
+
+
+async def test_upsert_many_splits_a_partition_at_four_mebibytes(store: TableEntityStore) -> None:
+    pk = f"conn-{uuid.uuid4().hex[:8]}"
+    rows = [Entity(pk, f"r{n:03d}", {"a": "x" * 30_000, "b": "y" * 30_000}) for n in range(80)]
+    await store.upsert_many(Table.USERS, rows)
+    assert len([e async for e in store.query(Table.USERS, pk)]) == 80
+
+
+async def test_a_failed_transaction_writes_none_of_its_rows_and_names_the_row(store: TableEntityStore) -> None:
+    pk = f"conn-{uuid.uuid4().hex[:8]}"
+    rows = [Entity(pk, f"r{n}", {"a": "x"}) for n in range(5)]
+    # Table storage refuses an entity above 1 MiB (EntityTooLarge) and fails the whole transaction.
+    rows[3] = Entity(pk, "r3", {f"c{k}": "y" * 32_000 for k in range(40)})
+    with pytest.raises(InvalidInput) as failed:
+        await store.upsert_many(Table.USERS, rows)
+    assert f"users/{pk}/r3" in failed.value.detail
+    assert "EntityTooLarge" in failed.value.detail
+    assert [e async for e in store.query(Table.USERS, pk)] == []
