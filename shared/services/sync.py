@@ -208,7 +208,7 @@ class SyncService:
         lease_etag = await self._take_lease(conn.name, run_id)
         try:
             if not dry_run:
-                await self._directory.move_unsharded(conn.name)  # a no-op read once the rows are moved
+                await self._directory.move_earlier_rows(conn.name)  # 17 empty reads once the rows are moved
             existing = {row.id: row async for row in self._directory.all(conn.name)}
             try:
                 read = await self._read(conn, reader, existing, report, full, progress)

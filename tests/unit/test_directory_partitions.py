@@ -1,6 +1,8 @@
-"""The directory spreads a connection's users over partitions, and moves rows stored before it did."""
+"""The directory spreads a connection's users over partitions, and moves rows of earlier layouts."""
 
 from __future__ import annotations
+
+import zlib
 
 from shared.domain.directory import UserRow
 from shared.services.directory import SHARDS, Directory, partition_of
@@ -14,7 +16,7 @@ def _row(n: int) -> UserRow:
 
 
 def test_a_user_always_lands_in_the_same_partition_of_its_connection_only() -> None:
-    ids = [_row(n).id for n in range(2000)]
+    ids = [_row(n).id for n in range(5000)]
     partitions = {partition_of("demo", i) for i in ids}
     assert len(partitions) == SHARDS
     assert all(p.startswith("demo.") for p in partitions)
@@ -31,17 +33,34 @@ def test_batches_hold_rows_of_one_partition_and_at_most_a_transaction_each() -> 
         assert len({partition_of("demo", r.id) for r in batch}) == 1
 
 
-async def test_rows_stored_before_sharding_are_read_and_then_moved() -> None:
+async def test_rows_of_earlier_layouts_are_read_and_then_moved() -> None:
     store = FakeEntityStore()
     directory = Directory(store)
-    old = [_row(n) for n in range(30)]
-    for row in old:
+    unsharded = [_row(n) for n in range(30)]
+    for row in unsharded:
         await store.upsert(Table.USERS, Entity("demo", row.id, row.to_row()))
+    sixteen = [_row(n) for n in range(30, 50)]
+    for row in sixteen:
+        await store.upsert(Table.USERS, Entity(f"demo.{zlib.crc32(row.id.encode()) % 16:02d}", row.id, row.to_row()))
     await directory.put("demo", _row(100))
     # Before the move every reader sees them, and `all` does not repeat a row found in both places.
-    assert (await directory.get("demo", old[3].id)) == old[3]
-    assert len([r async for r in directory.all("demo")]) == 31
-    assert await directory.move_unsharded("demo") == 30
+    assert (await directory.get("demo", unsharded[3].id)) == unsharded[3]
+    assert (await directory.get("demo", sixteen[3].id)) == sixteen[3]
+    assert len([r async for r in directory.all("demo")]) == 51
+    assert await directory.move_earlier_rows("demo") == 50
     assert [e async for e in store.query(Table.USERS, "demo")] == []
-    assert sorted([r.id async for r in directory.all("demo")]) == sorted([r.id for r in old] + [_row(100).id])
-    assert await directory.move_unsharded("demo") == 0
+    expected = sorted(r.id for r in [*unsharded, *sixteen, _row(100)])
+    assert sorted([r.id async for r in directory.all("demo")]) == expected
+    assert {partition_of("demo", r.id) for r in [*unsharded, *sixteen]} <= {pk for pk, _ in store.tables[Table.USERS]}
+    assert await directory.move_earlier_rows("demo") == 0
+
+
+async def test_a_row_already_in_its_partition_keeps_that_version_when_the_old_copy_is_moved() -> None:
+    store = FakeEntityStore()
+    directory = Directory(store)
+    stale, fresh = _row(7), _row(7).model_copy(update={"upn": "renamed@contoso.example"})
+    await store.upsert(Table.USERS, Entity("demo", stale.id, stale.to_row()))
+    await directory.put("demo", fresh)
+    assert [r.upn async for r in directory.all("demo")] == ["renamed@contoso.example"]
+    assert await directory.move_earlier_rows("demo") == 1
+    assert (await directory.get("demo", stale.id)) == fresh
