@@ -140,9 +140,18 @@ class TimedStore:
 
     async def query(self, table: Table, partition_key: str, *, row_key_from: str | None = None,
                     row_key_to: str | None = None, limit: int | None = None) -> AsyncIterator[Entity]:
+        async for row in self._each(self._inner.query(table, partition_key, row_key_from=row_key_from,
+                                                      row_key_to=row_key_to, limit=limit)):
+            yield row
+
+    async def query_partitions(self, table: Table, first: str, last: str, *,
+                               limit: int | None = None) -> AsyncIterator[Entity]:
+        async for row in self._each(self._inner.query_partitions(table, first, last, limit=limit)):
+            yield row
+
+    async def _each(self, found: AsyncIterator[Entity]) -> AsyncIterator[Entity]:
         # Each page fetch is a wait; the caller's work between rows is not.
-        rows = aiter(self._inner.query(table, partition_key, row_key_from=row_key_from, row_key_to=row_key_to,
-                                       limit=limit))
+        rows = aiter(found)
         while True:
             try:
                 row = await _timed(self._kind, lambda: anext(rows))

@@ -95,6 +95,12 @@ class FakeEntityStore:
             count += 1
             yield replace(row, data=dict(row.data))
 
+    async def query_partitions(self, table: Table, first: str, last: str, *,
+                               limit: int | None = None) -> AsyncIterator[Entity]:
+        keys = sorted(k for k in self._table(table) if first <= k[0] < last)
+        for key in keys[:limit]:
+            yield replace(self._table(table)[key], data=dict(self._table(table)[key].data))
+
 
 class FakeWorkQueue:
     """Records what was enqueued, per queue."""

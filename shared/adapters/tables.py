@@ -311,10 +311,29 @@ class TableEntityStore:
         if row_key_to is not None:
             clauses.append("RowKey lt @rkto")
             params["rkto"] = row_key_to
+        async for found in self._select(client, " and ".join(clauses), params, limit, f"{table.value}/{partition_key}"):
+            yield found
+
+    async def query_partitions(self, table: Table, first: str, last: str, *,
+                               limit: int | None = None) -> AsyncIterator[Entity]:
+        """Rows of every partition whose key is within [first, last), in partition then row-key order.
+
+        One query, paged by the service's continuation tokens, which it may also return at partition
+        boundaries (https://learn.microsoft.com/rest/api/storageservices/query-timeout-and-pagination).
+        """
+        client = await self._table(table)
+        # Bounds, not keys: "conn/" bounds the keys "conn.*" and is never stored, so it is not checked as one.
+        params = {"first": first, "last": last}
+        async for found in self._select(client, "PartitionKey ge @first and PartitionKey lt @last", params, limit,
+                                        f"{table.value}/[{first}, {last})"):
+            yield found
+
+    @staticmethod
+    async def _select(client: TableClient, query: str, params: dict[str, str], limit: int | None,
+                      what: str) -> AsyncIterator[Entity]:
         count = 0
         try:
-            pager = client.query_entities(" and ".join(clauses), parameters=params,
-                                          results_per_page=min(limit or 1000, 1000))
+            pager = client.query_entities(query, parameters=params, results_per_page=min(limit or 1000, 1000))
             async for raw in pager:
                 if limit is not None and count >= limit:
                     return
@@ -323,7 +342,7 @@ class TableEntityStore:
         except BridgeError:
             raise
         except Exception as exc:
-            raise translate(exc, f"{table.value}/{partition_key}") from None
+            raise translate(exc, what) from None
 
     async def close(self) -> None:
         """Release the HTTP session (the table clients share it)."""

@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 #: so its cost per write grows with the partition: 256 partitions of a 100,000-user connection write
 #: about four times as fast there as 16 did.
 SHARDS = 256
-#: Reads of several partitions in flight at once.
+#: Partitions of one connection read side by side when it is too big for one range-query page.
 READ_CONCURRENCY = 16
+#: Rows of the first page of a range query; a connection that fits is read by that one query.
+RANGE_PAGE = 1000
 #: The layout before this one: 16 partitions named with two digits.
 _OLD_SHARDS = 16
 
@@ -44,12 +46,6 @@ def partition_of(connection: str, user_id: str) -> str:
 
 def _shard(connection: str, number: int) -> str:
     return f"{connection}.{number:03d}"
-
-
-def _shard_groups(connection: str) -> list[list[str]]:
-    """The connection's partitions in groups of READ_CONCURRENCY, read together."""
-    names = [_shard(connection, n) for n in range(SHARDS)]
-    return [names[first:first + READ_CONCURRENCY] for first in range(0, SHARDS, READ_CONCURRENCY)]
 
 
 def _earlier_partitions(connection: str, user_id: str | None = None) -> list[str]:
@@ -87,18 +83,49 @@ class Directory:
         return None
 
     async def all(self, connection: str) -> AsyncIterator[UserRow]:
-        """Every user of a connection: shard by shard, in object-id order within a shard (a stable order).
+        """Every user of a connection, once, in a stable order.
 
-        Rows of an earlier layout not yet moved come last, unless already moved.
+        A row of an earlier layout comes last, and only if it was not moved yet.
         """
-        earlier = {row.id: row for rows in await self._read(_earlier_partitions(connection)) for row in rows}
-        for shards in _shard_groups(connection):
-            for rows in await self._read(shards):
-                for row in rows:
-                    earlier.pop(row.id, None)
-                    yield row
-        for row in earlier.values():
+        unsharded = [row async for row in self._rows(connection)]
+        seen: set[str] = set()
+        earlier: list[UserRow] = []
+        async for found in self._sharded(connection):
+            row = self._parse(found)
+            if row is None:
+                continue
+            if found.partition_key != partition_of(connection, row.id):
+                earlier.append(row)
+                continue
+            seen.add(row.id)
             yield row
+        for row in [*earlier, *unsharded]:
+            if row.id not in seen:
+                seen.add(row.id)
+                yield row
+
+    async def _sharded(self, connection: str) -> AsyncIterator[Entity]:
+        """The rows of the connection's partitions, `{connection}.*` (names are slugs without dots).
+
+        A connection that fits in one page is read by one range query. A bigger one is read partition
+        by partition, READ_CONCURRENCY at a time: Azure serves partitions in parallel, and Azurite
+        scans its whole table for a range query but finds one partition through its index.
+        """
+        first = [found async for found in self._entities.query_partitions(
+            Table.USERS, f"{connection}.", f"{connection}/", limit=RANGE_PAGE)]
+        if len(first) < RANGE_PAGE:
+            for found in first:
+                yield found
+            return
+        partitions = [_shard(connection, n) for n in range(SHARDS)] + _earlier_partitions(connection)[1:]
+        for start in range(0, len(partitions), READ_CONCURRENCY):
+            for rows in await asyncio.gather(*(self._partition(p) for p in
+                                               partitions[start:start + READ_CONCURRENCY])):
+                for found in rows:
+                    yield found
+
+    async def _partition(self, partition: str) -> list[Entity]:
+        return [found async for found in self._entities.query(Table.USERS, partition)]
 
     async def put(self, connection: str, row: UserRow) -> None:
         """Create or replace a user's row."""
@@ -149,10 +176,9 @@ class Directory:
         return moved
 
     async def _placed(self, connection: str) -> set[str]:
-        placed: set[str] = set()
-        for shards in _shard_groups(connection):
-            placed.update(row.id for rows in await self._read(shards) for row in rows)
-        return placed
+        """Object ids of the rows already in their partitions."""
+        return {found.row_key async for found in self._sharded(connection)
+                if found.partition_key == partition_of(connection, found.row_key)}
 
     async def _read(self, partitions: Sequence[str]) -> list[list[UserRow]]:
         """The rows of each partition, read concurrently."""

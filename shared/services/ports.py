@@ -191,6 +191,11 @@ class EntityStore(Protocol):
         """Rows of one partition in row-key order, optionally within [from, to)."""
         ...
 
+    def query_partitions(self, table: Table, first: str, last: str, *,
+                         limit: int | None = None) -> AsyncIterator[Entity]:
+        """Rows of every partition whose key is within [first, last), in partition then row-key order."""
+        ...
+
 
 #: Rows in one entity-group transaction, all of one partition
 #: (https://learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions).

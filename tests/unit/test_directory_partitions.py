@@ -5,7 +5,7 @@ from __future__ import annotations
 import zlib
 
 from shared.domain.directory import UserRow
-from shared.services.directory import SHARDS, Directory, partition_of
+from shared.services.directory import RANGE_PAGE, SHARDS, Directory, partition_of
 from shared.services.ports import TRANSACTION_ROWS, Entity
 from shared.topology import Table
 from tests.fakes import FakeEntityStore
@@ -64,3 +64,19 @@ async def test_a_row_already_in_its_partition_keeps_that_version_when_the_old_co
     assert [r.upn async for r in directory.all("demo")] == ["renamed@contoso.example"]
     assert await directory.move_earlier_rows("demo") == 1
     assert (await directory.get("demo", stale.id)) == fresh
+
+
+async def test_a_connection_bigger_than_a_page_is_read_partition_by_partition_with_its_earlier_rows() -> None:
+    store = FakeEntityStore()
+    directory = Directory(store)
+    current = [_row(n) for n in range(RANGE_PAGE + 200)]
+    for batch in directory.batches("demo", current):
+        await directory.put_many("demo", batch)
+    sixteen = [_row(n) for n in range(5000, 5020)] + [current[0].model_copy(update={"upn": "stale@contoso.example"})]
+    for row in sixteen:
+        await store.upsert(Table.USERS, Entity(f"demo.{zlib.crc32(row.id.encode()) % 16:02d}", row.id, row.to_row()))
+    await store.upsert(Table.USERS, Entity("demo", _row(6000).id, _row(6000).to_row()))
+    await directory.put("other", _row(7000))
+    found = [r async for r in directory.all("demo")]
+    assert len(found) == len({r.id for r in found}) == len(current) + 21
+    assert next(r for r in found if r.id == current[0].id).upn == current[0].upn

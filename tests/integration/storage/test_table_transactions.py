@@ -79,3 +79,13 @@ async def test_a_failed_transaction_writes_none_of_its_rows_and_names_the_row(st
     assert f"users/{pk}/r3" in failed.value.detail
     assert "EntityTooLarge" in failed.value.detail
     assert [e async for e in store.query(Table.USERS, pk)] == []
+
+
+async def test_a_partition_range_query_returns_every_row_of_the_range_in_order(store: TableEntityStore) -> None:
+    conn = f"conn{uuid.uuid4().hex[:8]}"
+    rows = [Entity(f"{conn}.{n % 7:03d}", f"u{n:04d}", {"n": n}) for n in range(1500)]
+    rows += [Entity(f"{conn}-other.000", "x", {"n": -1}), Entity(conn, "legacy", {"n": -2})]
+    await store.upsert_many(Table.USERS, rows)
+    found = [(e.partition_key, e.row_key) async for e in store.query_partitions(Table.USERS, f"{conn}.", f"{conn}/")]
+    # More than a page of 1,000, none of the neighbouring partitions, in partition then row order.
+    assert found == sorted((e.partition_key, e.row_key) for e in rows[:1500])
