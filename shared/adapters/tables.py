@@ -243,13 +243,14 @@ class TableEntityStore:
                 raise InvalidInput(str(exc), field="entity") from None
             sent = 0
             for transaction in transactions:
-                first = rows[sent]["RowKey"]
-                what = f"{table.value}/{partition} ({transaction.rows} rows from {first})"
-                await self._submit(client, transaction, what, rows[sent:sent + transaction.rows])
+                await self._submit(client, transaction, f"{table.value}/{partition}",
+                                   rows[sent:sent + transaction.rows])
                 sent += transaction.rows
 
-    async def _submit(self, client: TableClient, transaction: table_batch.Transaction, what: str,
+    async def _submit(self, client: TableClient, transaction: table_batch.Transaction, where: str,
                       rows: Sequence[dict[str, Any]]) -> None:
+        """Send one transaction; `where` ("table/partition") names it in errors."""
+        what = f"{where} ({transaction.rows} rows from {rows[0]['RowKey']})"
         request = HttpRequest("POST", f"{client.url.split('?', 1)[0].rstrip('/')}/$batch", headers={
             "x-ms-version": client.api_version, "DataServiceVersion": "3.0",
             "MaxDataServiceVersion": "3.0;NetFx", "Accept": "application/json",
@@ -268,7 +269,7 @@ class TableEntityStore:
         failed = table_batch.failure(table_batch.parts(response.content), transaction.rows)
         if failed is not None:
             if failed.index is not None and 0 <= failed.index < len(rows):
-                what = f"{what.split(' (')[0]}/{rows[failed.index]['RowKey']} in a transaction"
+                what = f"{where}/{rows[failed.index]['RowKey']} in a transaction"
             raise status_error(failed.status, what, None, failed.code)
 
     async def update(self, table: Table, entity: Entity) -> Entity:

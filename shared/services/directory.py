@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 #: so its cost per write grows with the partition: 256 partitions of a 100,000-user connection write
 #: about four times as fast there as 16 did.
 SHARDS = 256
-#: Partitions of one connection read side by side when it is too big for one range-query page.
+#: Partitions read (and old rows deleted) side by side.
 READ_CONCURRENCY = 16
 #: Rows of the first page of a range query; a connection that fits is read by that one query.
 RANGE_PAGE = 1000
@@ -159,32 +159,25 @@ class Directory:
         A row already in its partition (moved before a failed delete) keeps that version. Each row is
         written in its place before its old copy is deleted.
         """
-        earlier = [(partition, rows) for partition, rows in
-                   zip(_earlier_partitions(connection), await self._read(_earlier_partitions(connection)),
-                       strict=True) if rows]
+        partitions = _earlier_partitions(connection)
+        earlier = [found for rows in await asyncio.gather(*(self._partition(p) for p in partitions))
+                   for found in rows]
         if not earlier:
             return 0
         placed = await self._placed(connection)
-        moving = [row for _, rows in earlier for row in rows if row.id not in placed]
+        moving = [row for found in earlier if (row := self._parse(found)) is not None and row.id not in placed]
         for batch in self.batches(connection, moving):
             await self.put_many(connection, batch)
-        for partition, rows in earlier:
-            for row in rows:
-                await self._entities.delete(Table.USERS, partition, row.id)
-        moved = sum(len(rows) for _, rows in earlier)
-        log.info("moved %d users of connection %s to their partitions", moved, connection)
-        return moved
+        for start in range(0, len(earlier), READ_CONCURRENCY):
+            await asyncio.gather(*(self._entities.delete(Table.USERS, found.partition_key, found.row_key)
+                                   for found in earlier[start:start + READ_CONCURRENCY]))
+        log.info("moved %d users of connection %s to their partitions", len(earlier), connection)
+        return len(earlier)
 
     async def _placed(self, connection: str) -> set[str]:
         """Object ids of the rows already in their partitions."""
         return {found.row_key async for found in self._sharded(connection)
                 if found.partition_key == partition_of(connection, found.row_key)}
-
-    async def _read(self, partitions: Sequence[str]) -> list[list[UserRow]]:
-        """The rows of each partition, read concurrently."""
-        async def one(partition: str) -> list[UserRow]:
-            return [row async for row in self._rows(partition)]
-        return list(await asyncio.gather(*(one(p) for p in partitions)))
 
     async def _rows(self, partition: str) -> AsyncIterator[UserRow]:
         async for found in self._entities.query(Table.USERS, partition):
