@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,13 +16,6 @@ from shared.services.audit import AuditFilter, AuditQuery
 from shared.services.ports import Entity
 from shared.topology import Table
 from tests.fakes import FakeClock
-
-
-@pytest.fixture
-async def store(azurite_connection_string: str) -> AsyncIterator[TableEntityStore]:
-    s = TableEntityStore.from_connection_string(azurite_connection_string)
-    yield s
-    await s.close()
 
 
 async def test_concurrent_writers_keep_chains_intact(store: TableEntityStore) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -44,13 +44,6 @@ def faults(entra: EntraFixture) -> Iterator[Any]:
     yield set_faults
     entra.admin("PUT", "/_sim/faults", {"errorRate": 0, "throttleRate": 0, "dropRate": 0, "ambiguousRate": 0,
                                         "latencyMs": 0, "routes": []})
-
-
-@pytest.fixture
-async def store(azurite_connection_string: str) -> AsyncIterator[TableEntityStore]:
-    s = TableEntityStore.from_connection_string(azurite_connection_string)
-    yield s
-    await s.close()
 
 
 async def test_retries_429_503_and_drops_while_paging_and_still_reads_everything(

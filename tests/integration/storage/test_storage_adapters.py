@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from azure.storage.queue.aio import QueueClient
@@ -15,13 +14,6 @@ from shared.adapters.tables import TableEntityStore
 from shared.errors import Conflict, InvalidInput
 from shared.services.ports import Entity
 from shared.topology import Queue, Table
-
-
-@pytest.fixture
-async def store(azurite_connection_string: str) -> AsyncIterator[TableEntityStore]:
-    s = TableEntityStore.from_connection_string(azurite_connection_string)
-    yield s
-    await s.close()
 
 
 async def test_round_trip_keeps_json_types(store: TableEntityStore) -> None:

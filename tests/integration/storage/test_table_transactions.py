@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -11,13 +10,6 @@ from shared.adapters.tables import TableEntityStore
 from shared.errors import InvalidInput
 from shared.services.ports import BatchEntityStore, Entity
 from shared.topology import Table
-
-
-@pytest.fixture
-async def store(azurite_connection_string: str) -> AsyncIterator[TableEntityStore]:
-    s = TableEntityStore.from_connection_string(azurite_connection_string)
-    yield s
-    await s.close()
 
 
 async def test_upsert_many_writes_every_row_of_every_partition(store: TableEntityStore) -> None:
