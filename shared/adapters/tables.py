@@ -1,20 +1,22 @@
-"""EntityStore on Azure Table storage (azure-data-tables, async), the same against Azurite and Azure.
+"""EntityStore on Azure Table storage, the same against Azurite and Azure.
 
 Rows are JSON documents: strings, numbers and booleans are stored as native properties so they stay
 readable in Storage Explorer; lists and objects are stored as JSON text and listed in the `_json`
 property so they come back as they went in. Optimistic concurrency uses the service's ETags.
+Tables are created with azure-data-tables; entities travel through shared.adapters.table_rest.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import urllib.request
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
-from azure.core import MatchConditions
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -26,13 +28,20 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.core.pipeline.transport import AioHttpTransport
-from azure.core.rest import HttpRequest
-from azure.data.tables import EdmType, EntityProperty, UpdateMode
-from azure.data.tables.aio import TableClient, TableServiceClient
+from azure.data.tables.aio import TableServiceClient
 
 from shared.adapters import table_batch
+from shared.adapters.table_rest import (
+    JSON_MARKER,
+    MINIMAL_METADATA,
+    Answer,
+    TableRest,
+    decode,
+    key_literal,
+    string_literal,
+)
 from shared.errors import BridgeError, Conflict, InvalidInput, NotFound, PermissionDenied, Throttled, Transient
-from shared.services.ports import Entity, JsonObject
+from shared.services.ports import Entity
 from shared.topology import Table
 
 log = logging.getLogger(__name__)
@@ -42,9 +51,15 @@ log = logging.getLogger(__name__)
 _FORBIDDEN_KEY = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
 # A string property holds at most 64 KiB of UTF-16, i.e. 32 K characters (same page).
 _MAX_STRING_CHARS = 32 * 1024
-_JSON_MARKER = "_json"
+_JSON_MARKER = JSON_MARKER
 _RESERVED = {"PartitionKey", "RowKey", "Timestamp", "etag", _JSON_MARKER}
 DATA_ROLE = "Storage Table Data Contributor"
+#: Rows per page of a query: the service's maximum (Query Entities).
+PAGE_ROWS = 1000
+_NO_METADATA = "application/json;odata=nometadata"
+_READ = {"Accept": MINIMAL_METADATA}
+# Writes ask for no body back: the new ETag is in the answer's headers.
+_WRITE = {"Accept": _NO_METADATA, "Content-Type": "application/json", "Prefer": "return-no-content"}
 
 
 def check_key(kind: str, value: str) -> str:
@@ -56,6 +71,7 @@ def check_key(kind: str, value: str) -> str:
 
 
 def _to_properties(entity: Entity) -> dict[str, Any]:
+    """The entity's wire properties (shared.adapters.table_batch.entity_json adds the type annotations)."""
     props: dict[str, Any] = {"PartitionKey": check_key("PartitionKey", entity.partition_key),
                              "RowKey": check_key("RowKey", entity.row_key)}
     encoded: list[str] = []
@@ -70,11 +86,10 @@ def _to_properties(entity: Entity) -> dict[str, Any]:
         elif not isinstance(value, (str, int, float, bool)):
             raise InvalidInput(f"property {key!r} has type {type(value).__name__}; rows hold JSON values only",
                                field=key)
-        if isinstance(value, int) and not isinstance(value, bool) and not -(2**31) <= value < 2**31:
-            # The SDK sends plain ints as Int32; wider ones must be marked Int64 explicitly.
-            if not -(2**63) <= value < 2**63:
-                raise InvalidInput(f"property {key!r} does not fit in 64 bits", field=key)
-            value = EntityProperty(value, EdmType.INT64)
+        elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            raise InvalidInput(f"property {key!r} does not fit in 64 bits", field=key)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(f"property {key!r} is {value}; rows hold finite numbers only", field=key)
         if isinstance(value, str) and len(value) > _MAX_STRING_CHARS:
             raise InvalidInput(f"property {key!r} of {entity.partition_key}/{entity.row_key} is {len(value)} "
                                f"characters; Table storage holds {_MAX_STRING_CHARS}", field=key)
@@ -82,19 +97,6 @@ def _to_properties(entity: Entity) -> dict[str, Any]:
     if encoded:
         props[_JSON_MARKER] = ",".join(encoded)
     return props
-
-
-def _from_properties(raw: Any) -> Entity:
-    encoded = set(filter(None, str(raw.get(_JSON_MARKER, "")).split(",")))
-    data: JsonObject = {}
-    for key, value in raw.items():
-        if key in _RESERVED:
-            continue
-        if isinstance(value, EntityProperty):
-            value = value.value
-        data[key] = json.loads(value) if key in encoded else value
-    etag = raw.metadata.get("etag") if hasattr(raw, "metadata") else None
-    return Entity(partition_key=raw["PartitionKey"], row_key=raw["RowKey"], data=data, etag=etag)
 
 
 def translate(exc: Exception, what: str) -> BridgeError:
@@ -144,12 +146,6 @@ def _seconds(retry_after: str | None) -> float:
         return 1.0
 
 
-def _wire(properties: dict[str, Any]) -> dict[str, Any]:
-    """Properties for shared.adapters.table_batch: the SDK's Int64 marker becomes table_batch.Int64."""
-    return {key: table_batch.Int64(value.value) if isinstance(value, EntityProperty) else value
-            for key, value in properties.items()}
-
-
 def storage_transport() -> AioHttpTransport:
     """The HTTP transport of the storage clients.
 
@@ -161,158 +157,150 @@ def storage_transport() -> AioHttpTransport:
 
 
 class TableEntityStore:
-    """shared.services.ports.EntityStore on one storage account."""
+    """shared.services.ports.EntityStore on one storage account.
 
-    def __init__(self, service: TableServiceClient) -> None:
+    Tables are created with azure-data-tables; rows are read and written through
+    shared.adapters.table_rest, on the same transport and with the SDK's authentication policy.
+    """
+
+    def __init__(self, service: TableServiceClient, transport: AioHttpTransport) -> None:
         self._service = service
-        # One client per table: building a TableClient configures a pipeline, which costs more than a
-        # local round trip; the clients share the service's transport.
-        self._clients: dict[Table, TableClient] = {}
+        if service.credential is None:
+            raise InvalidInput("the storage account needs a credential: set AzureWebJobsStorage or grant the "
+                               f"app's identity the '{DATA_ROLE}' role", field="AzureWebJobsStorage")
+        self._rest = TableRest(service.url, service.credential, transport, service.api_version)
+        self._ready: set[Table] = set()
 
     @classmethod
     def from_connection_string(cls, connection_string: str) -> TableEntityStore:
         """For Azurite and for accounts that still allow shared keys."""
-        return cls(TableServiceClient.from_connection_string(connection_string, transport=storage_transport()))
+        transport = storage_transport()
+        return cls(TableServiceClient.from_connection_string(connection_string, transport=transport), transport)
 
     @classmethod
     def from_account(cls, account_name: str, credential: AsyncTokenCredential,
                      endpoint: str | None = None) -> TableEntityStore:
         """Identity-based access (the app's managed identity)."""
         url = endpoint or f"https://{account_name}.table.core.windows.net"
-        return cls(TableServiceClient(endpoint=url, credential=credential, transport=storage_transport()))
+        transport = storage_transport()
+        return cls(TableServiceClient(endpoint=url, credential=credential, transport=transport), transport)
 
-    async def _table(self, table: Table) -> TableClient:
-        client = self._clients.get(table)
-        if client is None:
+    async def _table(self, table: Table) -> str:
+        """The table's name, created on first use by this process."""
+        if table not in self._ready:
             try:
                 await self._service.create_table_if_not_exists(table.value)
             except Exception as exc:
                 raise translate(exc, f"table {table.value}") from None
-            client = self._clients[table] = self._service.get_table_client(table.value)
-        return client
+            self._ready.add(table)
+        return table.value
+
+    async def _send(self, method: str, path: str, what: str, *, query: str = "",
+                    headers: Mapping[str, str] | None = None, content: bytes | str | None = None) -> Answer:
+        try:
+            return await self._rest.send(method, path, query=query, headers=headers, content=content)
+        except Exception as exc:
+            raise translate(exc, what) from None
+
+    @staticmethod
+    def _address(name: str, partition_key: str, row_key: str) -> str:
+        return (f"{name}(PartitionKey='{key_literal(check_key('PartitionKey', partition_key))}',"
+                f"RowKey='{key_literal(check_key('RowKey', row_key))}')")
+
+    @staticmethod
+    def _failed(answer: Answer, what: str) -> BridgeError:
+        return status_error(answer.status, what, answer.headers.get("Retry-After"), answer.error_code())
 
     async def get(self, table: Table, partition_key: str, row_key: str) -> Entity | None:
         """One row, or None."""
-        client = await self._table(table)
-        try:
-            raw = await client.get_entity(check_key("PartitionKey", partition_key), check_key("RowKey", row_key))
-        except ResourceNotFoundError:
+        what = f"{table.value}/{partition_key}/{row_key}"
+        path = self._address(await self._table(table), partition_key, row_key)
+        answer = await self._send("GET", path, what, headers=_READ)
+        if answer.status == 404:
             return None
-        except Exception as exc:
-            raise translate(exc, f"{table.value}/{partition_key}/{row_key}") from None
-        return _from_properties(raw)
+        if answer.status != 200:
+            raise self._failed(answer, what)
+        return decode(json.loads(answer.content), answer.headers.get("ETag"))
+
+    async def _write(self, method: str, table: Table, entity: Entity, *, address: bool,
+                     if_match: str | None) -> Entity:
+        what = f"{table.value}/{entity.partition_key}/{entity.row_key}"
+        body = table_batch.entity_json(_to_properties(entity))
+        name = await self._table(table)
+        headers = dict(_WRITE)
+        if if_match is not None:
+            headers["If-Match"] = if_match
+        path = self._address(name, entity.partition_key, entity.row_key) if address else name
+        answer = await self._send(method, path, what, headers=headers, content=body.encode())
+        if answer.status not in (201, 204):
+            raise self._failed(answer, what)
+        return Entity(entity.partition_key, entity.row_key, dict(entity.data), answer.headers.get("ETag"))
 
     async def insert(self, table: Table, entity: Entity) -> Entity:
         """Create a row; Conflict when it exists."""
-        client = await self._table(table)
-        try:
-            meta = await client.create_entity(_to_properties(entity))
-        except InvalidInput:
-            raise
-        except Exception as exc:
-            raise translate(exc, f"{table.value}/{entity.partition_key}/{entity.row_key}") from None
-        return Entity(entity.partition_key, entity.row_key, dict(entity.data), meta.get("etag"))
+        return await self._write("POST", table, entity, address=False, if_match=None)
 
     async def upsert(self, table: Table, entity: Entity) -> Entity:
         """Create or replace a row without a concurrency check."""
-        client = await self._table(table)
-        try:
-            meta = await client.upsert_entity(_to_properties(entity), mode=UpdateMode.REPLACE)
-        except InvalidInput:
-            raise
-        except Exception as exc:
-            raise translate(exc, f"{table.value}/{entity.partition_key}/{entity.row_key}") from None
-        return Entity(entity.partition_key, entity.row_key, dict(entity.data), meta.get("etag"))
+        return await self._write("PUT", table, entity, address=True, if_match=None)
+
+    async def update(self, table: Table, entity: Entity) -> Entity:
+        """Replace a row only if its ETag still matches (any version when it has none); Conflict otherwise,
+        NotFound when the row is gone."""
+        return await self._write("PUT", table, entity, address=True, if_match=entity.etag or "*")
 
     async def upsert_many(self, table: Table, entities: Sequence[Entity]) -> None:
         """Create or replace rows in entity-group transactions of up to 100 rows of one partition.
 
         A row key given twice keeps its last version (a transaction may touch a row once). The
-        transactions are encoded by shared.adapters.table_batch and sent through the SDK's pipeline.
+        transactions are encoded by shared.adapters.table_batch.
         """
-        client = await self._table(table)
+        name = await self._table(table)
         partitions: dict[str, dict[str, Entity]] = {}
         for entity in entities:
             partitions.setdefault(entity.partition_key, {})[entity.row_key] = entity
-        prepared = {partition: [_wire(_to_properties(e)) for e in rows.values()]
-                    for partition, rows in partitions.items()}
+        prepared = {partition: [_to_properties(e) for e in rows.values()] for partition, rows in partitions.items()}
         for partition, rows in prepared.items():
             try:
-                transactions = list(table_batch.upsert_transactions(client.url, table.value, rows))
+                transactions = list(table_batch.upsert_transactions(self._rest.account_url, name, rows))
             except ValueError as exc:
                 raise InvalidInput(str(exc), field="entity") from None
             sent = 0
             for transaction in transactions:
-                await self._submit(client, transaction, f"{table.value}/{partition}",
-                                   rows[sent:sent + transaction.rows])
+                await self._submit(transaction, f"{name}/{partition}", rows[sent:sent + transaction.rows])
                 sent += transaction.rows
 
-    async def _submit(self, client: TableClient, transaction: table_batch.Transaction, where: str,
+    async def _submit(self, transaction: table_batch.Transaction, where: str,
                       rows: Sequence[dict[str, Any]]) -> None:
         """Send one transaction; `where` ("table/partition") names it in errors."""
         what = f"{where} ({transaction.rows} rows from {rows[0]['RowKey']})"
-        request = HttpRequest("POST", f"{client.url.split('?', 1)[0].rstrip('/')}/$batch", headers={
-            "x-ms-version": client.api_version, "DataServiceVersion": "3.0",
-            "MaxDataServiceVersion": "3.0;NetFx", "Accept": "application/json",
-            "Content-Type": transaction.content_type}, content=transaction.body)
-        try:
-            # TableClient keeps its pipeline in `_client`, the generated client whose send_request is the
-            # SDK's documented way of sending a raw request; stream=True keeps the pipeline from decoding
-            # the multipart answer as JSON.
-            response = await client._client.send_request(request, stream=True)
-            await response.read()
-        except Exception as exc:
-            raise translate(exc, what) from None
-        if response.status_code != 202:
-            raise status_error(response.status_code, what, response.headers.get("Retry-After"),
-                               response.reason or "")
-        failed = table_batch.failure(table_batch.parts(response.content), transaction.rows)
+        answer = await self._send("POST", "$batch", what, content=transaction.body, headers={
+            "Accept": "application/json", "Content-Type": transaction.content_type})
+        if answer.status != 202:
+            raise self._failed(answer, what)
+        failed = table_batch.failure(table_batch.parts(answer.content), transaction.rows)
         if failed is not None:
             if failed.index is not None and 0 <= failed.index < len(rows):
                 what = f"{where}/{rows[failed.index]['RowKey']} in a transaction"
             raise status_error(failed.status, what, None, failed.code)
 
-    async def update(self, table: Table, entity: Entity) -> Entity:
-        """Replace a row only if its ETag still matches; Conflict otherwise."""
-        client = await self._table(table)
-        kwargs: dict[str, Any] = {"mode": UpdateMode.REPLACE}
-        if entity.etag is not None:
-            kwargs.update(etag=entity.etag, match_condition=MatchConditions.IfNotModified)
-        try:
-            meta = await client.update_entity(_to_properties(entity), **kwargs)
-        except InvalidInput:
-            raise
-        except Exception as exc:
-            raise translate(exc, f"{table.value}/{entity.partition_key}/{entity.row_key}") from None
-        return Entity(entity.partition_key, entity.row_key, dict(entity.data), meta.get("etag"))
-
     async def delete(self, table: Table, partition_key: str, row_key: str, *, etag: str | None = None) -> None:
         """Delete a row; a missing row counts as deleted."""
-        client = await self._table(table)
-        kwargs: dict[str, Any] = {}
-        if etag is not None:
-            kwargs.update(etag=etag, match_condition=MatchConditions.IfNotModified)
-        try:
-            await client.delete_entity(check_key("PartitionKey", partition_key), check_key("RowKey", row_key),
-                                       **kwargs)
-        except ResourceNotFoundError:
-            return
-        except Exception as exc:
-            raise translate(exc, f"{table.value}/{partition_key}/{row_key}") from None
+        what = f"{table.value}/{partition_key}/{row_key}"
+        path = self._address(await self._table(table), partition_key, row_key)
+        answer = await self._send("DELETE", path, what, headers={"Accept": _NO_METADATA, "If-Match": etag or "*"})
+        if answer.status not in (204, 404):
+            raise self._failed(answer, what)
 
     async def query(self, table: Table, partition_key: str, *, row_key_from: str | None = None,
                     row_key_to: str | None = None, limit: int | None = None) -> AsyncIterator[Entity]:
         """Rows of one partition in row-key order, optionally within [from, to)."""
-        client = await self._table(table)
-        clauses = ["PartitionKey eq @pk"]
-        params: dict[str, str] = {"pk": check_key("PartitionKey", partition_key)}
+        clauses = [f"PartitionKey eq {string_literal(check_key('PartitionKey', partition_key))}"]
         if row_key_from is not None:
-            clauses.append("RowKey ge @rkfrom")
-            params["rkfrom"] = row_key_from
+            clauses.append(f"RowKey ge {string_literal(row_key_from)}")
         if row_key_to is not None:
-            clauses.append("RowKey lt @rkto")
-            params["rkto"] = row_key_to
-        async for found in self._select(client, " and ".join(clauses), params, limit, f"{table.value}/{partition_key}"):
+            clauses.append(f"RowKey lt {string_literal(row_key_to)}")
+        async for found in self._select(table, " and ".join(clauses), limit, f"{table.value}/{partition_key}"):
             yield found
 
     async def query_partitions(self, table: Table, first: str, last: str, *,
@@ -322,30 +310,34 @@ class TableEntityStore:
         One query, paged by the service's continuation tokens, which it may also return at partition
         boundaries (https://learn.microsoft.com/rest/api/storageservices/query-timeout-and-pagination).
         """
-        client = await self._table(table)
         # Bounds, not keys: "conn/" bounds the keys "conn.*" and is never stored, so it is not checked as one.
-        params = {"first": first, "last": last}
-        async for found in self._select(client, "PartitionKey ge @first and PartitionKey lt @last", params, limit,
-                                        f"{table.value}/[{first}, {last})"):
+        condition = f"PartitionKey ge {string_literal(first)} and PartitionKey lt {string_literal(last)}"
+        async for found in self._select(table, condition, limit, f"{table.value}/[{first}, {last})"):
             yield found
 
-    @staticmethod
-    async def _select(client: TableClient, query: str, params: dict[str, str], limit: int | None,
-                      what: str) -> AsyncIterator[Entity]:
-        count = 0
-        try:
-            pager = client.query_entities(query, parameters=params, results_per_page=min(limit or 1000, 1000))
-            async for raw in pager:
+    async def _select(self, table: Table, condition: str, limit: int | None, what: str) -> AsyncIterator[Entity]:
+        """Query Entities, following the continuation headers from page to page."""
+        path = f"{await self._table(table)}()"
+        first = f"?$filter={quote(condition, safe='')}&$top={min(limit or PAGE_ROWS, PAGE_ROWS)}"
+        query, count = first, 0
+        while True:
+            answer = await self._send("GET", path, what, query=query, headers=_READ)
+            if answer.status != 200:
+                raise self._failed(answer, what)
+            for raw in json.loads(answer.content).get("value", []):
                 if limit is not None and count >= limit:
                     return
                 count += 1
-                yield _from_properties(raw)
-        except BridgeError:
-            raise
-        except Exception as exc:
-            raise translate(exc, what) from None
+                yield decode(raw)
+            next_partition = answer.headers.get("x-ms-continuation-NextPartitionKey")
+            if not next_partition or (limit is not None and count >= limit):
+                return
+            query = f"{first}&NextPartitionKey={quote(next_partition, safe='')}"
+            next_row = answer.headers.get("x-ms-continuation-NextRowKey")
+            if next_row:
+                query += f"&NextRowKey={quote(next_row, safe='')}"
 
     async def close(self) -> None:
-        """Release the HTTP session (the table clients share it)."""
-        self._clients.clear()
+        """Release the HTTP session (the SDK client and the entity requests share it)."""
+        self._ready.clear()
         await self._service.close()
