@@ -71,6 +71,17 @@ async def test_a_page_that_keeps_failing_stops_the_read(entra: EntraFixture, tls
         await gateway.close()
 
 
+async def test_the_token_is_never_sent_to_another_host(entra: EntraFixture, tls_files: Any) -> None:
+    # A nextLink (or any absolute address) outside Graph's base is refused before a token is fetched.
+    gateway = make_gateway(entra, tls_files)
+    try:
+        with pytest.raises(Stop, match=r"refusing to send Graph's token to 'elsewhere\.example'"):
+            await gateway.get("https://elsewhere.example/v1.0/users")
+        assert gateway.sent == 0
+    finally:
+        await gateway.close()
+
+
 OTHER_INSTANCE = """
 import asyncio, sys
 from azure.identity.aio import ClientSecretCredential

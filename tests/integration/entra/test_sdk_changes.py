@@ -31,9 +31,11 @@ async def client(entra: EntraFixture, tls_files: Any) -> AsyncIterator[GraphServ
     credential = ClientSecretCredential(entra.tenant_id, entra.client_id, entra.client_secret, authority=entra.url,
                                         connection_verify=str(tls_files.ca))
     auth = AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH], allowed_hosts=["127.0.0.1"])
-    adapter = GraphRequestAdapter(auth, client=graph_http_client(tls_files.client_context()))
+    http = graph_http_client(tls_files.client_context())
+    adapter = GraphRequestAdapter(auth, client=http)
     adapter.base_url = f"{entra.url}/v1.0"
     yield GraphServiceClient(request_adapter=adapter)
+    await http.aclose()
     await credential.close()
 
 
@@ -102,9 +104,10 @@ async def test_subscribed_skus_and_assign_license(entra: EntraFixture, tls_files
                 {"graphRoles": [*GRAPH_PERMISSIONS, "LicenseAssignment.ReadWrite.All"]})
     credential = ClientSecretCredential(entra.tenant_id, entra.client_id, entra.client_secret, authority=entra.url,
                                         connection_verify=str(tls_files.ca))
+    http = graph_http_client(tls_files.client_context())
     try:
         auth = AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH], allowed_hosts=["127.0.0.1"])
-        adapter = GraphRequestAdapter(auth, client=graph_http_client(tls_files.client_context()))
+        adapter = GraphRequestAdapter(auth, client=http)
         adapter.base_url = f"{entra.url}/v1.0"
         client = GraphServiceClient(request_adapter=adapter)
         skus = await client.subscribed_skus.get()
@@ -123,4 +126,5 @@ async def test_subscribed_skus_and_assign_license(entra: EntraFixture, tls_files
         await client.users.by_user_id(user_id).assign_license.post(undo)
     finally:
         entra.admin("PATCH", f"/_sim/apps/{entra.client_id}", {"graphRoles": list(GRAPH_PERMISSIONS)})
+        await http.aclose()
         await credential.close()

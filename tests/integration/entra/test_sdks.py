@@ -61,13 +61,17 @@ async def test_msgraph_sdk_reads_users(entra: EntraFixture, tls_files: Any) -> N
     credential = ClientSecretCredential(entra.tenant_id, entra.client_id, entra.client_secret, authority=entra.url,
                                         connection_verify=str(tls_files.ca))
     auth = AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH], allowed_hosts=["127.0.0.1"])
-    adapter = GraphRequestAdapter(auth, client=graph_http_client(tls_files.client_context()))
+    http = graph_http_client(tls_files.client_context())
+    adapter = GraphRequestAdapter(auth, client=http)
     adapter.base_url = f"{entra.url}/v1.0"
-    users = await GraphServiceClient(request_adapter=adapter).users.get()
+    try:
+        users = await GraphServiceClient(request_adapter=adapter).users.get()
+    finally:
+        await http.aclose()
+        await credential.close()
     assert users is not None
     assert users.value
     assert users.odata_next_link
-    await credential.close()
     assert os.environ.get("IDENTITY_ENDPOINT") is None
 
 
