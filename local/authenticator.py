@@ -47,14 +47,18 @@ class SoftwareAuthenticator:
     user_present: bool = True
     credentials: dict[str, ec.EllipticCurvePrivateKey] = field(default_factory=dict)
 
-    def register(self, options: Mapping[str, Any], *, rp_id: str | None = None,
-                 challenge: bytes | None = None) -> dict[str, Any]:
-        """A RegistrationResponse (JSON form) for WebAuthn creation options (JSON form, base64url)."""
+    def register(self, options: Mapping[str, Any], *, rp_id: str | None = None, challenge: bytes | None = None,
+                 credential_id: bytes | None = None) -> dict[str, Any]:
+        """A RegistrationResponse (JSON form) for WebAuthn creation options (JSON form, base64url).
+
+        `credential_id` makes it answer with that id whatever excludeCredentials says, as a faulty
+        authenticator would; by default each registration makes a new random id.
+        """
         public_key = options.get("publicKey", options)
         rp = rp_id or str(public_key["rp"]["id"])
         raw_challenge = challenge if challenge is not None else websafe_decode(str(public_key["challenge"]))
         key = ec.generate_private_key(ec.SECP256R1())
-        credential_id = os.urandom(32)
+        credential_id = credential_id or os.urandom(32)
         cose = ES256.from_cryptography_key(key.public_key())  # type: ignore[no-untyped-call]
         attested = AttestedCredentialData.create(uuid.UUID(self.aaguid).bytes, credential_id, cose)
         flags = AuthenticatorData.FLAG.AT

@@ -99,6 +99,13 @@ async def outcome(call: Awaitable[T]) -> T | Exception:
         return exc
 
 
+def raised(result: T | BaseException) -> T:
+    """A value from asyncio.gather(..., return_exceptions=True), raising it when it is an exception."""
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
 async def settle(*calls: Awaitable[Any]) -> list[Any]:
     """Run independent calls together and wait for all of them; then raise the first failure in argument order.
 
@@ -199,16 +206,13 @@ class PasskeyService:
             await self._check_tenant_policy(conn, entra)
             return await entra.creation_options(device.user_id, timeout)
 
-        # The user's row is read while Entra prepares the options (a read on each side, nothing written);
-        # an inactive user is refused whatever Entra answered.
-        user_read, entra_read = await asyncio.gather(self._directory.get(conn.name, device.user_id), from_entra(),
-                                                     return_exceptions=True)
-        if isinstance(user_read, BaseException):
-            raise user_read
-        user = self._check_user(user_read, device_id)
-        if isinstance(entra_read, BaseException):
-            raise entra_read
-        body = entra_read
+        # The user's row and the device's passkeys are read while Entra prepares the options (reads on
+        # each side, nothing written); an inactive user is refused whatever Entra answered.
+        user_read, own_read, entra_read = await asyncio.gather(
+            self._directory.get(conn.name, device.user_id), self._devices.passkeys(conn.name, device_id),
+            from_entra(), return_exceptions=True)
+        user = self._check_user(raised(user_read), device_id)
+        body, own = raised(entra_read), raised(own_read)
         public_key = webauthn_json(dict(body.get("publicKey") or {}))
         if not public_key.get("challenge"):
             raise InvalidInput("Graph returned creation options without a challenge")
@@ -219,12 +223,16 @@ class PasskeyService:
                                             for c in public_key.get("excludeCredentials") or []]
         expires = str(body.get("challengeTimeoutDateTime") or
                       (self._clock.now() + dt.timedelta(minutes=timeout)).isoformat())
+        # The credentials a registration must not repeat: the user's in Entra (excludeCredentials) and the
+        # device's in the registry, kept with the ceremony so that registering reads none of them again.
+        excluded = dict.fromkeys([c["id"] for c in public_key["excludeCredentials"]] +
+                                 [str(p.data.get("credentialId")) for p in own if p.data.get("credentialId")])
         ceremony = ceremony_id(user.id)
         detail = {"device": device_id, "ceremony": ceremony}
         stored, audited = await asyncio.gather(
             self._entities.insert(Table.CEREMONIES, Entity(conn.name, ceremony, {
                 "challenge": public_key["challenge"], "expiresAt": expires, "userId": user.id, "deviceId": device_id,
-                "excluded": ",".join(c["id"] for c in public_key["excludeCredentials"]), "used": False})),
+                "excluded": ",".join(excluded), "used": False})),
             self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.options", target=user.id,
                                outcome="issued", correlation_id=correlation_id, detail=detail),
             return_exceptions=True)
@@ -245,13 +253,12 @@ class PasskeyService:
                        correlation_id: str) -> JsonObject:
         """Verify the credential locally, register it in Entra, record it."""
         self._check_enabled(conn)
-        # The device, the ceremony, the device's passkeys and the user the ceremony names are independent
-        # reads: one round trip. The user is re-read only if the device has changed hands since the options.
+        # The device, the ceremony and the user the ceremony names are independent reads: one round trip.
+        # The user is re-read only if the device has changed hands since the options.
         named = ceremony_user(body.ceremony_id)
-        device, found, own_passkeys, user_read, policy_read = await settle(
+        device, found, user_read, policy_read = await settle(
             self._devices.get(conn.name, device_id),
             self._entities.get(Table.CEREMONIES, conn.name, body.ceremony_id),
-            self._devices.passkeys(conn.name, device_id),
             outcome(self._directory.get(conn.name, named)) if named else asyncio.sleep(0),
             outcome(self._tenant_policy(conn, entra)))
         self._check_device(device, device_id)
@@ -273,10 +280,9 @@ class PasskeyService:
         if isinstance(policy_read, BaseException):
             raise policy_read
         policy = self._require_enabled_policy(policy_read)
-        # Entra lists the user's existing credentials in excludeCredentials (kept with the ceremony); with
-        # the device's own rows that covers every duplicate without scanning the connection's passkeys.
+        # The user's credentials in Entra and the device's in the registry, as the options saw them; a
+        # credential registered since then went through its own ceremony, and Entra refuses a repeat.
         known = [c for c in str(found.data.get("excluded") or "").split(",") if c]
-        known += [str(p.data.get("credentialId")) for p in own_passkeys]
         challenge = str(found.data["challenge"])
         try:
             verified = attestation.verify(body.credential,

@@ -19,7 +19,7 @@ from shared.adapters.tables import storage_transport
 from shared.config import Connection
 from shared.domain import attestation
 from shared.domain.directory import UserRow, UserState
-from shared.errors import Conflict, NotFound, Transient
+from shared.errors import Conflict, InvalidInput, NotFound, Transient
 from shared.services.devices import DeviceRegistration, DeviceService
 from shared.services.directory import Directory
 from shared.services.passkeys import PasskeyRegistration, PasskeyService, ceremony_id, ceremony_user, settle
@@ -204,3 +204,26 @@ async def test_long_expired_ceremonies_are_purged_and_recent_ones_kept(world: An
     assert await entities.get(Table.CEREMONIES, "demo", first["ceremonyId"]) is None
     assert await entities.get(Table.CEREMONIES, "demo", second["ceremonyId"]) is not None
     assert await service.purge_ceremonies("demo") == 0
+
+
+async def test_a_credential_the_device_already_registered_is_refused_by_name(world: Any) -> None:
+    # The fake Graph lists no excludeCredentials: the registry's row, read with the options, is what
+    # catches the repeat, and the registration reads no passkey rows itself.
+    service, entities, audit, _, graph = world
+    authenticator = SoftwareAuthenticator()
+    same = os.urandom(32)
+    options = await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+    first = PasskeyRegistration.model_validate({"ceremonyId": options["ceremonyId"], "displayName": "k",
+                                                "credential": authenticator.register(options, credential_id=same)})
+    await service.register(CONN, GraphPasskeyDirectory(graph), "dev-1", first, correlation_id="c")
+    again = await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+    repeat = PasskeyRegistration.model_validate({"ceremonyId": again["ceremonyId"], "displayName": "k",
+                                                 "credential": authenticator.register(again, credential_id=same)})
+    posts = sum(call.startswith("POST") for call in graph.calls)
+    with pytest.raises(InvalidInput, match=r"credentialId.*already registered"):
+        await service.register(CONN, GraphPasskeyDirectory(graph), "dev-1", repeat, correlation_id="c")
+    assert sum(call.startswith("POST") for call in graph.calls) == posts
+    ceremony = await entities.get(Table.CEREMONIES, "demo", again["ceremonyId"])
+    assert ceremony is not None
+    assert ceremony.data["used"] is False
+    assert [r.detail["check"] for r in audit.records if r.action == "passkey.rejected"] == ["credentialId"]
