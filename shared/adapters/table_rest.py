@@ -15,10 +15,10 @@ per request. The operations the bridge uses are few and documented, so they are 
 
 They go through an azure-core pipeline that keeps what matters of the SDK's: the client request id,
 the date and version headers and the user agent (set by one policy here), the SDK's own
-authentication policy for the credential it was given (shared key or Microsoft Entra token),
-azure-core's retry policy and distributed tracing.
-Left out are the policies that do nothing for these requests (proxy lookup, redirects, content
-decoding, secondary hosts, the custom hook and HTTP logging, which shared/logs.py silences anyway).
+authentication policy for the credential it was given (shared key or Microsoft Entra token) and
+azure-core's retry policy. Left out are the policies that do nothing for these requests: proxy
+lookup, redirects, content decoding, secondary hosts, the custom hook, HTTP logging (which
+shared/logs.py silences anyway) and distributed tracing (the app configures no tracer).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.pipeline import AsyncPipeline, PipelineRequest
 from azure.core.pipeline.policies import (
     AsyncRetryPolicy,
-    DistributedTracingPolicy,
     SansIOHTTPPolicy,
     UserAgentPolicy,
 )
@@ -77,8 +76,8 @@ class Answer:
 
 
 class _StorageHeaders(SansIOHTTPPolicy[HttpRequest, AsyncHttpResponse]):
-    """The headers the SDK's first three policies set, in one step: a client request id (as
-    RequestIdPolicy makes it), the SDK's user agent, x-ms-version and the OData version headers, and
+    """The headers the SDK's first three policies set, in one step: a client request id, the SDK's
+    user agent, x-ms-version and the OData version headers, and
     the date SharedKey signs (formatted once per second)."""
 
     def __init__(self, api_version: str) -> None:
@@ -92,7 +91,7 @@ class _StorageHeaders(SansIOHTTPPolicy[HttpRequest, AsyncHttpResponse]):
         if now != self._second:
             self._second, self._date = now, formatdate(now, usegmt=True)
         headers = request.http_request.headers
-        headers["x-ms-client-request-id"] = str(uuid.uuid1())
+        headers["x-ms-client-request-id"] = str(uuid.uuid4())
         headers["User-Agent"] = self._user_agent
         headers["x-ms-version"] = self._api_version
         headers["DataServiceVersion"] = "3.0"
@@ -150,7 +149,6 @@ class TableRest:
             _StorageHeaders(api_version),
             _configure_credential(credential),
             AsyncRetryPolicy(),
-            DistributedTracingPolicy(),
         ]
         self._pipeline: AsyncPipeline[HttpRequest, AsyncHttpResponse] = AsyncPipeline(transport, policies=policies)
 
