@@ -9,7 +9,7 @@ hash-chained audit, Graph gateway), one request at a time.
 
 Our own time is the time this process works on a request: its wall time outside every call to Entra
 and to Table storage (the union of the intervals spent in PasskeyDirectory and EntityStore calls),
-plus the CPU this process spends inside those calls (the Graph and storage SDKs' work: building
+plus the CPU this process spends inside those calls (the HTTP clients' work: building
 requests, signing, parsing answers). What is left out is the stand-ins' own time, the Entra
 simulator's and Azurite's, which in Azure is the services' latency. As a second, stricter figure the
 line gives the wall time less Entra's calls only, with Azurite's time (and the machine's scheduling
