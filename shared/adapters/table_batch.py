@@ -3,8 +3,9 @@
 azure-data-tables builds and parses this body with Python's `email` package, which costs about 0.7 ms
 of CPU per row and made a 100,000-user import CPU-bound in our own process. The format is small and
 documented (https://learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions),
-so the Table adapter writes it here and sends it through the SDK's own pipeline (authentication,
-retries, logging). Only Insert Or Replace Entity is needed
+so the Table adapter writes it here and sends it like its other entity requests
+(shared.adapters.table_rest: the SDK's authentication policy, azure-core's retries). Only Insert Or
+Replace Entity is needed
 (https://learn.microsoft.com/rest/api/storageservices/insert-or-replace-entity).
 
 Property values follow the JSON payload format
@@ -22,8 +23,8 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
+from shared.adapters.table_rest import key_literal
 from shared.services.ports import TRANSACTION_ROWS
 
 #: A transaction holds at most TRANSACTION_ROWS (100) entities and 4 MiB of payload (page above).
@@ -78,15 +79,10 @@ def entity_json(properties: Mapping[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
-def _key(value: str) -> str:
-    # Single quotes are doubled inside the OData key literal, then the literal is percent-encoded.
-    return quote(value.replace("'", "''"), safe="")
-
-
 def _operation(account_url: str, table: str, entity: Mapping[str, Any], content_id: int, boundary: str) -> bytes:
     body = entity_json(entity).encode()
-    address = (f"{account_url}/{table}(PartitionKey='{_key(entity['PartitionKey'])}',"
-               f"RowKey='{_key(entity['RowKey'])}')")
+    address = (f"{account_url}/{table}(PartitionKey='{key_literal(entity['PartitionKey'])}',"
+               f"RowKey='{key_literal(entity['RowKey'])}')")
     head = (f"--{boundary}\r\n"
             "Content-Type: application/http\r\n"
             "Content-Transfer-Encoding: binary\r\n"

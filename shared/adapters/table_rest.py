@@ -77,8 +77,8 @@ class Answer:
 
 class _StorageHeaders(SansIOHTTPPolicy[HttpRequest, AsyncHttpResponse]):
     """The headers the SDK's first three policies set, in one step: a client request id, the SDK's
-    user agent, x-ms-version and the OData version headers, and
-    the date SharedKey signs (formatted once per second)."""
+    user agent, x-ms-version and the OData version headers, and the date SharedKey signs (formatted
+    once per second)."""
 
     def __init__(self, api_version: str) -> None:
         self._api_version = api_version

@@ -51,8 +51,7 @@ log = logging.getLogger(__name__)
 _FORBIDDEN_KEY = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
 # A string property holds at most 64 KiB of UTF-16, i.e. 32 K characters (same page).
 _MAX_STRING_CHARS = 32 * 1024
-_JSON_MARKER = JSON_MARKER
-_RESERVED = {"PartitionKey", "RowKey", "Timestamp", "etag", _JSON_MARKER}
+_RESERVED = {"PartitionKey", "RowKey", "Timestamp", "etag", JSON_MARKER}
 DATA_ROLE = "Storage Table Data Contributor"
 #: Rows per page of a query: the service's maximum (Query Entities).
 PAGE_ROWS = 1000
@@ -95,7 +94,7 @@ def _to_properties(entity: Entity) -> dict[str, Any]:
                                f"characters; Table storage holds {_MAX_STRING_CHARS}", field=key)
         props[key] = value
     if encoded:
-        props[_JSON_MARKER] = ",".join(encoded)
+        props[JSON_MARKER] = ",".join(encoded)
     return props
 
 
