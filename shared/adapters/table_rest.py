@@ -61,7 +61,11 @@ MINIMAL_METADATA = "application/json;odata=minimalmetadata"
 
 @dataclass(frozen=True)
 class Answer:
-    """One response: status, headers and body."""
+    """One response: status, headers and body.
+
+    `headers` is the transport's own mapping, which is case-insensitive: Azurite sends `Etag` where
+    Azure sends `ETag`, and both are read as `ETag`.
+    """
 
     status: int
     headers: Mapping[str, str]

@@ -59,7 +59,7 @@ async def test_query_orders_and_bounds_by_row_key(store: TableEntityStore) -> No
 
 
 AWKWARD_KEYS = ["it's", "a b", "100%", "%27", "zoë@contoso.example", "plus+sign", "semi;colon", "(paren)",
-                "a=b&c", "a:b", "comma,s", "tab\u00a0space", "''"]
+                "a=b&c", "a:b", "comma,s", "no\u00a0break", "''"]
 
 
 async def test_every_point_operation_addresses_awkward_keys(store: TableEntityStore) -> None:
