@@ -60,7 +60,7 @@ bench: install
 
 ## make doctor: while `make run` is up, test the demo connection and print the permission report.
 doctor: install
-	$(PY) -m shared.cli --settings local.settings.json --env-file .local/stack-env.json doctor --connection demo
+	$(PY) -m shared.cli doctor --connection demo
 
 clean:
 	rm -rf .local .mypy_cache .ruff_cache .pytest_cache

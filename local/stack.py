@@ -50,7 +50,7 @@ class Stop(Exception):
     """SIGTERM arrived: unwind and stop everything."""
 
 
-#: The host's environment while the stack runs, for `python -m shared.cli --env-file` (make doctor).
+#: The host's environment and URL while the stack runs: `python -m shared.cli` finds and uses it by itself.
 ENV_FILE = ROOT / ".local" / "stack-env.json"
 
 
@@ -200,7 +200,7 @@ def run(settings_path: Path, *, sync: bool, demo: bool = True) -> int:
                 port=port(7071)))
             print(f"function host: {host.url}/api (health: {host.url}/api/health)", flush=True)
             # Operator commands (make doctor) need the same environment as the host while the stack runs.
-            ENV_FILE.write_text(json.dumps(env), encoding="utf-8")
+            ENV_FILE.write_text(json.dumps({**env, "LOCAL_FUNCTIONS_URL": host.url}), encoding="utf-8")
             ENV_FILE.chmod(0o600)
             stack.callback(ENV_FILE.unlink, missing_ok=True)
             print(describe_demo(settings), flush=True)

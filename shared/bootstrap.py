@@ -28,9 +28,12 @@ from shared.services.connections import CertificateValidator
 from shared.services.delivery import PasswordDelivery
 from shared.services.devices import DeviceService
 from shared.services.directory import Directory, RotationSubjects
+from shared.services.federation import watch_rows
 from shared.services.passkeys import PasskeyService
+from shared.services.poison import PoisonService
 from shared.services.ports import Clock
 from shared.services.rotation import RotationService
+from shared.services.status import StatusService
 from shared.services.sync import SyncService
 
 log = logging.getLogger(__name__)
@@ -259,6 +262,25 @@ class Bridge:
             return SyncService(directory=self.directory, entities=self.entities, audit=self.audit, queue=self.queue,
                                clock=self.clock, secrets=self.secrets if self.settings.key_vault_url else None)
         service: SyncService = self._once("sync", build)
+        return service
+
+    @property
+    def status(self) -> StatusService:
+        """Connection status at a glance."""
+        def build() -> StatusService:
+            async def watch(connection: str) -> list[dict[str, Any]]:
+                return await watch_rows(self.entities, connection)
+
+            # Rotation is built only when a connection has it on: it needs Key Vault.
+            return StatusService(sync=self.sync, rotation=lambda: self.rotation, directory=self.directory,
+                                 federation_watch=watch, writes_paused_until=self.governor.pause_until)
+        service: StatusService = self._once("status", build)
+        return service
+
+    @property
+    def poison(self) -> PoisonService:
+        """The poison queues, for operators."""
+        service: PoisonService = self._once("poison", lambda: PoisonService(self.queue, self.audit))
         return service
 
     async def directory_reader(self, conn: Connection) -> GraphDirectoryReader:

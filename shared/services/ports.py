@@ -222,6 +222,31 @@ class WorkQueue(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class PoisonMessage:
+    """A message the host moved to a poison queue after its last allowed delivery."""
+
+    id: str
+    inserted_on: dt.datetime | None
+    dequeue_count: int
+    #: The JSON document the message carries, or None when it is not one (the raw text is then shown).
+    body: JsonObject | None
+    text: str
+
+
+class PoisonQueues(Protocol):
+    """The poison queues `<queue>-poison`: read, send back to their queue, or drop."""
+
+    async def poison_messages(self, queue: Queue) -> tuple[list[PoisonMessage], int]:
+        """The first 32 messages (a peek: nothing changes) and the approximate count of all."""
+        ...
+
+    async def take_poison(self, queue: Queue, ids: set[str] | None, *, replay: bool) -> list[PoisonMessage]:
+        """Remove the messages `ids` (all when None) from the poison queue, first sending each back to `queue`
+        unchanged when `replay`; returns the messages handled. Messages not chosen stay where they are."""
+        ...
+
+
 # ----------------------------------------------------------------------------- Audit
 
 

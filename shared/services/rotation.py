@@ -86,6 +86,14 @@ class Status(StrEnum):
     REFUSED = "refused"
 
 
+@dataclass(frozen=True)
+class RotationSummary:
+    """A connection's rotation counts, and the users held back per refusal reason."""
+
+    counts: dict[str, int]
+    refused_reasons: dict[str, int]
+
+
 class RotationRow(BaseModel):
     """The `rotations` table row of one user (partition = connection, row = user id)."""
 
@@ -268,10 +276,20 @@ class RotationService:
             log.info("rotation row of %s changed while recording a failure; keeping the newer row", message.target)
 
     async def counts(self, conn: Connection) -> dict[str, int]:
-        """Per-connection status counts: due, rotated, possibly current, failed, refused, in progress."""
+        """Per-connection status counts: due, rotated, possibly current, failed, refused, in progress.
+
+        A user whose last rotation was refused (excluded, privileged, synced without writeback) is counted
+        as refused, never as due: the timer's next run would be refused again until the operator acts.
+        """
+        return (await self.summary(conn)).counts
+
+    async def summary(self, conn: Connection) -> RotationSummary:
+        """The counts of `counts`, and how many users each refusal reason holds back."""
         result = {"due": 0, **{s.value: 0 for s in Status}}
+        reasons: dict[str, int] = {}
         feature = conn.features.rotation
         now = self._clock.now()
+        excluded = {e.lower() for e in feature.excluded_users}
         rows: dict[str, RotationRow] = {}
         async for found in self._entities.query(Table.ROTATIONS, conn.name):
             try:
@@ -281,14 +299,21 @@ class RotationService:
         for row in rows.values():
             if row.status is not None:
                 result[row.status.value] += 1
+            if row.status is Status.REFUSED:
+                reason = row.reason or "refused"
+                reasons[reason] = reasons.get(reason, 0) + 1
         if feature.enabled:
             async for subject in self._subjects.all(conn.name):
                 if not (subject.active and subject.in_rotation_group):
                     continue
-                last = rows[subject.user_id].last_rotated_at if subject.user_id in rows else None
-                if policy.is_due(last, interval_days=feature.interval_days, now=now):
+                if subject.user_id.lower() in excluded or subject.upn.lower() in excluded:
+                    continue
+                held = rows.get(subject.user_id)
+                if held is not None and held.status is Status.REFUSED:
+                    continue
+                if policy.is_due(held.last_rotated_at if held else None, interval_days=feature.interval_days, now=now):
                     result["due"] += 1
-        return result
+        return RotationSummary(result, reasons)
 
     # ------------------------------------------------------------------ one rotation
 

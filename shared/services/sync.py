@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 
 LEASE = dt.timedelta(minutes=10)
 ACTOR = "sync"
+#: The rows of `syncstate` that keep the last real run and the last dry run of a connection.
+LAST_RUN, LAST_DRY_RUN = "lastRun", "lastDryRun"
+#: Planned ids kept per kind (add, update, remove) for `GET connections/{c}/runs/{runId}`.
+PLANNED_IDS_KEPT = 100
 WRITE_CONCURRENCY = 16
 #: Transactions in flight at once, spread over the directory's partitions (shared.services.directory.SHARDS).
 BATCH_CONCURRENCY = 4
@@ -143,12 +147,16 @@ class SyncReport:
     duration_seconds: float = 0.0
     enrollment_changes: int | None = None
     alert: str | None = None
-    planned: dict[str, list[str]] = field(default_factory=dict)
+    #: How many users the plan would add, update and remove.
+    planned: dict[str, int] = field(default_factory=dict)
+    #: The first PLANNED_IDS_KEPT ids of each; status shows counts, `GET .../runs/{runId}` the ids.
+    planned_ids: dict[str, list[str]] = field(default_factory=dict)
 
     def row(self) -> JsonObject:
         """The stored form (camelCase, nested values as JSON text as Table storage requires)."""
         data = {_camel(k): v for k, v in asdict(self).items() if v is not None}
         data["planned"] = json.dumps(self.planned)
+        data["plannedIds"] = json.dumps(self.planned_ids)
         return data
 
 
@@ -185,14 +193,18 @@ class SyncService:
                                  outcome="queued", correlation_id=correlation_id, detail={"runId": run_id})
         return run_id
 
-    async def last_run(self, connection: str) -> JsonObject | None:
-        """The `lastRun` record of a connection, if any."""
-        found = await self._entities.get(Table.SYNCSTATE, connection, "lastRun")
+    async def last_run(self, connection: str, *, dry_run: bool = False) -> JsonObject | None:
+        """The last real run of a connection (`lastRun`), or its last dry run (`lastDryRun`), if any."""
+        found = await self._entities.get(Table.SYNCSTATE, connection, LAST_DRY_RUN if dry_run else LAST_RUN)
         if not found:
             return None
         data = dict(found.data)
-        if isinstance(data.get("planned"), str):
-            data["planned"] = json.loads(data["planned"])
+        for key in ("planned", "plannedIds"):
+            if isinstance(data.get(key), str):
+                data[key] = json.loads(data[key])
+        if isinstance(data.get("planned"), dict) and any(isinstance(v, list) for v in data["planned"].values()):
+            # Rows written before counts were kept held the ids themselves.
+            data["plannedIds"], data["planned"] = data["planned"], {k: len(v) for k, v in data["planned"].items()}
         return data
 
     # ------------------------------------------------------------------ one run
@@ -232,8 +244,10 @@ class SyncService:
                            now=self._clock.now(), deleted_in_entra=frozenset(read.deleted))
             report.unchanged = changes.unchanged
             report.missing_in_entra = sum(1 for r in changes.remove if r.state is UserState.MISSING_IN_ENTRA)
-            report.planned = {"add": [r.id for r in changes.add][:100], "update": [r.id for r in changes.update][:100],
-                              "remove": [r.id for r in changes.remove][:100]}
+            report.planned = {"add": len(changes.add), "update": len(changes.update), "remove": len(changes.remove)}
+            report.planned_ids = {"add": [r.id for r in changes.add][:PLANNED_IDS_KEPT],
+                                  "update": [r.id for r in changes.update][:PLANNED_IDS_KEPT],
+                                  "remove": [r.id for r in changes.remove][:PLANNED_IDS_KEPT]}
             if changes.blocked:
                 report.outcome, report.alert = "blocked", changes.blocked
                 await self._audit.record(connection=conn.name, actor=ACTOR, action="sync.blocked", target=conn.name,
@@ -255,8 +269,8 @@ class SyncService:
             extra = getattr(writer, "resource_units", 0) if writer is not None and id(writer) != id(reader) else 0
             report.resource_units = reader.resource_units + (extra if isinstance(extra, int) else 0)
             report.duration_seconds = round(time.monotonic() - started, 3)
-            if report.outcome != "dry-run":
-                await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, "lastRun", report.row()))
+            kept = LAST_DRY_RUN if dry_run else LAST_RUN
+            await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, kept, report.row()))
             await self._release_lease(conn.name, lease_etag)
         await self._audit.record(connection=conn.name, actor=ACTOR, action="sync.completed", target=conn.name,
                                  outcome=report.outcome, correlation_id=correlation_id,
