@@ -169,6 +169,7 @@ var tables = [
   'devices'
   'passkeys'
   'ceremonies'
+  'fidometadata'
   'syncstate'
   'rotations'
   'audit'
