@@ -110,7 +110,9 @@ class FidoMetadata:
                 return self._anchors
             head = await self._entities.get(Table.FIDOMETADATA, PARTITION, HEAD)
             fetched_at = _when(head.data.get("fetchedAt")) if head else None
-            if head is not None and fetched_at is not None and now - fetched_at < REFRESH:
+            # A copy fetched from another FIDO_MDS_URL (the setting changed) is not this one's.
+            if (head is not None and fetched_at is not None and now - fetched_at < REFRESH
+                    and head.data.get("url") == self._url):
                 stored = await self._load(head)
                 if stored is not None:
                     self._next_check = fetched_at + REFRESH
