@@ -360,7 +360,8 @@ class PasskeyService:
         await self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.rejected", target=user_id,
                                  outcome="rejected", correlation_id=correlation_id, graph_request_id=request_id,
                                  detail=detail)
-        raise InvalidInput(f"passkey rejected: {check}: {reason}", field=f"credential ({check})",
+        raise InvalidInput(f"passkey rejected: {check}: {reason}",
+                           field="credential" if check == "credential" else f"credential ({check})",
                            request_id=request_id)
 
     async def purge_ceremonies(self, connection: str) -> int:

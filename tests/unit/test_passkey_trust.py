@@ -162,7 +162,8 @@ async def test_a_refusal_graph_explains_otherwise_still_names_entra() -> None:
     tenant.send = refuse  # type: ignore[method-assign]
     with pytest.raises(InvalidInput, match=r"Entra refused it: .*challenge has expired") as caught:
         await register(service, tenant)
-    assert caught.value.field == "credential (credential)"
+    assert caught.value.field == "credential"
+    assert caught.value.request_id == "r-1"
 
 
 async def test_enforced_attestation_needs_a_root_from_the_metadata(test_anchors: TrustAnchors) -> None:
