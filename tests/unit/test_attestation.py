@@ -12,7 +12,13 @@ from fido2.webauthn import AttestationObject, CollectedClientData
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from local.authenticator import DEFAULT_AAGUID, TEST_ROOT_NAME, AttestationRoot, SoftwareAuthenticator
+from local.authenticator import (
+    DEFAULT_AAGUID,
+    TEST_ROOT_NAME,
+    AttestationRoot,
+    SoftwareAuthenticator,
+    well_known_root,
+)
 from local.mds import local_blob, root_setting
 from shared.domain.attestation import AttestationRejected, KeyRestrictions, verify
 from shared.domain.mds import TrustAnchors, root_certificate
@@ -132,6 +138,21 @@ def test_enforced_attestation_refuses_a_chain_from_a_self_made_root(anchors: Tru
     assert DEFAULT_AAGUID in caught.value.detail
     # Not enforced: accepted, and reported as untrusted rather than attested.
     assert verify(credential, challenge=CHALLENGE, trust=anchors).trusted is False
+
+
+@pytest.mark.parametrize("chain", ["leaf-only", "listed-root-appended"])
+def test_a_forged_leaf_cannot_borrow_the_listed_root(anchors: TrustAnchors, chain: str) -> None:
+    # The attacker's leaf names the listed root as its issuer but is signed by their own key; they send it
+    # alone, or followed by the genuine listed root certificate.
+    forger = AttestationRoot.generate(TEST_ROOT_NAME)
+    credential = SoftwareAuthenticator(fmt="packed-x5c", root=forger).register(OPTIONS)
+    statement = AttestationObject(_decode(credential["response"]["attestationObject"])).att_stmt
+    leaf = statement["x5c"][0]
+    x5c = [leaf] if chain == "leaf-only" else [leaf, well_known_root().der]
+    forged = _restatement(credential, "packed", {**statement, "x5c": x5c})
+    with pytest.raises(AttestationRejected) as caught:
+        verify(forged, challenge=CHALLENGE, attestation_enforced=True, trust=anchors)
+    assert caught.value.check.startswith("attestationStatement")
 
 
 def test_enforced_attestation_without_metadata_trusts_no_chain() -> None:
