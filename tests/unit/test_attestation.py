@@ -19,7 +19,7 @@ from local.authenticator import (
     SoftwareAuthenticator,
     well_known_root,
 )
-from local.mds import local_blob, root_setting
+from local.mds import blob, entry, local_blob, local_ca, root_setting
 from shared.domain.attestation import AttestationRejected, KeyRestrictions, verify
 from shared.domain.mds import TrustAnchors, root_certificate
 
@@ -229,3 +229,19 @@ def test_damaged_input_is_only_ever_rejected(field: str, position: int, value: i
         return
     # A change that verifies can only have touched bytes no check covers (e.g. clientData extras).
     assert field == "clientDataJSON" or not cut
+
+
+@pytest.mark.parametrize("status", ["REVOKED", "ATTESTATION_KEY_COMPROMISE"])
+def test_a_root_the_metadata_marks_revoked_or_compromised_is_not_trusted(status: str) -> None:
+    key, ca = local_ca()
+    credential = SoftwareAuthenticator(fmt="packed-x5c").register(OPTIONS)
+    statement = AttestationObject(_decode(credential["response"]["attestationObject"])).att_stmt
+    listed = entry(DEFAULT_AAGUID, [well_known_root().der], status=status)
+    if status == "ATTESTATION_KEY_COMPROMISE":
+        # The report names the compromised certificate: this authenticator's attestation certificate.
+        listed["statusReports"] = [{**listed["statusReports"][0],  # type: ignore[index]
+                                    "certificate": base64.b64encode(statement["x5c"][0]).decode()}]
+    anchors = TrustAnchors.from_blob(blob([listed], issuer_key=key, issuer=ca), root_certificate(root_setting()))
+    with pytest.raises(AttestationRejected) as caught:
+        verify(credential, challenge=CHALLENGE, attestation_enforced=True, trust=anchors)
+    assert caught.value.check == "attestationStatement.x5c"
