@@ -119,7 +119,13 @@ class FidoMetadata:
                     return stored
             return await self._refresh(head, now)
 
-    async def _load(self, head: Entity) -> TrustAnchors | None:
+    async def _load(self, head: Entity, *, fallback: bool = False) -> TrustAnchors | None:
+        """The stored copy the head names, if it is whole, verifies, and is no older than what this process had.
+
+        Someone who can write the table can still put back an older blob the Alliance signed; it is refused
+        once its `nextUpdate` has passed (unless it is the only copy left while the service is down), and
+        never replaces a newer one this process holds.
+        """
         sha = str(head.data.get("sha256") or "")
         if self._anchors is not None and sha == self._sha:
             return self._anchors
@@ -138,6 +144,14 @@ class FidoMetadata:
             log.warning("the stored FIDO metadata does not verify under FIDO_MDS_ROOT_CERT (%s); fetching it again",
                         exc)
             return None
+        if self._anchors is not None and anchors.no < self._anchors.no:
+            log.warning("the stored FIDO metadata (serial %d) is older than this process's (serial %d); fetching it "
+                        "again", anchors.no, self._anchors.no)
+            return None
+        if not fallback and anchors.next_update < self._clock.now().date():
+            log.info("the stored FIDO metadata is past its nextUpdate (%s); fetching it again",
+                     anchors.next_update.isoformat())
+            return None
         self._anchors, self._sha = anchors, sha
         return anchors
 
@@ -148,7 +162,7 @@ class FidoMetadata:
             anchors = TrustAnchors.from_blob(blob, self._root)
         except (BridgeError, MetadataRejected, UnicodeDecodeError) as exc:
             reason = exc.detail if isinstance(exc, BridgeError) else f"the blob was refused: {exc}"
-            fallback = self._anchors or (await self._load(head) if head is not None else None)
+            fallback = self._anchors or (await self._load(head, fallback=True) if head is not None else None)
             if fallback is None:
                 raise Transient(f"no FIDO metadata to check attestation against: {reason} (FIDO_MDS_URL, "
                                 "FIDO_MDS_ROOT_CERT)") from None
@@ -159,7 +173,7 @@ class FidoMetadata:
         if anchors.no < stored_no:
             log.warning("FIDO_MDS_URL served serial %d, older than the stored %d: refused as a rollback",
                         anchors.no, stored_no)
-            fallback = self._anchors or (await self._load(head) if head is not None else None)
+            fallback = self._anchors or (await self._load(head, fallback=True) if head is not None else None)
             if fallback is not None:
                 self._next_check = now + RETRY
                 return fallback

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 
 import pytest
@@ -100,6 +101,31 @@ async def test_a_storage_writer_cannot_swap_in_their_own_blob() -> None:
     loaded = await metadata(store, clock, source).anchors()
     assert source.fetches == 1
     assert loaded.no == 100
+
+
+async def test_a_storage_writer_cannot_put_back_an_older_signed_blob() -> None:
+    # An older blob the MDS really signed, put back with a consistent head: a process that holds a newer
+    # one keeps it, and a process that has none fetches again once the old one's nextUpdate has passed.
+    store, clock = FakeEntityStore(), FakeClock()
+    key, ca = local_ca()
+    old = blob([entry(DEFAULT_AAGUID, [well_known_root().der])], issuer_key=key, issuer=ca, no=1,
+               next_update=(clock.now() + dt.timedelta(days=3)).date())
+    await metadata(store, clock, Source(old)).anchors()
+    saved = dict(store.tables[Table.FIDOMETADATA])
+    clock.advance(days=1, minutes=1)
+    mds = metadata(store, clock, Source(signed(2), signed(3)))
+    assert (await mds.anchors()).no == 2
+    store.tables[Table.FIDOMETADATA] = dict(saved)  # the writer restores yesterday's rows...
+    head = saved[(PARTITION, HEAD)]
+    await store.upsert(Table.FIDOMETADATA, Entity(PARTITION, HEAD, {**head.data, "fetchedAt": clock.now().isoformat()}))
+    clock.advance(days=1, minutes=1)  # ...and the process looks again
+    assert (await mds.anchors()).no == 3, "not serial 1 from the table: fetched again"
+    clock.advance(days=2)  # past the old blob's nextUpdate: a fresh process does not take it either
+    store.tables[Table.FIDOMETADATA] = dict(saved)
+    await store.upsert(Table.FIDOMETADATA, Entity(PARTITION, HEAD, {**head.data, "fetchedAt": clock.now().isoformat()}))
+    fresh = Source(signed(4))
+    assert (await metadata(store, clock, fresh).anchors()).no == 4
+    assert fresh.fetches == 1
 
 
 async def test_an_edited_stored_blob_is_fetched_again() -> None:

@@ -181,7 +181,7 @@ async def test_a_blob_over_one_row_is_kept_in_table_storage(azurite_connection_s
 
     tables = TableEntityStore.from_connection_string(azurite_connection_string)
     try:
-        clock = ShiftedClock(dt.timedelta(days=400))  # later than any copy another test stored
+        clock = ShiftedClock()
         source = Source(signed(padding=1500))
         root = root_certificate(root_setting())
         first = await FidoMetadata(tables, clock, url="https://mds.example/big", root_der=root, fetch=source).anchors()
