@@ -112,6 +112,17 @@ param logLevel string = 'INFO'
 @maxValue(4194304)
 param maxBodyBytes int = 65536
 
+@description('Optional. Oldest copy of the tenant FIDO2 policy a passkey registration is checked against, in seconds.')
+@minValue(0)
+@maxValue(3600)
+param passkeyPolicyMaxAgeSeconds int = 30
+
+@description('Optional. Where the FIDO Metadata Service (MDS3) blob is fetched, daily, for attestation trust.')
+param fidoMdsUrl string = 'https://mds3.fidoalliance.org/'
+
+@description('Optional. Root certificate (PEM or base64 DER) the MDS3 blob must chain to; empty for the FIDO Alliance root.')
+param fidoMdsRootCert string = ''
+
 @description('Optional. Most Flex Consumption instances.')
 @minValue(40)
 @maxValue(1000)
@@ -169,6 +180,7 @@ var tables = [
   'devices'
   'passkeys'
   'ceremonies'
+  'fidometadata'
   'syncstate'
   'rotations'
   'audit'
@@ -344,6 +356,9 @@ var bridgeSettings = {
   WEBSITE_AUTH_ENABLED: authEnabled ? 'true' : 'false'
   MAX_BODY_BYTES: string(maxBodyBytes)
   DRY_RUN: dryRun ? 'true' : 'false'
+  PASSKEY_POLICY_MAX_AGE_SECONDS: string(passkeyPolicyMaxAgeSeconds)
+  FIDO_MDS_URL: fidoMdsUrl
+  FIDO_MDS_ROOT_CERT: fidoMdsRootCert
 }
 
 module functionApp 'modules/function-app.bicep' = {

@@ -3,6 +3,11 @@
 It holds P-256 credentials, and answers WebAuthn creation options (JSON form) with a
 RegistrationResponse in JSON form, using packed self attestation, packed with an x5c chain, or none,
 and a chosen AAGUID. Built on the fido2 library's data types and cryptography.
+
+An x5c chain ends in an attestation root: by default the well-known test root (`well_known_root()`), the same
+in every process, which the local stack's test FIDO metadata blob lists for DEFAULT_AAGUID
+(local/mds.py); `AttestationRoot.generate()` makes an unknown one. The test root's key is derived from
+a published constant: it proves nothing outside tests.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 from cryptography import x509
@@ -34,6 +40,47 @@ Format = Literal["packed-self", "packed-x5c", "none"]
 DEFAULT_AAGUID = "d2f2b1b4-0b8e-4c9b-8a5e-6f1a2b3c4d5e"
 # id-fido-gen-ce-aaguid: a packed attestation certificate names the AAGUID in this extension.
 _AAGUID_OID = ObjectIdentifier("1.3.6.1.4.1.45724.1.1.4")
+TEST_ROOT_NAME = "Bridge Test Attestation Root"
+#: Seed of the test root's key: public on purpose, so every process (authenticator, simulator, tests)
+#: makes the same root without sharing a file.
+_TEST_ROOT_SEED = b"entra-bridge software authenticator test attestation root"
+
+
+@dataclass(frozen=True)
+class AttestationRoot:
+    """A self-signed attestation CA: its key signs each registration's attestation certificate."""
+
+    key: ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+
+    @property
+    def der(self) -> bytes:
+        """The root certificate, DER."""
+        return self.certificate.public_bytes(serialization.Encoding.DER)
+
+    @classmethod
+    def generate(cls, name: str = "Self-made Attestation Root") -> AttestationRoot:
+        """A new root with a fresh key, known to no metadata."""
+        return cls.of(ec.generate_private_key(ec.SECP256R1()), name)
+
+    @classmethod
+    def of(cls, key: ec.EllipticCurvePrivateKey, name: str) -> AttestationRoot:
+        """A root certificate for `key`, named `name`, valid from 2024 to 2049."""
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        certificate = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                       .public_key(key.public_key()).serial_number(1)
+                       .not_valid_before(dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
+                       .not_valid_after(dt.datetime(2049, 12, 31, tzinfo=dt.UTC))
+                       .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                       .sign(key, hashes.SHA256()))
+        return cls(key, certificate)
+
+
+@lru_cache(maxsize=1)
+def well_known_root() -> AttestationRoot:
+    """The well-known test attestation root (same key and name in every process)."""
+    secret = int.from_bytes(hashlib.sha256(_TEST_ROOT_SEED).digest(), "big")
+    return AttestationRoot.of(ec.derive_private_key(secret, ec.SECP256R1()), TEST_ROOT_NAME)
 
 
 @dataclass
@@ -46,6 +93,8 @@ class SoftwareAuthenticator:
     user_verified: bool = True
     user_present: bool = True
     credentials: dict[str, ec.EllipticCurvePrivateKey] = field(default_factory=dict)
+    #: The root of packed-x5c chains; None means the well-known test root.
+    root: AttestationRoot | None = None
 
     def register(self, options: Mapping[str, Any], *, rp_id: str | None = None, challenge: bytes | None = None,
                  credential_id: bytes | None = None) -> dict[str, Any]:
@@ -75,7 +124,7 @@ class SoftwareAuthenticator:
             sig = key.sign(signed, ec.ECDSA(hashes.SHA256()))
             attestation = AttestationObject.create("packed", auth_data, {"alg": ES256.ALGORITHM, "sig": sig})
         else:
-            leaf_key, chain = _attestation_chain(self.aaguid)
+            leaf_key, chain = _attestation_chain(self.aaguid, self.root or well_known_root())
             sig = leaf_key.sign(signed, ec.ECDSA(hashes.SHA256()))
             attestation = AttestationObject.create("packed", auth_data,
                                                    {"alg": ES256.ALGORITHM, "sig": sig, "x5c": chain})
@@ -85,15 +134,8 @@ class SoftwareAuthenticator:
         return dict(response)
 
 
-def _attestation_chain(aaguid: str) -> tuple[ec.EllipticCurvePrivateKey, list[bytes]]:
+def _attestation_chain(aaguid: str, root: AttestationRoot) -> tuple[ec.EllipticCurvePrivateKey, list[bytes]]:
     now = dt.datetime.now(dt.UTC)
-    root_key = ec.generate_private_key(ec.SECP256R1())
-    root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Bridge Test Attestation Root")])
-    root = (x509.CertificateBuilder().subject_name(root_name).issuer_name(root_name)
-            .public_key(root_key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(root_key, hashes.SHA256()))
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     # Packed attestation certificate requirements (WebAuthn section 8.2.1): subject C, O, OU
     # "Authenticator Attestation", CN; basic constraints CA false; the AAGUID extension.
@@ -102,10 +144,10 @@ def _attestation_chain(aaguid: str) -> tuple[ec.EllipticCurvePrivateKey, list[by
                            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Authenticator Attestation"),
                            x509.NameAttribute(NameOID.COMMON_NAME, "Bridge Test Key")])
     aaguid_ext = x509.UnrecognizedExtension(_AAGUID_OID, b"\x04\x10" + uuid.UUID(aaguid).bytes)
-    leaf = (x509.CertificateBuilder().subject_name(leaf_name).issuer_name(root_name)
+    leaf = (x509.CertificateBuilder().subject_name(leaf_name).issuer_name(root.certificate.subject)
             .public_key(leaf_key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(aaguid_ext, critical=False)
-            .sign(root_key, hashes.SHA256()))
-    return leaf_key, [leaf.public_bytes(serialization.Encoding.DER), root.public_bytes(serialization.Encoding.DER)]
+            .sign(root.key, hashes.SHA256()))
+    return leaf_key, [leaf.public_bytes(serialization.Encoding.DER), root.der]

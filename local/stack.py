@@ -104,6 +104,10 @@ def stand_ins(tls: TlsFiles, env: dict[str, str]) -> Iterator[list[str]]:
                     "LOCAL_AUTH_ISSUER": f"{entra.url}/{entra.tenant_id}/v2.0",
                     "LOCAL_AUTH_AUDIENCE": BRIDGE_CLIENT_ID})
         lines.append(f"entra simulator: {entra.url} (tenant {entra.tenant_id}; admin API {entra.url}/_sim/)")
+        # Attestation trust: the simulator also serves a test FIDO metadata blob signed by the local CA.
+        from local.mds import root_setting
+
+        env.update({"FIDO_MDS_URL": f"{entra.url}/mds3/", "FIDO_MDS_ROOT_CERT": root_setting(tls)})
         if available("local.vault"):
             from local.vault.process import running as vault_running
 

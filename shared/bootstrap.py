@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from typing import Any
 
@@ -16,6 +17,7 @@ from shared.adapters import identity
 from shared.adapters.audit import AuditReader, TableAuditSink
 from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
+from shared.adapters.mds import FidoMetadata
 from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.rotation import GraphPasswordDirectory
@@ -251,9 +253,19 @@ class Bridge:
         """Passkey enrollment."""
         def build() -> PasskeyService:
             return PasskeyService(devices=self.devices, directory=self.directory, entities=self.entities,
-                                  audit=self.audit, clock=self.clock)
+                                  audit=self.audit, clock=self.clock, trust=self.fido_metadata,
+                                  policy_max_age=dt.timedelta(seconds=self.settings.passkey_policy_max_age_seconds))
         service: PasskeyService = self._once("passkeys", build)
         return service
+
+    @property
+    def fido_metadata(self) -> FidoMetadata:
+        """The FIDO MDS3 blob (FIDO_MDS_URL, FIDO_MDS_ROOT_CERT), kept in Table storage."""
+        def build() -> FidoMetadata:
+            return FidoMetadata(self.entities, self.clock, url=self.settings.fido_mds_url,
+                                root_der=self.settings.mds_root_der, verify=identity.ssl_context(self.settings))
+        metadata: FidoMetadata = self._once("fido_metadata", build)
+        return metadata
 
     @property
     def sync(self) -> SyncService:

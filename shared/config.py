@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.domain.mds import FIDO_MDS_ROOT_PEM, FIDO_MDS_URL, MetadataRejected, root_certificate
 from shared.errors import Configuration
 
 SLUG = r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$"
@@ -292,6 +293,35 @@ class Settings(BaseSettings):
     auth_enabled: bool = _setting("WEBSITE_AUTH_ENABLED", False)
     max_body_bytes: int = _setting("MAX_BODY_BYTES", 65536, ge=1024, le=4 * 1024 * 1024)
     dry_run: bool = _setting("DRY_RUN", False)
+    #: Oldest copy of a tenant's FIDO2 policy a registration may be checked against (docs/passkeys.md).
+    passkey_policy_max_age_seconds: int = _setting("PASSKEY_POLICY_MAX_AGE_SECONDS", 30, ge=0, le=3600)
+    fido_mds_url: str = _setting("FIDO_MDS_URL", FIDO_MDS_URL)
+    fido_mds_root_cert: str | None = _setting("FIDO_MDS_ROOT_CERT", None)
+
+    @field_validator("fido_mds_url")
+    @classmethod
+    def _https_metadata(cls, value: str) -> str:
+        if not value.strip():
+            return FIDO_MDS_URL
+        if not value.startswith("https://"):
+            raise ValueError("must be an https:// URL of the FIDO MDS3 blob")
+        return value
+
+    @field_validator("fido_mds_root_cert")
+    @classmethod
+    def _root_certificate(cls, value: str | None) -> str | None:
+        if value and value.strip():
+            try:
+                root_certificate(value)
+            except MetadataRejected as exc:
+                raise ValueError(f"must be the MDS root certificate: {exc}") from None
+            return value
+        return None
+
+    @property
+    def mds_root_der(self) -> bytes:
+        """The root the MDS3 blob must chain to: FIDO_MDS_ROOT_CERT, or the FIDO Alliance's."""
+        return root_certificate(self.fido_mds_root_cert or FIDO_MDS_ROOT_PEM)
 
     @model_validator(mode="before")
     @classmethod

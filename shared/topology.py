@@ -26,6 +26,8 @@ class Table(StrEnum):
     DEVICES = "devices"
     PASSKEYS = "passkeys"
     CEREMONIES = "ceremonies"
+    #: The FIDO Metadata Service blob, verified, that attestation is checked against.
+    FIDOMETADATA = "fidometadata"
     SYNCSTATE = "syncstate"
     ROTATIONS = "rotations"
     AUDIT = "audit"

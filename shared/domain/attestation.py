@@ -9,6 +9,7 @@ verification use the fido2 library; each failure names its check.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import struct
 import uuid
 from collections.abc import Collection, Mapping
@@ -25,6 +26,8 @@ from fido2.webauthn import (
     CollectedClientData,
     PublicKeyCredentialType,
 )
+
+from shared.domain.mds import TrustAnchors
 
 ENTRA_ORIGIN = "https://login.microsoftonline.com"
 ENTRA_RP_ID = "login.microsoftonline.com"
@@ -65,6 +68,9 @@ class VerifiedCredential:
     aaguid: str
     fmt: str
     attestation_type: str
+    #: Whether a certificate chain ends in a root of the FIDO metadata; None when there was no chain to
+    #: check or no metadata was given.
+    trusted: bool | None = None
 
 
 def parse(credential: Mapping[str, Any]) -> tuple[CollectedClientData, AttestationObject]:
@@ -91,8 +97,12 @@ def parse(credential: Mapping[str, Any]) -> tuple[CollectedClientData, Attestati
 
 def verify(credential: Mapping[str, Any], *, challenge: bytes, allowed_aaguids: Collection[str] = (),
            restrictions: KeyRestrictions = KeyRestrictions(), known_credential_ids: Collection[str] = (),
-           attestation_enforced: bool = False) -> VerifiedCredential:
-    """Verify a WebAuthn RegistrationResponse (JSON form) for Entra; AttestationRejected names the failed check."""
+           attestation_enforced: bool = False, trust: TrustAnchors | None = None) -> VerifiedCredential:
+    """Verify a WebAuthn RegistrationResponse (JSON form) for Entra; AttestationRejected names the failed check.
+
+    With `attestation_enforced`, a packed certificate chain must end in a root that `trust` (a verified
+    FIDO MDS3 blob) lists for the authenticator's AAGUID; without `trust` no chain is trusted.
+    """
     try:
         client_data, attestation = parse(credential)
     except PARSE_ERRORS as exc:
@@ -101,7 +111,8 @@ def verify(credential: Mapping[str, Any], *, challenge: bytes, allowed_aaguids: 
             from None
     if client_data.type != "webauthn.create":
         raise AttestationRejected("clientData.type", f"must be 'webauthn.create', not {client_data.type!r}")
-    if client_data.challenge != challenge:
+    # Compared in constant time: the time taken must not tell how much of a guessed challenge was right.
+    if not hmac.compare_digest(client_data.challenge, challenge):
         raise AttestationRejected("clientData.challenge", "does not match the challenge of this ceremony")
     if client_data.origin != ENTRA_ORIGIN:
         raise AttestationRejected("clientData.origin", f"must be {ENTRA_ORIGIN}, not {client_data.origin!r}")
@@ -117,6 +128,7 @@ def verify(credential: Mapping[str, Any], *, challenge: bytes, allowed_aaguids: 
     if attestation.fmt not in FORMATS:
         raise AttestationRejected("attestationObject.fmt", f"{attestation.fmt!r} is not supported; use packed or none")
     attestation_type = "none"
+    trusted: bool | None = None
     if attestation.fmt == "packed":
         try:
             result = PackedAttestation().verify(attestation.att_stmt, auth_data, client_data.hash)
@@ -132,12 +144,21 @@ def verify(credential: Mapping[str, Any], *, challenge: bytes, allowed_aaguids: 
             # (unsupported algorithm, bad X.509 version, ECDAA); all of them mean an invalid statement.
             raise AttestationRejected("attestationStatement",
                                       f"invalid packed attestation ({type(exc).__name__})") from None
+        if result.trust_path and trust is not None:
+            trusted = trust.trusts(result, auth_data)
     elif attestation.att_stmt:
         raise AttestationRejected("attestationStatement", "format none must have an empty statement")
     if attestation_enforced and attestation_type in ("none", "self"):
         raise AttestationRejected("attestation", "the tenant enforces attestation: the authenticator must send "
                                                  "a packed statement with a certificate chain")
     aaguid = str(uuid.UUID(bytes=bytes(auth_data.credential_data.aaguid)))
+    if attestation_enforced and not trusted:
+        if trust is None:
+            raise AttestationRejected("attestationStatement.x5c", "the tenant enforces attestation and no FIDO "
+                                                                  "metadata was available to check the chain against")
+        raise AttestationRejected("attestationStatement.x5c", "the certificate chain does not end in a root that "
+                                                              "the FIDO Metadata Service lists for authenticator "
+                                                              f"{aaguid}")
     allowed = {a.lower() for a in allowed_aaguids}
     if allowed and aaguid not in allowed:
         raise AttestationRejected("aaguid", f"{aaguid} is not in the connection's allowed list "
@@ -149,4 +170,4 @@ def verify(credential: Mapping[str, Any], *, challenge: bytes, allowed_aaguids: 
     credential_id = websafe_encode(auth_data.credential_data.credential_id)
     if credential_id in set(known_credential_ids):
         raise AttestationRejected("credentialId", "this credential is already registered")
-    return VerifiedCredential(credential_id, aaguid, attestation.fmt, attestation_type)
+    return VerifiedCredential(credential_id, aaguid, attestation.fmt, attestation_type, trusted)

@@ -25,7 +25,7 @@ import logging
 import uuid
 from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,14 +36,15 @@ from shared.domain.directory import Enrollment, UserRow, UserState
 from shared.errors import BridgeError, Conflict, Forbidden, InvalidInput, NotFound
 from shared.services.devices import DeviceService, PasskeyDirectory
 from shared.services.directory import Directory
-from shared.services.ports import AuditSink, Clock, Entity, EntityStore, JsonObject
+from shared.services.ports import AuditSink, Clock, Entity, EntityStore, JsonObject, TrustAnchorSource
 from shared.topology import Table
 
 log = logging.getLogger(__name__)
 
 ACTOR = "passkeys"
 READ_CONCURRENCY = 8
-POLICY_CACHE = dt.timedelta(minutes=5)
+#: Oldest copy of the tenant's FIDO2 policy a registration is checked against (PASSKEY_POLICY_MAX_AGE_SECONDS).
+POLICY_MAX_AGE = dt.timedelta(seconds=30)
 #: How long a ceremony row is kept after it expired, so a late registration still hears "expired".
 CEREMONY_KEPT = dt.timedelta(days=1)
 T = TypeVar("T")
@@ -77,6 +78,11 @@ def webauthn_json(value: Any) -> Any:
     if isinstance(value, list):
         return [webauthn_json(v) for v in value]
     return value
+
+
+def trust_word(trusted: bool | None) -> str:
+    """How far an attestation chain was trusted, for the response and the audit record."""
+    return "not-checked" if trusted is None else "trusted" if trusted else "untrusted"
 
 
 def ceremony_id(user_id: str) -> str:
@@ -143,13 +149,16 @@ class PasskeyService:
     """Creation options, registration and reconciliation of device-bound passkeys."""
 
     def __init__(self, *, devices: DeviceService, directory: Directory, entities: EntityStore, audit: AuditSink,
-                 clock: Clock) -> None:
+                 clock: Clock, policy_max_age: dt.timedelta = POLICY_MAX_AGE,
+                 trust: TrustAnchorSource | None = None) -> None:
         self._devices = devices
         self._directory = directory
         self._entities = entities
         self._audit = audit
         self._clock = clock
         self._policy: dict[str, tuple[dt.datetime, JsonObject]] = {}
+        self._policy_max_age = policy_max_age
+        self._trust = trust
 
     @staticmethod
     def _check_enabled(conn: Connection) -> None:
@@ -169,11 +178,12 @@ class PasskeyService:
             raise Conflict(f"the user of device {device_id!r} is not active in the bridge directory")
         return user
 
-    async def _tenant_policy(self, conn: Connection, entra: PasskeyDirectory) -> JsonObject:
-        # The policy changes rarely and costs a Graph read: one read per connection per few minutes.
+    async def _tenant_policy(self, conn: Connection, entra: PasskeyDirectory, *, fresh: bool = False) -> JsonObject:
+        # A Graph read per registration is saved by a short cache; short, because a key restriction set in
+        # the tenant must stop the next registrations here, not in Graph (docs/passkeys.md).
         now = self._clock.now()
         cached = self._policy.get(conn.name)
-        if cached is None or now - cached[0] > POLICY_CACHE:
+        if fresh or cached is None or now - cached[0] >= self._policy_max_age:
             cached = (now, await entra.policy())
             self._policy[conn.name] = cached
         return cached[1]
@@ -284,23 +294,37 @@ class PasskeyService:
         # credential registered since then went through its own ceremony, and Entra refuses a repeat.
         known = [c for c in str(found.data.get("excluded") or "").split(",") if c]
         challenge = str(found.data["challenge"])
+        raw_challenge = base64.urlsafe_b64decode(challenge + "=" * (-len(challenge) % 4))
+
+        async def check(current: JsonObject) -> attestation.VerifiedCredential:
+            enforced = bool(current.get("isAttestationEnforced"))
+            # The metadata is read only when the tenant enforces attestation (it is kept in the process).
+            anchors = await self._trust.anchors() if enforced and self._trust is not None else None
+            return attestation.verify(body.credential, challenge=raw_challenge,
+                                      allowed_aaguids=conn.features.passkeys.allowed_aaguids,
+                                      restrictions=attestation.KeyRestrictions.from_policy(current),
+                                      known_credential_ids=known, attestation_enforced=enforced, trust=anchors)
+
         try:
-            verified = attestation.verify(body.credential,
-                                          challenge=base64.urlsafe_b64decode(challenge + "=" * (-len(challenge) % 4)),
-                                          allowed_aaguids=conn.features.passkeys.allowed_aaguids,
-                                          restrictions=attestation.KeyRestrictions.from_policy(policy),
-                                          known_credential_ids=known,
-                                          attestation_enforced=bool(policy.get("isAttestationEnforced")))
+            verified = await check(policy)
         except attestation.AttestationRejected as err:
-            await self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.rejected", target=user.id,
-                                     outcome="rejected", correlation_id=correlation_id,
-                                     detail={"device": device_id, "check": err.check, "reason": err.detail})
-            raise InvalidInput(f"passkey rejected: {err.check}: {err.detail}", field=f"credential ({err.check})") \
-                from None
+            await self._refuse(conn, user.id, device_id, err.check, err.detail, correlation_id=correlation_id)
         # Consume the ceremony before Graph so a second request with it cannot pass (the ETag decides).
         await self._entities.update(Table.CEREMONIES, Entity(conn.name, body.ceremony_id,
                                                              {**found.data, "used": True}, found.etag))
-        created = await entra.register(user.id, body.display_name, body.credential)
+        try:
+            created = await entra.register(user.id, body.display_name, body.credential)
+        except InvalidInput as refused:
+            # Entra refused the key: most likely the tenant's policy changed since our copy was read. Read it
+            # again (the next registration is then checked against it here) and say which check failed, in
+            # the same problem as the bridge's own refusal.
+            try:
+                await check(self._require_enabled_policy(await self._tenant_policy(conn, entra, fresh=True)))
+            except attestation.AttestationRejected as err:
+                await self._refuse(conn, user.id, device_id, err.check, err.detail, correlation_id=correlation_id,
+                                   request_id=refused.request_id, by="entra")
+            await self._refuse(conn, user.id, device_id, "credential", f"Entra refused it: {refused.detail}",
+                               correlation_id=correlation_id, request_id=refused.request_id, by="entra")
         method = created.body or {}
         method_id = str(method.get("id") or "")
         if not method_id:
@@ -315,7 +339,8 @@ class PasskeyService:
                                outcome="registered", correlation_id=correlation_id,
                                graph_request_id=created.request_id,
                                detail={"device": device_id, "method": method_id, "aaguid": verified.aaguid,
-                                       "attestation": verified.attestation_type}),
+                                       "attestation": verified.attestation_type,
+                                       "attestationTrust": trust_word(verified.trusted)}),
             self._entities.upsert(Table.PASSKEYS, Entity(conn.name, row.row_key, row.to_row()))]
         if user.enrollment is not Enrollment.PAIRED_WITH_ENTRA:
             writes.append(self._directory.put(conn.name, user.model_copy(update={"enrollment":
@@ -323,7 +348,21 @@ class PasskeyService:
         await settle(*writes)
         return {"id": method_id, "deviceId": device_id, "aaguid": verified.aaguid, "displayName": body.display_name,
                 "credentialId": verified.credential_id, "attestation": verified.attestation_type,
+                "attestationTrust": trust_word(verified.trusted),
                 "model": method.get("model"), "createdDateTime": method.get("createdDateTime")}
+
+    async def _refuse(self, conn: Connection, user_id: str, device_id: str, check: str, reason: str, *,
+                      correlation_id: str, request_id: str | None = None, by: str = "bridge") -> NoReturn:
+        """Audit a refused registration and raise its problem: the same for the bridge's and Entra's refusals."""
+        detail = {"device": device_id, "check": check, "reason": reason}
+        if by != "bridge":
+            detail["refusedBy"] = by
+        await self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.rejected", target=user_id,
+                                 outcome="rejected", correlation_id=correlation_id, graph_request_id=request_id,
+                                 detail=detail)
+        raise InvalidInput(f"passkey rejected: {check}: {reason}",
+                           field="credential" if check == "credential" else f"credential ({check})",
+                           request_id=request_id)
 
     async def purge_ceremonies(self, connection: str) -> int:
         """Delete ceremony rows that expired more than CEREMONY_KEPT ago, used or not; returns how many.

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from shared.domain.mds import TrustAnchors
 from shared.topology import Queue, Table
 
 JsonObject = dict[str, Any]
@@ -92,6 +93,17 @@ class GraphApi(Protocol):
 
     async def batch(self, items: Sequence[BatchItem], *, api: ApiVersion = "v1.0") -> list[BatchResult]:
         """Send items in batches of 20, retrying throttled and transient items on their own."""
+        ...
+
+
+# ----------------------------------------------------------------------------- FIDO metadata
+
+
+class TrustAnchorSource(Protocol):
+    """The verified FIDO Metadata Service blob that attestation chains are checked against."""
+
+    async def anchors(self) -> TrustAnchors:
+        """The current trust anchors; Transient when there are none to be had."""
         ...
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -47,11 +48,20 @@ def test_defaults_need_no_settings() -> None:
     assert settings.auth_enabled is False
     assert settings.sync_schedule == "0 */15 * * * *"
     assert settings.load_connections() == []
+    assert settings.passkey_policy_max_age_seconds == 30
+    assert settings.fido_mds_url == "https://mds3.fidoalliance.org/"
+    # The FIDO Alliance's MDS3 root, GlobalSign Root CA - R3.
+    assert hashlib.sha256(settings.mds_root_der).hexdigest().startswith("cbb522d7")
 
 
 @pytest.mark.parametrize(("name", "value"), [("MAX_BODY_BYTES", "12"), ("MAX_BODY_BYTES", "lots"),
                                              ("LOG_FORMAT", "xml"), ("LOG_LEVEL", "LOUD"),
-                                             ("WEBSITE_AUTH_ENABLED", "maybe")])
+                                             ("WEBSITE_AUTH_ENABLED", "maybe"),
+                                             ("PASSKEY_POLICY_MAX_AGE_SECONDS", "-1"),
+                                             ("PASSKEY_POLICY_MAX_AGE_SECONDS", "3601"),
+                                             ("FIDO_MDS_URL", "http://mds.example/"),
+                                             ("FIDO_MDS_ROOT_CERT", "-----BEGIN CERTIFICATE-----\nAAAA\n"),
+                                             ("FIDO_MDS_ROOT_CERT", "not base64!")])
 def test_a_bad_setting_is_named(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(Configuration) as caught:

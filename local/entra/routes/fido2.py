@@ -29,6 +29,7 @@ from starlette.routing import Route
 
 from local.entra.core import Caller, GraphError, Simulator, graph_route, json_body, page
 from local.entra.state import now_iso
+from local.mds import served
 from shared.domain.attestation import PARSE_ERRORS, AttestationRejected, KeyRestrictions, verify
 
 PASSKEY_WRITE = ("UserAuthMethod-Passkey.ReadWrite.All", "UserAuthenticationMethod.ReadWrite.All")
@@ -173,13 +174,14 @@ def routes(sim: Simulator) -> list[Route]:
         try:
             verified = verify(data, challenge=_unb64(challenge), restrictions=KeyRestrictions.from_policy(policy),
                               known_credential_ids=known,
-                              attestation_enforced=bool(policy.get("isAttestationEnforced")))
+                              attestation_enforced=bool(policy.get("isAttestationEnforced")),
+                              trust=served()[1])
         except AttestationRejected as err:
             raise GraphError(400, "invalidRequest", f"The passkey could not be registered: {err}") from None
         del tenant.challenges[challenge]
         method = {"id": _b64(os.urandom(24)), "displayName": display_name, "createdDateTime": now_iso(),
                   "aaGuid": verified.aaguid, "model": "Simulated authenticator", "attestationCertificates": [],
-                  "attestationLevel": "attested" if verified.attestation_type == "basic" else "notAttested",
+                  "attestationLevel": "attested" if verified.trusted else "notAttested",
                   "passkeyType": "deviceBound", "credentialId": verified.credential_id}
         tenant.fido2.setdefault(user.id, []).append(method)
         return JSONResponse(_public(method), status_code=201)

@@ -18,10 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
-from local.authenticator import SoftwareAuthenticator
+from local.authenticator import TEST_ROOT_NAME, AttestationRoot, SoftwareAuthenticator
 from local.entra.demo import BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET, GRAPH_PERMISSIONS
 from local.entra.process import RunningEntra, running
+from local.mds import root_setting
 from local.tls import TlsFiles
+from shared.domain.mds import MetadataRejected, TrustAnchors, root_certificate
 
 POLICY = "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2"
 POLICY_TYPE = "#microsoft.graph.fido2AuthenticationMethodConfiguration"
@@ -264,3 +266,23 @@ def test_users_outside_the_policy_targets_are_refused(graph: httpx.Client, users
         {"targetType": "group", "id": group, "isRegistrationRequired": False}]}).status_code == 204
     graph_error(graph.get(f"/v1.0/users/{users[0]}/authentication/fido2Methods/creationOptions"), 403,
                 "accessDenied")
+
+
+def test_the_metadata_blob_is_served_and_verifies_under_the_local_ca(sim: RunningEntra, tls_files: TlsFiles) -> None:
+    # The FIDO Alliance's MDS3 answers GET with the JWT; anyone may read it (no token).
+    answer = httpx.get(f"{sim.url}/mds3/", verify=tls_files.client_context())
+    assert answer.status_code == 200
+    anchors = TrustAnchors.from_blob(answer.content, root_certificate(root_setting(tls_files)))
+    assert anchors.entries == 1
+    with pytest.raises(MetadataRejected):
+        TrustAnchors.from_blob(answer.content, AttestationRoot.generate().der)
+
+
+def test_enforced_attestation_refuses_a_chain_from_an_unknown_root(graph: httpx.Client, users: list[str],
+                                                                  policy: dict[str, Any]) -> None:
+    answer = graph.patch(f"/v1.0{POLICY}", json={"@odata.type": POLICY_TYPE, "isAttestationEnforced": True})
+    assert answer.status_code == 204
+    url = f"/v1.0/users/{users[0]}/authentication/fido2Methods"
+    forged = SoftwareAuthenticator(fmt="packed-x5c", root=AttestationRoot.generate(TEST_ROOT_NAME)).register(
+        options_for(graph, users[0]))
+    assert "x5c" in graph_error(graph.post(url, json=documented_body(forged)), 400, "invalidRequest")
