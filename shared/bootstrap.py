@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import uuid
 from typing import Any
 
 from shared.adapters import identity
 from shared.adapters.audit import AuditReader, TableAuditSink
 from shared.adapters.directory import GraphDirectoryReader
+from shared.adapters.events import EventGridSink, TableEventOutbox
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
 from shared.adapters.mds import FidoMetadata
 from shared.adapters.passkeys import GraphPasskeyDirectory
@@ -25,11 +27,13 @@ from shared.adapters.tables import TableEntityStore
 from shared.adapters.vault import KeyVaultSecretStore
 from shared.config import Cloud, Connection, Settings, settings
 from shared.errors import Configuration, NotFound
+from shared.messages import WorkMessage
 from shared.services.audit import AuditQuery
 from shared.services.connections import CertificateValidator
 from shared.services.delivery import PasswordDelivery
 from shared.services.devices import DeviceService
 from shared.services.directory import Directory, RotationSubjects
+from shared.services.events import ChangeFeed, EventPublisher
 from shared.services.federation import watch_rows
 from shared.services.passkeys import PasskeyService
 from shared.services.poison import PoisonService
@@ -37,6 +41,7 @@ from shared.services.ports import Clock
 from shared.services.rotation import RotationService
 from shared.services.status import StatusService
 from shared.services.sync import SyncService
+from shared.topology import Queue
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +230,8 @@ class Bridge:
         """Password rotation."""
         def build() -> RotationService:
             return RotationService(secrets=self.secrets, entities=self.entities, audit=self.audit, queue=self.queue,
-                                   clock=self.clock, subjects=RotationSubjects(self.directory))
+                                   clock=self.clock, subjects=RotationSubjects(self.directory),
+                                   events=self.events_outbox)
         service: RotationService = self._once("rotation", build)
         return service
 
@@ -234,7 +240,7 @@ class Bridge:
         """The device registry."""
         def build() -> DeviceService:
             return DeviceService(directory=self.directory, entities=self.entities, audit=self.audit,
-                                 queue=self.queue, clock=self.clock)
+                                 queue=self.queue, clock=self.clock, events=self.events_outbox)
         service: DeviceService = self._once("devices", build)
         return service
 
@@ -272,7 +278,8 @@ class Bridge:
         """User and group sync."""
         def build() -> SyncService:
             return SyncService(directory=self.directory, entities=self.entities, audit=self.audit, queue=self.queue,
-                               clock=self.clock, secrets=self.secrets if self.settings.key_vault_url else None)
+                               clock=self.clock, secrets=self.secrets if self.settings.key_vault_url else None,
+                               events=self.events_outbox)
         service: SyncService = self._once("sync", build)
         return service
 
@@ -294,6 +301,48 @@ class Bridge:
         """The poison queues, for operators."""
         service: PoisonService = self._once("poison", lambda: PoisonService(self.queue, self.audit))
         return service
+
+    # ------------------------------------------------------------------ events to the provider
+
+    @property
+    def events_outbox(self) -> TableEventOutbox:
+        """The outbox and change feed (table `events`); each record nudges the publisher (queue events-work)."""
+        def build() -> TableEventOutbox:
+            async def nudge(connection: str) -> None:
+                message = WorkMessage(connection=connection, kind="events.publish", target=connection,
+                                      idempotency_key=f"events-{uuid.uuid4().hex}")
+                await self.queue.send(Queue.EVENTS, message.model_dump(mode="json", by_alias=True))
+
+            return TableEventOutbox(self.entities, self.clock, nudge)
+        outbox: TableEventOutbox = self._once("events_outbox", build)
+        return outbox
+
+    @property
+    def event_sink(self) -> EventGridSink | None:
+        """The Event Grid topic (EVENTGRID_TOPIC_ENDPOINT), or None: events then go to the feed only."""
+        def build() -> EventGridSink | None:
+            endpoint = self.settings.eventgrid_topic_endpoint
+            if not endpoint:
+                return None
+            key = self.settings.eventgrid_topic_key
+            return EventGridSink(endpoint, key=key, credential=None if key else self.app_credential,
+                                 verify=self.settings.local_ca_file or True)
+        sink: EventGridSink | None = self._once("event_sink", build)
+        return sink
+
+    @property
+    def event_publisher(self) -> EventPublisher:
+        """Publishes the outbox to Event Grid."""
+        def build() -> EventPublisher:
+            return EventPublisher(log_=self.events_outbox, sink=self.event_sink, clock=self.clock)
+        publisher: EventPublisher = self._once("event_publisher", build)
+        return publisher
+
+    @property
+    def change_feed(self) -> ChangeFeed:
+        """GET connections/{c}/events."""
+        feed: ChangeFeed = self._once("change_feed", lambda: ChangeFeed(self.events_outbox))
+        return feed
 
     async def directory_reader(self, conn: Connection) -> GraphDirectoryReader:
         """A fresh reader (it counts the resource units of one run)."""
@@ -321,7 +370,7 @@ class Bridge:
         for gateway in self._graphs.values():
             with contextlib.suppress(Exception):
                 await gateway.close()
-        for key in ("secrets", "entities", "queue", "app_credential"):
+        for key in ("secrets", "event_sink", "entities", "queue", "app_credential"):
             client = self._cache.get(key)
             if client is not None and hasattr(client, "close"):
                 with contextlib.suppress(Exception):

@@ -297,6 +297,12 @@ class Settings(BaseSettings):
     passkey_policy_max_age_seconds: int = _setting("PASSKEY_POLICY_MAX_AGE_SECONDS", 30, ge=0, le=3600)
     fido_mds_url: str = _setting("FIDO_MDS_URL", FIDO_MDS_URL)
     fido_mds_root_cert: str | None = _setting("FIDO_MDS_ROOT_CERT", None)
+    #: The safety-net sweep that publishes events a nudge missed, and forgets those past 30 days.
+    events_schedule: str = _setting("EVENTS_SCHEDULE", "0 * * * * *")
+    #: Event Grid topic that events to the provider are published to (docs/events.md); none: kept in the feed only.
+    eventgrid_topic_endpoint: str | None = _setting("EVENTGRID_TOPIC_ENDPOINT", None)
+    #: The topic's access key; unset in Azure, where the app's identity holds EventGrid Data Sender.
+    eventgrid_topic_key: str | None = _setting("EVENTGRID_TOPIC_KEY", None, repr=False)
 
     @field_validator("fido_mds_url")
     @classmethod

@@ -11,6 +11,8 @@ class Queue(StrEnum):
     SYNC = "sync-work"
     ROTATION = "rotation-work"
     DEVICE = "device-work"
+    #: A nudge per connection: publish its outbox events (docs/events.md).
+    EVENTS = "events-work"
 
     @property
     def poison(self) -> str:
@@ -36,3 +38,5 @@ class Table(StrEnum):
     LEASES = "leases"
     #: Device token ids (jti) already accepted, so a signed request cannot be replayed.
     USEDTOKENS = "usedtokens"
+    #: Events to the provider: the outbox, the published change feed and its sequence (docs/events.md).
+    EVENTS = "events"

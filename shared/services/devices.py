@@ -17,11 +17,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.config import Connection
 from shared.domain.devices import DeviceRow, DeviceState, PasskeyState, PublicJwk
 from shared.domain.directory import Enrollment
+from shared.domain.events import EventType, new_event
 from shared.errors import Conflict, NotFound
 from shared.messages import WorkMessage
 from shared.services.delivery import RegisteredDevice
 from shared.services.directory import Directory
-from shared.services.ports import AuditSink, Clock, Entity, EntityStore, GraphResponse, JsonObject, WorkQueue
+from shared.services.events import announce
+from shared.services.ports import (
+    AuditSink,
+    Clock,
+    Entity,
+    EntityStore,
+    EventOutbox,
+    GraphResponse,
+    JsonObject,
+    WorkQueue,
+)
 from shared.topology import Queue, Table
 
 ACTOR = "devices"
@@ -83,8 +94,9 @@ class DeviceService:
     """Registers, reads and removes devices."""
 
     def __init__(self, *, directory: Directory, entities: EntityStore, audit: AuditSink, queue: WorkQueue,
-                 clock: Clock) -> None:
+                 clock: Clock, events: EventOutbox | None = None) -> None:
         self._directory = directory
+        self._events = events
         self._entities = entities
         self._audit = audit
         self._queue = queue
@@ -131,6 +143,8 @@ class DeviceService:
         if existing is None and user.enrollment is Enrollment.NOT_ENROLLED:
             await self._directory.put(conn.name, user.model_copy(update={"enrollment":
                                                                           Enrollment.PAIRED_WITH_PROVIDER}))
+            await self.announce_enrollment(conn.name, user.id, user.enrollment, Enrollment.PAIRED_WITH_PROVIDER,
+                                           cause=f"device:{device_id}")
         await self._audit.record(connection=conn.name, actor=actor, action="device.registered" if existing is None
                                  else "device.updated", target=user.id, outcome="ok", correlation_id=correlation_id,
                                  detail={"device": device_id})
@@ -184,8 +198,10 @@ class DeviceService:
             raise NotFound(f"passkey {method_id!r} is not registered for device {device_id!r}")
         user_id = str(found.data.get("userId"))
         revocation = await entra.revoke(user_id, method_id)
+        # Recorded before the row goes: a retry finds the row, revokes again (a no-op) and records the same id.
+        await self.announce_passkey(EventType.PASSKEY_REVOKED, conn.name, user_id, device_id, method_id)
         await self._entities.delete(Table.PASSKEYS, conn.name, f"{device_id}:{method_id}")
-        await self._update_enrollment(conn.name, user_id)
+        await self._update_enrollment(conn.name, user_id, cause=f"revoked:{method_id}")
         await self._audit.record(connection=conn.name, actor=actor, action="passkey.revoked", target=user_id,
                                  outcome=revocation.outcome, correlation_id=correlation_id,
                                  graph_request_id=revocation.request_id,
@@ -197,6 +213,8 @@ class DeviceService:
         device_id, operation = message.target, message.idempotency_key
         progress = await self.operation(conn.name, operation)
         if progress.get("status") == "completed":
+            # A redelivery records the event again (same id): the first delivery may have stopped before it.
+            await self._announce_removed(conn.name, await self.get(conn.name, device_id), operation)
             return progress
         row = await self.get(conn.name, device_id)
         passkeys = await self.passkeys(conn.name, device_id)
@@ -204,6 +222,8 @@ class DeviceService:
         await self._progress(conn.name, operation, status="running")
         for passkey in passkeys:
             revocation = await entra.revoke(passkey.user_id, passkey.method_id)
+            await self.announce_passkey(EventType.PASSKEY_REVOKED, conn.name, passkey.user_id, device_id,
+                                        passkey.method_id)
             await self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.revoked",
                                      target=passkey.user_id, outcome=revocation.outcome,
                                      correlation_id=message.correlation_id, graph_request_id=revocation.request_id,
@@ -213,17 +233,37 @@ class DeviceService:
             await self._progress(conn.name, operation, done=done)
         removed = row.model_copy(update={"state": DeviceState.REMOVED, "updated_at": self._clock.now()})
         await self._entities.upsert(Table.DEVICES, Entity(conn.name, device_id, removed.to_row()))
-        await self._update_enrollment(conn.name, row.user_id)
+        await self._announce_removed(conn.name, row, operation)
+        await self._update_enrollment(conn.name, row.user_id, cause=f"removed:{operation}")
         await self._audit.record(connection=conn.name, actor=ACTOR, action="device.removed", target=row.user_id,
                                  outcome="removed", correlation_id=message.correlation_id,
                                  detail={"device": device_id, "operation": operation, "passkeysRevoked": done})
         return await self._progress(conn.name, operation, status="completed", done=done)
 
-    async def update_enrollment(self, connection: str, user_id: str) -> None:
+    async def update_enrollment(self, connection: str, user_id: str, *, cause: str = "") -> None:
         """Set the user's enrollment state from the devices and passkeys the registry holds."""
-        await self._update_enrollment(connection, user_id)
+        await self._update_enrollment(connection, user_id, cause=cause)
 
-    async def _update_enrollment(self, connection: str, user_id: str) -> None:
+    async def announce_passkey(self, kind: EventType, connection: str, user_id: str, device_id: str,
+                               method_id: str) -> None:
+        """passkey.registered, .revoked or .deletedInEntra of one passkey (its method id is the change)."""
+        await announce(self._events, new_event(kind, connection=connection, subject=user_id, change=method_id,
+                                               time=self._clock.now(), userId=user_id, deviceId=device_id,
+                                               passkeyId=method_id))
+
+    async def announce_enrollment(self, connection: str, user_id: str, before: Enrollment, after: Enrollment, *,
+                                  cause: str) -> None:
+        """enrollment.changed; `cause` (the change that moved it) keeps a later identical move distinct."""
+        await announce(self._events, new_event(EventType.ENROLLMENT_CHANGED, connection=connection, subject=user_id,
+                                               change=f"{before.value}>{after.value}:{cause}", time=self._clock.now(),
+                                               userId=user_id, enrollment=after.value, previous=before.value))
+
+    async def _announce_removed(self, connection: str, row: DeviceRow, operation: str) -> None:
+        await announce(self._events, new_event(EventType.DEVICE_REMOVED, connection=connection, subject=row.id,
+                                               change=operation, time=self._clock.now(), deviceId=row.id,
+                                               userId=row.user_id, operationId=operation))
+
+    async def _update_enrollment(self, connection: str, user_id: str, *, cause: str = "") -> None:
         user = await self._directory.get(connection, user_id)
         if user is None:
             return
@@ -238,6 +278,8 @@ class DeviceService:
             Enrollment.PAIRED_WITH_PROVIDER if has_device else Enrollment.NOT_ENROLLED)
         if user.enrollment is not state:
             await self._directory.put(connection, user.model_copy(update={"enrollment": state}))
+            await self.announce_enrollment(connection, user_id, user.enrollment, state,
+                                           cause=cause or self._clock.now().isoformat())
 
     async def _progress(self, connection: str, operation: str, **changes: Any) -> JsonObject:
         found = await self._entities.get(Table.OPERATIONS, connection, operation)

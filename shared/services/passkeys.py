@@ -33,6 +33,7 @@ from shared.config import Connection, PasskeyPolicy
 from shared.domain import attestation
 from shared.domain.devices import DeviceRow, DeviceState, Fix, PasskeyRow, PasskeyState, plan_reconciliation
 from shared.domain.directory import Enrollment, UserRow, UserState
+from shared.domain.events import EventType
 from shared.errors import BridgeError, Conflict, Forbidden, InvalidInput, NotFound
 from shared.services.devices import DeviceService, PasskeyDirectory
 from shared.services.directory import Directory
@@ -341,10 +342,14 @@ class PasskeyService:
                                detail={"device": device_id, "method": method_id, "aaguid": verified.aaguid,
                                        "attestation": verified.attestation_type,
                                        "attestationTrust": trust_word(verified.trusted)}),
-            self._entities.upsert(Table.PASSKEYS, Entity(conn.name, row.row_key, row.to_row()))]
+            self._entities.upsert(Table.PASSKEYS, Entity(conn.name, row.row_key, row.to_row())),
+            self._devices.announce_passkey(EventType.PASSKEY_REGISTERED, conn.name, user.id, device_id, method_id)]
         if user.enrollment is not Enrollment.PAIRED_WITH_ENTRA:
             writes.append(self._directory.put(conn.name, user.model_copy(update={"enrollment":
                                                                                   Enrollment.PAIRED_WITH_ENTRA})))
+            writes.append(self._devices.announce_enrollment(conn.name, user.id, user.enrollment,
+                                                            Enrollment.PAIRED_WITH_ENTRA,
+                                                            cause=f"registered:{method_id}"))
         await settle(*writes)
         return {"id": method_id, "deviceId": device_id, "aaguid": verified.aaguid, "displayName": body.display_name,
                 "credentialId": verified.credential_id, "attestation": verified.attestation_type,
@@ -426,10 +431,15 @@ class PasskeyService:
             request_id = None
             if item.fix is Fix.REVOKE:
                 revocation = await entra.revoke(passkey.user_id, passkey.method_id)
+                await self._devices.announce_passkey(EventType.PASSKEY_REVOKED, conn.name, passkey.user_id,
+                                                     passkey.device_id, passkey.method_id)
                 await self._entities.delete(Table.PASSKEYS, conn.name, passkey.row_key)
                 action, outcome, request_id = "passkey.revoked", revocation.outcome, revocation.request_id
                 report.revoked += 1
             elif item.fix is Fix.MARK_DELETED:
+                # Entra already lost it: recorded first, so a stop before the mark is recorded again next time.
+                await self._devices.announce_passkey(EventType.PASSKEY_DELETED_IN_ENTRA, conn.name, passkey.user_id,
+                                                     passkey.device_id, passkey.method_id)
                 marked = passkey.model_copy(update={"state": PasskeyState.DELETED_IN_ENTRA})
                 await self._entities.update(Table.PASSKEYS, Entity(conn.name, passkey.row_key, marked.to_row(),
                                                                    entity.etag))
@@ -446,7 +456,7 @@ class PasskeyService:
                                      outcome=outcome, correlation_id=correlation_id, graph_request_id=request_id,
                                      detail=detail)
         for user_id in sorted(touched):
-            await self._devices.update_enrollment(conn.name, user_id)
+            await self._devices.update_enrollment(conn.name, user_id, cause=f"reconcile:{correlation_id}")
         await self._audit.record(connection=conn.name, actor=ACTOR, action="passkeys.reconciled", target=conn.name,
                                  outcome="partial" if report.unreadable_users else "completed",
                                  correlation_id=correlation_id, detail=report.as_dict())

@@ -8,11 +8,12 @@ taxonomy of `shared.errors`, never an SDK exception.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from shared.domain.events import Event
 from shared.domain.mds import TrustAnchors
 from shared.topology import Queue, Table
 
@@ -269,4 +270,78 @@ class AuditSink(Protocol):
                      correlation_id: str, graph_request_id: str | None = None,
                      vault_version: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
         """Append one record. `detail` must not contain a secret."""
+        ...
+
+
+# ----------------------------------------------------------------------------- Events to the provider
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """One published event in a connection's change feed, at its place in the feed."""
+
+    sequence: int
+    event: Event
+
+
+class EventOutbox(Protocol):
+    """Where services record the events of their changes, and the publisher finds them (docs/events.md).
+
+    An event is recorded once per id: recording the same id again (a replayed change) changes nothing.
+    """
+
+    async def record(self, events: Sequence[Event]) -> int:
+        """Record events for publishing; returns how many were new (the others were already recorded)."""
+        ...
+
+    async def hold(self, connection: str, run: str, events: Sequence[Event]) -> None:
+        """Record events of a change not yet made, kept back until `release` names the run."""
+        ...
+
+    async def held(self, connection: str) -> dict[str, list[Event]]:
+        """The held events of runs that were never released, per run."""
+        ...
+
+    async def release(self, connection: str, run: str, ids: Collection[str] | None = None) -> None:
+        """Make a run's held events publishable (only `ids` when given; the others are dropped)."""
+        ...
+
+
+class EventLog(Protocol):
+    """The outbox as the publisher and the change feed see it."""
+
+    async def lease(self, connection: str, owner: str, seconds: float) -> bool:
+        """Take (or extend) the connection's publishing lease; False when another owner holds it."""
+        ...
+
+    async def unlease(self, connection: str, owner: str) -> None:
+        """Give the lease back."""
+        ...
+
+    async def pending(self, connection: str, limit: int) -> list[Event]:
+        """The oldest recorded events not yet published, in the order they were recorded."""
+        ...
+
+    async def sequence(self, connection: str, events: Sequence[Event]) -> list[FeedItem]:
+        """Give each event its place in the feed (kept when it has one already) and write it to the feed."""
+        ...
+
+    async def published(self, connection: str, events: Sequence[Event]) -> None:
+        """Mark events published: they leave the pending list."""
+        ...
+
+    async def feed(self, connection: str, after: int, top: int) -> list[FeedItem]:
+        """Up to `top` feed items with a sequence above `after`, in order."""
+        ...
+
+    async def purge(self, connection: str, before: dt.datetime) -> int:
+        """Forget published events and feed items older than `before`; returns how many feed items went."""
+        ...
+
+
+class EventSink(Protocol):
+    """The Event Grid topic."""
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Publish a batch; Throttled, Transient, PermissionDenied or Configuration on failure."""
         ...

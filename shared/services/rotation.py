@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.config import Connection
 from shared.domain import rotation as policy
+from shared.domain.events import EventType, new_event
 from shared.domain.passwords import PasswordPolicy, banned_terms, generate
 from shared.errors import (
     Ambiguous,
@@ -32,7 +33,17 @@ from shared.errors import (
     Transient,
 )
 from shared.messages import WorkMessage
-from shared.services.ports import AuditSink, Clock, Entity, EntityStore, SecretStore, SecretVersion, WorkQueue
+from shared.services.events import announce
+from shared.services.ports import (
+    AuditSink,
+    Clock,
+    Entity,
+    EntityStore,
+    EventOutbox,
+    SecretStore,
+    SecretVersion,
+    WorkQueue,
+)
 from shared.topology import Queue, Table
 
 log = logging.getLogger(__name__)
@@ -140,8 +151,9 @@ class RotationService:
     """Plans and performs rotations for the connections it is given."""
 
     def __init__(self, *, secrets: SecretStore, entities: EntityStore, audit: AuditSink, queue: WorkQueue,
-                 clock: Clock, subjects: SubjectSource) -> None:
+                 clock: Clock, subjects: SubjectSource, events: EventOutbox | None = None) -> None:
         self._secrets = secrets
+        self._events = events
         self._entities = entities
         self._audit = audit
         self._queue = queue
@@ -323,6 +335,9 @@ class RotationService:
         now = self._clock.now()
         row, etag = await self.status_row(conn.name, user_id)
         if row.last_rotation_id == rotation_id and row.status in (Status.ROTATED, Status.REFUSED, Status.FAILED):
+            if row.status is Status.ROTATED and row.last_version:
+                # A replay records the event again: a worker stopped after the row and before the event.
+                await self._announce(conn.name, user_id, rotation_id, row.last_version)
             return Outcome(user_id, row.status, row.last_version, row.reason, replay=True)
         if row.lease_owner not in (None, rotation_id) and row.lease_until and row.lease_until > now:
             raise Conflict(f"another rotation of user {user_id} holds the lease until {row.lease_until:%H:%M:%S}")
@@ -347,7 +362,15 @@ class RotationService:
         if outcome.status is Status.ROTATED:
             update |= {"last_rotated_at": self._clock.now(), "last_version": outcome.version}
         await self._save(conn.name, user_id, row.model_copy(update=update), etag)
+        if outcome.status is Status.ROTATED and outcome.version:
+            await self._announce(conn.name, user_id, rotation_id, outcome.version)
         return outcome
+
+    async def _announce(self, connection: str, user_id: str, rotation_id: str, version: str) -> None:
+        """password.rotated: ids and the Key Vault version only, so the device fetches the password now."""
+        await announce(self._events, new_event(EventType.PASSWORD_ROTATED, connection=connection, subject=user_id,
+                                               change=version, time=self._clock.now(), userId=user_id,
+                                               rotationId=rotation_id, secretVersion=version))
 
     async def _rotate_locked(self, conn: Connection, directory: PasswordDirectory, user_id: str, rotation_id: str,
                              correlation_id: str) -> Outcome:

@@ -29,12 +29,14 @@ from shared.domain.sync import EntraUser, GroupTree, SyncPlan, chunks, plan, sco
 from shared.errors import BridgeError, Conflict, Gone, Stop, Throttled, Transient
 from shared.messages import WorkMessage
 from shared.services.directory import Directory, EnrollmentGroups, GroupWriter
+from shared.services.events import recover_user_events, user_events
 from shared.services.ports import (
     AuditSink,
     BatchEntityStore,
     Clock,
     Entity,
     EntityStore,
+    EventOutbox,
     JsonObject,
     SecretStore,
     WorkQueue,
@@ -169,8 +171,9 @@ class SyncService:
     """Runs syncs for connections."""
 
     def __init__(self, *, directory: Directory, entities: EntityStore, audit: AuditSink, queue: WorkQueue,
-                 clock: Clock, secrets: SecretStore | None = None) -> None:
+                 clock: Clock, secrets: SecretStore | None = None, events: EventOutbox | None = None) -> None:
         self._directory = directory
+        self._events = events
         self._entities = entities
         self._audit = audit
         self._queue = queue
@@ -222,6 +225,8 @@ class SyncService:
             if not dry_run:
                 await self._directory.move_earlier_rows(conn.name)  # 17 empty reads once the rows are moved
             existing = {row.id: row async for row in self._directory.all(conn.name)}
+            if not dry_run:
+                await recover_user_events(self._events, conn.name, existing)
             try:
                 read = await self._read(conn, reader, existing, report, full, progress)
             except BridgeError as err:
@@ -259,7 +264,14 @@ class SyncService:
                 report.added, report.updated, report.removed = len(changes.add), len(changes.update), \
                     len(changes.remove)
             else:
+                # The run's events are held until its rows are written (docs/events.md, "exactly once").
+                if self._events is not None:
+                    await self._events.hold(conn.name, run_id, user_events(conn.name, existing, changes,
+                                                                           self._clock.now()))
+                failed_before = report.errors
                 await self._apply(conn, changes, report, correlation_id, progress)
+                if self._events is not None and report.errors == failed_before:
+                    await self._events.release(conn.name, run_id)  # else the next run proves each one
                 await self._save_state(conn.name, read)
                 if conn.features.passkeys.enabled and writer is not None:
                     final = {**existing, **{r.id: r for r in (*changes.add, *changes.update, *changes.remove)}}

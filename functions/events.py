@@ -1,0 +1,77 @@
+"""Events to the provider: the publisher (queue nudge and timer sweep) and the change feed (docs/events.md)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import azure.functions as func
+
+from functions.http import ADMIN, DEVICES, Plain, Reply, route
+from functions.work import work_message
+from shared import logs
+from shared.bootstrap import bridge
+from shared.errors import InvalidInput, Throttled
+from shared.topology import Queue
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+log = logging.getLogger(__name__)
+
+#: A nudge that finds another publisher at work comes back this often, then the sweep takes over.
+MAX_DEFERRALS = 3
+
+
+@bp.function_name("events_work")
+@bp.queue_trigger(arg_name="msg", queue_name=Queue.EVENTS.value, connection="AzureWebJobsStorage")
+async def events_work(msg: func.QueueMessage) -> None:
+    """Publish the connection's pending events; failures are raised so the host retries the nudge."""
+    message = work_message(msg)
+    app = bridge()
+    with logs.correlation(message.correlation_id):
+        conn = app.connection(message.connection)
+        deferrals = int(message.args.get("deferrals", 0))
+        try:
+            drained = await app.event_publisher.drain(conn.name)
+        except Throttled as err:
+            drained = None
+            delay = max(1.0, err.retry_after)
+        else:
+            delay = 1.0
+        if (drained is None or drained.busy) and deferrals < MAX_DEFERRALS:
+            # Another instance holds the lease (it may have read the list before this event arrived), or
+            # Event Grid is throttling: look again shortly instead of spending one of the host's attempts.
+            again = message.model_copy(update={"args": {**message.args, "deferrals": deferrals + 1}})
+            await app.queue.send(Queue.EVENTS, again.model_dump(mode="json", by_alias=True), delay_seconds=delay)
+
+
+@bp.function_name("events_timer")
+@bp.timer_trigger(arg_name="timer", schedule="%EVENTS_SCHEDULE%", run_on_startup=False)
+async def events_timer(timer: func.TimerRequest) -> None:
+    """The safety net: publish what a nudge missed."""
+    app = bridge()
+    with logs.correlation(str(uuid.uuid4())):
+        for conn in app.connections():
+            await app.event_publisher.drain(conn.name)
+
+
+@bp.function_name("events_purge")
+@bp.timer_trigger(arg_name="timer", schedule="0 15 3 * * *", run_on_startup=False)
+async def events_purge(timer: func.TimerRequest) -> None:
+    """Once a day: forget events and feed items older than 30 days."""
+    app = bridge()
+    with logs.correlation(str(uuid.uuid4())):
+        for conn in app.connections():
+            gone = await app.event_publisher.purge(conn.name)
+            log.info("events: %d feed items of %s past 30 days removed", gone, conn.name)
+
+
+@route(bp, "connections/{c}/events", "GET", roles=[ADMIN, DEVICES])
+async def change_feed(call: Plain) -> Reply:
+    """The connection's published events after the cursor `after`, in order (at most `top`, default 100)."""
+    app = bridge()
+    conn = app.connection(call.params["c"])
+    raw_top = call.query.get("top", "100")
+    if not raw_top.isdigit():
+        raise InvalidInput("top must be a whole number between 1 and 1000", field="top")
+    page = await app.change_feed.page(conn.name, after=call.query.get("after"), top=int(raw_top))
+    return Reply(200, page.model_dump(mode="json", by_alias=True))
