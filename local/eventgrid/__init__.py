@@ -1,0 +1,1 @@
+"""A local stand-in for an Azure Event Grid topic (docs/events.md)."""
