@@ -4,7 +4,8 @@ Table `events`, one partition per connection (so every row of a connection can b
 entity-group transaction, https://learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions):
 
 - `e|<event id>`: the event, recorded once per id (its state: held, ready, published; its feed sequence);
-- `q|<recorded at, ms>|<event id>`: the pending list, written in the same transaction as a ready `e|` row;
+- `q|<recorded at, ms>|<order in the process>|<event id>`: the pending list, written in the same
+  transaction as a ready `e|` row;
 - `h|<run>`: a run whose events are held until it is released;
 - `s|<sequence>`: the change feed, written in the same transaction as the `e|` row gets its sequence;
 - `seq`: the next feed sequence; `lease`: the one publisher of the connection.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -50,6 +52,7 @@ _PAIRS = 50
 _SEQ = "seq"
 _LEASE = "lease"
 Nudge = Callable[[str], Awaitable[None]]
+_ORDER = itertools.count()
 
 
 def _ms(moment: dt.datetime) -> str:
@@ -109,7 +112,9 @@ class TableEventOutbox:
         rows: list[Entity] = []
         for event in events:
             rows.append(self._event_row(event, "ready", **extra))
-            rows.append(Entity(event.connection, f"q|{_ms(now)}|{event.id}", {"id": event.id}))
+            # The process's own counter keeps its records in order within one millisecond.
+            rows.append(Entity(event.connection, f"q|{_ms(now)}|{next(_ORDER) % 10**9:09d}|{event.id}",
+                               {"id": event.id}))
         return rows
 
     async def hold(self, connection: str, run: str, events: Sequence[Event]) -> None:
