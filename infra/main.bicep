@@ -73,6 +73,14 @@ param additionalConnections array = []
 @description('Optional. Plan every write to Entra without making it.')
 param dryRun bool = false
 
+// ---- events to the provider (docs/events.md) ----
+
+@description('Optional. Example Event Grid webhook subscription: the provider back end\'s HTTPS endpoint (it must answer the CloudEvents validation handshake); empty for none.')
+param eventsWebhookEndpoint string = ''
+
+@description('Optional. Event types the example webhook receives (e.g. bridge.user.imported); empty for all.')
+param eventsWebhookTypes array = []
+
 // ---- API access ----
 
 @description('Optional. Put App Service Authentication (Entra) in front of the API.')
@@ -168,11 +176,13 @@ var workQueues = [
   'sync-work'
   'rotation-work'
   'device-work'
+  'events-work'
 ]
 var poisonQueues = [
   'sync-work-poison'
   'rotation-work-poison'
   'device-work-poison'
+  'events-work-poison'
 ]
 var tables = [
   'users'
@@ -188,6 +198,7 @@ var tables = [
   'operations'
   'leases'
   'usedtokens'
+  'events'
 ]
 
 var features = {
@@ -342,6 +353,21 @@ module graphPermissions 'modules/graph-permissions.bicep' = {
 // Every app setting shared/config.py Settings reads, by its name. Not set in Azure, on purpose:
 // local-only: CONNECTIONS_FILE, LOCAL_ENTRA_URL, LOCAL_CA_FILE (the local profile and files on disk);
 // AzureWebJobsStorage (a connection string; Azure uses AzureWebJobsStorage__accountName instead).
+module eventGrid 'modules/eventgrid.bicep' = {
+  name: 'event-grid'
+  scope: rg
+  params: {
+    name: 'evgt-bridge-${resourceToken}'
+    location: location
+    tags: tags
+    publisherPrincipalId: identity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    webhookEndpoint: eventsWebhookEndpoint
+    webhookEventTypes: eventsWebhookTypes
+  }
+}
+
+// EVENTGRID_TOPIC_KEY is not set: in Azure the app publishes with its identity (EventGrid Data Sender).
 var bridgeSettings = {
   // A Key Vault reference: the document is kept (and changed) in the vault, resolved by the platform.
   // https://learn.microsoft.com/azure/app-service/app-service-key-vault-references
@@ -359,6 +385,8 @@ var bridgeSettings = {
   PASSKEY_POLICY_MAX_AGE_SECONDS: string(passkeyPolicyMaxAgeSeconds)
   FIDO_MDS_URL: fidoMdsUrl
   FIDO_MDS_ROOT_CERT: fidoMdsRootCert
+  EVENTS_SCHEDULE: '0 * * * * *'
+  EVENTGRID_TOPIC_ENDPOINT: eventGrid.outputs.endpoint
 }
 
 module functionApp 'modules/function-app.bicep' = {
@@ -423,6 +451,7 @@ output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_KEY_VAULT_URL string = keyVault.outputs.uri
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output BRIDGE_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output EVENTGRID_TOPIC_ENDPOINT string = eventGrid.outputs.endpoint
 output BRIDGE_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output BRIDGE_API_CLIENT_ID string = bridgeApi.outputs.clientId
 output BRIDGE_GRAPH_PERMISSIONS array = graphPermissions.outputs.granted
