@@ -33,6 +33,8 @@ from types import FrameType
 from typing import Any
 
 from local.demo_passkey import demo_line
+from local.eventgrid.process import RunningTopic, demo_events, stack_settings
+from local.eventgrid.process import running as eventgrid_running
 from local.host.process import RunningHost
 from local.host.process import running as host_running
 from local.servers import ROOT, ManagedProcess, azurite, free_port, port_open, python_module
@@ -199,6 +201,10 @@ def run(settings_path: Path, *, sync: bool, demo: bool = True) -> int:
             print("azurite: running (storage connection string in the host's AzureWebJobsStorage)", flush=True)
             for line in stack.enter_context(stand_ins(tls, env)):
                 print(line, flush=True)
+            topic: RunningTopic = stack.enter_context(eventgrid_running(
+                data_dir=LOCAL / "eventgrid", log_path=LOGS / "eventgrid.log", port=port(8445), tls=tls))
+            env.update(stack_settings(topic))
+            print(f"event grid stand-in: {topic.endpoint} (docs/events.md)", flush=True)
             host: RunningHost = stack.enter_context(host_running(
                 settings_file=settings_path, function_key=function_key, log_path=LOGS / "host.log", env=env,
                 port=port(7071)))
@@ -213,6 +219,7 @@ def run(settings_path: Path, *, sync: bool, demo: bool = True) -> int:
                 print(startup_job(settings_path, env), flush=True)
             if demo:
                 print(passkey_demo(host, function_key, env), flush=True)
+                print(demo_events(topic), flush=True)
             print("ready; Ctrl-C stops everything", flush=True)
             wait([host.process])
     except (KeyboardInterrupt, Stop):

@@ -70,3 +70,33 @@ def running(*, data_dir: Path, port: int | None = None, key: str | None = None, 
         yield RunningTopic(url=url, key=key, tls=tls, process=process)
     finally:
         process.stop()
+
+
+#: The built-in subscriber `make run` subscribes, and what the passkey demo should make it receive.
+DEMO_SINK = "demo"
+DEMO_TYPES = ("bridge.passkey.registered", "bridge.passkey.revoked", "bridge.device.removed")
+
+
+def stack_settings(topic: RunningTopic) -> dict[str, str]:
+    """The host's settings for this topic; subscribes the built-in demo subscriber (idempotent)."""
+    topic.subscribe(DEMO_SINK, topic.sink_url(DEMO_SINK))
+    return {"EVENTGRID_TOPIC_ENDPOINT": topic.endpoint, "EVENTGRID_TOPIC_KEY": topic.key}
+
+
+def demo_events(topic: RunningTopic, *, within: float = 20.0) -> str:
+    """One line: the events the demo subscriber received (waiting for the demo's own to arrive)."""
+    import time
+
+    deadline = time.monotonic() + within
+    received = topic.received(DEMO_SINK)
+    while time.monotonic() < deadline and not set(DEMO_TYPES) <= {e.get("type") for e in received}:
+        time.sleep(0.3)
+        received = topic.received(DEMO_SINK)
+    if not received:
+        return "events: the demo subscriber received none (see .local/logs/host.log)"
+    counts: dict[str, int] = {}
+    for event in received:
+        kind = str(event.get("type", "?")).removeprefix("bridge.")
+        counts[kind] = counts.get(kind, 0) + 1
+    listed = ", ".join(f"{kind} x{n}" if n > 1 else kind for kind, n in counts.items())
+    return f"events: the demo subscriber ({topic.sink_url(DEMO_SINK)}) received {len(received)}: {listed}"
