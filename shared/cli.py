@@ -244,7 +244,8 @@ async def sync(bridge: Bridge, name: str, dry_run: bool, *, show_progress: bool)
     conn = bridge.connection(name)
     service = SyncService(directory=Directory(bridge.entities), entities=bridge.entities, audit=bridge.audit,
                           queue=bridge.queue, clock=bridge.clock,
-                          secrets=bridge.secrets if bridge.settings.key_vault_url else None)
+                          secrets=bridge.secrets if bridge.settings.key_vault_url else None,
+                          events=bridge.events_outbox)
     reader = GraphDirectoryReader(await bridge.graph(conn))
     report = await service.run(conn, reader, run_id=f"cli-{uuid.uuid4().hex[:8]}", correlation_id=str(uuid.uuid4()),
                                dry_run=dry_run, progress=_progress if show_progress else None)
