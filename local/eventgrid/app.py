@@ -359,7 +359,9 @@ def build_app(settings: Settings) -> Starlette:
             origin = request.headers.get("WebHook-Request-Origin", "")
             return Response(status_code=200, headers={"WebHook-Allowed-Origin": origin, "Allow": "POST, OPTIONS"})
         if request.method == "GET":
-            return JSONResponse({"received": own.received, "attempts": own.attempts})
+            start = int(request.query_params.get("from", "0") or 0)
+            return JSONResponse({"received": own.received[start:], "attempts": own.attempts,
+                                 "count": len(own.received)})
         own.attempts += 1
         if own.fail_next > 0:
             own.fail_next -= 1

@@ -47,9 +47,9 @@ class RunningTopic:
         return self.call("PUT", f"/_admin/subscriptions/{name}", {"endpoint": endpoint, "types": types or [],
                                                                    **policy})
 
-    def received(self, sink: str) -> list[dict[str, Any]]:
-        """What the built-in receiver `sink` has received."""
-        found: list[dict[str, Any]] = self.call("GET", f"/_sink/{sink}")["received"]
+    def received(self, sink: str, start: int = 0) -> list[dict[str, Any]]:
+        """What the built-in receiver `sink` has received (from the `start`-th delivery on)."""
+        found: list[dict[str, Any]] = self.call("GET", f"/_sink/{sink}?from={start}")["received"]
         return found
 
 

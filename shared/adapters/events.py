@@ -3,9 +3,9 @@
 Table `events`, one partition per connection (so every row of a connection can be written in one
 entity-group transaction, https://learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions):
 
-- `e|<event id>`: the event, recorded once per id (its state: held, ready, published; its feed sequence);
-- `q|<recorded at, ms>|<order in the process>|<event id>`: the pending list, written in the same
-  transaction as a ready `e|` row;
+- `e|<event id>`: the event, recorded once per id (held or ready, and its feed sequence once it has one);
+- `q|<recorded at, ms>|<order in the process>|<event id>`: the pending list (with the event), written in
+  the same transaction as a ready `e|` row and deleted once the event is published;
 - `h|<run>`: a run whose events are held until it is released;
 - `s|<sequence>`: the change feed, written in the same transaction as the `e|` row gets its sequence;
 - `seq`: the next feed sequence; `lease`: the one publisher of the connection.
@@ -38,7 +38,7 @@ from azure.eventgrid.aio import EventGridPublisherClient
 
 from shared.domain.events import Event
 from shared.errors import BridgeError, Conflict, InvalidInput, PermissionDenied, Throttled, Transient
-from shared.services.ports import BatchEntityStore, Entity, EntityStore, FeedItem
+from shared.services.ports import BatchEntityStore, Entity, EntityStore, FeedItem, Pending
 from shared.topology import Table
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class TableEventOutbox:
             rows.append(self._event_row(event, "ready", **extra))
             # The process's own counter keeps its records in order within one millisecond.
             rows.append(Entity(event.connection, f"q|{_ms(now)}|{next(_ORDER) % 10**9:09d}|{event.id}",
-                               {"id": event.id}))
+                               {"id": event.id, "event": event.to_json()}))
         return rows
 
     async def hold(self, connection: str, run: str, events: Sequence[Event]) -> None:
@@ -172,20 +172,13 @@ class TableEventOutbox:
             with contextlib.suppress(Conflict):
                 await self._entities.delete(Table.EVENTS, connection, _LEASE, etag=found.etag)
 
-    async def pending(self, connection: str, limit: int) -> list[Event]:
-        """Ready events in the order they were recorded (a duplicate entry of one id is removed)."""
-        events: list[Event] = []
-        seen: set[str] = set()
+    async def pending(self, connection: str, limit: int) -> list[Pending]:
+        """Ready events in the order they were recorded (each `q|` row carries its event: one query)."""
+        found: list[Pending] = []
         async for row in self._entities.query(Table.EVENTS, connection, row_key_from="q|", row_key_to="q}",
                                               limit=limit):
-            event_id = str(row.data.get("id"))
-            found = await self._entities.get(Table.EVENTS, connection, f"e|{event_id}")
-            if event_id in seen or found is None or found.data.get("state") == "published":
-                await self._entities.delete(Table.EVENTS, connection, row.row_key)
-                continue
-            seen.add(event_id)
-            events.append(Event.from_json(found.data["event"]))
-        return events
+            found.append(Pending(Event.from_json(row.data["event"]), row.row_key))
+        return found
 
     async def _allocate(self, connection: str, count: int) -> int:
         """The first of `count` new feed sequences (the counter row is ETag-guarded)."""
@@ -219,16 +212,9 @@ class TableEventOutbox:
         await self._write(writes)
         return items
 
-    async def published(self, connection: str, events: Sequence[Event]) -> None:
-        """Mark events published and drop them from the pending list."""
-        rows = await asyncio.gather(*(self._entities.get(Table.EVENTS, connection, f"e|{e.id}") for e in events))
-        at = self._clock.now().isoformat()
-        await self._write([Entity(connection, row.row_key, {**row.data, "state": "published", "publishedAt": at})
-                           for row in rows if row is not None])
-        ids = {e.id for e in events}
-        async for row in self._entities.query(Table.EVENTS, connection, row_key_from="q|", row_key_to="q}"):
-            if row.data.get("id") in ids:
-                await self._entities.delete(Table.EVENTS, connection, row.row_key)
+    async def published(self, connection: str, tickets: Sequence[str]) -> None:
+        """Drop published events from the pending list (their `e|` rows keep their feed sequence)."""
+        await asyncio.gather(*(self._entities.delete(Table.EVENTS, connection, t) for t in tickets))
 
     async def feed(self, connection: str, after: int, top: int) -> list[FeedItem]:
         """Feed items after a sequence, in order."""
@@ -247,8 +233,7 @@ class TableEventOutbox:
             await self._entities.delete(Table.EVENTS, connection, row.row_key)
             gone += 1
         async for row in self._entities.query(Table.EVENTS, connection, row_key_from="e|", row_key_to="e}"):
-            if row.data.get("state") == "published" and \
-                    dt.datetime.fromisoformat(str(row.data.get("recordedAt"))) < before:
+            if "sequence" in row.data and dt.datetime.fromisoformat(str(row.data.get("recordedAt"))) < before:
                 await self._entities.delete(Table.EVENTS, connection, row.row_key)
         return gone
 

@@ -60,13 +60,15 @@ class EventPublisher:
         done = 0
         try:
             while done < limit:
-                events = await self._log.pending(connection, ROUND)
-                if not events:
+                pending = await self._log.pending(connection, ROUND)
+                if not pending:
                     break
+                # One id once per round (a change recorded twice at the same moment has two tickets).
+                events = list({p.event.id: p.event for p in pending}.values())
                 await self._log.sequence(connection, events)
                 if self._sink is not None:
                     await self._sink.publish(events)
-                await self._log.published(connection, events)
+                await self._log.published(connection, [p.ticket for p in pending])
                 done += len(events)
                 await self._log.lease(connection, owner, LEASE_SECONDS)
         finally:

@@ -284,6 +284,14 @@ class FeedItem:
     event: Event
 
 
+@dataclass(frozen=True)
+class Pending:
+    """An event waiting to be published, with the ticket that removes it from the pending list."""
+
+    event: Event
+    ticket: str
+
+
 class EventOutbox(Protocol):
     """Where services record the events of their changes, and the publisher finds them (docs/events.md).
 
@@ -318,7 +326,7 @@ class EventLog(Protocol):
         """Give the lease back."""
         ...
 
-    async def pending(self, connection: str, limit: int) -> list[Event]:
+    async def pending(self, connection: str, limit: int) -> list[Pending]:
         """The oldest recorded events not yet published, in the order they were recorded."""
         ...
 
@@ -326,8 +334,8 @@ class EventLog(Protocol):
         """Give each event its place in the feed (kept when it has one already) and write it to the feed."""
         ...
 
-    async def published(self, connection: str, events: Sequence[Event]) -> None:
-        """Mark events published: they leave the pending list."""
+    async def published(self, connection: str, tickets: Sequence[str]) -> None:
+        """Events published: they leave the pending list."""
         ...
 
     async def feed(self, connection: str, after: int, top: int) -> list[FeedItem]:
