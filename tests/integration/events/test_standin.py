@@ -119,3 +119,25 @@ async def test_a_400_from_the_subscriber_is_not_retried(eventgrid: RunningTopic,
 def test_the_schedule_is_event_grids() -> None:
     assert [retry_delay(n) for n in range(1, 11)] == [10, 30, 60, 300, 600, 1800, 3600, 10800, 21600, 43200]
     assert retry_delay(30) == 43200
+
+
+def test_publishes_are_checked_as_event_grid_checks_them(eventgrid: RunningTopic, tls_files: Any) -> None:
+    import httpx
+
+    good = [{"specversion": "1.0", "id": "1", "source": "/x", "type": "t"}]
+    url = f"{eventgrid.endpoint}?api-version=2018-01-01"
+    batch = {"content-type": "application/cloudevents-batch+json; charset=utf-8"}
+    with httpx.Client(verify=tls_files.client_context()) as http:
+        assert http.post(url, json=good, headers=batch).status_code == 401  # no key
+        unsigned = "eyJhbGciOiJub25lIn0.eyJhdWQiOiJodHRwczovL2V2ZW50Z3JpZC5henVyZS5uZXQifQ."
+        forged = {**batch, "Authorization": f"Bearer {unsigned}"}
+        assert http.post(url, json=good, headers=forged).status_code == 401  # an unsigned token
+        keyed = {**batch, "aeg-sas-key": eventgrid.key}
+        assert http.post(url, json=good, headers=keyed).status_code == 200
+        wrong_type = {"content-type": "application/json", "aeg-sas-key": eventgrid.key}
+        assert http.post(url, json=good, headers=wrong_type).status_code == 400
+        old = [{**good[0], "specversion": "0.3"}]
+        assert "1.0 is required" in http.post(url, json=old, headers=keyed).text
+        missing = [{"specversion": "1.0", "source": "/x", "type": "t"}]
+        assert "'id'" in http.post(url, json=missing, headers=keyed).text
+        assert http.post(url, content=b"x" * (1024 * 1024 + 1), headers=keyed).status_code == 413
