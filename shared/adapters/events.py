@@ -3,10 +3,10 @@
 Table `events`, one partition per connection (so every row of a connection can be written in one
 entity-group transaction, https://learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions):
 
-- `e|<event id>`: the event, recorded once per id (held or ready, and its feed sequence once it has one);
+- `e|<event id>`: the event, recorded once per id (with its feed sequence once it has one);
 - `q|<recorded at, ms>|<order in the process>|<event id>`: the pending list (with the event), written in
   the same transaction as a ready `e|` row and deleted once the event is published;
-- `h|<run>`: a run whose events are held until it is released;
+- `h|<run>|<event id>`: an event of a run, held until the run is released;
 - `s|<sequence>`: the change feed, written in the same transaction as the `e|` row gets its sequence;
 - `seq`: the next feed sequence; `lease`: the one publisher of the connection.
 
@@ -36,6 +36,7 @@ from azure.core.exceptions import (
 from azure.core.messaging import CloudEvent
 from azure.eventgrid.aio import EventGridPublisherClient
 
+from shared.adapters.tables import check_key
 from shared.domain.events import Event
 from shared.errors import BridgeError, Conflict, InvalidInput, PermissionDenied, Throttled, Transient
 from shared.services.ports import BatchEntityStore, Entity, EntityStore, FeedItem, Pending
@@ -82,9 +83,9 @@ class TableEventOutbox:
             for row in rows:
                 await self._entities.upsert(Table.EVENTS, row)
 
-    def _event_row(self, event: Event, state: str, **extra: Any) -> Entity:
-        data = {"event": event.to_json(), "state": state, "type": event.type.value,
-                "recordedAt": self._clock.now().isoformat(), **extra}
+    def _event_row(self, event: Event, **extra: Any) -> Entity:
+        data = {"event": event.to_json(), "type": event.type.value, "recordedAt": self._clock.now().isoformat(),
+                **extra}
         return Entity(event.connection, f"e|{event.id}", data)
 
     async def _new(self, events: Sequence[Event]) -> list[Event]:
@@ -107,45 +108,41 @@ class TableEventOutbox:
                 await self._nudge(connection)
         return len(fresh)
 
-    def _ready_rows(self, events: Sequence[Event], **extra: Any) -> list[Entity]:
+    def _ready_rows(self, events: Sequence[Event]) -> list[Entity]:
         now = self._clock.now()
         rows: list[Entity] = []
         for event in events:
-            rows.append(self._event_row(event, "ready", **extra))
+            rows.append(self._event_row(event))
             # The process's own counter keeps its records in order within one millisecond.
             rows.append(Entity(event.connection, f"q|{_ms(now)}|{next(_ORDER) % 10**9:09d}|{event.id}",
                                {"id": event.id, "event": event.to_json()}))
         return rows
 
     async def hold(self, connection: str, run: str, events: Sequence[Event]) -> None:
-        """Record a run's events, held: the `h|run` row first, so a run is always found with its events."""
-        await self._entities.upsert(Table.EVENTS, Entity(connection, f"h|{run}",
-                                                         {"recordedAt": self._clock.now().isoformat()}))
-        fresh = await self._new(events)
-        await self._write([self._event_row(e, "held", run=run) for e in fresh])
+        """Keep a run's events back (rows `h|<run>|<id>`) until `release`."""
+        check_key("run", run)
+        unique = {e.id: e for e in events}.values()
+        await self._write([Entity(connection, f"h|{run}|{e.id}", {"event": e.to_json()}) for e in unique])
 
     async def held(self, connection: str) -> dict[str, list[Event]]:
-        """Held events of runs never released, per run."""
-        runs = [row.row_key[2:] async for row in self._entities.query(Table.EVENTS, connection,
-                                                                       row_key_from="h|", row_key_to="h}")]
-        if not runs:
-            return {}
-        found: dict[str, list[Event]] = {run: [] for run in runs}
-        async for row in self._entities.query(Table.EVENTS, connection, row_key_from="e|", row_key_to="e}"):
-            if row.data.get("state") == "held" and row.data.get("run") in found:
-                found[str(row.data["run"])].append(Event.from_json(row.data["event"]))
+        """Held events of runs never released, per run (one query over the `h|` rows)."""
+        found: dict[str, list[Event]] = {}
+        async for row in self._entities.query(Table.EVENTS, connection, row_key_from="h|", row_key_to="h}"):
+            run = row.row_key[2:].rpartition("|")[0]
+            found.setdefault(run, []).append(Event.from_json(row.data["event"]))
         return found
 
     async def release(self, connection: str, run: str, ids: Collection[str] | None = None) -> None:
-        """Make the run's held events publishable (only `ids` when given; the others are deleted)."""
-        held = (await self.held(connection)).get(run, [])
-        keep = [e for e in held if ids is None or e.id in ids]
-        drop = [e for e in held if ids is not None and e.id not in ids]
-        await self._write(self._ready_rows(keep, run=run))
-        for event in drop:
-            await self._entities.delete(Table.EVENTS, connection, f"e|{event.id}")
-        await self._entities.delete(Table.EVENTS, connection, f"h|{run}")
-        if keep and self._nudge is not None:
+        """Record the run's held events for publishing (only `ids` when given), then forget the held rows."""
+        rows = [row async for row in self._entities.query(Table.EVENTS, connection, row_key_from=f"h|{run}|",
+                                                          row_key_to=f"h|{run}}}")]
+        keep = [Event.from_json(r.data["event"]) for r in rows]
+        if ids is not None:
+            keep = [e for e in keep if e.id in ids]
+        fresh = await self._new(keep)
+        await self._write(self._ready_rows(fresh))
+        await asyncio.gather(*(self._entities.delete(Table.EVENTS, connection, r.row_key) for r in rows))
+        if fresh and self._nudge is not None:
             await self._nudge(connection)
 
     # ------------------------------------------------------------------ EventLog
@@ -205,7 +202,7 @@ class TableEventOutbox:
             number = int(row.data["sequence"]) if row is not None and "sequence" in row.data else numbers[event.id]
             items.append(FeedItem(number, event))
             if event.id in numbers:
-                data = dict(row.data) if row is not None else self._event_row(event, "ready").data
+                data = dict(row.data) if row is not None else self._event_row(event).data
                 writes.append(Entity(connection, f"e|{event.id}", {**data, "sequence": number}))
                 writes.append(Entity(connection, _feed_key(number), {"id": event.id, "event": event.to_json(),
                                                                      "at": self._clock.now().isoformat()}))
