@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = Path(args.root).resolve()
     settings = load_settings(Path(args.settings) if Path(args.settings).is_absolute() else root / args.settings)
-    logs.configure(fmt=os.environ.get("LOG_FORMAT", "text"), level=os.environ.get("LOG_LEVEL", "INFO"))
+    # The host adds only its console; the app configures logging (LOG_FORMAT, LOG_LEVEL, masking) on import.
+    logs.console()
     app, host = build(args.app, settings, root)
     print(f"local host: {len(host.http)} HTTP, {len(host.timers)} timer and {len(host.queues)} queue functions on "
           f"http://127.0.0.1:{args.port}/{host.config.route_prefix}", flush=True)
