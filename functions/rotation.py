@@ -57,7 +57,7 @@ async def rotate_user(call: Plain) -> Reply:
     return Reply(202, {"rotationId": rotation_id, "status": "queued"})
 
 
-@route(bp, "connections/{c}/devices/{deviceId}/password", "GET", roles=(),
+@route(bp, "delivery/connections/{c}/devices/{deviceId}/password", "GET", roles=(),
        auth_level=func.AuthLevel.ANONYMOUS)
 async def device_password(call: Plain) -> Reply:
     """The current password of the device's user, for a request signed by the device's registered key."""
