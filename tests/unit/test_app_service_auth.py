@@ -26,8 +26,14 @@ def test_the_bicep_and_the_host_read_the_same_file() -> None:
 
 
 def test_only_health_and_device_delivery_are_excluded() -> None:
-    from function_app import app
+    import azure.functions as func
 
+    from function_app import _blueprints
+
+    # A FunctionApp of its own: the host indexes function_app.app once per process.
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+    for blueprint in _blueprints():
+        app.register_functions(blueprint)
     validation = json.loads(SETTINGS.read_text(encoding="utf-8"))
     host = LocalHost(app, HostConfig(auth_enabled=True, auth_excluded_paths=tuple(validation["excludedPaths"])))
     samples = {f.name: "/api/" + f.template.template.strip("/").replace("{", "x").replace("}", "")
