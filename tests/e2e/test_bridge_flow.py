@@ -28,7 +28,9 @@ from local.host.process import RunningHost
 from local.tls import TlsFiles
 from tests.e2e.waiting import wait_for
 from tests.fixtures.entra import EntraFixture
+from tests.fixtures.ingestion import Ingestion
 from tests.fixtures.vault import VaultFixture
+from tests.telemetry_queries import run, tables, workbook_queries
 
 CONNECTION = {"name": "demo", "tenantId": DEMO_TENANT_ID, "cloud": "local", "auth": {"kind": "managedIdentity"},
               "features": {"sync": {"enabled": True, "groups": ["Bridge Sync"]},
@@ -60,9 +62,11 @@ def api_token(entra: EntraFixture, tls_files: TlsFiles) -> str:
 
 @pytest.fixture(params=["auth-off", "auth-on"])
 def client(request: pytest.FixtureRequest, function_host: Any, bridge_values: dict[str, str], entra: EntraFixture,
-           tls_files: TlsFiles) -> Iterator[tuple[httpx.Client, RunningHost]]:
+           tls_files: TlsFiles, ingestion: Ingestion) -> Iterator[tuple[httpx.Client, RunningHost]]:
     headers: dict[str, str] = {}
-    values = dict(bridge_values)
+    # Telemetry goes to the local ingestion stand-in, exported every half second.
+    values = {**bridge_values, "APPLICATIONINSIGHTS_CONNECTION_STRING": ingestion.connection_string,
+              "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true", "OTEL_BLRP_SCHEDULE_DELAY": "500"}
     if request.param == "auth-on":
         values.update({"WEBSITE_AUTH_ENABLED": "true", "LOCAL_AUTH_ISSUER": f"{entra.url}/{entra.tenant_id}/v2.0",
                        "LOCAL_AUTH_AUDIENCE": entra.client_id})
@@ -86,7 +90,7 @@ def device_token(key: ec.EllipticCurvePrivateKey, url: str, device: str) -> str:
 
 
 def test_sync_rotate_deliver_enroll_revoke_and_audit(client: tuple[httpx.Client, RunningHost],
-                                                    entra: EntraFixture) -> None:
+                                                    entra: EntraFixture, ingestion: Ingestion) -> None:
     http, host = client
     assert http.post("/api/connections/demo/sync").status_code == 202
     status = wait_for(lambda: (s := http.get("/api/connections/demo/status").json()).get("lastSync")
@@ -149,3 +153,8 @@ def test_sync_rotate_deliver_enroll_revoke_and_audit(client: tuple[httpx.Client,
     assert verified["intact"], verified
     log = host.process.log_path.read_text()
     assert held not in log
+
+    # What the app sent to Application Insights fills each activity panel of the workbook, with no password.
+    activity = {name: query for name, query in workbook_queries().items() if name not in ("poison", "throttling")}
+    wait_for(lambda: all(run(query, tables(ingestion.items)) for query in activity.values()), timeout=30)
+    assert held not in json.dumps(ingestion.items)

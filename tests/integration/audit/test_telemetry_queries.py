@@ -1,18 +1,14 @@
 """Every workbook panel and alert of infra/ finds rows in what the app really sends to Application Insights.
 
 The app's emitters run (the audit sink, the Graph gateway's throttling event, the queue functions' last
-delivery watch) with telemetry pointed at a local ingestion stand-in. Each captured custom event
-becomes a row of `customEvents` (the workbook's Application Insights tables) and of `AppEvents` (the
-alerts' workspace tables). Each query's source and `extend`/`where` stages are then evaluated by a
-small interpreter of the KQL they use (`==`, `=~`, `!=`, `in`, `in~`, `startswith`, `has`,
-`contains` and negations, `and`, `or`, parentheses, `tostring()`); a panel or alert with no row fails.
-https://learn.microsoft.com/kusto/query/datatypes-string-operators
+delivery watch) with telemetry pointed at a local ingestion stand-in; every workbook and alert query's
+filters then run on what was captured (tests/telemetry_queries.py), and a panel or alert with no row
+fails. The end-to-end flow (tests/e2e/test_bridge_flow.py) checks the workbook panels again on the
+events of a real run of the app in the local host.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -28,158 +24,15 @@ from shared.adapters.graph import GraphGateway
 from shared.topology import Queue
 from tests.fakes import FakeClock, FakeEntityStore
 from tests.fixtures.ingestion import Ingestion
+from tests.telemetry_queries import alert_queries, run, tables, workbook_queries
 
 ROOT = Path(__file__).resolve().parents[3]
-INFRA = ROOT / "infra"
 
 #: Audit actions the workbook and alerts look for, each as the services record it.
 AUDITED = [("sync.completed", "completed"), ("rotation.completed", "rotated"), ("rotation.failed", "failed"),
            ("passkey.registered", "registered"), ("device.registered", "registered"),
            ("passkey.revoked", "revoked"), ("device.removed", "removed"),
            ("federation.certificate.expiring", "30d")]
-
-# ------------------------------------------------------------------ a small KQL filter interpreter
-
-_TOKEN = re.compile(r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<op>==|=~|!=|!~|\(|\)|,|=)|(?P<word>[!A-Za-z_~][\w.~]*))')
-_OPS = {"==", "=~", "!=", "!~", "in", "in~", "!in", "startswith", "!startswith", "has", "!has", "contains",
-        "!contains"}
-
-
-def _tokens(text: str) -> list[str]:
-    out, pos = [], 0
-    while pos < len(text.rstrip()):
-        match = _TOKEN.match(text, pos)
-        assert match, f"cannot read {text[pos:]!r}"
-        out.append(match.group(match.lastgroup or ""))
-        pos = match.end()
-    return out
-
-
-def _terms(value: str) -> set[str]:
-    return {t.lower() for t in re.split(r"[^0-9A-Za-z]+", value) if t}
-
-
-def _compare(left: Any, op: str, right: Any) -> bool:
-    left = "" if left is None else str(left)
-    negate = op.startswith("!") and op not in ("!=", "!~")
-    base = op[1:] if negate else op
-    if base in ("in", "in~"):
-        values = [str(v) for v in right]
-        found = left in values if base == "in" else left.lower() in [v.lower() for v in values]
-    elif base == "==":
-        found = left == right
-    elif base == "!=":
-        found = left != right
-    elif base == "=~":
-        found = left.lower() == str(right).lower()
-    elif base == "!~":
-        found = left.lower() != str(right).lower()
-    elif base == "startswith":
-        found = left.lower().startswith(str(right).lower())
-    elif base == "has":  # a whole term (https://learn.microsoft.com/kusto/query/has-operator)
-        found = _terms(str(right)) <= _terms(left) and str(right).lower() in left.lower()
-    elif base == "contains":
-        found = str(right).lower() in left.lower()
-    else:
-        raise AssertionError(f"operator {op} is not interpreted")
-    return not found if negate else found
-
-
-class _Where:
-    def __init__(self, tokens: list[str], row: dict[str, Any]) -> None:
-        self.tokens, self.pos, self.row = tokens, 0, row
-
-    def peek(self) -> str | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
-
-    def take(self) -> str:
-        self.pos += 1
-        return self.tokens[self.pos - 1]
-
-    def expr(self) -> bool:
-        value = self.conj()
-        while self.peek() == "or":
-            self.take()
-            value = self.conj() or value
-        return value
-
-    def conj(self) -> bool:
-        value = self.atom()
-        while self.peek() == "and":
-            self.take()
-            value = self.atom() and value
-        return value
-
-    def atom(self) -> bool:
-        if self.peek() == "(":
-            self.take()
-            value = self.expr()
-            assert self.take() == ")"
-            return value
-        left = self.operand()
-        op = self.take()
-        assert op in _OPS, f"unknown operator {op}"
-        if op.lstrip("!") in ("in", "in~"):
-            assert self.take() == "("
-            values = [self.operand()]
-            while self.peek() == ",":
-                self.take()
-                values.append(self.operand())
-            assert self.take() == ")"
-            return _compare(left, op, values)
-        return _compare(left, op, self.operand())
-
-    def operand(self) -> Any:
-        token = self.take()
-        if token.startswith('"'):
-            return json.loads(token)
-        if token == "tostring":
-            assert self.take() == "("
-            value = self.operand()
-            assert self.take() == ")"
-            return "" if value is None else str(value)
-        return _lookup(self.row, token)
-
-
-def _lookup(row: dict[str, Any], path: str) -> Any:
-    value: Any = row
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
-def _split_pipes(query: str) -> list[str]:
-    stages, depth, quoted, start = [], 0, False, 0
-    for i, ch in enumerate(query):
-        if ch == '"' and (i == 0 or query[i - 1] != "\\"):
-            quoted = not quoted
-        elif not quoted and ch in "()":
-            depth += 1 if ch == "(" else -1
-        elif not quoted and depth == 0 and ch == "|":
-            stages.append(query[start:i].strip())
-            start = i + 1
-    return [*stages, query[start:].strip()]
-
-
-def run(query: str, tables: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The rows left after the query's source, `extend` and `where` stages (later stages only aggregate)."""
-    source, *stages = _split_pipes(query)
-    names = [n.strip() for n in source.removeprefix("union ").split(",")]
-    rows = [dict(r) for n in names for r in tables[n]]
-    for stage in stages:
-        verb, _, rest = stage.partition(" ")
-        if verb == "where":
-            rows = [r for r in rows if (w := _Where(_tokens(rest), r)).expr() and w.peek() is None]
-        elif verb == "extend":
-            for assignment in re.split(r",\s*(?=\w+\s*=)", rest):
-                name, _, expression = assignment.partition("=")
-                for r in rows:
-                    r[name.strip()] = _Where(_tokens(expression.strip()), r).operand()
-        elif verb in ("summarize", "order", "project", "top", "take", "render"):
-            break
-        else:
-            raise AssertionError(f"stage {verb!r} is not interpreted: {stage}")
-    return rows
 
 
 def test_the_interpreter_reads_the_operators_as_kusto_does() -> None:
@@ -188,22 +41,6 @@ def test_the_interpreter_reads_the_operators_as_kusto_does() -> None:
     assert not run('t | where a has "revoke"', rows)  # has matches whole terms only
     assert run('t | where a contains "revoke" and b =~ "x" and b in ("X", "Y")', rows)
     assert not run('t | where (a startswith "sync" or b != "X") and a !contains "revoke"', rows)
-
-# ------------------------------------------------------------------ the queries of infra/
-
-
-def workbook_queries() -> dict[str, str]:
-    """Each workbook panel's query by panel name."""
-    workbook = json.loads((INFRA / "modules" / "workbook.json").read_text(encoding="utf-8"))
-    return {i["name"]: i["content"]["query"] for i in workbook["items"] if i["type"] == 3}
-
-
-def alert_queries() -> dict[str, str]:
-    """Each log alert's query by key, with the Bicep interpolations of the poison queues filled in."""
-    text = (INFRA / "modules" / "alerts.bicep").read_text(encoding="utf-8")
-    poison = ", ".join(f'"{q.poison}"' for q in Queue)
-    found = re.findall(r"key: '([^']+)'.*?query: '((?:[^'\\]|\\.)*)'", text, re.S)
-    return {key: query.replace("\\'", "'").replace("${poisonList}", poison) for key, query in found}
 
 
 @pytest.fixture
@@ -227,13 +64,8 @@ async def captured(ingestion: Ingestion) -> dict[str, list[dict[str, Any]]]:
                 await failing(QueueMessage(id=f"m{count}", body=b"{}", dequeue_count=count))  # type: ignore[no-untyped-call]
     finally:
         telemetry.stop_events()
-    events = ingestion.events()
-    assert events, "nothing reached the ingestion endpoint"
-    custom = [{"name": e["data"]["baseData"]["name"], "customDimensions": e["data"]["baseData"]["properties"],
-               "timestamp": e["time"]} for e in events]
-    workspace = [{"Name": r["name"], "Properties": r["customDimensions"], "TimeGenerated": r["timestamp"]}
-                 for r in custom]
-    return {"customEvents": custom, "AppEvents": workspace, "traces": [], "AppTraces": []}
+    assert ingestion.events(), "nothing reached the ingestion endpoint"
+    return tables(ingestion.items)
 
 
 def test_the_audited_actions_are_the_ones_the_services_record() -> None:
@@ -247,6 +79,12 @@ async def test_every_workbook_panel_has_rows(captured: dict[str, list[dict[str, 
     assert len(queries) >= 10
     empty = [name for name, query in queries.items() if not run(query, captured)]
     assert empty == []
+    # Each activity panel shows its own actions and no other's.
+    enrolled = {r["action"] for r in run(queries["enrollment-table"], captured)}
+    revoked = {r["action"] for r in run(queries["revocation-table"], captured)}
+    assert enrolled == {"passkey.registered", "device.registered"}
+    assert revoked == {"passkey.revoked", "device.removed"}
+    assert {r["action"] for r in run(queries["rotation-table"], captured)} == {"rotation.completed", "rotation.failed"}
 
 
 async def test_every_alert_fires_on_what_the_app_sends(captured: dict[str, list[dict[str, Any]]]) -> None:
