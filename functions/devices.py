@@ -7,7 +7,7 @@ import logging
 import azure.functions as func
 
 from functions.http import ADMIN, DEVICES, Call, Plain, Reply, route
-from functions.work import work_message
+from functions.work import watch_last_delivery, work_message
 from shared import logs
 from shared.bootstrap import bridge
 from shared.services.devices import DeviceRegistration
@@ -60,6 +60,7 @@ async def get_operation(call: Plain) -> Reply:
 
 @bp.function_name("device_work")
 @bp.queue_trigger(arg_name="msg", queue_name=Queue.DEVICE.value, connection="AzureWebJobsStorage")
+@watch_last_delivery(Queue.DEVICE)
 async def device_work(msg: func.QueueMessage) -> None:
     """Revoke the passkeys of a removed device."""
     message = work_message(msg)

@@ -8,7 +8,7 @@ import uuid
 import azure.functions as func
 
 from functions.http import ADMIN, Plain, Reply, route
-from functions.work import MAX_DEQUEUE_COUNT, work_message
+from functions.work import MAX_DEQUEUE_COUNT, watch_last_delivery, work_message
 from shared import logs
 from shared.bootstrap import bridge
 from shared.topology import Queue
@@ -33,6 +33,7 @@ async def rotation_timer(timer: func.TimerRequest) -> None:
 
 @bp.function_name("rotation_work")
 @bp.queue_trigger(arg_name="msg", queue_name=Queue.ROTATION.value, connection="AzureWebJobsStorage")
+@watch_last_delivery(Queue.ROTATION)
 async def rotation_work(msg: func.QueueMessage) -> None:
     """Rotate one user; failures are raised so the host retries, then poisons after maxDequeueCount."""
     message = work_message(msg)
@@ -57,7 +58,7 @@ async def rotate_user(call: Plain) -> Reply:
     return Reply(202, {"rotationId": rotation_id, "status": "queued"})
 
 
-@route(bp, "connections/{c}/devices/{deviceId}/password", "GET", roles=(),
+@route(bp, "delivery/connections/{c}/devices/{deviceId}/password", "GET", roles=(),
        auth_level=func.AuthLevel.ANONYMOUS)
 async def device_password(call: Plain) -> Reply:
     """The current password of the device's user, for a request signed by the device's registered key."""

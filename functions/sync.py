@@ -9,7 +9,7 @@ from typing import Any
 import azure.functions as func
 
 from functions.http import ADMIN, Plain, Reply, route
-from functions.work import work_message
+from functions.work import watch_last_delivery, work_message
 from shared import logs
 from shared.bootstrap import bridge
 from shared.domain.directory import UserRow, UserState
@@ -36,6 +36,7 @@ async def sync_timer(timer: func.TimerRequest) -> None:
 
 @bp.function_name("sync_work")
 @bp.queue_trigger(arg_name="msg", queue_name=Queue.SYNC.value, connection="AzureWebJobsStorage")
+@watch_last_delivery(Queue.SYNC)
 async def sync_work(msg: func.QueueMessage) -> None:
     """Run one sync of a connection."""
     message = work_message(msg)

@@ -3,6 +3,9 @@
 Everything is built lazily, once per process: the first function that needs Key Vault builds the
 vault client, the first call for a connection builds its Graph gateway. Functions ask `bridge()` for
 what they need; tests build a `Bridge` from their own settings.
+
+`start()` is the process's one start-up path, called by `function_app` on import, in Azure and under
+the local host alike: logging (masking, `LOG_FORMAT`, `LOG_LEVEL`, correlation ids) and telemetry.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import datetime as dt
 import logging
 from typing import Any
 
+from shared import logs
 from shared.adapters import identity
 from shared.adapters.audit import AuditReader, TableAuditSink
 from shared.adapters.directory import GraphDirectoryReader
@@ -331,6 +335,31 @@ class Bridge:
 
 
 _bridge: Bridge | None = None
+_started = False
+
+
+def start() -> None:
+    """Configure logging and telemetry for this process, once (`function_app` calls it on import).
+
+    Invalid settings do not stop the import here: logging starts with the defaults and the error is
+    logged; the first function that needs the settings raises it again, naming the setting.
+    """
+    global _started  # one start-up per process, by design
+    if _started:
+        return
+    _started = True
+    try:
+        config = settings()
+    except Configuration as exc:
+        logs.configure()
+        log.error("%s", exc)
+        return
+    logs.configure(fmt=config.log_format, level=config.log_level)
+    if config.appinsights_connection_string:
+        # Imported only when used: the exporter costs about half a second of cold start.
+        from shared.adapters import telemetry
+
+        telemetry.send_events(config.appinsights_connection_string)
 
 
 def bridge() -> Bridge:
@@ -338,9 +367,4 @@ def bridge() -> Bridge:
     global _bridge  # one composition root per process, by design
     if _bridge is None:
         _bridge = Bridge(settings())
-        if _bridge.settings.appinsights_connection_string:
-            # Imported only when used: the exporter costs about half a second of cold start.
-            from shared.adapters import telemetry
-
-            telemetry.send_audit_events(_bridge.settings.appinsights_connection_string)
     return _bridge

@@ -164,14 +164,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       platform: {
         enabled: authEnabled
       }
-      globalValidation: {
-        requireAuthentication: true
-        unauthenticatedClientAction: 'Return401'
-        // The liveness probe stays open; it returns no tenant data.
-        excludedPaths: [
-          '/api/health'
-        ]
-      }
+      // Who must bring an Entra token: every path but the excluded ones (the liveness probe, which returns
+      // no tenant data, and password delivery, which devices sign with their own key). The local host reads
+      // the same file to emulate this (docs/deploy.md, App Service Authentication).
+      globalValidation: loadJsonContent('../app-service-auth.json')
       identityProviders: {
         azureActiveDirectory: {
           enabled: authEnabled

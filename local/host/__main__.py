@@ -27,6 +27,9 @@ from starlette.routing import Route
 from local.host.runtime import HostConfig, LocalHost
 from shared import logs
 
+#: App Service Authentication's globalValidation (excluded paths, unauthenticated action), under --root.
+AUTH_SETTINGS = Path("infra") / "app-service-auth.json"
+
 
 def load_settings(path: Path) -> dict[str, Any]:
     """Read local.settings.json and put its Values into the environment (existing variables win)."""
@@ -49,10 +52,16 @@ def build(app_module: str, settings: dict[str, Any], root: Path) -> tuple[Starle
     if os.environ.get("LOCAL_CA_FILE"):
         auth_ssl = ssl.create_default_context(cafile=os.environ["LOCAL_CA_FILE"])
     enabled = os.environ.get("WEBSITE_AUTH_ENABLED", "false").lower() == "true"
+    # App Service Authentication's globalValidation, the same file the Bicep deploys.
+    auth_file = root / AUTH_SETTINGS
+    validation = json.loads(auth_file.read_text(encoding="utf-8")) if auth_file.exists() else {}
+    action = str(validation.get("unauthenticatedClientAction", "Return401"))
     config = HostConfig.from_host_json(
         root / "host.json", function_keys=keys, master_key=settings.get("MasterKey") or None,
         auth_issuer=os.environ.get("LOCAL_AUTH_ISSUER") if enabled else None,
-        auth_audience=os.environ.get("LOCAL_AUTH_AUDIENCE"), auth_ssl=auth_ssl)
+        auth_audience=os.environ.get("LOCAL_AUTH_AUDIENCE"), auth_ssl=auth_ssl, auth_enabled=enabled,
+        auth_excluded_paths=tuple(str(p) for p in validation.get("excludedPaths", [])),
+        auth_action=action if validation.get("requireAuthentication", True) else "AllowAnonymous")
     host = LocalHost(module.app, config)
 
     @contextlib.asynccontextmanager
@@ -75,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = Path(args.root).resolve()
     settings = load_settings(Path(args.settings) if Path(args.settings).is_absolute() else root / args.settings)
-    logs.configure(fmt=os.environ.get("LOG_FORMAT", "text"), level=os.environ.get("LOG_LEVEL", "INFO"))
+    # The host adds only its console; the app configures logging (LOG_FORMAT, LOG_LEVEL, masking) on import.
+    logs.console()
     app, host = build(args.app, settings, root)
     print(f"local host: {len(host.http)} HTTP, {len(host.timers)} timer and {len(host.queues)} queue functions on "
           f"http://127.0.0.1:{args.port}/{host.config.route_prefix}", flush=True)

@@ -5,7 +5,9 @@ list of functions is kept by hand, and serves:
 
 - HTTP triggers under the route prefix of host.json, with Functions route templates, 404 versus 405,
   and auth levels checked against function keys (`x-functions-key` header or `code` query);
-- App Service Authentication emulation: a bearer token issued by the configured issuer (the Entra
+- App Service Authentication emulation (`WEBSITE_AUTH_ENABLED=true`), before any routing as in Azure:
+  on a path not excluded (infra/app-service-auth.json, the file the Bicep deploys), a request without
+  a token is refused (`Return401`), and a bearer token issued by the configured issuer (the Entra
   simulator) is validated against its JWKS and passed on as `X-MS-CLIENT-PRINCIPAL`, as Azure does;
   client-sent principal headers are always dropped;
 - timer triggers with six-field NCRONTAB schedules, `%Setting%` resolution, run-on-startup and the
@@ -156,6 +158,9 @@ class HostConfig:
     auth_issuer: str | None = None
     auth_audience: str | None = None
     auth_ssl: ssl.SSLContext | None = None
+    auth_enabled: bool = False
+    auth_excluded_paths: tuple[str, ...] = ()
+    auth_action: str = "Return401"
 
     @classmethod
     def from_host_json(cls, path: Path, **overrides: Any) -> HostConfig:
@@ -227,6 +232,10 @@ class LocalHost:
 
     async def handle(self, request: Request) -> Response:
         """Route one HTTP request to its function."""
+        # App Service Authentication runs in front of the Functions host, so before routing and keys.
+        auth = await self._authenticate(request)
+        if isinstance(auth, Response):
+            return auth
         prefix = "/" + self.config.route_prefix if self.config.route_prefix else ""
         path = request.url.path
         if prefix and not (path == prefix or path.startswith(prefix + "/")):
@@ -245,9 +254,6 @@ class LocalHost:
         if denied is not None:
             return denied
         headers = {k: v for k, v in request.headers.items() if not k.lower().startswith("x-ms-client-principal")}
-        auth = await self._authenticate(request)
-        if isinstance(auth, Response):
-            return auth
         headers.update(auth)
         body = await request.body()
         http_request = func.HttpRequest(request.method, str(request.url), headers=headers,
@@ -276,17 +282,46 @@ class LocalHost:
                             "code query parameter (keys are in local.settings.json under FunctionKeys)")
         return None
 
+    def _excluded(self, path: str) -> bool:
+        """Whether `path` is one of globalValidation's excludedPaths: an exact path, or a prefix ending in `/*`.
+
+        https://learn.microsoft.com/azure/app-service/configure-authentication-file-based
+        """
+        for entry in self.config.auth_excluded_paths:
+            if entry.endswith("/*") and path.startswith(entry[:-1]):
+                return True
+            if path == entry:
+                return True
+        return False
+
     async def _authenticate(self, request: Request) -> dict[str, str] | Response:
-        """App Service Authentication: validate a bearer token and describe the caller as Azure does."""
-        header = request.headers.get("authorization", "")
-        if not (self.config.auth_issuer and header.lower().startswith("bearer ")):
+        """App Service Authentication: validate a bearer token and describe the caller as Azure does.
+
+        With authentication on, a path not excluded needs a valid Entra token: without one the request
+        never reaches the host (unauthenticatedClientAction Return401, or Return403); an excluded path is
+        passed on untouched, its Authorization header included.
+        https://learn.microsoft.com/azure/app-service/overview-authentication-authorization
+        """
+        if not self.config.auth_enabled or self._excluded(request.url.path):
             return {}
+        header = request.headers.get("authorization", "")
+        challenge = {"WWW-Authenticate": 'Bearer realm="bridge"'}
+        if not header.lower().startswith("bearer "):
+            if self.config.auth_action == "AllowAnonymous":
+                return {}
+            status = 403 if self.config.auth_action == "Return403" else 401
+            return _problem(status, "Authentication required", "App Service Authentication is on and this path is "
+                            "not excluded: send an Entra access token for the bridge's API as Authorization: "
+                            "Bearer", challenge)
+        if not self.config.auth_issuer:
+            return _problem(401, "Authentication required", "the bearer token cannot be validated: set "
+                            "LOCAL_AUTH_ISSUER to the Entra simulator's issuer", challenge)
         token = header[7:].strip()
         try:
             claims = await asyncio.to_thread(self._validate, token)
         except jwt.PyJWTError as exc:
             return _problem(401, "Authentication required", f"the bearer token was refused: {type(exc).__name__}",
-                            {"WWW-Authenticate": 'Bearer realm="bridge"'})
+                            challenge)
         principal_claims = [{"typ": k, "val": str(v)} for k, v in claims.items() if not isinstance(v, list)]
         principal_claims += [{"typ": "roles", "val": str(r)} for r in claims.get("roles", [])]
         encoded = base64.b64encode(json.dumps({"auth_typ": "aad", "claims": principal_claims, "name_typ": "name",
@@ -301,8 +336,11 @@ class LocalHost:
             base = issuer[:-len("/v2.0")] if issuer.endswith("/v2.0") else issuer
             self._jwks = jwt.PyJWKClient(f"{base}/discovery/v2.0/keys", ssl_context=self.config.auth_ssl)
         key = self._jwks.get_signing_key_from_jwt(token)
+        # The audiences the Bicep allows: the app's client id and its api:// URI.
+        audience = self.config.auth_audience
+        audiences = [audience, f"api://{audience}"] if audience and not audience.startswith("api://") else audience
         claims: dict[str, Any] = jwt.decode(token, key.key, algorithms=["RS256"], issuer=issuer,
-                                            audience=self.config.auth_audience,
+                                            audience=audiences,
                                             options={"require": ["exp", "iss", "aud"]})
         return claims
 

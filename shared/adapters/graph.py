@@ -63,6 +63,8 @@ from shared.services.ports import (
 from shared.topology import Table
 
 log = logging.getLogger(__name__)
+#: Operational events for Application Insights (shared/adapters/telemetry.py): the alerts read them.
+events = logging.getLogger("bridge.events")
 
 BATCH_LIMIT = 20
 RETRYABLE_STATUS = frozenset({429, 503, 504})
@@ -224,6 +226,13 @@ class GraphGateway:
             await self.get("/organization", params={"$select": "id"})
         return time.perf_counter() - started
 
+    def _throttled(self, request: str, retry_after: float) -> None:
+        """One `graph.throttled` event (a 429 from Graph), which the throttling alert counts."""
+        events.warning("Graph throttled %s on connection %s; retrying after %.1f s", request, self.connection,
+                       retry_after, extra={"custom_dimensions": {
+                           "event": "graph", "action": "graph.throttled", "outcome": "throttled",
+                           "connection": self.connection, "retryAfterSeconds": round(retry_after, 3)}})
+
     async def close(self) -> None:
         """Close connections and the credential."""
         await self._http.aclose()
@@ -327,6 +336,7 @@ class GraphGateway:
                 retry_after = _retry_after(response, self._backoff(attempt))
                 if status == 429:
                     self.throttled += 1
+                    self._throttled(f"{method} {_path_of(url)}", retry_after)
                     if write:
                         await self._governor.pause(self.tenant_id, retry_after)
                 ambiguous_write = write and status == 504 and method not in IDEMPOTENT_WRITES
@@ -389,6 +399,8 @@ class GraphGateway:
                     wait = max(wait, _seconds(item_headers.get("retry-after"), self._backoff(attempt)))
                     if status == 429:
                         self.throttled += 1
+                        self._throttled(f"$batch {item.method} {item.url}", _seconds(
+                            item_headers.get("retry-after"), 0.0))
                     continue
                 body = answer.get("body")
                 done[item.id] = BatchResult(item.id, status, body if isinstance(body, dict) else None,

@@ -69,7 +69,10 @@ def routes(sim: Simulator) -> list[Route]:
         return JSONResponse(sim.signer.jwks())
 
     def _issue(app: App, resource: str) -> dict[str, Any]:
-        roles = sorted(app.graphRoles) if resource == GRAPH_RESOURCE else []
+        # App-only tokens carry the app roles assigned to the caller on the resource's API.
+        # https://learn.microsoft.com/entra/identity-platform/howto-add-app-roles-in-apps#assign-app-roles-to-applications
+        api = resource.removeprefix("api://")
+        roles = sorted(app.graphRoles) if resource == GRAPH_RESOURCE else sorted(app.apiRoles.get(api, []))
         token, expires = sim.signer.issue(issuer=sim.issuer(), audience=resource, tenant_id=sim.tenant.tenantId,
                                           app_id=app.clientId, object_id=app.servicePrincipalId, roles=roles)
         return {"token_type": "Bearer", "expires_in": expires - int(time.time()),
