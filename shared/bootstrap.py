@@ -16,6 +16,7 @@ from shared.adapters import identity
 from shared.adapters.audit import AuditReader, TableAuditSink
 from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
+from shared.adapters.ownership import TableGroupRecords
 from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.rotation import GraphPasswordDirectory
@@ -27,7 +28,7 @@ from shared.services.audit import AuditQuery
 from shared.services.connections import CertificateValidator
 from shared.services.delivery import PasswordDelivery
 from shared.services.devices import DeviceService
-from shared.services.directory import Directory, RotationSubjects
+from shared.services.directory import Directory, EnrollmentGroups, RotationSubjects
 from shared.services.passkeys import PasskeyService
 from shared.services.ports import Clock
 from shared.services.rotation import RotationService
@@ -257,8 +258,17 @@ class Bridge:
         """User and group sync."""
         def build() -> SyncService:
             return SyncService(directory=self.directory, entities=self.entities, audit=self.audit, queue=self.queue,
-                               clock=self.clock, secrets=self.secrets if self.settings.key_vault_url else None)
+                               clock=self.clock, secrets=self.secrets if self.settings.key_vault_url else None,
+                               enrollment_groups=self.enrollment_groups)
         service: SyncService = self._once("sync", build)
+        return service
+
+    @property
+    def enrollment_groups(self) -> EnrollmentGroups:
+        """The enrollment-state groups and the record of which the bridge owns."""
+        def build() -> EnrollmentGroups:
+            return EnrollmentGroups(TableGroupRecords(self.entities), self.audit, self.clock)
+        service: EnrollmentGroups = self._once("enrollment_groups", build)
         return service
 
     async def directory_reader(self, conn: Connection) -> GraphDirectoryReader:

@@ -90,7 +90,8 @@ async def sync(bridge: Bridge, name: str, dry_run: bool) -> int:
     conn = bridge.connection(name)
     service = SyncService(directory=Directory(bridge.entities), entities=bridge.entities, audit=bridge.audit,
                           queue=bridge.queue, clock=bridge.clock,
-                          secrets=bridge.secrets if bridge.settings.key_vault_url else None)
+                          secrets=bridge.secrets if bridge.settings.key_vault_url else None,
+                          enrollment_groups=bridge.enrollment_groups)
     reader = GraphDirectoryReader(await bridge.graph(conn))
     report = await service.run(conn, reader, run_id=f"cli-{uuid.uuid4().hex[:8]}", correlation_id=str(uuid.uuid4()),
                                dry_run=dry_run, progress=_progress)
@@ -103,16 +104,55 @@ async def sync(bridge: Bridge, name: str, dry_run: bool) -> int:
     return 0 if report.outcome in ("completed", "dry-run") else 1
 
 
-async def uninstall_groups(bridge: Bridge, name: str) -> int:
-    """Delete the enrollment-state groups the bridge created in Entra (never groups it found)."""
+def _group_line(group: dict[str, Any]) -> str:
+    line = f"  {group['id']}  {group['name']!r} ({group['state']}, {group['ownership']}"
+    if group.get("recordedAt"):
+        line += f", recorded {group['recordedAt']}"
+    if group.get("runId"):
+        line += f" by {group['runId']}"
+    line += ")"
+    if group.get("configuredName"):
+        line += f"; configured name now {group['configuredName']!r}"
+    return line
+
+
+def _print_uninstall(report: dict[str, Any]) -> None:
+    verb = "would delete" if report["dryRun"] else "deleted"
+    print(f"{verb} {len(report['deleted'])} enrollment-state group(s) the bridge created"
+          + (":" if report["deleted"] else ""))
+    for group in report["deleted"]:
+        print(_group_line(group))
+    leave = "would leave" if report["dryRun"] else "left"
+    print(f"{leave} {len(report['left'])} adopted group(s) in Entra (they existed before the bridge used them)"
+          + (":" if report["left"] else ""))
+    for group in report["left"]:
+        print(_group_line(group))
+
+
+async def uninstall_groups(bridge: Bridge, name: str, *, dry_run: bool = False, yes: bool = False) -> int:
+    """Delete the enrollment-state groups the bridge created in Entra (never groups it adopted)."""
     conn = bridge.connection(name)
-    service = SyncService(directory=Directory(bridge.entities), entities=bridge.entities, audit=bridge.audit,
-                          queue=bridge.queue, clock=bridge.clock)
+    groups = bridge.enrollment_groups
     writer = GraphDirectoryReader(await bridge.graph(conn))
-    deleted = await service.enrollment_groups.uninstall(conn, writer, correlation_id=str(uuid.uuid4()),
-                                                        actor=f"cli:{os.environ.get('USER', 'operator')}")
-    print(f"deleted {len(deleted)} enrollment-state group(s) the bridge created: {', '.join(deleted) or 'none'}")
-    if conn.features.passkeys.enabled:
+    actor = f"cli:{os.environ.get('USER', 'operator')}"
+    if not dry_run and not yes:
+        if not sys.stdin.isatty():
+            print("error: uninstall-groups deletes groups in Entra and asks for confirmation on a terminal; "
+                  "there is none: pass --yes to delete without asking (or --dry-run to list what it would delete)",
+                  file=sys.stderr)
+            return 2
+        plan = (await groups.uninstall(conn, writer, correlation_id=str(uuid.uuid4()), actor=actor,
+                                       dry_run=True)).as_dict()
+        _print_uninstall(plan)
+        answer = await asyncio.to_thread(
+            input, f"Delete {len(plan['deleted'])} group(s) in Entra and forget the adopted ones? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    report = (await groups.uninstall(conn, writer, correlation_id=str(uuid.uuid4()), actor=actor,
+                                     dry_run=dry_run)).as_dict()
+    _print_uninstall(report)
+    if conn.features.passkeys.enabled and not dry_run:
         print("note: features.passkeys.enabled is still true: the next sync creates the groups again")
     return 0
 
@@ -144,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     p_uninstall = commands.add_parser("uninstall-groups",
                                       help="delete the enrollment-state groups the bridge created in Entra")
     p_uninstall.add_argument("--connection", required=True)
+    p_uninstall.add_argument("--dry-run", action="store_true", help="list what would be deleted; change nothing")
+    p_uninstall.add_argument("--yes", action="store_true", help="delete without asking for confirmation")
     p_verify = commands.add_parser("audit-verify", help="verify the audit log's hash chains")
     p_verify.add_argument("--connection", required=True)
     p_verify.add_argument("--days", type=int, default=7)
@@ -155,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             command: Any = {"doctor": lambda: doctor(bridge, args.connection, args.json),
                             "sync": lambda: sync(bridge, args.connection, args.dry_run),
-                            "uninstall-groups": lambda: uninstall_groups(bridge, args.connection),
+                            "uninstall-groups": lambda: uninstall_groups(bridge, args.connection,
+                                                                         dry_run=args.dry_run, yes=args.yes),
                             "audit-verify": lambda: audit_verify(bridge, args.connection, args.days)}[args.command]
             return int(await command())
         finally:

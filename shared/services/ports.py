@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from shared.domain.enrollment import GroupRecord
 from shared.topology import Queue, Table
 
 JsonObject = dict[str, Any]
@@ -219,6 +220,22 @@ class WorkQueue(Protocol):
 
     async def send(self, queue: Queue, message: JsonObject, *, delay_seconds: float = 0) -> None:
         """Enqueue one message, visible after `delay_seconds`."""
+        ...
+
+
+class GroupRecords(Protocol):
+    """The enrollment-state groups a connection uses, by object id, owned or adopted (shared/adapters/ownership.py)."""
+
+    async def records(self, connection: str) -> list[GroupRecord]:
+        """Every recorded group of the connection."""
+        ...
+
+    async def put(self, connection: str, record: GroupRecord) -> None:
+        """Record a group (replacing the record of the same object id)."""
+        ...
+
+    async def forget(self, connection: str, group_id: str) -> None:
+        """Drop a group's record; absent counts as dropped."""
         ...
 
 
