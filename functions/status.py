@@ -46,4 +46,5 @@ async def connection_status(call: Plain) -> Reply:
                        "features": {name: getattr(conn.features, name).enabled
                                     for name in ("sync", "rotation", "passkeys", "federation", "export")},
                        "users": users, "lastSync": last_sync, "rotation": rotation, "federation": federation,
-                       "throttle": {"writesPausedUntil": pause}, "problems": problems})
+                       "throttle": {"writesPausedUntil": pause},
+                       "passkeys": await app.devices.passkey_enrollment(conn), "problems": problems})

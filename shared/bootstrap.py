@@ -29,6 +29,7 @@ from shared.services.connections import CertificateValidator
 from shared.services.delivery import PasswordDelivery
 from shared.services.devices import DeviceService
 from shared.services.directory import Directory, EnrollmentGroups, RotationSubjects
+from shared.services.enrollment import DeviceEnrollment
 from shared.services.passkeys import PasskeyService
 from shared.services.ports import Clock
 from shared.services.rotation import RotationService
@@ -251,6 +252,14 @@ class Bridge:
             return PasskeyService(devices=self.devices, directory=self.directory, entities=self.entities,
                                   audit=self.audit, clock=self.clock)
         service: PasskeyService = self._once("passkeys", build)
+        return service
+
+    @property
+    def enrollment(self) -> DeviceEnrollment:
+        """Passkey registration under the connection's enrollment policy."""
+        def build() -> DeviceEnrollment:
+            return DeviceEnrollment(passkeys=self.passkeys, devices=self.devices)
+        service: DeviceEnrollment = self._once("enrollment", build)
         return service
 
     @property
