@@ -103,14 +103,16 @@ class PasskeySkipped(BridgeError):
     status = 422
     title = "Passkey refused; enrollment finished without it"
 
-    def __init__(self, detail: str, *, cause: BridgeError, device_id: str) -> None:
+    def __init__(self, detail: str, *, cause: BridgeError, device_id: str, passkey: str = "skipped") -> None:
         super().__init__(detail, request_id=cause.request_id)
         self.cause = cause
         self.device_id = device_id
+        #: The device's passkey enrollment now: "skipped", or "registered" when an earlier passkey is live.
+        self.passkey = passkey
 
     def extensions(self) -> dict[str, object]:
         ext: dict[str, object] = {**super().extensions(), "skippable": True, "deviceId": self.device_id,
-                                  "passkey": "skipped", "cause": self.cause.type_uri}
+                                  "passkey": self.passkey, "cause": self.cause.type_uri}
         field = getattr(self.cause, "field", None)
         if field:
             ext["field"] = field

@@ -87,6 +87,11 @@ class DeviceEnrollment:
         except BridgeError as err:
             if conn.features.passkeys.policy is not PasskeyPolicy.OPTIONAL or not refused_passkey(err, watched.refused):
                 raise
+            if await self._devices.has_passkey(conn.name, device_id):
+                # Another passkey of the device is registered: its enrollment is finished already.
+                raise PasskeySkipped(f"{err.detail}; the passkey policy is optional and device {device_id!r} already "
+                                     "has a passkey registered in Entra", cause=err, device_id=device_id,
+                                     passkey="registered") from err
             await self._devices.skip_passkey(conn, device_id, reason=f"{err.type_uri}: {err.detail}", actor=ACTOR,
                                              correlation_id=correlation_id)
             log.info("device %s of %s enrolled without a passkey: %s", device_id, conn.name, err.detail)

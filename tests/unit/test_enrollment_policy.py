@@ -135,6 +135,13 @@ async def test_optional_a_refused_passkey_is_skippable_and_the_device_enrolled_w
     assert created["passkey"] == "registered"
     assert await world.status(optional) is DevicePasskey.REGISTERED
 
+    # A second passkey refused later leaves the device registered, and records no skip.
+    _, outcome = await world.attempt(optional, origin="https://evil.example")
+    assert isinstance(outcome, PasskeySkipped)
+    assert outcome.extensions()["passkey"] == "registered"
+    assert await world.status(optional) is DevicePasskey.REGISTERED
+    assert sum(1 for r in world.audit.records if r.action == "device.passkeySkipped") == 1
+
 
 async def test_optional_graphs_refusal_of_the_key_is_skippable(world: World) -> None:
     world.graph.refuse = InvalidInput("Graph refused the key: the AAGUID is blocked", request_id="req-9")
