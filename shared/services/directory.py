@@ -16,7 +16,7 @@ from shared.domain import enrollment
 from shared.domain.directory import Enrollment, UserRow
 from shared.domain.enrollment import GroupRecord, Ownership
 from shared.domain.rotation import RotationSubject
-from shared.errors import Configuration, Stop
+from shared.errors import Configuration, NotFound, Stop
 from shared.services.ports import (
     TRANSACTION_ROWS,
     AuditSink,
@@ -350,9 +350,27 @@ class EnrollmentGroups:
 
     async def reconcile(self, conn: Connection, writer: GroupWriter, rows: Iterable[UserRow], *,
                         correlation_id: str, run_id: str = "") -> enrollment.MembershipPlan:
-        """Make every group's members equal to the users in that state (drift repaired both ways)."""
+        """Make every group's members equal to the users in that state (drift repaired both ways).
+
+        A recorded group deleted in Entra since is forgotten (audited `enrollmentGroup.missing`) and made
+        again, or adopted, by name.
+        """
         ids = await self.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
-        current = {state: await writer.member_ids(group_id) for state, group_id in ids.items()}
+        current: dict[Enrollment, set[str]] = {}
+        for state, group_id in ids.items():
+            try:
+                current[state] = await writer.member_ids(group_id)
+            except NotFound:
+                await self._records.forget(conn.name, group_id)
+                await self._audit.record(connection=conn.name, actor="sync", action="enrollmentGroup.missing",
+                                         target=group_id, outcome="forgotten", correlation_id=correlation_id,
+                                         detail={"state": state.value, "runId": run_id,
+                                                 "reason": "the recorded group no longer exists in Entra"})
+        if len(current) < len(ids):
+            ids = await self.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
+            for state, group_id in ids.items():
+                if state not in current:
+                    current[state] = await writer.member_ids(group_id)
         changes = enrollment.plan_membership(rows, current)
         await self._apply(conn, writer, ids, changes, correlation_id)
         return changes

@@ -17,9 +17,9 @@ import functions.sync as sync_functions
 from shared import cli
 from shared.adapters.ownership import TableGroupRecords
 from shared.config import Connection, settings
-from shared.domain.directory import Enrollment
+from shared.domain.directory import Enrollment, UserRow
 from shared.domain.enrollment import Ownership
-from shared.errors import Configuration
+from shared.errors import Configuration, NotFound
 from shared.services.directory import EnrollmentGroups
 from shared.services.ports import Entity
 from shared.topology import Table
@@ -31,16 +31,20 @@ class Groups:
     """A GroupWriter over a dict: id -> (name, members)."""
 
     groups: dict[str, tuple[str, set[str]]] = field(default_factory=dict)
+    created: int = 0
 
     async def find_groups(self, display_name: str) -> list[str]:
         return [g for g, (name, _) in self.groups.items() if name == display_name]
 
     async def create_group(self, display_name: str, mail_nickname: str, description: str) -> str:
-        group_id = f"g{len(self.groups) + 1}"
+        self.created += 1
+        group_id = f"g{self.created}"
         self.groups[group_id] = (display_name, set())
         return group_id
 
     async def member_ids(self, group_id: str) -> set[str]:
+        if group_id not in self.groups:
+            raise NotFound(f"group {group_id} does not exist")
         return set(self.groups[group_id][1])
 
     async def add_members(self, group_id: str, user_ids: Sequence[str]) -> None:
@@ -207,6 +211,21 @@ async def test_a_found_group_the_bridge_recorded_keeps_its_ownership(world: tupl
     assert records["g3"].run_id == "run-1"
     assert sum(1 for r in audit.records if r.action == "enrollmentGroup.adopted") == 1
     assert len(fake.writer.groups) == 4
+
+
+async def test_a_recorded_group_deleted_in_entra_is_made_again(world: tuple[FakeBridge, FakeAuditSink]) -> None:
+    fake, audit = world
+    await fake.enrollment_groups.ensure(CONN, fake.writer, correlation_id="c1", run_id="run-1")
+    del fake.writer.groups["g2"]  # someone deleted it by hand
+    users = [UserRow(id="u1", upn="u1@contoso.example", enrollment=Enrollment.PAIRED_WITH_PROVIDER)]
+    changes = await fake.enrollment_groups.reconcile(CONN, fake.writer, users, correlation_id="c2", run_id="run-2")
+    assert changes.changes == 1
+    assert fake.writer.groups["g4"] == (CONN.features.passkeys.enrollment_groups.paired_with_provider, {"u1"})
+    records = {r.id: r for r in await fake.enrollment_groups.known(CONN.name)}
+    assert set(records) == {"g1", "g3", "g4"}
+    assert (records["g4"].ownership, records["g4"].run_id) == (Ownership.OWNED, "run-2")
+    missing = [r for r in audit.records if r.action == "enrollmentGroup.missing"]
+    assert [(r.target, r.outcome) for r in missing] == [("g2", "forgotten")]
 
 
 async def test_two_groups_with_the_name_name_the_setting(world: tuple[FakeBridge, FakeAuditSink]) -> None:

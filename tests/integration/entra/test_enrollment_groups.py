@@ -115,3 +115,26 @@ async def test_uninstall_after_adoption_deletes_only_owned_groups(entra: EntraFi
                 await world.graph.get(f"/groups/{group}")
         assert (await world.graph.get(f"/groups/{theirs}"))["id"] == theirs
         await reader.delete_group(theirs)
+
+
+async def test_a_group_deleted_in_entra_is_made_again(entra: EntraFixture, azurite_connection_string: str,
+                                                      tls_files: Any) -> None:
+    tag = uuid.uuid4().hex[:8]
+    conn = _connection(entra.tenant_id, tag)
+    async with open_world(entra.tenant_id, entra.url, azurite_connection_string, str(tls_files.ca)) as world:
+        reader = GraphDirectoryReader(world.graph)
+        groups = world.sync.enrollment_groups
+        assert groups is not None
+        assert (await world.sync.run(conn, reader, run_id=f"run-{tag}", correlation_id=tag)).outcome == "completed"
+        before = {r.state: r.id for r in await groups.known(conn.name)}
+        await reader.delete_group(before[Enrollment.NOT_ENROLLED])
+        report = await world.sync.run(conn, reader, run_id=f"run2-{tag}", correlation_id=tag)
+        assert report.outcome == "completed"
+        assert report.alert is None
+        after = {r.state: r for r in await groups.known(conn.name)}
+        remade = after[Enrollment.NOT_ENROLLED]
+        assert remade.id != before[Enrollment.NOT_ENROLLED]
+        assert (remade.ownership, remade.run_id) == (Ownership.OWNED, f"run2-{tag}")
+        assert len(await reader.member_ids(remade.id)) == report.added + report.unchanged
+        cleanup = await groups.uninstall(conn, reader, correlation_id=tag)
+        assert {r.id for r in cleanup.deleted} == {r.id for r in after.values()}
