@@ -113,6 +113,8 @@ def _group_line(group: dict[str, Any]) -> str:
     line += ")"
     if group.get("configuredName"):
         line += f"; configured name now {group['configuredName']!r}"
+    if group.get("reason"):
+        line += f": {group['reason']}"
     return line
 
 
@@ -123,7 +125,7 @@ def _print_uninstall(report: dict[str, Any]) -> None:
     for group in report["deleted"]:
         print(_group_line(group))
     leave = "would leave" if report["dryRun"] else "left"
-    print(f"{leave} {len(report['left'])} adopted group(s) in Entra (they existed before the bridge used them)"
+    print(f"{leave} {len(report['left'])} group(s) in Entra that the bridge did not create"
           + (":" if report["left"] else ""))
     for group in report["left"]:
         print(_group_line(group))

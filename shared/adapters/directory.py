@@ -135,6 +135,17 @@ class GraphDirectoryReader:
         body = response.body or {}
         return str(body.get("id") or "")
 
+    async def group(self, group_id: str) -> JsonObject | None:
+        """The group's id, displayName, description and mailNickname; None when it does not exist."""
+        # https://learn.microsoft.com/graph/api/group-get (description and mailNickname are $select-able)
+        try:
+            found = await self._graph.get(f"/groups/{group_id}",
+                                          params={"$select": "id,displayName,description,mailNickname"})
+        except NotFound:
+            return None
+        self._count(1)
+        return found
+
     async def member_ids(self, group_id: str) -> set[str]:
         """Ids of the group's direct members; NotFound when the group does not exist."""
         ids: set[str] = set()

@@ -34,6 +34,17 @@ def mail_nickname(state: Enrollment) -> str:
     return "bridge-" + state.value.replace("_", "-")
 
 
+def description(state: Enrollment) -> str:
+    """The description the bridge gives the group it creates for `state`."""
+    return f"Kept by the credential bridge: users whose enrollment state is {state.value}. Do not edit by hand."
+
+
+def made_by_bridge(group: Mapping[str, Any], state: Enrollment) -> bool:
+    """Whether a group (Graph's `description` and `mailNickname`) still looks like the one the bridge creates
+    for `state`: either is enough, so one of them edited by hand does not matter."""
+    return group.get("description") == description(state) or group.get("mailNickname") == mail_nickname(state)
+
+
 def target(row: UserRow) -> Enrollment | None:
     """The group a user belongs in: their enrollment state when active, none otherwise."""
     if row.state is not UserState.ACTIVE:

@@ -259,8 +259,9 @@ class GroupWriter(Protocol):
         """Delete a group; absent counts as deleted."""
         ...
 
-
-_DESCRIPTION = "Kept by the credential bridge: users whose enrollment state is {state}. Do not edit by hand."
+    async def group(self, group_id: str) -> JsonObject | None:
+        """The group's id, displayName, description and mailNickname; None when it does not exist."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -269,15 +270,25 @@ class UninstallReport:
 
     dry_run: bool
     deleted: list[GroupRecord]
+    #: Adopted groups, and recorded-as-owned groups that no longer look like the bridge's (`unrecognised`).
     left: list[GroupRecord]
     renamed: list[GroupRecord]
     configured: dict[Enrollment, str]
+    unrecognised: list[GroupRecord]
 
     def as_dict(self) -> JsonObject:
-        """JSON form: each group with id, name, state, ownership, when and run it was recorded."""
+        """JSON form: each group with id, name, state, ownership, when and run it was recorded; each group
+        left with the reason."""
         return {"dryRun": self.dry_run,
                 "deleted": [r.view(self.configured.get(r.state)) for r in self.deleted],
-                "left": [r.view(self.configured.get(r.state)) for r in self.left]}
+                "left": [{**r.view(self.configured.get(r.state)), "reason": self.reason(r)} for r in self.left]}
+
+    def reason(self, record: GroupRecord) -> str:
+        """Why a group is left in Entra."""
+        if record in self.unrecognised:
+            return ("recorded as created by the bridge, but neither its description nor its mailNickname is the "
+                    "bridge's: left for a person to check")
+        return "adopted: it existed before the bridge used it"
 
 
 class EnrollmentGroups:
@@ -336,8 +347,7 @@ class EnrollmentGroups:
                                      detail={**detail, "reason": "a group with the configured name already existed; "
                                              "the bridge uses it and will never delete it"})
             return record
-        group_id = await writer.create_group(name, enrollment.mail_nickname(state),
-                                             _DESCRIPTION.format(state=state.value))
+        group_id = await writer.create_group(name, enrollment.mail_nickname(state), enrollment.description(state))
         if not group_id:
             raise Stop(f"creating the enrollment-state group {name!r} returned no id")
         record = enrollment.GroupRecord(id=group_id, name=name, state=state, ownership=Ownership.OWNED,
@@ -392,26 +402,34 @@ class EnrollmentGroups:
         names = conn.features.passkeys.enrollment_groups
         configured = {state: enrollment.group_name(names, state) for state in Enrollment}
         plan = enrollment.plan_uninstall(await self._records.records(conn.name), names)
-        report = UninstallReport(dry_run=dry_run, deleted=plan.delete, left=plan.leave, renamed=plan.renamed,
-                                 configured=configured)
+        # A record says "owned", but a record is only storage: the group itself must still look like the
+        # bridge's before it is deleted (a record from an older version, or written by someone else, may lie).
+        unrecognised = []
+        for record in plan.delete:
+            found = await writer.group(record.id)
+            if found is not None and not enrollment.made_by_bridge(found, record.state):
+                unrecognised.append(record)
+        delete = [r for r in plan.delete if r not in unrecognised]
+        report = UninstallReport(dry_run=dry_run, deleted=delete, left=[*plan.leave, *unrecognised],
+                                 renamed=[r for r in plan.renamed if r not in unrecognised], configured=configured,
+                                 unrecognised=unrecognised)
         if dry_run:
             return report
-        for record in plan.delete:
+        for record in delete:
             await writer.delete_group(record.id)
             await self._records.forget(conn.name, record.id)
             await self._audit.record(connection=conn.name, actor=actor, action="enrollmentGroup.deleted",
                                      target=record.id, outcome="deleted", correlation_id=correlation_id,
                                      detail=record.view(configured[record.state]))
-        for record in plan.leave:
+        for record in report.left:
             await self._records.forget(conn.name, record.id)
             await self._audit.record(connection=conn.name, actor=actor, action="enrollmentGroup.left",
                                      target=record.id, outcome="left", correlation_id=correlation_id,
-                                     detail={**record.view(configured[record.state]),
-                                             "reason": "adopted: the bridge did not create it"})
+                                     detail={**record.view(configured[record.state]), "reason": report.reason(record)})
         await self._audit.record(connection=conn.name, actor=actor, action="enrollmentGroups.uninstalled",
                                  target=conn.name, outcome="completed", correlation_id=correlation_id,
-                                 detail={"deleted": [r.id for r in plan.delete], "left": [r.id for r in plan.leave],
-                                         "renamedSince": [r.id for r in plan.renamed]})
+                                 detail={"deleted": [r.id for r in delete], "left": [r.id for r in report.left],
+                                         "renamedSince": [r.id for r in report.renamed]})
         return report
 
     async def _apply(self, conn: Connection, writer: GroupWriter, ids: dict[Enrollment, str],

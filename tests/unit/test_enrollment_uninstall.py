@@ -32,6 +32,8 @@ class Groups:
 
     groups: dict[str, tuple[str, set[str]]] = field(default_factory=dict)
     created: int = 0
+    #: id -> (mailNickname, description) of the groups created through this writer
+    made: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     async def find_groups(self, display_name: str) -> list[str]:
         return [g for g, (name, _) in self.groups.items() if name == display_name]
@@ -40,7 +42,15 @@ class Groups:
         self.created += 1
         group_id = f"g{self.created}"
         self.groups[group_id] = (display_name, set())
+        self.made[group_id] = (mail_nickname, description)
         return group_id
+
+    async def group(self, group_id: str) -> dict[str, Any] | None:
+        if group_id not in self.groups:
+            return None
+        nickname, description = self.made.get(group_id, ("ops-made", "made by an operator"))
+        return {"id": group_id, "displayName": self.groups[group_id][0], "mailNickname": nickname,
+                "description": description}
 
     async def member_ids(self, group_id: str) -> set[str]:
         if group_id not in self.groups:
@@ -135,7 +145,8 @@ async def test_only_the_groups_the_bridge_created_are_deleted_and_audited(
     assert sorted(g["id"] for g in body["deleted"]) == created
     assert {g["ownership"] for g in body["deleted"]} == {"owned"}
     assert body["left"] == [{"id": "found", "name": names.paired_with_entra, "state": "paired_with_entra",
-                             "ownership": "adopted", "recordedAt": "2026-01-01T00:00:00Z", "runId": "run-1"}]
+                             "ownership": "adopted", "recordedAt": "2026-01-01T00:00:00Z", "runId": "run-1",
+                             "reason": "adopted: it existed before the bridge used it"}]
     assert "next sync creates the groups again" in body["note"]
     assert list(fake.writer.groups) == ["found"]
     done = [r for r in audit.records if r.action == "enrollmentGroups.uninstalled"]
@@ -228,6 +239,29 @@ async def test_a_recorded_group_deleted_in_entra_is_made_again(world: tuple[Fake
     assert [(r.target, r.outcome) for r in missing] == [("g2", "forgotten")]
 
 
+async def test_a_group_recorded_as_owned_that_is_not_the_bridges_is_left(
+        world: tuple[FakeBridge, FakeAuditSink]) -> None:
+    """A record is only storage: an older version's record (which marked an adopted group as created) or a
+    forged one must not make uninstall delete a group the bridge did not create."""
+    fake, audit = world
+    await fake.enrollment_groups.ensure(CONN, fake.writer, correlation_id="c1", run_id="run-1")
+    fake.writer.groups["theirs"] = ("Payroll admins", {"u7"})
+    await fake.store.upsert(Table.SYNCSTATE, Entity("contoso", "enrollmentGroup.theirs", {
+        "name": "Payroll admins", "state": "paired_with_entra", "ownership": "owned"}))
+    # One of the bridge's groups had its description edited by hand: its mailNickname still says it is ours.
+    fake.writer.made["g1"] = (fake.writer.made["g1"][0], "edited")
+
+    status, body = await post(query="?dryRun=true")
+    assert [g["id"] for g in body["deleted"]] == ["g1", "g2", "g3"]
+    assert [(g["id"], g["ownership"]) for g in body["left"]] == [("theirs", "owned")]
+    assert "left for a person to check" in body["left"][0]["reason"]
+    status, body = await post()
+    assert status == 200
+    assert set(fake.writer.groups) == {"theirs"}
+    left = [r for r in audit.records if r.action == "enrollmentGroup.left"]
+    assert [r.target for r in left] == ["theirs"]
+
+
 async def test_two_groups_with_the_name_name_the_setting(world: tuple[FakeBridge, FakeAuditSink]) -> None:
     fake, _ = world
     names = CONN.features.passkeys.enrollment_groups
@@ -284,13 +318,13 @@ async def test_cli_refuses_without_a_terminal_and_without_yes(cli_world: FakeBri
     assert "would delete 3" in out
     assert "g3" in out
     assert "configured name now 'Made by ops'" in out
-    assert "would leave 1 adopted" in out
+    assert "would leave 1 group(s) in Entra that the bridge did not create" in out
     assert "ops  'Made by ops'" in out
     assert len(cli_world.writer.groups) == 4
 
     assert await cli.uninstall_groups(cli_world, "contoso", yes=True) == 0  # type: ignore[arg-type]
     assert set(cli_world.writer.groups) == {"ops"}
-    assert "left 1 adopted group(s)" in capsys.readouterr().out
+    assert "left 1 group(s) in Entra that the bridge did not create" in capsys.readouterr().out
 
 
 async def test_cli_asks_on_a_terminal(cli_world: FakeBridge, monkeypatch: pytest.MonkeyPatch,

@@ -15,6 +15,8 @@ from shared.config import Connection
 from shared.domain.directory import Enrollment
 from shared.domain.enrollment import Ownership
 from shared.errors import NotFound
+from shared.services.ports import Entity
+from shared.topology import Table
 from tests.fixtures.entra import EntraFixture
 
 
@@ -100,21 +102,29 @@ async def test_uninstall_after_adoption_deletes_only_owned_groups(entra: EntraFi
         assert {g for g, r in records.items() if r.ownership is Ownership.OWNED} == owned
         assert all(r.recorded_at is not None for r in records.values())
 
+        # A record that says "owned" for a group the bridge did not make (written by an older version, or by
+        # someone with storage access) does not get that group deleted.
+        payroll = await reader.create_group(f"Payroll {tag}", f"payroll{tag}", "made by an operator")
+        await world.tables.upsert(Table.SYNCSTATE, Entity(conn.name, f"enrollmentGroup.{payroll}", {
+            "name": f"Payroll {tag}", "state": "paired_with_provider", "ownership": "owned"}))
+
         plan = await groups.uninstall(renamed, reader, correlation_id=tag, actor="test", dry_run=True)
         assert {r.id for r in plan.deleted} == owned
-        assert [r.id for r in plan.left] == [theirs]
+        assert [r.id for r in plan.left] == [theirs, payroll]
         for group in owned:
             assert (await world.graph.get(f"/groups/{group}"))["id"] == group
 
         report = await groups.uninstall(renamed, reader, correlation_id=tag, actor="test")
         assert {r.id for r in report.deleted} == owned
-        assert [r.id for r in report.left] == [theirs]
+        assert [r.id for r in report.left] == [theirs, payroll]
         assert [r.name for r in report.renamed] == [f"Bridge {tag} - Entra"]
         for group in owned:
             with pytest.raises(NotFound):
                 await world.graph.get(f"/groups/{group}")
         assert (await world.graph.get(f"/groups/{theirs}"))["id"] == theirs
+        assert (await world.graph.get(f"/groups/{payroll}"))["id"] == payroll
         await reader.delete_group(theirs)
+        await reader.delete_group(payroll)
 
 
 async def test_a_group_deleted_in_entra_is_made_again(entra: EntraFixture, azurite_connection_string: str,
