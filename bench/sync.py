@@ -46,10 +46,11 @@ from local.tls import ensure_tls
 from shared.adapters.audit import TableAuditSink
 from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
+from shared.adapters.ownership import TableGroupRecords
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.tables import TableEntityStore
 from shared.config import Connection
-from shared.services.directory import Directory
+from shared.services.directory import Directory, EnrollmentGroups
 from shared.services.sync import SyncReport, SyncService
 from shared.topology import Table
 
@@ -98,8 +99,10 @@ async def open_world(tenant_id: str, entra_url: str, storage: str, ca: str) -> A
                          scope="https://graph.microsoft.com/.default", verify=ssl.create_default_context(cafile=ca),
                          governor=ThrottleGovernor(tables, clock), max_wait=300)
     try:
-        yield World(graph, tables, SyncService(directory=Directory(tables), entities=tables,
-                                               audit=TableAuditSink(tables, clock), queue=queue, clock=clock))
+        audit = TableAuditSink(tables, clock)
+        yield World(graph, tables, SyncService(directory=Directory(tables), entities=tables, audit=audit, queue=queue,
+                                               clock=clock, enrollment_groups=EnrollmentGroups(
+                                                   TableGroupRecords(tables), audit, clock)))
     finally:
         await graph.close()
         await tables.close()

@@ -34,9 +34,10 @@ async def get_device(call: Plain) -> Reply:
     app = bridge()
     conn = app.connection(call.params["c"])
     row = await app.devices.get(conn.name, call.params["deviceId"])
-    passkeys = [{"id": p.method_id, **{k: v for k, v in p.data.items() if k != "methodId"}}
-                for p in await app.devices.passkeys(conn.name, row.id)]
-    return Reply(200, {**row.to_row(), "passkeys": passkeys})
+    refs = await app.devices.passkeys(conn.name, row.id)
+    passkeys = [{"id": p.method_id, **{k: v for k, v in p.data.items() if k != "methodId"}} for p in refs]
+    return Reply(200, {**row.to_row(), "passkey": app.devices.passkey_status(conn, row, refs).value,
+                       "passkeys": passkeys})
 
 
 @route(bp, "connections/{c}/devices/{deviceId}", "DELETE", roles=[DEVICES, ADMIN])
@@ -82,11 +83,12 @@ async def passkey_options(call: Plain) -> Reply:
 
 @route(bp, "connections/{c}/devices/{deviceId}/passkeys", "POST", roles=[DEVICES, ADMIN], body=PasskeyRegistration)
 async def register_passkey(call: Call[PasskeyRegistration]) -> Reply:
-    """Verify the attestation locally, then register the passkey in Entra (201)."""
+    """Verify the attestation locally, then register the passkey in Entra (201); under policy `optional` a
+    refused passkey is a `passkey-skipped` problem and the device is enrolled without one."""
     app = bridge()
     conn = app.connection(call.params["c"])
-    created = await app.passkeys.register(conn, await app.passkey_directory(conn), call.params["deviceId"], call.parsed,
-                                          correlation_id=call.correlation_id)
+    created = await app.enrollment.register(conn, await app.passkey_directory(conn), call.params["deviceId"],
+                                            call.parsed, correlation_id=call.correlation_id)
     return Reply(201, created)
 
 

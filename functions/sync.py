@@ -67,12 +67,14 @@ async def start_sync(call: Plain) -> Reply:
 
 @route(bp, "connections/{c}/enrollment-groups/uninstall", "POST", roles=[ADMIN])
 async def uninstall_enrollment_groups(call: Plain) -> Reply:
-    """Delete the enrollment-state groups the bridge created in Entra (groups it found are left alone)."""
+    """Delete the enrollment-state groups the bridge owns in Entra, naming the adopted ones it left
+    (`?dryRun=true` lists what would be deleted)."""
     app = bridge()
     conn = app.connection(call.params["c"])
-    deleted = await app.sync.enrollment_groups.uninstall(conn, await app.directory_reader(conn), actor=call.actor,
-                                                         correlation_id=call.correlation_id)
-    body: dict[str, Any] = {"deleted": deleted}
+    dry_run = call.query.get("dryRun", "false").lower() == "true"
+    report = await app.enrollment_groups.uninstall(conn, await app.directory_reader(conn), actor=call.actor,
+                                                   correlation_id=call.correlation_id, dry_run=dry_run)
+    body: dict[str, Any] = report.as_dict()
     if conn.features.passkeys.enabled:
         body["note"] = "features.passkeys.enabled is still true: the next sync creates the groups again"
     return Reply(200, body)

@@ -22,6 +22,7 @@ from shared.adapters.audit import AuditReader, TableAuditSink
 from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
 from shared.adapters.mds import FidoMetadata
+from shared.adapters.ownership import TableGroupRecords
 from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.rotation import GraphPasswordDirectory
@@ -33,7 +34,8 @@ from shared.services.audit import AuditQuery
 from shared.services.connections import CertificateValidator
 from shared.services.delivery import PasswordDelivery
 from shared.services.devices import DeviceService
-from shared.services.directory import Directory, RotationSubjects
+from shared.services.directory import Directory, EnrollmentGroups, RotationSubjects
+from shared.services.enrollment import DeviceEnrollment
 from shared.services.federation import watch_rows
 from shared.services.passkeys import PasskeyService
 from shared.services.poison import PoisonService
@@ -272,11 +274,20 @@ class Bridge:
         return metadata
 
     @property
+    def enrollment(self) -> DeviceEnrollment:
+        """Passkey registration under the connection's enrollment policy."""
+        def build() -> DeviceEnrollment:
+            return DeviceEnrollment(passkeys=self.passkeys, devices=self.devices)
+        service: DeviceEnrollment = self._once("enrollment", build)
+        return service
+
+    @property
     def sync(self) -> SyncService:
         """User and group sync."""
         def build() -> SyncService:
             return SyncService(directory=self.directory, entities=self.entities, audit=self.audit, queue=self.queue,
-                               clock=self.clock, secrets=self.secrets if self.settings.key_vault_url else None)
+                               clock=self.clock, secrets=self.secrets if self.settings.key_vault_url else None,
+                               enrollment_groups=self.enrollment_groups)
         service: SyncService = self._once("sync", build)
         return service
 
@@ -289,7 +300,8 @@ class Bridge:
 
             # Rotation is built only when a connection has it on: it needs Key Vault.
             return StatusService(sync=self.sync, rotation=lambda: self.rotation, directory=self.directory,
-                                 federation_watch=watch, writes_paused_until=self.governor.pause_until)
+                                 federation_watch=watch, writes_paused_until=self.governor.pause_until,
+                                 passkey_enrollment=self.devices.passkey_enrollment)
         service: StatusService = self._once("status", build)
         return service
 
@@ -297,6 +309,14 @@ class Bridge:
     def poison(self) -> PoisonService:
         """The poison queues, for operators."""
         service: PoisonService = self._once("poison", lambda: PoisonService(self.queue, self.audit))
+        return service
+
+    @property
+    def enrollment_groups(self) -> EnrollmentGroups:
+        """The enrollment-state groups and the record of which the bridge owns."""
+        def build() -> EnrollmentGroups:
+            return EnrollmentGroups(TableGroupRecords(self.entities), self.audit, self.clock)
+        service: EnrollmentGroups = self._once("enrollment_groups", build)
         return service
 
     async def directory_reader(self, conn: Connection) -> GraphDirectoryReader:

@@ -202,6 +202,8 @@ class PasskeysFeature(_Doc):
     challenge_timeout_minutes: Annotated[int, Field(alias="challengeTimeoutMinutes", ge=5, le=43200)] = 5
     allowed_aaguids: Annotated[list[str], Field(alias="allowedAaguids")] = Field(default_factory=list)
     enrollment_groups: Annotated[EnrollmentGroupNames, Field(alias="enrollmentGroups")] = EnrollmentGroupNames()
+    #: With policy `required`: no rotated password for a device until its passkey is registered in Entra.
+    withhold_passwords_until_passkey: Annotated[bool, Field(alias="withholdPasswordsUntilPasskey")] = False
 
 
 class FederationFeature(_Doc):

@@ -93,6 +93,49 @@ class Conflict(BridgeError):
     title = "Conflict"
 
 
+class PasskeySkipped(BridgeError):
+    """Policy `optional`: the passkey was refused, and the device is enrolled without one ("passkey skipped").
+
+    A provider may carry on with the enrollment; `cause` is the refusal's own problem type.
+    """
+
+    slug = "passkey-skipped"
+    status = 422
+    title = "Passkey refused; enrollment finished without it"
+
+    def __init__(self, detail: str, *, cause: BridgeError, device_id: str, passkey: str = "skipped") -> None:
+        super().__init__(detail, request_id=cause.request_id)
+        self.cause = cause
+        self.device_id = device_id
+        #: The device's passkey enrollment now: "skipped", or "registered" when an earlier passkey is live.
+        self.passkey = passkey
+
+    def extensions(self) -> dict[str, object]:
+        ext: dict[str, object] = {**super().extensions(), "skippable": True, "deviceId": self.device_id,
+                                  "passkey": self.passkey, "cause": self.cause.type_uri}
+        field = getattr(self.cause, "field", None)
+        if field:
+            ext["field"] = field
+        return ext
+
+
+class PasskeyPending(BridgeError):
+    """Policy `required`: the device's passkey is not registered in Entra yet, so it is refused what a
+    setting withholds until then; `setting` names that setting."""
+
+    slug = "passkey-pending"
+    status = 403
+    title = "Device is pending its passkey"
+
+    def __init__(self, detail: str, *, setting: str, device_id: str) -> None:
+        super().__init__(detail)
+        self.setting = setting
+        self.device_id = device_id
+
+    def extensions(self) -> dict[str, object]:
+        return {"setting": self.setting, "deviceId": self.device_id, "passkey": "pending"}
+
+
 class InvalidInput(BridgeError):
     """The caller sent something we cannot accept; `field` names the offending part."""
 
@@ -194,4 +237,5 @@ class Stop(BridgeError):
 ALL_ERRORS: tuple[type[BridgeError], ...] = (
     BridgeError, Transient, Throttled, Ambiguous, NotFound, Conflict, InvalidInput, PayloadTooLarge,
     Unauthenticated, Forbidden, PermissionDenied, Configuration, Stop,
+    PasskeySkipped, PasskeyPending,
 )

@@ -135,12 +135,32 @@ class GraphDirectoryReader:
         body = response.body or {}
         return str(body.get("id") or "")
 
+    async def group(self, group_id: str) -> JsonObject | None:
+        """The group's id, displayName, description and mailNickname; None when it does not exist."""
+        # https://learn.microsoft.com/graph/api/group-get (description and mailNickname are $select-able)
+        try:
+            found = await self._graph.get(f"/groups/{group_id}",
+                                          params={"$select": "id,displayName,description,mailNickname"})
+        except NotFound:
+            return None
+        self._count(1)
+        return found
+
     async def member_ids(self, group_id: str) -> set[str]:
-        """Ids of the group's direct members."""
+        """Ids of the group's direct members; NotFound when the group does not exist."""
         ids: set[str] = set()
-        async for page in self._graph.pages(f"/groups/{group_id}/members", params={"$select": "id", "$top": "999"}):
-            self._count(2)
-            ids.update(str(m["id"]) for m in page["value"])
+        read = 0
+        try:
+            async for page in self._graph.pages(f"/groups/{group_id}/members",
+                                                params={"$select": "id", "$top": "999"}):
+                read += 1
+                self._count(2)
+                ids.update(str(m["id"]) for m in page["value"])
+        except Stop as err:
+            # A 404 on the first page is the group missing, not an incomplete read.
+            if read == 0 and isinstance(err.__cause__, NotFound):
+                raise NotFound(f"group {group_id} does not exist", request_id=err.request_id) from err
+            raise
         return ids
 
     async def add_members(self, group_id: str, user_ids: Sequence[str]) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from shared.domain.enrollment import GroupRecord
 from shared.domain.mds import TrustAnchors
 from shared.topology import Queue, Table
 
@@ -256,6 +257,22 @@ class PoisonQueues(Protocol):
     async def take_poison(self, queue: Queue, ids: set[str] | None, *, replay: bool) -> list[PoisonMessage]:
         """Remove the messages `ids` (all when None) from the poison queue, first sending each back to `queue`
         unchanged when `replay`; returns the messages handled. Messages not chosen stay where they are."""
+        ...
+
+
+class GroupRecords(Protocol):
+    """The enrollment-state groups a connection uses, by object id, owned or adopted (shared/adapters/ownership.py)."""
+
+    async def records(self, connection: str) -> list[GroupRecord]:
+        """Every recorded group of the connection."""
+        ...
+
+    async def put(self, connection: str, record: GroupRecord) -> None:
+        """Record a group (replacing the record of the same object id)."""
+        ...
+
+    async def forget(self, connection: str, group_id: str) -> None:
+        """Drop a group's record; absent counts as dropped."""
         ...
 
 

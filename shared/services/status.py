@@ -22,6 +22,7 @@ FEATURES = ("sync", "rotation", "passkeys", "federation", "export")
 
 WatchReader = Callable[[str], Awaitable[list[JsonObject]]]
 PauseReader = Callable[[str], Awaitable[Any]]
+EnrollmentReader = Callable[[Connection], Awaitable[JsonObject | None]]
 
 
 def camel(name: str) -> str:
@@ -47,12 +48,14 @@ class StatusService:
     """Builds `GET connections/{c}/status` and `GET connections/{c}/runs/{runId}`."""
 
     def __init__(self, *, sync: SyncService, rotation: Callable[[], RotationService], directory: Directory,
-                 federation_watch: WatchReader, writes_paused_until: PauseReader) -> None:
+                 federation_watch: WatchReader, writes_paused_until: PauseReader,
+                 passkey_enrollment: EnrollmentReader) -> None:
         self._sync = sync
         self._rotation = rotation
         self._directory = directory
         self._watch = federation_watch
         self._paused_until = writes_paused_until
+        self._enrollment = passkey_enrollment
 
     async def status(self, conn: Connection) -> JsonObject:
         """The whole status document of `conn`."""
@@ -87,6 +90,9 @@ class StatusService:
                                     f"check the domain with GET connections/{conn.name}/domains/{row.get('domain')}"
                                     "/federation/compatibility (docs/federation.md)")
                             for row in federation if row.get("problem"))
+        passkeys = await self._enrollment(conn)
+        if passkeys is not None:
+            passkeys["devices"] = {camel(k): v for k, v in passkeys.get("devices", {}).items()}
         pause = None
         try:
             until = await self._paused_until(conn.tenant_id)
@@ -98,7 +104,8 @@ class StatusService:
                 "features": {name: getattr(conn.features, name).enabled for name in FEATURES},
                 "users": users, "lastSync": _run_view(conn.name, last_sync),
                 "lastDryRun": _run_view(conn.name, last_dry_run), "rotation": rotation, "federation": federation,
-                "throttle": {"writesPausedUntil": pause}, "problems": [p.as_json() for p in problems]}
+                "passkeys": passkeys, "throttle": {"writesPausedUntil": pause},
+                "problems": [p.as_json() for p in problems]}
 
     async def run(self, conn: Connection, run_id: str) -> JsonObject:
         """One kept run (the last real run or the last dry run) with the ids it planned."""

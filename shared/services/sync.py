@@ -169,14 +169,16 @@ class SyncService:
     """Runs syncs for connections."""
 
     def __init__(self, *, directory: Directory, entities: EntityStore, audit: AuditSink, queue: WorkQueue,
-                 clock: Clock, secrets: SecretStore | None = None) -> None:
+                 clock: Clock, secrets: SecretStore | None = None,
+                 enrollment_groups: EnrollmentGroups | None = None) -> None:
         self._directory = directory
         self._entities = entities
         self._audit = audit
         self._queue = queue
         self._clock = clock
         self._secrets = secrets
-        self.enrollment_groups = EnrollmentGroups(entities, audit)
+        #: The enrollment-state groups, kept by each run when given.
+        self.enrollment_groups = enrollment_groups
 
     # ------------------------------------------------------------------ planning runs
 
@@ -517,7 +519,10 @@ class SyncService:
     async def _enrollment(self, conn: Connection, writer: GroupWriter, rows: list[UserRow], report: SyncReport,
                           correlation_id: str) -> None:
         try:
-            changes = await self.enrollment_groups.reconcile(conn, writer, rows, correlation_id=correlation_id)
+            if self.enrollment_groups is None:
+                return
+            changes = await self.enrollment_groups.reconcile(conn, writer, rows, correlation_id=correlation_id,
+                                                             run_id=report.run_id)
             report.enrollment_changes = changes.changes
         except BridgeError as err:
             # The directory is already right; the groups are repaired on the next run.

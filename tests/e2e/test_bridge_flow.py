@@ -96,9 +96,9 @@ def test_sync_rotate_deliver_enroll_revoke_and_audit(client: tuple[httpx.Client,
     status = wait_for(lambda: (s := http.get("/api/connections/demo/status").json()).get("lastSync")
                       and s["lastSync"]["outcome"] == "completed" and s)
     assert status["users"]["total"] == 160
-    run = http.get(status["lastSync"]["details"])
-    assert run.status_code == 200, run.text
-    assert len(run.json()["plannedIds"]["add"]) == min(status["lastSync"]["planned"]["add"], 100)
+    kept = http.get(status["lastSync"]["details"])
+    assert kept.status_code == 200, kept.text
+    assert len(kept.json()["plannedIds"]["add"]) == min(status["lastSync"]["planned"]["add"], 100)
     assert http.get("/api/connections/demo/runs/sync-unknown").status_code == 404
     users = http.get("/api/connections/demo/users", params={"inRotationGroup": "true", "top": "50"}).json()
     assert users["count"] == 30
