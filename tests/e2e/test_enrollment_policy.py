@@ -82,7 +82,7 @@ def _register(http: httpx.Client, conn: str, device: str, **authenticator: Any) 
 
 
 def _password(host: RunningHost, key: ec.EllipticCurvePrivateKey, conn: str, device: str) -> httpx.Response:
-    url = f"{host.url}/api/connections/{conn}/devices/{device}/password"
+    url = f"{host.url}/api/delivery/connections/{conn}/devices/{device}/password"
     now = int(time.time())
     token = jwt.encode({"aud": url, "sub": device, "iat": now, "exp": now + 120, "jti": uuid.uuid4().hex}, key,
                        algorithm="ES256")

@@ -19,7 +19,7 @@ from shared.adapters.ownership import TableGroupRecords
 from shared.config import Connection, settings
 from shared.domain.directory import Enrollment, UserRow
 from shared.domain.enrollment import Ownership
-from shared.errors import Configuration, NotFound
+from shared.errors import Configuration, InvalidInput, NotFound
 from shared.services.directory import EnrollmentGroups
 from shared.services.ports import Entity
 from shared.topology import Table
@@ -309,12 +309,13 @@ async def test_cli_refuses_without_a_terminal_and_without_yes(cli_world: FakeBri
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     await adopt_after_rename(cli_world)
     terminal(monkeypatch, present=False)
-    assert await cli.uninstall_groups(cli_world, "contoso") == 2  # type: ignore[arg-type]
-    assert "--yes" in capsys.readouterr().err
+    with pytest.raises(InvalidInput, match="--yes"):
+        await cli.uninstall_groups(cli_world, "contoso", dry_run=False, yes=False)  # type: ignore[arg-type]
     assert len(cli_world.writer.groups) == 4
 
-    assert await cli.uninstall_groups(cli_world, "contoso", dry_run=True) == 0  # type: ignore[arg-type]
-    out = capsys.readouterr().out
+    planned = await cli.uninstall_groups(cli_world, "contoso", dry_run=True, yes=False)  # type: ignore[arg-type]
+    assert planned.code == 0
+    out = "\n".join(planned.text)
     assert "would delete 3" in out
     assert "g3" in out
     assert "configured name now 'Made by ops'" in out
@@ -322,21 +323,25 @@ async def test_cli_refuses_without_a_terminal_and_without_yes(cli_world: FakeBri
     assert "ops  'Made by ops'" in out
     assert len(cli_world.writer.groups) == 4
 
-    assert await cli.uninstall_groups(cli_world, "contoso", yes=True) == 0  # type: ignore[arg-type]
+    done = await cli.uninstall_groups(cli_world, "contoso", dry_run=False, yes=True)  # type: ignore[arg-type]
+    assert done.code == 0
     assert set(cli_world.writer.groups) == {"ops"}
-    assert "left 1 group(s) in Entra that the bridge did not create" in capsys.readouterr().out
+    assert "left 1 group(s) in Entra that the bridge did not create" in "\n".join(done.text)
+    assert [g["id"] for g in done.data["left"]] == ["ops"]
 
 
 async def test_cli_asks_on_a_terminal(cli_world: FakeBridge, monkeypatch: pytest.MonkeyPatch,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     await adopt_after_rename(cli_world)
     asked = terminal(monkeypatch, present=True, answer="n")
-    assert await cli.uninstall_groups(cli_world, "contoso") == 1  # type: ignore[arg-type]
+    cancelled = await cli.uninstall_groups(cli_world, "contoso", dry_run=False, yes=False)  # type: ignore[arg-type]
+    assert cancelled.code == 1
     assert asked
     assert "Delete 3 group(s)" in asked[0]
-    assert "nothing deleted" in capsys.readouterr().out
+    assert "nothing deleted" in cancelled.text
     assert len(cli_world.writer.groups) == 4
 
     terminal(monkeypatch, present=True, answer="y")
-    assert await cli.uninstall_groups(cli_world, "contoso") == 0  # type: ignore[arg-type]
+    done = await cli.uninstall_groups(cli_world, "contoso", dry_run=False, yes=False)  # type: ignore[arg-type]
+    assert done.code == 0
     assert set(cli_world.writer.groups) == {"ops"}
