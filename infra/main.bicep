@@ -329,7 +329,9 @@ module graphPermissions 'modules/graph-permissions.bicep' = {
 
 // Every app setting shared/config.py Settings reads, by its name. Not set in Azure, on purpose:
 // local-only: CONNECTIONS_FILE, LOCAL_ENTRA_URL, LOCAL_CA_FILE (the local profile and files on disk);
-// AzureWebJobsStorage (a connection string; Azure uses AzureWebJobsStorage__accountName instead).
+// AzureWebJobsStorage (a connection string; Azure uses AzureWebJobsStorage__accountName instead);
+// FUNCTIONS_WORKER_RUNTIME (Flex Consumption takes the runtime from functionAppConfig and refuses it:
+// https://learn.microsoft.com/azure/azure-functions/functions-app-settings#flex-consumption-plan-deprecations).
 var bridgeSettings = {
   // A Key Vault reference: the document is kept (and changed) in the vault, resolved by the platform.
   // https://learn.microsoft.com/azure/app-service/app-service-key-vault-references
@@ -358,6 +360,8 @@ module functionApp 'modules/function-app.bicep' = {
     identityClientId: identity.outputs.clientId
     storageAccountName: storage.outputs.name
     storageBlobEndpoint: storage.outputs.blobEndpoint
+    storageQueueEndpoint: storage.outputs.queueEndpoint
+    storageTableEndpoint: storage.outputs.tableEndpoint
     deploymentContainerName: deploymentContainerName
     appSettings: bridgeSettings
     applicationInsightsConnectionString: monitoring.outputs.connectionString

@@ -25,7 +25,7 @@ FUNCTION_APP = (INFRA / "modules" / "function-app.bicep").read_text(encoding="ut
 GRAPH = (INFRA / "modules" / "graph-permissions.bicep").read_text(encoding="utf-8")
 
 #: Settings that only make sense on a developer machine, or that Azure replaces with an identity.
-LOCAL_ONLY = {"CONNECTIONS_FILE", "LOCAL_ENTRA_URL", "LOCAL_CA_FILE", "AzureWebJobsStorage"}
+LOCAL_ONLY = {"CONNECTIONS_FILE", "LOCAL_ENTRA_URL", "LOCAL_CA_FILE", "AzureWebJobsStorage", "FUNCTIONS_WORKER_RUNTIME"}
 
 
 def _setting_names() -> set[str]:
