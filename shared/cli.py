@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.adapters.directory import GraphDirectoryReader
 from shared.bootstrap import Bridge
 from shared.config import load_settings
 from shared.errors import BridgeError
@@ -91,7 +90,7 @@ async def sync(bridge: Bridge, name: str, dry_run: bool) -> int:
     service = SyncService(directory=Directory(bridge.entities), entities=bridge.entities, audit=bridge.audit,
                           queue=bridge.queue, clock=bridge.clock,
                           secrets=bridge.secrets if bridge.settings.key_vault_url else None)
-    reader = GraphDirectoryReader(await bridge.graph(conn))
+    reader = await bridge.directory_reader(conn)
     report = await service.run(conn, reader, run_id=f"cli-{uuid.uuid4().hex[:8]}", correlation_id=str(uuid.uuid4()),
                                dry_run=dry_run, progress=_progress)
     sys.stderr.write("\n")
@@ -108,7 +107,7 @@ async def uninstall_groups(bridge: Bridge, name: str) -> int:
     conn = bridge.connection(name)
     service = SyncService(directory=Directory(bridge.entities), entities=bridge.entities, audit=bridge.audit,
                           queue=bridge.queue, clock=bridge.clock)
-    writer = GraphDirectoryReader(await bridge.graph(conn))
+    writer = await bridge.directory_reader(conn)
     deleted = await service.enrollment_groups.uninstall(conn, writer, correlation_id=str(uuid.uuid4()),
                                                         actor=f"cli:{os.environ.get('USER', 'operator')}")
     print(f"deleted {len(deleted)} enrollment-state group(s) the bridge created: {', '.join(deleted) or 'none'}")

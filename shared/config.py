@@ -54,7 +54,7 @@ class Cloud(StrEnum):
 
 
 class CloudProfile(BaseModel):
-    """Where a cloud's login, Graph and vault scopes live (DESIGN.md section 3)."""
+    """Where a cloud's login, Graph, vault scopes and storage live (docs/architecture.md, "Clouds")."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -63,6 +63,8 @@ class CloudProfile(BaseModel):
     graph: str
     graph_scope: str
     vault_scope: str
+    #: DNS suffix of storage endpoints (`<account>.table.<suffix>`); None where storage is Azurite's.
+    storage_suffix: str | None = None
 
     @property
     def graph_v1(self) -> str:
@@ -81,17 +83,18 @@ def cloud_profile(cloud: Cloud, *, local_entra_url: str = "https://127.0.0.1:844
         return CloudProfile(name=cloud, authority="https://login.microsoftonline.com",
                             graph="https://graph.microsoft.com",
                             graph_scope="https://graph.microsoft.com/.default",
-                            vault_scope="https://vault.azure.net/.default")
+                            vault_scope="https://vault.azure.net/.default", storage_suffix="core.windows.net")
     if cloud is Cloud.USGOV:
         return CloudProfile(name=cloud, authority="https://login.microsoftonline.us",
                             graph="https://graph.microsoft.us",
                             graph_scope="https://graph.microsoft.us/.default",
-                            vault_scope="https://vault.usgovcloudapi.net/.default")
+                            vault_scope="https://vault.usgovcloudapi.net/.default",
+                            storage_suffix="core.usgovcloudapi.net")
     if cloud is Cloud.CHINA:
         return CloudProfile(name=cloud, authority="https://login.chinacloudapi.cn",
                             graph="https://microsoftgraph.chinacloudapi.cn",
                             graph_scope="https://microsoftgraph.chinacloudapi.cn/.default",
-                            vault_scope="https://vault.azure.cn/.default")
+                            vault_scope="https://vault.azure.cn/.default", storage_suffix="core.chinacloudapi.cn")
     base = local_entra_url.rstrip("/")
     # The simulator issues tokens for the public resource names, as the real service would.
     return CloudProfile(name=cloud, authority=base, graph=base,

@@ -282,6 +282,10 @@ class GraphGateway:
             results.update(await self._batch_chunk(chunk, api))
         return [results[i] for i in ids]
 
+    def absolute_url(self, path: str, *, api: ApiVersion = "v1.0") -> str:
+        """`path` as an absolute URL on this connection's Graph host (its cloud's, never the global one)."""
+        return self._url(path, None, api)
+
     # ------------------------------------------------------------------ internals
 
     def _url(self, path: str, params: Mapping[str, str] | None, api: ApiVersion) -> str:

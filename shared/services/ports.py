@@ -94,6 +94,10 @@ class GraphApi(Protocol):
         """Send items in batches of 20, retrying throttled and transient items on their own."""
         ...
 
+    def absolute_url(self, path: str, *, api: ApiVersion = "v1.0") -> str:
+        """`path` as an absolute URL on this connection's Graph host (for `@odata.bind` and `@odata.id`)."""
+        ...
+
 
 # ----------------------------------------------------------------------------- Key Vault
 
