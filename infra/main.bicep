@@ -20,8 +20,11 @@ param location string
 @description('Optional. Resource group to create; rg-<environmentName> when empty.')
 param resourceGroupName string = ''
 
-@description('Optional. Object ID of the person running the deployment (azd sets it); gets Key Vault Secrets Officer to put connection credentials in the vault. Empty for none.')
+@description('Optional. Object ID of the person running the deployment (azd sets it); may add secrets to the vault (connection credentials) but not read them. Empty for none.')
 param principalId string = ''
+
+@description('Optional. Break glass: also let principalId read every secret of the vault, managed passwords included (Key Vault Secrets Officer). Every such read raises the password-read alert; turn it off again afterwards.')
+param operatorCanReadSecrets bool = false
 
 @description('Optional. Type of principalId.')
 @allowed([
@@ -178,11 +181,18 @@ var tables = [
   'usedtokens'
 ]
 
+// Features that are really on. A feature without its group is off: it is off in the connection
+// document and is granted no Graph permission and no directory role. The enrollment-state groups
+// are kept by sync runs, for passkey users, so they need both.
+var syncOn = enableSync && (createGroups || !empty(syncGroups))
+var rotationOn = enableRotation && (createGroups || !empty(rotationGroup))
+var passkeysOn = enablePasskeys
+var enrollmentGroupsOn = enableEnrollmentGroups && syncOn && passkeysOn
 var features = {
-  sync: enableSync
-  rotation: enableRotation
-  passkeys: enablePasskeys
-  enrollmentGroups: enableEnrollmentGroups
+  sync: syncOn
+  rotation: rotationOn
+  passkeys: passkeysOn
+  enrollmentGroups: enrollmentGroupsOn
   federation: enableFederation
   export: enableExport
 }
@@ -258,15 +268,15 @@ var mainConnection = {
   }
   features: {
     sync: {
-      enabled: enableSync && !empty(syncGroupRefs)
+      enabled: syncOn
       groups: syncGroupRefs
     }
     rotation: {
-      enabled: enableRotation && !empty(rotationGroupRef)
+      enabled: rotationOn
       group: empty(rotationGroupRef) ? null : rotationGroupRef
     }
     passkeys: {
-      enabled: enablePasskeys
+      enabled: passkeysOn
     }
     federation: {
       enabled: enableFederation
@@ -303,6 +313,7 @@ module rbac 'modules/rbac.bicep' = {
     applicationInsightsName: monitoring.outputs.name
     operatorPrincipalId: principalId
     operatorPrincipalType: principalType
+    operatorCanReadSecrets: operatorCanReadSecrets
   }
 }
 
@@ -416,4 +427,4 @@ output BRIDGE_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output BRIDGE_API_CLIENT_ID string = bridgeApi.outputs.clientId
 output BRIDGE_GRAPH_PERMISSIONS array = graphPermissions.outputs.granted
 // Directory roles for the hook, comma-separated display names; empty when no feature needs one.
-output BRIDGE_DIRECTORY_ROLES string = enableRotation ? rotationDirectoryRole : ''
+output BRIDGE_DIRECTORY_ROLES string = rotationOn ? rotationDirectoryRole : ''

@@ -96,7 +96,8 @@ def test_tables_match_the_topology() -> None:
 
 def test_every_feature_has_a_parameter_and_permissions() -> None:
     granted = bicep_map_of_lists(GRAPH, "var featurePermissions = {")
-    features = set(re.findall(r"^\s*([A-Za-z]+): enable[A-Z]\w*$", _block(MAIN, "var features = {"), re.MULTILINE))
+    features = set(re.findall(r"^\s*([A-Za-z]+): (?:enable[A-Z]\w*|[a-z]\w*On)$", _block(MAIN, "var features = {"),
+                              re.MULTILINE))
     assert features == set(granted)
     for feature in features:
         assert re.search(rf"^param enable{feature[0].upper()}{feature[1:]} bool", MAIN, re.MULTILINE)
