@@ -400,6 +400,22 @@ module alerts 'modules/alerts.bicep' = {
   }
 }
 
+// Key Vault and storage logs to the workspace, and the alert on any password read but the app's.
+module diagnostics 'modules/diagnostics.bicep' = {
+  name: 'diagnostics'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    namePrefix: 'bridge-${resourceToken}'
+    keyVaultName: keyVault.outputs.name
+    storageAccountName: storage.outputs.name
+    workspaceResourceId: monitoring.outputs.workspaceResourceId
+    appPrincipalId: identity.outputs.principalId
+    actionGroupResourceId: alerts.outputs.actionGroupResourceId
+  }
+}
+
 module workbook 'modules/workbook.bicep' = {
   name: 'workbook'
   scope: rg
