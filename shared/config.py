@@ -332,7 +332,7 @@ def check_ncrontab(value: str) -> str:
 
 
 #: Key Vault's DNS suffixes in the public, US Government and China clouds
-#: (https://learn.microsoft.com/azure/key-vault/general/about-keys-secrets-certificates#object-identifiers).
+#: (https://learn.microsoft.com/azure/key-vault/general/about-keys-secrets-certificates#dns-suffixes-for-object-identifiers).
 VAULT_HOSTS = (".vault.azure.net", ".vault.usgovcloudapi.net", ".vault.azure.cn")
 #: Members of a storage connection string
 #: (https://learn.microsoft.com/azure/storage/common/storage-configure-connection-string).

@@ -11,7 +11,8 @@ Reads (https://learn.microsoft.com/graph/delta-query-overview, .../graph/api/use
 Writes (enrollment-state groups, https://learn.microsoft.com/graph/api/group-post-groups,
 .../graph/api/group-post-members, .../graph/api/group-delete-members): create a security group, add
 members 20 at a time with `members@odata.bind`, remove one with `DELETE .../members/{id}/$ref`.
-Resource units are estimated from Microsoft's cost table (DESIGN.md section 8).
+Resource units are estimated from Microsoft's cost table
+(https://learn.microsoft.com/graph/throttling-limits; docs/architecture.md, Limits).
 """
 
 from __future__ import annotations

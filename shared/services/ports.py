@@ -103,7 +103,7 @@ class GraphApi(Protocol):
 
 
 class SecretState(StrEnum):
-    """Lifecycle tag of a managed password version (DESIGN.md section 4)."""
+    """Lifecycle tag of a managed password version (docs/architecture.md, Runtime topology)."""
 
     PENDING = "pending"
     CURRENT = "current"
@@ -230,7 +230,7 @@ class WorkQueue(Protocol):
 
 
 class AuditSink(Protocol):
-    """Append-only, hash-chained audit records (DESIGN.md invariant 5)."""
+    """Append-only, hash-chained audit records (docs/architecture.md, invariants 5 and 8)."""
 
     async def record(self, *, connection: str, actor: str, action: str, target: str, outcome: str,
                      correlation_id: str, graph_request_id: str | None = None,
