@@ -189,3 +189,28 @@ def test_connections_in_two_clouds_need_the_storage_endpoints_named(monkeypatch:
     with pytest.raises(Configuration) as caught:
         bootstrap.Bridge(load_settings()).storage_url("table")
     assert caught.value.setting == "AzureWebJobsStorage__tableServiceUri"
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+@pytest.mark.parametrize("kind", ["clientSecret", "certificate"])
+async def test_app_registrations_sign_in_at_the_clouds_authority(monkeypatch: pytest.MonkeyPatch, cloud: Cloud,
+                                                                 kind: str) -> None:
+    made: dict[str, Any] = {}
+
+    def recorder(*args: Any, **kwargs: Any) -> str:
+        made.update(kwargs)
+        return "credential"
+
+    class Vault:
+        async def get(self, name: str) -> Any:
+            return type("Secret", (), {"value": "not-a-real-secret"})()
+
+    monkeypatch.setattr(identity, "ClientSecretCredential", recorder)
+    monkeypatch.setattr(identity, "CertificateCredential", recorder)
+    auth = ({"kind": "clientSecret", "clientId": "5a7b9c1d-2e3f-4a5b-8c6d-7e8f9a0b1c2d", "secretName": "app-secret"}
+            if kind == "clientSecret" else
+            {"kind": "certificate", "clientId": "5a7b9c1d-2e3f-4a5b-8c6d-7e8f9a0b1c2d", "certificateSecretName": "pem"})
+    conn = Connection.model_validate({"name": "gov", "tenantId": "8f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f",
+                                      "cloud": cloud.value, "auth": auth})
+    assert await identity.connection_credential(conn, load_settings(), Vault()) == "credential"  # type: ignore[arg-type]
+    assert made["authority"] == cloud_profile(cloud).authority
