@@ -8,7 +8,7 @@ through the production adapters (Graph gateway, Key Vault store, Table storage, 
 in `--processes` worker processes, as Functions instances would share a queue, and checks afterwards
 that the password the simulator holds for each user is one the vault hands a device. Prints one
 line: rotations per second, the ratio to Graph's binding limit of 20 writes per second per tenant
-(DESIGN.md section 8), failures and lost passwords.
+(docs/architecture.md, Limits), failures and lost passwords.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ from shared.topology import Table
 INITIAL_TARGET_S = 60.0
 IDLE_TARGET_RU = 20.0
 MEMORY_TARGET_MB = 600.0
-#: Microsoft's identity and access budget for a tenant above 500 users (DESIGN.md section 8).
+#: Microsoft's identity and access budget for a tenant above 500 users (docs/architecture.md, Limits).
 RU_PER_WINDOW, RU_WINDOW_S = 8000, 10.0
 
 Admin = Callable[[str, str, Any], Any]

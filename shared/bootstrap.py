@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from shared import logs
 from shared.adapters import identity
@@ -86,8 +86,8 @@ class Bridge:
         def build() -> TableEntityStore:
             if self.settings.storage_connection:
                 return TableEntityStore.from_connection_string(self.settings.storage_connection)
-            if self.settings.storage_account_name:
-                return TableEntityStore.from_account(self.settings.storage_account_name, self.app_credential)
+            if self.settings.storage_account_name or self.settings.table_service_uri:
+                return TableEntityStore.from_account(self.storage_url("table"), self.app_credential)
             raise Configuration("no storage configured: set AzureWebJobsStorage or AzureWebJobsStorage__accountName",
                                 setting="AzureWebJobsStorage")
         store: TableEntityStore = self._once("entities", build)
@@ -99,12 +99,30 @@ class Bridge:
         def build() -> StorageWorkQueue:
             if self.settings.storage_connection:
                 return StorageWorkQueue.from_connection_string(self.settings.storage_connection)
-            if self.settings.storage_account_name:
-                return StorageWorkQueue.from_account(self.settings.storage_account_name, self.app_credential)
+            if self.settings.storage_account_name or self.settings.queue_service_uri:
+                return StorageWorkQueue.from_account(self.storage_url("queue"), self.app_credential)
             raise Configuration("no storage configured: set AzureWebJobsStorage or AzureWebJobsStorage__accountName",
                                 setting="AzureWebJobsStorage")
         queue: StorageWorkQueue = self._once("queue", build)
         return queue
+
+    def storage_url(self, service: Literal["table", "queue"]) -> str:
+        """The table or queue service of the app's storage account: the identity-based setting
+        (AzureWebJobsStorage__tableServiceUri / __queueServiceUri, which the deployment sets from the
+        account itself), else the account name under the storage suffix of the connections' cloud."""
+        explicit = self.settings.table_service_uri if service == "table" else self.settings.queue_service_uri
+        if explicit:
+            return explicit
+        setting = f"AzureWebJobsStorage__{service}ServiceUri"
+        if not self.settings.storage_account_name:
+            raise Configuration(f"no storage configured: set AzureWebJobsStorage, {setting} or "
+                                "AzureWebJobsStorage__accountName", setting="AzureWebJobsStorage__accountName")
+        suffixes = {self.settings.profile(c.cloud).storage_suffix for c in self.connections()} - {None}
+        if len(suffixes) > 1:
+            raise Configuration(f"connections span clouds {sorted(s or '' for s in suffixes)}: set {setting} to "
+                                "the app's own storage endpoint", setting=setting)
+        suffix = suffixes.pop() if suffixes else "core.windows.net"
+        return f"https://{self.settings.storage_account_name}.{service}.{suffix}"
 
     @property
     def app_credential(self) -> Any:
@@ -321,7 +339,7 @@ class Bridge:
 
     async def directory_reader(self, conn: Connection) -> GraphDirectoryReader:
         """A fresh reader (it counts the resource units of one run)."""
-        return GraphDirectoryReader(await self.graph(conn))
+        return GraphDirectoryReader(await self.graph(conn))  # the gateway carries the cloud's Graph host
 
     async def passkey_directory(self, conn: Connection) -> GraphPasskeyDirectory:
         """Entra's FIDO2 provisioning API for `conn`, on its Graph gateway."""

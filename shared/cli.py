@@ -22,14 +22,11 @@ from typing import Any
 
 import httpx
 
-from shared.adapters.directory import GraphDirectoryReader
 from shared.bootstrap import Bridge
 from shared.config import load_settings
 from shared.errors import BridgeError, Configuration, InvalidInput, NotFound
 from shared.services.audit import PAGE_DEFAULT, AuditFilter
 from shared.services.connections import ConnectionTester
-from shared.services.directory import Directory
-from shared.services.sync import SyncService
 from shared.topology import Queue
 
 #: The checkout this module runs from: `make run` keeps its settings here.
@@ -242,11 +239,8 @@ async def doctor(bridge: Bridge, name: str) -> Outcome:
 async def sync(bridge: Bridge, name: str, dry_run: bool, *, show_progress: bool) -> Outcome:
     """Run one sync now, in this process (a progress bar on a terminal)."""
     conn = bridge.connection(name)
-    service = SyncService(directory=Directory(bridge.entities), entities=bridge.entities, audit=bridge.audit,
-                          queue=bridge.queue, clock=bridge.clock,
-                          secrets=bridge.secrets if bridge.settings.key_vault_url else None,
-                          enrollment_groups=bridge.enrollment_groups)
-    reader = GraphDirectoryReader(await bridge.graph(conn))
+    service = bridge.sync
+    reader = await bridge.directory_reader(conn)
     report = await service.run(conn, reader, run_id=f"cli-{uuid.uuid4().hex[:8]}", correlation_id=str(uuid.uuid4()),
                                dry_run=dry_run, progress=_progress if show_progress else None)
     if show_progress:
@@ -290,7 +284,7 @@ async def uninstall_groups(bridge: Bridge, name: str, *, dry_run: bool, yes: boo
     """Delete the enrollment-state groups the bridge created in Entra (never groups it adopted)."""
     conn = bridge.connection(name)
     groups = bridge.enrollment_groups
-    writer = GraphDirectoryReader(await bridge.graph(conn))
+    writer = await bridge.directory_reader(conn)
     if not dry_run and not yes:
         if not sys.stdin.isatty():
             raise InvalidInput("uninstall-groups deletes groups in Entra and asks for confirmation on a terminal; "

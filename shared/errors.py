@@ -1,4 +1,4 @@
-"""The bridge's error taxonomy (DESIGN.md section 7).
+"""The bridge's error taxonomy (docs/architecture.md, Errors).
 
 Every adapter translates its SDK's errors into these classes in one place; HTTP status codes and
 queue retry decisions follow from the class, never from matching message text. Messages are written

@@ -11,7 +11,8 @@ Reads (https://learn.microsoft.com/graph/delta-query-overview, .../graph/api/use
 Writes (enrollment-state groups, https://learn.microsoft.com/graph/api/group-post-groups,
 .../graph/api/group-post-members, .../graph/api/group-delete-members): create a security group, add
 members 20 at a time with `members@odata.bind`, remove one with `DELETE .../members/{id}/$ref`.
-Resource units are estimated from Microsoft's cost table (DESIGN.md section 8).
+Resource units are estimated from Microsoft's cost table
+(https://learn.microsoft.com/graph/throttling-limits; docs/architecture.md, Limits).
 """
 
 from __future__ import annotations
@@ -42,10 +43,8 @@ _PAGE_SIZE = {"Prefer": "odata.maxpagesize=999"}
 class GraphDirectoryReader:
     """Implements shared.services.sync.DirectoryReader and shared.services.directory.GroupWriter."""
 
-    def __init__(self, graph: GraphApi, *, graph_base: str = "https://graph.microsoft.com") -> None:
+    def __init__(self, graph: GraphApi) -> None:
         self._graph = graph
-        #: members@odata.bind takes absolute URLs on the cloud's own Graph host.
-        self._objects = f"{graph_base.rstrip('/')}/v1.0/directoryObjects"
         #: Estimated resource units spent since creation.
         self.resource_units = 0
         #: Graph requests sent since creation.
@@ -166,7 +165,9 @@ class GraphDirectoryReader:
     async def add_members(self, group_id: str, user_ids: Sequence[str]) -> None:
         """Add users to a group, 20 per request."""
         for start in range(0, len(user_ids), BIND_MAX):
-            refs = [f"{self._objects}/{u}" for u in user_ids[start:start + BIND_MAX]]
+            # Absolute URLs on the connection's own Graph host: graph.microsoft.us in US Government,
+            # microsoftgraph.chinacloudapi.cn in China (https://learn.microsoft.com/graph/deployments).
+            refs = [self._graph.absolute_url(f"/directoryObjects/{u}") for u in user_ids[start:start + BIND_MAX]]
             try:
                 await self._graph.send("PATCH", f"/groups/{group_id}", body={"members@odata.bind": refs})
             except Conflict:

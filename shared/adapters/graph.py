@@ -7,8 +7,8 @@ which cost more CPU per call than the call's own HTTP work. The gateway adds wha
 and the SDK does not give: retries we control (429, 503, 504, dropped
 connections, honouring `Retry-After`), a throttle governor shared by every instance through the
 `throttle` table (one instance's 429 pauses that tenant's writes everywhere), a concurrency cap per
-tenant, a hand-built `$batch` with per-item retries (FACTS.md: the SDK's batch helper drops ids and
-bodies), paging that refuses incomplete reads, one translation of Graph's errors into the taxonomy
+tenant, a hand-built `$batch` with per-item retries (the SDK's batch helper drops ids and bodies: docs/architecture.md,
+"Facts the code relies on"), paging that refuses incomplete reads, one translation of Graph's errors into the taxonomy
 keeping Graph's request-id, and dry-run enforced here so no feature can forget it.
 
 Throttling: https://learn.microsoft.com/graph/throttling (Retry-After, per-item throttling in $batch).
@@ -290,6 +290,10 @@ class GraphGateway:
             chunk = pending[start:start + BATCH_LIMIT]
             results.update(await self._batch_chunk(chunk, api))
         return [results[i] for i in ids]
+
+    def absolute_url(self, path: str, *, api: ApiVersion = "v1.0") -> str:
+        """`path` as an absolute URL on this connection's Graph host (its cloud's, never the global one)."""
+        return self._url(path, None, api)
 
     # ------------------------------------------------------------------ internals
 

@@ -1,4 +1,4 @@
-"""Audit records and their hash chains (DESIGN.md invariant 5).
+"""Audit records and their hash chains (docs/architecture.md, invariants 5 and 8).
 
 Each record names who did what to which target, the outcome, Graph's request-id, the Key Vault
 version id and the correlation id. Records of one chain are numbered, and each carries the SHA-256 of

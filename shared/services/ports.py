@@ -96,6 +96,10 @@ class GraphApi(Protocol):
         """Send items in batches of 20, retrying throttled and transient items on their own."""
         ...
 
+    def absolute_url(self, path: str, *, api: ApiVersion = "v1.0") -> str:
+        """`path` as an absolute URL on this connection's Graph host (for `@odata.bind` and `@odata.id`)."""
+        ...
+
 
 # ----------------------------------------------------------------------------- FIDO metadata
 
@@ -112,7 +116,7 @@ class TrustAnchorSource(Protocol):
 
 
 class SecretState(StrEnum):
-    """Lifecycle tag of a managed password version (DESIGN.md section 4)."""
+    """Lifecycle tag of a managed password version (docs/architecture.md, Runtime topology)."""
 
     PENDING = "pending"
     CURRENT = "current"
@@ -280,7 +284,7 @@ class GroupRecords(Protocol):
 
 
 class AuditSink(Protocol):
-    """Append-only, hash-chained audit records (DESIGN.md invariant 5)."""
+    """Append-only, hash-chained audit records (docs/architecture.md, invariants 5 and 8)."""
 
     async def record(self, *, connection: str, actor: str, action: str, target: str, outcome: str,
                      correlation_id: str, graph_request_id: str | None = None,

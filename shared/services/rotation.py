@@ -1,6 +1,6 @@
 """Password rotation: plan who is due, rotate one user safely, and read what a device may receive.
 
-Invariant 1 (DESIGN.md section 6) shapes `rotate`: Key Vault holds every password before Graph may
+Invariant 1 (docs/architecture.md, Invariants) shapes `rotate`: Key Vault holds every password before Graph may
 set it; Graph's definite rejections mark the version failed; an unknown outcome leaves it pending
 ("possibly current") until a later rotation succeeds. One rotation per user at a time, enforced by a
 lease on the user's row in the `rotations` table; a replayed message with the same rotation id

@@ -1,7 +1,8 @@
 """The simulator's token endpoint and managed identity endpoint, in-process.
 
 Client assertions as https://learn.microsoft.com/entra/identity-platform/certificate-credentials
-describes them, in the two forms azure-identity sends (FACTS.md): the sync classes sign RS256 with
+describes them, in the two forms azure-identity sends (docs/architecture.md, "Facts the code relies
+on"): the sync classes sign RS256 with
 `x5t` and float times; the aio classes sign PS256 with `x5t#S256` and may pad the segments with `=`.
 Errors as https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow#error-response.
 """
