@@ -295,7 +295,7 @@ class EnrollmentGroups:
     """Keeps the enrollment-state groups of a connection equal to its users' states.
 
     Every group it uses is recorded (GroupRecords) the moment it is created (owned) or found by name
-    (adopted); only owned groups are ever deleted (DESIGN.md invariant 9).
+    (adopted); only owned groups are ever deleted (docs/architecture.md, Invariants, 9).
     """
 
     def __init__(self, records: GroupRecords, audit: AuditSink, clock: Clock) -> None:

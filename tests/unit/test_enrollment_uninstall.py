@@ -287,9 +287,8 @@ async def test_records_of_earlier_versions_are_read_as_owned_or_adopted() -> Non
 
 
 @pytest.fixture
-def cli_world(world: tuple[FakeBridge, FakeAuditSink], monkeypatch: pytest.MonkeyPatch) -> FakeBridge:
+def cli_world(world: tuple[FakeBridge, FakeAuditSink]) -> FakeBridge:
     fake, _ = world
-    monkeypatch.setattr(cli, "GraphDirectoryReader", lambda gateway: gateway)
     return fake
 
 

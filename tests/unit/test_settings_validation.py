@@ -46,6 +46,9 @@ BAD: dict[str, list[str]] = {
     "WEBSITE_AUTH_ENABLED": ["maybe"],
     "MAX_BODY_BYTES": ["12", "lots", str(64 * 1024 * 1024)],
     "DRY_RUN": ["sometimes"],
+    "PASSKEY_POLICY_MAX_AGE_SECONDS": ["-1", "3601", "half a minute"],
+    "FIDO_MDS_URL": ["http://mds3.fidoalliance.org/", "mds3.fidoalliance.org"],
+    "FIDO_MDS_ROOT_CERT": ["not a certificate", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"],
 }
 
 MAY_HOLD_SECRETS = {"AzureWebJobsStorage", "APPLICATIONINSIGHTS_CONNECTION_STRING", "CONNECTIONS", "KEY_VAULT_URL",
