@@ -53,6 +53,10 @@ from local.host.routing import RouteTemplate
 log = logging.getLogger("local.host")
 _SETTING = re.compile(r"%([A-Za-z0-9_]+)%")
 PROBLEM = "application/problem+json"
+#: The default of the app's MAX_BODY_BYTES (docs/settings.md).
+DEFAULT_MAX_BODY = 65536
+#: The Azure Functions host's default FUNCTIONS_REQUEST_BODY_SIZE_LIMIT (100 MB).
+AZURE_MAX_BODY = 104857600
 
 
 def resolve(value: str) -> str:
@@ -63,6 +67,38 @@ def resolve(value: str) -> str:
             raise KeyError(f"app setting {name} (used as %{name}%) is not set")
         return os.environ[name]
     return _SETTING.sub(setting, value)
+
+
+def body_limit() -> int:
+    """The request body cap: the app's MAX_BODY_BYTES, never above Azure's FUNCTIONS_REQUEST_BODY_SIZE_LIMIT.
+
+    In Azure the Functions host refuses bodies above FUNCTIONS_REQUEST_BODY_SIZE_LIMIT (100 MB by
+    default) before the worker sees them:
+    https://learn.microsoft.com/azure/azure-functions/functions-app-settings#functions_request_body_size_limit
+    """
+    limits = []
+    for name, default in (("MAX_BODY_BYTES", DEFAULT_MAX_BODY), ("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", AZURE_MAX_BODY)):
+        raw = os.environ.get(name) or str(default)
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"app setting {name} must be a whole number of bytes, not {raw!r}") from None
+        if value < 1:
+            raise ValueError(f"app setting {name} must be at least 1 byte")
+        limits.append(value)
+    return min(limits)
+
+
+def disabled(name: str) -> bool:
+    """Whether the app setting `AzureWebJobs.<name>.Disabled` is true (or "1"), as the host reads it.
+
+    https://learn.microsoft.com/azure/azure-functions/disable-function; where setting names cannot hold
+    a dot (Linux), `AzureWebJobs__<name>__Disabled` is read too.
+    """
+    for key in (f"AzureWebJobs.{name}.Disabled", f"AzureWebJobs__{name}__Disabled"):
+        if os.environ.get(key, "").strip().lower() in ("true", "1"):
+            return True
+    return False
 
 
 def _timespan(value: str | None, default: float) -> float:
@@ -156,6 +192,10 @@ class HostConfig:
     auth_issuer: str | None = None
     auth_audience: str | None = None
     auth_ssl: ssl.SSLContext | None = None
+    #: Largest request body; larger ones get 413 before any function runs.
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    #: host.json extensions.queues.messageEncoding: "base64" (the default) or "none".
+    message_encoding: str = "base64"
 
     @classmethod
     def from_host_json(cls, path: Path, **overrides: Any) -> HostConfig:
@@ -171,10 +211,15 @@ class HostConfig:
                 node[leaf] = value
         extensions = data.get("extensions", {})
         queues = extensions.get("queues", {})
+        encoding = str(queues.get("messageEncoding", "base64")).lower()
+        if encoding not in ("base64", "none"):
+            raise ValueError(f"host.json extensions.queues.messageEncoding is {encoding!r}; use 'base64' or 'none'")
+        overrides.setdefault("max_body_bytes", body_limit())
         return cls(route_prefix=str(extensions.get("http", {}).get("routePrefix", "api")).strip("/"),
                    batch_size=int(queues.get("batchSize", 16)), max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
                    visibility_timeout=_timespan(queues.get("visibilityTimeout"), 0.0),
-                   max_polling_interval=_timespan(queues.get("maxPollingInterval"), 2.0), **overrides)
+                   max_polling_interval=_timespan(queues.get("maxPollingInterval"), 2.0), message_encoding=encoding,
+                   **overrides)
 
 
 class LocalHost:
@@ -227,8 +272,12 @@ class LocalHost:
 
     async def handle(self, request: Request) -> Response:
         """Route one HTTP request to its function."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.config.max_body_bytes:
+            return self._too_large(int(declared))
         prefix = "/" + self.config.route_prefix if self.config.route_prefix else ""
-        path = request.url.path
+        # The decoded path as sent: `request.url` goes through urlsplit, which drops CR, LF and tab.
+        path = str(request.scope["path"])
         if prefix and not (path == prefix or path.startswith(prefix + "/")):
             return _problem(404, "Not found", f"no function serves {path}")
         sub = path[len(prefix):] or "/"
@@ -241,6 +290,10 @@ class LocalHost:
             return _problem(405, "Method not allowed", f"{request.method} is not allowed on {path}",
                             {"Allow": ", ".join(allowed)})
         function, params = chosen
+        # Read (up to the cap) before anything else, so an oversized body is a 413 on every route.
+        body = await self._body(request)
+        if body is None:
+            return self._too_large(None)
         denied = self._check_key(request, function.auth_level)
         if denied is not None:
             return denied
@@ -249,7 +302,6 @@ class LocalHost:
         if isinstance(auth, Response):
             return auth
         headers.update(auth)
-        body = await request.body()
         http_request = func.HttpRequest(request.method, str(request.url), headers=headers,
                                         params=dict(request.query_params), route_params=params, body=body)
         try:
@@ -262,6 +314,22 @@ class LocalHost:
         response_headers = {k: v for k, v in result.headers.items() if k.lower() != "content-length"}
         return Response(content=result.get_body(), status_code=result.status_code, headers=response_headers,
                         media_type=result.mimetype)
+
+    async def _body(self, request: Request) -> bytes | None:
+        """The request body, read only up to the cap (a chunked body has no length to check first)."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.config.max_body_bytes:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, size: int | None) -> Response:
+        found = f"is {size} bytes" if size is not None else "is larger than that"
+        return _problem(413, "Request body too large", f"the request body {found}; the limit is "
+                        f"{self.config.max_body_bytes} bytes (app setting MAX_BODY_BYTES)")
 
     def _check_key(self, request: Request, level: str) -> Response | None:
         if level == "ANONYMOUS":

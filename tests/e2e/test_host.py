@@ -26,7 +26,7 @@ def lines(path: Path) -> list[dict[str, Any]]:
 def host(function_host: Any, azurite_connection_string: str, tmp_path: Path) -> RunningHost:
     started: RunningHost = function_host(app="tests.e2e.host_app", values={
         "AzureWebJobsStorage": azurite_connection_string, "TEST_SCHEDULE": "*/2 * * * * *",
-        "HOST_TEST_OUT": str(tmp_path),
+        "HOST_TEST_OUT": str(tmp_path), "MAX_BODY_BYTES": "2048",
         # Azure's way to override host.json from app settings; keeps the retry test short.
         "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01"})
     return started
@@ -53,6 +53,23 @@ def test_routes_templates_and_auth_levels(host: RunningHost) -> None:
         spoofed = client.get("/api/items/1", headers={"x-functions-key": host.function_key,
                                                       "x-ms-client-principal-id": "forged"})
         assert spoofed.json()["principal"] is None
+
+
+def test_oversized_bodies_get_413_and_bad_paths_a_problem_over_real_http(host: RunningHost) -> None:
+    def chunked() -> Any:
+        yield from (b"x" * 1024 for _ in range(4))
+
+    with httpx.Client(base_url=host.url) as client:
+        for method, path in [("POST", "/api/enqueue"), ("GET", "/api/health"), ("POST", "/api/files/a"),
+                             ("GET", "/api/items/7")]:
+            for body in (b"x" * 2049, chunked()):
+                answer = client.request(method, path, content=body)
+                assert answer.status_code == 413, (method, path, answer.text)
+                assert answer.headers["content-type"].startswith("application/problem+json")
+        assert client.post("/api/files/a", content=b"x" * 2048).status_code == 200
+        crlf = client.get("/api/files/a%0D%0Ab")
+        assert crlf.headers["content-type"].startswith("application/problem+json")
+        assert client.get("/api/health%0D%0A").headers["content-type"].startswith("application/problem+json")
 
 
 def test_timer_runs_on_startup_and_on_schedule(host: RunningHost, tmp_path: Path) -> None:
