@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from local import stack
 from local.entra.__main__ import command_line
 from local.entra.process import serve_argv
-from local.stack import describe_demo, ensure_settings
+from local.host.runtime import disabled
+from local.stack import OPTIONAL_TIMERS, describe_demo, ensure_settings, timer_settings
+from tests.fixtures.host import real_app_host
 
 
 def test_settings_are_written_once_from_the_sample_with_fresh_keys(tmp_path: Path) -> None:
@@ -56,3 +59,20 @@ def test_a_value_after_a_space_is_what_broke() -> None:
     # The form the stack used before: argparse takes "-abc" for an option and stops.
     with pytest.raises(SystemExit):
         command_line().parse_args(["serve", "--identity-header", "-abc"])
+
+
+def test_rotation_and_federation_timers_are_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert timer_settings(timers=True) == {}
+    off = timer_settings(timers=False)
+    assert off == {"AzureWebJobs.rotation_timer.Disabled": "true", "AzureWebJobs.federation_monitor.Disabled": "true"}
+    # The names are the app's own timers, so the host's Disabled check finds them.
+    assert set(OPTIONAL_TIMERS) <= {t.name for t in real_app_host().timers}
+    for name in OPTIONAL_TIMERS:
+        monkeypatch.setenv(f"AzureWebJobs.{name}.Disabled", off[f"AzureWebJobs.{name}.Disabled"])
+        assert disabled(name)
+    assert not disabled("sync_timer")
+    asked: list[bool] = []
+    monkeypatch.setattr(stack, "run", lambda *_, timers, **__: asked.append(timers) or 0)
+    stack.main(["--no-sync"])
+    stack.main(["--timers"])
+    assert asked == [False, True]
