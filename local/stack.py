@@ -166,9 +166,15 @@ def startup_job(settings_file: Path, env: dict[str, str]) -> str:
         return "start-up sync: skipped (needs the sync feature and the Entra simulator)"
     argv = python_module("shared.cli", "--settings", str(settings_file), "sync", "--connection", DEMO_CONNECTION)
     log_path = LOGS / "startup-sync.log"
-    with log_path.open("ab") as log:
-        done = subprocess.run(argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=log,
-                              timeout=300, check=False)
+    for attempt in (1, 2):
+        with log_path.open("ab") as log:
+            done = subprocess.run(argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=log,
+                                  timeout=300, check=False)
+        if done.returncode == 0 or attempt == 2:
+            break
+        # The host may have just caught up a sync run missed while the stack was down (its sync timer's
+        # schedule status says so), and that run holds the connection's sync lease: try once more.
+        time.sleep(5)
     summary = done.stdout.decode(errors="replace").strip().splitlines()
     outcome = summary[-1] if summary else f"exit {done.returncode}"
     if done.returncode != 0:
