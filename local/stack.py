@@ -230,7 +230,7 @@ def run(settings_path: Path, *, sync: bool, demo: bool = True, timers: bool = Fa
     keys = settings.get("FunctionKeys") or {}
     function_key = str(next(iter(keys.values()), ""))
     steps.say(f"local stack: logs in {LOGS.relative_to(ROOT)}/, settings in {settings_path.name}"
-              f"{' (new, from the sample)' if created else ''}, local CA ready")
+              f"{' (new, from the sample)' if created else ''}, local CA in .local/tls")
     try:
         with contextlib.ExitStack() as stack:
             storage = stack.enter_context(azurite(LOCAL / "azurite", LOGS / "azurite.log",
