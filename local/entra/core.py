@@ -146,6 +146,13 @@ class Faults:
             self.rng = random.Random(seed)  # noqa: S311 - fault injection, not security
             self.seed = seed
 
+    def replace(self, values: dict[str, Any]) -> None:
+        """Make `values` the whole fault set (what it leaves out is off); all or nothing."""
+        fresh = Faults()
+        fresh.update(values)
+        for name in (*RATES.values(), "seed", "routes", "rng"):
+            setattr(self, name, getattr(fresh, name))
+
     def describe(self) -> dict[str, Any]:
         """Current settings."""
         return {"latencyMs": self.latency_ms, "errorRate": self.error_rate, "throttleRate": self.throttle_rate,

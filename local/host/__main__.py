@@ -17,14 +17,18 @@ import secrets
 import ssl
 import sys
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
-from local.host.runtime import HostConfig, LocalHost
+from local.host.runtime import HostConfig, LocalHost, _problem
 from shared import logs
 
 #: App Service Authentication's globalValidation (excluded paths, unauthenticated action), under --root.
@@ -63,6 +67,11 @@ def build(app_module: str, settings: dict[str, Any], root: Path) -> tuple[Starle
         auth_excluded_paths=tuple(str(p) for p in validation.get("excludedPaths", [])),
         auth_action=action if validation.get("requireAuthentication", True) else "AllowAnonymous")
     host = LocalHost(module.app, config)
+    return serve(host), host
+
+
+def serve(host: LocalHost) -> Starlette:
+    """The ASGI app around a host: every path to `host.handle`, timers and queues for its lifetime."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -70,8 +79,16 @@ def build(app_module: str, settings: dict[str, Any], root: Path) -> tuple[Starle
         yield
         await host.stop()
 
+    async def refused(request: Request, exc: Exception) -> Response:
+        # What the router itself refuses (a path with CR/LF matches no route, an unknown method) is a
+        # problem too, like every other 4xx of the host.
+        status = exc.status_code if isinstance(exc, HTTPException) else 400
+        return _problem(status, HTTPStatus(status).phrase,
+                        f"{request.method} {request.url.path!r} is not served by this host", dict(
+                            exc.headers or {}) if isinstance(exc, HTTPException) else None)
+
     routes = [Route("/{path:path}", host.handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])]
-    return Starlette(routes=routes, lifespan=lifespan), host
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: refused})
 
 
 def main(argv: list[str] | None = None) -> int:
