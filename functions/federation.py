@@ -11,6 +11,7 @@ import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from functions.http import ADMIN, Call, Plain, Reply, route
+from functions.work import job
 from shared import logs
 from shared.adapters.domains import GraphDomainDirectory
 from shared.adapters.identity import ssl_context
@@ -139,9 +140,10 @@ async def federation_monitor(timer: func.TimerRequest) -> None:
         for conn in app.connections():
             if not conn.features.federation.enabled:
                 continue
-            results = await _service(app).watch(conn, await _directory(app, conn), correlation_id=correlation_id)
-            for result in results:
-                if result.get("problem"):
-                    log.warning("federation of %s (%s): %s", result["domain"], conn.name, result["problem"])
-            log.info("federation monitor: %d federated domains of %s checked%s", len(results), conn.name,
-                     " (timer past due)" if timer.past_due else "")
+            async with job("federation_monitor", conn.name, correlation_id):
+                results = await _service(app).watch(conn, await _directory(app, conn), correlation_id=correlation_id)
+                for result in results:
+                    if result.get("problem"):
+                        log.warning("federation of %s (%s): %s", result["domain"], conn.name, result["problem"])
+                log.info("federation monitor: %d federated domains of %s checked%s", len(results), conn.name,
+                         " (timer past due)" if timer.past_due else "")

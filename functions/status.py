@@ -8,6 +8,7 @@ from functions.http import ADMIN, Plain, Reply, route
 from shared.bootstrap import bridge
 from shared.errors import BridgeError
 from shared.services.federation import watch_rows
+from shared.services.problems import lines
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -17,10 +18,10 @@ async def connection_status(call: Plain) -> Reply:
     """What an operator checks first."""
     app = bridge()
     conn = app.connection(call.params["c"])
-    problems: list[str] = []
-    last_sync = await app.sync.last_run(conn.name)
-    if last_sync and last_sync.get("alert"):
-        problems.append(f"sync: {last_sync['alert']}")
+    sync = await app.sync.status(conn.name)
+    last_sync = sync.last_run
+    # Failures of timer and queue jobs (a credential that gets no token, a missing permission) name their fix.
+    problems: list[str] = [*sync.problems(), *lines(await app.problems.all(conn.name))]
     rotation = None
     if conn.features.rotation.enabled:
         rotation = await app.rotation.counts(conn)
@@ -45,5 +46,6 @@ async def connection_status(call: Plain) -> Reply:
     return Reply(200, {"connection": conn.name, "tenantId": conn.tenant_id, "dryRun": conn.dry_run,
                        "features": {name: getattr(conn.features, name).enabled
                                     for name in ("sync", "rotation", "passkeys", "federation", "export")},
-                       "users": users, "lastSync": last_sync, "rotation": rotation, "federation": federation,
+                       "users": users, "lastSync": last_sync, "syncRunning": sync.running, "rotation": rotation,
+                       "federation": federation,
                        "throttle": {"writesPausedUntil": pause}, "problems": problems})

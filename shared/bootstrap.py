@@ -30,6 +30,7 @@ from shared.services.devices import DeviceService
 from shared.services.directory import Directory, RotationSubjects
 from shared.services.passkeys import PasskeyService
 from shared.services.ports import Clock
+from shared.services.problems import JobProblems
 from shared.services.rotation import RotationService
 from shared.services.sync import SyncService
 
@@ -260,6 +261,12 @@ class Bridge:
                                clock=self.clock, secrets=self.secrets if self.settings.key_vault_url else None)
         service: SyncService = self._once("sync", build)
         return service
+
+    @property
+    def problems(self) -> JobProblems:
+        """The last failure of each timer and queue job per connection, for status."""
+        problems: JobProblems = self._once("problems", lambda: JobProblems(self.entities, self.clock))
+        return problems
 
     async def directory_reader(self, conn: Connection) -> GraphDirectoryReader:
         """A fresh reader (it counts the resource units of one run)."""

@@ -182,7 +182,7 @@ class SyncStatus:
         problem = last.get("problem") if isinstance(last.get("problem"), dict) else None
         if problem:
             setting = f" (setting {problem['setting']})" if problem.get("setting") else ""
-            return [f"sync {last.get('outcome')}: {problem.get('detail')}{setting}"]
+            return [f"sync {last.get('outcome')}: {last.get('alert') or problem.get('detail')}{setting}"]
         if last.get("alert"):
             return [f"sync: {last['alert']}"]
         return []
@@ -287,6 +287,9 @@ class SyncService:
             try:
                 read = await self._read(conn, reader, existing, report, full, progress)
             except BridgeError as err:
+                cause = root_cause(err)
+                if not (cause.retryable or isinstance(cause, Stop)):
+                    raise  # no read can be made (a token, a permission, a missing group): the run failed
                 report.outcome = "aborted"
                 report.alert = f"incomplete read, nothing removed: {err.detail}"
                 report.errors += 1
