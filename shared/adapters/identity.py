@@ -123,6 +123,8 @@ _FIXES = {
             "`auth.certificateSecretName`",
 }
 _AADSTS = re.compile(r"AADSTS(\d+)")
+#: azure-core prefixes a message with its error code, "(None)" when the answer had none.
+_CODE_PREFIX = re.compile(r"^\(\w*\)\s*")
 
 
 def token_error(exc: Exception, *, connection: str, scope: str) -> BridgeError:
@@ -132,7 +134,8 @@ def token_error(exc: Exception, *, connection: str, scope: str) -> BridgeError:
     authority that cannot be reached is Transient, with the cloud named because a wrong one also ends so.
     """
     resource = scope.removesuffix("/.default")
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    text = str(getattr(exc, "message", None) or exc).strip()
+    first = _CODE_PREFIX.sub("", (text.splitlines() or [type(exc).__name__])[0])[:300]
     if isinstance(exc, ClientAuthenticationError):
         code = _AADSTS.search(str(exc))
         fix = _FIXES.get(int(code.group(1))) if code else None
