@@ -8,18 +8,34 @@ from collections.abc import AsyncIterator, Mapping
 from types import SimpleNamespace
 from typing import Any
 
+import azure.functions as func
 import pytest
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 
+from functions import devices as devices_functions
 from functions import work
 from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.identity import get_token, token_error
-from shared.errors import BridgeError, Configuration, Gone, Stop, Transient, translated
+from shared.config import Connection
+from shared.errors import BridgeError, Configuration, Gone, Stop, Transient, root_cause, translated
+from shared.messages import WorkMessage
+from shared.services.devices import DeviceService
+from shared.services.directory import Directory
+from shared.services.ports import Entity
 from shared.services.problems import JobProblems, lines
-from tests.fakes import FakeClock, FakeEntityStore
+from shared.topology import Table
+from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
 
 GOV = "https://graph.microsoft.us/.default"
+TENANT = "00000000-0000-0000-0000-000000000001"
+
+
+def _app_with(*blueprints: Any) -> list[Any]:
+    app = func.FunctionApp()
+    for bp in blueprints:
+        app.register_functions(bp)
+    return list(app.get_functions())
 
 
 @pytest.mark.parametrize(("answer", "names"), [
@@ -156,3 +172,45 @@ def test_translated_keeps_taxonomy_errors() -> None:
     err = Configuration("x", setting="S")
     assert translated(err) is err
     assert type(translated(ValueError("v"))) is BridgeError
+
+
+# ------------------------------------------------------------------ a device removal that cannot finish
+
+
+DEVICE_FUNCTIONS = {str(f.get_function_name()): f.get_user_function() for f in _app_with(devices_functions.bp)}
+
+
+@pytest.mark.parametrize(("error", "dequeue_count", "status", "raised"), [
+    (Configuration("connection 'demo' cannot get a token", setting="CONNECTIONS"), 1, "failed", False),
+    (Transient("Graph did not answer"), 1, "running", True),
+    (Transient("Graph did not answer"), work.MAX_DEQUEUE_COUNT, "failed", True),
+])
+async def test_a_device_removal_that_fails_shows_on_its_operation(
+        monkeypatch: pytest.MonkeyPatch, error: BridgeError, dequeue_count: int, status: str, raised: bool) -> None:
+    entities = FakeEntityStore()
+    devices = DeviceService(directory=Directory(entities), entities=entities, audit=FakeAuditSink(),
+                            queue=FakeWorkQueue(), clock=FakeClock())
+    kept = JobProblems(entities, FakeClock())
+    await entities.upsert(Table.OPERATIONS, Entity("demo", "op1", {"status": "queued"}))
+
+    async def no_directory(conn: Connection) -> Any:
+        raise error
+
+    app = SimpleNamespace(connection=lambda name: Connection.model_validate({"name": name, "tenantId": TENANT}),
+                          passkey_directory=no_directory, devices=devices, problems=kept)
+    monkeypatch.setattr(devices_functions, "bridge", lambda: app)
+    monkeypatch.setattr(work, "bridge", lambda: app)
+    message = WorkMessage(connection="demo", kind="device-removal", target="dev1", idempotency_key="op1",
+                          correlation_id="c1")
+    queued = func.QueueMessage(id="m1", body=message.to_json().encode())
+    monkeypatch.setattr(type(queued), "dequeue_count", property(lambda self: dequeue_count))
+    if raised:
+        with pytest.raises(type(error)):
+            await DEVICE_FUNCTIONS["device_work"](queued)
+    else:
+        await DEVICE_FUNCTIONS["device_work"](queued)
+    operation = await devices.operation("demo", "op1")
+    assert operation["status"] == status
+    if status == "failed":
+        assert operation["problem"]["type"] == root_cause(error).type_uri
+    assert [p["job"] for p in await kept.all("demo")] == ["device_work"]
