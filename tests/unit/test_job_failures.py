@@ -14,6 +14,7 @@ from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 
 from functions import devices as devices_functions
+from functions import sync as sync_functions
 from functions import work
 from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.identity import get_token, token_error
@@ -24,6 +25,7 @@ from shared.services.devices import DeviceService
 from shared.services.directory import Directory
 from shared.services.ports import Entity
 from shared.services.problems import JobProblems, lines
+from shared.services.sync import SyncService
 from shared.topology import Table
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
 
@@ -214,3 +216,33 @@ async def test_a_device_removal_that_fails_shows_on_its_operation(
     if status == "failed":
         assert operation["problem"]["type"] == root_cause(error).type_uri
     assert [p["job"] for p in await kept.all("demo")] == ["device_work"]
+
+
+SYNC_FUNCTIONS = {str(f.get_function_name()): f.get_user_function() for f in _app_with(sync_functions.bp)}
+
+
+async def test_a_sync_whose_graph_client_cannot_be_built_is_a_failed_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    entities = FakeEntityStore()
+    audit = FakeAuditSink()
+    sync = SyncService(directory=Directory(entities), entities=entities, audit=audit, queue=FakeWorkQueue(),
+                       clock=FakeClock())
+    conn = Connection.model_validate({"name": "demo", "tenantId": TENANT, "auth": {
+        "kind": "clientSecret", "clientId": TENANT, "secretName": "bridge-secret"},
+        "features": {"sync": {"enabled": True, "groups": ["Sync"]}}})
+
+    async def no_reader(conn: Connection) -> Any:
+        raise Configuration("connection 'demo' keeps its credential in Key Vault (auth.secretName) but KEY_VAULT_URL "
+                            "is not set", setting="KEY_VAULT_URL")
+
+    app = SimpleNamespace(connection=lambda name: conn, directory_reader=no_reader, sync=sync,
+                          problems=JobProblems(entities, FakeClock()))
+    monkeypatch.setattr(sync_functions, "bridge", lambda: app)
+    monkeypatch.setattr(work, "bridge", lambda: app)
+    message = WorkMessage(connection="demo", kind="sync", target="demo", idempotency_key="sync-1", correlation_id="c1")
+    await SYNC_FUNCTIONS["sync_work"](func.QueueMessage(id="m1", body=message.to_json().encode()))
+    status = await sync.status("demo")
+    assert status.last_run is not None
+    assert (status.last_run["runId"], status.last_run["outcome"]) == ("sync-1", "failed")
+    assert status.problems()[0].endswith("(setting KEY_VAULT_URL)")
+    assert status.running is None
+    assert "sync.failed" in audit.actions()
