@@ -40,13 +40,18 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+def embedded_ipv4(address: Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address reaches (::ffff:a.b.c.d, 6to4, Teredo), if any."""
+    if isinstance(address, ipaddress.IPv6Address):
+        return address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None)
+    return None
+
+
 def refusal(address: Address) -> str | None:
     """Why an address must not be fetched from outside the local profile, or None when it is public."""
-    if isinstance(address, ipaddress.IPv6Address):
-        # An IPv4 address inside IPv6 (::ffff:a.b.c.d, 6to4, Teredo) is judged as the IPv4 address it reaches.
-        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None)
-        if embedded is not None:
-            return refusal(embedded)
+    embedded = embedded_ipv4(address)
+    if embedded is not None:
+        return refusal(embedded)  # judged as the IPv4 address it reaches
     if address.is_loopback:
         return "loopback"
     if address.is_link_local:
@@ -125,7 +130,9 @@ class HttpsMetadataSource:
         for address in found:
             why = refusal(address)
             if why is not None:
-                raise InvalidInput(f"the metadata URL {url} resolves to {address}, a {why} address: metadata is "
+                inner = embedded_ipv4(address)
+                shown = f"{address} ({inner})" if inner else str(address)
+                raise InvalidInput(f"the metadata URL {url} resolves to {shown}, a {why} address: metadata is "
                                    "fetched only from public addresses (private ones only with cloud: local)",
                                    field="metadataUrl")
         return found[0]

@@ -10,6 +10,8 @@ import pytest
 
 from shared.adapters.metadata import HttpsMetadataSource, refusal, system_resolver
 from shared.errors import InvalidInput, Transient
+from shared.services.federation import FederationService, IdpRequest
+from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore
 
 REFUSED = {
     "https://10.0.0.1/m.xml": "private",
@@ -85,3 +87,12 @@ async def test_a_name_that_cannot_be_resolved_is_transient() -> None:
 @pytest.mark.parametrize("address", ["8.8.8.8", "20.190.128.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
 def test_public_addresses_are_allowed(address: str) -> None:
     assert refusal(ipaddress.ip_address(address)) is None
+
+
+async def test_the_federation_service_reports_the_refusal_as_the_metadata_problem() -> None:
+    service = FederationService(audit=FakeAuditSink(), clock=FakeClock(), entities=FakeEntityStore(),
+                                metadata=HttpsMetadataSource(resolver=_nowhere))
+    resolved = await service.resolve(IdpRequest(metadata_url="https://[::ffff:169.254.169.254]/metadata/identity"))
+    assert resolved.inputs is None
+    assert resolved.error is not None
+    assert "::ffff:a9fe:a9fe (169.254.169.254), a link-local address" in resolved.error
