@@ -14,6 +14,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
+from azure.identity.aio import ClientSecretCredential
 
 from bench.sync import open_world
 from functions import federation as federation_functions
@@ -23,7 +24,7 @@ from local.entra.demo import BRIDGE_CLIENT_ID
 from local.tls import TlsFiles
 from shared import bootstrap
 from shared.adapters.directory import GraphDirectoryReader
-from shared.adapters.graph import SystemClock
+from shared.adapters.graph import GraphGateway, SystemClock
 from shared.adapters.tables import TableEntityStore
 from shared.bootstrap import Bridge
 from shared.config import Connection, load_settings, settings
@@ -152,3 +153,21 @@ async def test_a_delta_link_of_another_host_leads_to_one_audited_full_read(
         resyncs = [r for r in audit.records if r.action == "sync.resync"]
         assert len(resyncs) == 1
         assert "another Graph host" in str(resyncs[0].detail["reason"])
+
+
+async def test_a_refused_client_secret_names_its_setting_and_never_the_secret(entra: EntraFixture,
+                                                                               tls_files: TlsFiles) -> None:
+    wrong = "not-the-secret-" + uuid.uuid4().hex
+    credential = ClientSecretCredential(entra.tenant_id, BRIDGE_CLIENT_ID, wrong, authority=entra.url,
+                                        connection_verify=str(tls_files.ca))
+    gateway = GraphGateway(connection="demo", tenant_id=entra.tenant_id, credential=credential, graph_base=entra.url,
+                           scope="https://graph.microsoft.com/.default", verify=tls_files.client_context())
+    try:
+        with pytest.raises(Configuration) as raised:
+            await gateway.get("/organization")
+    finally:
+        await gateway.close()
+    problem = json.dumps(raised.value.problem())
+    assert "AADSTS7000215" in problem
+    assert "auth.secretName" in problem
+    assert wrong not in problem
