@@ -9,7 +9,7 @@ from typing import Any
 import azure.functions as func
 
 from functions.http import ADMIN, Plain, Reply, route
-from functions.work import watch_last_delivery, work_message
+from functions.work import job, watch_last_delivery, work_message
 from shared import logs
 from shared.bootstrap import bridge
 from shared.domain.directory import UserRow, UserState
@@ -30,8 +30,9 @@ async def sync_timer(timer: func.TimerRequest) -> None:
     with logs.correlation(correlation_id):
         for conn in app.connections():
             if conn.features.sync.enabled:
-                run_id = await app.sync.request(conn, actor="sync_timer", correlation_id=correlation_id)
-                log.info("sync of %s queued as %s", conn.name, run_id)
+                async with job("sync_timer", conn.name, correlation_id):
+                    run_id = await app.sync.request(conn, actor="sync_timer", correlation_id=correlation_id)
+                    log.info("sync of %s queued as %s", conn.name, run_id)
 
 
 @bp.function_name("sync_work")
@@ -42,17 +43,27 @@ async def sync_work(msg: func.QueueMessage) -> None:
     message = work_message(msg)
     app = bridge()
     with logs.correlation(message.correlation_id):
-        conn = app.connection(message.connection)
-        report = await app.sync.run(conn, await app.directory_reader(conn), run_id=message.idempotency_key,
-                                    correlation_id=message.correlation_id,
-                                    dry_run=bool(message.args.get("dryRun")))
-        log.info("sync %s of %s: %s, added %d, updated %d, removed %d", report.run_id, conn.name, report.outcome,
-                 report.added, report.updated, report.removed)
-        if report.outcome == "completed" and conn.features.passkeys.enabled:
+        # The run records its own outcome and problem (lastRun); a failure is raised again only if worth retrying.
+        completed = None
+        async with job("sync_work", message.connection, message.correlation_id, queue=True, record=False):
+            conn = app.connection(message.connection)
+            try:
+                reader = await app.directory_reader(conn)
+            except Exception as exc:
+                await app.sync.fail(conn, exc, run_id=message.idempotency_key, correlation_id=message.correlation_id)
+                raise
+            report = await app.sync.run(conn, reader, run_id=message.idempotency_key,
+                                        correlation_id=message.correlation_id,
+                                        dry_run=bool(message.args.get("dryRun")))
+            log.info("sync %s of %s: %s, added %d, updated %d, removed %d", report.run_id, conn.name,
+                     report.outcome, report.added, report.updated, report.removed)
+            completed = conn if report.outcome == "completed" else None
+        if completed is not None and completed.features.passkeys.enabled:
             # Passkeys follow the directory: those of removed users and devices are revoked here.
-            found = await app.passkeys.reconcile(conn, await app.passkey_directory(conn),
-                                                 correlation_id=message.correlation_id)
-            log.info("passkeys of %s reconciled: %s", conn.name, found.as_dict())
+            async with job("passkey_reconcile", completed.name, message.correlation_id, queue=True):
+                found = await app.passkeys.reconcile(completed, await app.passkey_directory(completed),
+                                                     correlation_id=message.correlation_id)
+                log.info("passkeys of %s reconciled: %s", completed.name, found.as_dict())
 
 
 @route(bp, "connections/{c}/sync", "POST", roles=[ADMIN])

@@ -40,6 +40,7 @@ from shared.services.federation import watch_rows
 from shared.services.passkeys import PasskeyService
 from shared.services.poison import PoisonService
 from shared.services.ports import Clock
+from shared.services.problems import JobProblems
 from shared.services.rotation import RotationService
 from shared.services.status import StatusService
 from shared.services.sync import SyncService
@@ -319,7 +320,8 @@ class Bridge:
             # Rotation is built only when a connection has it on: it needs Key Vault.
             return StatusService(sync=self.sync, rotation=lambda: self.rotation, directory=self.directory,
                                  federation_watch=watch, writes_paused_until=self.governor.pause_until,
-                                 passkey_enrollment=self.devices.passkey_enrollment)
+                                 passkey_enrollment=self.devices.passkey_enrollment,
+                                 job_problems=self.problems.all)
         service: StatusService = self._once("status", build)
         return service
 
@@ -336,6 +338,13 @@ class Bridge:
             return EnrollmentGroups(TableGroupRecords(self.entities), self.audit, self.clock)
         service: EnrollmentGroups = self._once("enrollment_groups", build)
         return service
+        return service
+
+    @property
+    def problems(self) -> JobProblems:
+        """The last failure of each timer and queue job per connection, for status."""
+        problems: JobProblems = self._once("problems", lambda: JobProblems(self.entities, self.clock))
+        return problems
 
     async def directory_reader(self, conn: Connection) -> GraphDirectoryReader:
         """A fresh reader (it counts the resource units of one run)."""

@@ -36,6 +36,11 @@ class BridgeError(Exception):
         """Extra problem+json members; subclasses add their own."""
         return {"requestId": self.request_id} if self.request_id else {}
 
+    def problem(self) -> dict[str, object]:
+        """The RFC 9457 members of this error (type, title, status, detail and extensions), as stored in status."""
+        return {"type": self.type_uri, "title": self.title, "status": self.status, "detail": self.detail,
+                **self.extensions()}
+
 
 class Transient(BridgeError):
     """A failure that may succeed if tried again after a back-off (5xx, timeouts, dropped links)."""
@@ -232,6 +237,24 @@ class Stop(BridgeError):
     slug = "stop"
     status = 409
     title = "Run stopped"
+
+
+def root_cause(err: BridgeError) -> BridgeError:
+    """The first taxonomy error of a chain (`raise Stop(...) from err`): it decides retry and remediation."""
+    cause = err
+    while isinstance(cause.__cause__, BridgeError):
+        cause = cause.__cause__
+    return cause
+
+
+def translated(exc: BaseException) -> BridgeError:
+    """Any exception as the taxonomy: a BridgeError as it is, a lost connection as Transient, anything else as
+    an internal error whose text is not repeated (it may carry what must not leave the logs)."""
+    if isinstance(exc, BridgeError):
+        return exc
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return Transient(f"a connection failed or timed out ({type(exc).__name__})")
+    return BridgeError(f"unexpected {type(exc).__name__}; the correlation id identifies it in the logs")
 
 
 ALL_ERRORS: tuple[type[BridgeError], ...] = (

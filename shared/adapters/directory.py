@@ -20,10 +20,11 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import AsyncIterator, Sequence
+from urllib.parse import urlsplit
 
 from shared.domain.odata import any_of, quote
 from shared.domain.sync import USER_FIELDS
-from shared.errors import Configuration, Conflict, NotFound, Stop
+from shared.errors import Configuration, Conflict, Gone, NotFound, Stop
 from shared.services.ports import GraphApi, JsonObject
 from shared.services.sync import DeltaRead
 
@@ -45,6 +46,8 @@ class GraphDirectoryReader:
 
     def __init__(self, graph: GraphApi) -> None:
         self._graph = graph
+        #: Delta links are followed only on this connection's own Graph host.
+        self._host = _origin(graph.base)
         #: Estimated resource units spent since creation.
         self.resource_units = 0
         #: Graph requests sent since creation.
@@ -112,6 +115,10 @@ class GraphDirectoryReader:
         return found
 
     async def _delta(self, path: str, params: dict[str, str] | None) -> DeltaRead:
+        if "://" in path and _origin(path) != self._host:
+            # A link stored while Graph answered elsewhere (another cloud, or the local stack on another port):
+            # it cannot be followed here, so it is as good as expired - the caller reads everything again.
+            raise Gone(f"the stored delta link is for {_origin(path)}, not this connection's Graph {self._host}")
         items: list[JsonObject] = []
         link = ""
         async for page in self._graph.pages(path, params=params, headers=_PAGE_SIZE):
@@ -195,3 +202,8 @@ class GraphDirectoryReader:
     def _count(self, units: int) -> None:
         self.resource_units += units
         self.requests += 1
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()

@@ -36,6 +36,7 @@ from httpx_aiohttp import AiohttpTransport
 from kiota_http.middleware.options import RetryHandlerOption
 from msgraph_core import GraphClientFactory  # type: ignore[import-untyped]
 
+from shared.adapters.identity import get_token
 from shared.domain import permissions
 from shared.errors import (
     Ambiguous,
@@ -193,6 +194,7 @@ class GraphGateway:
         self.tenant_id = tenant_id
         self.dry_run = dry_run
         self._base = graph_base.rstrip("/")
+        self.base = self._base
         self._http = graph_http_client(verify)
         self._credential = credential
         self._scope = scope
@@ -211,7 +213,7 @@ class GraphGateway:
         Not verified here: it is our own token, fresh from the identity platform, read for its
         `oid` and `roles` (the application permissions granted to the app).
         """
-        token = await self._credential.get_token(self._scope)
+        token = await get_token(self._credential, self._scope, connection=self.connection)
         claims: dict[str, Any] = jwt.decode(token.token, options={"verify_signature": False})
         return claims
 
@@ -361,7 +363,7 @@ class GraphGateway:
         if not url.startswith(self._base + "/"):
             # A link from an answer that leaves Graph's host: the token is for Graph alone.
             raise Stop(f"refusing to send Graph's token to {urlsplit(url).netloc!r}: it is for {self._base} only")
-        token = await self._credential.get_token(self._scope)
+        token = await get_token(self._credential, self._scope, connection=self.connection)
         sent = {**(headers or {}), "Authorization": f"Bearer {token.token}"}
         content = None
         if body is not None:

@@ -8,6 +8,7 @@ each passkey row is deleted only after Entra confirmed, and a finished operation
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.config import Connection, PasskeyPolicy
 from shared.domain.devices import DevicePasskey, DeviceRow, DeviceState, PasskeyState, PublicJwk, passkey_status
 from shared.domain.directory import Enrollment
-from shared.errors import Conflict, NotFound
+from shared.errors import BridgeError, Conflict, NotFound, root_cause
 from shared.messages import WorkMessage
 from shared.services.delivery import RegisteredDevice
 from shared.services.directory import Directory
@@ -226,7 +227,18 @@ class DeviceService:
         found = await self._entities.get(Table.OPERATIONS, connection, operation)
         if found is None:
             raise NotFound(f"operation {operation!r} does not exist in connection {connection!r}")
-        return {"id": operation, **found.data}
+        data = dict(found.data)
+        if isinstance(data.get("problem"), str):
+            data["problem"] = json.loads(data["problem"])
+        return {"id": operation, **data}
+
+    async def removal_failed(self, connection: str, operation: str, err: BridgeError, *, final: bool) -> None:
+        """Record why a device removal failed: `failed` with its problem when no retry follows, else still running."""
+        problem = json.dumps(root_cause(err).problem(), default=str)
+        if final:
+            await self._progress(connection, operation, status="failed", problem=problem)
+        else:
+            await self._progress(connection, operation, status="running", lastError=err.detail)
 
     async def revoke_passkey(self, conn: Connection, entra: PasskeyDirectory, device_id: str, method_id: str, *,
                              actor: str, correlation_id: str) -> Revocation:

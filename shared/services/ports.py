@@ -73,6 +73,9 @@ class GraphApi(Protocol):
     request-id.
     """
 
+    #: Graph's root URL, without a trailing slash: the cloud's Graph host, or the local simulator's.
+    base: str
+
     async def get(self, path: str, *, params: Mapping[str, str] | None = None,
                   headers: Mapping[str, str] | None = None, api: ApiVersion = "v1.0") -> JsonObject:
         """GET one resource; NotFound for 404."""

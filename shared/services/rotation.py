@@ -30,6 +30,7 @@ from shared.errors import (
     PermissionDenied,
     Throttled,
     Transient,
+    translated,
 )
 from shared.messages import WorkMessage
 from shared.services.ports import AuditSink, Clock, Entity, EntityStore, SecretStore, SecretVersion, WorkQueue
@@ -256,6 +257,11 @@ class RotationService:
             if dequeue_count >= max_dequeue_count:
                 await self._give_up(conn, message, err, f"attempt {dequeue_count} of {max_dequeue_count}")
             raise
+        except Exception as exc:
+            log.exception("rotation %s of %s failed unexpectedly", rotation_id, user_id)
+            unexpected = translated(exc)
+            await self._give_up(conn, message, unexpected, "not retryable")
+            return Outcome(user_id, Status.FAILED, reason=unexpected.detail)
 
     async def _give_up(self, conn: Connection, message: WorkMessage, err: BridgeError, why: str) -> None:
         reason = f"{err.title}: {err.detail} ({why})"
