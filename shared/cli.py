@@ -118,12 +118,17 @@ async def uninstall_groups(bridge: Bridge, name: str) -> int:
 
 
 async def audit_verify(bridge: Bridge, name: str, days: int) -> int:
-    """Verify the audit chains of the last `days` days."""
-    today = dt.datetime.now(dt.UTC).date()
+    """Verify the audit chains and their anchors of the last `days` days; each finding on its own line."""
+    today = bridge.clock.now().astimezone(dt.UTC).date()
     report = await bridge.audit_query.verify(name, today - dt.timedelta(days=days - 1), today)
-    if report.broken:
-        print(f"BROKEN: chain {report.broken.chain} at record {report.broken.seq}: {report.broken.reason} "
-              f"({report.checked} records checked)")
+    for finding in report.findings:
+        print(f"FOUND {finding.describe()}")
+    window = int(report.window.total_seconds())
+    since = f" (since {report.window_from:%Y-%m-%d %H:%M:%S} UTC)" if report.window_from and window else ""
+    print(f"not yet anchored: {window} s{since}; records written in that window could be cut unnoticed")
+    if report.findings:
+        print(f"audit NOT intact: {len(report.findings)} finding(s); {report.checked} records in {report.chains} "
+              "chains checked")
         return 1
     print(f"audit intact: {report.checked} records in {report.chains} chains checked")
     return 0
