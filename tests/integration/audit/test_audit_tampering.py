@@ -232,3 +232,25 @@ async def test_old_key_versions_still_verify_after_rotation(audit_vault: AuditVa
     assert rows[1]["keyId"] != old.key_id
     assert rows[1]["prevHash"] == rows[0]["hash"] != GENESIS
     assert (await audit_vault.query(clock).verify(connection, DAY, DAY)).intact
+
+
+async def test_the_command_line_names_each_finding(trail: Trail, capsys: pytest.CaptureFixture[str]) -> None:
+    from shared import cli
+
+    class Operator:  # what audit-verify needs of the composition root
+        clock = trail.clock
+        audit_query = trail.vault.query(trail.clock)
+
+    assert await cli.audit_verify(Operator(), trail.connection, 1) == 0  # type: ignore[arg-type]
+    assert "audit intact: 80 records" in capsys.readouterr().out
+    await trail.delete(3, *range(RECORDS - 30, RECORDS + 1))
+    assert await cli.audit_verify(Operator(), trail.connection, 1) == 1  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert f"FOUND missing: chain {trail.chain}, record 3:" in out
+    assert f"FOUND truncated: chain {trail.chain}, records {RECORDS - 30}-{RECORDS}: truncated after 9" in out
+    assert "not yet anchored: 0 s" in out
+    body = (await trail.verify()).as_json()
+    assert [(f["kind"], f["seq"], f["lastSeq"]) for f in body["findings"]] == [
+        ("missing", 3, 3), ("truncated", RECORDS - 30, RECORDS)]
+    assert body["intact"] is False
+    assert body["firstBrokenLink"]["seq"] == 3
