@@ -105,8 +105,8 @@ class Bridge:
         """Key Vault (KEY_VAULT_URL)."""
         def build() -> KeyVaultSecretStore:
             if not self.settings.key_vault_url:
-                raise Configuration("KEY_VAULT_URL is not set: name the vault that keeps managed passwords",
-                                    setting="KEY_VAULT_URL")
+                raise Configuration("KEY_VAULT_URL is not set: name the vault that keeps managed passwords and the "
+                                    "audit key", setting="KEY_VAULT_URL")
             verify: str | bool = self.settings.local_ca_file or True
             return KeyVaultSecretStore(self.settings.key_vault_url, self.app_credential, connection_verify=verify)
         store: KeyVaultSecretStore = self._once("secrets", build)

@@ -251,7 +251,11 @@ class TableAuditSink:
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(self._anchor_every.total_seconds())
-        await self.flush()
+        self._later = None  # so that an anchor that fails now is tried again a minute later
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("anchoring the audit chains failed")
 
     async def _anchor(self, connection: str, day: dt.date) -> None:
         """Write one anchor of the day: the vault's newest anchor merged with the heads written here."""
