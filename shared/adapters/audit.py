@@ -368,6 +368,14 @@ class AuditReader:
                                                 row_key_to="9" * 12, limit=limit):
             yield _parse_row(chain_id, found)
 
+    async def rows_from(self, chain_id: str, first_row: int, limit: int | None = None
+                        ) -> AsyncGenerator[tuple[int, chain.AuditRecord], None]:
+        """Like `chain_from`, with each record's row number (its place, whatever its content claims)."""
+        async for found in self._entities.query(Table.AUDIT, chain_id, row_key_from=_row_key(max(first_row, 0)),
+                                                row_key_to="9" * 12, limit=limit):
+            record = _parse_row(chain_id, found)
+            yield (int(found.row_key) if found.row_key.isdigit() else record.seq), record
+
     async def head_hint(self, chain_id: str) -> int | None:
         """The sequence number the head hint row claims was written, if there is one."""
         head = await self._entities.get(Table.AUDIT, chain_id, HEAD)

@@ -41,6 +41,11 @@ class AuditLogReader(Protocol):
         """Records of one chain from `first_seq` on, in sequence order."""
         ...
 
+    def rows_from(self, chain_id: str, first_row: int, limit: int | None = None
+                  ) -> AsyncGenerator[tuple[int, chain.AuditRecord], None]:
+        """Records of one chain from row `first_row` on, in row order, each with its row number."""
+        ...
+
     async def head_hint(self, chain_id: str) -> int | None:
         """The sequence number the chain's head hint claims, if any."""
         ...
@@ -181,27 +186,29 @@ class AuditQuery:
 
         `budget` counts down the records scanned; at zero the page ends where it is.
         """
-        streams = {shard: self._log.chain_from(chain.chain_of(flt.connection, day, shard), positions[shard], limit)
+        # Positions are row numbers, not the sequence numbers records claim: a row whose content was moved
+        # or damaged is still read once, and verification names it.
+        streams = {shard: self._log.rows_from(chain.chain_of(flt.connection, day, shard), positions[shard], limit)
                    for shard in shards}
         heap: list[tuple[dt.datetime, int, int, chain.AuditRecord]] = []
         try:
             for shard, stream in streams.items():
                 first = await anext(stream, None)
                 if first is not None:
-                    heap.append((first.at, shard, first.seq, first))
+                    heap.append((first[1].at, shard, first[0], first[1]))
             heapq.heapify(heap)
             while heap:
                 if room <= 0 or budget[0] <= 0:
                     return True
-                _, shard, _, record = heapq.heappop(heap)
-                positions[shard] = record.seq + 1
+                _, shard, row, record = heapq.heappop(heap)
+                positions[shard] = row + 1
                 budget[0] -= 1
                 if flt.admits(record):
                     result.records.append(record)
                     room -= 1
                 following = await anext(streams[shard], None)
                 if following is not None:
-                    heapq.heappush(heap, (following.at, shard, following.seq, following))
+                    heapq.heappush(heap, (following[1].at, shard, following[0], following[1]))
             return False
         finally:
             for stream in streams.values():
