@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from shared import logs
 from shared.adapters import identity
-from shared.adapters.audit import AuditReader, TableAuditSink
+from shared.adapters.audit import AuditReader, TableAuditSink, VaultAuditAnchors, VaultAuditKeys
 from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
 from shared.adapters.mds import FidoMetadata
@@ -135,8 +135,8 @@ class Bridge:
         """Key Vault (KEY_VAULT_URL)."""
         def build() -> KeyVaultSecretStore:
             if not self.settings.key_vault_url:
-                raise Configuration("KEY_VAULT_URL is not set: name the vault that keeps managed passwords",
-                                    setting="KEY_VAULT_URL")
+                raise Configuration("KEY_VAULT_URL is not set: name the vault that keeps managed passwords and the "
+                                    "audit key", setting="KEY_VAULT_URL")
             verify: str | bool = self.settings.local_ca_file or True
             return KeyVaultSecretStore(self.settings.key_vault_url, self.app_credential, connection_verify=verify)
         store: KeyVaultSecretStore = self._once("secrets", build)
@@ -145,8 +145,21 @@ class Bridge:
     @property
     def audit(self) -> TableAuditSink:
         """The hash-chained audit log."""
-        sink: TableAuditSink = self._once("audit", lambda: TableAuditSink(self.entities, self.clock))
+        sink: TableAuditSink = self._once("audit", lambda: TableAuditSink(self.entities, self.clock, self.audit_keys,
+                                                                          self.audit_anchors))
         return sink
+
+    @property
+    def audit_keys(self) -> VaultAuditKeys:
+        """The audit chain's MAC keys, in Key Vault (read on first use)."""
+        keys: VaultAuditKeys = self._once("audit_keys", lambda: VaultAuditKeys(lambda: self.secrets, self.clock))
+        return keys
+
+    @property
+    def audit_anchors(self) -> VaultAuditAnchors:
+        """The audit chains' anchors, in Key Vault."""
+        anchors: VaultAuditAnchors = self._once("audit_anchors", lambda: VaultAuditAnchors(lambda: self.secrets))
+        return anchors
 
     @property
     def audit_reader(self) -> AuditReader:
@@ -157,7 +170,8 @@ class Bridge:
     @property
     def audit_query(self) -> AuditQuery:
         """Reads (filtered, paged) and verifies the audit log."""
-        query: AuditQuery = self._once("audit_query", lambda: AuditQuery(self.audit_reader))
+        query: AuditQuery = self._once("audit_query", lambda: AuditQuery(self.audit_reader, self.audit_keys,
+                                                                         self.audit_anchors, self.clock))
         return query
 
     @property
@@ -368,7 +382,11 @@ class Bridge:
     # ------------------------------------------------------------------ shutdown
 
     async def close(self) -> None:
-        """Close every client this process opened."""
+        """Close every client this process opened (after anchoring the audit chains written)."""
+        sink = self._cache.get("audit")
+        if sink is not None:
+            with contextlib.suppress(Exception):
+                await sink.aclose()
         for gateway in self._graphs.values():
             with contextlib.suppress(Exception):
                 await gateway.close()

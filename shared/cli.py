@@ -329,14 +329,19 @@ def _day(value: str | None, default: dt.date, option: str) -> dt.date:
 
 
 async def audit_verify(bridge: Bridge, name: str, days: int) -> Outcome:
-    """Verify the audit chains of the last `days` days."""
-    today = dt.datetime.now(dt.UTC).date()
+    """Verify the audit chains and their anchors of the last `days` days; each finding on its own line."""
+    today = bridge.clock.now().astimezone(dt.UTC).date()
     report = await bridge.audit_query.verify(name, today - dt.timedelta(days=days - 1), today)
-    if report.broken:
-        return Outcome(1, report.as_json(), [
-            f"BROKEN: chain {report.broken.chain} at record {report.broken.seq}: {report.broken.reason} "
-            f"({report.checked} records checked)"])
-    return Outcome(0, report.as_json(), [f"audit intact: {report.checked} records in {report.chains} chains checked"])
+    lines = [f"FOUND {finding.describe()}" for finding in report.findings]
+    window = int(report.window.total_seconds())
+    since = f" (since {report.window_from:%Y-%m-%d %H:%M:%S} UTC)" if report.window_from and window else ""
+    lines.append(f"not yet anchored: {window} s{since}; records written in that window could be cut unnoticed")
+    if report.findings:
+        lines.append(f"audit NOT intact: {len(report.findings)} finding(s); {report.checked} records in "
+                     f"{report.chains} chains checked")
+        return Outcome(1, report.as_json(), lines)
+    lines.append(f"audit intact: {report.checked} records in {report.chains} chains checked")
+    return Outcome(0, report.as_json(), lines)
 
 
 async def timers_run(name: str, *, host: str | None, master_key: str | None) -> Outcome:

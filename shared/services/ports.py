@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from shared.domain.audit import Anchor, ChainKey
 from shared.domain.enrollment import GroupRecord
 from shared.domain.mds import TrustAnchors
 from shared.topology import Queue, Table
@@ -293,4 +294,36 @@ class AuditSink(Protocol):
                      correlation_id: str, graph_request_id: str | None = None,
                      vault_version: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
         """Append one record. `detail` must not contain a secret."""
+        ...
+
+    async def flush(self) -> None:
+        """Anchor every chain head written since the last anchor (at the end of a run)."""
+        ...
+
+
+class AuditKeys(Protocol):
+    """The keys of the audit chain's MACs (docs/audit.md); rotation adds a key, old ones still verify."""
+
+    async def current(self) -> ChainKey:
+        """The key new records are signed with (created on first use)."""
+        ...
+
+    async def find(self, key_id: str) -> ChainKey | None:
+        """The key with this id, or None when there is no such key."""
+        ...
+
+
+class AuditAnchors(Protocol):
+    """Chain heads kept outside Table storage, one anchor per connection and UTC day, every version kept."""
+
+    async def latest(self, connection: str, day: dt.date) -> Anchor | None:
+        """The newest anchor of a connection's day, or None."""
+        ...
+
+    async def history(self, connection: str, day: dt.date) -> list[Anchor]:
+        """Every anchor ever written for a connection's day, oldest first."""
+        ...
+
+    async def write(self, anchor: Anchor) -> None:
+        """Add an anchor (a new version; earlier ones stay)."""
         ...

@@ -380,6 +380,7 @@ class SyncService:
                                  detail={"runId": run_id, "mode": report.mode, "added": report.added,
                                          "updated": report.updated, "removed": report.removed,
                                          "unchanged": report.unchanged, "missingInEntra": report.missing_in_entra})
+        await self._audit.flush()  # the end of a run anchors its audit chains (docs/audit.md)
         return report
 
     # ------------------------------------------------------------------ reading
