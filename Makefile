@@ -8,15 +8,20 @@ NODE_STAMP := node_modules/.installed-stamp
 
 .PHONY: run test lint install tls clean doctor bench infra-tools
 
+# One line per install step: what it does, then the seconds it took (a failing step stops make).
+STEP = @bash -c 'printf "install: %s ... " "$$1"; s=$$(date +%s%N); shift; "$$@" || { e=$$?; echo failed; exit $$e; }; \
+	ms=$$(( ($$(date +%s%N) - s) / 1000000 )); printf "done in %d.%d s\n" $$((ms / 1000)) $$((ms % 1000 / 100))' step
+
 install: $(STAMP) $(NODE_STAMP) tls
 
 $(STAMP): requirements.txt requirements-dev.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(STEP) "Python virtualenv ($(VENV))" sh -c 'test -x $(PY) || $(PYTHON) -m venv $(VENV)'
+	$(STEP) "Python packages (requirements-dev.txt; about a minute the first time)" \
+		$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	$(STEP) "Azurite (npm ci)" npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 ## infra-tools: checkov in its own virtualenv (pinned in requirements-infra.txt) for tests/infra.
@@ -31,11 +36,12 @@ $(INFRA_STAMP): requirements-infra.txt
 	@touch $@
 
 tls: $(STAMP)
-	@$(PY) -m local.tls >/dev/null
+	$(STEP) "local certificate authority (.local/tls)" sh -c '$(PY) -m local.tls >/dev/null'
 
 ## make run: start Azurite, the Entra simulator, the vault emulator and the function host; Ctrl-C stops all.
+## The rotation and federation timers stay off unless TIMERS=1 (make run TIMERS=1).
 run: install
-	$(PY) -m local.stack
+	$(PY) -m local.stack$(if $(TIMERS), --timers)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,4 @@
-"""Builds the FunctionApp and registers every Blueprint under functions/; nothing else."""
+"""Starts the process (logging, masking, telemetry) and builds the FunctionApp from every Blueprint under functions/."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import pkgutil
 import azure.functions as func
 
 import functions
+from shared import bootstrap
+
+bootstrap.start()
 
 
 def _blueprints() -> list[func.Blueprint]:

@@ -8,7 +8,7 @@ through the production adapters (Graph gateway, Key Vault store, Table storage, 
 in `--processes` worker processes, as Functions instances would share a queue, and checks afterwards
 that the password the simulator holds for each user is one the vault hands a device. Prints one
 line: rotations per second, the ratio to Graph's binding limit of 20 writes per second per tenant
-(DESIGN.md section 8), failures and lost passwords.
+(docs/architecture.md, Limits), failures and lost passwords.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from local.entra.process import running as entra_running
 from local.servers import azurite
 from local.tls import ensure_tls
 from local.vault.process import running as vault_running
-from shared.adapters.audit import TableAuditSink
+from shared.adapters.audit import AuditReader, TableAuditSink, VaultAuditAnchors, VaultAuditKeys
 from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
 from shared.adapters.queues import StorageWorkQueue
@@ -42,6 +42,7 @@ from shared.adapters.tables import TableEntityStore
 from shared.adapters.vault import KeyVaultSecretStore
 from shared.config import Connection
 from shared.errors import BridgeError
+from shared.services.audit import AuditQuery
 from shared.services.directory import Directory, RotationSubjects
 from shared.services.rotation import RotationService, Status
 from shared.services.sync import SyncService
@@ -120,6 +121,8 @@ class World:
     sync: SyncService
     rotation: RotationService
     passwords: GraphPasswordDirectory
+    audit: TableAuditSink
+    audit_query: AuditQuery
 
 
 @dataclass
@@ -149,15 +152,18 @@ class Stack:
                              graph_base=self.entra_url, scope="https://graph.microsoft.com/.default",
                              verify=ssl.create_default_context(cafile=self.ca),
                              governor=ThrottleGovernor(tables, clock), max_concurrency=workers, max_wait=300)
-        audit = TableAuditSink(tables, clock)
+        keys, anchors = VaultAuditKeys(lambda: secrets, clock), VaultAuditAnchors(lambda: secrets)
+        audit = TableAuditSink(tables, clock, keys, anchors)
         directory = Directory(tables)
         try:
             yield World(graph, directory,
                         SyncService(directory=directory, entities=tables, audit=audit, queue=queue, clock=clock),
                         RotationService(secrets=secrets, entities=tables, audit=audit, queue=queue, clock=clock,
                                         subjects=RotationSubjects(directory)),
-                        GraphPasswordDirectory(graph, own_principal_id=_constant(BRIDGE_PRINCIPAL_ID), clock=clock))
+                        GraphPasswordDirectory(graph, own_principal_id=_constant(BRIDGE_PRINCIPAL_ID), clock=clock),
+                        audit, AuditQuery(AuditReader(tables), keys, anchors, clock))
         finally:
+            await audit.aclose()
             await graph.close()
             await secrets.close()
             await vault_credential.close()

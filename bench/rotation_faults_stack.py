@@ -115,6 +115,9 @@ async def exercise(stack: Stack, conn: Connection, *, entra_admin: Callable[...,
         finally:
             entra_admin("PUT", "/_sim/faults", {k: 0 for k in ENTRA_FAULTS})
             vault_faults(**{k: 0 for k in VAULT_FAULTS})
+        await world.audit.flush()
+        today = dt.datetime.now(dt.UTC).date()
+        verified = await world.audit_query.verify(conn.name, today, today)
         passwords: set[str] = set()
         for user in users:
             held = entra_admin("GET", f"/_sim/users/{user}/password").get("password")
@@ -126,11 +129,10 @@ async def exercise(stack: Stack, conn: Connection, *, entra_admin: Callable[...,
                 report.lost.append(user)
     tables = TableEntityStore.from_connection_string(stack.storage)
     try:
-        today = dt.datetime.now(dt.UTC).date()
         records = [r async for r in AuditReader(tables).records(conn.name, today, today)]
-        _, broken = await AuditReader(tables).verify(conn.name, today, today)
     finally:
         await tables.close()
+    broken = verified.broken
     report.audit_broken = None if broken is None else f"{broken.chain}#{broken.seq}: {broken.reason}"
     recorded = {str(r.detail.get("rotationId")) for r in records if r.action.startswith("rotation.")}
     report.unrecorded = sorted(set(report.outcomes) - recorded)

@@ -1,4 +1,4 @@
-"""The audit log: read with filters and paging, and verify its hash chains."""
+"""The audit log: read with filters and paging, and verify its keyed, anchored chains (docs/audit.md)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def _next_query(call: Plain, token: str) -> str:
 
 @route(bp, "audit/verify", "GET", roles=[AUDIT_READ])
 async def verify_audit(call: Plain) -> Reply:
-    """Recompute the hash chains of a day range and report the first broken link."""
+    """Check the keyed chains of a day range against their anchors; name each finding and the unanchored window."""
     flt = _filter(call)
     report = await bridge().audit_query.verify(flt.connection, flt.first, flt.last)
     return Reply(200, report.as_json())

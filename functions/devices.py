@@ -7,9 +7,10 @@ import logging
 import azure.functions as func
 
 from functions.http import ADMIN, DEVICES, Call, Plain, Reply, route
-from functions.work import work_message
+from functions.work import MAX_DEQUEUE_COUNT, job, watch_last_delivery, work_message, worth_retrying
 from shared import logs
 from shared.bootstrap import bridge
+from shared.errors import translated
 from shared.services.devices import DeviceRegistration
 from shared.services.passkeys import PasskeyRegistration
 from shared.topology import Queue
@@ -34,9 +35,10 @@ async def get_device(call: Plain) -> Reply:
     app = bridge()
     conn = app.connection(call.params["c"])
     row = await app.devices.get(conn.name, call.params["deviceId"])
-    passkeys = [{"id": p.method_id, **{k: v for k, v in p.data.items() if k != "methodId"}}
-                for p in await app.devices.passkeys(conn.name, row.id)]
-    return Reply(200, {**row.to_row(), "passkeys": passkeys})
+    refs = await app.devices.passkeys(conn.name, row.id)
+    passkeys = [{"id": p.method_id, **{k: v for k, v in p.data.items() if k != "methodId"}} for p in refs]
+    return Reply(200, {**row.to_row(), "passkey": app.devices.passkey_status(conn, row, refs).value,
+                       "passkeys": passkeys})
 
 
 @route(bp, "connections/{c}/devices/{deviceId}", "DELETE", roles=[DEVICES, ADMIN])
@@ -60,14 +62,23 @@ async def get_operation(call: Plain) -> Reply:
 
 @bp.function_name("device_work")
 @bp.queue_trigger(arg_name="msg", queue_name=Queue.DEVICE.value, connection="AzureWebJobsStorage")
+@watch_last_delivery(Queue.DEVICE)
 async def device_work(msg: func.QueueMessage) -> None:
     """Revoke the passkeys of a removed device."""
     message = work_message(msg)
     app = bridge()
     with logs.correlation(message.correlation_id):
-        conn = app.connection(message.connection)
-        result = await app.devices.complete_removal(conn, await app.passkey_directory(conn), message)
-        log.info("device %s removed: %s passkeys revoked", message.target, result.get("done"))
+        async with job("device_work", message.connection, message.correlation_id, queue=True):
+            conn = app.connection(message.connection)
+            try:
+                result = await app.devices.complete_removal(conn, await app.passkey_directory(conn), message)
+            except Exception as exc:
+                # The operation shows the failure; `failed` once the host will not deliver the message again.
+                err = translated(exc)
+                final = not worth_retrying(err) or (msg.dequeue_count or 1) >= MAX_DEQUEUE_COUNT
+                await app.devices.removal_failed(conn.name, message.idempotency_key, err, final=final)
+                raise
+            log.info("device %s removed: %s passkeys revoked", message.target, result.get("done"))
 
 
 @route(bp, "connections/{c}/devices/{deviceId}/passkeys/options", "POST", roles=[DEVICES, ADMIN])
@@ -81,11 +92,12 @@ async def passkey_options(call: Plain) -> Reply:
 
 @route(bp, "connections/{c}/devices/{deviceId}/passkeys", "POST", roles=[DEVICES, ADMIN], body=PasskeyRegistration)
 async def register_passkey(call: Call[PasskeyRegistration]) -> Reply:
-    """Verify the attestation locally, then register the passkey in Entra (201)."""
+    """Verify the attestation locally, then register the passkey in Entra (201); under policy `optional` a
+    refused passkey is a `passkey-skipped` problem and the device is enrolled without one."""
     app = bridge()
     conn = app.connection(call.params["c"])
-    created = await app.passkeys.register(conn, await app.passkey_directory(conn), call.params["deviceId"], call.parsed,
-                                          correlation_id=call.correlation_id)
+    created = await app.enrollment.register(conn, await app.passkey_directory(conn), call.params["deviceId"],
+                                            call.parsed, correlation_id=call.correlation_id)
     return Reply(201, created)
 
 

@@ -11,12 +11,13 @@ import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from functions.http import ADMIN, Call, Plain, Reply, route
+from functions.work import job
 from shared import logs
 from shared.adapters.domains import GraphDomainDirectory
 from shared.adapters.identity import ssl_context
 from shared.adapters.metadata import HttpsMetadataSource
 from shared.bootstrap import Bridge, bridge
-from shared.config import Connection
+from shared.config import Cloud, Connection
 from shared.domain.federation import failures
 from shared.services.federation import FederationService, IdpRequest
 
@@ -77,9 +78,10 @@ _QUERY = {"issuerUri": "issuer_uri", "passiveSignInUri": "passive_sign_in_uri",
           "signingCertificate": "signing_certificate", "nextSigningCertificate": "next_signing_certificate"}
 
 
-def _service(app: Bridge) -> FederationService:
-    return FederationService(audit=app.audit, clock=app.clock, entities=app.entities,
-                             metadata=HttpsMetadataSource(verify=ssl_context(app.settings)))
+def _service(app: Bridge, conn: Connection) -> FederationService:
+    # Metadata from private or loopback addresses only for the local stand-ins (SSRF, docs/federation.md).
+    metadata = HttpsMetadataSource(verify=ssl_context(app.settings), private_addresses=conn.cloud is Cloud.LOCAL)
+    return FederationService(audit=app.audit, clock=app.clock, entities=app.entities, metadata=metadata)
 
 
 async def _directory(app: Bridge, conn: Connection) -> GraphDomainDirectory:
@@ -94,7 +96,7 @@ async def federation_compatibility(call: Plain) -> Reply:
     conn = app.connection(call.params["c"])
     given = {field: call.query[name] for name, field in _QUERY.items() if call.query.get(name)}
     request = IdpRequest(given=given, metadata_url=call.query.get("metadataUrl") or None)
-    checks, resolved = await _service(app).compatibility(conn, await _directory(app, conn), call.params["domain"],
+    checks, resolved = await _service(app, conn).compatibility(conn, await _directory(app, conn), call.params["domain"],
                                                          request)
     body: dict[str, Any] = {"domain": call.params["domain"].lower(), "compatible": not failures(checks),
                             "checks": [asdict(c) for c in checks]}
@@ -114,9 +116,10 @@ async def federate_domain(call: Call[FederationBody]) -> Reply:
     app = bridge()
     conn = app.connection(call.params["c"])
     body = call.parsed
-    result = await _service(app).federate(conn, await _directory(app, conn), call.params["domain"], body.request(),
-                                          force_reason=body.force.reason if body.force else None, actor=call.actor,
-                                          correlation_id=call.correlation_id)
+    service = _service(app, conn)
+    result = await service.federate(conn, await _directory(app, conn), call.params["domain"], body.request(),
+                                    force_reason=body.force.reason if body.force else None, actor=call.actor,
+                                    correlation_id=call.correlation_id)
     return Reply(200, result)
 
 
@@ -125,7 +128,7 @@ async def defederate_domain(call: Plain) -> Reply:
     """Defederate a domain: its users sign in with Entra again."""
     app = bridge()
     conn = app.connection(call.params["c"])
-    return Reply(200, await _service(app).defederate(conn, await _directory(app, conn), call.params["domain"],
+    return Reply(200, await _service(app, conn).defederate(conn, await _directory(app, conn), call.params["domain"],
                                                      actor=call.actor, correlation_id=call.correlation_id))
 
 
@@ -139,9 +142,11 @@ async def federation_monitor(timer: func.TimerRequest) -> None:
         for conn in app.connections():
             if not conn.features.federation.enabled:
                 continue
-            results = await _service(app).watch(conn, await _directory(app, conn), correlation_id=correlation_id)
-            for result in results:
-                if result.get("problem"):
-                    log.warning("federation of %s (%s): %s", result["domain"], conn.name, result["problem"])
-            log.info("federation monitor: %d federated domains of %s checked%s", len(results), conn.name,
-                     " (timer past due)" if timer.past_due else "")
+            async with job("federation_monitor", conn.name, correlation_id):
+                results = await _service(app, conn).watch(conn, await _directory(app, conn),
+                                                          correlation_id=correlation_id)
+                for result in results:
+                    if result.get("problem"):
+                        log.warning("federation of %s (%s): %s", result["domain"], conn.name, result["problem"])
+                log.info("federation monitor: %d federated domains of %s checked%s", len(results), conn.name,
+                         " (timer past due)" if timer.past_due else "")

@@ -8,7 +8,7 @@ import uuid
 import azure.functions as func
 
 from functions.http import ADMIN, Plain, Reply, route
-from functions.work import MAX_DEQUEUE_COUNT, work_message
+from functions.work import MAX_DEQUEUE_COUNT, job, watch_last_delivery, work_message
 from shared import logs
 from shared.bootstrap import bridge
 from shared.topology import Queue
@@ -26,25 +26,30 @@ async def rotation_timer(timer: func.TimerRequest) -> None:
     with logs.correlation(correlation_id):
         for conn in app.connections():
             if conn.features.rotation.enabled:
-                count = await app.rotation.plan(conn, correlation_id=correlation_id)
-                log.info("rotation: %d users of %s due %s", count, conn.name,
-                         "(timer past due)" if timer.past_due else "")
+                async with job("rotation_timer", conn.name, correlation_id):
+                    count = await app.rotation.plan(conn, correlation_id=correlation_id)
+                    log.info("rotation: %d users of %s due %s", count, conn.name,
+                             "(timer past due)" if timer.past_due else "")
 
 
 @bp.function_name("rotation_work")
 @bp.queue_trigger(arg_name="msg", queue_name=Queue.ROTATION.value, connection="AzureWebJobsStorage")
+@watch_last_delivery(Queue.ROTATION)
 async def rotation_work(msg: func.QueueMessage) -> None:
     """Rotate one user; failures are raised so the host retries, then poisons after maxDequeueCount."""
     message = work_message(msg)
     app = bridge()
     with logs.correlation(message.correlation_id):
-        conn = app.connection(message.connection)
-        directory = await app.password_directory(conn)
-        outcome = await app.rotation.handle(conn, directory, message, dequeue_count=msg.dequeue_count or 1,
-                                            max_dequeue_count=MAX_DEQUEUE_COUNT)
-        if outcome is not None:
-            log.info("rotation of %s: %s %s", outcome.user_id, outcome.status.value,
-                     f"({outcome.reason})" if outcome.reason else "")
+        # A failure before the rotation starts (its Graph client or credential) is kept in status; the rotation
+        # records its own outcome per user.
+        async with job("rotation_work", message.connection, message.correlation_id, queue=True):
+            conn = app.connection(message.connection)
+            directory = await app.password_directory(conn)
+            outcome = await app.rotation.handle(conn, directory, message, dequeue_count=msg.dequeue_count or 1,
+                                                max_dequeue_count=MAX_DEQUEUE_COUNT)
+            if outcome is not None:
+                log.info("rotation of %s: %s %s", outcome.user_id, outcome.status.value,
+                         f"({outcome.reason})" if outcome.reason else "")
 
 
 @route(bp, "connections/{c}/users/{id}/rotate", "POST", roles=[ADMIN])
@@ -57,7 +62,7 @@ async def rotate_user(call: Plain) -> Reply:
     return Reply(202, {"rotationId": rotation_id, "status": "queued"})
 
 
-@route(bp, "connections/{c}/devices/{deviceId}/password", "GET", roles=(),
+@route(bp, "delivery/connections/{c}/devices/{deviceId}/password", "GET", roles=(),
        auth_level=func.AuthLevel.ANONYMOUS)
 async def device_password(call: Plain) -> Reply:
     """The current password of the device's user, for a request signed by the device's registered key."""

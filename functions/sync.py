@@ -9,7 +9,7 @@ from typing import Any
 import azure.functions as func
 
 from functions.http import ADMIN, Plain, Reply, route
-from functions.work import work_message
+from functions.work import job, watch_last_delivery, work_message
 from shared import logs
 from shared.bootstrap import bridge
 from shared.domain.directory import UserRow, UserState
@@ -30,28 +30,40 @@ async def sync_timer(timer: func.TimerRequest) -> None:
     with logs.correlation(correlation_id):
         for conn in app.connections():
             if conn.features.sync.enabled:
-                run_id = await app.sync.request(conn, actor="sync_timer", correlation_id=correlation_id)
-                log.info("sync of %s queued as %s", conn.name, run_id)
+                async with job("sync_timer", conn.name, correlation_id):
+                    run_id = await app.sync.request(conn, actor="sync_timer", correlation_id=correlation_id)
+                    log.info("sync of %s queued as %s", conn.name, run_id)
 
 
 @bp.function_name("sync_work")
 @bp.queue_trigger(arg_name="msg", queue_name=Queue.SYNC.value, connection="AzureWebJobsStorage")
+@watch_last_delivery(Queue.SYNC)
 async def sync_work(msg: func.QueueMessage) -> None:
     """Run one sync of a connection."""
     message = work_message(msg)
     app = bridge()
     with logs.correlation(message.correlation_id):
-        conn = app.connection(message.connection)
-        report = await app.sync.run(conn, await app.directory_reader(conn), run_id=message.idempotency_key,
-                                    correlation_id=message.correlation_id,
-                                    dry_run=bool(message.args.get("dryRun")))
-        log.info("sync %s of %s: %s, added %d, updated %d, removed %d", report.run_id, conn.name, report.outcome,
-                 report.added, report.updated, report.removed)
-        if report.outcome == "completed" and conn.features.passkeys.enabled:
+        # The run records its own outcome and problem (lastRun); a failure is raised again only if worth retrying.
+        completed = None
+        async with job("sync_work", message.connection, message.correlation_id, queue=True, record=False):
+            conn = app.connection(message.connection)
+            try:
+                reader = await app.directory_reader(conn)
+            except Exception as exc:
+                await app.sync.fail(conn, exc, run_id=message.idempotency_key, correlation_id=message.correlation_id)
+                raise
+            report = await app.sync.run(conn, reader, run_id=message.idempotency_key,
+                                        correlation_id=message.correlation_id,
+                                        dry_run=bool(message.args.get("dryRun")))
+            log.info("sync %s of %s: %s, added %d, updated %d, removed %d", report.run_id, conn.name,
+                     report.outcome, report.added, report.updated, report.removed)
+            completed = conn if report.outcome == "completed" else None
+        if completed is not None and completed.features.passkeys.enabled:
             # Passkeys follow the directory: those of removed users and devices are revoked here.
-            found = await app.passkeys.reconcile(conn, await app.passkey_directory(conn),
-                                                 correlation_id=message.correlation_id)
-            log.info("passkeys of %s reconciled: %s", conn.name, found.as_dict())
+            async with job("passkey_reconcile", completed.name, message.correlation_id, queue=True):
+                found = await app.passkeys.reconcile(completed, await app.passkey_directory(completed),
+                                                     correlation_id=message.correlation_id)
+                log.info("passkeys of %s reconciled: %s", completed.name, found.as_dict())
 
 
 @route(bp, "connections/{c}/sync", "POST", roles=[ADMIN])
@@ -66,12 +78,14 @@ async def start_sync(call: Plain) -> Reply:
 
 @route(bp, "connections/{c}/enrollment-groups/uninstall", "POST", roles=[ADMIN])
 async def uninstall_enrollment_groups(call: Plain) -> Reply:
-    """Delete the enrollment-state groups the bridge created in Entra (groups it found are left alone)."""
+    """Delete the enrollment-state groups the bridge owns in Entra, naming the adopted ones it left
+    (`?dryRun=true` lists what would be deleted)."""
     app = bridge()
     conn = app.connection(call.params["c"])
-    deleted = await app.sync.enrollment_groups.uninstall(conn, await app.directory_reader(conn), actor=call.actor,
-                                                         correlation_id=call.correlation_id)
-    body: dict[str, Any] = {"deleted": deleted}
+    dry_run = call.query.get("dryRun", "false").lower() == "true"
+    report = await app.enrollment_groups.uninstall(conn, await app.directory_reader(conn), actor=call.actor,
+                                                   correlation_id=call.correlation_id, dry_run=dry_run)
+    body: dict[str, Any] = report.as_dict()
     if conn.features.passkeys.enabled:
         body["note"] = "features.passkeys.enabled is still true: the next sync creates the groups again"
     return Reply(200, body)

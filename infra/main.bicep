@@ -20,8 +20,11 @@ param location string
 @description('Optional. Resource group to create; rg-<environmentName> when empty.')
 param resourceGroupName string = ''
 
-@description('Optional. Object ID of the person running the deployment (azd sets it); gets Key Vault Secrets Officer to put connection credentials in the vault. Empty for none.')
+@description('Optional. Object ID of the person running the deployment (azd sets it); may add secrets to the vault (connection credentials) but not read them. Empty for none.')
 param principalId string = ''
+
+@description('Optional. Break glass: also let principalId read every secret of the vault, managed passwords included (Key Vault Secrets Officer). Every such read raises the password-read alert; turn it off again afterwards.')
+param operatorCanReadSecrets bool = false
 
 @description('Optional. Type of principalId.')
 @allowed([
@@ -201,11 +204,18 @@ var tables = [
   'events'
 ]
 
+// Features that are really on. A feature without its group is off: it is off in the connection
+// document and is granted no Graph permission and no directory role. The enrollment-state groups
+// are kept by sync runs, for passkey users, so they need both.
+var syncOn = enableSync && (createGroups || !empty(syncGroups))
+var rotationOn = enableRotation && (createGroups || !empty(rotationGroup))
+var passkeysOn = enablePasskeys
+var enrollmentGroupsOn = enableEnrollmentGroups && syncOn && passkeysOn
 var features = {
-  sync: enableSync
-  rotation: enableRotation
-  passkeys: enablePasskeys
-  enrollmentGroups: enableEnrollmentGroups
+  sync: syncOn
+  rotation: rotationOn
+  passkeys: passkeysOn
+  enrollmentGroups: enrollmentGroupsOn
   federation: enableFederation
   export: enableExport
 }
@@ -281,15 +291,15 @@ var mainConnection = {
   }
   features: {
     sync: {
-      enabled: enableSync && !empty(syncGroupRefs)
+      enabled: syncOn
       groups: syncGroupRefs
     }
     rotation: {
-      enabled: enableRotation && !empty(rotationGroupRef)
+      enabled: rotationOn
       group: empty(rotationGroupRef) ? null : rotationGroupRef
     }
     passkeys: {
-      enabled: enablePasskeys
+      enabled: passkeysOn
     }
     federation: {
       enabled: enableFederation
@@ -326,6 +336,7 @@ module rbac 'modules/rbac.bicep' = {
     applicationInsightsName: monitoring.outputs.name
     operatorPrincipalId: principalId
     operatorPrincipalType: principalType
+    operatorCanReadSecrets: operatorCanReadSecrets
   }
 }
 
@@ -350,9 +361,6 @@ module graphPermissions 'modules/graph-permissions.bicep' = {
   }
 }
 
-// Every app setting shared/config.py Settings reads, by its name. Not set in Azure, on purpose:
-// local-only: CONNECTIONS_FILE, LOCAL_ENTRA_URL, LOCAL_CA_FILE (the local profile and files on disk);
-// AzureWebJobsStorage (a connection string; Azure uses AzureWebJobsStorage__accountName instead).
 module eventGrid 'modules/eventgrid.bicep' = {
   name: 'event-grid'
   scope: rg
@@ -367,7 +375,12 @@ module eventGrid 'modules/eventgrid.bicep' = {
   }
 }
 
-// EVENTGRID_TOPIC_KEY is not set: in Azure the app publishes with its identity (EventGrid Data Sender).
+// Every app setting shared/config.py Settings reads, by its name. Not set in Azure, on purpose:
+// local-only: CONNECTIONS_FILE, LOCAL_ENTRA_URL, LOCAL_CA_FILE (the local profile and files on disk);
+// AzureWebJobsStorage (a connection string; Azure uses AzureWebJobsStorage__accountName instead);
+// FUNCTIONS_WORKER_RUNTIME (Flex Consumption takes the runtime from functionAppConfig and refuses it:
+// https://learn.microsoft.com/azure/azure-functions/functions-app-settings#flex-consumption-plan-deprecations);
+// EVENTGRID_TOPIC_KEY (the app publishes with its identity, EventGrid Data Sender; the topic has no keys).
 var bridgeSettings = {
   // A Key Vault reference: the document is kept (and changed) in the vault, resolved by the platform.
   // https://learn.microsoft.com/azure/app-service/app-service-key-vault-references
@@ -401,6 +414,8 @@ module functionApp 'modules/function-app.bicep' = {
     identityClientId: identity.outputs.clientId
     storageAccountName: storage.outputs.name
     storageBlobEndpoint: storage.outputs.blobEndpoint
+    storageQueueEndpoint: storage.outputs.queueEndpoint
+    storageTableEndpoint: storage.outputs.tableEndpoint
     deploymentContainerName: deploymentContainerName
     appSettings: bridgeSettings
     applicationInsightsConnectionString: monitoring.outputs.connectionString
@@ -425,6 +440,22 @@ module alerts 'modules/alerts.bicep' = {
     applicationInsightsResourceId: monitoring.outputs.resourceId
     alertEmail: alertEmail
     poisonQueues: poisonQueues
+  }
+}
+
+// Key Vault and storage logs to the workspace, and the alert on any password read but the app's.
+module diagnostics 'modules/diagnostics.bicep' = {
+  name: 'diagnostics'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    namePrefix: 'bridge-${resourceToken}'
+    keyVaultName: keyVault.outputs.name
+    storageAccountName: storage.outputs.name
+    workspaceResourceId: monitoring.outputs.workspaceResourceId
+    appPrincipalId: identity.outputs.principalId
+    actionGroupResourceId: alerts.outputs.actionGroupResourceId
   }
 }
 
@@ -456,4 +487,4 @@ output BRIDGE_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output BRIDGE_API_CLIENT_ID string = bridgeApi.outputs.clientId
 output BRIDGE_GRAPH_PERMISSIONS array = graphPermissions.outputs.granted
 // Directory roles for the hook, comma-separated display names; empty when no feature needs one.
-output BRIDGE_DIRECTORY_ROLES string = enableRotation ? rotationDirectoryRole : ''
+output BRIDGE_DIRECTORY_ROLES string = rotationOn ? rotationDirectoryRole : ''

@@ -110,7 +110,7 @@ def python_module(module: str, *args: str) -> list[str]:
 
 
 def azurite_argv(data_dir: Path, blob: int, queue: int, table: int) -> list[str]:
-    """argv of Azurite from node_modules on loopback, as FACTS.md recommends starting it."""
+    """argv of Azurite from node_modules on loopback, with the flags docs/architecture.md explains."""
     binary = ROOT / "node_modules" / ".bin" / "azurite"
     if not binary.exists():
         raise FileNotFoundError("Azurite is not installed: run 'npm ci' (make does it) in the project folder")

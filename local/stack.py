@@ -1,6 +1,6 @@
 """`make run`: the whole bridge on this machine, stopped cleanly by Ctrl-C or SIGTERM.
 
-    python -m local.stack [--settings local.settings.json] [--no-sync] [--no-demo]
+    python -m local.stack [--settings local.settings.json] [--no-sync] [--no-demo] [--timers]
 
 In order: the local CA (local.tls); Azurite (data in .local/azurite); the Entra simulator with the
 demo tenant and the Key Vault emulator, when their packages are present; local.settings.json written
@@ -9,7 +9,13 @@ environment that points the app at all of them; then one sync of the demo connec
 timer would run; then the passkey demo (local.demo_passkey): a demo device registers a passkey for a
 demo user through the HTTP API, and the passkey is revoked when the device is removed, as the audit
 log shows. It prints the URLs, the demo connection and the function key, and waits. A second run
-reuses the certificates, the settings file and the data under .local/.
+reuses the certificates, the settings file and the data under .local/. Each step prints one line with
+the seconds it took.
+
+The rotation and federation timers are off unless `--timers` is given (`make run TIMERS=1`), so that
+an hourly rotation does not fire in the middle of a session: the host gets the app settings
+`AzureWebJobs.<name>.Disabled=true` for them, as Azure would, and runs either on demand through its
+admin endpoint (`POST /admin/functions/<name>` with the master key; docs/local-host.md).
 
 Preferred ports (host 7071, simulator 8443, vault 8444, Azurite 10000-10002) are used when free;
 otherwise free ones are taken, and the environment handed to the host says which.
@@ -52,6 +58,28 @@ class Stop(Exception):
     """SIGTERM arrived: unwind and stop everything."""
 
 
+#: Timers that change things in the tenant on their own; off in `make run` unless --timers.
+OPTIONAL_TIMERS = ("rotation_timer", "federation_monitor")
+
+
+def timer_settings(timers: bool) -> dict[str, str]:
+    """App settings that turn the optional timers off (none when they are wanted)."""
+    return {} if timers else {f"AzureWebJobs.{name}.Disabled": "true" for name in OPTIONAL_TIMERS}
+
+
+class Steps:
+    """One line per start-up step, with the seconds since the previous one."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def say(self, line: str) -> None:
+        """Print `line` with the time the step took."""
+        now = time.monotonic()
+        print(f"{line} ({now - self.last:.1f} s)", flush=True)
+        self.last = now
+
+
 #: The host's environment and URL while the stack runs: `python -m shared.cli` finds and uses it by itself.
 ENV_FILE = ROOT / ".local" / "stack-env.json"
 
@@ -86,8 +114,17 @@ def base_environment(tls: TlsFiles, storage: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def stand_ins(tls: TlsFiles, env: dict[str, str]) -> Iterator[list[str]]:
-    """Start the Entra simulator and the vault emulator when present; add their settings to `env`."""
+def stand_ins(tls: TlsFiles, env: dict[str, str], steps: Steps | None = None) -> Iterator[list[str]]:
+    """Start the Entra simulator and the vault emulator when present; add their settings to `env`.
+
+    With `steps`, each line is printed as its server is up (with the time it took) rather than returned.
+    """
+    def say(line: str) -> None:
+        if steps is None:
+            lines.append(line)
+        else:
+            steps.say(line)
+
     lines: list[str] = []
     with contextlib.ExitStack() as stack:
         if not available("local.entra"):
@@ -105,7 +142,7 @@ def stand_ins(tls: TlsFiles, env: dict[str, str]) -> Iterator[list[str]]:
                     # The host validates bearer tokens for the bridge's own API against the simulator.
                     "LOCAL_AUTH_ISSUER": f"{entra.url}/{entra.tenant_id}/v2.0",
                     "LOCAL_AUTH_AUDIENCE": BRIDGE_CLIENT_ID})
-        lines.append(f"entra simulator: {entra.url} (tenant {entra.tenant_id}; admin API {entra.url}/_sim/)")
+        say(f"entra simulator: {entra.url} (tenant {entra.tenant_id}; admin API {entra.url}/_sim/)")
         # Attestation trust: the simulator also serves a test FIDO metadata blob signed by the local CA.
         from local.mds import root_setting
 
@@ -123,7 +160,7 @@ def stand_ins(tls: TlsFiles, env: dict[str, str]) -> Iterator[list[str]]:
                                                       tenant=entra.tenant_id, port=port(8444), roles_file=roles,
                                                       log_path=LOGS / "vault.log", tls=tls))
             env["KEY_VAULT_URL"] = vault.url
-            lines.append(f"key vault emulator: {vault.url}")
+            say(f"key vault emulator: {vault.url}")
         else:
             lines.append("key vault emulator: not in this checkout")
         yield lines
@@ -135,9 +172,15 @@ def startup_job(settings_file: Path, env: dict[str, str]) -> str:
         return "start-up sync: skipped (needs the sync feature and the Entra simulator)"
     argv = python_module("shared.cli", "--settings", str(settings_file), "sync", "--connection", DEMO_CONNECTION)
     log_path = LOGS / "startup-sync.log"
-    with log_path.open("ab") as log:
-        done = subprocess.run(argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=log,
-                              timeout=300, check=False)
+    for attempt in (1, 2):
+        with log_path.open("ab") as log:
+            done = subprocess.run(argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=log,
+                                  timeout=300, check=False)
+        if done.returncode == 0 or attempt == 2:
+            break
+        # The host may have just caught up a sync run missed while the stack was down (its sync timer's
+        # schedule status says so), and that run holds the connection's sync lease: try once more.
+        time.sleep(5)
     summary = done.stdout.decode(errors="replace").strip().splitlines()
     outcome = summary[-1] if summary else f"exit {done.returncode}"
     if done.returncode != 0:
@@ -180,35 +223,40 @@ def wait(processes: list[ManagedProcess]) -> None:
         time.sleep(0.5)
 
 
-def run(settings_path: Path, *, sync: bool, demo: bool = True) -> int:
+def run(settings_path: Path, *, sync: bool, demo: bool = True, timers: bool = False) -> int:
     """Start everything, print what runs where, wait, stop."""
     def terminate(signum: int, frame: FrameType | None) -> None:
         raise Stop
 
     signal.signal(signal.SIGTERM, terminate)
+    steps = Steps()
     LOGS.mkdir(parents=True, exist_ok=True)
     tls = ensure_tls()
     settings, created = ensure_settings(settings_path)
     keys = settings.get("FunctionKeys") or {}
     function_key = str(next(iter(keys.values()), ""))
-    print(f"local stack: logs in {LOGS.relative_to(ROOT)}/, settings in {settings_path.name}"
-          f"{' (new, from the sample)' if created else ''}", flush=True)
+    steps.say(f"local stack: logs in {LOGS.relative_to(ROOT)}/, settings in {settings_path.name}"
+              f"{' (new, from the sample)' if created else ''}, local CA in .local/tls")
     try:
         with contextlib.ExitStack() as stack:
             storage = stack.enter_context(azurite(LOCAL / "azurite", LOGS / "azurite.log",
                                                   (port(10000), port(10001), port(10002))))
             env = base_environment(tls, storage)
-            print("azurite: running (storage connection string in the host's AzureWebJobsStorage)", flush=True)
-            for line in stack.enter_context(stand_ins(tls, env)):
+            steps.say("azurite: running (storage connection string in the host's AzureWebJobsStorage)")
+            for line in stack.enter_context(stand_ins(tls, env, steps)):
                 print(line, flush=True)
             topic: RunningTopic = stack.enter_context(eventgrid_running(
                 data_dir=LOCAL / "eventgrid", log_path=LOGS / "eventgrid.log", port=port(8445), tls=tls))
             env.update(stack_settings(topic))
-            print(f"event grid stand-in: {topic.endpoint} (docs/events.md)", flush=True)
+            steps.say(f"event grid stand-in: {topic.endpoint} (docs/events.md)")
+            env.update(timer_settings(timers))
             host: RunningHost = stack.enter_context(host_running(
                 settings_file=settings_path, function_key=function_key, log_path=LOGS / "host.log", env=env,
                 port=port(7071)))
-            print(f"function host: {host.url}/api (health: {host.url}/api/health)", flush=True)
+            steps.say(f"function host: {host.url}/api (health: {host.url}/api/health)")
+            print("timers: all on (--timers)" if timers else
+                  f"timers: {' and '.join(OPTIONAL_TIMERS)} are off (make run TIMERS=1, or --timers, turns them "
+                  f"on; run one now with POST {host.url}/admin/functions/<name> and the master key)", flush=True)
             # Operator commands (make doctor) need the same environment as the host while the stack runs.
             ENV_FILE.write_text(json.dumps({**env, "LOCAL_FUNCTIONS_URL": host.url}), encoding="utf-8")
             ENV_FILE.chmod(0o600)
@@ -216,10 +264,10 @@ def run(settings_path: Path, *, sync: bool, demo: bool = True) -> int:
             print(describe_demo(settings), flush=True)
             print(f"function key: {function_key}  (send as x-functions-key, or ?code=)", flush=True)
             if sync:
-                print(startup_job(settings_path, env), flush=True)
+                steps.say(startup_job(settings_path, env))
             if demo:
-                print(passkey_demo(host, function_key, env), flush=True)
-                print(demo_events(topic), flush=True)
+                steps.say(passkey_demo(host, function_key, env))
+                steps.say(demo_events(topic))
             print("ready; Ctrl-C stops everything", flush=True)
             wait([host.process])
     except (KeyboardInterrupt, Stop):
@@ -234,8 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", default=str(ROOT / "local.settings.json"))
     parser.add_argument("--no-sync", action="store_true", help="skip the start-up sync of the demo connection")
     parser.add_argument("--no-demo", action="store_true", help="skip the passkey demo (device, passkey, removal)")
+    parser.add_argument("--timers", action="store_true",
+                        help=f"run the {' and '.join(OPTIONAL_TIMERS)} timers on their schedules (off by default)")
     args = parser.parse_args(argv)
-    return run(Path(args.settings).resolve(), sync=not args.no_sync, demo=not args.no_demo)
+    return run(Path(args.settings).resolve(), sync=not args.no_sync, demo=not args.no_demo, timers=args.timers)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 Everything is built lazily, once per process: the first function that needs Key Vault builds the
 vault client, the first call for a connection builds its Graph gateway. Functions ask `bridge()` for
 what they need; tests build a `Bridge` from their own settings.
+
+`start()` is the process's one start-up path, called by `function_app` on import, in Azure and under
+the local host alike: logging (masking, `LOG_FORMAT`, `LOG_LEVEL`, correlation ids) and telemetry.
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
-from typing import Any
+from typing import Any, Literal
 
+from shared import logs
 from shared.adapters import identity
-from shared.adapters.audit import AuditReader, TableAuditSink
+from shared.adapters.audit import AuditReader, TableAuditSink, VaultAuditAnchors, VaultAuditKeys
 from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.events import EventGridSink, TableEventOutbox
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
 from shared.adapters.mds import FidoMetadata
+from shared.adapters.ownership import TableGroupRecords
 from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.rotation import GraphPasswordDirectory
@@ -32,12 +37,14 @@ from shared.services.audit import AuditQuery
 from shared.services.connections import CertificateValidator
 from shared.services.delivery import PasswordDelivery
 from shared.services.devices import DeviceService
-from shared.services.directory import Directory, RotationSubjects
+from shared.services.directory import Directory, EnrollmentGroups, RotationSubjects
+from shared.services.enrollment import DeviceEnrollment
 from shared.services.events import ChangeFeed, EventPublisher
 from shared.services.federation import watch_rows
 from shared.services.passkeys import PasskeyService
 from shared.services.poison import PoisonService
 from shared.services.ports import Clock
+from shared.services.problems import JobProblems
 from shared.services.rotation import RotationService
 from shared.services.status import StatusService
 from shared.services.sync import SyncService
@@ -85,8 +92,8 @@ class Bridge:
         def build() -> TableEntityStore:
             if self.settings.storage_connection:
                 return TableEntityStore.from_connection_string(self.settings.storage_connection)
-            if self.settings.storage_account_name:
-                return TableEntityStore.from_account(self.settings.storage_account_name, self.app_credential)
+            if self.settings.storage_account_name or self.settings.table_service_uri:
+                return TableEntityStore.from_account(self.storage_url("table"), self.app_credential)
             raise Configuration("no storage configured: set AzureWebJobsStorage or AzureWebJobsStorage__accountName",
                                 setting="AzureWebJobsStorage")
         store: TableEntityStore = self._once("entities", build)
@@ -98,12 +105,30 @@ class Bridge:
         def build() -> StorageWorkQueue:
             if self.settings.storage_connection:
                 return StorageWorkQueue.from_connection_string(self.settings.storage_connection)
-            if self.settings.storage_account_name:
-                return StorageWorkQueue.from_account(self.settings.storage_account_name, self.app_credential)
+            if self.settings.storage_account_name or self.settings.queue_service_uri:
+                return StorageWorkQueue.from_account(self.storage_url("queue"), self.app_credential)
             raise Configuration("no storage configured: set AzureWebJobsStorage or AzureWebJobsStorage__accountName",
                                 setting="AzureWebJobsStorage")
         queue: StorageWorkQueue = self._once("queue", build)
         return queue
+
+    def storage_url(self, service: Literal["table", "queue"]) -> str:
+        """The table or queue service of the app's storage account: the identity-based setting
+        (AzureWebJobsStorage__tableServiceUri / __queueServiceUri, which the deployment sets from the
+        account itself), else the account name under the storage suffix of the connections' cloud."""
+        explicit = self.settings.table_service_uri if service == "table" else self.settings.queue_service_uri
+        if explicit:
+            return explicit
+        setting = f"AzureWebJobsStorage__{service}ServiceUri"
+        if not self.settings.storage_account_name:
+            raise Configuration(f"no storage configured: set AzureWebJobsStorage, {setting} or "
+                                "AzureWebJobsStorage__accountName", setting="AzureWebJobsStorage__accountName")
+        suffixes = {self.settings.profile(c.cloud).storage_suffix for c in self.connections()} - {None}
+        if len(suffixes) > 1:
+            raise Configuration(f"connections span clouds {sorted(s or '' for s in suffixes)}: set {setting} to "
+                                "the app's own storage endpoint", setting=setting)
+        suffix = suffixes.pop() if suffixes else "core.windows.net"
+        return f"https://{self.settings.storage_account_name}.{service}.{suffix}"
 
     @property
     def app_credential(self) -> Any:
@@ -115,8 +140,8 @@ class Bridge:
         """Key Vault (KEY_VAULT_URL)."""
         def build() -> KeyVaultSecretStore:
             if not self.settings.key_vault_url:
-                raise Configuration("KEY_VAULT_URL is not set: name the vault that keeps managed passwords",
-                                    setting="KEY_VAULT_URL")
+                raise Configuration("KEY_VAULT_URL is not set: name the vault that keeps managed passwords and the "
+                                    "audit key", setting="KEY_VAULT_URL")
             verify: str | bool = self.settings.local_ca_file or True
             return KeyVaultSecretStore(self.settings.key_vault_url, self.app_credential, connection_verify=verify)
         store: KeyVaultSecretStore = self._once("secrets", build)
@@ -125,8 +150,21 @@ class Bridge:
     @property
     def audit(self) -> TableAuditSink:
         """The hash-chained audit log."""
-        sink: TableAuditSink = self._once("audit", lambda: TableAuditSink(self.entities, self.clock))
+        sink: TableAuditSink = self._once("audit", lambda: TableAuditSink(self.entities, self.clock, self.audit_keys,
+                                                                          self.audit_anchors))
         return sink
+
+    @property
+    def audit_keys(self) -> VaultAuditKeys:
+        """The audit chain's MAC keys, in Key Vault (read on first use)."""
+        keys: VaultAuditKeys = self._once("audit_keys", lambda: VaultAuditKeys(lambda: self.secrets, self.clock))
+        return keys
+
+    @property
+    def audit_anchors(self) -> VaultAuditAnchors:
+        """The audit chains' anchors, in Key Vault."""
+        anchors: VaultAuditAnchors = self._once("audit_anchors", lambda: VaultAuditAnchors(lambda: self.secrets))
+        return anchors
 
     @property
     def audit_reader(self) -> AuditReader:
@@ -137,7 +175,8 @@ class Bridge:
     @property
     def audit_query(self) -> AuditQuery:
         """Reads (filtered, paged) and verifies the audit log."""
-        query: AuditQuery = self._once("audit_query", lambda: AuditQuery(self.audit_reader))
+        query: AuditQuery = self._once("audit_query", lambda: AuditQuery(self.audit_reader, self.audit_keys,
+                                                                         self.audit_anchors, self.clock))
         return query
 
     @property
@@ -274,12 +313,20 @@ class Bridge:
         return metadata
 
     @property
+    def enrollment(self) -> DeviceEnrollment:
+        """Passkey registration under the connection's enrollment policy."""
+        def build() -> DeviceEnrollment:
+            return DeviceEnrollment(passkeys=self.passkeys, devices=self.devices)
+        service: DeviceEnrollment = self._once("enrollment", build)
+        return service
+
+    @property
     def sync(self) -> SyncService:
         """User and group sync."""
         def build() -> SyncService:
             return SyncService(directory=self.directory, entities=self.entities, audit=self.audit, queue=self.queue,
                                clock=self.clock, secrets=self.secrets if self.settings.key_vault_url else None,
-                               events=self.events_outbox)
+                               enrollment_groups=self.enrollment_groups, events=self.events_outbox)
         service: SyncService = self._once("sync", build)
         return service
 
@@ -292,7 +339,9 @@ class Bridge:
 
             # Rotation is built only when a connection has it on: it needs Key Vault.
             return StatusService(sync=self.sync, rotation=lambda: self.rotation, directory=self.directory,
-                                 federation_watch=watch, writes_paused_until=self.governor.pause_until)
+                                 federation_watch=watch, writes_paused_until=self.governor.pause_until,
+                                 passkey_enrollment=self.devices.passkey_enrollment,
+                                 job_problems=self.problems.all)
         service: StatusService = self._once("status", build)
         return service
 
@@ -301,6 +350,21 @@ class Bridge:
         """The poison queues, for operators."""
         service: PoisonService = self._once("poison", lambda: PoisonService(self.queue, self.audit))
         return service
+
+    @property
+    def enrollment_groups(self) -> EnrollmentGroups:
+        """The enrollment-state groups and the record of which the bridge owns."""
+        def build() -> EnrollmentGroups:
+            return EnrollmentGroups(TableGroupRecords(self.entities), self.audit, self.clock)
+        service: EnrollmentGroups = self._once("enrollment_groups", build)
+        return service
+        return service
+
+    @property
+    def problems(self) -> JobProblems:
+        """The last failure of each timer and queue job per connection, for status."""
+        problems: JobProblems = self._once("problems", lambda: JobProblems(self.entities, self.clock))
+        return problems
 
     # ------------------------------------------------------------------ events to the provider
 
@@ -346,7 +410,7 @@ class Bridge:
 
     async def directory_reader(self, conn: Connection) -> GraphDirectoryReader:
         """A fresh reader (it counts the resource units of one run)."""
-        return GraphDirectoryReader(await self.graph(conn))
+        return GraphDirectoryReader(await self.graph(conn))  # the gateway carries the cloud's Graph host
 
     async def passkey_directory(self, conn: Connection) -> GraphPasskeyDirectory:
         """Entra's FIDO2 provisioning API for `conn`, on its Graph gateway."""
@@ -366,7 +430,11 @@ class Bridge:
     # ------------------------------------------------------------------ shutdown
 
     async def close(self) -> None:
-        """Close every client this process opened."""
+        """Close every client this process opened (after anchoring the audit chains written)."""
+        sink = self._cache.get("audit")
+        if sink is not None:
+            with contextlib.suppress(Exception):
+                await sink.aclose()
         for gateway in self._graphs.values():
             with contextlib.suppress(Exception):
                 await gateway.close()
@@ -380,6 +448,31 @@ class Bridge:
 
 
 _bridge: Bridge | None = None
+_started = False
+
+
+def start() -> None:
+    """Configure logging and telemetry for this process, once (`function_app` calls it on import).
+
+    Invalid settings do not stop the import here: logging starts with the defaults and the error is
+    logged; the first function that needs the settings raises it again, naming the setting.
+    """
+    global _started  # one start-up per process, by design
+    if _started:
+        return
+    _started = True
+    try:
+        config = settings()
+    except Configuration as exc:
+        logs.configure()
+        log.error("%s", exc)
+        return
+    logs.configure(fmt=config.log_format, level=config.log_level)
+    if config.appinsights_connection_string:
+        # Imported only when used: the exporter costs about half a second of cold start.
+        from shared.adapters import telemetry
+
+        telemetry.send_events(config.appinsights_connection_string)
 
 
 def bridge() -> Bridge:
@@ -387,9 +480,4 @@ def bridge() -> Bridge:
     global _bridge  # one composition root per process, by design
     if _bridge is None:
         _bridge = Bridge(settings())
-        if _bridge.settings.appinsights_connection_string:
-            # Imported only when used: the exporter costs about half a second of cold start.
-            from shared.adapters import telemetry
-
-            telemetry.send_audit_events(_bridge.settings.appinsights_connection_string)
     return _bridge

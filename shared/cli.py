@@ -22,14 +22,11 @@ from typing import Any
 
 import httpx
 
-from shared.adapters.directory import GraphDirectoryReader
 from shared.bootstrap import Bridge
 from shared.config import load_settings
 from shared.errors import BridgeError, Configuration, InvalidInput, NotFound
 from shared.services.audit import PAGE_DEFAULT, AuditFilter
 from shared.services.connections import ConnectionTester
-from shared.services.directory import Directory
-from shared.services.sync import SyncService
 from shared.topology import Queue
 
 #: The checkout this module runs from: `make run` keeps its settings here.
@@ -242,11 +239,8 @@ async def doctor(bridge: Bridge, name: str) -> Outcome:
 async def sync(bridge: Bridge, name: str, dry_run: bool, *, show_progress: bool) -> Outcome:
     """Run one sync now, in this process (a progress bar on a terminal)."""
     conn = bridge.connection(name)
-    service = SyncService(directory=Directory(bridge.entities), entities=bridge.entities, audit=bridge.audit,
-                          queue=bridge.queue, clock=bridge.clock,
-                          secrets=bridge.secrets if bridge.settings.key_vault_url else None,
-                          events=bridge.events_outbox)
-    reader = GraphDirectoryReader(await bridge.graph(conn))
+    service = bridge.sync
+    reader = await bridge.directory_reader(conn)
     report = await service.run(conn, reader, run_id=f"cli-{uuid.uuid4().hex[:8]}", correlation_id=str(uuid.uuid4()),
                                dry_run=dry_run, progress=_progress if show_progress else None)
     if show_progress:
@@ -260,22 +254,54 @@ async def sync(bridge: Bridge, name: str, dry_run: bool, *, show_progress: bool)
     return Outcome(0 if report.outcome in ("completed", "dry-run") else 1, data, lines)
 
 
-async def uninstall_groups(bridge: Bridge, name: str, *, yes: bool) -> Outcome:
-    """Delete the enrollment-state groups the bridge created in Entra (never groups it found)."""
+def _group_line(group: dict[str, Any]) -> str:
+    line = f"  {group['id']}  {group['name']!r} ({group['state']}, {group['ownership']}"
+    if group.get("recordedAt"):
+        line += f", recorded {group['recordedAt']}"
+    if group.get("runId"):
+        line += f" by {group['runId']}"
+    line += ")"
+    if group.get("configuredName"):
+        line += f"; configured name now {group['configuredName']!r}"
+    if group.get("reason"):
+        line += f": {group['reason']}"
+    return line
+
+
+def _uninstall_lines(report: dict[str, Any]) -> list[str]:
+    verb = "would delete" if report["dryRun"] else "deleted"
+    lines = [f"{verb} {len(report['deleted'])} enrollment-state group(s) the bridge created"
+             + (":" if report["deleted"] else "")]
+    lines.extend(_group_line(group) for group in report["deleted"])
+    leave = "would leave" if report["dryRun"] else "left"
+    lines.append(f"{leave} {len(report['left'])} group(s) in Entra that the bridge did not create"
+                 + (":" if report["left"] else ""))
+    lines.extend(_group_line(group) for group in report["left"])
+    return lines
+
+
+async def uninstall_groups(bridge: Bridge, name: str, *, dry_run: bool, yes: bool) -> Outcome:
+    """Delete the enrollment-state groups the bridge created in Entra (never groups it adopted)."""
     conn = bridge.connection(name)
-    if not _confirm(f"delete the enrollment-state groups the bridge created for {conn.name!r}?", yes):
-        return Outcome(1, {"deleted": [], "cancelled": True}, ["cancelled: nothing deleted"])
-    service = SyncService(directory=Directory(bridge.entities), entities=bridge.entities, audit=bridge.audit,
-                          queue=bridge.queue, clock=bridge.clock)
-    writer = GraphDirectoryReader(await bridge.graph(conn))
-    deleted = await service.enrollment_groups.uninstall(conn, writer, correlation_id=str(uuid.uuid4()),
-                                                        actor=_actor())
-    lines = [f"deleted {len(deleted)} enrollment-state group(s) the bridge created: {', '.join(deleted) or 'none'}"]
-    data: dict[str, Any] = {"deleted": deleted}
-    if conn.features.passkeys.enabled:
-        data["note"] = "features.passkeys.enabled is still true: the next sync creates the groups again"
-        lines.append(f"note: {data['note']}")
-    return Outcome(0, data, lines)
+    groups = bridge.enrollment_groups
+    writer = await bridge.directory_reader(conn)
+    if not dry_run and not yes:
+        if not sys.stdin.isatty():
+            raise InvalidInput("uninstall-groups deletes groups in Entra and asks for confirmation on a terminal; "
+                               "there is none: pass --yes to delete without asking (or --dry-run to list what it "
+                               "would delete)", field="--yes")
+        plan = (await groups.uninstall(conn, writer, correlation_id=str(uuid.uuid4()), actor=_actor(),
+                                       dry_run=True)).as_dict()
+        print("\n".join(_uninstall_lines(plan)))
+        if not _confirm(f"Delete {len(plan['deleted'])} group(s) in Entra and forget the adopted ones?", False):
+            return Outcome(1, {**plan, "cancelled": True}, ["nothing deleted"])
+    report = (await groups.uninstall(conn, writer, correlation_id=str(uuid.uuid4()), actor=_actor(),
+                                     dry_run=dry_run)).as_dict()
+    lines = _uninstall_lines(report)
+    if conn.features.passkeys.enabled and not dry_run:
+        report["note"] = "features.passkeys.enabled is still true: the next sync creates the groups again"
+        lines.append(f"note: {report['note']}")
+    return Outcome(0, report, lines)
 
 
 async def audit(bridge: Bridge, name: str, *, first: str | None, last: str | None, action: str | None,
@@ -303,14 +329,19 @@ def _day(value: str | None, default: dt.date, option: str) -> dt.date:
 
 
 async def audit_verify(bridge: Bridge, name: str, days: int) -> Outcome:
-    """Verify the audit chains of the last `days` days."""
-    today = dt.datetime.now(dt.UTC).date()
+    """Verify the audit chains and their anchors of the last `days` days; each finding on its own line."""
+    today = bridge.clock.now().astimezone(dt.UTC).date()
     report = await bridge.audit_query.verify(name, today - dt.timedelta(days=days - 1), today)
-    if report.broken:
-        return Outcome(1, report.as_json(), [
-            f"BROKEN: chain {report.broken.chain} at record {report.broken.seq}: {report.broken.reason} "
-            f"({report.checked} records checked)"])
-    return Outcome(0, report.as_json(), [f"audit intact: {report.checked} records in {report.chains} chains checked"])
+    lines = [f"FOUND {finding.describe()}" for finding in report.findings]
+    window = int(report.window.total_seconds())
+    since = f" (since {report.window_from:%Y-%m-%d %H:%M:%S} UTC)" if report.window_from and window else ""
+    lines.append(f"not yet anchored: {window} s{since}; records written in that window could be cut unnoticed")
+    if report.findings:
+        lines.append(f"audit NOT intact: {len(report.findings)} finding(s); {report.checked} records in "
+                     f"{report.chains} chains checked")
+        return Outcome(1, report.as_json(), lines)
+    lines.append(f"audit intact: {report.checked} records in {report.chains} chains checked")
+    return Outcome(0, report.as_json(), lines)
 
 
 async def timers_run(name: str, *, host: str | None, master_key: str | None) -> Outcome:
@@ -428,6 +459,7 @@ def parser() -> argparse.ArgumentParser:
     p_poison.add_argument("--all", dest="every", action="store_true", help="every message of the poison queue")
     p_poison.add_argument("--yes", action="store_true", help="drop without asking")
     p_uninstall = command("uninstall-groups", "delete the enrollment-state groups the bridge created in Entra")
+    p_uninstall.add_argument("--dry-run", action="store_true", help="list what would be deleted; change nothing")
     p_uninstall.add_argument("--yes", action="store_true", help="delete without asking")
     return top
 
@@ -461,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
                 "doctor": lambda: doctor(bridge, args.connection),
                 "poison": lambda: poison(bridge, args.action, Queue(args.queue), ids=args.ids, every=args.every,
                                          yes=args.yes),
-                "uninstall-groups": lambda: uninstall_groups(bridge, args.connection, yes=args.yes),
+                "uninstall-groups": lambda: uninstall_groups(bridge, args.connection, dry_run=args.dry_run,
+                                                             yes=args.yes),
             }
             return await commands[args.command]()
         finally:

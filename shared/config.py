@@ -8,19 +8,27 @@ that still reads `@Microsoft.KeyVault(...)` was not resolved by the platform and
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import ipaddress
 import json
 import re
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
+from croniter import croniter
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -47,7 +55,7 @@ class Cloud(StrEnum):
 
 
 class CloudProfile(BaseModel):
-    """Where a cloud's login, Graph and vault scopes live (DESIGN.md section 3)."""
+    """Where a cloud's login, Graph, vault scopes and storage live (docs/architecture.md, "Clouds")."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -56,6 +64,8 @@ class CloudProfile(BaseModel):
     graph: str
     graph_scope: str
     vault_scope: str
+    #: DNS suffix of storage endpoints (`<account>.table.<suffix>`); None where storage is Azurite's.
+    storage_suffix: str | None = None
 
     @property
     def graph_v1(self) -> str:
@@ -74,17 +84,18 @@ def cloud_profile(cloud: Cloud, *, local_entra_url: str = "https://127.0.0.1:844
         return CloudProfile(name=cloud, authority="https://login.microsoftonline.com",
                             graph="https://graph.microsoft.com",
                             graph_scope="https://graph.microsoft.com/.default",
-                            vault_scope="https://vault.azure.net/.default")
+                            vault_scope="https://vault.azure.net/.default", storage_suffix="core.windows.net")
     if cloud is Cloud.USGOV:
         return CloudProfile(name=cloud, authority="https://login.microsoftonline.us",
                             graph="https://graph.microsoft.us",
                             graph_scope="https://graph.microsoft.us/.default",
-                            vault_scope="https://vault.usgovcloudapi.net/.default")
+                            vault_scope="https://vault.usgovcloudapi.net/.default",
+                            storage_suffix="core.usgovcloudapi.net")
     if cloud is Cloud.CHINA:
         return CloudProfile(name=cloud, authority="https://login.chinacloudapi.cn",
                             graph="https://microsoftgraph.chinacloudapi.cn",
                             graph_scope="https://microsoftgraph.chinacloudapi.cn/.default",
-                            vault_scope="https://vault.azure.cn/.default")
+                            vault_scope="https://vault.azure.cn/.default", storage_suffix="core.chinacloudapi.cn")
     base = local_entra_url.rstrip("/")
     # The simulator issues tokens for the public resource names, as the real service would.
     return CloudProfile(name=cloud, authority=base, graph=base,
@@ -202,6 +213,8 @@ class PasskeysFeature(_Doc):
     challenge_timeout_minutes: Annotated[int, Field(alias="challengeTimeoutMinutes", ge=5, le=43200)] = 5
     allowed_aaguids: Annotated[list[str], Field(alias="allowedAaguids")] = Field(default_factory=list)
     enrollment_groups: Annotated[EnrollmentGroupNames, Field(alias="enrollmentGroups")] = EnrollmentGroupNames()
+    #: With policy `required`: no rotated password for a device until its passkey is registered in Entra.
+    withhold_passwords_until_passkey: Annotated[bool, Field(alias="withholdPasswordsUntilPasskey")] = False
 
 
 class FederationFeature(_Doc):
@@ -271,25 +284,188 @@ def _setting(name: str, default: Any = ..., **kw: Any) -> Any:
     return Field(default, validation_alias=AliasChoices(name), **kw)
 
 
+# Value checks shared by the settings below; each raises ValueError with what is wrong and never
+# repeats the value (a connection string holds a key). load_settings adds the setting's name.
+
+def _unset_if_empty(value: Any) -> Any:
+    """An empty app setting means "not set" (docs/settings.md)."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(value: str, *, path: bool = False, hosts: tuple[str, ...] = ()) -> str:
+    """An absolute https URL with a host (http only on this machine, for the local stand-ins), no
+    credentials, query or fragment, no path unless `path`, and a host under one of `hosts` if given."""
+    parts = urlsplit(value.strip())
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("https", "http") or not host:
+        raise ValueError("must be an absolute https:// URL with a host name")
+    if parts.scheme == "http" and not _loopback(host):
+        raise ValueError(f"must use https (http is accepted only for the local stand-ins on 127.0.0.1), "
+                         f"not for {host}")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError("must not carry credentials, a query or a fragment")
+    if not path and parts.path not in ("", "/"):
+        raise ValueError("must be the service's base URL, without a path")
+    if hosts and not _loopback(host) and not any(host.endswith(suffix) for suffix in hosts):
+        raise ValueError(f"host {host} is not one of {', '.join('*' + s for s in hosts)}")
+    return value.strip().rstrip("/")
+
+
+def check_ncrontab(value: str) -> str:
+    """A six-field NCRONTAB expression ({second} {minute} {hour} {day} {month} {day-of-week}), as the
+    Functions timer trigger reads it
+    (https://learn.microsoft.com/azure/azure-functions/functions-bindings-timer#ncrontab-expressions)."""
+    fields = value.split()
+    if len(fields) != 6:
+        raise ValueError(f"has {len(fields)} fields; a timer schedule is six-field NCRONTAB "
+                         "({second} {minute} {hour} {day} {month} {day-of-week}), e.g. '0 */15 * * * *'")
+    if not croniter.is_valid(" ".join(fields), second_at_beginning=True):
+        raise ValueError("is not a valid NCRONTAB expression ({second} {minute} {hour} {day} {month} "
+                         "{day-of-week})")
+    return " ".join(fields)
+
+
+#: Key Vault's DNS suffixes in the public, US Government and China clouds
+#: (https://learn.microsoft.com/azure/key-vault/general/about-keys-secrets-certificates#dns-suffixes-for-object-identifiers).
+VAULT_HOSTS = (".vault.azure.net", ".vault.usgovcloudapi.net", ".vault.azure.cn")
+#: Members of a storage connection string
+#: (https://learn.microsoft.com/azure/storage/common/storage-configure-connection-string).
+_STORAGE_MEMBERS = {"DefaultEndpointsProtocol", "AccountName", "AccountKey", "EndpointSuffix", "SharedAccessSignature",
+                    "BlobEndpoint", "QueueEndpoint", "TableEndpoint", "FileEndpoint", "UseDevelopmentStorage",
+                    "DevelopmentStorageProxyUri"}
+
+
+def _pairs(value: str, what: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(";"))):
+        name, sep, member = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"is not a {what}: expected Name=value pairs separated by ';'")
+        pairs[name.strip()] = member.strip()
+    return pairs
+
+
+def check_storage_connection_string(value: str) -> str:
+    """A storage connection string that names the account and how to reach it, or Azurite's shortcut."""
+    pairs = _pairs(value, "storage connection string")
+    if pairs.get("UseDevelopmentStorage", "").lower() == "true":
+        return value
+    unknown = sorted(set(pairs) - _STORAGE_MEMBERS)
+    if unknown:
+        raise ValueError(f"has unknown members {unknown} (storage connection string)")
+    if pairs.get("DefaultEndpointsProtocol", "https") not in ("http", "https"):
+        raise ValueError("DefaultEndpointsProtocol must be https (or http for Azurite)")
+    if "AccountKey" in pairs:
+        try:
+            base64.b64decode(pairs["AccountKey"], validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("AccountKey is not base64") from None
+    if not ("AccountKey" in pairs or "SharedAccessSignature" in pairs):
+        raise ValueError("names neither AccountKey nor SharedAccessSignature: use AzureWebJobsStorage__accountName "
+                         "for the app's identity instead")
+    if "AccountName" not in pairs and not ("TableEndpoint" in pairs and "QueueEndpoint" in pairs):
+        raise ValueError("names no AccountName (nor TableEndpoint and QueueEndpoint)")
+    for member in ("BlobEndpoint", "QueueEndpoint", "TableEndpoint", "FileEndpoint"):
+        if member in pairs:
+            try:
+                check_url(pairs[member], path=True)
+            except ValueError as exc:
+                raise ValueError(f"{member} {exc}") from None
+    return value
+
+
+def check_insights_connection_string(value: str) -> str:
+    """An Application Insights connection string: an InstrumentationKey and https endpoints
+    (https://learn.microsoft.com/azure/azure-monitor/app/connection-strings)."""
+    pairs = _pairs(value, "connection string")
+    if not re.fullmatch(GUID, pairs.get("InstrumentationKey", "")):
+        raise ValueError("has no InstrumentationKey GUID (copy the connection string from the Application "
+                         "Insights resource's overview)")
+    for member, url in pairs.items():
+        if member.endswith("Endpoint"):
+            try:
+                check_url(url, path=True)
+            except ValueError as exc:
+                raise ValueError(f"{member} {exc}") from None
+    return value
+
+
+#: Event Grid topic hosts in the public, US Government and China clouds (`<topic>.<region>-1.eventgrid.azure.net`).
+EVENTGRID_HOSTS = (".eventgrid.azure.net", ".eventgrid.azure.us", ".eventgrid.azure.cn")
+
+
+def check_eventgrid_endpoint(value: str) -> str:
+    """A topic endpoint as the portal shows it: https://<topic>.<region>-1.eventgrid.azure.net/api/events."""
+    url = check_url(value, path=True, hosts=EVENTGRID_HOSTS)
+    if urlsplit(url).path.rstrip("/") != "/api/events":
+        raise ValueError("must be the topic endpoint ending in /api/events (the topic's Overview shows it)")
+    return url
+
+
+def check_access_key(value: str) -> str:
+    """An access key: 16 to 128 characters of (URL-safe) base64, never echoed."""
+    if not re.fullmatch(r"[A-Za-z0-9+/=_-]{16,128}", value.strip()):
+        raise ValueError("is not an access key (16 to 128 base64 characters; copy it from the topic's Access keys)")
+    return value.strip()
+
+
+def _existing_file(value: str) -> str:
+    if not Path(value).is_file():
+        raise ValueError("names no readable file")
+    return value
+
+
+def _optional(check: Any) -> Any:
+    def run(value: str | None) -> str | None:
+        return None if value is None else check(value)
+    return AfterValidator(run)
+
+
+Unset = BeforeValidator(_unset_if_empty)
+Schedule = Annotated[str, AfterValidator(check_ncrontab)]
+Guid = Annotated[str, StringConstraints(pattern=GUID)]
+#: 3-24 lower-case letters and digits (https://learn.microsoft.com/azure/storage/common/storage-account-overview#storage-account-name).
+StorageAccountName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]{3,24}$")]
+StorageUrl = Annotated[str | None, Unset, _optional(lambda v: check_url(v, path=True))]
+
+
 class Settings(BaseSettings):
     """App settings read from the environment; names are the app settings' names."""
 
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, frozen=True, populate_by_name=False)
 
-    connections_json: str | None = _setting("CONNECTIONS", None)
-    connections_file: str | None = _setting("CONNECTIONS_FILE", None)
-    key_vault_url: str | None = _setting("KEY_VAULT_URL", None)
-    storage_connection: str | None = _setting("AzureWebJobsStorage", None)
-    storage_account_name: str | None = _setting("AzureWebJobsStorage__accountName", None)
-    managed_identity_client_id: str | None = _setting("AZURE_CLIENT_ID", None)
-    sync_schedule: str = _setting("SYNC_SCHEDULE", "0 */15 * * * *")
-    rotation_schedule: str = _setting("ROTATION_SCHEDULE", "0 5 * * * *")
-    federation_schedule: str = _setting("FEDERATION_SCHEDULE", "0 30 2 * * *")
-    local_entra_url: str = _setting("LOCAL_ENTRA_URL", "https://127.0.0.1:8443")
-    local_ca_file: str | None = _setting("LOCAL_CA_FILE", None)
+    worker_runtime: Annotated[Literal["python"] | None, Unset] = _setting("FUNCTIONS_WORKER_RUNTIME", None)
+    connections_json: Annotated[str | None, Unset] = _setting("CONNECTIONS", None)
+    connections_file: Annotated[str | None, Unset, _optional(_existing_file)] = _setting("CONNECTIONS_FILE", None)
+    key_vault_url: Annotated[str | None, Unset, _optional(lambda v: check_url(v, hosts=VAULT_HOSTS))] = _setting(
+        "KEY_VAULT_URL", None)
+    storage_connection: Annotated[str | None, Unset, _optional(check_storage_connection_string)] = _setting(
+        "AzureWebJobsStorage", None)
+    storage_account_name: Annotated[StorageAccountName | None, Unset] = _setting(
+        "AzureWebJobsStorage__accountName", None)
+    # Identity-based storage in another cloud or behind custom names: the services' URLs
+    # (https://learn.microsoft.com/azure/azure-functions/functions-reference#common-properties-for-identity-based-connections).
+    table_service_uri: StorageUrl = _setting("AzureWebJobsStorage__tableServiceUri", None)
+    queue_service_uri: StorageUrl = _setting("AzureWebJobsStorage__queueServiceUri", None)
+    managed_identity_client_id: Annotated[Guid | None, Unset] = _setting("AZURE_CLIENT_ID", None)
+    sync_schedule: Schedule = _setting("SYNC_SCHEDULE", "0 */15 * * * *")
+    rotation_schedule: Schedule = _setting("ROTATION_SCHEDULE", "0 5 * * * *")
+    federation_schedule: Schedule = _setting("FEDERATION_SCHEDULE", "0 30 2 * * *")
+    local_entra_url: Annotated[str, AfterValidator(check_url)] = _setting("LOCAL_ENTRA_URL", "https://127.0.0.1:8443")
+    local_ca_file: Annotated[str | None, Unset, _optional(_existing_file)] = _setting("LOCAL_CA_FILE", None)
     log_format: Literal["json", "text"] = _setting("LOG_FORMAT", "text")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _setting("LOG_LEVEL", "INFO")
-    appinsights_connection_string: str | None = _setting("APPLICATIONINSIGHTS_CONNECTION_STRING", None)
+    appinsights_connection_string: Annotated[str | None, Unset, _optional(check_insights_connection_string)] = (
+        _setting("APPLICATIONINSIGHTS_CONNECTION_STRING", None))
     auth_enabled: bool = _setting("WEBSITE_AUTH_ENABLED", False)
     max_body_bytes: int = _setting("MAX_BODY_BYTES", 65536, ge=1024, le=4 * 1024 * 1024)
     dry_run: bool = _setting("DRY_RUN", False)
@@ -297,12 +473,14 @@ class Settings(BaseSettings):
     passkey_policy_max_age_seconds: int = _setting("PASSKEY_POLICY_MAX_AGE_SECONDS", 30, ge=0, le=3600)
     fido_mds_url: str = _setting("FIDO_MDS_URL", FIDO_MDS_URL)
     fido_mds_root_cert: str | None = _setting("FIDO_MDS_ROOT_CERT", None)
-    #: The safety-net sweep that publishes events a nudge missed, and forgets those past 30 days.
-    events_schedule: str = _setting("EVENTS_SCHEDULE", "0 * * * * *")
+    #: The safety-net sweep that publishes events a nudge missed.
+    events_schedule: Schedule = _setting("EVENTS_SCHEDULE", "0 * * * * *")
     #: Event Grid topic that events to the provider are published to (docs/events.md); none: kept in the feed only.
-    eventgrid_topic_endpoint: str | None = _setting("EVENTGRID_TOPIC_ENDPOINT", None)
+    eventgrid_topic_endpoint: Annotated[str | None, Unset, _optional(check_eventgrid_endpoint)] = _setting(
+        "EVENTGRID_TOPIC_ENDPOINT", None)
     #: The topic's access key; unset in Azure, where the app's identity holds EventGrid Data Sender.
-    eventgrid_topic_key: str | None = _setting("EVENTGRID_TOPIC_KEY", None, repr=False)
+    eventgrid_topic_key: Annotated[str | None, Unset, _optional(check_access_key)] = _setting(
+        "EVENTGRID_TOPIC_KEY", None, repr=False)
 
     @field_validator("fido_mds_url")
     @classmethod

@@ -1,4 +1,4 @@
-"""The bridge's error taxonomy (DESIGN.md section 7).
+"""The bridge's error taxonomy (docs/architecture.md, Errors).
 
 Every adapter translates its SDK's errors into these classes in one place; HTTP status codes and
 queue retry decisions follow from the class, never from matching message text. Messages are written
@@ -35,6 +35,11 @@ class BridgeError(Exception):
     def extensions(self) -> dict[str, object]:
         """Extra problem+json members; subclasses add their own."""
         return {"requestId": self.request_id} if self.request_id else {}
+
+    def problem(self) -> dict[str, object]:
+        """The RFC 9457 members of this error (type, title, status, detail and extensions), as stored in status."""
+        return {"type": self.type_uri, "title": self.title, "status": self.status, "detail": self.detail,
+                **self.extensions()}
 
 
 class Transient(BridgeError):
@@ -91,6 +96,49 @@ class Conflict(BridgeError):
     slug = "conflict"
     status = 409
     title = "Conflict"
+
+
+class PasskeySkipped(BridgeError):
+    """Policy `optional`: the passkey was refused, and the device is enrolled without one ("passkey skipped").
+
+    A provider may carry on with the enrollment; `cause` is the refusal's own problem type.
+    """
+
+    slug = "passkey-skipped"
+    status = 422
+    title = "Passkey refused; enrollment finished without it"
+
+    def __init__(self, detail: str, *, cause: BridgeError, device_id: str, passkey: str = "skipped") -> None:
+        super().__init__(detail, request_id=cause.request_id)
+        self.cause = cause
+        self.device_id = device_id
+        #: The device's passkey enrollment now: "skipped", or "registered" when an earlier passkey is live.
+        self.passkey = passkey
+
+    def extensions(self) -> dict[str, object]:
+        ext: dict[str, object] = {**super().extensions(), "skippable": True, "deviceId": self.device_id,
+                                  "passkey": self.passkey, "cause": self.cause.type_uri}
+        field = getattr(self.cause, "field", None)
+        if field:
+            ext["field"] = field
+        return ext
+
+
+class PasskeyPending(BridgeError):
+    """Policy `required`: the device's passkey is not registered in Entra yet, so it is refused what a
+    setting withholds until then; `setting` names that setting."""
+
+    slug = "passkey-pending"
+    status = 403
+    title = "Device is pending its passkey"
+
+    def __init__(self, detail: str, *, setting: str, device_id: str) -> None:
+        super().__init__(detail)
+        self.setting = setting
+        self.device_id = device_id
+
+    def extensions(self) -> dict[str, object]:
+        return {"setting": self.setting, "deviceId": self.device_id, "passkey": "pending"}
 
 
 class InvalidInput(BridgeError):
@@ -191,7 +239,26 @@ class Stop(BridgeError):
     title = "Run stopped"
 
 
+def root_cause(err: BridgeError) -> BridgeError:
+    """The first taxonomy error of a chain (`raise Stop(...) from err`): it decides retry and remediation."""
+    cause = err
+    while isinstance(cause.__cause__, BridgeError):
+        cause = cause.__cause__
+    return cause
+
+
+def translated(exc: BaseException) -> BridgeError:
+    """Any exception as the taxonomy: a BridgeError as it is, a lost connection as Transient, anything else as
+    an internal error whose text is not repeated (it may carry what must not leave the logs)."""
+    if isinstance(exc, BridgeError):
+        return exc
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return Transient(f"a connection failed or timed out ({type(exc).__name__})")
+    return BridgeError(f"unexpected {type(exc).__name__}; the correlation id identifies it in the logs")
+
+
 ALL_ERRORS: tuple[type[BridgeError], ...] = (
     BridgeError, Transient, Throttled, Ambiguous, NotFound, Conflict, InvalidInput, PayloadTooLarge,
     Unauthenticated, Forbidden, PermissionDenied, Configuration, Stop,
+    PasskeySkipped, PasskeyPending,
 )

@@ -1,4 +1,4 @@
-"""Queue messages: one envelope for every work queue (DESIGN.md section 4)."""
+"""Queue messages: one envelope for every work queue (docs/architecture.md, Runtime topology)."""
 
 from __future__ import annotations
 

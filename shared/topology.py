@@ -1,4 +1,4 @@
-"""Names of the queues and tables the app uses (DESIGN.md section 4); infra must create each one."""
+"""Names of the queues and tables the app uses (docs/architecture.md, Runtime topology); infra must create each one."""
 
 from __future__ import annotations
 

@@ -179,12 +179,16 @@ class FakeAuditSink:
 
     def __init__(self) -> None:
         self.records: list[AuditEntry] = []
+        self.flushes = 0
 
     async def record(self, *, connection: str, actor: str, action: str, target: str, outcome: str,
                      correlation_id: str, graph_request_id: str | None = None,
                      vault_version: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
         self.records.append(AuditEntry(connection, actor, action, target, outcome, correlation_id,
                                        graph_request_id, vault_version, dict(detail or {})))
+
+    async def flush(self) -> None:
+        self.flushes += 1
 
     def actions(self) -> list[str]:
         return [r.action for r in self.records]

@@ -1,8 +1,9 @@
 // Alerts an operator needs: poison messages, rotation failures, sustained Graph throttling and
 // federation signing certificates close to expiry. Log alerts read the workspace-based
-// Application Insights tables (AppTraces, AppEvents, AppExceptions).
+// Application Insights table AppEvents: the app's custom events `BridgeAudit` (audit records) and
+// `BridgeEvent` (Graph throttling, poisoned messages), with `action`, `outcome` and `connection` in
+// Properties (shared/adapters/telemetry.py, docs/deploy.md).
 // https://learn.microsoft.com/azure/azure-monitor/alerts/alerts-create-log-alert-rule
-// The app's structured logs carry `action` and `outcome` custom dimensions (docs/deploy.md).
 
 @description('Optional. Location of the alert rules.')
 param location string = resourceGroup().location
@@ -54,7 +55,7 @@ var rules = [
     displayName: 'Bridge: messages moved to a poison queue'
     description: 'A work item failed five times and was moved to its poison queue; it will not be retried. Look up its correlation id in Application Insights.'
     severity: 1
-    query: 'AppTraces | where Message has "poison" and Message has_any (${poisonList})'
+    query: 'AppEvents | where Name == "BridgeEvent" and tostring(Properties.action) == "queue.poisoned" and tostring(Properties.poisonQueue) in (${poisonList})'
     threshold: 0
     frequency: 'PT5M'
     window: 'PT5M'
@@ -65,7 +66,7 @@ var rules = [
     displayName: 'Bridge: password rotation failed'
     description: 'A rotation ended in failure; the user keeps the last password that Key Vault marks current.'
     severity: 2
-    query: 'union AppTraces, AppEvents | where tostring(Properties.action) startswith "rotation" and tostring(Properties.outcome) in~ ("failure", "failed", "error")'
+    query: 'AppEvents | where Name == "BridgeAudit" and tostring(Properties.action) == "rotation.failed"'
     threshold: 0
     frequency: 'PT15M'
     window: 'PT15M'
@@ -76,7 +77,7 @@ var rules = [
     displayName: 'Bridge: Microsoft Graph throttling for 45 minutes'
     description: 'Graph answered 429 often for three periods in a row; sync and rotation are slowed. Check for other apps writing to the tenant.'
     severity: 3
-    query: 'union AppTraces, AppDependencies | where (Message has "throttled") or (tostring(Properties.outcome) =~ "throttled") or (ResultCode == "429")'
+    query: 'AppEvents | where Name == "BridgeEvent" and tostring(Properties.action) == "graph.throttled"'
     threshold: throttleThreshold
     frequency: 'PT15M'
     window: 'PT15M'
@@ -87,7 +88,7 @@ var rules = [
     displayName: 'Bridge: federation signing certificate expires soon'
     description: 'The daily federation check found a signing certificate within 30 days of expiry (or expired); renew it at the identity provider and update the federation.'
     severity: 2
-    query: 'union AppTraces, AppEvents | where tostring(Properties.action) startswith "federation.certificate" and tostring(Properties.outcome) in~ ("warn", "fail", "failure")'
+    query: 'AppEvents | where Name == "BridgeAudit" and tostring(Properties.action) == "federation.certificate.expiring"'
     threshold: 0
     frequency: 'PT1H'
     window: 'P1D'

@@ -1,4 +1,4 @@
-// The bridge API's app registration: the app roles callers need (DESIGN.md section 5), a service
+// The bridge API's app registration: the app roles callers need (docs/architecture.md, Runtime topology), a service
 // principal that requires an assignment, and optional assignments of those roles.
 // Microsoft Graph Bicep extension: https://learn.microsoft.com/graph/templates/bicep/overview-bicep-templates-for-graph
 extension microsoftGraphV1

@@ -26,6 +26,12 @@ param storageAccountName string
 @description('Required. Blob endpoint of that account, with a trailing slash.')
 param storageBlobEndpoint string
 
+@description('Required. Queue endpoint of that account, with a trailing slash.')
+param storageQueueEndpoint string
+
+@description('Required. Table endpoint of that account, with a trailing slash.')
+param storageTableEndpoint string
+
 @description('Required. Container holding the deployment package.')
 param deploymentContainerName string
 
@@ -140,6 +146,11 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       // Identity-based host storage: no connection string, no account key.
       // https://learn.microsoft.com/azure/azure-functions/functions-reference#connecting-to-host-storage-with-an-identity
       AzureWebJobsStorage__accountName: storageAccountName
+      // The services' own URLs, so that no one builds them with core.windows.net in another cloud.
+      // https://learn.microsoft.com/azure/azure-functions/functions-reference#common-properties-for-identity-based-connections
+      AzureWebJobsStorage__blobServiceUri: storageBlobEndpoint
+      AzureWebJobsStorage__queueServiceUri: storageQueueEndpoint
+      AzureWebJobsStorage__tableServiceUri: storageTableEndpoint
       AzureWebJobsStorage__credential: 'managedidentity'
       AzureWebJobsStorage__clientId: identityClientId
       APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
@@ -164,14 +175,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       platform: {
         enabled: authEnabled
       }
-      globalValidation: {
-        requireAuthentication: true
-        unauthenticatedClientAction: 'Return401'
-        // The liveness probe stays open; it returns no tenant data.
-        excludedPaths: [
-          '/api/health'
-        ]
-      }
+      // Who must bring an Entra token: every path but the excluded ones (the liveness probe, which returns
+      // no tenant data, and password delivery, which devices sign with their own key). The local host reads
+      // the same file to emulate this (docs/deploy.md, App Service Authentication).
+      globalValidation: loadJsonContent('../app-service-auth.json')
       identityProviders: {
         azureActiveDirectory: {
           enabled: authEnabled

@@ -1,6 +1,7 @@
 // The vault for managed passwords, connection credentials and the CONNECTIONS document.
 // Access is by Azure RBAC only; deleted secrets stay recoverable for 90 days and cannot be purged
-// early, because a lost password version is a user locked out (DESIGN.md invariant 1).
+// early, because a lost password version is a user locked out (docs/architecture.md, invariant 1).
+// The audit key and the audit anchors live here too; their history must outlast any storage writer (docs/audit.md).
 
 @description('Required. Name of the vault (3-24 characters).')
 @minLength(3)

@@ -13,8 +13,11 @@ param keyVaultName string
 @description('Required. Name of Application Insights.')
 param applicationInsightsName string
 
-@description('Optional. Object ID of a person or group that may also read secrets and storage (for operators); empty for none.')
+@description('Optional. Object ID of a person or group that may add secrets to the vault (connection credentials) without reading them; empty for none.')
 param operatorPrincipalId string = ''
+
+@description('Optional. Break glass: also let operatorPrincipalId read every secret (Key Vault Secrets Officer).')
+param operatorCanReadSecrets bool = false
 
 @description('Optional. Type of operatorPrincipalId.')
 @allowed([
@@ -85,7 +88,49 @@ resource telemetryAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
-resource operatorVaultAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+// What an operator needs to add a connection's client secret or certificate: set a secret and see
+// the vault's secret names, never a value. No built-in role stops short of reading values, so this one
+// is defined here with the vault's data actions
+// (https://learn.microsoft.com/azure/key-vault/general/rbac-guide#azure-built-in-roles-for-key-vault-data-plane-operations,
+// https://learn.microsoft.com/azure/role-based-access-control/permissions/security#microsoftkeyvault).
+var secretWriterActions = [
+  'Microsoft.KeyVault/vaults/secrets/setSecret/action'
+  'Microsoft.KeyVault/vaults/secrets/readMetadata/action'
+]
+
+resource secretWriter 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(vault.id, 'bridge-secret-writer')
+  properties: {
+    roleName: 'Credential bridge secret writer (${vault.name})'
+    description: 'Adds secrets to the bridge\'s vault and lists their names; cannot read a value.'
+    type: 'CustomRole'
+    // Custom roles are assignable at resource-group scope at the finest; the assignment below is on the vault.
+    assignableScopes: [
+      resourceGroup().id
+    ]
+    permissions: [
+      {
+        actions: []
+        notActions: []
+        dataActions: secretWriterActions
+        notDataActions: []
+      }
+    ]
+  }
+}
+
+resource operatorWriterAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(vault.id, operatorPrincipalId, 'bridge-secret-writer')
+  scope: vault
+  properties: {
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', secretWriter.name)
+  }
+}
+
+// Break glass only: reading a managed password is what the vault's password-read alert watches for.
+resource operatorVaultAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId) && operatorCanReadSecrets) {
   name: guid(vault.id, operatorPrincipalId, roles.keyVaultSecretsOfficer)
   scope: vault
   properties: {

@@ -129,3 +129,9 @@ output name string = account.name
 
 @description('Blob endpoint, with a trailing slash.')
 output blobEndpoint string = account.properties.primaryEndpoints.blob
+
+@description('Queue endpoint of the account, with a trailing slash (the cloud\'s own suffix).')
+output queueEndpoint string = account.properties.primaryEndpoints.queue
+
+@description('Table endpoint of the account, with a trailing slash (the cloud\'s own suffix).')
+output tableEndpoint string = account.properties.primaryEndpoints.table

@@ -60,8 +60,8 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse the command line."""
+def command_line() -> argparse.ArgumentParser:
+    """The simulator's command line."""
     parser = argparse.ArgumentParser(prog="python -m local.entra", description="Entra tenant simulator")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("serve", help="serve login, managed identity and Graph over HTTPS on 127.0.0.1")
@@ -79,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--depth", type=int, default=3)
     gen.add_argument("--seed", type=int, default=1)
     gen.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line."""
+    args = command_line().parse_args(argv)
     return serve(args) if args.command == "serve" else generate(args)
 
 

@@ -11,18 +11,32 @@ import contextlib
 import importlib
 import logging
 import pkgutil
+import re
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from local.entra import routes as route_package
-from local.entra.core import Simulator
+from local.entra.core import GraphError, Simulator
 
 log = logging.getLogger("local.entra")
 SAVE_EVERY = 0.5
+
+
+class Redispatch(Response):
+    """Serve the request again under the path a route spells (Graph's lenient URL reading)."""
+
+    def __init__(self, app: ASGIApp, path: str) -> None:
+        super().__init__()
+        self.app, self.path = app, path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app({**scope, "path": self.path, "raw_path": self.path.encode()}, receive, send)
 
 
 def build(sim: Simulator) -> Starlette:
@@ -52,11 +66,45 @@ def build(sim: Simulator) -> Starlette:
             with sim.tenant.lock:
                 sim.store.save()
 
-    async def not_found(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": {"code": "BadRequest", "message": f"Resource not found for the segment "
-                                       f"'{request.url.path.rsplit('/', 1)[-1]}'."}}, status_code=400
-                            if request.url.path.startswith(("/v1.0/", "/beta/")) else 404)
+    lenient = [(re.compile(route.path_regex.pattern, re.IGNORECASE), route) for route in found
+               if isinstance(route, Route)]
 
-    app = Starlette(routes=found, lifespan=lifespan, exception_handlers={404: not_found})
+    def canonical(path: str) -> str | None:
+        """The path as a route spells it, when Graph would take this spelling of it; else None.
+
+        Graph reads its URL segments ignoring case (`authenticationMethodConfigurations/Fido2`) and takes
+        type casts in the short form the SDKs send (`transitiveMembers/graph.user`).
+        """
+        segments = path.split("/")
+        spelled = "/".join(f"microsoft.{s}" if s.lower().startswith("graph.") else s for s in segments)
+        for pattern, route in lenient:
+            match = pattern.match(spelled)
+            if match is not None:
+                rewritten = route.path_format.format(**match.groupdict())
+                return rewritten if rewritten != path else None
+        return None
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        path = str(request.scope["path"])
+        if not path.startswith(("/v1.0/", "/beta/")):
+            return JSONResponse({"error": {"code": "NotFound", "message": f"Nothing is served at {path}."}},
+                                status_code=404)
+        found_path = canonical(path)
+        if found_path is not None:
+            return Redispatch(app, found_path)
+        return sim.error(request, GraphError(400, "BadRequest", f"Resource not found for the segment "
+                                                                f"'{path.rsplit('/', 1)[-1]}'."))
+
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+        return sim.error(request, GraphError(405, "Request_BadRequest", "Specified HTTP method is not allowed "
+                                                                        "for the request target.", headers))
+
+    async def failed(request: Request, exc: Exception) -> Response:
+        log.exception("request %s %s failed", request.method, request.url.path, exc_info=exc)
+        return sim.error(request, GraphError(500, "generalException", "An unexpected error occurred."))
+
+    app = Starlette(routes=found, lifespan=lifespan,
+                    exception_handlers={404: not_found, 405: not_allowed, Exception: failed})
     sim.app = app
     return app

@@ -146,6 +146,13 @@ class Faults:
             self.rng = random.Random(seed)  # noqa: S311 - fault injection, not security
             self.seed = seed
 
+    def replace(self, values: dict[str, Any]) -> None:
+        """Make `values` the whole fault set (what it leaves out is off); all or nothing."""
+        fresh = Faults()
+        fresh.update(values)
+        for name in (*RATES.values(), "seed", "routes", "rng"):
+            setattr(self, name, getattr(fresh, name))
+
     def describe(self) -> dict[str, Any]:
         """Current settings."""
         return {"latencyMs": self.latency_ms, "errorRate": self.error_rate, "throttleRate": self.throttle_rate,
@@ -228,6 +235,11 @@ class Caller:
         return str(self.claims.get("oid", ""))
 
 
+#: Graph's hosts in the global and national clouds (https://learn.microsoft.com/graph/deployments).
+GRAPH_HOSTS = frozenset({"graph.microsoft.com", "graph.microsoft.us", "dod-graph.microsoft.us",
+                         "microsoftgraph.chinacloudapi.cn"})
+
+
 class Simulator:
     """The running simulator's shared state and policies."""
 
@@ -255,6 +267,21 @@ class Simulator:
     def tenant(self) -> Tenant:
         """The simulated tenant."""
         return self.store.tenant
+
+    @staticmethod
+    def origin(request: Request) -> str:
+        """The scheme and host the request was sent to. Links the client follows, and the references
+        it binds, stay on that host, so the simulator stands in for any cloud's Graph host it is
+        reached under (graph.microsoft.us, microsoftgraph.chinacloudapi.cn; https://learn.microsoft.com/graph/deployments)."""
+        return f"{request.url.scheme}://{request.url.netloc}"
+
+    def graph_origins(self, request: Request) -> tuple[str, ...]:
+        """Where references in a request body (`@odata.bind`, `@odata.id`) may point: the cloud's Graph
+        host the request was sent to; reached on 127.0.0.1, the simulator stands in for the global
+        service and takes its host too."""
+        if request.url.hostname in GRAPH_HOSTS:
+            return (self.origin(request),)
+        return (self.origin(request), "https://graph.microsoft.com")
 
     def issuer(self) -> str:
         """The token issuer of the tenant."""

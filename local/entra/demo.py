@@ -26,6 +26,8 @@ GRAPH_PERMISSIONS = [
     "Domain-InternalFederation.ReadWrite.All", "RoleManagement.Read.Directory", "User.EnableDisableAccount.All",
     "Organization.Read.All", "Group.Create", "GroupMember.ReadWrite.All",
 ]
+#: The app roles of the bridge's API (functions/http.py, infra/modules/entra-app.bicep).
+BRIDGE_API_ROLES = ["Bridge.Admin", "Bridge.Audit.Read", "Bridge.Devices"]
 FIRST = ["Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jade", "Kai", "Lena", "Milo", "Nia",
          "Omar", "Pia", "Quin", "Rosa", "Sami", "Tess", "Uma", "Vik", "Wren", "Xia", "Yusuf", "Zoe"]
 LAST = ["Lee", "Ito", "Khan", "Novak", "Silva", "Meyer", "Okafor", "Rossi", "Berg", "Chen", "Dubois", "Evans",
@@ -73,7 +75,10 @@ def bridge_apps() -> dict[str, App]:
     return {
         BRIDGE_CLIENT_ID: App(clientId=BRIDGE_CLIENT_ID, servicePrincipalId=BRIDGE_PRINCIPAL_ID,
                               displayName="Entra Bridge", secrets=[BRIDGE_CLIENT_SECRET],
-                              graphRoles=list(GRAPH_PERMISSIONS)),
+                              graphRoles=list(GRAPH_PERMISSIONS),
+                              # Assigned the bridge API's own app roles, so the demo app can call the API
+                              # with App Service Authentication on (WEBSITE_AUTH_ENABLED=true).
+                              apiRoles={BRIDGE_CLIENT_ID: list(BRIDGE_API_ROLES)}),
         IDENTITY_CLIENT_ID: App(clientId=IDENTITY_CLIENT_ID, servicePrincipalId=IDENTITY_PRINCIPAL_ID,
                                 displayName="func-entra-bridge (managed identity)", graphRoles=list(GRAPH_PERMISSIONS),
                                 managedIdentity=True),

@@ -37,20 +37,33 @@ class RunningEntra:
         return json.loads(raw) if raw else None
 
 
+def serve_argv(*, port: int, tenant: str, data_dir: Path, admin: bool = True, limits: bool = True,
+               time_scale: float = 1.0, identity_header: str | None = None,
+               faults: dict[str, Any] | None = None) -> list[str]:
+    """argv of `python -m local.entra serve` with these settings.
+
+    Values go as `--option=value`: a random value (a `token_urlsafe` identity header) may begin with
+    `-`, and argparse reads `--option -abc` as a missing value followed by an unknown option.
+    """
+    argv = python_module("local.entra", "serve", f"--port={port}", f"--tenant={tenant}", f"--data={data_dir}",
+                         f"--limits={'on' if limits else 'off'}", f"--time-scale={time_scale}")
+    if admin:
+        argv.append("--admin")
+    if identity_header:
+        argv.append(f"--identity-header={identity_header}")
+    if faults:
+        argv.append(f"--faults={json.dumps(faults)}")
+    return argv
+
+
 @contextlib.contextmanager
 def running(*, data_dir: Path, log_path: Path, tenant: str = "demo", port: int | None = None, admin: bool = True,
             limits: bool = True, time_scale: float = 1.0, identity_header: str | None = None,
             faults: dict[str, Any] | None = None, timeout: float = 60.0) -> Iterator[RunningEntra]:
     """Run the simulator for the block."""
     port = port or free_port()
-    argv = python_module("local.entra", "serve", "--port", str(port), "--tenant", tenant, "--data", str(data_dir),
-                         "--limits", "on" if limits else "off", "--time-scale", str(time_scale))
-    if admin:
-        argv.append("--admin")
-    if identity_header:
-        argv += ["--identity-header", identity_header]
-    if faults:
-        argv += ["--faults", json.dumps(faults)]
+    argv = serve_argv(port=port, tenant=tenant, data_dir=data_dir, admin=admin, limits=limits,
+                      time_scale=time_scale, identity_header=identity_header, faults=faults)
     context = ensure_tls().client_context()
     proc = ManagedProcess("entra simulator", argv, log_path).start()
     url = f"https://127.0.0.1:{port}"

@@ -72,6 +72,9 @@ class App:
     certificates: list[str] = field(default_factory=list)  # PEM certificates
     graphRoles: list[str] = field(default_factory=list)  # Graph application permissions granted
     managedIdentity: bool = False
+    # App roles of other apps' APIs assigned to this app's service principal (appRoleAssignments):
+    # the resource app's client id -> role values, put in the `roles` claim of tokens for that API.
+    apiRoles: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass

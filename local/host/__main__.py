@@ -17,15 +17,22 @@ import secrets
 import ssl
 import sys
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
-from local.host.runtime import HostConfig, LocalHost
+from local.host.runtime import HostConfig, LocalHost, _problem
 from shared import logs
+
+#: App Service Authentication's globalValidation (excluded paths, unauthenticated action), under --root.
+AUTH_SETTINGS = Path("infra") / "app-service-auth.json"
 
 
 def load_settings(path: Path) -> dict[str, Any]:
@@ -49,11 +56,22 @@ def build(app_module: str, settings: dict[str, Any], root: Path) -> tuple[Starle
     if os.environ.get("LOCAL_CA_FILE"):
         auth_ssl = ssl.create_default_context(cafile=os.environ["LOCAL_CA_FILE"])
     enabled = os.environ.get("WEBSITE_AUTH_ENABLED", "false").lower() == "true"
+    # App Service Authentication's globalValidation, the same file the Bicep deploys.
+    auth_file = root / AUTH_SETTINGS
+    validation = json.loads(auth_file.read_text(encoding="utf-8")) if auth_file.exists() else {}
+    action = str(validation.get("unauthenticatedClientAction", "Return401"))
     config = HostConfig.from_host_json(
         root / "host.json", function_keys=keys, master_key=settings.get("MasterKey") or None,
         auth_issuer=os.environ.get("LOCAL_AUTH_ISSUER") if enabled else None,
-        auth_audience=os.environ.get("LOCAL_AUTH_AUDIENCE"), auth_ssl=auth_ssl)
+        auth_audience=os.environ.get("LOCAL_AUTH_AUDIENCE"), auth_ssl=auth_ssl, auth_enabled=enabled,
+        auth_excluded_paths=tuple(str(p) for p in validation.get("excludedPaths", [])),
+        auth_action=action if validation.get("requireAuthentication", True) else "AllowAnonymous")
     host = LocalHost(module.app, config)
+    return serve(host), host
+
+
+def serve(host: LocalHost) -> Starlette:
+    """The ASGI app around a host: every path to `host.handle`, timers and queues for its lifetime."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -61,8 +79,16 @@ def build(app_module: str, settings: dict[str, Any], root: Path) -> tuple[Starle
         yield
         await host.stop()
 
+    async def refused(request: Request, exc: Exception) -> Response:
+        # What the router itself refuses (a path with CR/LF matches no route, an unknown method) is a
+        # problem too, like every other 4xx of the host.
+        status = exc.status_code if isinstance(exc, HTTPException) else 400
+        return _problem(status, HTTPStatus(status).phrase,
+                        f"{request.method} {request.url.path!r} is not served by this host", dict(
+                            exc.headers or {}) if isinstance(exc, HTTPException) else None)
+
     routes = [Route("/{path:path}", host.handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])]
-    return Starlette(routes=routes, lifespan=lifespan), host
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: refused})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = Path(args.root).resolve()
     settings = load_settings(Path(args.settings) if Path(args.settings).is_absolute() else root / args.settings)
-    logs.configure(fmt=os.environ.get("LOG_FORMAT", "text"), level=os.environ.get("LOG_LEVEL", "INFO"))
+    # The host adds only its console; the app configures logging (LOG_FORMAT, LOG_LEVEL, masking) on import.
+    logs.console()
     app, host = build(args.app, settings, root)
     print(f"local host: {len(host.http)} HTTP, {len(host.timers)} timer and {len(host.queues)} queue functions on "
           f"http://127.0.0.1:{args.port}/{host.config.route_prefix}", flush=True)

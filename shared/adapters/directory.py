@@ -11,7 +11,8 @@ Reads (https://learn.microsoft.com/graph/delta-query-overview, .../graph/api/use
 Writes (enrollment-state groups, https://learn.microsoft.com/graph/api/group-post-groups,
 .../graph/api/group-post-members, .../graph/api/group-delete-members): create a security group, add
 members 20 at a time with `members@odata.bind`, remove one with `DELETE .../members/{id}/$ref`.
-Resource units are estimated from Microsoft's cost table (DESIGN.md section 8).
+Resource units are estimated from Microsoft's cost table
+(https://learn.microsoft.com/graph/throttling-limits; docs/architecture.md, Limits).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import AsyncIterator, Sequence
+from urllib.parse import urlsplit
 
 from shared.domain.odata import any_of, quote
 from shared.domain.sync import USER_FIELDS
-from shared.errors import Configuration, Conflict, NotFound, Stop
+from shared.errors import Configuration, Conflict, Gone, NotFound, Stop
 from shared.services.ports import GraphApi, JsonObject
 from shared.services.sync import DeltaRead
 
@@ -42,10 +44,10 @@ _PAGE_SIZE = {"Prefer": "odata.maxpagesize=999"}
 class GraphDirectoryReader:
     """Implements shared.services.sync.DirectoryReader and shared.services.directory.GroupWriter."""
 
-    def __init__(self, graph: GraphApi, *, graph_base: str = "https://graph.microsoft.com") -> None:
+    def __init__(self, graph: GraphApi) -> None:
         self._graph = graph
-        #: members@odata.bind takes absolute URLs on the cloud's own Graph host.
-        self._objects = f"{graph_base.rstrip('/')}/v1.0/directoryObjects"
+        #: Delta links are followed only on this connection's own Graph host.
+        self._host = _origin(graph.base)
         #: Estimated resource units spent since creation.
         self.resource_units = 0
         #: Graph requests sent since creation.
@@ -113,6 +115,10 @@ class GraphDirectoryReader:
         return found
 
     async def _delta(self, path: str, params: dict[str, str] | None) -> DeltaRead:
+        if "://" in path and _origin(path) != self._host:
+            # A link stored while Graph answered elsewhere (another cloud, or the local stack on another port):
+            # it cannot be followed here, so it is as good as expired - the caller reads everything again.
+            raise Gone(f"the stored delta link is for {_origin(path)}, not this connection's Graph {self._host}")
         items: list[JsonObject] = []
         link = ""
         async for page in self._graph.pages(path, params=params, headers=_PAGE_SIZE):
@@ -135,18 +141,40 @@ class GraphDirectoryReader:
         body = response.body or {}
         return str(body.get("id") or "")
 
+    async def group(self, group_id: str) -> JsonObject | None:
+        """The group's id, displayName, description and mailNickname; None when it does not exist."""
+        # https://learn.microsoft.com/graph/api/group-get (description and mailNickname are $select-able)
+        try:
+            found = await self._graph.get(f"/groups/{group_id}",
+                                          params={"$select": "id,displayName,description,mailNickname"})
+        except NotFound:
+            return None
+        self._count(1)
+        return found
+
     async def member_ids(self, group_id: str) -> set[str]:
-        """Ids of the group's direct members."""
+        """Ids of the group's direct members; NotFound when the group does not exist."""
         ids: set[str] = set()
-        async for page in self._graph.pages(f"/groups/{group_id}/members", params={"$select": "id", "$top": "999"}):
-            self._count(2)
-            ids.update(str(m["id"]) for m in page["value"])
+        read = 0
+        try:
+            async for page in self._graph.pages(f"/groups/{group_id}/members",
+                                                params={"$select": "id", "$top": "999"}):
+                read += 1
+                self._count(2)
+                ids.update(str(m["id"]) for m in page["value"])
+        except Stop as err:
+            # A 404 on the first page is the group missing, not an incomplete read.
+            if read == 0 and isinstance(err.__cause__, NotFound):
+                raise NotFound(f"group {group_id} does not exist", request_id=err.request_id) from err
+            raise
         return ids
 
     async def add_members(self, group_id: str, user_ids: Sequence[str]) -> None:
         """Add users to a group, 20 per request."""
         for start in range(0, len(user_ids), BIND_MAX):
-            refs = [f"{self._objects}/{u}" for u in user_ids[start:start + BIND_MAX]]
+            # Absolute URLs on the connection's own Graph host: graph.microsoft.us in US Government,
+            # microsoftgraph.chinacloudapi.cn in China (https://learn.microsoft.com/graph/deployments).
+            refs = [self._graph.absolute_url(f"/directoryObjects/{u}") for u in user_ids[start:start + BIND_MAX]]
             try:
                 await self._graph.send("PATCH", f"/groups/{group_id}", body={"members@odata.bind": refs})
             except Conflict:
@@ -174,3 +202,8 @@ class GraphDirectoryReader:
     def _count(self, units: int) -> None:
         self.resource_units += units
         self.requests += 1
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()

@@ -7,8 +7,8 @@ which cost more CPU per call than the call's own HTTP work. The gateway adds wha
 and the SDK does not give: retries we control (429, 503, 504, dropped
 connections, honouring `Retry-After`), a throttle governor shared by every instance through the
 `throttle` table (one instance's 429 pauses that tenant's writes everywhere), a concurrency cap per
-tenant, a hand-built `$batch` with per-item retries (FACTS.md: the SDK's batch helper drops ids and
-bodies), paging that refuses incomplete reads, one translation of Graph's errors into the taxonomy
+tenant, a hand-built `$batch` with per-item retries (the SDK's batch helper drops ids and bodies: docs/architecture.md,
+"Facts the code relies on"), paging that refuses incomplete reads, one translation of Graph's errors into the taxonomy
 keeping Graph's request-id, and dry-run enforced here so no feature can forget it.
 
 Throttling: https://learn.microsoft.com/graph/throttling (Retry-After, per-item throttling in $batch).
@@ -36,6 +36,7 @@ from httpx_aiohttp import AiohttpTransport
 from kiota_http.middleware.options import RetryHandlerOption
 from msgraph_core import GraphClientFactory  # type: ignore[import-untyped]
 
+from shared.adapters.identity import get_token
 from shared.domain import permissions
 from shared.errors import (
     Ambiguous,
@@ -63,6 +64,8 @@ from shared.services.ports import (
 from shared.topology import Table
 
 log = logging.getLogger(__name__)
+#: Operational events for Application Insights (shared/adapters/telemetry.py): the alerts read them.
+events = logging.getLogger("bridge.events")
 
 BATCH_LIMIT = 20
 RETRYABLE_STATUS = frozenset({429, 503, 504})
@@ -191,6 +194,7 @@ class GraphGateway:
         self.tenant_id = tenant_id
         self.dry_run = dry_run
         self._base = graph_base.rstrip("/")
+        self.base = self._base
         self._http = graph_http_client(verify)
         self._credential = credential
         self._scope = scope
@@ -209,7 +213,7 @@ class GraphGateway:
         Not verified here: it is our own token, fresh from the identity platform, read for its
         `oid` and `roles` (the application permissions granted to the app).
         """
-        token = await self._credential.get_token(self._scope)
+        token = await get_token(self._credential, self._scope, connection=self.connection)
         claims: dict[str, Any] = jwt.decode(token.token, options={"verify_signature": False})
         return claims
 
@@ -223,6 +227,13 @@ class GraphGateway:
         with contextlib.suppress(PermissionDenied):
             await self.get("/organization", params={"$select": "id"})
         return time.perf_counter() - started
+
+    def _throttled(self, request: str, retry_after: float) -> None:
+        """One `graph.throttled` event (a 429 from Graph), which the throttling alert counts."""
+        events.warning("Graph throttled %s on connection %s; retrying after %.1f s", request, self.connection,
+                       retry_after, extra={"custom_dimensions": {
+                           "event": "graph", "action": "graph.throttled", "outcome": "throttled",
+                           "connection": self.connection, "retryAfterSeconds": round(retry_after, 3)}})
 
     async def close(self) -> None:
         """Close connections and the credential."""
@@ -282,6 +293,10 @@ class GraphGateway:
             results.update(await self._batch_chunk(chunk, api))
         return [results[i] for i in ids]
 
+    def absolute_url(self, path: str, *, api: ApiVersion = "v1.0") -> str:
+        """`path` as an absolute URL on this connection's Graph host (its cloud's, never the global one)."""
+        return self._url(path, None, api)
+
     # ------------------------------------------------------------------ internals
 
     def _url(self, path: str, params: Mapping[str, str] | None, api: ApiVersion) -> str:
@@ -327,6 +342,7 @@ class GraphGateway:
                 retry_after = _retry_after(response, self._backoff(attempt))
                 if status == 429:
                     self.throttled += 1
+                    self._throttled(f"{method} {_path_of(url)}", retry_after)
                     if write:
                         await self._governor.pause(self.tenant_id, retry_after)
                 ambiguous_write = write and status == 504 and method not in IDEMPOTENT_WRITES
@@ -347,7 +363,7 @@ class GraphGateway:
         if not url.startswith(self._base + "/"):
             # A link from an answer that leaves Graph's host: the token is for Graph alone.
             raise Stop(f"refusing to send Graph's token to {urlsplit(url).netloc!r}: it is for {self._base} only")
-        token = await self._credential.get_token(self._scope)
+        token = await get_token(self._credential, self._scope, connection=self.connection)
         sent = {**(headers or {}), "Authorization": f"Bearer {token.token}"}
         content = None
         if body is not None:
@@ -389,6 +405,8 @@ class GraphGateway:
                     wait = max(wait, _seconds(item_headers.get("retry-after"), self._backoff(attempt)))
                     if status == 429:
                         self.throttled += 1
+                        self._throttled(f"$batch {item.method} {item.url}", _seconds(
+                            item_headers.get("retry-after"), 0.0))
                     continue
                 body = answer.get("body")
                 done[item.id] = BatchResult(item.id, status, body if isinstance(body, dict) else None,

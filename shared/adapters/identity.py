@@ -8,11 +8,14 @@ the Entra simulator and the local CA is trusted explicitly, so the same SDK clas
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from typing import Any
 
 import jwt
+from azure.core.credentials import AccessToken
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.identity.aio import (
     CertificateCredential,
     ClientSecretCredential,
@@ -28,7 +31,7 @@ from shared.config import (
     ManagedIdentityAuth,
     Settings,
 )
-from shared.errors import Configuration, NotFound
+from shared.errors import BridgeError, Configuration, NotFound, Transient
 from shared.services.ports import SecretStore
 
 
@@ -103,6 +106,55 @@ async def _read_secret(secrets: SecretStore | None, name: str, conn: Connection,
     if not found.value:
         raise Configuration(f"connection {conn.name!r}: secret {name!r} ({field}) is empty", setting="CONNECTIONS")
     return found.value
+
+
+#: What to fix for the identity platform's answers, by AADSTS code
+#: (https://learn.microsoft.com/entra/identity-platform/reference-error-codes).
+_FIXES = {
+    500011: "the token's audience {resource} is not a resource of the tenant's cloud: check the connection's "
+            "`cloud` (global, usgov, china or local)",
+    1002012: "the scope {scope} is not valid for this authority: check the connection's `cloud`",
+    90002: "the tenant is not found in this cloud: check the connection's `tenantId` and `cloud`",
+    700016: "the app is not found in the tenant: check `auth.clientId`, `tenantId` and `cloud`",
+    7000215: "the client secret was refused: put the secret's value (not its id) in Key Vault under "
+             "`auth.secretName`",
+    7000222: "the client secret has expired: add a new one to the app registration and to Key Vault",
+    700027: "the certificate was refused: upload it to the app registration (Certificates & secrets) and check "
+            "`auth.certificateSecretName`",
+}
+_AADSTS = re.compile(r"AADSTS(\d+)")
+#: azure-core prefixes a message with its error code, "(None)" when the answer had none.
+_CODE_PREFIX = re.compile(r"^\(\w*\)\s*")
+
+
+def token_error(exc: Exception, *, connection: str, scope: str) -> BridgeError:
+    """A credential's failure to get a token for `scope`, as the taxonomy, naming the setting to fix.
+
+    The identity platform's answer is quoted (it names the resource, tenant or app, never a secret); an
+    authority that cannot be reached is Transient, with the cloud named because a wrong one also ends so.
+    """
+    resource = scope.removesuffix("/.default")
+    text = str(getattr(exc, "message", None) or exc).strip()
+    first = _CODE_PREFIX.sub("", (text.splitlines() or [type(exc).__name__])[0])[:300]
+    if isinstance(exc, ClientAuthenticationError):
+        code = _AADSTS.search(str(exc))
+        fix = _FIXES.get(int(code.group(1))) if code else None
+        fix = (fix or "check the connection's `cloud` (the token's audience {resource} must be the Graph of its "
+                      "cloud), `tenantId` and `auth`").format(resource=resource, scope=scope)
+        return Configuration(f"connection {connection!r} cannot get a token for {resource}: {first} - {fix}",
+                             setting="CONNECTIONS")
+    if isinstance(exc, AzureError | OSError):
+        return Transient(f"connection {connection!r} cannot reach its authority for a token for {resource} "
+                         f"({type(exc).__name__}); if it persists, check the connection's `cloud`")
+    raise exc
+
+
+async def get_token(credential: AsyncTokenCredential, scope: str, *, connection: str) -> AccessToken:
+    """A token for `scope`; every failure is translated by `token_error`."""
+    try:
+        return await credential.get_token(scope)
+    except (AzureError, OSError) as exc:
+        raise token_error(exc, connection=connection, scope=scope) from None
 
 
 async def certificate_token_claims(conn: Connection, settings: Settings, client_id: str, pem: str) -> dict[str, Any]:

@@ -22,6 +22,18 @@ POLICY_PATH = "/policies/authenticationMethodsPolicy/authenticationMethodConfigu
 DEFAULT_TIMEOUT_MINUTES = 5
 
 
+def unwrapped(options: JsonObject) -> JsonObject:
+    """The webauthnCredentialCreationOptions whichever way Graph wraps them.
+
+    v1.0's page shows the options as the body; beta's shows them inside `value`
+    (https://learn.microsoft.com/graph/api/fido2authenticationmethod-creationoptions?view=graph-rest-beta).
+    """
+    inner = options.get("value")
+    if "publicKey" not in options and isinstance(inner, dict):
+        return inner
+    return options
+
+
 def _methods(user_id: str) -> str:
     return f"/users/{user_id}/authentication/fido2Methods"
 
@@ -36,12 +48,12 @@ class GraphPasskeyDirectory:
         """webauthnCredentialCreationOptions for a user, valid for `timeout_minutes`."""
         if timeout_minutes == DEFAULT_TIMEOUT_MINUTES:
             # v1.0 answers 405 when the function is called with any argument or query string.
-            return await self._graph.get(f"{_methods(user_id)}/creationOptions")
+            return unwrapped(await self._graph.get(f"{_methods(user_id)}/creationOptions"))
         if not 5 <= timeout_minutes <= 43200:
             raise InvalidInput(f"challengeTimeoutMinutes must be 5 to 43,200, not {timeout_minutes}",
                                field="features.passkeys.challengeTimeoutMinutes")
-        return await self._graph.get(
-            f"{_methods(user_id)}/creationOptions(challengeTimeoutInMinutes={timeout_minutes})", api="beta")
+        return unwrapped(await self._graph.get(
+            f"{_methods(user_id)}/creationOptions(challengeTimeoutInMinutes={timeout_minutes})", api="beta"))
 
     async def register(self, user_id: str, display_name: str, credential: Mapping[str, Any]) -> GraphResponse:
         """POST the attested credential; Graph answers 201 with the fido2AuthenticationMethod."""

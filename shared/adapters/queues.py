@@ -47,10 +47,8 @@ class StorageWorkQueue:
         return cls(QueueServiceClient.from_connection_string(connection_string, transport=storage_transport()))
 
     @classmethod
-    def from_account(cls, account_name: str, credential: AsyncTokenCredential,
-                     endpoint: str | None = None) -> StorageWorkQueue:
-        """Identity-based access (the app's managed identity)."""
-        url = endpoint or f"https://{account_name}.queue.core.windows.net"
+    def from_account(cls, url: str, credential: AsyncTokenCredential) -> StorageWorkQueue:
+        """Identity-based access (the app's managed identity) to the queue service at `url`."""
         return cls(QueueServiceClient(account_url=url, credential=credential, transport=storage_transport()))
 
     async def _client(self, queue: Queue) -> QueueClient:

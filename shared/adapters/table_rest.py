@@ -14,15 +14,19 @@ per request. The operations the bridge uses are few and documented, so they are 
 - entity-group transactions (shared.adapters.table_batch).
 
 They go through an azure-core pipeline that keeps what matters of the SDK's: the client request id,
-the date and version headers and the user agent (set by one policy here), the SDK's own
-authentication policy for the credential it was given (shared key or Microsoft Entra token) and
-azure-core's retry policy. Left out are the policies that do nothing for these requests: proxy
-lookup, redirects, content decoding, secondary hosts, the custom hook, HTTP logging (which
-shared/logs.py silences anyway) and distributed tracing (the app configures no tracer).
+the date and version headers and the user agent (set by one policy here), authentication for the
+credential it was given (Shared Key signing written here against the documented scheme, azure-core's
+SAS and bearer-token policies) and azure-core's retry policy. Left out are the policies that do
+nothing for these requests: proxy lookup, redirects, content decoding, secondary hosts, the custom
+hook, HTTP logging (which shared/logs.py silences anyway) and distributed tracing (the app
+configures no tracer).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -30,24 +34,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any, cast
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.pipeline import AsyncPipeline, PipelineRequest
 from azure.core.pipeline.policies import (
+    AsyncBearerTokenCredentialPolicy,
     AsyncRetryPolicy,
+    AzureSasCredentialPolicy,
     SansIOHTTPPolicy,
     UserAgentPolicy,
 )
 from azure.core.pipeline.transport import AsyncHttpTransport
 from azure.core.rest import AsyncHttpResponse, HttpRequest
-
-# The SDK's choice of authentication policy for a credential: SharedKey signing for an account key
-# (Azurite's path-style addresses included), a bearer token with the storage scope otherwise. Private
-# to azure-data-tables; the version is pinned in requirements and the Azurite tests sign with it.
 from azure.data.tables import __version__ as TABLES_SDK_VERSION
-from azure.data.tables.aio._authentication_async import _configure_credential
+from yarl import URL
 
 from shared.services.ports import Entity, JsonObject
 
@@ -103,6 +105,51 @@ class _StorageHeaders(SansIOHTTPPolicy[HttpRequest, AsyncHttpResponse]):
         headers["x-ms-date"] = headers["Date"] = self._date
 
 
+#: The token audience of Azure Storage, the same in every cloud
+#: (https://learn.microsoft.com/azure/storage/common/authorize-data-operations-portal and
+#: https://learn.microsoft.com/rest/api/storageservices/authorize-with-azure-active-directory).
+STORAGE_SCOPE = "https://storage.azure.com/.default"
+
+
+class SharedKeySigning(SansIOHTTPPolicy[HttpRequest, AsyncHttpResponse]):
+    """Signs each request with the account key, as Shared Key for the Table service documents
+    (https://learn.microsoft.com/rest/api/storageservices/authorize-with-shared-key#table-service-shared-key-authorization):
+    StringToSign = VERB, Content-MD5, Content-Type, Date (x-ms-date when sent), CanonicalizedResource,
+    one per line, where CanonicalizedResource is `/account` + the encoded URI path (+ `?comp=` if any).
+
+    The path is the one the transport puts on the wire: aiohttp re-quotes every URL through yarl
+    (`'` and `(` travel unencoded), and the service signs what it received, so the path is
+    normalised the same way here. Azurite's path-style addresses keep the account in the path, so it
+    appears twice, as the service expects.
+    """
+
+    def __init__(self, credential: AzureNamedKeyCredential) -> None:
+        self._credential = credential
+
+    def on_request(self, request: PipelineRequest[HttpRequest]) -> None:
+        http = request.http_request
+        name, key = self._credential.named_key
+        headers = http.headers
+        resource = f"/{name}{URL(http.url).raw_path}"
+        comp = [value for field, value in parse_qsl(urlsplit(http.url).query) if field == "comp"]
+        if comp:
+            resource += f"?comp={comp[0]}"
+        to_sign = "\n".join((http.method, headers.get("Content-MD5", ""), headers.get("Content-Type", ""),
+                             headers.get("x-ms-date") or headers.get("Date", ""), resource))
+        digest = hmac.new(base64.b64decode(key), to_sign.encode("utf-8"), hashlib.sha256).digest()
+        headers["Authorization"] = f"SharedKey {name}:{base64.b64encode(digest).decode()}"
+
+
+def authentication(credential: AzureNamedKeyCredential | AzureSasCredential | AsyncTokenCredential) -> Any:
+    """The policy that authenticates requests with `credential`: Shared Key for an account key, the
+    SAS for a SAS, and a Microsoft Entra token with the storage scope for a token credential."""
+    if isinstance(credential, AzureNamedKeyCredential):
+        return SharedKeySigning(credential)
+    if isinstance(credential, AzureSasCredential):
+        return AzureSasCredentialPolicy(credential)
+    return AsyncBearerTokenCredentialPolicy(credential, STORAGE_SCOPE)
+
+
 def key_literal(value: str) -> str:
     """A key inside an entity address: single quotes doubled, then percent-encoded (as the SDK does)."""
     return quote(value.replace("'", "''"), safe="")
@@ -151,7 +198,7 @@ class TableRest:
         self.account_url = account_url.split("?", 1)[0].rstrip("/")
         policies: list[Any] = [
             _StorageHeaders(api_version),
-            _configure_credential(credential),
+            authentication(credential),
             AsyncRetryPolicy(),
         ]
         self._pipeline: AsyncPipeline[HttpRequest, AsyncHttpResponse] = AsyncPipeline(transport, policies=policies)

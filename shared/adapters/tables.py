@@ -177,10 +177,8 @@ class TableEntityStore:
         return cls(TableServiceClient.from_connection_string(connection_string, transport=transport), transport)
 
     @classmethod
-    def from_account(cls, account_name: str, credential: AsyncTokenCredential,
-                     endpoint: str | None = None) -> TableEntityStore:
-        """Identity-based access (the app's managed identity)."""
-        url = endpoint or f"https://{account_name}.table.core.windows.net"
+    def from_account(cls, url: str, credential: AsyncTokenCredential) -> TableEntityStore:
+        """Identity-based access (the app's managed identity) to the table service at `url`."""
         transport = storage_transport()
         return cls(TableServiceClient(endpoint=url, credential=credential, transport=transport), transport)
 

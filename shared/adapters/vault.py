@@ -173,7 +173,8 @@ class KeyVaultSecretStore:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         host = urlparse(vault_url).hostname or ""
         if verify_challenge_resource is None:
-            # The resource in a local vault's challenge cannot match its 127.0.0.1 address (FACTS.md).
+            # The resource in a local vault's challenge cannot match its 127.0.0.1 address
+            # (docs/architecture.md, "Facts the code relies on").
             verify_challenge_resource = host not in LOOPBACK
         self.vault_url = vault_url
         self._client = SecretClient(vault_url, credential, verify_challenge_resource=verify_challenge_resource,

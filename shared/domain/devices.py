@@ -18,6 +18,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.config import PasskeyPolicy
+
 DEVICE_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -92,10 +94,34 @@ class DeviceRow(BaseModel):
     registered_at: Annotated[dt.datetime, Field(alias="registeredAt")]
     updated_at: Annotated[dt.datetime, Field(alias="updatedAt")]
     removal_operation: Annotated[str | None, Field(alias="removalOperation")] = None
+    #: When a passkey registration failed under policy `optional` and the enrollment finished without one.
+    passkey_skipped_at: Annotated[dt.datetime | None, Field(alias="passkeySkippedAt")] = None
+    passkey_skip_reason: Annotated[str | None, Field(alias="passkeySkipReason", max_length=500)] = None
 
     def to_row(self) -> dict[str, Any]:
         """The stored form."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class DevicePasskey(StrEnum):
+    """Where a device's enrollment stands with its passkey (docs/passkeys.md, "Enrollment policy")."""
+
+    PENDING = "pending"  # "pending passkey": none registered in Entra yet
+    REGISTERED = "registered"  # a passkey of the device is registered in Entra
+    SKIPPED = "skipped"  # "passkey skipped": policy optional, registration failed, enrolled without one
+
+
+def passkey_status(device: DeviceRow, has_passkey: bool, policy: PasskeyPolicy) -> DevicePasskey:
+    """A device's passkey enrollment under the connection's policy.
+
+    A registered passkey wins; a skip counts only under `optional` (under `required` the device stays
+    pending until its passkey is registered, whatever happened before the policy changed).
+    """
+    if has_passkey:
+        return DevicePasskey.REGISTERED
+    if device.passkey_skipped_at is not None and policy is PasskeyPolicy.OPTIONAL:
+        return DevicePasskey.SKIPPED
+    return DevicePasskey.PENDING
 
 
 class PasskeyState(StrEnum):

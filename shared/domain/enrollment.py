@@ -4,12 +4,21 @@ When passkeys are enabled, every active user of a connection is a member of exac
 groups ("not yet enrolled", "paired with provider", "paired with Entra"); users who are not active are
 in none. The planner compares that with the groups' actual members and repairs drift both ways:
 missing members are added, members who should not be there (other users, stale states) are removed.
+
+Each group the bridge uses is recorded by object id: `owned` when the bridge created it, `adopted`
+when a group with the configured name already existed. Uninstall deletes owned groups only (found by
+their recorded id, so also when the configured name changed since) and names every adopted one it left.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import EnrollmentGroupNames
 from shared.domain.directory import Enrollment, UserRow, UserState
@@ -23,6 +32,17 @@ def group_name(names: EnrollmentGroupNames, state: Enrollment) -> str:
 def mail_nickname(state: Enrollment) -> str:
     """A stable mailNickname for the group of `state` (Graph requires one; ASCII without spaces)."""
     return "bridge-" + state.value.replace("_", "-")
+
+
+def description(state: Enrollment) -> str:
+    """The description the bridge gives the group it creates for `state`."""
+    return f"Kept by the credential bridge: users whose enrollment state is {state.value}. Do not edit by hand."
+
+
+def made_by_bridge(group: Mapping[str, Any], state: Enrollment) -> bool:
+    """Whether a group (Graph's `description` and `mailNickname`) still looks like the one the bridge creates
+    for `state`: either is enough, so one of them edited by hand does not matter."""
+    return group.get("description") == description(state) or group.get("mailNickname") == mail_nickname(state)
 
 
 def target(row: UserRow) -> Enrollment | None:
@@ -69,3 +89,64 @@ def plan_move(user_id: str, to: Enrollment | None) -> MembershipPlan:
         else:
             result.remove[state] = [user_id]
     return result
+
+
+# ----------------------------------------------------------------------------- which groups the bridge owns
+
+
+class Ownership(StrEnum):
+    """Whether the bridge may delete a group it uses."""
+
+    OWNED = "owned"  # the bridge created it: uninstall deletes it
+    ADOPTED = "adopted"  # it existed with the configured name: the bridge uses it and never deletes it
+
+
+class GroupRecord(BaseModel):
+    """A group the bridge uses for an enrollment state, recorded when it was created or adopted."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    id: Annotated[str, Field(min_length=1, description="the group's object id in Entra")]
+    name: Annotated[str, Field(description="its display name when it was recorded (or last configured)")]
+    state: Enrollment
+    ownership: Ownership
+    #: When the bridge created or adopted it; None for a record kept from before records had a date.
+    recorded_at: Annotated[dt.datetime | None, Field(alias="recordedAt")] = None
+    #: The sync run that created or adopted it ("" when unknown).
+    run_id: Annotated[str, Field(alias="runId")] = ""
+
+    def to_row(self) -> dict[str, Any]:
+        """The stored form (aliases, JSON types)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def view(self, configured: str | None = None) -> dict[str, Any]:
+        """The API's form; `configuredName` when the configured name is no longer the recorded one."""
+        body = self.to_row()
+        if configured is not None and configured != self.name:
+            body["configuredName"] = configured
+        return body
+
+
+def in_use(records: Sequence[GroupRecord], state: Enrollment, name: str) -> GroupRecord | None:
+    """The recorded group for `state` under its configured `name` (the newest, should there be several)."""
+    found = [r for r in records if r.state is state and r.name == name]
+    return max(found, key=lambda r: r.recorded_at or dt.datetime.min.replace(tzinfo=dt.UTC)) if found else None
+
+
+@dataclass(frozen=True)
+class UninstallPlan:
+    """What uninstall deletes (owned groups) and what it leaves in Entra (adopted groups)."""
+
+    delete: list[GroupRecord]
+    leave: list[GroupRecord]
+    #: Owned groups whose configured name changed since they were recorded, found by object id.
+    renamed: list[GroupRecord]
+
+
+def plan_uninstall(records: Iterable[GroupRecord], names: EnrollmentGroupNames) -> UninstallPlan:
+    """Owned groups to delete, by recorded object id whatever they are called now; adopted ones to leave."""
+    order = list(Enrollment)
+    ordered = sorted(records, key=lambda r: (order.index(r.state), r.name, r.id))
+    delete = [r for r in ordered if r.ownership is Ownership.OWNED]
+    return UninstallPlan(delete=delete, leave=[r for r in ordered if r.ownership is Ownership.ADOPTED],
+                         renamed=[r for r in delete if r.name != group_name(names, r.state)])

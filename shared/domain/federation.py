@@ -3,7 +3,7 @@ explicit values or metadata, signing-certificate rollover and expiry alerts. Pur
 
 Sources: https://learn.microsoft.com/graph/api/resources/internaldomainfederation,
 https://learn.microsoft.com/graph/api/domain-post-federationconfiguration (permissions, the known
-issue 21445, the delegated roles) and FACTS.md (initial domain, lockout, app-only reports).
+issue 21445, the delegated roles) and docs/architecture.md, "Facts the code relies on" (initial domain, lockout).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Rotation policy: who is due, who may be rotated, and how Key Vault versions change state.
 
-The protocol (DESIGN.md invariant 1): a new password is written to Key Vault as a `pending` version
+The protocol (docs/architecture.md, invariant 1): a new password is written to Key Vault as a `pending` version
 before Graph is asked to set it; only after Graph confirms does it become `current`. A version whose
 Graph write had an unknown outcome stays `pending` and counts as "possibly current" until a later
 rotation succeeds, so a device can always be handed every password Entra might hold.

@@ -1,7 +1,7 @@
 """Sync planning: from what Entra says and what the bridge holds, the changes to make. Pure.
 
 The planner never sees a partial read: the service aborts before planning when any page failed
-(DESIGN.md invariant 4). It still guards against mass removal: removals above the connection's
+(docs/architecture.md, invariant 4). It still guards against mass removal: removals above the connection's
 threshold (percent of the directory and an absolute count, whichever is smaller) block the plan.
 
 Graph's delta queries do not follow nesting (https://learn.microsoft.com/graph/delta-query-groups:

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.config import Connection
+from shared.config import Connection, PasskeyPolicy
 from shared.domain import device_auth
-from shared.errors import Conflict, Forbidden, Unauthenticated
+from shared.errors import Conflict, Forbidden, PasskeyPending, Unauthenticated
 from shared.services.ports import AuditSink, Clock, Entity, EntityStore
 from shared.services.rotation import DeliveredPassword, RotationService, SubjectSource
 from shared.topology import Table
@@ -38,6 +38,10 @@ class DeviceKeys(Protocol):
 
     async def registered_device(self, connection: str, device_id: str) -> RegisteredDevice | None:
         """The device and its public key, or None when the registry does not know it."""
+        ...
+
+    async def has_passkey(self, connection: str, device_id: str) -> bool:
+        """Whether the device's passkey is registered in Entra."""
         ...
 
 
@@ -64,6 +68,7 @@ class PasswordDelivery:
                                      action="password.delivery", target=device.user_id, outcome="forbidden",
                                      correlation_id=correlation_id, detail={"reason": refusal, "device": device_id})
             raise Forbidden(refusal)
+        await self._withheld(conn, device, correlation_id)
         delivered = await self._rotation.read_for_device(conn, device.user_id)
         await self._audit.record(connection=conn.name, actor=f"{ACTOR_PREFIX}{device_id}",
                                  action="password.delivered", target=device.user_id, outcome="delivered",
@@ -97,6 +102,22 @@ class PasswordDelivery:
             await self._entities.insert(Table.USEDTOKENS, entity)
         except Conflict:
             raise Unauthenticated("token has already been used: sign a new one with a fresh jti") from None
+
+    async def _withheld(self, conn: Connection, device: RegisteredDevice, correlation_id: str) -> None:
+        """Policy `required` with withholdPasswordsUntilPasskey: nothing for a device pending its passkey."""
+        feature = conn.features.passkeys
+        withholding = feature.enabled and feature.policy is PasskeyPolicy.REQUIRED and \
+            feature.withhold_passwords_until_passkey
+        if not withholding or await self._devices.has_passkey(conn.name, device.device_id):
+            return
+        await self._audit.record(connection=conn.name, actor=f"{ACTOR_PREFIX}{device.device_id}",
+                                 action="password.delivery", target=device.user_id, outcome="withheld",
+                                 correlation_id=correlation_id,
+                                 detail={"reason": "passkey pending", "device": device.device_id})
+        raise PasskeyPending(f"device {device.device_id!r} has no passkey registered in Entra yet, and passkeys are "
+                             "required with passwords withheld until then (features.passkeys.policy 'required', "
+                             "features.passkeys.withholdPasswordsUntilPasskey): register its passkey first",
+                             setting="features.passkeys.withholdPasswordsUntilPasskey", device_id=device.device_id)
 
     async def _refusal(self, conn: Connection, device: RegisteredDevice) -> str | None:
         if not conn.features.rotation.enabled:

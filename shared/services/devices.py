@@ -8,17 +8,18 @@ each passkey row is deleted only after Entra confirmed, and a finished operation
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.config import Connection
-from shared.domain.devices import DeviceRow, DeviceState, PasskeyState, PublicJwk
+from shared.config import Connection, PasskeyPolicy
+from shared.domain.devices import DevicePasskey, DeviceRow, DeviceState, PasskeyState, PublicJwk, passkey_status
 from shared.domain.directory import Enrollment
 from shared.domain.events import EventType, new_event
-from shared.errors import Conflict, NotFound
+from shared.errors import BridgeError, Conflict, NotFound, root_cause
 from shared.messages import WorkMessage
 from shared.services.delivery import RegisteredDevice
 from shared.services.directory import Directory
@@ -36,6 +37,8 @@ from shared.services.ports import (
 from shared.topology import Queue, Table
 
 ACTOR = "devices"
+#: Devices listed by name in a connection's status; beyond that, only counted.
+STATUS_LIST = 100
 
 
 class DeviceRegistration(BaseModel):
@@ -159,6 +162,56 @@ class DeviceService:
                                     str(row.data.get("userId", "")), device_id, dict(row.data)))
         return found
 
+    async def has_passkey(self, connection: str, device_id: str) -> bool:
+        """Whether a passkey the bridge registered for the device is live in Entra (as reconciliation saw it)."""
+        return any(p.data.get("state", PasskeyState.ACTIVE.value) == PasskeyState.ACTIVE.value
+                   for p in await self.passkeys(connection, device_id))
+
+    @staticmethod
+    def passkey_status(conn: Connection, device: DeviceRow, passkeys: list[PasskeyRef]) -> DevicePasskey:
+        """The device's passkey enrollment (pending, registered, skipped) under the connection's policy."""
+        live = any(p.data.get("state", PasskeyState.ACTIVE.value) == PasskeyState.ACTIVE.value for p in passkeys)
+        return passkey_status(device, live, conn.features.passkeys.policy)
+
+    async def skip_passkey(self, conn: Connection, device_id: str, *, reason: str, actor: str,
+                           correlation_id: str) -> DeviceRow:
+        """Policy `optional`: record that the device's enrollment finished without a passkey ("passkey skipped")."""
+        found = await self._entities.get(Table.DEVICES, conn.name, device_id)
+        if found is None:
+            raise NotFound(f"device {device_id!r} is not registered in connection {conn.name!r}")
+        row = DeviceRow.model_validate({"id": device_id, **found.data})
+        skipped = row.model_copy(update={"passkey_skipped_at": self._clock.now(), "passkey_skip_reason": reason[:500],
+                                         "updated_at": self._clock.now()})
+        await self._entities.update(Table.DEVICES, Entity(conn.name, device_id, skipped.to_row(), found.etag))
+        await self._audit.record(connection=conn.name, actor=actor, action="device.passkeySkipped", target=row.user_id,
+                                 outcome="skipped", correlation_id=correlation_id,
+                                 detail={"device": device_id, "reason": reason[:500]})
+        return skipped
+
+    async def passkey_enrollment(self, conn: Connection) -> JsonObject | None:
+        """For the connection's status: its passkey policy and how many devices stand where, naming the
+        devices pending their passkey (None when passkeys are off)."""
+        feature = conn.features.passkeys
+        if not feature.enabled or feature.policy is PasskeyPolicy.DISABLED:
+            return None
+        live: set[str] = set()
+        async for found in self._entities.query(Table.PASSKEYS, conn.name):
+            if found.data.get("state", PasskeyState.ACTIVE.value) == PasskeyState.ACTIVE.value:
+                live.add(str(found.data.get("deviceId") or found.row_key.partition(":")[0]))
+        counts = {status.value: 0 for status in DevicePasskey}
+        pending: list[JsonObject] = []
+        async for found in self._entities.query(Table.DEVICES, conn.name):
+            row = DeviceRow.model_validate({"id": found.row_key, **found.data})
+            if row.state is not DeviceState.ACTIVE:
+                continue
+            status = passkey_status(row, row.id in live, feature.policy)
+            counts[status.value] += 1
+            if status is DevicePasskey.PENDING and len(pending) < STATUS_LIST:
+                pending.append({"deviceId": row.id, "userId": row.user_id, "registeredAt": row.registered_at})
+        return {"policy": feature.policy.value, "withholdPasswordsUntilPasskey":
+                feature.policy is PasskeyPolicy.REQUIRED and feature.withhold_passwords_until_passkey,
+                "devices": counts, "pendingPasskey": pending}
+
     async def remove(self, conn: Connection, device_id: str, *, actor: str, correlation_id: str) -> str:
         """Accept removal of a device; returns the operation id whose progress can be read."""
         found = await self._entities.get(Table.DEVICES, conn.name, device_id)
@@ -188,7 +241,18 @@ class DeviceService:
         found = await self._entities.get(Table.OPERATIONS, connection, operation)
         if found is None:
             raise NotFound(f"operation {operation!r} does not exist in connection {connection!r}")
-        return {"id": operation, **found.data}
+        data = dict(found.data)
+        if isinstance(data.get("problem"), str):
+            data["problem"] = json.loads(data["problem"])
+        return {"id": operation, **data}
+
+    async def removal_failed(self, connection: str, operation: str, err: BridgeError, *, final: bool) -> None:
+        """Record why a device removal failed: `failed` with its problem when no retry follows, else still running."""
+        problem = json.dumps(root_cause(err).problem(), default=str)
+        if final:
+            await self._progress(connection, operation, status="failed", problem=problem)
+        else:
+            await self._progress(connection, operation, status="running", lastError=err.detail)
 
     async def revoke_passkey(self, conn: Connection, entra: PasskeyDirectory, device_id: str, method_id: str, *,
                              actor: str, correlation_id: str) -> Revocation:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from shared.domain.audit import Anchor, ChainKey
+from shared.domain.enrollment import GroupRecord
 from shared.domain.events import Event
 from shared.domain.mds import TrustAnchors
 from shared.topology import Queue, Table
@@ -73,6 +75,9 @@ class GraphApi(Protocol):
     request-id.
     """
 
+    #: Graph's root URL, without a trailing slash: the cloud's Graph host, or the local simulator's.
+    base: str
+
     async def get(self, path: str, *, params: Mapping[str, str] | None = None,
                   headers: Mapping[str, str] | None = None, api: ApiVersion = "v1.0") -> JsonObject:
         """GET one resource; NotFound for 404."""
@@ -96,6 +101,10 @@ class GraphApi(Protocol):
         """Send items in batches of 20, retrying throttled and transient items on their own."""
         ...
 
+    def absolute_url(self, path: str, *, api: ApiVersion = "v1.0") -> str:
+        """`path` as an absolute URL on this connection's Graph host (for `@odata.bind` and `@odata.id`)."""
+        ...
+
 
 # ----------------------------------------------------------------------------- FIDO metadata
 
@@ -112,7 +121,7 @@ class TrustAnchorSource(Protocol):
 
 
 class SecretState(StrEnum):
-    """Lifecycle tag of a managed password version (DESIGN.md section 4)."""
+    """Lifecycle tag of a managed password version (docs/architecture.md, Runtime topology)."""
 
     PENDING = "pending"
     CURRENT = "current"
@@ -260,16 +269,64 @@ class PoisonQueues(Protocol):
         ...
 
 
+class GroupRecords(Protocol):
+    """The enrollment-state groups a connection uses, by object id, owned or adopted (shared/adapters/ownership.py)."""
+
+    async def records(self, connection: str) -> list[GroupRecord]:
+        """Every recorded group of the connection."""
+        ...
+
+    async def put(self, connection: str, record: GroupRecord) -> None:
+        """Record a group (replacing the record of the same object id)."""
+        ...
+
+    async def forget(self, connection: str, group_id: str) -> None:
+        """Drop a group's record; absent counts as dropped."""
+        ...
+
+
 # ----------------------------------------------------------------------------- Audit
 
 
 class AuditSink(Protocol):
-    """Append-only, hash-chained audit records (DESIGN.md invariant 5)."""
+    """Append-only, hash-chained audit records (docs/architecture.md, invariants 5 and 8)."""
 
     async def record(self, *, connection: str, actor: str, action: str, target: str, outcome: str,
                      correlation_id: str, graph_request_id: str | None = None,
                      vault_version: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
         """Append one record. `detail` must not contain a secret."""
+        ...
+
+    async def flush(self) -> None:
+        """Anchor every chain head written since the last anchor (at the end of a run)."""
+        ...
+
+
+class AuditKeys(Protocol):
+    """The keys of the audit chain's MACs (docs/audit.md); rotation adds a key, old ones still verify."""
+
+    async def current(self) -> ChainKey:
+        """The key new records are signed with (created on first use)."""
+        ...
+
+    async def find(self, key_id: str) -> ChainKey | None:
+        """The key with this id, or None when there is no such key."""
+        ...
+
+
+class AuditAnchors(Protocol):
+    """Chain heads kept outside Table storage, one anchor per connection and UTC day, every version kept."""
+
+    async def latest(self, connection: str, day: dt.date) -> Anchor | None:
+        """The newest anchor of a connection's day, or None."""
+        ...
+
+    async def history(self, connection: str, day: dt.date) -> list[Anchor]:
+        """Every anchor ever written for a connection's day, oldest first."""
+        ...
+
+    async def write(self, anchor: Anchor) -> None:
+        """Add an anchor (a new version; earlier ones stay)."""
         ...
 
 

@@ -1,6 +1,6 @@
 """Password rotation: plan who is due, rotate one user safely, and read what a device may receive.
 
-Invariant 1 (DESIGN.md section 6) shapes `rotate`: Key Vault holds every password before Graph may
+Invariant 1 (docs/architecture.md, Invariants) shapes `rotate`: Key Vault holds every password before Graph may
 set it; Graph's definite rejections mark the version failed; an unknown outcome leaves it pending
 ("possibly current") until a later rotation succeeds. One rotation per user at a time, enforced by a
 lease on the user's row in the `rotations` table; a replayed message with the same rotation id
@@ -31,6 +31,7 @@ from shared.errors import (
     PermissionDenied,
     Throttled,
     Transient,
+    translated,
 )
 from shared.messages import WorkMessage
 from shared.services.events import announce
@@ -268,6 +269,11 @@ class RotationService:
             if dequeue_count >= max_dequeue_count:
                 await self._give_up(conn, message, err, f"attempt {dequeue_count} of {max_dequeue_count}")
             raise
+        except Exception as exc:
+            log.exception("rotation %s of %s failed unexpectedly", rotation_id, user_id)
+            unexpected = translated(exc)
+            await self._give_up(conn, message, unexpected, "not retryable")
+            return Outcome(user_id, Status.FAILED, reason=unexpected.detail)
 
     async def _give_up(self, conn: Connection, message: WorkMessage, err: BridgeError, why: str) -> None:
         reason = f"{err.title}: {err.detail} ({why})"

@@ -22,6 +22,8 @@ FEATURES = ("sync", "rotation", "passkeys", "federation", "export")
 
 WatchReader = Callable[[str], Awaitable[list[JsonObject]]]
 PauseReader = Callable[[str], Awaitable[Any]]
+EnrollmentReader = Callable[[Connection], Awaitable[JsonObject | None]]
+JobProblemReader = Callable[[str], Awaitable[list[JsonObject]]]
 
 
 def camel(name: str) -> str:
@@ -47,20 +49,31 @@ class StatusService:
     """Builds `GET connections/{c}/status` and `GET connections/{c}/runs/{runId}`."""
 
     def __init__(self, *, sync: SyncService, rotation: Callable[[], RotationService], directory: Directory,
-                 federation_watch: WatchReader, writes_paused_until: PauseReader) -> None:
+                 federation_watch: WatchReader, writes_paused_until: PauseReader,
+                 passkey_enrollment: EnrollmentReader, job_problems: JobProblemReader) -> None:
         self._sync = sync
         self._rotation = rotation
         self._directory = directory
         self._watch = federation_watch
         self._paused_until = writes_paused_until
+        self._enrollment = passkey_enrollment
+        self._job_problems = job_problems
 
     async def status(self, conn: Connection) -> JsonObject:
         """The whole status document of `conn`."""
         problems: list[Problem] = []
-        last_sync = await self._sync.last_run(conn.name)
+        sync = await self._sync.status(conn.name)
+        last_sync = sync.last_run
         last_dry_run = await self._sync.last_run(conn.name, dry_run=True)
         if last_sync is not None:
             problems.extend(self._sync_problems(conn, last_sync))
+        # Failures of timer and queue jobs (a credential that gets no token, a missing permission) name their fix.
+        for item in await self._job_problems(conn.name):
+            found = item.get("problem")
+            problems.append(Problem(str(item.get("job") or "job"),
+                                    str(found.get("detail") if isinstance(found, dict) else found),
+                                    _fix(found if isinstance(found, dict) else {}, conn,
+                                         f"see the log lines with correlation id {item.get('correlationId')}")))
         rotation = None
         if conn.features.rotation.enabled:
             summary = await self._rotation().summary(conn)
@@ -87,6 +100,9 @@ class StatusService:
                                     f"check the domain with GET connections/{conn.name}/domains/{row.get('domain')}"
                                     "/federation/compatibility (docs/federation.md)")
                             for row in federation if row.get("problem"))
+        passkeys = await self._enrollment(conn)
+        if passkeys is not None:
+            passkeys["devices"] = {camel(k): v for k, v in passkeys.get("devices", {}).items()}
         pause = None
         try:
             until = await self._paused_until(conn.tenant_id)
@@ -96,9 +112,10 @@ class StatusService:
                                     "grant the app's identity 'Storage Table Data Contributor' on the storage account"))
         return {"connection": conn.name, "tenantId": conn.tenant_id, "dryRun": conn.dry_run,
                 "features": {name: getattr(conn.features, name).enabled for name in FEATURES},
-                "users": users, "lastSync": _run_view(conn.name, last_sync),
+                "users": users, "lastSync": _run_view(conn.name, last_sync), "syncRunning": sync.running,
                 "lastDryRun": _run_view(conn.name, last_dry_run), "rotation": rotation, "federation": federation,
-                "throttle": {"writesPausedUntil": pause}, "problems": [p.as_json() for p in problems]}
+                "passkeys": passkeys, "throttle": {"writesPausedUntil": pause},
+                "problems": [p.as_json() for p in problems]}
 
     async def run(self, conn: Connection, run_id: str) -> JsonObject:
         """One kept run (the last real run or the last dry run) with the ids it planned."""
@@ -114,6 +131,11 @@ class StatusService:
     @staticmethod
     def _sync_problems(conn: Connection, last: JsonObject) -> list[Problem]:
         outcome, alert, run_id = last.get("outcome"), last.get("alert"), last.get("runId")
+        problem = last.get("problem") if isinstance(last.get("problem"), dict) else None
+        if outcome == "failed" or (outcome == "aborted" and problem):
+            detail = str(alert or (problem or {}).get("detail") or "the run failed")
+            return [Problem("sync", detail, _fix(problem or {}, conn, "the next run tries again; run `python -m "
+                                                 f"shared.cli doctor --connection {conn.name}` if it keeps failing"))]
         if outcome == "blocked":
             return [Problem("sync", str(alert or "the run was blocked"),
                             f"review the planned removals at GET connections/{conn.name}/runs/{run_id}; if they are "
@@ -125,6 +147,18 @@ class StatusService:
         if alert:
             return [Problem("sync", str(alert), "see docs/sync.md")]
         return []
+
+
+def _fix(problem: JsonObject, conn: Connection, otherwise: str) -> str:
+    """What the operator changes, from the members a bridge error carries (setting, permission, role)."""
+    if problem.get("setting"):
+        return f"correct the setting {problem['setting']} (connection {conn.name!r}), then run again"
+    if problem.get("missingPermission"):
+        return (f"grant the app the Graph permission {problem['missingPermission']} with admin consent "
+                "(docs/connections.md)")
+    if problem.get("missingRole"):
+        return f"assign the app the role {problem['missingRole']} (docs/connections.md)"
+    return otherwise
 
 
 def _run_view(connection: str, row: JsonObject | None) -> JsonObject | None:

@@ -13,6 +13,7 @@ links and tree in `syncstate` / `groups`, so a run that stops early is read agai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -26,7 +27,7 @@ from shared.config import Connection
 from shared.domain import rotation as rotation_policy
 from shared.domain.directory import UserRow, UserState
 from shared.domain.sync import EntraUser, GroupTree, SyncPlan, chunks, plan, scope, user_changes
-from shared.errors import BridgeError, Conflict, Gone, Stop, Throttled, Transient
+from shared.errors import BridgeError, Conflict, Gone, NotFound, Stop, Throttled, Transient, root_cause, translated
 from shared.messages import WorkMessage
 from shared.services.directory import Directory, EnrollmentGroups, GroupWriter
 from shared.services.events import recover_user_events, user_events
@@ -45,7 +46,11 @@ from shared.topology import Queue, Table
 
 log = logging.getLogger(__name__)
 
-LEASE = dt.timedelta(minutes=10)
+#: A run holds its connection's lease this long past its last renewal: a run that died is shown as running
+#: (and blocks the next one) for at most this long.
+LEASE = dt.timedelta(minutes=2)
+#: A live run renews its lease this often.
+LEASE_RENEWAL = dt.timedelta(seconds=30)
 ACTOR = "sync"
 #: The rows of `syncstate` that keep the last real run and the last dry run of a connection.
 LAST_RUN, LAST_DRY_RUN = "lastRun", "lastDryRun"
@@ -136,7 +141,7 @@ class SyncReport:
     run_id: str
     connection: str
     started_at: str
-    outcome: str = "running"  # completed | dry-run | blocked | aborted
+    outcome: str = "running"  # completed | dry-run | blocked | aborted | failed (never stored as running)
     mode: str = ""  # full | incremental
     resynced: str | None = None  # why an incremental run became a full one
     added: int = 0
@@ -153,13 +158,53 @@ class SyncReport:
     planned: dict[str, int] = field(default_factory=dict)
     #: The first PLANNED_IDS_KEPT ids of each; status shows counts, `GET .../runs/{runId}` the ids.
     planned_ids: dict[str, list[str]] = field(default_factory=dict)
+    #: Why the run aborted or failed: RFC 9457 members of the root error (type, title, detail, setting...).
+    problem: dict[str, object] | None = None
 
     def row(self) -> JsonObject:
         """The stored form (camelCase, nested values as JSON text as Table storage requires)."""
         data = {_camel(k): v for k, v in asdict(self).items() if v is not None}
         data["planned"] = json.dumps(self.planned)
         data["plannedIds"] = json.dumps(self.planned_ids)
+        if self.problem is not None:
+            data["problem"] = json.dumps(self.problem, default=str)
         return data
+
+    def failed(self, err: BridgeError) -> None:
+        """Record that the run ended on `err` (unless it already recorded why it stopped)."""
+        if self.outcome == "running":
+            self.outcome = "failed"
+        if self.problem is None:
+            self.problem = root_cause(err).problem()
+
+
+@dataclass
+class SyncStatus:
+    """What status shows of a connection's sync: the last recorded run, and the run holding the lease now."""
+
+    last_run: JsonObject | None
+    #: {"runId", "leaseUntil"} while a live run holds the lease; None otherwise (a dead run's lease expires).
+    running: JsonObject | None
+
+    def problems(self) -> list[str]:
+        """One line per thing to fix, naming the setting when the error does."""
+        last = self.last_run or {}
+        problem = last.get("problem") if isinstance(last.get("problem"), dict) else None
+        if problem:
+            setting = f" (setting {problem['setting']})" if problem.get("setting") else ""
+            return [f"sync {last.get('outcome')}: {last.get('alert') or problem.get('detail')}{setting}"]
+        if last.get("alert"):
+            return [f"sync: {last['alert']}"]
+        return []
+
+
+class _Lease:
+    """The connection's sync lease while a run holds it: renewed in the background, lost when taken over."""
+
+    def __init__(self, etag: str | None) -> None:
+        self.etag = etag
+        self.lost = False
+        self.ended = asyncio.Event()
 
 
 def _camel(name: str) -> str:
@@ -171,7 +216,8 @@ class SyncService:
     """Runs syncs for connections."""
 
     def __init__(self, *, directory: Directory, entities: EntityStore, audit: AuditSink, queue: WorkQueue,
-                 clock: Clock, secrets: SecretStore | None = None, events: EventOutbox | None = None) -> None:
+                 clock: Clock, secrets: SecretStore | None = None,
+                 enrollment_groups: EnrollmentGroups | None = None, events: EventOutbox | None = None) -> None:
         self._directory = directory
         self._events = events
         self._entities = entities
@@ -179,7 +225,8 @@ class SyncService:
         self._queue = queue
         self._clock = clock
         self._secrets = secrets
-        self.enrollment_groups = EnrollmentGroups(entities, audit)
+        #: The enrollment-state groups, kept by each run when given.
+        self.enrollment_groups = enrollment_groups
 
     # ------------------------------------------------------------------ planning runs
 
@@ -202,13 +249,40 @@ class SyncService:
         if not found:
             return None
         data = dict(found.data)
-        for key in ("planned", "plannedIds"):
+        for key in ("planned", "plannedIds", "problem"):
             if isinstance(data.get(key), str):
                 data[key] = json.loads(data[key])
         if isinstance(data.get("planned"), dict) and any(isinstance(v, list) for v in data["planned"].values()):
             # Rows written before counts were kept held the ids themselves.
             data["plannedIds"], data["planned"] = data["planned"], {k: len(v) for k, v in data["planned"].items()}
         return data
+
+    async def status(self, connection: str) -> SyncStatus:
+        """The last run and whether a run is alive now: "running" comes from a live lease, never from a record."""
+        last = await self.last_run(connection)
+        lease = await self._entities.get(Table.LEASES, connection, "sync")
+        running: JsonObject | None = None
+        if lease is not None and lease.data.get("owner"):
+            until = dt.datetime.fromisoformat(str(lease.data.get("until") or _EPOCH))
+            if until > self._clock.now():
+                running = {"runId": lease.data["owner"], "leaseUntil": until.isoformat()}
+        if last is not None and last.get("outcome") == "running" and (running is None or
+                                                                      running["runId"] != last.get("runId")):
+            # Written by a version that stored a run's state before its end: the run is gone.
+            last["outcome"] = "failed"
+            last["problem"] = BridgeError("the run ended without recording its outcome").problem()
+        return SyncStatus(last_run=last, running=running)
+
+    async def fail(self, conn: Connection, err: BaseException, *, run_id: str, correlation_id: str) -> SyncReport:
+        """Record a run that failed before it could start (its Graph client or credential could not be built)."""
+        report = SyncReport(run_id=run_id, connection=conn.name, started_at=self._clock.now().isoformat())
+        problem = translated(err)
+        report.failed(problem)
+        await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, LAST_RUN, report.row()))
+        await self._audit.record(connection=conn.name, actor=ACTOR, action="sync.failed", target=conn.name,
+                                 outcome="failed", correlation_id=correlation_id, graph_request_id=problem.request_id,
+                                 detail={"runId": run_id, "reason": problem.detail})
+        return report
 
     # ------------------------------------------------------------------ one run
 
@@ -220,7 +294,8 @@ class SyncService:
         report = SyncReport(run_id=run_id, connection=conn.name, started_at=self._clock.now().isoformat())
         dry_run = dry_run or conn.dry_run
         writer = groups if groups is not None else (reader if isinstance(reader, GroupWriter) else None)
-        lease_etag = await self._take_lease(conn.name, run_id)
+        lease = _Lease(await self._take_lease(conn.name, run_id))
+        renewal = asyncio.get_running_loop().create_task(self._keep_lease(conn.name, run_id, lease))
         try:
             if not dry_run:
                 await self._directory.move_earlier_rows(conn.name)  # 17 empty reads once the rows are moved
@@ -230,6 +305,9 @@ class SyncService:
             try:
                 read = await self._read(conn, reader, existing, report, full, progress)
             except BridgeError as err:
+                cause = root_cause(err)
+                if not (cause.retryable or isinstance(cause, Stop)):
+                    raise  # no read can be made (a token, a permission, a missing group): the run failed
                 report.outcome = "aborted"
                 report.alert = f"incomplete read, nothing removed: {err.detail}"
                 report.errors += 1
@@ -237,8 +315,13 @@ class SyncService:
                                          outcome="aborted", correlation_id=correlation_id,
                                          graph_request_id=err.request_id, detail={"runId": run_id,
                                                                                   "reason": err.detail})
+                report.problem = root_cause(err).problem()
                 raise Stop(report.alert, request_id=err.request_id) from err
             report.mode = read.mode
+            if report.resynced:
+                await self._audit.record(connection=conn.name, actor=ACTOR, action="sync.resync", target=conn.name,
+                                         outcome="full", correlation_id=correlation_id,
+                                         detail={"runId": run_id, "reason": report.resynced})
             members = scope(read.state.tree, read.state.sync_roots)
             seen = {uid: read.attributes[uid].with_groups(roots) for uid, roots in members.items()
                     if uid in read.attributes and uid not in read.deleted}
@@ -264,6 +347,8 @@ class SyncService:
                 report.added, report.updated, report.removed = len(changes.add), len(changes.update), \
                     len(changes.remove)
             else:
+                if lease.lost:
+                    raise Conflict(f"the sync lease of {conn.name!r} was taken over by another run; nothing written")
                 # The run's events are held until its rows are written (docs/events.md, "exactly once").
                 if self._events is not None:
                     await self._events.hold(conn.name, run_id, user_events(conn.name, existing, changes,
@@ -277,18 +362,37 @@ class SyncService:
                     final = {**existing, **{r.id: r for r in (*changes.add, *changes.update, *changes.remove)}}
                     await self._enrollment(conn, writer, list(final.values()), report, correlation_id)
                 report.outcome = "completed"
+        except Exception as exc:
+            failure = translated(exc)
+            if failure is not exc:
+                log.exception("sync %s of %s failed unexpectedly", run_id, conn.name)
+            if report.outcome == "running":
+                await self._audit.record(connection=conn.name, actor=ACTOR, action="sync.failed", target=conn.name,
+                                         outcome="failed", correlation_id=correlation_id,
+                                         graph_request_id=failure.request_id,
+                                         detail={"runId": run_id, "reason": failure.detail})
+            report.failed(failure)
+            if failure is exc:
+                raise
+            raise failure from exc
         finally:
+            lease.ended.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+            if report.outcome == "running":  # cancelled (the host's timeout, a shutdown)
+                report.failed(BridgeError("the run was interrupted before it ended (functionTimeout or a restart)"))
             extra = getattr(writer, "resource_units", 0) if writer is not None and id(writer) != id(reader) else 0
             report.resource_units = reader.resource_units + (extra if isinstance(extra, int) else 0)
             report.duration_seconds = round(time.monotonic() - started, 3)
             kept = LAST_DRY_RUN if dry_run else LAST_RUN
             await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, kept, report.row()))
-            await self._release_lease(conn.name, lease_etag)
+            await self._release_lease(conn.name, lease)
         await self._audit.record(connection=conn.name, actor=ACTOR, action="sync.completed", target=conn.name,
                                  outcome=report.outcome, correlation_id=correlation_id,
                                  detail={"runId": run_id, "mode": report.mode, "added": report.added,
                                          "updated": report.updated, "removed": report.removed,
                                          "unchanged": report.unchanged, "missingInEntra": report.missing_in_entra})
+        await self._audit.flush()  # the end of a run anchors its audit chains (docs/audit.md)
         return report
 
     # ------------------------------------------------------------------ reading
@@ -306,7 +410,8 @@ class SyncService:
             try:
                 return await self._read_incremental(reader, state, existing, progress)
             except Gone as err:
-                report.resynced = f"a delta token expired: {err.detail}"
+                report.resynced = f"a delta link cannot be used any more (expired, or for another Graph host): " \
+                                  f"{err.detail}"
                 log.info("sync of %s: %s; reading everything again", conn.name, report.resynced)
         return await self._read_full(reader, sync_roots, rotation_root, existing, progress)
 
@@ -529,7 +634,10 @@ class SyncService:
     async def _enrollment(self, conn: Connection, writer: GroupWriter, rows: list[UserRow], report: SyncReport,
                           correlation_id: str) -> None:
         try:
-            changes = await self.enrollment_groups.reconcile(conn, writer, rows, correlation_id=correlation_id)
+            if self.enrollment_groups is None:
+                return
+            changes = await self.enrollment_groups.reconcile(conn, writer, rows, correlation_id=correlation_id,
+                                                             run_id=report.run_id)
             report.enrollment_changes = changes.changes
         except BridgeError as err:
             # The directory is already right; the groups are repaired on the next run.
@@ -554,8 +662,29 @@ class SyncService:
                            f"{until:%H:%M:%S} UTC")
         return (await self._entities.update(Table.LEASES, Entity(connection, "sync", data, found.etag))).etag
 
-    async def _release_lease(self, connection: str, etag: str | None) -> None:
+    async def _keep_lease(self, connection: str, run_id: str, lease: _Lease) -> None:
+        """Renew the lease while the run lives; a lease taken over by another run is marked lost."""
+        while not lease.lost:
+            try:
+                await asyncio.wait_for(lease.ended.wait(), LEASE_RENEWAL.total_seconds())
+                return
+            except TimeoutError:
+                pass
+            data = {"owner": run_id, "until": (self._clock.now() + LEASE).isoformat()}
+            try:
+                lease.etag = (await self._entities.update(Table.LEASES, Entity(connection, "sync", data,
+                                                                               lease.etag))).etag
+            except (Conflict, NotFound):
+                lease.lost = True
+                log.warning("the sync lease of %s was taken over while run %s was reading", connection, run_id)
+            except BridgeError as err:
+                log.warning("the sync lease of %s could not be renewed (%s); trying again", connection, err.detail)
+
+    async def _release_lease(self, connection: str, lease: _Lease) -> None:
+        if lease.lost:
+            return
         try:
-            await self._entities.update(Table.LEASES, Entity(connection, "sync", {"owner": "", "until": _EPOCH}, etag))
+            await self._entities.update(Table.LEASES, Entity(connection, "sync", {"owner": "", "until": _EPOCH},
+                                                             lease.etag))
         except BridgeError:
             log.info("the sync lease of %s was taken over; leaving it", connection)

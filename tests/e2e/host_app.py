@@ -78,3 +78,8 @@ async def slow(req: func.HttpRequest) -> func.HttpResponse:
 
     await asyncio.sleep(2)
     return func.HttpResponse("finished")
+
+
+@app.timer_trigger(arg_name="timer", schedule="%MONITORED_SCHEDULE%", run_on_startup=False)
+async def hourly(timer: func.TimerRequest) -> None:
+    _record("hourly.jsonl", {"pastDue": timer.past_due, "status": timer.schedule_status})

@@ -1,7 +1,10 @@
 """The bridge end to end through the local host: sync, devices, rotation and delivery, passkeys, audit.
 
 Everything real but Azure itself: the function app in the local host, Azurite, the Entra simulator
-(demo tenant) and the Key Vault emulator, reached with the production SDKs and managed identity.
+(demo tenant) and the Key Vault emulator, reached with the production SDKs and managed identity. The
+flow runs twice: with App Service Authentication off (function keys only) and on (the host emulates it
+from infra/app-service-auth.json; callers bring Entra tokens from the simulator, the device only its
+own signature on the excluded delivery path).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from local.host.process import RunningHost
 from local.tls import TlsFiles
 from tests.e2e.waiting import wait_for
 from tests.fixtures.entra import EntraFixture
+from tests.fixtures.ingestion import Ingestion
 from tests.fixtures.vault import VaultFixture
+from tests.telemetry_queries import run, tables, workbook_queries
 
 CONNECTION = {"name": "demo", "tenantId": DEMO_TENANT_ID, "cloud": "local", "auth": {"kind": "managedIdentity"},
               "features": {"sync": {"enabled": True, "groups": ["Bridge Sync"]},
@@ -45,10 +50,36 @@ def bridge_values(entra: EntraFixture, vault: VaultFixture, azurite_connection_s
             "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01"}
 
 
-@pytest.fixture
-def client(function_host: Any, bridge_values: dict[str, str]) -> Iterator[tuple[httpx.Client, RunningHost]]:
-    host: RunningHost = function_host(values=bridge_values)
-    with httpx.Client(base_url=host.url, headers={"x-functions-key": host.function_key}, timeout=60) as c:
+def api_token(entra: EntraFixture, tls_files: TlsFiles) -> str:
+    """A token for the bridge's API, as the demo app (which holds the API's app roles)."""
+    with httpx.Client(verify=tls_files.client_context()) as login:
+        answer = login.post(f"{entra.url}/{entra.tenant_id}/oauth2/v2.0/token", data={
+            "grant_type": "client_credentials", "client_id": entra.client_id, "client_secret": entra.client_secret,
+            "scope": f"api://{entra.client_id}/.default"})
+    answer.raise_for_status()
+    return str(answer.json()["access_token"])
+
+
+@pytest.fixture(params=["auth-off", "auth-on"])
+def client(request: pytest.FixtureRequest, function_host: Any, bridge_values: dict[str, str], entra: EntraFixture,
+           tls_files: TlsFiles, ingestion: Ingestion) -> Iterator[tuple[httpx.Client, RunningHost]]:
+    headers: dict[str, str] = {}
+    # Telemetry goes to the local ingestion stand-in, exported every half second.
+    values = {**bridge_values, "APPLICATIONINSIGHTS_CONNECTION_STRING": ingestion.connection_string,
+              "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true", "OTEL_BLRP_SCHEDULE_DELAY": "500"}
+    if request.param == "auth-on":
+        values.update({"WEBSITE_AUTH_ENABLED": "true", "LOCAL_AUTH_ISSUER": f"{entra.url}/{entra.tenant_id}/v2.0",
+                       "LOCAL_AUTH_AUDIENCE": entra.client_id})
+        headers["authorization"] = f"Bearer {api_token(entra, tls_files)}"
+    host: RunningHost = function_host(values=values)
+    with httpx.Client(base_url=host.url, headers={"x-functions-key": host.function_key, **headers},
+                      timeout=60) as c:
+        if request.param == "auth-on":
+            # Without a token, a path that is not excluded never reaches a function (Return401).
+            for path in ("/api/connections/demo/status", "/api/no-such-route"):
+                refused = httpx.get(f"{host.url}{path}", headers={"x-functions-key": host.function_key})
+                assert refused.status_code == 401, (path, refused.text)
+                assert refused.headers["www-authenticate"].startswith("Bearer")
         yield c, host
 
 
@@ -59,15 +90,15 @@ def device_token(key: ec.EllipticCurvePrivateKey, url: str, device: str) -> str:
 
 
 def test_sync_rotate_deliver_enroll_revoke_and_audit(client: tuple[httpx.Client, RunningHost],
-                                                    entra: EntraFixture) -> None:
+                                                    entra: EntraFixture, ingestion: Ingestion) -> None:
     http, host = client
     assert http.post("/api/connections/demo/sync").status_code == 202
     status = wait_for(lambda: (s := http.get("/api/connections/demo/status").json()).get("lastSync")
                       and s["lastSync"]["outcome"] == "completed" and s)
     assert status["users"]["total"] == 160
-    run = http.get(status["lastSync"]["details"])
-    assert run.status_code == 200, run.text
-    assert len(run.json()["plannedIds"]["add"]) == min(status["lastSync"]["planned"]["add"], 100)
+    kept = http.get(status["lastSync"]["details"])
+    assert kept.status_code == 200, kept.text
+    assert len(kept.json()["plannedIds"]["add"]) == min(status["lastSync"]["planned"]["add"], 100)
     assert http.get("/api/connections/demo/runs/sync-unknown").status_code == 404
     users = http.get("/api/connections/demo/users", params={"inRotationGroup": "true", "top": "50"}).json()
     assert users["count"] == 30
@@ -75,17 +106,18 @@ def test_sync_rotate_deliver_enroll_revoke_and_audit(client: tuple[httpx.Client,
     ann = by_upn["ann.lee0@bridge-demo.example"]
     admin = by_upn["ben.lee1@bridge-demo.example"]
 
-    # A device for Ann, then a rotation delivered to it.
+    # A device for Ann, then a rotation delivered to it (a new device id per run: removed ids stay taken).
+    device = f"dev-ann-{uuid.uuid4().hex[:8]}"
     key = ec.generate_private_key(ec.SECP256R1())
     jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))
-    put = http.put("/api/connections/demo/devices/dev-ann", json={"user": ann["userPrincipalName"],
+    put = http.put(f"/api/connections/demo/devices/{device}", json={"user": ann["userPrincipalName"],
                                                                   "displayName": "Ann's key", "publicKey": jwk})
     assert put.status_code == 201, put.text
     assert http.post(f"/api/connections/demo/users/{ann['id']}/rotate").status_code == 202
     wait_for(lambda: http.get(f"/api/connections/demo/users/{ann['id']}").json().get("rotation", {})
              .get("status") == "rotated")
-    url = f"{host.url}/api/connections/demo/devices/dev-ann/password"
-    token = device_token(key, url, "dev-ann")
+    url = f"{host.url}/api/delivery/connections/demo/devices/{device}/password"
+    token = device_token(key, url, device)
     delivered = httpx.get(url, headers={"authorization": f"Bearer {token}"})
     assert delivered.status_code == 200, delivered.text
     held = entra.admin("GET", f"/_sim/users/{ann['id']}/password")["password"]
@@ -101,14 +133,14 @@ def test_sync_rotate_deliver_enroll_revoke_and_audit(client: tuple[httpx.Client,
     assert "Privileged Authentication Administrator" in refused["reason"]
 
     # A passkey registered through the bridge, then revoked when the device goes.
-    options = http.post("/api/connections/demo/devices/dev-ann/passkeys/options")
+    options = http.post(f"/api/connections/demo/devices/{device}/passkeys/options")
     assert options.status_code == 200, options.text
     credential = SoftwareAuthenticator(fmt="packed-self").register(options.json())
-    registered = http.post("/api/connections/demo/devices/dev-ann/passkeys", json={
+    registered = http.post(f"/api/connections/demo/devices/{device}/passkeys", json={
         "ceremonyId": options.json()["ceremonyId"], "displayName": "Ann's key", "credential": credential})
     assert registered.status_code == 201, registered.text
     assert len(entra.admin("GET", f"/_sim/users/{ann['id']}/fido2")["methods"]) == 1
-    removal = http.delete("/api/connections/demo/devices/dev-ann")
+    removal = http.delete(f"/api/connections/demo/devices/{device}")
     assert removal.status_code == 202
     operation = removal.json()["operationId"]
     wait_for(lambda: http.get(f"/api/connections/demo/operations/{operation}").json().get("status") == "completed")
@@ -125,3 +157,8 @@ def test_sync_rotate_deliver_enroll_revoke_and_audit(client: tuple[httpx.Client,
     assert verified["intact"], verified
     log = host.process.log_path.read_text()
     assert held not in log
+
+    # What the app sent to Application Insights fills each activity panel of the workbook, with no password.
+    activity = {name: query for name, query in workbook_queries().items() if name not in ("poison", "throttling")}
+    wait_for(lambda: all(run(query, tables(ingestion.items)) for query in activity.values()), timeout=30)
+    assert held not in json.dumps(ingestion.items)

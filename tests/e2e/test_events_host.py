@@ -15,17 +15,20 @@ from local.eventgrid.process import RunningTopic
 from local.tls import TlsFiles
 from tests.e2e.test_passkey_demo import CONNECTION
 from tests.fixtures.entra import EntraFixture
+from tests.fixtures.vault import VaultFixture
 
 
 def test_demo_changes_are_delivered_once_and_readable_in_the_feed(function_host: Any, entra: EntraFixture,
                                                                    azurite_connection_string: str,
-                                                                   tls_files: TlsFiles,
+                                                                   tls_files: TlsFiles, vault: VaultFixture,
                                                                    eventgrid: RunningTopic) -> None:
+    vault.grant(entra.identity_principal_id, "Key Vault Secrets Officer")  # the audit key and anchors
     sink = f"e2e-{uuid.uuid4().hex[:8]}"
     eventgrid.subscribe(sink, eventgrid.sink_url(sink))
     host = function_host(values={
         "AzureWebJobsStorage": azurite_connection_string, "CONNECTIONS": json.dumps([CONNECTION]),
-        "LOCAL_ENTRA_URL": entra.url, "LOCAL_CA_FILE": str(tls_files.ca), "SSL_CERT_FILE": str(tls_files.bundle),
+        "KEY_VAULT_URL": vault.url, "LOCAL_ENTRA_URL": entra.url, "LOCAL_CA_FILE": str(tls_files.ca),
+        "SSL_CERT_FILE": str(tls_files.bundle),
         "REQUESTS_CA_BUNDLE": str(tls_files.bundle), "IDENTITY_ENDPOINT": entra.identity_endpoint,
         "IDENTITY_HEADER": entra.identity_header, "SYNC_SCHEDULE": "0 0 0 1 1 *",
         "ROTATION_SCHEDULE": "0 0 0 1 1 *", "EVENTS_SCHEDULE": "0 0 0 1 1 *",

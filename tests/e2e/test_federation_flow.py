@@ -21,6 +21,7 @@ from local.host.process import RunningHost
 from local.tls import TlsFiles
 from tests.e2e.waiting import wait_for
 from tests.fixtures.entra import EntraFixture
+from tests.fixtures.vault import VaultFixture
 
 DOMAIN = "bridge-demo.example"
 CONNECTION = {"name": "demo", "tenantId": DEMO_TENANT_ID, "cloud": "local", "auth": {"kind": "managedIdentity"},
@@ -39,9 +40,11 @@ def idp_certificate(days: int) -> str:
 
 
 @pytest.fixture
-def client(function_host: Any, entra: EntraFixture, azurite_connection_string: str,
+def client(function_host: Any, entra: EntraFixture, vault: VaultFixture, azurite_connection_string: str,
            tls_files: TlsFiles) -> Iterator[httpx.Client]:
+    vault.grant(entra.identity_principal_id, "Key Vault Secrets Officer")  # the audit key and anchors
     values = {"AzureWebJobsStorage": azurite_connection_string, "CONNECTIONS": json.dumps([CONNECTION]),
+              "KEY_VAULT_URL": vault.url,
               "LOCAL_ENTRA_URL": entra.url, "LOCAL_CA_FILE": str(tls_files.ca),
               "SSL_CERT_FILE": str(tls_files.bundle), "REQUESTS_CA_BUNDLE": str(tls_files.bundle),
               "IDENTITY_ENDPOINT": entra.identity_endpoint, "IDENTITY_HEADER": entra.identity_header,

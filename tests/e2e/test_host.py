@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
+import datetime as dt
 import json
 import signal
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient
 
 from local.host.process import RunningHost
@@ -26,7 +31,7 @@ def lines(path: Path) -> list[dict[str, Any]]:
 def host(function_host: Any, azurite_connection_string: str, tmp_path: Path) -> RunningHost:
     started: RunningHost = function_host(app="tests.e2e.host_app", values={
         "AzureWebJobsStorage": azurite_connection_string, "TEST_SCHEDULE": "*/2 * * * * *",
-        "HOST_TEST_OUT": str(tmp_path),
+        "HOST_TEST_OUT": str(tmp_path), "MAX_BODY_BYTES": "2048",
         # Azure's way to override host.json from app settings; keeps the retry test short.
         "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01"})
     return started
@@ -53,6 +58,23 @@ def test_routes_templates_and_auth_levels(host: RunningHost) -> None:
         spoofed = client.get("/api/items/1", headers={"x-functions-key": host.function_key,
                                                       "x-ms-client-principal-id": "forged"})
         assert spoofed.json()["principal"] is None
+
+
+def test_oversized_bodies_get_413_and_bad_paths_a_problem_over_real_http(host: RunningHost) -> None:
+    def chunked() -> Any:
+        yield from (b"x" * 1024 for _ in range(4))
+
+    with httpx.Client(base_url=host.url) as client:
+        for method, path in [("POST", "/api/enqueue"), ("GET", "/api/health"), ("POST", "/api/files/a"),
+                             ("GET", "/api/items/7")]:
+            for body in (b"x" * 2049, chunked()):
+                answer = client.request(method, path, content=body)
+                assert answer.status_code == 413, (method, path, answer.text)
+                assert answer.headers["content-type"].startswith("application/problem+json")
+        assert client.post("/api/files/a", content=b"x" * 2048).status_code == 200
+        crlf = client.get("/api/files/a%0D%0Ab")
+        assert crlf.headers["content-type"].startswith("application/problem+json")
+        assert client.get("/api/health%0D%0A").headers["content-type"].startswith("application/problem+json")
 
 
 def test_timer_runs_on_startup_and_on_schedule(host: RunningHost, tmp_path: Path) -> None:
@@ -92,6 +114,108 @@ def _exists(queue: QueueClient) -> bool:
     except Exception:  # not created yet
         return False
     return True
+
+
+def _drain(connection_string: str, *queues: str) -> None:
+    for name in queues:
+        client = QueueClient.from_connection_string(connection_string, name)
+        if _exists(client):
+            client.clear_messages()
+
+
+def test_admin_endpoint_runs_timers_and_queue_functions_and_disabled_is_honoured(
+        function_host: Any, azurite_connection_string: str, tmp_path: Path) -> None:
+    started: RunningHost = function_host(app="tests.e2e.host_app", values={
+        "AzureWebJobsStorage": azurite_connection_string, "HOST_TEST_OUT": str(tmp_path),
+        "TEST_SCHEDULE": "*/1 * * * * *", "AzureWebJobs.ticker.Disabled": "true",
+        "AzureWebJobs__item__Disabled": "1", "AzureWebJobs.worker.Disabled": "true"})
+    master = {"x-functions-key": str(started.master_key)}
+    try:
+        with httpx.Client(base_url=started.url) as client:
+            # Disabled: the every-second timer (with runOnStartup) never fired; the HTTP function is a 404.
+            time.sleep(2)
+            assert lines(tmp_path / "ticks.jsonl") == []
+            gone = client.get("/api/items/7", headers={"x-functions-key": started.function_key})
+            assert gone.status_code == 404
+            assert "AzureWebJobs.item.Disabled" in gone.json()["detail"]
+            assert client.get("/api/items/7", headers=master).status_code == 200
+            # Run on demand, as the Functions host's admin API does (a disabled function runs too).
+            ran = client.post("/admin/functions/ticker", json={"input": ""}, headers=master)
+            assert (ran.status_code, ran.content) == (202, b"")
+            assert wait_for(lambda: lines(tmp_path / "ticks.jsonl")) == [{"pastDue": False}]
+            sent = client.post("/admin/functions/Worker", json={"input": json.dumps({"n": 5})}, headers=master)
+            assert sent.status_code == 202
+            delivered = wait_for(lambda: lines(tmp_path / "deliveries.jsonl"))
+            assert delivered == [{"body": {"n": 5}, "dequeueCount": 1}]
+            # Refusals, each a problem naming what to fix.
+            refusals = {
+                "function key": client.post("/admin/functions/ticker", json={"input": ""},
+                                            headers={"x-functions-key": started.function_key}),
+                "unknown": client.post("/admin/functions/nothing", json={"input": ""}, headers=master),
+                "http": client.post("/admin/functions/health", json={"input": ""}, headers=master),
+                "not an object": client.post("/admin/functions/ticker", content=b"[1]", headers=master),
+                "input not text": client.post("/admin/functions/worker", json={"input": 3}, headers=master),
+                "GET": client.get("/admin/functions/ticker", headers=master),
+                "too large": client.post("/admin/functions/worker", content=b"{" * 70000, headers=master),
+            }
+            assert {k: v.status_code for k, v in refusals.items()} == {
+                "function key": 401, "unknown": 404, "http": 400, "not an object": 400, "input not text": 400,
+                "GET": 405, "too large": 413}
+            for answer in refusals.values():
+                assert answer.headers["content-type"].startswith("application/problem+json")
+            assert "master key" in refusals["function key"].json()["detail"]
+            assert "ticker" in refusals["unknown"].json()["detail"]
+            time.sleep(1)
+            assert len(lines(tmp_path / "ticks.jsonl")) == 1
+    finally:
+        _drain(azurite_connection_string, "host-test-out")
+
+
+def test_message_encoding_none_is_read_from_host_json_settings(function_host: Any, azurite_connection_string: str,
+                                                               tmp_path: Path) -> None:
+    function_host(app="tests.e2e.host_app", values={
+        "AzureWebJobsStorage": azurite_connection_string, "HOST_TEST_OUT": str(tmp_path),
+        "TEST_SCHEDULE": "0 0 0 1 1 *", "AzureFunctionsJobHost__extensions__queues__messageEncoding": "none"})
+    queue = QueueClient.from_connection_string(azurite_connection_string, "host-test")
+    wait_for(lambda: _exists(queue))
+    try:
+        queue.send_message(json.dumps({"n": 9}))
+        assert wait_for(lambda: lines(tmp_path / "deliveries.jsonl")) == [{"body": {"n": 9}, "dequeueCount": 1}]
+        out = QueueClient.from_connection_string(azurite_connection_string, "host-test-out")
+        sent = wait_for(lambda: list(out.peek_messages(max_messages=5)))
+        assert [json.loads(m.content) for m in sent] == [{"done": {"n": 9}}]
+    finally:
+        _drain(azurite_connection_string, "host-test-out")
+
+
+def test_a_missed_run_is_caught_up_once_from_the_stored_schedule_status(
+        function_host: Any, azurite_connection_string: str, tmp_path: Path) -> None:
+    host_id = f"test-{uuid.uuid4().hex[:12]}"
+    hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    missed = hour - dt.timedelta(hours=1)
+    table = TableClient.from_connection_string(azurite_connection_string, "AzureWebJobsHostTimers")
+    with contextlib.suppress(ResourceExistsError):
+        table.create_table()
+    table.upsert_entity({"PartitionKey": host_id, "RowKey": "Host.Functions.hourly",
+                         "Last": (missed - dt.timedelta(hours=1)).isoformat(), "Next": missed.isoformat(),
+                         "LastUpdated": (missed - dt.timedelta(hours=1)).isoformat()})
+    values = {"AzureWebJobsStorage": azurite_connection_string, "HOST_TEST_OUT": str(tmp_path),
+              "TEST_SCHEDULE": "0 0 0 1 1 *", "MONITORED_SCHEDULE": "0 0 * * * *",
+              "AzureFunctionsWebHost__hostid": host_id}
+    first: RunningHost = function_host(app="tests.e2e.host_app", values=values)
+    runs = wait_for(lambda: lines(tmp_path / "hourly.jsonl"))
+    assert len(runs) == 1
+    assert runs[0]["pastDue"] is True
+    assert dt.datetime.fromisoformat(runs[0]["status"]["Next"]) == missed
+    row = wait_for(lambda: (r := table.get_entity(host_id, "Host.Functions.hourly"))["Next"] != missed.isoformat()
+                   and r)
+    assert dt.datetime.fromisoformat(row["Next"]) == hour + dt.timedelta(hours=1)
+    assert dt.datetime.fromisoformat(row["Last"]) > missed
+    first.process.stop(timeout=30)
+    # Started again: the status says the next run is ahead, so nothing is caught up twice.
+    function_host(app="tests.e2e.host_app", values=values)
+    time.sleep(2)
+    assert len(lines(tmp_path / "hourly.jsonl")) == 1
 
 
 def test_app_service_authentication_from_simulator_tokens(function_host: Any, entra: Any, tls_files: Any,

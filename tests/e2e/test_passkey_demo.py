@@ -15,6 +15,7 @@ from local.entra.demo import DEMO_TENANT_ID
 from local.host.process import RunningHost
 from local.tls import TlsFiles
 from tests.fixtures.entra import EntraFixture
+from tests.fixtures.vault import VaultFixture
 
 CONNECTION = {"name": "demo", "tenantId": DEMO_TENANT_ID, "cloud": "local", "auth": {"kind": "managedIdentity"},
               "features": {"sync": {"enabled": True, "groups": ["Bridge Sync"]},
@@ -22,11 +23,13 @@ CONNECTION = {"name": "demo", "tenantId": DEMO_TENANT_ID, "cloud": "local", "aut
 
 
 @pytest.fixture
-def demo_host(function_host: Any, entra: EntraFixture, azurite_connection_string: str,
+def demo_host(function_host: Any, entra: EntraFixture, vault: VaultFixture, azurite_connection_string: str,
               tls_files: TlsFiles) -> Iterator[tuple[httpx.Client, RunningHost]]:
     """The host with the demo connection, after one completed sync (as `make run` does before the demo)."""
+    vault.grant(entra.identity_principal_id, "Key Vault Secrets Officer")  # the audit key and anchors
     host: RunningHost = function_host(values={
         "AzureWebJobsStorage": azurite_connection_string, "CONNECTIONS": json.dumps([CONNECTION]),
+        "KEY_VAULT_URL": vault.url,
         "LOCAL_ENTRA_URL": entra.url, "LOCAL_CA_FILE": str(tls_files.ca), "SSL_CERT_FILE": str(tls_files.bundle),
         "REQUESTS_CA_BUNDLE": str(tls_files.bundle), "IDENTITY_ENDPOINT": entra.identity_endpoint,
         "IDENTITY_HEADER": entra.identity_header, "SYNC_SCHEDULE": "0 0 0 1 1 *",

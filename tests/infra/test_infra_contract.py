@@ -25,7 +25,8 @@ FUNCTION_APP = (INFRA / "modules" / "function-app.bicep").read_text(encoding="ut
 GRAPH = (INFRA / "modules" / "graph-permissions.bicep").read_text(encoding="utf-8")
 
 #: Settings that only make sense on a developer machine, or that Azure replaces with an identity.
-LOCAL_ONLY = {"CONNECTIONS_FILE", "LOCAL_ENTRA_URL", "LOCAL_CA_FILE", "AzureWebJobsStorage", "EVENTGRID_TOPIC_KEY"}
+LOCAL_ONLY = {"CONNECTIONS_FILE", "LOCAL_ENTRA_URL", "LOCAL_CA_FILE", "AzureWebJobsStorage", "FUNCTIONS_WORKER_RUNTIME",
+              "EVENTGRID_TOPIC_KEY"}
 
 
 def _setting_names() -> set[str]:
@@ -96,7 +97,8 @@ def test_tables_match_the_topology() -> None:
 
 def test_every_feature_has_a_parameter_and_permissions() -> None:
     granted = bicep_map_of_lists(GRAPH, "var featurePermissions = {")
-    features = set(re.findall(r"^\s*([A-Za-z]+): enable[A-Z]\w*$", _block(MAIN, "var features = {"), re.MULTILINE))
+    features = set(re.findall(r"^\s*([A-Za-z]+): (?:enable[A-Z]\w*|[a-z]\w*On)$", _block(MAIN, "var features = {"),
+                              re.MULTILINE))
     assert features == set(granted)
     for feature in features:
         assert re.search(rf"^param enable{feature[0].upper()}{feature[1:]} bool", MAIN, re.MULTILINE)

@@ -131,7 +131,7 @@ def test_connections_file_is_read_and_its_errors_name_it(monkeypatch: pytest.Mon
         load_settings().load_connections()
     assert bad.value.setting == "CONNECTIONS_FILE"
     monkeypatch.setenv("CONNECTIONS_FILE", str(tmp_path / "absent.json"))
-    with pytest.raises(Configuration, match="cannot be read") as missing:
+    with pytest.raises(Configuration, match=r"CONNECTIONS_FILE: .*no readable file") as missing:
         load_settings().load_connections()
     assert missing.value.setting == "CONNECTIONS_FILE"
 

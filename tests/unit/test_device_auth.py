@@ -14,7 +14,7 @@ from jwt.algorithms import ECAlgorithm
 from shared.domain.device_auth import DeviceAuthError, bearer, verify
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
-URL = "https://bridge.example/api/connections/demo/devices/dev-1/password"
+URL = "https://bridge.example/api/delivery/connections/demo/devices/dev-1/password"
 KEY = ec.generate_private_key(ec.SECP256R1())
 JWK: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(KEY.public_key()))
 

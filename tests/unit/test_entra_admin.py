@@ -95,5 +95,13 @@ async def test_faults_and_limits_through_the_admin_api(entra_inprocess: InProces
     assert (await client.get("/_sim/faults")).json()["errorRate"] == 1
     await client.put("/_sim/faults", json={"errorRate": 0})
     assert (await client.get("/v1.0/organization", headers=headers)).status_code == 200
+    # PUT replaces the whole set: what the new one leaves out is off again (an empty one clears all).
+    await client.put("/_sim/faults", json={"errorRate": 0.5, "latencyMs": 5, "seed": 3,
+                                           "routes": [{"path": "^/users$", "throttleRate": 1}]})
+    replaced = (await client.put("/_sim/faults", json={"dropRate": 0.25})).json()
+    assert replaced == {"latencyMs": 0, "errorRate": 0, "throttleRate": 0, "dropRate": 0.25, "ambiguousRate": 0,
+                        "seed": None, "routes": []}
+    assert (await client.put("/_sim/faults", json={})).json()["dropRate"] == 0
+    assert (await client.get("/v1.0/users", headers=headers)).status_code == 200
     assert (await client.put("/_sim/limits", json={"enabled": False})).json() == {"enabled": False}
     assert entra_inprocess.sim.limits is False

@@ -1,7 +1,8 @@
 """The simulator's token endpoint and managed identity endpoint, in-process.
 
 Client assertions as https://learn.microsoft.com/entra/identity-platform/certificate-credentials
-describes them, in the two forms azure-identity sends (FACTS.md): the sync classes sign RS256 with
+describes them, in the two forms azure-identity sends (docs/architecture.md, "Facts the code relies
+on"): the sync classes sign RS256 with
 `x5t` and float times; the aio classes sign PS256 with `x5t#S256` and may pad the segments with `=`.
 Errors as https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow#error-response.
 """
@@ -147,9 +148,12 @@ async def test_secret_scope_and_client_errors(entra_inprocess: InProcessEntra) -
     assert good.status_code == 200
     assert good.json()["token_type"] == "Bearer"
     assert jwt.decode(good.json()["access_token"], options={"verify_signature": False})["roles"] == []
-    cases = [({"client_secret": "wrong"}, 401, "invalid_client", 7000215),
+    cases = [({"client_secret": "wrong-secret-value"}, 401, "invalid_client", 7000215),
              ({"client_secret": BRIDGE_CLIENT_SECRET, "scope": "https://graph.microsoft.com/User.Read"}, 400,
               "invalid_scope", 1002012),
+             # Another cloud's Graph is not a resource of this tenant.
+             ({"client_secret": BRIDGE_CLIENT_SECRET, "scope": "https://graph.microsoft.us/.default"}, 400,
+              "invalid_resource", 500011),
              ({"client_secret": BRIDGE_CLIENT_SECRET, "client_id": str(uuid.uuid4())}, 400, "unauthorized_client",
               700016),
              ({"client_secret": BRIDGE_CLIENT_SECRET, "grant_type": "password"}, 400, "unsupported_grant_type",
@@ -159,7 +163,7 @@ async def test_secret_scope_and_client_errors(entra_inprocess: InProcessEntra) -
     for form, status, error, code in cases:
         answer = await token_request(entra_inprocess, **form)
         assert (answer.status_code, answer.json()["error"], answer.json()["error_codes"]) == (status, error, [code])
-        assert "wrong" not in answer.text
+        assert "wrong-secret-value" not in answer.text
         assert BRIDGE_CLIENT_SECRET not in answer.text
 
 

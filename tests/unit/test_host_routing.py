@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from local.host.routing import RouteTemplate
-from local.host.runtime import HostConfig, LocalHost, resolve
+from local.host.runtime import HostConfig, resolve
+from tests.fixtures.host import real_app_host
 
 
 @pytest.mark.parametrize(("template", "path", "expected"), [
@@ -68,9 +69,7 @@ def test_settings_are_resolved_and_missing_ones_named(monkeypatch: pytest.Monkey
 
 
 def test_the_real_app_is_read_from_its_own_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
-    from function_app import app
-
-    host = LocalHost(app, HostConfig())
+    host = real_app_host()
     names = {f.name for f in host.http}
     assert "health" in names
     health = next(f for f in host.http if f.name == "health")

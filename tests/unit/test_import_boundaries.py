@@ -1,4 +1,4 @@
-"""DESIGN.md section 2: dependencies point inward; shared/domain is pure."""
+"""docs/architecture.md, Layers: dependencies point inward; shared/domain is pure."""
 
 from __future__ import annotations
 

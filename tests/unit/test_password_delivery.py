@@ -22,7 +22,7 @@ from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeSecretSto
 from tests.unit.test_rotation_service import FakeDirectory
 
 UID = "33333333-3333-3333-3333-333333333333"
-URL = "https://bridge.example/api/connections/demo/devices/dev-1/password"
+URL = "https://bridge.example/api/delivery/connections/demo/devices/dev-1/password"
 KEY = ec.generate_private_key(ec.SECP256R1())
 JWK: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(KEY.public_key()))
 CONN = Connection.model_validate({

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,10 +12,11 @@ import pytest
 
 from shared.config import Connection
 from shared.domain.directory import UserState
-from shared.errors import Conflict, Gone, Stop
+from shared.errors import BridgeError, Configuration, Conflict, Gone, Stop, Transient, root_cause
+from shared.services import sync as sync_service
 from shared.services.directory import Directory
-from shared.services.ports import JsonObject
-from shared.services.sync import DeltaRead, SyncService
+from shared.services.ports import Entity, JsonObject
+from shared.services.sync import LEASE, DeltaRead, SyncService
 from shared.topology import Table
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeSecretStore, FakeWorkQueue
 
@@ -364,3 +367,129 @@ async def test_the_tree_of_a_large_group_is_stored_in_several_rows(world: Any) -
     stored = [k for (_, k) in service._entities.tables[Table.GROUPS] if k.startswith("gB.")]
     assert len(stored) == 2
     assert (await service.run(conn(), entra, run_id="r3", correlation_id="c")).unchanged == 1000
+
+
+class BrokenEntra(FakeEntra):
+    """A tenant the bridge cannot read at all: every call raises `error`."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    async def group_id(self, name_or_id: str) -> str:
+        raise self.error
+
+
+async def test_a_token_failure_is_a_failed_run_with_the_setting_to_fix(world: Any) -> None:
+    service, directory, audit, _, _ = world
+    refused = Configuration("connection 'demo' cannot get a token for https://graph.microsoft.us: ... - check the "
+                            "connection's `cloud`", setting="CONNECTIONS")
+    with pytest.raises(Configuration):
+        await service.run(conn(), BrokenEntra(refused), run_id="r1", correlation_id="c1")
+    status = await service.status("demo")
+    assert status.running is None
+    assert status.last_run is not None
+    assert status.last_run["outcome"] == "failed"
+    assert status.last_run["problem"]["type"] == "urn:entra-bridge:problem:configuration"
+    assert status.last_run["problem"]["setting"] == "CONNECTIONS"
+    assert status.problems() == [f"sync failed: {refused.detail} (setting CONNECTIONS)"]
+    assert "sync.failed" in audit.actions()
+    assert "sync.aborted" not in audit.actions()
+    assert await rows(directory) == {}
+
+
+async def test_an_unexpected_exception_is_translated_and_recorded_without_its_text(world: Any) -> None:
+    service, _, audit, _, _ = world
+    with pytest.raises(BridgeError) as raised:
+        await service.run(conn(), BrokenEntra(RuntimeError("sig=SECRETVALUE")), run_id="r1", correlation_id="c1")
+    assert type(raised.value) is BridgeError
+    last = await service.last_run("demo")
+    assert last is not None
+    assert last["outcome"] == "failed"
+    assert "RuntimeError" in last["problem"]["detail"]
+    assert "SECRETVALUE" not in str(last)
+    assert "SECRETVALUE" not in str([r.detail for r in audit.records])
+    assert (await service.status("demo")).running is None
+    # The lease was released: the next run starts at once.
+    assert (await service.run(conn(), tenant(3), run_id="r2", correlation_id="c2")).outcome == "completed"
+
+
+async def test_a_transient_failure_while_reading_is_an_aborted_run(world: Any) -> None:
+    service, _, audit, _, _ = world
+    with pytest.raises(Stop) as raised:
+        await service.run(conn(), BrokenEntra(Transient("Graph did not answer")), run_id="r1", correlation_id="c1")
+    assert root_cause(raised.value).retryable
+    last = await service.last_run("demo")
+    assert last is not None
+    assert (last["outcome"], last["problem"]["type"]) == ("aborted", "urn:entra-bridge:problem:transient")
+    assert "sync.aborted" in audit.actions()
+
+
+async def test_running_comes_from_a_live_lease_only(world: Any) -> None:
+    service, _, _, _, clock = world
+    await service._take_lease("demo", "other-run")
+    running = (await service.status("demo")).running
+    assert running is not None
+    assert running["runId"] == "other-run"
+    clock.advance(seconds=LEASE.total_seconds() + 1)  # the run died: its lease was not renewed
+    assert (await service.status("demo")).running is None
+
+
+async def test_a_run_record_left_as_running_by_a_dead_run_shows_as_failed(world: Any) -> None:
+    service, _, _, _, _ = world
+    await service._entities.upsert(Table.SYNCSTATE, Entity("demo", "lastRun", {"runId": "r0", "outcome": "running"}))
+    status = await service.status("demo")
+    assert status.last_run is not None
+    assert status.last_run["outcome"] == "failed"
+    assert status.problems() == ["sync failed: the run ended without recording its outcome"]
+
+
+class SlowEntra(FakeEntra):
+    """A tenant whose first read takes a while, with something to do meanwhile."""
+
+    def __init__(self, meanwhile: Any) -> None:
+        super().__init__()
+        self.meanwhile = meanwhile
+
+    async def group_id(self, name_or_id: str) -> str:
+        if self.meanwhile is not None:
+            await self.meanwhile()
+            self.meanwhile = None
+        return await super().group_id(name_or_id)
+
+
+async def test_a_long_run_renews_its_lease_and_releases_it(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    service, _, _, _, clock = world
+    monkeypatch.setattr(sync_service, "LEASE_RENEWAL", dt.timedelta(milliseconds=10))
+    seen: list[str] = []
+
+    async def meanwhile() -> None:
+        clock.advance(seconds=LEASE.total_seconds() - 1)
+        await asyncio.sleep(0.1)
+        seen.append(str((await service._entities.get(Table.LEASES, "demo", "sync")).data["until"]))
+
+    entra = SlowEntra(meanwhile)
+    entra.groups, entra.accounts = tenant(3).groups, tenant(3).accounts
+    assert (await service.run(conn(), entra, run_id="r1", correlation_id="c1")).outcome == "completed"
+    assert seen == [(clock.now() + LEASE).isoformat()]  # renewed from the new now, not left at the first until
+    lease = await service._entities.get(Table.LEASES, "demo", "sync")
+    assert lease.data["owner"] == ""
+    assert (await service.status("demo")).running is None
+
+
+async def test_a_run_whose_lease_was_taken_over_writes_nothing(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    service, directory, _, _, clock = world
+    monkeypatch.setattr(sync_service, "LEASE_RENEWAL", dt.timedelta(milliseconds=10))
+
+    async def stolen() -> None:
+        clock.advance(seconds=LEASE.total_seconds() + 1)  # this run looked dead: another took the lease
+        await service._take_lease("demo", "thief")
+        await asyncio.sleep(0.1)
+
+    entra = SlowEntra(stolen)
+    entra.groups, entra.accounts = tenant(3).groups, tenant(3).accounts
+    with pytest.raises(Conflict, match="taken over"):
+        await service.run(conn(), entra, run_id="r1", correlation_id="c1")
+    assert await rows(directory) == {}
+    assert (await service._entities.get(Table.LEASES, "demo", "sync")).data["owner"] == "thief"
+    assert (await service.last_run("demo"))["outcome"] == "failed"

@@ -41,7 +41,8 @@ def routes(sim: Simulator) -> list[Route]:
 
     async def faults(request: Request) -> dict[str, Any]:
         if request.method == "PUT":
-            sim.faults.update(await json_body(request))
+            # PUT replaces the whole set, as documented (docs/entra-simulator.md).
+            sim.faults.replace(await json_body(request))
         return sim.faults.describe()
 
     async def limits(request: Request) -> dict[str, Any]:

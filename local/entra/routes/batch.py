@@ -1,12 +1,14 @@
 """JSON batching: POST /v1.0/$batch and /beta/$batch.
 
-https://learn.microsoft.com/graph/json-batching: up to 20 requests, relative URLs, `dependsOn` (a
+https://learn.microsoft.com/graph/json-batching: up to 20 requests, relative URLs (the leading slash
+optional, as Graph takes both), `dependsOn` (a
 failed dependency answers 424), each request authorized and throttled on its own, so a 200 batch can
 hold 429 items with their own Retry-After.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -32,9 +34,11 @@ def routes(sim: Simulator) -> list[Route]:
         if len(ids) != len(requests) or len(set(ids)) != len(ids) or "" in ids:
             raise GraphError(400, "BadRequest", "Each batch request needs a unique id.")
         for item in requests:
-            if item.get("method") not in ("GET", "POST", "PATCH", "PUT", "DELETE") or \
-                    not str(item.get("url", "")).startswith("/"):
+            url = str(item.get("url") or "")
+            if item.get("method") not in ("GET", "POST", "PATCH", "PUT", "DELETE") or not url or "://" in url:
                 raise GraphError(400, "BadRequest", "Each batch request needs a method and a relative url.")
+            # Graph takes relative urls with or without the leading slash ("users/{id}" or "/users/{id}").
+            item["url"] = url if url.startswith("/") else "/" + url
         return requests
 
     async def batch(request: Request) -> Response:
@@ -53,9 +57,12 @@ def routes(sim: Simulator) -> list[Route]:
             for item in items:
                 depends = item.get("dependsOn") or []
                 if any(results.get(str(d), {}).get("status", 200) >= 400 for d in depends):
+                    ids = sim.request_ids(request)
                     results[str(item["id"])] = {"id": str(item["id"]), "status": 424, "body": {"error": {
                         "code": "FailedDependency", "message": "The request could not be completed because a "
-                        "request it depends on failed."}}}
+                        "request it depends on failed.", "innerError": {
+                            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+                            "request-id": ids["request-id"], "client-request-id": ids["client-request-id"]}}}}
                     continue
                 headers = {k: str(v) for k, v in (item.get("headers") or {}).items()}
                 headers["authorization"] = request.headers.get("authorization", "")

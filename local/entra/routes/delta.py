@@ -158,8 +158,8 @@ def routes(sim: Simulator) -> list[Route]:
         async def handler(request: Request, caller: Caller) -> dict[str, Any]:
             params = request.query_params
             size = page_size(request)
-            base = f"{sim.base_url}{request.url.path}"
-            context = f"{sim.base_url}/v1.0/$metadata#{kind}s"
+            base = f"{sim.origin(request)}{request.url.path}"
+            context = f"{sim.origin(request)}/v1.0/$metadata#{kind}s"
             skip, token = params.get("$skiptoken"), params.get("$deltatoken")
             if token == "latest":  # noqa: S105 - a documented keyword, not a secret
                 return {"@odata.context": context, "value": [], "@odata.deltaLink":

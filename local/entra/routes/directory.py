@@ -50,7 +50,8 @@ COMPLEXITY_ERROR = ("The specified password does not comply with password comple
 
 
 def password_problem(password: str, banned: list[str]) -> bool:
-    """Whether Entra's cloud password rules refuse it (FACTS.md: 8-256, 3 of 4 classes, allowed characters)."""
+    """Whether Entra's cloud password rules refuse it (8-256, 3 of 4 classes, allowed characters:
+    https://learn.microsoft.com/entra/identity/authentication/concept-sspr-policy#microsoft-entra-password-policies)."""
     if not 8 <= len(password) <= 256:
         return True
     if any(not (c.isascii() and (c.isalnum() or c in PASSWORD_SYMBOLS)) for c in password):

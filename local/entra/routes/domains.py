@@ -9,8 +9,8 @@ Pages followed (learn.microsoft.com/graph/api/..., source in microsoft-graph-doc
 - internaldomainfederation-get (200), internaldomainfederation-update (200 with the updated object),
   internaldomainfederation-delete (204).
 Federating switches the domain's authenticationType to Federated and deleting switches it back. The
-domain must be verified and the initial *.onmicrosoft.com domain cannot be federated (FACTS.md,
-"Domains and federation"); a second POST for a domain that has a configuration is refused.
+domain must be verified and the initial *.onmicrosoft.com domain cannot be federated (docs/architecture.md,
+"Facts the code relies on"); a second POST for a domain that has a configuration is refused.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Pages followed (learn.microsoft.com/graph/api/...):
 - fido2authenticationmethod-creationoptions: v1.0 takes no parameter (a fixed 5-minute challenge);
-  beta takes challengeTimeoutInMinutes, 5 to 43,200. The challenge and the credential ids are
+  beta takes challengeTimeoutInMinutes, 5 to 43,200, and answers `{"value": {options}}` as its page
+  shows. The challenge and the credential ids are
   documented as base64url without padding; the ids in excludeCredentials are sent here as padded
   standard base64, the quirk third parties report (webauthn-interop issues 21 and 28), so clients
   are tested against it. A query string on v1.0 is answered 405 (webauthn-interop issue 13).
@@ -65,6 +66,15 @@ def _without_annotations(value: Any) -> Any:
     return value
 
 
+def _plain(value: Any) -> Any:
+    """`value` without `@odata.*` annotations, in lists too."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if not k.startswith("@odata.")}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _public(method: dict[str, Any]) -> dict[str, Any]:
     return {"@odata.type": METHOD_TYPE, **{k: v for k, v in method.items() if k != "credentialId"}}
 
@@ -118,9 +128,19 @@ def routes(sim: Simulator) -> list[Route]:
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=minutes)
         tenant.challenges[_b64(challenge)] = {"userId": user.id, "expires": expires.isoformat()}
         sim.store.changed()
-        exclude = [{"@odata.type": "#microsoft.graph.webauthnPublicKeyCredentialDescriptor",
+        options = _options(user, challenge, expires, minutes, exclude=[
+                   {"@odata.type": "#microsoft.graph.webauthnPublicKeyCredentialDescriptor",
                     "id": base64.b64encode(_unb64(m["credentialId"])).decode(), "type": "public-key",
-                    "transports": []} for m in tenant.fido2.get(user.id, [])]
+                    "transports": []} for m in tenant.fido2.get(user.id, [])])
+        if not beta:
+            return options
+        # beta wraps the options in `value`, with the context inside and no type annotations, as its page
+        # shows (fido2authenticationmethod-creationoptions?view=graph-rest-beta).
+        return {"value": {"@odata.context": f"{sim.base_url}/beta/$metadata#microsoft.graph."
+                                            "webauthnCredentialCreationOptions", **_plain(options)}}
+
+    def _options(user: Any, challenge: bytes, expires: dt.datetime, minutes: int,
+                 exclude: list[dict[str, Any]]) -> dict[str, Any]:
         return {"@odata.type": "#microsoft.graph.webauthnCredentialCreationOptions",
                 "challengeTimeoutDateTime": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "publicKey": {

@@ -69,7 +69,10 @@ def routes(sim: Simulator) -> list[Route]:
         return JSONResponse(sim.signer.jwks())
 
     def _issue(app: App, resource: str) -> dict[str, Any]:
-        roles = sorted(app.graphRoles) if resource == GRAPH_RESOURCE else []
+        # App-only tokens carry the app roles assigned to the caller on the resource's API.
+        # https://learn.microsoft.com/entra/identity-platform/howto-add-app-roles-in-apps#assign-app-roles-to-applications
+        api = resource.removeprefix("api://")
+        roles = sorted(app.graphRoles) if resource == GRAPH_RESOURCE else sorted(app.apiRoles.get(api, []))
         token, expires = sim.signer.issue(issuer=sim.issuer(), audience=resource, tenant_id=sim.tenant.tenantId,
                                           app_id=app.clientId, object_id=app.servicePrincipalId, roles=roles)
         return {"token_type": "Bearer", "expires_in": expires - int(time.time()),
@@ -126,7 +129,16 @@ def routes(sim: Simulator) -> list[Route]:
         if app is None or app.managedIdentity:
             return _login_error(400, "unauthorized_client", 700016,
                                 f"Application with identifier '{client_id}' was not found in the directory.")
-        resource = _resource(str(form.get("scope") or ""), sim)
+        scope = str(form.get("scope") or "")
+        resource = _resource(scope, sim)
+        if resource is None and scope.endswith("/.default"):
+            # A well-formed scope for a resource the tenant does not know (e.g. another cloud's Graph), as Entra
+            # answers it: https://learn.microsoft.com/entra/identity-platform/reference-error-codes (AADSTS500011).
+            return _login_error(400, "invalid_resource", 500011, f"The resource principal named "
+                                f"{scope[: -len('/.default')]} was not found in the tenant named {tenant}. This can "
+                                "happen if the application has not been installed by the administrator of the "
+                                "tenant or consented to by any user in the tenant. You might have sent your "
+                                "authentication request to the wrong tenant.")
         if resource is None:
             return _login_error(400, "invalid_scope", 1002012, "The provided value for scope is not valid. Client "
                                 "credential flows must have a scope value with /.default suffixed to the resource "

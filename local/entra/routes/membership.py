@@ -38,9 +38,11 @@ def routes(sim: Simulator) -> list[Route]:
         found: Group = core_group_or_404(tenant, key)
         return found
 
-    def object_id(reference: Any) -> str:
-        """The object id at the end of a directoryObjects URL, which must name a user or group."""
-        if not isinstance(reference, str) or "/" not in reference:
+    def object_id(request: Request, reference: Any) -> str:
+        """The object id at the end of a directoryObjects URL on the Graph host the request was sent to
+        (a reference to another cloud's Graph names no object of this tenant), a user or group."""
+        if not isinstance(reference, str) or not reference.startswith(
+                tuple(origin + "/" for origin in sim.graph_origins(request))):
             raise GraphError(400, "Request_BadRequest", "Invalid URL format specified in @odata.bind for members.")
         found = reference.rstrip("/").rsplit("/", 1)[-1]
         if found not in tenant.users and found not in tenant.groups:
@@ -76,7 +78,7 @@ def routes(sim: Simulator) -> list[Route]:
         binds = body.get("members@odata.bind") or []
         if not isinstance(binds, list) or len(binds) > MAX_BIND:
             raise GraphError(400, "Request_BadRequest", f"At most {MAX_BIND} members can be added in one request.")
-        members = [object_id(ref) for ref in binds]
+        members = [object_id(request, ref) for ref in binds]
         group = Group(id=new_id(), displayName=body["displayName"], mailNickname=body["mailNickname"],
                       securityEnabled=body["securityEnabled"], mailEnabled=body["mailEnabled"],
                       groupTypes=[str(t) for t in body.get("groupTypes") or []], createdDateTime=now_iso(),
@@ -86,7 +88,7 @@ def routes(sim: Simulator) -> list[Route]:
         if members:
             add_members(group, members)
         return JSONResponse(render(group), status_code=201,
-                            headers={"location": f"{sim.base_url}/v1.0/groups/{group.id}"})
+                            headers={"location": f"{sim.origin(request)}/v1.0/groups/{group.id}"})
 
     async def patch_group(request: Request, caller: Caller) -> None:
         group = group_or_404(request.path_params["id"])
@@ -99,7 +101,7 @@ def routes(sim: Simulator) -> list[Route]:
             if not isinstance(binds, list) or not binds or len(binds) > MAX_BIND:
                 raise GraphError(400, "Request_BadRequest",
                                  f"members@odata.bind takes between 1 and {MAX_BIND} references.")
-            add_members(group, [object_id(ref) for ref in binds])
+            add_members(group, [object_id(request, ref) for ref in binds])
         changed = False
         for name in ("displayName", "mailNickname", "description"):
             if name in body:
@@ -120,7 +122,7 @@ def routes(sim: Simulator) -> list[Route]:
     async def add_ref(request: Request, caller: Caller) -> None:
         group = group_or_404(request.path_params["id"])
         body = await json_body(request)
-        add_members(group, [object_id(body.get("@odata.id"))])
+        add_members(group, [object_id(request, body.get("@odata.id"))])
 
     async def remove_ref(request: Request, caller: Caller) -> None:
         group = group_or_404(request.path_params["id"])

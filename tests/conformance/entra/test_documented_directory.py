@@ -140,7 +140,8 @@ async def test_organization_verified_domains(entra_inprocess: InProcessEntra) ->
 
 async def test_assign_license_example_and_usage_location(entra_inprocess: InProcessEntra) -> None:
     # user-assignlicense, Request (addLicenses with disabledPlans, removeLicenses) and Response (200 with the
-    # user and its assignedLicenses); a user without usageLocation cannot get one (FACTS.md, Licensing).
+    # user and its assignedLicenses); a user without usageLocation cannot get one (usageLocation in
+    # https://learn.microsoft.com/graph/api/resources/user#properties).
     sim, client = entra_inprocess.sim, entra_inprocess.client
     headers = {"authorization": f"Bearer {entra_inprocess.token(roles=['LicenseAssignment.ReadWrite.All'])}"}
     sku = sim.tenant.skus[0]

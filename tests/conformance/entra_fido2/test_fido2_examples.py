@@ -7,6 +7,7 @@ no other test.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
@@ -23,6 +24,7 @@ from local.entra.demo import BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET, GRAPH_PERMI
 from local.entra.process import RunningEntra, running
 from local.mds import root_setting
 from local.tls import TlsFiles
+from shared.adapters.passkeys import GraphPasskeyDirectory, unwrapped
 from shared.domain.mds import MetadataRejected, TrustAnchors, root_certificate
 
 POLICY = "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2"
@@ -92,7 +94,14 @@ def graph_error(response: httpx.Response, status: int, code: str) -> str:
 def options_for(graph: httpx.Client, user: str, api: str = "v1.0", suffix: str = "") -> dict[str, Any]:
     response = graph.get(f"/{api}/users/{user}/authentication/fido2Methods/creationOptions{suffix}")
     assert response.status_code == 200, response.text
-    return dict(response.json())
+    body = dict(response.json())
+    if api == "beta":
+        # beta's page shows the options inside `value`, the context with them, no type annotations.
+        assert set(body) == {"value"}
+        body = dict(body["value"])
+        assert body["@odata.context"].endswith("/beta/$metadata#microsoft.graph.webauthnCredentialCreationOptions")
+        assert "@odata.type" not in json.dumps(body)
+    return body
 
 
 def documented_body(credential: dict[str, Any], name: str = "My security key") -> dict[str, Any]:
@@ -146,6 +155,30 @@ def test_the_challenge_timeout_is_a_beta_parameter(graph: httpx.Client, users: l
         assert body["publicKey"]["timeout"] == minutes * 60000
     for minutes in (4, 43201):
         graph_error(graph.get(f"/beta{path}(challengeTimeoutInMinutes={minutes})"), 400, "BadRequest")
+
+
+def test_the_bridge_reads_creation_options_whichever_way_graph_wraps_them(graph: httpx.Client,
+                                                                          users: list[str]) -> None:
+    # v1.0 answers the options as the body, beta inside `value`: the bridge's adapter gives the same.
+    path = f"/users/{users[0]}/authentication/fido2Methods/creationOptions"
+    answers = {api: dict(graph.get(f"/{api}{path}{suffix}").json())
+               for api, suffix in (("v1.0", ""), ("beta", "(challengeTimeoutInMinutes=10)"))}
+    assert "value" in answers["beta"]
+    assert "publicKey" in answers["v1.0"]
+
+    class Recorded:
+        async def get(self, path: str, *, api: str = "v1.0", **_: Any) -> dict[str, Any]:
+            return answers[api]
+
+    directory = GraphPasskeyDirectory(Recorded())  # type: ignore[arg-type]
+    v1 = asyncio.run(directory.creation_options(users[0]))
+    beta = asyncio.run(directory.creation_options(users[0], 10))
+    for options in (v1, beta):
+        assert options["publicKey"]["challenge"]
+        assert options["publicKey"]["rp"]["id"] == "login.microsoftonline.com"
+        assert options["challengeTimeoutDateTime"]
+    assert beta["publicKey"]["timeout"] == 10 * 60000
+    assert unwrapped({"publicKey": {"x": 1}, "value": {"y": 2}}) == {"publicKey": {"x": 1}, "value": {"y": 2}}
 
 
 def test_the_documented_request_is_refused_for_a_challenge_never_issued(graph: httpx.Client,

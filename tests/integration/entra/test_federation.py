@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 import ssl
 import threading
 import time
@@ -23,6 +24,7 @@ from cryptography.x509.oid import NameOID
 from local.entra.demo import DEMO_DOMAIN
 from local.servers import free_port
 from local.tls import TlsFiles
+from shared.adapters import metadata
 from shared.adapters.domains import GraphDomainDirectory
 from shared.adapters.graph import GraphGateway
 from shared.adapters.metadata import HttpsMetadataSource
@@ -58,6 +60,7 @@ class MetadataServer:
     port: int
     documents: dict[str, bytes] = field(default_factory=dict)
     delay: float = 0.0
+    hosts: list[str] = field(default_factory=list)
 
     def url(self, path: str) -> str:
         return f"https://127.0.0.1:{self.port}{path}"
@@ -70,6 +73,12 @@ def metadata_server(tls_files: TlsFiles) -> Iterator[MetadataServer]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             time.sleep(server_state.delay)
+            server_state.hosts.append(str(self.headers.get("host")))
+            if self.path.startswith("/redirect-to/"):
+                self.send_response(302)
+                self.send_header("location", self.path[len("/redirect-to/"):])
+                self.end_headers()
+                return
             if self.path == "/redirect-http":
                 self.send_response(302)
                 self.send_header("location", f"http://127.0.0.1:{server_state.port}/x")
@@ -118,7 +127,8 @@ CONN = Connection.model_validate({"name": "demo", "tenantId": "8f1c2d3e-4b5a-4c6
 def service_for(tls_files: TlsFiles, clock: FakeClock, audit: FakeAuditSink,
                 entities: FakeEntityStore | None = None) -> FederationService:
     return FederationService(audit=audit, clock=clock, entities=entities or FakeEntityStore(),
-                             metadata=HttpsMetadataSource(verify=tls_files.client_context(), timeout=2.0))
+                             metadata=HttpsMetadataSource(verify=tls_files.client_context(), timeout=2.0,
+                                                                  private_addresses=True))
 
 
 async def test_check_refuse_force_update_and_defederate(graph: GraphGateway, tls_files: TlsFiles) -> None:
@@ -217,7 +227,8 @@ async def test_federate_from_metadata_then_watch_rollover_and_alerts(
 
 
 async def test_metadata_fetch_limits(tls_files: TlsFiles, metadata_server: MetadataServer) -> None:
-    source = HttpsMetadataSource(verify=tls_files.client_context(), max_bytes=1000, timeout=0.5)
+    source = HttpsMetadataSource(verify=tls_files.client_context(), max_bytes=1000, timeout=0.5,
+                                 private_addresses=True)
     metadata_server.documents["/big"] = b"<x>" + b" " * 2000 + b"</x>"
     metadata_server.documents["/ok"] = b"<x/>"
     assert await source.fetch(metadata_server.url("/ok")) == b"<x/>"
@@ -228,7 +239,38 @@ async def test_metadata_fetch_limits(tls_files: TlsFiles, metadata_server: Metad
     with pytest.raises(InvalidInput, match="non-https"):
         await source.fetch(metadata_server.url("/redirect-http"))
     with pytest.raises(Transient, match="cannot be fetched"):
-        await HttpsMetadataSource(verify=ssl.create_default_context()).fetch(metadata_server.url("/ok"))
+        await HttpsMetadataSource(verify=ssl.create_default_context(), private_addresses=True).fetch(
+            metadata_server.url("/ok"))
     metadata_server.delay = 1.0
     with pytest.raises(Transient, match="did not arrive"):
         await source.fetch(metadata_server.url("/ok"))
+
+
+async def test_outside_the_local_cloud_the_checked_address_is_fetched_with_the_name_kept_for_tls(
+        tls_files: TlsFiles, metadata_server: MetadataServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    metadata_server.documents["/ok"] = b"<x/>"
+    asked: list[str] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return {"localhost": ["127.0.0.1"], "inside.example": ["10.1.2.3"]}[host]
+
+    # Loopback stands in for a public address here: the test's IdP can only listen on 127.0.0.1.
+    checked = metadata.refusal
+    monkeypatch.setattr(metadata, "refusal", lambda a: None if str(a) == "127.0.0.1" else checked(a))
+    source = HttpsMetadataSource(verify=tls_files.client_context(), timeout=2.0, resolver=resolver)
+    port = metadata_server.port
+    # The certificate names localhost: TLS is verified against the name while the socket goes to the address.
+    assert await source.fetch(f"https://localhost:{port}/ok") == b"<x/>"
+    assert metadata_server.hosts[-1] == f"localhost:{port}"
+    assert asked == ["localhost"]
+    # A redirect is checked like the first hop: to a private address it is refused, before any request.
+    served = len(metadata_server.hosts)
+    with pytest.raises(InvalidInput, match=re.escape("10.1.2.3, a private address")) as refused:
+        await source.fetch(f"https://localhost:{port}/redirect-to/https://inside.example/FederationMetadata.xml")
+    assert refused.value.field == "metadataUrl"
+    assert len(metadata_server.hosts) == served + 1
+    # Without the local cloud, the test IdP's own address is refused.
+    monkeypatch.setattr(metadata, "refusal", checked)
+    with pytest.raises(InvalidInput, match="loopback"):
+        await HttpsMetadataSource(verify=tls_files.client_context()).fetch(metadata_server.url("/ok"))

@@ -45,8 +45,8 @@ from tests.unit.test_sync_service import FakeEntra, user
 SECRET_WORDS = ("password", "secret", "private", "token", "key", "credential")
 
 
-class Killed(Exception):
-    """The process stopped here."""
+class Killed(BaseException):
+    """The process stopped here (a BaseException: no `except Exception` of the app turns it into a failure)."""
 
 
 class Killable:
