@@ -141,3 +141,16 @@ def test_publishes_are_checked_as_event_grid_checks_them(eventgrid: RunningTopic
         missing = [{"specversion": "1.0", "source": "/x", "type": "t"}]
         assert "'id'" in http.post(url, json=missing, headers=keyed).text
         assert http.post(url, content=b"x" * (1024 * 1024 + 1), headers=keyed).status_code == 413
+
+
+def test_the_subscribe_command_adds_a_validated_subscription(eventgrid: RunningTopic,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from local.eventgrid.__main__ import main
+
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    assert main(["subscribe", "--endpoint", eventgrid.sink_url(name), "--types", "bridge.user.imported",
+                 "--name", name, "--topic", eventgrid.url]) == 0
+    found = {s["name"]: s for s in eventgrid.call("GET", "/_admin/subscriptions")}
+    assert found[name]["types"] == ["bridge.user.imported"]
+    assert main(["subscribe", "--endpoint", eventgrid.endpoint, "--name", f"{name}-x", "--topic", eventgrid.url]) == 1
+    assert "WebhookValidationFailed" in capsys.readouterr().err
