@@ -10,6 +10,7 @@ import base64
 import contextlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
 from local.entra.demo import DEMO_TENANT_ID
+from local.host.process import RunningHost
 from local.tls import TlsFiles
 from shared import cli
 from shared.topology import Queue
@@ -234,6 +236,31 @@ def test_timers_need_a_host(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
     code, problem = run(capsys, "timers", "run", "sync_timer")
     assert code == 2
     assert problem["setting"] == "--host"
+
+
+def test_timers_run_starts_a_timer_through_the_hosts_admin_api(function_host: Any, env: dict[str, str],
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    host: RunningHost = function_host(values={**env, "SYNC_SCHEDULE": "0 0 0 1 1 *",
+                                              "ROTATION_SCHEDULE": "0 0 0 1 1 *"})
+    code, before = run(capsys, "status", "--connection", NAME)
+    previous = (before.get("lastSync") or {}).get("runId")
+    code, started = run(capsys, "timers", "run", "sync_timer", "--host", host.url, "--master-key",
+                        str(host.master_key))
+    assert code == 0, started
+    assert started == {"function": "sync_timer", "status": "started"}
+    # The timer queues a run; the host's sync_work carries it out.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        code, status = run(capsys, "status", "--connection", NAME)
+        last = status.get("lastSync") or {}
+        if last.get("runId") not in (None, previous) and last.get("outcome") == "completed":
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"no sync completed after sync_timer ran: {status}")
+    code, refused = run(capsys, "timers", "run", "sync_timer", "--host", host.url, "--master-key", "wrong")
+    assert code == 2
+    assert refused["setting"] == "FUNCTIONS_MASTER_KEY"
 
 
 def _keys(value: Any) -> Iterator[str]:

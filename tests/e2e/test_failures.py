@@ -12,14 +12,18 @@ from local.host.process import RunningHost
 from local.tls import TlsFiles
 from tests.e2e.waiting import wait_for
 from tests.fixtures.entra import EntraFixture
+from tests.fixtures.vault import VaultFixture
 
 GOV = {"name": "gov", "tenantId": "", "cloud": "usgov", "auth": {"kind": "managedIdentity"},
        "features": {"sync": {"enabled": True, "groups": ["Bridge Sync"]}}}
 
 
 def test_a_connection_without_a_token_shows_a_failed_sync_with_its_fix(
-        function_host: Any, entra: EntraFixture, azurite_connection_string: str, tls_files: TlsFiles) -> None:
-    values = {"AzureWebJobsStorage": azurite_connection_string,
+        function_host: Any, entra: EntraFixture, vault: VaultFixture, azurite_connection_string: str,
+        tls_files: TlsFiles) -> None:
+    # The audit trail's key and anchors live in the vault: every audited feature needs it.
+    vault.grant(entra.identity_principal_id, "Key Vault Secrets Officer")
+    values = {"KEY_VAULT_URL": vault.url, "AzureWebJobsStorage": azurite_connection_string,
               "CONNECTIONS": json.dumps([{**GOV, "tenantId": entra.tenant_id}]),
               "LOCAL_ENTRA_URL": entra.url, "LOCAL_CA_FILE": str(tls_files.ca),
               "SSL_CERT_FILE": str(tls_files.bundle), "REQUESTS_CA_BUNDLE": str(tls_files.bundle),

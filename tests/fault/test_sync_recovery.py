@@ -36,6 +36,7 @@ from shared.services.sync import SyncService
 from shared.topology import Table
 from tests.fakes import FakeAuditSink, FakeWorkQueue
 from tests.fixtures.entra import EntraFixture
+from tests.fixtures.vault import VaultFixture
 from tests.unit.test_config import aliases
 
 
@@ -50,7 +51,7 @@ FUNCTIONS = _functions(sync_functions.bp, status_functions.bp, federation_functi
 
 
 @pytest.fixture
-async def gov(entra: EntraFixture, azurite_connection_string: str, tls_files: TlsFiles,
+async def gov(entra: EntraFixture, vault: VaultFixture, azurite_connection_string: str, tls_files: TlsFiles,
               monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Bridge]:
     """The function app's composition root with one `cloud: usgov` connection, on the local stand-ins."""
     for name in aliases():
@@ -61,7 +62,10 @@ async def gov(entra: EntraFixture, azurite_connection_string: str, tls_files: Tl
                                "federation": {"enabled": True}}}
     values = {"CONNECTIONS": json.dumps([connection]), "AzureWebJobsStorage": azurite_connection_string,
               "LOCAL_ENTRA_URL": entra.url, "LOCAL_CA_FILE": str(tls_files.ca),
-              "IDENTITY_ENDPOINT": entra.identity_endpoint, "IDENTITY_HEADER": entra.identity_header}
+              "IDENTITY_ENDPOINT": entra.identity_endpoint, "IDENTITY_HEADER": entra.identity_header,
+              # The audit trail's key and anchors live in the vault (the app's identity reaches it).
+              "KEY_VAULT_URL": vault.url}
+    vault.grant(entra.identity_principal_id, "Key Vault Secrets Officer")
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     settings.cache_clear()

@@ -250,11 +250,14 @@ async def test_the_command_line_names_each_finding(trail: Trail, capsys: pytest.
         clock = trail.clock
         audit_query = trail.vault.query(trail.clock)
 
-    assert await cli.audit_verify(Operator(), trail.connection, 1) == 0  # type: ignore[arg-type]
-    assert "audit intact: 80 records" in capsys.readouterr().out
+    intact = await cli.audit_verify(Operator(), trail.connection, 1)  # type: ignore[arg-type]
+    assert intact.code == 0
+    assert "audit intact: 80 records" in "\n".join(intact.text)
     await trail.delete(3, *range(RECORDS - 30, RECORDS + 1))
-    assert await cli.audit_verify(Operator(), trail.connection, 1) == 1  # type: ignore[arg-type]
-    out = capsys.readouterr().out
+    broken = await cli.audit_verify(Operator(), trail.connection, 1)  # type: ignore[arg-type]
+    assert broken.code == 1
+    out = "\n".join(broken.text)
+    assert broken.data["intact"] is False
     assert f"FOUND missing: chain {trail.chain}, record 3:" in out
     assert f"FOUND truncated: chain {trail.chain}, records {RECORDS - 30}-{RECORDS}: truncated after 9" in out
     assert "not yet anchored: 0 s" in out

@@ -19,10 +19,10 @@ from azure.functions.queue import QueueMessage
 
 from functions.work import MAX_DEQUEUE_COUNT, watch_last_delivery
 from shared.adapters import telemetry
-from shared.adapters.audit import TableAuditSink
+from shared.adapters.audit import TableAuditSink, VaultAuditAnchors, VaultAuditKeys
 from shared.adapters.graph import GraphGateway
 from shared.topology import Queue
-from tests.fakes import FakeClock, FakeEntityStore
+from tests.fakes import FakeClock, FakeEntityStore, FakeSecretStore
 from tests.fixtures.ingestion import Ingestion
 from tests.telemetry_queries import alert_queries, run, tables, workbook_queries
 
@@ -48,7 +48,9 @@ async def captured(ingestion: Ingestion) -> dict[str, list[dict[str, Any]]]:
     """Everything the app's emitters send, as the tables customEvents (workbook) and AppEvents (alerts)."""
     assert telemetry.send_events(ingestion.connection_string, disable_offline_storage=True) is not None
     try:
-        sink = TableAuditSink(FakeEntityStore(), FakeClock())
+        clock, vault = FakeClock(), FakeSecretStore(FakeClock())
+        sink = TableAuditSink(FakeEntityStore(), clock, VaultAuditKeys(lambda: vault, clock),
+                              VaultAuditAnchors(lambda: vault))
         for action, outcome in AUDITED:
             await sink.record(connection="demo", actor="bridge", action=action, target="user-1", outcome=outcome,
                               correlation_id="corr-1")

@@ -27,6 +27,7 @@ from shared.adapters import graph as graph_adapter
 from shared.adapters import identity
 from shared.config import Cloud, Connection, Settings, cloud_profile, load_settings
 from shared.errors import Configuration
+from tests.fakes import FakeClock, FakeSecretStore
 from tests.fixtures.entra import InProcessEntra
 
 CLOUDS = [Cloud.USGOV, Cloud.CHINA]
@@ -104,6 +105,9 @@ async def test_every_graph_url_and_reference_stays_in_the_connections_cloud(
     monkeypatch.setenv("AzureWebJobsStorage", azurite_connection_string)
     for name in ("KEY_VAULT_URL", "CONNECTIONS_FILE", "DRY_RUN"):
         monkeypatch.delenv(name, raising=False)
+    # The audit trail's key and anchors: a vault in memory (this test is about Graph's URLs).
+    vault = FakeSecretStore(FakeClock())
+    monkeypatch.setattr(bootstrap.Bridge, "secrets", property(lambda self: vault))
     bridge = bootstrap.Bridge(load_settings())
     conn = bridge.connection(document["name"])
     try:

@@ -24,7 +24,7 @@ from local.entra.demo import BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET
 from local.entra.process import RunningEntra, running
 from local.mds import root_setting
 from local.tls import TlsFiles
-from shared.adapters.audit import TableAuditSink
+from shared.adapters.audit import TableAuditSink, VaultAuditAnchors, VaultAuditKeys
 from shared.adapters.graph import GraphGateway, ThrottleGovernor
 from shared.adapters.mds import HEAD, PARTITION, FidoMetadata
 from shared.adapters.passkeys import GraphPasskeyDirectory
@@ -38,6 +38,7 @@ from shared.services.devices import DeviceRegistration, DeviceService
 from shared.services.directory import Directory
 from shared.services.passkeys import PasskeyRegistration, PasskeyService
 from shared.topology import Table
+from tests.fakes import FakeClock, FakeSecretStore
 
 BAN = {"isEnforced": True, "enforcementType": "block", "aaGuids": [DEFAULT_AAGUID]}
 NO_BAN = {"isEnforced": False, "enforcementType": "block", "aaGuids": []}
@@ -105,7 +106,8 @@ async def world(sim: RunningEntra, azurite_connection_string: str, tls_files: Tl
                          scope="https://graph.microsoft.com/.default", verify=context,
                          governor=ThrottleGovernor(tables, clock))
     try:
-        audit = TableAuditSink(tables, clock)
+        vault = FakeSecretStore(FakeClock())  # the audit key and anchors; this test is about Graph writes
+        audit = TableAuditSink(tables, clock, VaultAuditKeys(lambda: vault, clock), VaultAuditAnchors(lambda: vault))
         directory = Directory(tables)
         devices = DeviceService(directory=directory, entities=tables, audit=audit, queue=queue, clock=clock)
         metadata = FidoMetadata(tables, clock, url=f"{sim.url}/mds3/",
