@@ -8,6 +8,7 @@ each passkey row is deleted only after Entra confirmed, and a finished operation
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import Connection, PasskeyPolicy
 from shared.domain.devices import DevicePasskey, DeviceRow, DeviceState, PasskeyState, PublicJwk, passkey_status
-from shared.domain.directory import Enrollment
-from shared.domain.events import EventType, new_event
+from shared.domain.directory import Enrollment, UserRow
+from shared.domain.events import Event, EventType, new_event
 from shared.errors import BridgeError, Conflict, NotFound, root_cause
 from shared.messages import WorkMessage
 from shared.services.delivery import RegisteredDevice
@@ -37,6 +38,10 @@ from shared.services.ports import (
 from shared.topology import Queue, Table
 
 ACTOR = "devices"
+#: Runs of held enrollment events are named by this prefix and the event id.
+ENROLLMENT_RUN = "enrollment-"
+#: A held enrollment event younger than this may belong to a write still in progress.
+ENROLLMENT_HOLD = dt.timedelta(minutes=5)
 #: Devices listed by name in a connection's status; beyond that, only counted.
 STATUS_LIST = 100
 
@@ -144,10 +149,7 @@ class DeviceService:
         await (self._entities.update(Table.DEVICES, entity) if existing else self._entities.insert(Table.DEVICES,
                                                                                                     entity))
         if existing is None and user.enrollment is Enrollment.NOT_ENROLLED:
-            await self._directory.put(conn.name, user.model_copy(update={"enrollment":
-                                                                          Enrollment.PAIRED_WITH_PROVIDER}))
-            await self.announce_enrollment(conn.name, user.id, user.enrollment, Enrollment.PAIRED_WITH_PROVIDER,
-                                           cause=f"device:{device_id}")
+            await self._move_enrollment(conn.name, user, Enrollment.PAIRED_WITH_PROVIDER, cause=f"device:{device_id}")
         await self._audit.record(connection=conn.name, actor=actor, action="device.registered" if existing is None
                                  else "device.updated", target=user.id, outcome="ok", correlation_id=correlation_id,
                                  detail={"device": device_id})
@@ -315,12 +317,47 @@ class DeviceService:
                                                time=self._clock.now(), userId=user_id, deviceId=device_id,
                                                passkeyId=method_id))
 
+    def _enrollment_event(self, connection: str, user_id: str, before: Enrollment, after: Enrollment, *,
+                          cause: str) -> Event:
+        # `cause` (the change that moved it) keeps a later identical move distinct.
+        return new_event(EventType.ENROLLMENT_CHANGED, connection=connection, subject=user_id,
+                         change=f"{before.value}>{after.value}:{cause}", time=self._clock.now(), userId=user_id,
+                         enrollment=after.value, previous=before.value)
+
     async def announce_enrollment(self, connection: str, user_id: str, before: Enrollment, after: Enrollment, *,
                                   cause: str) -> None:
-        """enrollment.changed; `cause` (the change that moved it) keeps a later identical move distinct."""
-        await announce(self._events, new_event(EventType.ENROLLMENT_CHANGED, connection=connection, subject=user_id,
-                                               change=f"{before.value}>{after.value}:{cause}", time=self._clock.now(),
-                                               userId=user_id, enrollment=after.value, previous=before.value))
+        """enrollment.changed, recorded at once (for a move written alongside, as a registration does)."""
+        await announce(self._events, self._enrollment_event(connection, user_id, before, after, cause=cause))
+
+    async def _move_enrollment(self, connection: str, user: UserRow, after: Enrollment, *, cause: str) -> None:
+        """Write the user's new enrollment state with its event held around the write (docs/events.md)."""
+        event = self._enrollment_event(connection, user.id, user.enrollment, after, cause=cause)
+        run = f"{ENROLLMENT_RUN}{event.id}"
+        if self._events is not None:
+            await self._events.hold(connection, run, [event])
+        await self._directory.put(connection, user.model_copy(update={"enrollment": after}))
+        if self._events is not None:
+            await self._events.release(connection, run)
+
+    async def recover_enrollment_events(self, connection: str) -> int:
+        """Release enrollment events held by a process that stopped around its write, when the user's row
+        shows the state they announce; drop the others. Only holds older than ENROLLMENT_HOLD are judged, so
+        a write in progress is left alone. Returns how many were released."""
+        if self._events is None:
+            return 0
+        released = 0
+        cutoff = self._clock.now() - ENROLLMENT_HOLD
+        for run, held in (await self._events.held(connection)).items():
+            if not run.startswith(ENROLLMENT_RUN) or any(e.time > cutoff for e in held):
+                continue
+            proven = set()
+            for event in held:
+                user = await self._directory.get(connection, event.subject)
+                if user is not None and user.enrollment.value == event.data.get("enrollment"):
+                    proven.add(event.id)
+            await self._events.release(connection, run, proven)
+            released += len(proven)
+        return released
 
     async def _announce_removed(self, connection: str, row: DeviceRow, operation: str) -> None:
         await announce(self._events, new_event(EventType.DEVICE_REMOVED, connection=connection, subject=row.id,
@@ -341,9 +378,7 @@ class DeviceService:
         state = Enrollment.PAIRED_WITH_ENTRA if has_passkey else (
             Enrollment.PAIRED_WITH_PROVIDER if has_device else Enrollment.NOT_ENROLLED)
         if user.enrollment is not state:
-            await self._directory.put(connection, user.model_copy(update={"enrollment": state}))
-            await self.announce_enrollment(connection, user_id, user.enrollment, state,
-                                           cause=cause or self._clock.now().isoformat())
+            await self._move_enrollment(connection, user, state, cause=cause or self._clock.now().isoformat())
 
     async def _progress(self, connection: str, operation: str, **changes: Any) -> JsonObject:
         found = await self._entities.get(Table.OPERATIONS, connection, operation)

@@ -164,6 +164,10 @@ def user_event(connection: str, kind: EventType, row: UserRow, time: dt.datetime
                      state=row.state.value, accountEnabled=row.account_enabled, groupIds=list(row.groups))
 
 
+USER_TYPES = frozenset({EventType.USER_IMPORTED, EventType.USER_UPDATED, EventType.USER_DEACTIVATED,
+                        EventType.USER_REMOVED, EventType.USER_MISSING_IN_ENTRA})
+
+
 def _kind(old: UserRow | None, new: UserRow) -> EventType:
     if old is None:
         return EventType.USER_IMPORTED
@@ -193,6 +197,8 @@ async def recover_user_events(outbox: EventOutbox | None, connection: str, exist
         return 0
     released = 0
     for run, held in (await outbox.held(connection)).items():
+        if not all(e.type in USER_TYPES for e in held):
+            continue  # another service's held run (enrollment), judged by that service
         proven = {e.id for e in held if e.subject in existing
                   and user_event(connection, e.type, existing[e.subject], e.time).id == e.id}
         await outbox.release(connection, run, proven)

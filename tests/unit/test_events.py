@@ -140,3 +140,13 @@ async def test_top_is_bounded() -> None:
     for top in (0, 1001):
         with pytest.raises(InvalidInput, match="top"):
             await feed.page("contoso", after=None, top=top)
+
+
+async def test_the_syncs_recovery_leaves_another_services_held_run_alone() -> None:
+    from shared.services.events import recover_user_events
+
+    outbox = TableEventOutbox(FakeEntityStore(), FakeClock())
+    await outbox.hold("contoso", "enrollment-x", [new_event(EventType.ENROLLMENT_CHANGED, connection="contoso",
+                                                            subject="u1", change="a", time=NOW, enrollment="x")])
+    assert await recover_user_events(outbox, "contoso", {}) == 0
+    assert list(await outbox.held("contoso")) == ["enrollment-x"]

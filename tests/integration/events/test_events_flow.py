@@ -24,7 +24,7 @@ from shared.adapters.events import EventGridSink, TableEventOutbox
 from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.tables import TableEntityStore
 from shared.config import Connection
-from shared.domain.directory import UserRow
+from shared.domain.directory import Enrollment, UserRow
 from shared.domain.events import Event, EventType
 from shared.domain.rotation import RotationSubject
 from shared.messages import WorkMessage
@@ -322,3 +322,31 @@ async def test_the_feed_returns_the_same_events_in_order_after_a_restart(world: 
         assert (await again.page(world.name, after=everything.cursor, top=10)).events == []
     finally:
         await fresh.close()
+
+
+async def test_an_enrollment_move_stopped_before_its_event_is_announced_by_the_sweep(world: World) -> None:
+    directory = Directory(world.store)
+    await directory.put(world.name, UserRow(id="u1", upn="ann@contoso.example"))
+    await directory.put(world.name, UserRow(id="u2", upn="bob@contoso.example"))
+
+    def devices(outbox: Any) -> DeviceService:
+        return DeviceService(directory=directory, entities=world.store, audit=FakeAuditSink(), queue=FakeWorkQueue(),
+                             clock=world.clock, events=outbox)
+
+    with pytest.raises(Killed):  # the user's row moved; the process stopped before the event was released
+        await devices(Killable(world.outbox, kill={"release"})).register(world.conn, "dev-1", DeviceRegistration(
+            user="u1", display_name="key", public_key=JWK), actor="t", correlation_id="c")
+    assert (await directory.get(world.name, "u1")).enrollment.value == "paired_with_provider"  # type: ignore[union-attr]
+    # A hold whose write never happened (u2 is still not enrolled).
+    ghost = devices(world.outbox)._enrollment_event(world.name, "u2", Enrollment.NOT_ENROLLED,
+                                                     Enrollment.PAIRED_WITH_ENTRA, cause="never")
+    await world.outbox.hold(world.name, f"enrollment-{ghost.id}", [ghost])
+    assert len(await world.outbox.held(world.name)) == 2
+    assert await devices(world.outbox).recover_enrollment_events(world.name) == 0  # too young: may be in progress
+    world.clock.advance(minutes=6)
+    assert await devices(world.outbox).recover_enrollment_events(world.name) == 1
+    assert await world.outbox.held(world.name) == {}
+    await world.publish()
+    got = await world.delivered(1)
+    assert [(e["type"], e["subject"], e["data"]["enrollment"]) for e in got] == [
+        ("bridge.enrollment.changed", "u1", "paired_with_provider")]
