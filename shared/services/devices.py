@@ -310,28 +310,30 @@ class DeviceService:
         """Set the user's enrollment state from the devices and passkeys the registry holds."""
         await self._update_enrollment(connection, user_id, cause=cause)
 
+    def passkey_event(self, kind: EventType, connection: str, user_id: str, device_id: str, method_id: str) -> Event:
+        """passkey.registered, .revoked or .deletedInEntra of one passkey (its method id is the change)."""
+        return new_event(kind, connection=connection, subject=user_id, change=method_id, time=self._clock.now(),
+                         userId=user_id, deviceId=device_id, passkeyId=method_id)
+
     async def announce_passkey(self, kind: EventType, connection: str, user_id: str, device_id: str,
                                method_id: str) -> None:
-        """passkey.registered, .revoked or .deletedInEntra of one passkey (its method id is the change)."""
-        await announce(self._events, new_event(kind, connection=connection, subject=user_id, change=method_id,
-                                               time=self._clock.now(), userId=user_id, deviceId=device_id,
-                                               passkeyId=method_id))
+        """Record one passkey event."""
+        await announce(self._events, self.passkey_event(kind, connection, user_id, device_id, method_id))
 
-    def _enrollment_event(self, connection: str, user_id: str, before: Enrollment, after: Enrollment, *,
-                          cause: str) -> Event:
-        # `cause` (the change that moved it) keeps a later identical move distinct.
+    async def announce(self, *events: Event) -> None:
+        """Record events together (one write and one nudge)."""
+        await announce(self._events, *events)
+
+    def enrollment_event(self, connection: str, user_id: str, before: Enrollment, after: Enrollment, *,
+                         cause: str) -> Event:
+        """enrollment.changed; `cause` (the change that moved it) keeps a later identical move distinct."""
         return new_event(EventType.ENROLLMENT_CHANGED, connection=connection, subject=user_id,
                          change=f"{before.value}>{after.value}:{cause}", time=self._clock.now(), userId=user_id,
                          enrollment=after.value, previous=before.value)
 
-    async def announce_enrollment(self, connection: str, user_id: str, before: Enrollment, after: Enrollment, *,
-                                  cause: str) -> None:
-        """enrollment.changed, recorded at once (for a move written alongside, as a registration does)."""
-        await announce(self._events, self._enrollment_event(connection, user_id, before, after, cause=cause))
-
     async def _move_enrollment(self, connection: str, user: UserRow, after: Enrollment, *, cause: str) -> None:
         """Write the user's new enrollment state with its event held around the write (docs/events.md)."""
-        event = self._enrollment_event(connection, user.id, user.enrollment, after, cause=cause)
+        event = self.enrollment_event(connection, user.id, user.enrollment, after, cause=cause)
         run = f"{ENROLLMENT_RUN}{event.id}"
         if self._events is not None:
             await self._events.hold(connection, run, [event])

@@ -342,14 +342,14 @@ class PasskeyService:
                                detail={"device": device_id, "method": method_id, "aaguid": verified.aaguid,
                                        "attestation": verified.attestation_type,
                                        "attestationTrust": trust_word(verified.trusted)}),
-            self._entities.upsert(Table.PASSKEYS, Entity(conn.name, row.row_key, row.to_row())),
-            self._devices.announce_passkey(EventType.PASSKEY_REGISTERED, conn.name, user.id, device_id, method_id)]
+            self._entities.upsert(Table.PASSKEYS, Entity(conn.name, row.row_key, row.to_row()))]
+        events = [self._devices.passkey_event(EventType.PASSKEY_REGISTERED, conn.name, user.id, device_id, method_id)]
         if user.enrollment is not Enrollment.PAIRED_WITH_ENTRA:
             writes.append(self._directory.put(conn.name, user.model_copy(update={"enrollment":
                                                                                   Enrollment.PAIRED_WITH_ENTRA})))
-            writes.append(self._devices.announce_enrollment(conn.name, user.id, user.enrollment,
-                                                            Enrollment.PAIRED_WITH_ENTRA,
-                                                            cause=f"registered:{method_id}"))
+            events.append(self._devices.enrollment_event(conn.name, user.id, user.enrollment,
+                                                         Enrollment.PAIRED_WITH_ENTRA, cause=f"registered:{method_id}"))
+        writes.append(self._devices.announce(*events))  # one write and one nudge for both
         await settle(*writes)
         return {"id": method_id, "deviceId": device_id, "aaguid": verified.aaguid, "displayName": body.display_name,
                 "credentialId": verified.credential_id, "attestation": verified.attestation_type,

@@ -338,7 +338,7 @@ async def test_an_enrollment_move_stopped_before_its_event_is_announced_by_the_s
             user="u1", display_name="key", public_key=JWK), actor="t", correlation_id="c")
     assert (await directory.get(world.name, "u1")).enrollment.value == "paired_with_provider"  # type: ignore[union-attr]
     # A hold whose write never happened (u2 is still not enrolled).
-    ghost = devices(world.outbox)._enrollment_event(world.name, "u2", Enrollment.NOT_ENROLLED,
+    ghost = devices(world.outbox).enrollment_event(world.name, "u2", Enrollment.NOT_ENROLLED,
                                                      Enrollment.PAIRED_WITH_ENTRA, cause="never")
     await world.outbox.hold(world.name, f"enrollment-{ghost.id}", [ghost])
     assert len(await world.outbox.held(world.name)) == 2
