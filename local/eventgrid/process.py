@@ -55,13 +55,17 @@ class RunningTopic:
 
 @contextlib.contextmanager
 def running(*, data_dir: Path, port: int | None = None, key: str | None = None, time_scale: float = 1.0,
-            log_path: Path | None = None, tls: TlsFiles | None = None) -> Iterator[RunningTopic]:
-    """Run the stand-in for the duration of the block on 127.0.0.1 (a free port unless given)."""
+            log_path: Path | None = None, tls: TlsFiles | None = None, authority: str | None = None,
+            tenant: str | None = None) -> Iterator[RunningTopic]:
+    """Run the stand-in for the duration of the block on 127.0.0.1 (a free port unless given); with `authority`
+    and `tenant`, bearer tokens that authority signs for Event Grid are accepted too."""
     tls = tls or ensure_tls()
     port = port or free_port()
     key = key or secrets.token_urlsafe(32)
     argv = python_module("local.eventgrid", "serve", "--port", str(port), "--data", str(data_dir), "--key", key,
                          "--time-scale", str(time_scale), "--tls-dir", str(tls.ca.parent))
+    if authority and tenant:
+        argv += ["--authority", authority, "--tenant", tenant]
     process = ManagedProcess("eventgrid", argv, log_path or data_dir.parent / f"eventgrid-{port}.log").start()
     url = f"https://127.0.0.1:{port}"
     try:

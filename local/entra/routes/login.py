@@ -26,6 +26,8 @@ from local.entra.state import App
 from local.entra.tokens import certificate_thumbprints
 
 VAULT_RESOURCE = "https://vault.azure.net"
+#: Event Grid's data plane: the app publishes events with a token for it (docs/events.md).
+EVENTGRID_RESOURCE = "https://eventgrid.azure.net"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
@@ -41,7 +43,7 @@ def _resource(scope: str, sim: Simulator) -> str | None:
     if not scope.endswith("/.default"):
         return None
     resource = scope[: -len("/.default")]
-    if resource in (GRAPH_RESOURCE, VAULT_RESOURCE):
+    if resource in (GRAPH_RESOURCE, VAULT_RESOURCE, EVENTGRID_RESOURCE):
         return resource
     if resource.startswith("api://") or resource in sim.tenant.apps:
         return resource

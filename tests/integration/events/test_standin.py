@@ -154,3 +154,24 @@ def test_the_subscribe_command_adds_a_validated_subscription(eventgrid: RunningT
     assert found[name]["types"] == ["bridge.user.imported"]
     assert main(["subscribe", "--endpoint", eventgrid.endpoint, "--name", f"{name}-x", "--topic", eventgrid.url]) == 1
     assert "WebhookValidationFailed" in capsys.readouterr().err
+
+
+async def test_the_apps_identity_publishes_with_an_entra_token(run_dir: Any, tls_files: Any, entra: Any) -> None:
+    from azure.identity.aio import ClientSecretCredential
+
+    from local.eventgrid.process import running
+
+    credential = ClientSecretCredential(entra.tenant_id, entra.client_id, entra.client_secret, authority=entra.url,
+                                        connection_verify=str(tls_files.ca))
+    with running(data_dir=run_dir / "eventgrid-entra", tls=tls_files, time_scale=1000, authority=entra.url,
+                 tenant=entra.tenant_id) as topic:
+        sink = f"t-{uuid.uuid4().hex[:10]}"
+        topic.subscribe(sink, topic.sink_url(sink))
+        client = EventGridSink(topic.endpoint, credential=credential, verify=str(tls_files.ca))
+        try:
+            await client.publish([_event(50)])
+        finally:
+            await client.close()
+            await credential.close()
+        received = await _until(lambda: topic.received(sink))
+        assert [e["subject"] for e in received] == ["user-50"]
