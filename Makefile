@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: run test lint install tls clean doctor bench infra-tools
+.PHONY: run test lint install tls clean doctor bench infra-tools openapi fuzz
 
 install: $(STAMP) $(NODE_STAMP) tls
 
@@ -61,6 +61,10 @@ bench: install
 ## make doctor: while `make run` is up, test the demo connection and print the permission report.
 doctor: install
 	$(PY) -m shared.cli --settings local.settings.json --env-file .local/stack-env.json doctor --connection demo
+
+## make openapi: regenerate docs/openapi.json from the functions' routes and models (a test fails when it drifts).
+openapi: $(STAMP)
+	$(PY) -m functions.openapi > docs/openapi.json
 
 clean:
 	rm -rf .local .mypy_cache .ruff_cache .pytest_cache

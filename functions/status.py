@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from functions import answers
 from functions.http import ADMIN, Plain, Reply, route
 from shared.bootstrap import bridge
 from shared.errors import BridgeError
@@ -12,7 +13,7 @@ from shared.services.federation import watch_rows
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 
-@route(bp, "connections/{c}/status", "GET", roles=[ADMIN])
+@route(bp, "connections/{c}/status", "GET", roles=[ADMIN], answers={200: answers.ConnectionStatus})
 async def connection_status(call: Plain) -> Reply:
     """What an operator checks first."""
     app = bridge()
