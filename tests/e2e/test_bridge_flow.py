@@ -23,6 +23,7 @@ from local.authenticator import SoftwareAuthenticator
 from local.entra.demo import DEMO_TENANT_ID
 from local.host.process import RunningHost
 from local.tls import TlsFiles
+from tests.contract import CHECK_ANSWERS, conforms
 from tests.e2e.waiting import wait_for
 from tests.fixtures.entra import EntraFixture
 from tests.fixtures.vault import VaultFixture
@@ -48,7 +49,9 @@ def bridge_values(entra: EntraFixture, vault: VaultFixture, azurite_connection_s
 @pytest.fixture
 def client(function_host: Any, bridge_values: dict[str, str]) -> Iterator[tuple[httpx.Client, RunningHost]]:
     host: RunningHost = function_host(values=bridge_values)
-    with httpx.Client(base_url=host.url, headers={"x-functions-key": host.function_key}, timeout=60) as c:
+    # Every answer of the flow is checked against docs/openapi.json as it arrives.
+    with httpx.Client(base_url=host.url, headers={"x-functions-key": host.function_key}, timeout=60,
+                      event_hooks=CHECK_ANSWERS) as c:
         yield c, host
 
 
@@ -83,10 +86,12 @@ def test_sync_rotate_deliver_enroll_revoke_and_audit(client: tuple[httpx.Client,
     url = f"{host.url}/api/connections/demo/devices/dev-ann/password"
     token = device_token(key, url, "dev-ann")
     delivered = httpx.get(url, headers={"authorization": f"Bearer {token}"})
+    conforms(delivered)
     assert delivered.status_code == 200, delivered.text
     held = entra.admin("GET", f"/_sim/users/{ann['id']}/password")["password"]
     assert delivered.json()["password"] == held
     replay = httpx.get(url, headers={"authorization": f"Bearer {token}"})
+    conforms(replay)
     assert replay.status_code == 401
     assert held not in replay.text
 
