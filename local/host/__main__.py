@@ -22,6 +22,7 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.routing import Route
 
 from local.host.runtime import HostConfig, LocalHost
@@ -36,6 +37,15 @@ def load_settings(path: Path) -> dict[str, Any]:
     for key, value in (data.get("Values") or {}).items():
         os.environ.setdefault(str(key), str(value))
     return data
+
+
+class AnyPath(PathConvertor):
+    """Every path, also one with an encoded line break (`path` stops there), so the host answers it."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("all", AnyPath())
 
 
 def build(app_module: str, settings: dict[str, Any], root: Path) -> tuple[Starlette, LocalHost]:
@@ -61,7 +71,7 @@ def build(app_module: str, settings: dict[str, Any], root: Path) -> tuple[Starle
         yield
         await host.stop()
 
-    routes = [Route("/{path:path}", host.handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])]
+    routes = [Route("/{path:all}", host.handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])]
     return Starlette(routes=routes, lifespan=lifespan), host
 
 
