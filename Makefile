@@ -66,5 +66,9 @@ doctor: install
 openapi: $(STAMP)
 	$(PY) -m functions.openapi > docs/openapi.json
 
+## make fuzz: the schema-driven fuzzing that make test runs (tests/e2e/test_api_fuzz.py), ten times longer.
+fuzz: install
+	FUZZ_EXAMPLES=500 $(VENV)/bin/pytest -q -o timeout=3600 tests/e2e/test_api_fuzz.py
+
 clean:
 	rm -rf .local .mypy_cache .ruff_cache .pytest_cache

@@ -285,6 +285,12 @@ def test_requests_refused_by_the_handlers_write_nothing(stack: Stack, api: schem
     assert sum(n for key, n in stack.statuses.items() if " positive 4" in key) >= 10
 
 
+def test_the_description_is_served_without_a_key(stack: Stack) -> None:
+    served = httpx.get(f"{stack.host.url}/api/openapi.json")
+    assert served.status_code == 200
+    assert served.json() == spec()
+
+
 def test_summary(stack: Stack) -> None:
     """One line per operation and status, for the log (`pytest -s`)."""
     for key, count in sorted(stack.statuses.items()):
