@@ -23,6 +23,8 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.convertors import PathConvertor, register_url_convertor
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from local.host.runtime import HostConfig, LocalHost
@@ -71,8 +73,12 @@ def build(app_module: str, settings: dict[str, Any], root: Path) -> tuple[Starle
         yield
         await host.stop()
 
+    async def other_method(request: Request, exc: Exception) -> Response:
+        # A method outside the list (QUERY, TRACE...) reaches the host too: 405 problem+json like the others.
+        return await host.handle(request)
+
     routes = [Route("/{path:all}", host.handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])]
-    return Starlette(routes=routes, lifespan=lifespan), host
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={405: other_method}), host
 
 
 def main(argv: list[str] | None = None) -> int:

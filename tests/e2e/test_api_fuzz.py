@@ -123,7 +123,7 @@ def _fuzz_description() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def api(stack: Stack) -> schemathesis.BaseSchema:
+def api(stack: Stack) -> Any:
     return schemathesis.openapi.from_dict(_fuzz_description())
 
 
@@ -147,10 +147,44 @@ def _allowed(case: Any, location: str) -> bool:
                if str(getattr(where, "value", where)) == location)
 
 
-def _run(stack: Stack, api: schemathesis.BaseSchema, operation_id: str, mode: GenerationMode, examples: int,
+def _steer(stack: Stack, case: Any, pick: Callable[[list[str]], str | None]) -> None:
+    """Path parameters (and the audit's connection) set to what the stack holds where `pick` gives one,
+    in the parts of the case the description allows."""
+    known = {"c": ["demo"], "id": stack.users, "deviceId": [DEVICE], "domain": [DEMO_DOMAIN]}
+    if _allowed(case, "path"):
+        for name in case.path_parameters or {}:
+            value = pick(known[name]) if name in known else None
+            if value is not None:
+                case.path_parameters[name] = value
+    if "connection" in (case.query or {}) and _allowed(case, "query") and pick(["demo"]):
+        case.query["connection"] = "demo"
+
+
+def _send(stack: Stack, case: Any, operation_id: str, mode: GenerationMode, session: requests.Session,
+          on_answer: Callable[[Any, schemathesis.Response], None] | None = None) -> None:
+    """Send the case and collect what is wrong with its answer in stack.findings."""
+    response = case.call(base_url=f"{stack.host.url}/api", session=session,
+                         headers={"x-functions-key": stack.host.function_key}, timeout=60)
+    stack.statuses[f"{operation_id} {mode.value} {response.status_code}"] += 1
+    found = []
+    try:
+        case.validate_response(response, checks=[*CHECKS, negative_data_rejection]
+                               if mode is GenerationMode.NEGATIVE else CHECKS)
+    except (Exception, BaseExceptionGroup) as exc:  # every failure is collected, then reported together
+        found.append(" ".join(str(exc).split())[:600])
+    problem = _problem_names_the_field(response)
+    if problem:
+        found.append(problem)
+    for finding in found:
+        stack.findings.append(f"{operation_id} ({mode.value}): {finding}\n    {case.as_curl_command()}")
+    if on_answer is not None:
+        on_answer(case, response)
+
+
+def _run(stack: Stack, api: Any, operation_id: str, mode: GenerationMode, examples: int,
          on_answer: Callable[[Any, schemathesis.Response], None] | None = None,
          keep: Callable[[Any], bool] | None = None) -> None:
-    operation = api.find_operation_by_id(operation_id)  # type: ignore[attr-defined]
+    operation = api.find_operation_by_id(operation_id)
     try:
         strategy = operation.as_strategy(generation_mode=mode)
     except Exception as exc:  # an operation with nothing to make invalid has no negative cases
@@ -158,7 +192,6 @@ def _run(stack: Stack, api: schemathesis.BaseSchema, operation_id: str, mode: Ge
             return
         raise AssertionError(f"{operation_id}: no cases: {exc}") from exc
     session = requests.Session()
-    checks = [*CHECKS, negative_data_rejection] if mode is GenerationMode.NEGATIVE else CHECKS
 
     @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
@@ -166,37 +199,28 @@ def _run(stack: Stack, api: schemathesis.BaseSchema, operation_id: str, mode: Ge
     def fuzz(data: st.DataObject) -> None:
         case = data.draw(strategy)
         # Three times in four a path parameter names what the stack holds, so that requests get past "not
-        # found" into the handlers (only where the path is one the description allows).
-        known = {"c": ["demo"], "id": stack.users, "deviceId": [DEVICE], "domain": [DEMO_DOMAIN]}
-        if _allowed(case, "path"):
-            for name in case.path_parameters or {}:
-                if name in known and data.draw(st.integers(0, 3)):
-                    case.path_parameters[name] = data.draw(st.sampled_from(known[name]))
-        if "connection" in (case.query or {}) and _allowed(case, "query") and data.draw(st.integers(0, 3)):
-            case.query["connection"] = "demo"
-        if keep is not None and not keep(case):
-            return
-        response = case.call(base_url=f"{stack.host.url}/api", session=session,
-                             headers={"x-functions-key": stack.host.function_key}, timeout=60)
-        stack.statuses[f"{operation_id} {mode.value} {response.status_code}"] += 1
-        found = []
-        try:
-            case.validate_response(response, checks=checks)
-        except (Exception, BaseExceptionGroup) as exc:  # every failure is collected, then reported together
-            found.append(" ".join(str(exc).split())[:600])
-        problem = _problem_names_the_field(response)
-        if problem:
-            found.append(problem)
-        for finding in found:
-            stack.findings.append(f"{operation_id} ({mode.value}): {finding}\n    {case.as_curl_command()}")
-        if on_answer is not None:
-            on_answer(case, response)
+        # found" into the handlers.
+        _steer(stack, case, lambda values: data.draw(st.sampled_from(values)) if data.draw(st.integers(0, 3))
+               else None)
+        if keep is None or keep(case):
+            _send(stack, case, operation_id, mode, session, on_answer)
 
     try:
         fuzz()
     except Unsatisfiable:
         if mode is not GenerationMode.NEGATIVE:
             raise  # an operation without parameters or body has no request the description forbids
+
+
+def _coverage(stack: Stack, api: Any, operation_id: str) -> None:
+    """Schemathesis' coverage cases: each parameter and member at its bounds, missing, of the wrong type..."""
+    operation = api.find_operation_by_id(operation_id)
+    session = requests.Session()
+    for case in api.iter_coverage_cases(operation, generation_modes=list(GenerationMode),
+                                        generation_config=api.config.generation_for(operation=operation)):
+        _steer(stack, case, lambda values: values[0])
+        mode = case.meta.generation.mode if case.meta else GenerationMode.POSITIVE
+        _send(stack, case, operation_id, mode, session)
 
 
 def _snapshot(stack: Stack) -> dict[str, Any]:
@@ -230,7 +254,7 @@ def _settled(stack: Stack) -> dict[str, Any]:
     raise AssertionError("the stack did not settle in 120 s")
 
 
-def test_refused_requests_write_nothing(stack: Stack, api: schemathesis.BaseSchema) -> None:
+def test_refused_requests_write_nothing(stack: Stack, api: Any) -> None:
     before = _settled(stack)
     accepted: list[str] = []
 
@@ -256,14 +280,15 @@ def test_refused_requests_write_nothing(stack: Stack, api: schemathesis.BaseSche
 
 
 @pytest.mark.parametrize("operation_id", OPERATIONS)
-def test_every_operation_answers_as_described(stack: Stack, api: schemathesis.BaseSchema, operation_id: str) -> None:
+def test_every_operation_answers_as_described(stack: Stack, api: Any, operation_id: str) -> None:
+    _coverage(stack, api, operation_id)
     _run(stack, api, operation_id, GenerationMode.POSITIVE, EXAMPLES)
     _run(stack, api, operation_id, GenerationMode.NEGATIVE, max(1, EXAMPLES // 2))
     mine = [f for f in stack.findings if f.startswith(f"{operation_id} ")]
     assert mine == [], "\n".join(dict.fromkeys(mine))
 
 
-def test_requests_refused_by_the_handlers_write_nothing(stack: Stack, api: schemathesis.BaseSchema) -> None:
+def test_requests_refused_by_the_handlers_write_nothing(stack: Stack, api: Any) -> None:
     """Bodies the description allows but the services refuse (unknown user, bad key, stale ceremony...):
     each refusal is compared with a snapshot taken just before it."""
     changed: list[str] = []
