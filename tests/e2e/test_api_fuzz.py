@@ -124,7 +124,9 @@ def _fuzz_description() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def api(stack: Stack) -> Any:
-    return schemathesis.openapi.from_dict(_fuzz_description())
+    # Any 4xx refuses a request the description forbids (a body over MAX_BODY_BYTES gets 413, for one).
+    config = schemathesis.Config.from_dict({"checks": {"negative_data_rejection": {"expected-statuses": ["4xx"]}}})
+    return schemathesis.openapi.from_dict(_fuzz_description(), config=config)
 
 
 def _problem_names_the_field(response: schemathesis.Response) -> str | None:
@@ -244,14 +246,14 @@ def _snapshot(stack: Stack) -> dict[str, Any]:
 def _settled(stack: Stack) -> dict[str, Any]:
     """A snapshot once queued work is done and nothing moves for a while."""
     last: dict[str, Any] = {}
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         now = _snapshot(stack)
         if now == last and not any(now["queues"].get(q) for q in ("sync-work", "rotation-work", "device-work")):
             return now
         last = now
         time.sleep(3)
-    raise AssertionError("the stack did not settle in 120 s")
+    raise AssertionError("the stack did not settle in 300 s")
 
 
 def test_refused_requests_write_nothing(stack: Stack, api: Any) -> None:
@@ -279,15 +281,6 @@ def test_refused_requests_write_nothing(stack: Stack, api: Any) -> None:
     assert changed == {}, f"refused requests changed {sorted(changed)}: {changed}"
 
 
-@pytest.mark.parametrize("operation_id", OPERATIONS)
-def test_every_operation_answers_as_described(stack: Stack, api: Any, operation_id: str) -> None:
-    _coverage(stack, api, operation_id)
-    _run(stack, api, operation_id, GenerationMode.POSITIVE, EXAMPLES)
-    _run(stack, api, operation_id, GenerationMode.NEGATIVE, max(1, EXAMPLES // 2))
-    mine = [f for f in stack.findings if f.startswith(f"{operation_id} ")]
-    assert mine == [], "\n".join(dict.fromkeys(mine))
-
-
 def test_requests_refused_by_the_handlers_write_nothing(stack: Stack, api: Any) -> None:
     """Bodies the description allows but the services refuse (unknown user, bad key, stale ceremony...):
     each refusal is compared with a snapshot taken just before it."""
@@ -308,6 +301,15 @@ def test_requests_refused_by_the_handlers_write_nothing(stack: Stack, api: Any) 
         _run(stack, api, operation_id, GenerationMode.POSITIVE, max(10, EXAMPLES // 5), on_answer=compare)
     assert changed == [], "\n".join(changed)
     assert sum(n for key, n in stack.statuses.items() if " positive 4" in key) >= 10
+
+
+@pytest.mark.parametrize("operation_id", OPERATIONS)
+def test_every_operation_answers_as_described(stack: Stack, api: Any, operation_id: str) -> None:
+    _coverage(stack, api, operation_id)
+    _run(stack, api, operation_id, GenerationMode.POSITIVE, EXAMPLES)
+    _run(stack, api, operation_id, GenerationMode.NEGATIVE, max(1, EXAMPLES // 2))
+    mine = [f for f in stack.findings if f.startswith(f"{operation_id} ")]
+    assert mine == [], "\n".join(dict.fromkeys(mine))
 
 
 def test_the_description_is_served_without_a_key(stack: Stack) -> None:
