@@ -2,14 +2,18 @@
 
 The function app runs in the local host with its own Azurite, Entra simulator (demo tenant, synced
 once) and Key Vault emulator, so what the run writes touches no other test. For each operation
-schemathesis generates requests from the description: FUZZ_EXAMPLES (default 50) that it allows and
-half as many that it forbids. Every answer must be: no server error, a described status, media type,
-headers and body; a 4xx in problem+json, a 400 naming the `field` at fault; a request the description
-forbids refused. Then a sample of forbidden requests is sent to the writing operations while storage,
-the simulator and the vault are watched: a refused request writes nothing (audit records aside, which
-may record a refusal on purpose).
+schemathesis sends its coverage cases (bounds, missing and mistyped members, other methods), then
+FUZZ_EXAMPLES (default 50) generated requests the description allows and half as many it forbids;
+path parameters name the stack's own connection, users, device and domain three times in four. Every
+answer must be: no server error, a described status, media type, headers and body; a 4xx in
+problem+json, a 400 naming the `field` at fault; a request the description forbids refused.
 
-`make fuzz` runs it longer (FUZZ_EXAMPLES=500).
+Refused requests write nothing: forbidden bodies and paths sent to every writing operation, and
+allowed bodies the services refuse (unknown user, bad key, stale ceremony...), are compared with
+snapshots of the tables, queues, the simulator's write counter and the vault's journal (audit records
+aside: a refusal may be audited on purpose).
+
+`make fuzz` runs it ten times longer (FUZZ_EXAMPLES=500).
 """
 
 from __future__ import annotations
