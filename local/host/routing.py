@@ -46,7 +46,7 @@ class RouteTemplate:
             value = _CONSTRAINTS.get(constraint or "", r"[^/]+")
             regex += f"(?:/(?P<{name}>{value}))?" if optional else f"/(?P<{name}>{value})"
         # Route matching in Azure Functions (ASP.NET routing) ignores case.
-        return cls(template, re.compile("^" + (regex or "/?") + "/?$", re.IGNORECASE), literals)
+        return cls(template, re.compile("^" + (regex or "/?") + r"/?\Z", re.IGNORECASE | re.DOTALL), literals)
 
     def match(self, path: str) -> dict[str, str] | None:
         """Route parameters when `path` (without the /api prefix, starting with /) matches."""
