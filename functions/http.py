@@ -2,7 +2,7 @@
 
     bp = func.Blueprint()
 
-    @route(bp, "connections/{c}/users/{id}/rotate", "POST", roles=[ADMIN])
+    @route(bp, "connections/{c}/users/{id}/rotate", "POST", roles=[ADMIN], answers={202: RotationQueued})
     async def rotate_user(call: Call) -> Reply:
         ...
         return Reply(202, {"rotationId": rid})
@@ -17,7 +17,8 @@ It gives each handler: the route parameters, the query, a body parsed by a stric
 roles checked from `X-MS-CLIENT-PRINCIPAL` when App Service Authentication is on. Every error becomes
 RFC 9457 problem+json (https://www.rfc-editor.org/rfc/rfc9457): a BridgeError with its own type and
 status, anything unexpected a 500 with no internals. Function keys are checked by the host (auth
-level FUNCTION by default).
+level FUNCTION by default). What a route declares (body, `query` and `answers` models, roles) is also
+what functions/openapi.py publishes as the API description.
 """
 
 from __future__ import annotations
