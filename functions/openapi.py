@@ -27,6 +27,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from functions.answers import OpenAnswer
 from functions.http import ADMIN, AUDIT_READ, DEVICES, PROBLEM, ROUTES, Reply, RouteDoc, route
 from shared import __version__
+from shared.config import Settings
 from shared.errors import ALL_ERRORS, PROBLEM_TYPE_PREFIX
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -111,6 +112,10 @@ def _problem_schema() -> dict[str, Any]:
 def _schemas(models: list[tuple[type[BaseModel], JsonSchemaMode]]) -> tuple[dict[Any, Any], dict[str, Any]]:
     refs, top = models_json_schema(models, by_alias=True, ref_template=REF)
     return dict(refs), dict(top.get("$defs", {}))
+
+
+def _body_limit() -> int:
+    return int(Settings.model_fields["max_body_bytes"].default)
 
 
 def _first_line(text: str) -> str:
@@ -209,8 +214,10 @@ def build(app: func.FunctionApp) -> dict[str, Any]:
             "security": _security(doc), "parameters": _parameters(template, doc, query_schema),
             "responses": responses}
         if doc.body is not None:
-            operation["requestBody"] = {"required": doc.body_required, "content": {"application/json": {
-                "schema": refs[(doc.body, "validation")]}}}
+            operation["requestBody"] = {
+                "required": doc.body_required, "description": f"JSON of at most {_body_limit()} bytes by default "
+                "(the MAX_BODY_BYTES setting; 413 above); unknown members are refused",
+                "content": {"application/json": {"schema": refs[(doc.body, "validation")]}}}
         for method in methods:
             paths.setdefault(path, {})[method.lower()] = operation
     return {
