@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: run test lint install tls clean doctor bench infra-tools
+.PHONY: run test lint install tls clean doctor bench infra-tools openapi fuzz
 
 # One line per install step: what it does, then the seconds it took (a failing step stops make).
 STEP = @bash -c 'printf "install: %s ... " "$$1"; s=$$(date +%s%N); shift; "$$@" || { e=$$?; echo failed; exit $$e; }; \
@@ -68,6 +68,14 @@ bench: install
 ## make doctor: while `make run` is up, test the demo connection and print the permission report.
 doctor: install
 	$(PY) -m shared.cli doctor --connection demo
+
+## make openapi: regenerate docs/openapi.json from the functions' routes and models (a test fails when it drifts).
+openapi: $(STAMP)
+	$(PY) -m functions.openapi > docs/openapi.json
+
+## make fuzz: the schema-driven fuzzing that make test runs (tests/e2e/test_api_fuzz.py), ten times longer.
+fuzz: install
+	FUZZ_EXAMPLES=500 $(VENV)/bin/pytest -q -o timeout=3600 tests/e2e/test_api_fuzz.py
 
 clean:
 	rm -rf .local .mypy_cache .ruff_cache .pytest_cache

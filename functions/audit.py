@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 import azure.functions as func
 
+from functions import answers
 from functions.http import AUDIT_READ, Plain, Reply, route
 from shared.bootstrap import bridge
 from shared.errors import InvalidInput
@@ -31,7 +32,7 @@ def _filter(call: Plain) -> AuditFilter:
                        target=call.query.get("target") or None, outcome=call.query.get("outcome") or None)
 
 
-@route(bp, "audit", "GET", roles=[AUDIT_READ])
+@route(bp, "audit", "GET", roles=[AUDIT_READ], query=answers.AuditQuery, answers={200: answers.AuditPage})
 async def read_audit(call: Plain) -> Reply:
     """Records of one connection over a day range, in time order; filters action, target, outcome; paged."""
     flt = _filter(call)
@@ -52,7 +53,8 @@ def _next_query(call: Plain, token: str) -> str:
     return urlencode({**query, "continuationToken": token})
 
 
-@route(bp, "audit/verify", "GET", roles=[AUDIT_READ])
+@route(bp, "audit/verify", "GET", roles=[AUDIT_READ], query=answers.AuditQuery,
+       answers={200: answers.AuditVerification})
 async def verify_audit(call: Plain) -> Reply:
     """Check the keyed chains of a day range against their anchors; name each finding and the unanchored window."""
     flt = _filter(call)

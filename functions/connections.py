@@ -7,6 +7,7 @@ from typing import Annotated
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from functions import answers
 from functions.http import ADMIN, Plain, Reply, route, validation_errors
 from shared import logs
 from shared.bootstrap import bridge
@@ -16,7 +17,7 @@ from shared.services.connections import CertificateRequest, ConnectionTester
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 
-@route(bp, "connections/{c}/test", "POST", roles=[ADMIN])
+@route(bp, "connections/{c}/test", "POST", roles=[ADMIN], answers={200: answers.ConnectionReport})
 async def test_connection(call: Plain) -> Reply:
     """Token, one read, and the per-feature permission and role report with remediation."""
     app = bridge()
@@ -49,7 +50,8 @@ def _body(call: Plain) -> CertificateBody:
                            field=str(errors[0]["field"]), errors=errors) from None
 
 
-@route(bp, "connections/{c}/certificate/validate", "POST", roles=[ADMIN])
+@route(bp, "connections/{c}/certificate/validate", "POST", roles=[ADMIN], optional_body=CertificateBody,
+       answers={200: answers.CertificateReport, 422: answers.CertificateReport})
 async def validate_certificate(call: Plain) -> Reply:
     """Check the configured (or a supplied) PEM certificate and key: match, validity, key, thumbprints, token."""
     app = bridge()

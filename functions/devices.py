@@ -6,6 +6,7 @@ import logging
 
 import azure.functions as func
 
+from functions import answers
 from functions.http import ADMIN, DEVICES, Call, Plain, Reply, route
 from functions.work import MAX_DEQUEUE_COUNT, job, watch_last_delivery, work_message, worth_retrying
 from shared import logs
@@ -19,7 +20,8 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)
 
 
-@route(bp, "connections/{c}/devices/{deviceId}", "PUT", roles=[DEVICES, ADMIN], body=DeviceRegistration)
+@route(bp, "connections/{c}/devices/{deviceId}", "PUT", roles=[DEVICES, ADMIN], body=DeviceRegistration,
+       answers={200: answers.Device, 201: answers.Device})
 async def put_device(call: Call[DeviceRegistration]) -> Reply:
     """Register (201) or update (200) a device of an imported, active user."""
     app = bridge()
@@ -29,7 +31,8 @@ async def put_device(call: Call[DeviceRegistration]) -> Reply:
     return Reply(201 if created else 200, row.to_row())
 
 
-@route(bp, "connections/{c}/devices/{deviceId}", "GET", roles=[DEVICES, ADMIN])
+@route(bp, "connections/{c}/devices/{deviceId}", "GET", roles=[DEVICES, ADMIN],
+       answers={200: answers.DeviceWithPasskeys})
 async def get_device(call: Plain) -> Reply:
     """A device with its state and the passkeys the bridge registered for it."""
     app = bridge()
@@ -41,7 +44,8 @@ async def get_device(call: Plain) -> Reply:
                        "passkeys": passkeys})
 
 
-@route(bp, "connections/{c}/devices/{deviceId}", "DELETE", roles=[DEVICES, ADMIN])
+@route(bp, "connections/{c}/devices/{deviceId}", "DELETE", roles=[DEVICES, ADMIN],
+       answers={202: answers.RemovalQueued}, headers={"Location": "the operation to poll"})
 async def delete_device(call: Plain) -> Reply:
     """Remove a device: 202 with the operation that revokes its passkeys."""
     app = bridge()
@@ -52,7 +56,7 @@ async def delete_device(call: Plain) -> Reply:
                  headers={"Location": f"/api/connections/{conn.name}/operations/{operation}"})
 
 
-@route(bp, "connections/{c}/operations/{id}", "GET", roles=[DEVICES, ADMIN])
+@route(bp, "connections/{c}/operations/{id}", "GET", roles=[DEVICES, ADMIN], answers={200: answers.Operation})
 async def get_operation(call: Plain) -> Reply:
     """Progress of a long operation."""
     app = bridge()
@@ -81,7 +85,8 @@ async def device_work(msg: func.QueueMessage) -> None:
             log.info("device %s removed: %s passkeys revoked", message.target, result.get("done"))
 
 
-@route(bp, "connections/{c}/devices/{deviceId}/passkeys/options", "POST", roles=[DEVICES, ADMIN])
+@route(bp, "connections/{c}/devices/{deviceId}/passkeys/options", "POST", roles=[DEVICES, ADMIN],
+       answers={200: answers.PasskeyOptions})
 async def passkey_options(call: Plain) -> Reply:
     """WebAuthn creation options from Entra for the device's user, with a ceremony id."""
     app = bridge()
@@ -90,7 +95,8 @@ async def passkey_options(call: Plain) -> Reply:
                                                  correlation_id=call.correlation_id))
 
 
-@route(bp, "connections/{c}/devices/{deviceId}/passkeys", "POST", roles=[DEVICES, ADMIN], body=PasskeyRegistration)
+@route(bp, "connections/{c}/devices/{deviceId}/passkeys", "POST", roles=[DEVICES, ADMIN], body=PasskeyRegistration,
+       answers={201: answers.PasskeyRegistered})
 async def register_passkey(call: Call[PasskeyRegistration]) -> Reply:
     """Verify the attestation locally, then register the passkey in Entra (201); under policy `optional` a
     refused passkey is a `passkey-skipped` problem and the device is enrolled without one."""
@@ -101,7 +107,8 @@ async def register_passkey(call: Call[PasskeyRegistration]) -> Reply:
     return Reply(201, created)
 
 
-@route(bp, "connections/{c}/devices/{deviceId}/passkeys/{passkeyId}", "DELETE", roles=[DEVICES, ADMIN])
+@route(bp, "connections/{c}/devices/{deviceId}/passkeys/{passkeyId}", "DELETE", roles=[DEVICES, ADMIN],
+       answers={204: None})
 async def revoke_passkey(call: Plain) -> Reply:
     """Revoke one passkey of a device in Entra (204; already gone counts as done)."""
     app = bridge()

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from functions import answers
 from functions.http import ADMIN, Call, Plain, Reply, route
 from functions.work import job
 from shared import logs
@@ -89,7 +90,8 @@ async def _directory(app: Bridge, conn: Connection) -> GraphDomainDirectory:
     return GraphDomainDirectory(gateway, claims=gateway.token_claims)
 
 
-@route(bp, "connections/{c}/domains/{domain}/federation/compatibility", "GET", roles=[ADMIN])
+@route(bp, "connections/{c}/domains/{domain}/federation/compatibility", "GET", roles=[ADMIN],
+       query=answers.CompatibilityQuery, answers={200: answers.Compatibility})
 async def federation_compatibility(call: Plain) -> Reply:
     """Checks for federating the domain; IdP values or metadataUrl in the query are checked too."""
     app = bridge()
@@ -110,7 +112,8 @@ async def federation_compatibility(call: Plain) -> Reply:
     return Reply(200, body)
 
 
-@route(bp, "connections/{c}/domains/{domain}/federation", "PUT", roles=[ADMIN], body=FederationBody)
+@route(bp, "connections/{c}/domains/{domain}/federation", "PUT", roles=[ADMIN], body=FederationBody,
+       answers={200: answers.Federated})
 async def federate_domain(call: Call[FederationBody]) -> Reply:
     """Federate (or update the federation of) a domain, refused while checks fail unless forced."""
     app = bridge()
@@ -123,7 +126,8 @@ async def federate_domain(call: Call[FederationBody]) -> Reply:
     return Reply(200, result)
 
 
-@route(bp, "connections/{c}/domains/{domain}/federation", "DELETE", roles=[ADMIN])
+@route(bp, "connections/{c}/domains/{domain}/federation", "DELETE", roles=[ADMIN],
+       answers={200: answers.Defederated})
 async def defederate_domain(call: Plain) -> Reply:
     """Defederate a domain: its users sign in with Entra again."""
     app = bridge()

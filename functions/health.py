@@ -6,6 +6,8 @@ import json
 
 import azure.functions as func
 
+from functions.answers import Health
+from functions.http import RouteDoc, describe
 from shared import __version__
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -17,3 +19,7 @@ async def health(req: func.HttpRequest) -> func.HttpResponse:
     """Report that the app is up and which version runs; nothing else (no configuration is read)."""
     return func.HttpResponse(json.dumps({"status": "ok", "version": __version__}),
                              status_code=200, mimetype="application/json")
+
+
+describe(RouteDoc(name="health", path="health", method="GET", roles=(), anonymous=True, answers={200: Health},
+                  doc=health.__doc__ or ""))

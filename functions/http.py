@@ -2,7 +2,7 @@
 
     bp = func.Blueprint()
 
-    @route(bp, "connections/{c}/users/{id}/rotate", "POST", roles=[ADMIN])
+    @route(bp, "connections/{c}/users/{id}/rotate", "POST", roles=[ADMIN], answers={202: RotationQueued})
     async def rotate_user(call: Call) -> Reply:
         ...
         return Reply(202, {"rotationId": rid})
@@ -17,7 +17,8 @@ It gives each handler: the route parameters, the query, a body parsed by a stric
 roles checked from `X-MS-CLIENT-PRINCIPAL` when App Service Authentication is on. Every error becomes
 RFC 9457 problem+json (https://www.rfc-editor.org/rfc/rfc9457): a BridgeError with its own type and
 status, anything unexpected a 500 with no internals. Function keys are checked by the host (auth
-level FUNCTION by default).
+level FUNCTION by default). What a route declares (body, `query` and `answers` models, roles) is also
+what functions/openapi.py publishes as the API description.
 """
 
 from __future__ import annotations
@@ -110,6 +111,34 @@ Plain = Call[Any]
 Handler = Callable[[Call[Any]], Awaitable[Reply]]
 
 
+@dataclass(frozen=True)
+class RouteDoc:
+    """What the API description says of one HTTP function (functions/openapi.py reads these)."""
+
+    name: str
+    path: str
+    method: str
+    roles: tuple[str, ...]
+    anonymous: bool
+    #: Success status -> answer model (None: no body); problem+json answers are described for every route.
+    #: Empty: not declared yet (described as any JSON; tests/unit/test_openapi.py fails until it is).
+    answers: Mapping[int, type[BaseModel] | None]
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    query: type[BaseModel] | None = None
+    doc: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+#: Every described HTTP function by function name: those of `route`, and others through `describe`.
+ROUTES: dict[str, RouteDoc] = {}
+
+
+def describe(doc: RouteDoc) -> None:
+    """Add a function that is not registered with `route` (e.g. health) to the API description."""
+    ROUTES[doc.name] = doc
+
+
 def problem(err: BridgeError, *, instance: str, correlation_id: str) -> func.HttpResponse:
     """An RFC 9457 problem response for a taxonomy error."""
     body = {"type": err.type_uri, "title": err.title, "status": err.status, "detail": logs.mask(err.detail),
@@ -191,17 +220,43 @@ def _parse_body(req: func.HttpRequest, model: type[M]) -> M:
         raise InvalidInput(f"{first['field']}: {first['message']}", field=str(first["field"]), errors=errors) from None
 
 
+def _check_query(req: func.HttpRequest, model: type[BaseModel]) -> None:
+    """Validate the query string against the route's query model; unknown names (e.g. `code`) are ignored."""
+    try:
+        model.model_validate(dict(req.params or {}))
+    except ValidationError as exc:
+        errors = validation_errors(exc)
+        first = errors[0]
+        raise InvalidInput(f"query parameter {first['field']}: {first['message']}", field=str(first["field"]),
+                           errors=errors) from None
+
+
 def route(bp: func.Blueprint, path: str, method: str, *, roles: Sequence[str] = (ADMIN,),
           body: type[BaseModel] | None = None, auth_level: func.AuthLevel = func.AuthLevel.FUNCTION,
-          name: str | None = None) -> Callable[[Handler], Handler]:
-    """Register `handler` for `method path` with parsing, errors, correlation and roles handled."""
+          name: str | None = None, answers: Mapping[int, type[BaseModel] | None] | None = None,
+          query: type[BaseModel] | None = None, optional_body: type[BaseModel] | None = None,
+          headers: Mapping[str, str] | None = None) -> Callable[[Handler], Handler]:
+    """Register `handler` for `method path` with parsing, errors, correlation and roles handled.
+
+    `answers` (status -> model), `query`, `optional_body` (a body the handler parses itself) and `headers`
+    (answer header -> description) describe the route in the API description; a `query` model is also
+    enforced: a query string it refuses is answered 400 naming the parameter.
+    """
 
     def register(handler: Handler) -> Handler:
+        ROUTES[name or handler.__name__] = RouteDoc(
+            name=name or handler.__name__, path=path, method=method, roles=tuple(roles),
+            anonymous=auth_level == func.AuthLevel.ANONYMOUS, answers=dict(answers or {}),
+            body=body or optional_body, body_required=body is not None, query=query,
+            doc=handler.__doc__ or "", headers=dict(headers or {}))
+
         async def endpoint(req: func.HttpRequest) -> func.HttpResponse:
             correlation_id = correlation_of(req)
             with logs.correlation(correlation_id):
                 try:
                     principal = _authorize(req, roles)
+                    if query is not None:
+                        _check_query(req, query)
                     call: Call[Any] = Call(request=req, params=dict(req.route_params or {}),
                                            query=dict(req.params or {}), correlation_id=correlation_id,
                                            principal=principal, body=_parse_body(req, body) if body else None)

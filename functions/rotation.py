@@ -7,6 +7,7 @@ import uuid
 
 import azure.functions as func
 
+from functions import answers
 from functions.http import ADMIN, Plain, Reply, route
 from functions.work import MAX_DEQUEUE_COUNT, job, watch_last_delivery, work_message
 from shared import logs
@@ -52,7 +53,7 @@ async def rotation_work(msg: func.QueueMessage) -> None:
                          f"({outcome.reason})" if outcome.reason else "")
 
 
-@route(bp, "connections/{c}/users/{id}/rotate", "POST", roles=[ADMIN])
+@route(bp, "connections/{c}/users/{id}/rotate", "POST", roles=[ADMIN], answers={202: answers.RotationQueued})
 async def rotate_user(call: Plain) -> Reply:
     """Rotate one user now (202 with the rotation id), unless the minimum interval has not passed."""
     app = bridge()
@@ -63,7 +64,8 @@ async def rotate_user(call: Plain) -> Reply:
 
 
 @route(bp, "delivery/connections/{c}/devices/{deviceId}/password", "GET", roles=(),
-       auth_level=func.AuthLevel.ANONYMOUS)
+       auth_level=func.AuthLevel.ANONYMOUS, answers={200: answers.DeliveredPassword},
+       headers={"Cache-Control": "no-store"})
 async def device_password(call: Plain) -> Reply:
     """The current password of the device's user, for a request signed by the device's registered key."""
     app = bridge()

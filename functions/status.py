@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from functions import answers
 from functions.http import ADMIN, Plain, Reply, route
 from shared.bootstrap import bridge
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 
-@route(bp, "connections/{c}/status", "GET", roles=[ADMIN])
+@route(bp, "connections/{c}/status", "GET", roles=[ADMIN], answers={200: answers.ConnectionStatus})
 async def connection_status(call: Plain) -> Reply:
     """Counts, the last run and dry run, rotation, federation watch, throttle state, problems with fixes."""
     app = bridge()

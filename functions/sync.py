@@ -8,6 +8,7 @@ from typing import Any
 
 import azure.functions as func
 
+from functions import answers
 from functions.http import ADMIN, Plain, Reply, route
 from functions.work import job, watch_last_delivery, work_message
 from shared import logs
@@ -66,7 +67,7 @@ async def sync_work(msg: func.QueueMessage) -> None:
                 log.info("passkeys of %s reconciled: %s", completed.name, found.as_dict())
 
 
-@route(bp, "connections/{c}/sync", "POST", roles=[ADMIN])
+@route(bp, "connections/{c}/sync", "POST", roles=[ADMIN], query=answers.SyncQuery, answers={202: answers.SyncQueued})
 async def start_sync(call: Plain) -> Reply:
     """Queue a sync now: 202 with the run id (`?dryRun=true` plans without writing)."""
     app = bridge()
@@ -76,7 +77,8 @@ async def start_sync(call: Plain) -> Reply:
     return Reply(202, {"runId": run_id, "status": "queued", "dryRun": dry_run})
 
 
-@route(bp, "connections/{c}/enrollment-groups/uninstall", "POST", roles=[ADMIN])
+@route(bp, "connections/{c}/enrollment-groups/uninstall", "POST", roles=[ADMIN],
+       answers={200: answers.GroupsUninstalled})
 async def uninstall_enrollment_groups(call: Plain) -> Reply:
     """Delete the enrollment-state groups the bridge owns in Entra, naming the adopted ones it left
     (`?dryRun=true` lists what would be deleted)."""
@@ -99,7 +101,7 @@ def _user_view(row: UserRow, rotation: dict[str, Any] | None = None) -> dict[str
     return view
 
 
-@route(bp, "connections/{c}/users", "GET", roles=[ADMIN])
+@route(bp, "connections/{c}/users", "GET", roles=[ADMIN], query=answers.UsersQuery, answers={200: answers.UserPage})
 async def list_users(call: Plain) -> Reply:
     """Imported users: filters `state`, `enrollment`, `inRotationGroup`, `q` (UPN prefix); paging by `skip`."""
     app = bridge()
@@ -133,7 +135,7 @@ async def list_users(call: Plain) -> Reply:
     return Reply(200, body)
 
 
-@route(bp, "connections/{c}/users/{id}", "GET", roles=[ADMIN])
+@route(bp, "connections/{c}/users/{id}", "GET", roles=[ADMIN], answers={200: answers.UserWithRotation})
 async def get_user(call: Plain) -> Reply:
     """One imported user with its rotation status (never a password)."""
     app = bridge()

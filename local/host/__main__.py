@@ -23,6 +23,7 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -43,6 +44,15 @@ def load_settings(path: Path) -> dict[str, Any]:
     for key, value in (data.get("Values") or {}).items():
         os.environ.setdefault(str(key), str(value))
     return data
+
+
+class AnyPath(PathConvertor):
+    """Every path, also one with an encoded line break (`path` stops there), so the host answers it."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("all", AnyPath())
 
 
 def build(app_module: str, settings: dict[str, Any], root: Path) -> tuple[Starlette, LocalHost]:
@@ -79,16 +89,20 @@ def serve(host: LocalHost) -> Starlette:
         yield
         await host.stop()
 
+    async def other_method(request: Request, exc: Exception) -> Response:
+        # A method outside the list (QUERY, TRACE...) reaches the host too: 405 problem+json like the others.
+        return await host.handle(request)
+
     async def refused(request: Request, exc: Exception) -> Response:
-        # What the router itself refuses (a path with CR/LF matches no route, an unknown method) is a
-        # problem too, like every other 4xx of the host.
+        # Anything else the router itself refuses is a problem too, like every other 4xx of the host.
         status = exc.status_code if isinstance(exc, HTTPException) else 400
         return _problem(status, HTTPStatus(status).phrase,
                         f"{request.method} {request.url.path!r} is not served by this host", dict(
                             exc.headers or {}) if isinstance(exc, HTTPException) else None)
 
-    routes = [Route("/{path:path}", host.handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: refused})
+    routes = [Route("/{path:all}", host.handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])]
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={405: other_method, HTTPException: refused})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,8 +46,8 @@ class RouteTemplate:
             value = _CONSTRAINTS.get(constraint or "", r"[^/]+")
             regex += f"(?:/(?P<{name}>{value}))?" if optional else f"/(?P<{name}>{value})"
         # Route matching in Azure Functions (ASP.NET routing) ignores case.
-        # \Z, not $: "$" also matches before a final newline ("/health\n").
-        return cls(template, re.compile("^" + (regex or "/?") + "/?\\Z", re.IGNORECASE), literals)
+        # \Z, not $: "$" also matches before a final newline ("/health\n"); DOTALL so no segment stops at one.
+        return cls(template, re.compile("^" + (regex or "/?") + r"/?\Z", re.IGNORECASE | re.DOTALL), literals)
 
     def match(self, path: str) -> dict[str, str] | None:
         """Route parameters when `path` (without the /api prefix, starting with /) matches."""

@@ -26,6 +26,7 @@ from local.authenticator import SoftwareAuthenticator
 from local.entra.demo import DEMO_TENANT_ID
 from local.host.process import RunningHost
 from local.tls import TlsFiles
+from tests.contract import CHECK_ANSWERS, conforms
 from tests.e2e.waiting import wait_for
 from tests.fixtures.entra import EntraFixture
 from tests.fixtures.ingestion import Ingestion
@@ -72,8 +73,9 @@ def client(request: pytest.FixtureRequest, function_host: Any, bridge_values: di
                        "LOCAL_AUTH_AUDIENCE": entra.client_id})
         headers["authorization"] = f"Bearer {api_token(entra, tls_files)}"
     host: RunningHost = function_host(values=values)
+    # Every answer of the flow is checked against docs/openapi.json as it arrives.
     with httpx.Client(base_url=host.url, headers={"x-functions-key": host.function_key, **headers},
-                      timeout=60) as c:
+                      timeout=60, event_hooks=CHECK_ANSWERS) as c:
         if request.param == "auth-on":
             # Without a token, a path that is not excluded never reaches a function (Return401).
             for path in ("/api/connections/demo/status", "/api/no-such-route"):
@@ -119,10 +121,12 @@ def test_sync_rotate_deliver_enroll_revoke_and_audit(client: tuple[httpx.Client,
     url = f"{host.url}/api/delivery/connections/demo/devices/{device}/password"
     token = device_token(key, url, device)
     delivered = httpx.get(url, headers={"authorization": f"Bearer {token}"})
+    conforms(delivered)
     assert delivered.status_code == 200, delivered.text
     held = entra.admin("GET", f"/_sim/users/{ann['id']}/password")["password"]
     assert delivered.json()["password"] == held
     replay = httpx.get(url, headers={"authorization": f"Bearer {token}"})
+    conforms(replay)
     assert replay.status_code == 401
     assert held not in replay.text
 

@@ -19,6 +19,7 @@ from cryptography.x509.oid import NameOID
 from local.entra.demo import DEMO_TENANT_ID
 from local.host.process import RunningHost
 from local.tls import TlsFiles
+from tests.contract import CHECK_ANSWERS
 from tests.e2e.waiting import wait_for
 from tests.fixtures.entra import EntraFixture
 from tests.fixtures.vault import VaultFixture
@@ -52,7 +53,7 @@ def client(function_host: Any, entra: EntraFixture, vault: VaultFixture, azurite
               "FEDERATION_SCHEDULE": "*/2 * * * * *", "LOG_FORMAT": "json"}
     host: RunningHost = function_host(values=values)
     with httpx.Client(base_url=f"{host.url}/api/connections/demo", headers={"x-functions-key": host.function_key},
-                      timeout=60) as c:
+                      timeout=60, event_hooks=CHECK_ANSWERS) as c:
         yield c
 
 

@@ -28,6 +28,10 @@ from tests.fixtures.host import real_app_host
     ("a/{x}/b", "/a/1/c", None),
     ("a/{x}", "/a/1/2", None),
     ("Health", "/health", {}),
+    # A parameter may hold an encoded line break; a template without the parameter must not match.
+    ("users/{id}", "/users/\n", {"id": "\n"}),
+    ("users", "/users/\n", None),
+    ("files/{*rest}", "/files/a\nb", {"rest": "a\nb"}),
 ])
 def test_templates_match_like_the_host(template: str, path: str, expected: dict[str, str] | None) -> None:
     assert RouteTemplate.compile(template).match(path) == expected

@@ -1,0 +1,362 @@
+"""The answers and query strings of the HTTP routes as pydantic models, for the API description.
+
+Handlers build their JSON as before; these models say what that JSON is (docs/openapi.json is
+generated from them by functions/openapi.py) and the tests check every answer against them. Field
+names are the JSON names. Where a member is open (a Graph object, a report of checks whose members
+grow), the model says so with `extra="allow"` or `dict[str, Any]`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from shared.domain.audit import AuditRecord
+from shared.domain.devices import DeviceRow, PasskeyState
+from shared.domain.directory import Enrollment, UserRow, UserState
+from shared.services.rotation import Status
+
+
+class Answer(BaseModel):
+    """An answer body: JSON names as written, unknown members allowed only where a model says so."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class OpenAnswer(Answer):
+    """An answer whose members may grow (reports): the listed ones are described, others allowed."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+# ---------------------------------------------------------------- query strings
+
+
+def _query_bool(value: object) -> object:
+    """`true` or `false` in any case, as the handlers read them; anything else is refused."""
+    if isinstance(value, str):
+        if value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ValueError("must be true or false")
+    return value
+
+
+QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
+Day = Annotated[dt.date, Field(description="a UTC day, e.g. 2026-11-23; today when absent")]
+
+
+class Query(BaseModel):
+    """A query string: names as sent; unknown names (such as the function key's `code`) are ignored."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class AuditQuery(Query):
+    """GET audit and audit/verify: one connection and an inclusive range of UTC days."""
+
+    connection: Annotated[str, Field(min_length=1, description="the connection's name")]
+    first: Annotated[Day | None, Field(alias="from")] = None
+    to: Day | None = None
+    action: str | None = None
+    target: str | None = None
+    outcome: str | None = None
+    top: Annotated[int | None, Field(ge=1, le=1000, description="records per page (default 200)")] = None
+    continuation_token: Annotated[str | None, Field(alias="continuationToken",
+                                                    description="from the previous page's answer")] = None
+
+
+class UsersQuery(Query):
+    """GET connections/{c}/users: filters and paging."""
+
+    state: UserState | None = None
+    enrollment: Enrollment | None = None
+    in_rotation_group: Annotated[QueryBool | None, Field(alias="inRotationGroup")] = None
+    q: Annotated[str | None, Field(description="prefix of the user principal name (any case)")] = None
+    top: Annotated[int | None, Field(ge=1, description="page size (default 100, at most 500)")] = None
+    skip: Annotated[int | None, Field(ge=0, description="users to skip (nextSkip of the previous page)")] = None
+
+
+class SyncQuery(Query):
+    """POST connections/{c}/sync."""
+
+    dry_run: Annotated[QueryBool | None, Field(alias="dryRun", description="plan without writing")] = None
+
+
+class CompatibilityQuery(Query):
+    """GET .../federation/compatibility: IdP values to check with the domain (all optional)."""
+
+    metadata_url: Annotated[str | None, Field(alias="metadataUrl", pattern="^https://")] = None
+    issuer_uri: Annotated[str | None, Field(alias="issuerUri")] = None
+    passive_sign_in_uri: Annotated[str | None, Field(alias="passiveSignInUri")] = None
+    signing_certificate: Annotated[str | None, Field(alias="signingCertificate")] = None
+    next_signing_certificate: Annotated[str | None, Field(alias="nextSigningCertificate")] = None
+
+
+# ---------------------------------------------------------------- answers
+
+
+class Health(Answer):
+    """GET health."""
+
+    status: Literal["ok"]
+    version: str
+
+
+class AuditPage(Answer):
+    """A page of audit records in time order; the token and link are there while more records follow."""
+
+    value: list[AuditRecord]
+    continuation_token: Annotated[str | None, Field(alias="continuationToken")] = None
+    next_link: Annotated[str | None, Field(alias="@odata.nextLink")] = None
+
+
+class BrokenLink(OpenAnswer):
+    """The first record whose hash or sequence does not follow."""
+
+    chain: str
+    seq: int
+    reason: str
+
+
+class AuditVerification(OpenAnswer):
+    """The outcome of recomputing the hash chains of a day range."""
+
+    connection: str
+    first: Annotated[str, Field(alias="from")]
+    to: str
+    chains: int
+    checked: int
+    intact: bool
+    first_broken_link: Annotated[BrokenLink | None, Field(alias="firstBrokenLink")]
+
+
+class ConnectionReport(Answer):
+    """The connection test: token, one read, permissions per feature with remediation."""
+
+    connection: str
+    tenant_id: str
+    ok: bool
+    token: dict[str, Any]
+    read: dict[str, Any]
+    features: list[dict[str, Any]]
+    tenant_settings: dict[str, Any]
+    problems: list[str]
+
+
+class CertificateCheck(OpenAnswer):
+    """One check of a certificate credential."""
+
+    name: str
+    status: str
+    detail: str
+
+
+class CertificateReport(Answer):
+    """The checks of a PEM certificate and key (200 when none failed, else 422)."""
+
+    ok: bool
+    source: str
+    subject: str | None = None
+    thumbprint_sha1: Annotated[str | None, Field(alias="thumbprintSha1")] = None
+    thumbprint_sha256: Annotated[str | None, Field(alias="thumbprintSha256")] = None
+    x5t: str | None = None
+    not_before: Annotated[str | None, Field(alias="notBefore")] = None
+    not_after: Annotated[str | None, Field(alias="notAfter")] = None
+    checks: list[CertificateCheck]
+
+
+class Device(DeviceRow):
+    """A registered device."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DevicePasskey(OpenAnswer):
+    """A passkey the bridge registered for the device (`id` is its Entra method id)."""
+
+    id: str
+    user_id: Annotated[str, Field(alias="userId")]
+    device_id: Annotated[str, Field(alias="deviceId")]
+    credential_id: Annotated[str | None, Field(alias="credentialId")] = None
+    aaguid: str | None = None
+    display_name: Annotated[str | None, Field(alias="displayName")] = None
+    registered_at: Annotated[str | None, Field(alias="registeredAt")] = None
+    state: PasskeyState | None = None
+    duplicate: bool | None = None
+
+
+class DeviceWithPasskeys(Device):
+    """A device with its state and the passkeys the bridge registered for it."""
+
+    passkeys: list[DevicePasskey]
+
+
+class Queued(Answer):
+    """Accepted: the work is queued."""
+
+    status: Literal["queued"]
+
+
+class RemovalQueued(Queued):
+    """The device removal's operation (also in the Location header)."""
+
+    operation_id: Annotated[str, Field(alias="operationId")]
+
+
+class Operation(OpenAnswer):
+    """Progress of a long operation."""
+
+    id: str
+    kind: str | None = None
+    target: str | None = None
+    status: str
+    total: int | None = None
+    done: int | None = None
+
+
+class PasskeyOptions(Answer):
+    """WebAuthn creation options (PublicKeyCredentialCreationOptions as JSON) and the ceremony to answer."""
+
+    ceremony_id: Annotated[str, Field(alias="ceremonyId")]
+    expires_at: Annotated[str, Field(alias="expiresAt")]
+    policy: str
+    public_key: Annotated[dict[str, Any], Field(alias="publicKey")]
+
+
+class PasskeyRegistered(Answer):
+    """The passkey as Entra registered it."""
+
+    id: str
+    device_id: Annotated[str, Field(alias="deviceId")]
+    aaguid: str
+    display_name: Annotated[str, Field(alias="displayName")]
+    credential_id: Annotated[str, Field(alias="credentialId")]
+    attestation: str
+    model: str | None
+    created_date_time: Annotated[str | None, Field(alias="createdDateTime")]
+
+
+class FederationCheck(OpenAnswer):
+    """One compatibility check, with what to do when it fails."""
+
+    name: str
+    status: str
+    detail: str
+    remediation: str = ""
+
+
+class Compatibility(Answer):
+    """The checks for federating a domain; `proposed` is the configuration the IdP values would give."""
+
+    domain: str
+    compatible: bool
+    checks: list[FederationCheck]
+    proposed: dict[str, Any] | None = None
+
+
+class Federated(Answer):
+    """The domain's federation as read back from Graph, with the checks that did not pass."""
+
+    domain: str
+    authentication_type: Annotated[str | None, Field(alias="authenticationType")]
+    federation_configuration: Annotated[dict[str, Any] | None, Field(alias="federationConfiguration")]
+    checks: list[FederationCheck]
+    note: str
+
+
+class Defederated(Answer):
+    """The domain after its federation was removed."""
+
+    domain: str
+    authentication_type: Annotated[str | None, Field(alias="authenticationType")]
+    note: str
+
+
+class RotationQueued(Queued):
+    """A manual rotation was queued."""
+
+    rotation_id: Annotated[str, Field(alias="rotationId")]
+
+
+class CandidatePassword(Answer):
+    """A password Entra might hold instead of the current one (a rotation whose outcome is unknown)."""
+
+    version: str
+    password: str
+
+
+class DeliveredPassword(Answer):
+    """The device user's current password (Cache-Control: no-store)."""
+
+    password: str | None
+    version: str | None
+    rotated_at: Annotated[str | None, Field(alias="rotatedAt")]
+    possibly_current: Annotated[list[CandidatePassword], Field(alias="possiblyCurrent")]
+
+
+class Throttle(OpenAnswer):
+    """Graph write throttling of the connection's tenant."""
+
+    writes_paused_until: Annotated[str | None, Field(alias="writesPausedUntil")]
+
+
+class ConnectionStatus(OpenAnswer):
+    """What an operator checks first: last sync, rotation counts, federation watch, throttle, problems."""
+
+    connection: str
+    tenant_id: Annotated[str, Field(alias="tenantId")]
+    dry_run: Annotated[bool, Field(alias="dryRun")]
+    features: dict[str, bool]
+    users: dict[str, int]
+    last_sync: Annotated[dict[str, Any] | None, Field(alias="lastSync")]
+    rotation: dict[str, int] | None
+    federation: list[dict[str, Any]] | None
+    throttle: Throttle
+    problems: list[str]
+
+
+class SyncQueued(Queued):
+    """A sync run was queued."""
+
+    run_id: Annotated[str, Field(alias="runId")]
+    dry_run: Annotated[bool, Field(alias="dryRun")]
+
+
+class GroupsUninstalled(Answer):
+    """Ids of the enrollment-state groups deleted in Entra."""
+
+    deleted: list[str]
+    note: str | None = None
+
+
+class UserRotation(Answer):
+    """A user's rotation status (never a password)."""
+
+    status: Status | None = None
+    reason: str | None = None
+    last_rotated_at: dt.datetime | None = None
+    last_rotation_id: str | None = None
+    last_version: str | None = None
+    attempts: int = 0
+
+
+class User(UserRow):
+    """An imported user."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class UserWithRotation(User):
+    """An imported user with its rotation status."""
+
+    rotation: UserRotation
+
+
+class UserPage(Answer):
+    """A page of imported users; `nextSkip` is there while more follow."""
+
+    value: list[User]
+    count: int
+    next_skip: Annotated[int | None, Field(alias="nextSkip")] = None
