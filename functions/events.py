@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Annotated
 
 import azure.functions as func
+from pydantic import Field
 
+from functions.answers import Query
 from functions.http import ADMIN, DEVICES, Plain, Reply, route
 from functions.work import work_message
 from shared import logs
 from shared.bootstrap import bridge
-from shared.errors import InvalidInput, Throttled
+from shared.errors import Throttled
+from shared.services.events import MAX_TOP, FeedPage
 from shared.topology import Queue
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -66,13 +70,18 @@ async def events_purge(timer: func.TimerRequest) -> None:
             log.info("events: %d feed items of %s past 30 days removed", gone, conn.name)
 
 
-@route(bp, "connections/{c}/events", "GET", roles=[ADMIN, DEVICES])
+class EventsQuery(Query):
+    """GET connections/{c}/events: where to read on, and how many."""
+
+    after: Annotated[str | None, Field(description="the `cursor` of the previous page; absent: from the oldest")] = None
+    top: Annotated[int, Field(ge=1, le=MAX_TOP, description="events per page")] = 100
+
+
+@route(bp, "connections/{c}/events", "GET", roles=[ADMIN, DEVICES], query=EventsQuery, answers={200: FeedPage})
 async def change_feed(call: Plain) -> Reply:
-    """The connection's published events after the cursor `after`, in order (at most `top`, default 100)."""
+    """The connection's published events (CloudEvents, docs/events.md) after the cursor `after`, in order."""
     app = bridge()
     conn = app.connection(call.params["c"])
-    raw_top = call.query.get("top", "100")
-    if not raw_top.isdigit():
-        raise InvalidInput("top must be a whole number between 1 and 1000", field="top")
-    page = await app.change_feed.page(conn.name, after=call.query.get("after"), top=int(raw_top))
+    query = EventsQuery.model_validate(dict(call.query))
+    page = await app.change_feed.page(conn.name, after=query.after, top=query.top)
     return Reply(200, page.model_dump(mode="json", by_alias=True))
