@@ -14,8 +14,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from shared.domain.audit import AuditRecord
+from shared.domain.devices import DevicePasskey as PasskeyEnrollment
 from shared.domain.devices import DeviceRow, PasskeyState
 from shared.domain.directory import Enrollment, UserRow, UserState
+from shared.domain.enrollment import GroupRecord
 from shared.services.rotation import Status
 
 
@@ -120,8 +122,26 @@ class BrokenLink(OpenAnswer):
     reason: str
 
 
+class AuditFinding(Answer):
+    """One thing verification found: edited, missing, reordered, truncated, chain missing, key unknown."""
+
+    kind: str
+    chain: str
+    seq: int | None
+    last_seq: Annotated[int | None, Field(alias="lastSeq")]
+    detail: str
+
+
+class UnanchoredWindow(Answer):
+    """Records written since the last anchor: what an attacker with storage access could still cut."""
+
+    seconds: int
+    first: Annotated[str | None, Field(alias="from")]
+    to: str | None
+
+
 class AuditVerification(OpenAnswer):
-    """The outcome of recomputing the hash chains of a day range."""
+    """The keyed chains of a day range checked against their anchors in Key Vault."""
 
     connection: str
     first: Annotated[str, Field(alias="from")]
@@ -129,7 +149,10 @@ class AuditVerification(OpenAnswer):
     chains: int
     checked: int
     intact: bool
+    findings: list[AuditFinding]
     first_broken_link: Annotated[BrokenLink | None, Field(alias="firstBrokenLink")]
+    last_anchor_at: Annotated[str | None, Field(alias="lastAnchorAt")]
+    unanchored_window: Annotated[UnanchoredWindow, Field(alias="unanchoredWindow")]
 
 
 class ConnectionReport(Answer):
@@ -188,8 +211,9 @@ class DevicePasskey(OpenAnswer):
 
 
 class DeviceWithPasskeys(Device):
-    """A device with its state and the passkeys the bridge registered for it."""
+    """A device with its state, its passkey enrollment under the policy, and the passkeys the bridge registered."""
 
+    passkey: PasskeyEnrollment
     passkeys: list[DevicePasskey]
 
 
@@ -234,8 +258,10 @@ class PasskeyRegistered(Answer):
     display_name: Annotated[str, Field(alias="displayName")]
     credential_id: Annotated[str, Field(alias="credentialId")]
     attestation: str
+    attestation_trust: Annotated[Literal["trusted", "not-checked"], Field(alias="attestationTrust")]
     model: str | None
     created_date_time: Annotated[str | None, Field(alias="createdDateTime")]
+    passkey: Literal["registered"]
 
 
 class FederationCheck(OpenAnswer):
@@ -302,19 +328,54 @@ class Throttle(OpenAnswer):
     writes_paused_until: Annotated[str | None, Field(alias="writesPausedUntil")]
 
 
-class ConnectionStatus(OpenAnswer):
-    """What an operator checks first: last sync, rotation counts, federation watch, throttle, problems."""
+class StatusProblem(Answer):
+    """Something an operator should act on: where, what, and the fix."""
+
+    area: str
+    detail: str
+    fix: str
+
+
+class SyncRun(OpenAnswer):
+    """A kept sync run: outcome and counts (camelCase); `details` is where its planned ids are."""
+
+    run_id: Annotated[str, Field(alias="runId")]
+    outcome: str
+    planned: dict[str, int] = {}
+    details: str | None = None
+
+
+class SyncRunDetails(SyncRun):
+    """A kept run with the ids it planned (the first 100 of each kind)."""
+
+    planned_ids: Annotated[dict[str, list[str]], Field(alias="plannedIds")]
+
+
+class PasskeyEnrollmentStatus(Answer):
+    """Devices by passkey enrollment under the connection's policy, naming those pending their passkey."""
+
+    policy: str
+    withhold_passwords_until_passkey: Annotated[bool, Field(alias="withholdPasswordsUntilPasskey")]
+    devices: dict[str, int]
+    pending_passkey: Annotated[list[dict[str, Any]], Field(alias="pendingPasskey")]
+
+
+class ConnectionStatus(Answer):
+    """What an operator checks first: counts, the last run and dry run, problems with their fixes."""
 
     connection: str
     tenant_id: Annotated[str, Field(alias="tenantId")]
     dry_run: Annotated[bool, Field(alias="dryRun")]
     features: dict[str, bool]
     users: dict[str, int]
-    last_sync: Annotated[dict[str, Any] | None, Field(alias="lastSync")]
+    last_sync: Annotated[SyncRun | None, Field(alias="lastSync")]
+    sync_running: Annotated[dict[str, str] | None, Field(alias="syncRunning")]
+    last_dry_run: Annotated[SyncRun | None, Field(alias="lastDryRun")]
     rotation: dict[str, int] | None
     federation: list[dict[str, Any]] | None
+    passkeys: PasskeyEnrollmentStatus | None
     throttle: Throttle
-    problems: list[str]
+    problems: list[StatusProblem]
 
 
 class SyncQueued(Queued):
@@ -324,10 +385,21 @@ class SyncQueued(Queued):
     dry_run: Annotated[bool, Field(alias="dryRun")]
 
 
-class GroupsUninstalled(Answer):
-    """Ids of the enrollment-state groups deleted in Entra."""
+class UninstalledGroup(GroupRecord):
+    """A recorded enrollment-state group; `configuredName` when the setting names it otherwise now."""
 
-    deleted: list[str]
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    configured_name: Annotated[str | None, Field(alias="configuredName")] = None
+    reason: str | None = None
+
+
+class GroupsUninstalled(Answer):
+    """The owned groups deleted in Entra (or that would be, in a dry run) and the groups left, with why."""
+
+    dry_run: Annotated[bool, Field(alias="dryRun")]
+    deleted: list[UninstalledGroup]
+    left: list[UninstalledGroup]
     note: str | None = None
 
 

@@ -18,7 +18,7 @@ async def connection_status(call: Plain) -> Reply:
     return Reply(200, await app.status.status(app.connection(call.params["c"])))
 
 
-@route(bp, "connections/{c}/runs/{runId}", "GET", roles=[ADMIN])
+@route(bp, "connections/{c}/runs/{runId}", "GET", roles=[ADMIN], answers={200: answers.SyncRunDetails})
 async def sync_run(call: Plain) -> Reply:
     """The last sync or dry run with the ids it planned (status shows only counts)."""
     app = bridge()

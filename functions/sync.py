@@ -77,7 +77,7 @@ async def start_sync(call: Plain) -> Reply:
     return Reply(202, {"runId": run_id, "status": "queued", "dryRun": dry_run})
 
 
-@route(bp, "connections/{c}/enrollment-groups/uninstall", "POST", roles=[ADMIN],
+@route(bp, "connections/{c}/enrollment-groups/uninstall", "POST", roles=[ADMIN], query=answers.SyncQuery,
        answers={200: answers.GroupsUninstalled})
 async def uninstall_enrollment_groups(call: Plain) -> Reply:
     """Delete the enrollment-state groups the bridge owns in Entra, naming the adopted ones it left

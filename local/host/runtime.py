@@ -298,6 +298,9 @@ class LocalHost:
         prefix = "/" + self.config.route_prefix if self.config.route_prefix else ""
         # The decoded path as sent: `request.url` goes through urlsplit, which drops CR, LF and tab.
         path = str(request.scope["path"])
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+            # No route template serves a control character, not even a catch-all: it is never a resource name.
+            return _problem(404, "Not found", f"no function serves {path!r}: the path holds a control character")
         if prefix and not (path == prefix or path.startswith(prefix + "/")):
             return _problem(404, "Not found", f"no function serves {path}")
         sub = path[len(prefix):] or "/"

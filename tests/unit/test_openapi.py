@@ -79,7 +79,7 @@ def test_security_problem_types_and_roles(doc: dict[str, Any]) -> None:
     assert put["requestBody"]["required"] is True
     assert put["responses"]["201"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Device"}
     assert "application/problem+json" in put["responses"]["4XX"]["content"]
-    password = doc["paths"]["/connections/{c}/devices/{deviceId}/password"]["get"]
+    password = doc["paths"]["/delivery/connections/{c}/devices/{deviceId}/password"]["get"]
     assert password["security"] == [{"deviceToken": []}]
     assert "Cache-Control" in password["responses"]["200"]["headers"]
 
