@@ -47,6 +47,8 @@ async def sync_work(msg: func.QueueMessage) -> None:
         completed = None
         async with job("sync_work", message.connection, message.correlation_id, queue=True, record=False):
             conn = app.connection(message.connection)
+            if message.args.get("notified"):
+                await app.notifications.release(conn.name)  # a notification from now on queues the next run
             try:
                 reader = await app.directory_reader(conn)
             except Exception as exc:

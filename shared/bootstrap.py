@@ -26,6 +26,7 @@ from shared.adapters.ownership import TableGroupRecords
 from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.rotation import GraphPasswordDirectory
+from shared.adapters.subscriptions import GraphSubscriptions
 from shared.adapters.tables import TableEntityStore
 from shared.adapters.vault import KeyVaultSecretStore
 from shared.config import Cloud, Connection, Settings, settings
@@ -37,6 +38,7 @@ from shared.services.devices import DeviceService
 from shared.services.directory import Directory, EnrollmentGroups, RotationSubjects
 from shared.services.enrollment import DeviceEnrollment
 from shared.services.federation import watch_rows
+from shared.services.notifications import NotificationService
 from shared.services.passkeys import PasskeyService
 from shared.services.poison import PoisonService
 from shared.services.ports import Clock
@@ -359,6 +361,23 @@ class Bridge:
         """The last failure of each timer and queue job per connection, for status."""
         problems: JobProblems = self._once("problems", lambda: JobProblems(self.entities, self.clock))
         return problems
+
+    @property
+    def notifications(self) -> NotificationService:
+        """Graph change notifications: subscriptions per connection, notifications that queue a sync."""
+        def build() -> NotificationService:
+            if self.settings.notification_base_url and not self.settings.key_vault_url:
+                raise Configuration("change notifications keep their clientState in Key Vault: set KEY_VAULT_URL "
+                                    "(or unset NOTIFICATION_BASE_URL)", setting="KEY_VAULT_URL")
+            return NotificationService(sync=self.sync, entities=self.entities, secrets_store=self.secrets,
+                                       audit=self.audit, clock=self.clock,
+                                       base_url=self.settings.notification_base_url)
+        service: NotificationService = self._once("notifications", build)
+        return service
+
+    async def subscription_api(self, conn: Connection) -> GraphSubscriptions:
+        """Graph's /subscriptions for `conn`, on its gateway."""
+        return GraphSubscriptions(await self.graph(conn))
 
     async def directory_reader(self, conn: Connection) -> GraphDirectoryReader:
         """A fresh reader (it counts the resource units of one run)."""

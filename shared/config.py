@@ -454,6 +454,10 @@ class Settings(BaseSettings):
     passkey_policy_max_age_seconds: int = _setting("PASSKEY_POLICY_MAX_AGE_SECONDS", 30, ge=0, le=3600)
     fido_mds_url: str = _setting("FIDO_MDS_URL", FIDO_MDS_URL)
     fido_mds_root_cert: str | None = _setting("FIDO_MDS_ROOT_CERT", None)
+    #: This app's public address as Graph reaches it, for change notifications (docs/notifications.md);
+    #: unset, no subscription is made and the sync timer alone brings changes.
+    notification_base_url: Annotated[str | None, Unset, _optional(lambda v: check_url(v, path=True))] = _setting(
+        "NOTIFICATION_BASE_URL", None)
 
     @field_validator("fido_mds_url")
     @classmethod
