@@ -32,8 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import Connection
 from shared.errors import Conflict, Forbidden, NotFound, PermissionDenied
-from shared.services.ports import AuditSink, Clock, Entity, EntityStore, JsonObject, SecretStore
-from shared.topology import Table
+from shared.services.ports import AuditSink, Clock, Entity, EntityStore, JsonObject, SecretStore, WorkQueue
+from shared.topology import Queue, Table
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ MARKER = "notify.queued"
 #: at most every REREAD_SECONDS, so forged traffic cannot turn into vault reads).
 SECRET_TTL_SECONDS = 300.0
 REREAD_SECONDS = 30.0
+#: A notified run that finds another run holding the lease is queued again this much later.
+REQUEUE_SECONDS = 2.0
 LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
 
 
@@ -179,8 +181,9 @@ class NotificationService:
     """Keeps each connection's subscriptions and turns valid notifications into (coalesced) sync runs."""
 
     def __init__(self, *, sync: SyncRequester, entities: EntityStore, secrets_store: SecretStore,
-                 audit: AuditSink, clock: Clock, base_url: str | None) -> None:
+                 audit: AuditSink, clock: Clock, base_url: str | None, queue: WorkQueue | None = None) -> None:
         self._sync = sync
+        self._queue = queue
         self._entities = entities
         self._secrets = secrets_store
         self._audit = audit
@@ -431,6 +434,24 @@ class NotificationService:
         except BaseException:
             await self.release(conn.name)
             raise
+
+    async def requeue(self, conn: Connection, message: JsonObject, *, correlation_id: str) -> bool:
+        """A notified run found another run holding the lease: send it again in REQUEUE_SECONDS, unless a run
+        is already queued (that one reads the change too). True when sent again."""
+        marker = Entity(conn.name, MARKER, {"queuedAt": self._clock.now().isoformat(), "correlationId": correlation_id})
+        try:
+            await self._entities.insert(Table.SYNCSTATE, marker)
+        except Conflict:
+            return False
+        if self._queue is None:
+            await self.release(conn.name)
+            return False
+        try:
+            await self._queue.send(Queue.SYNC, message, delay_seconds=REQUEUE_SECONDS)
+        except BaseException:
+            await self.release(conn.name)
+            raise
+        return True
 
     async def release(self, connection: str) -> None:
         """A queued run is starting: the next notification queues another one."""

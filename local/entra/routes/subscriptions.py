@@ -118,8 +118,8 @@ class Delivery:
     failed: int = 0
     dropped: int = 0
     lifecycle: int = 0
-    #: (time.time() at send, number of notifications) of the last deliveries.
-    recent: list[tuple[float, int]] = field(default_factory=list)
+    #: (time.time() when sent, when answered, number of notifications) of the last deliveries.
+    recent: list[tuple[float, float, int]] = field(default_factory=list)
 
 
 class Hub:
@@ -265,10 +265,11 @@ class Hub:
             if failed_by_fault:
                 break
             try:
+                sent = time.time()
                 answer = await self.client().post(sub["notificationUrl"], json={"value": items})
                 if 200 <= answer.status_code < 300:
                     counters.delivered += len(items)
-                    counters.recent = [*counters.recent[-99:], (time.time(), len(items))]
+                    counters.recent = [*counters.recent[-99:], (sent, time.time(), len(items))]
                     return
                 log.info("notification for %s answered %d (attempt %d)", sub["id"], answer.status_code, attempt + 1)
             except httpx.HTTPError as exc:
@@ -414,8 +415,9 @@ def routes(sim: Simulator) -> list[Route]:
             counters = hub.deliveries.get(sub["id"], Delivery())
             value.append({**_view(sub), "deliveries": {"delivered": counters.delivered, "failed": counters.failed,
                                                        "dropped": counters.dropped, "lifecycle": counters.lifecycle,
-                                                       "recent": [{"at": at, "count": n}
-                                                                  for at, n in counters.recent]}})
+                                                       "recent": [{"sentAt": sent, "answeredAt": answered,
+                                                                   "count": n}
+                                                                  for sent, answered, n in counters.recent]}})
         return JSONResponse({"value": value})
 
     async def admin_lifecycle(request: Request) -> Response:
