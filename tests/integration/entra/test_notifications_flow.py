@@ -269,3 +269,46 @@ async def test_without_group_read_all_the_problem_names_the_permission(
     assert "Group.Read.All" in report.problems[0]
     status = await bridge.service.status("a")
     assert "Group.Read.All" in status["subscriptions"]["groups"]["problem"]
+
+
+async def test_a_run_meeting_a_held_lease_comes_back_soon_unless_another_is_queued() -> None:
+    from shared.services.notifications import REQUEUE_SECONDS
+    from shared.topology import Queue
+    from tests.fakes import FakeClock, FakeWorkQueue
+
+    entities, queue, clock, runs = FakeEntityStore(), FakeWorkQueue(), FakeClock(), Requests()
+    service = NotificationService(sync=runs, entities=entities, secrets_store=FakeSecretStore(), audit=FakeAuditSink(),
+                                  clock=clock, base_url="https://bridge.example", queue=queue)
+    conn = _conn("a")
+    message = {"connection": "a", "kind": "sync", "args": {"notified": True}}
+    assert await service.requeue(conn, message, correlation_id="c")
+    assert queue.sent[Queue.SYNC] == [(message, REQUEUE_SECONDS)]
+    # That message is the queued run: notifications meanwhile add nothing.
+    assert await service.queue_sync(conn, correlation_id="n") is None
+    assert runs.runs == []
+    # Its run starts; a notification during the run queues the next one, and the lease-blocked copy of
+    # that one is dropped because a newer run is queued.
+    await service.release("a")
+    assert await service.queue_sync(conn, correlation_id="n") == "sync-1"
+    assert not await service.requeue(conn, message, correlation_id="c")
+    assert len(queue.sent[Queue.SYNC]) == 1
+    # A marker whose message was lost (older than 15 minutes) does not block notifications for ever.
+    clock.advance(minutes=16)
+    assert await service.queue_sync(conn, correlation_id="n") == "sync-2"
+
+
+async def test_no_client_state_in_logs_or_answers(bridge: Bridge, entra_inprocess: InProcessEntra,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    a = bridge.conns["a"]
+    await bridge.service.maintain(a, bridge.api, correlation_id="t")
+    state = bridge.vault.secrets[client_state_name("a")][0].value
+    assert state is not None
+    sub = str((await bridge.service.recorded("a"))["groups"]["subscriptionId"])
+    forged = NotificationCollection.model_validate({"value": [{"subscriptionId": sub, "clientState": state[::-1]}]})
+    with pytest.raises(Forbidden) as refused:
+        await bridge.service.notified(a, forged, correlation_id="x")
+    assert state not in str(refused.value.problem())
+    assert state[::-1] not in caplog.text
+    assert state not in caplog.text
+    assert state not in json.dumps(await bridge.service.status("a"))
