@@ -371,7 +371,8 @@ class Bridge:
                                     "(or unset NOTIFICATION_BASE_URL)", setting="KEY_VAULT_URL")
             return NotificationService(sync=self.sync, entities=self.entities, secrets_store=self.secrets,
                                        audit=self.audit, clock=self.clock,
-                                       base_url=self.settings.notification_base_url, queue=self.queue)
+                                       base_url=self.settings.notification_base_url, queue=self.queue,
+                                       users=self.directory)
         service: NotificationService = self._once("notifications", build)
         return service
 

@@ -9,8 +9,9 @@ https://learn.microsoft.com/graph/change-notifications-overview#subscription-lif
 
 A notification is trusted only when its `subscriptionId` is one this connection recorded, its
 `clientState` equals the connection's secret (kept in Key Vault, compared in constant time) and its
-`tenantId` is the connection's tenant. Nothing is taken from its body but "run a sync": a valid
-notification queues an incremental sync unless one is already queued (a marker row, inserted only if
+`tenantId` is the connection's tenant. Nothing is taken from its body but "run a sync" (a user change
+about a user the directory does not hold runs nothing): a valid notification queues an incremental sync
+unless one is already queued (a marker row, inserted only if
 absent, makes a burst one run; the run removes it before it reads). A refused one writes nothing but an
 audit record. Lifecycle events (https://learn.microsoft.com/graph/change-notifications-lifecycle-events):
 `reauthorizationRequired` reauthorizes, `subscriptionRemoved` subscribes again and queues a run,
@@ -31,7 +32,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import Connection
-from shared.errors import Conflict, Forbidden, NotFound, PermissionDenied
+from shared.errors import BridgeError, Conflict, Forbidden, NotFound, PermissionDenied
 from shared.services.ports import AuditSink, Clock, Entity, EntityStore, JsonObject, SecretStore, WorkQueue
 from shared.topology import Queue, Table
 
@@ -102,6 +103,14 @@ class SubscriptionApi(Protocol):
         ...
 
 
+class UserLookup(Protocol):
+    """Whether a user is in the bridge's directory (shared.services.directory.Directory)."""
+
+    async def get(self, connection: str, user_id: str) -> Any:
+        """The user's row, or None."""
+        ...
+
+
 class SyncRequester(Protocol):
     """What queues a sync run (shared.services.sync.SyncService)."""
 
@@ -124,6 +133,12 @@ class ChangeNotification(BaseModel):
     client_state: str | None = Field(default=None, alias="clientState", max_length=256)
     tenant_id: str | None = Field(default=None, alias="tenantId", max_length=64)
     lifecycle_event: str | None = Field(default=None, alias="lifecycleEvent", max_length=64)
+    resource: str | None = Field(default=None, max_length=512)
+
+    def user_id(self) -> str | None:
+        """The user a `Users/{id}` notification names (read only to skip users the bridge does not hold)."""
+        head, _, tail = (self.resource or "").strip("/").partition("/")
+        return tail if head.lower() == "users" and tail and "/" not in tail else None
 
 
 class NotificationCollection(BaseModel):
@@ -140,13 +155,15 @@ class Outcome:
 
     accepted: int = 0
     refused: int = 0
+    #: Genuine notifications about users the bridge does not hold (no run for them).
+    ignored: int = 0
     queued: str | None = None
     coalesced: bool = False
     events: list[str] = field(default_factory=list)
 
     def as_dict(self) -> JsonObject:
         """The reply body."""
-        return {"accepted": self.accepted, "refused": self.refused, "queuedRun": self.queued,
+        return {"accepted": self.accepted, "refused": self.refused, "ignored": self.ignored, "queuedRun": self.queued,
                 "coalesced": self.coalesced, **({"events": self.events} if self.events else {})}
 
 
@@ -181,8 +198,10 @@ class NotificationService:
     """Keeps each connection's subscriptions and turns valid notifications into (coalesced) sync runs."""
 
     def __init__(self, *, sync: SyncRequester, entities: EntityStore, secrets_store: SecretStore,
-                 audit: AuditSink, clock: Clock, base_url: str | None, queue: WorkQueue | None = None) -> None:
+                 audit: AuditSink, clock: Clock, base_url: str | None, queue: WorkQueue | None = None,
+                 users: UserLookup | None = None) -> None:
         self._sync = sync
+        self._users = users
         self._queue = queue
         self._entities = entities
         self._secrets = secrets_store
@@ -350,9 +369,24 @@ class NotificationService:
             await self.refused(conn, reasons, correlation_id, lifecycle=False)
         if not valid:
             raise Forbidden("notification refused: it does not carry this connection's subscription and clientState")
-        outcome.queued = await self.queue_sync(conn, correlation_id=correlation_id)
-        outcome.coalesced = outcome.queued is None
+        relevant = [item for item in valid if await self._concerns(conn, item)]
+        outcome.ignored = len(valid) - len(relevant)
+        if relevant:
+            outcome.queued = await self.queue_sync(conn, correlation_id=correlation_id)
+            outcome.coalesced = outcome.queued is None
         return outcome
+
+    async def _concerns(self, conn: Connection, item: ChangeNotification) -> bool:
+        """Whether a genuine notification may change the directory: any group change may (membership, nesting);
+        a user change only for a user the bridge holds (one who joins a sync group comes with a group change).
+        In doubt, yes."""
+        user = item.user_id()
+        if user is None or self._users is None:
+            return True
+        try:
+            return await self._users.get(conn.name, user) is not None
+        except BridgeError:
+            return True
 
     async def lifecycle(self, conn: Connection, body: NotificationCollection,
                         api: Callable[[], Awaitable[SubscriptionApi]], *, correlation_id: str) -> Outcome:

@@ -49,6 +49,16 @@ class Requests:
         return f"sync-{len(self.runs)}"
 
 
+@dataclass
+class KnownUsers:
+    """The directory's users (UserLookup)."""
+
+    ids: set[str] = field(default_factory=set)
+
+    async def get(self, connection: str, user_id: str) -> object | None:
+        return {"id": user_id} if user_id in self.ids else None
+
+
 class SystemClock:
     def now(self) -> dt.datetime:
         return dt.datetime.now(dt.UTC)
@@ -63,13 +73,15 @@ class Bridge:
     runs: Requests
     api: SubscriptionApi
     conns: dict[str, Connection]
+    users: KnownUsers
 
 
 @pytest.fixture
 def bridge(entra_inprocess: InProcessEntra, receiver: Receiver) -> Bridge:
-    entities, vault, audit, runs = FakeEntityStore(), FakeSecretStore(), FakeAuditSink(), Requests()
+    entities, vault, audit = FakeEntityStore(), FakeSecretStore(), FakeAuditSink()
+    runs, users = Requests(), KnownUsers()
     service = NotificationService(sync=runs, entities=entities, secrets_store=vault, audit=audit,
-                                  clock=SystemClock(), base_url=receiver.url)
+                                  clock=SystemClock(), base_url=receiver.url, users=users)
     api = GraphSubscriptions(SimGraph(entra_inprocess))
     conns = {c.name: c for c in (_conn("a"), _conn("b"))}
 
@@ -89,7 +101,7 @@ def bridge(entra_inprocess: InProcessEntra, receiver: Receiver) -> Bridge:
         return 202
 
     receiver.forward = forward
-    return Bridge(service, entities, vault, audit, runs, api, conns)
+    return Bridge(service, entities, vault, audit, runs, api, conns, users)
 
 
 def _sync_group(entra: InProcessEntra) -> str:
@@ -312,3 +324,22 @@ async def test_no_client_state_in_logs_or_answers(bridge: Bridge, entra_inproces
     assert state[::-1] not in caplog.text
     assert state not in caplog.text
     assert state not in json.dumps(await bridge.service.status("a"))
+
+
+async def test_user_changes_run_a_sync_only_for_users_the_bridge_holds(
+        bridge: Bridge, entra_inprocess: InProcessEntra, receiver: Receiver) -> None:
+    a = bridge.conns["a"]
+    await bridge.service.maintain(a, bridge.api, correlation_id="t")
+    def made(n: int) -> str:
+        return f"n{n}-{secrets.token_hex(3)}@bridge-demo.example"
+
+    # A new user (a user change) the bridge does not hold: Graph notifies, the bridge answers and skips it.
+    stranger = (await entra_inprocess.client.post("/_sim/users", json={"userPrincipalName": made(1)})).json()["id"]
+    await _settle(lambda: [c for c in receiver.notifications() if stranger.encode() in c.body])
+    assert bridge.runs.runs == []
+    held = secrets.token_hex(4)
+    bridge.users.ids.add(held)
+    created = await entra_inprocess.client.post("/_sim/users", json={"id": held, "userPrincipalName": made(2)})
+    assert created.status_code == 201
+    await _settle(lambda: bridge.runs.runs)
+    assert bridge.runs.runs == ["a"]
