@@ -294,7 +294,20 @@ class NotificationService:
                 report.problems.append(f"{want.key}: {err.detail}")
                 await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, f"subscription.{want.key}", {
                     "resource": want.resource, "problem": err.detail, "checkedAt": now.isoformat()}))
+        await self._drop_orphans(conn, api, url, report, correlation_id)
         return report
+
+    async def _drop_orphans(self, conn: Connection, api: SubscriptionApi, url: str, report: MaintainReport,
+                            correlation_id: str) -> None:
+        """Delete subscriptions to this connection's URL that are not recorded (a create whose answer was lost)."""
+        kept = {str(r.get("subscriptionId")) for r in (await self.recorded(conn.name)).values()}
+        for sub in await api.list():
+            if sub.notification_url == url and sub.id not in kept:
+                await api.delete(sub.id)
+                report.removed.append(f"unrecorded {sub.resource} {sub.id}")
+                await self._audit.record(connection=conn.name, actor=ACTOR, action="notifications.removed",
+                                         target=sub.resource, outcome="unrecorded", correlation_id=correlation_id,
+                                         detail={"subscriptionId": sub.id})
 
     async def _subscribe(self, conn: Connection, api: SubscriptionApi, want: Want, client_state: str,
                          correlation_id: str) -> Subscription:

@@ -266,6 +266,16 @@ async def test_renewed_before_expiry_recreated_when_gone_and_removed_on_uninstal
         assert expires > dt.datetime.now(dt.UTC) + dt.timedelta(days=28)
     assert "notifications.renewed" in bridge.audit.actions()
 
+    # A subscription Graph made but whose answer was lost (never recorded) is deleted by the next round.
+    from shared.services.notifications import notification_urls
+    url, lifecycle = notification_urls(bridge.service.base_url or "", "a")
+    lost = await bridge.api.create(resource="groups", change_type="updated", notification_url=url,
+                                   lifecycle_url=lifecycle, expires=dt.datetime.now(dt.UTC) + dt.timedelta(days=1),
+                                   client_state="x")
+    cleaned = await bridge.service.maintain(a, bridge.api, correlation_id="t")
+    assert cleaned.removed == [f"unrecorded groups {lost.id}"]
+    assert lost.id not in {s["id"] for s in (await entra_inprocess.client.get("/_sim/subscriptions")).json()["value"]}
+
     removed = await bridge.service.remove(a, bridge.api, correlation_id="u")
     assert sorted(removed) == ["groups", "users"]
     assert await bridge.service.recorded("a") == {}
