@@ -14,7 +14,7 @@ from functions.work import job, watch_last_delivery, work_message
 from shared import logs
 from shared.bootstrap import bridge
 from shared.domain.directory import UserRow, UserState
-from shared.errors import InvalidInput, NotFound
+from shared.errors import Conflict, InvalidInput, NotFound
 from shared.topology import Queue
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -48,14 +48,25 @@ async def sync_work(msg: func.QueueMessage) -> None:
         completed = None
         async with job("sync_work", message.connection, message.correlation_id, queue=True, record=False):
             conn = app.connection(message.connection)
+            if message.args.get("notified"):
+                await app.notifications.release(conn.name)  # a notification from now on queues the next run
             try:
                 reader = await app.directory_reader(conn)
             except Exception as exc:
                 await app.sync.fail(conn, exc, run_id=message.idempotency_key, correlation_id=message.correlation_id)
                 raise
-            report = await app.sync.run(conn, reader, run_id=message.idempotency_key,
-                                        correlation_id=message.correlation_id,
-                                        dry_run=bool(message.args.get("dryRun")))
+            try:
+                report = await app.sync.run(conn, reader, run_id=message.idempotency_key,
+                                            correlation_id=message.correlation_id,
+                                            dry_run=bool(message.args.get("dryRun")))
+            except Conflict:
+                if not message.args.get("notified"):
+                    raise
+                # Another run holds the lease: come back in a moment rather than after the visibility timeout,
+                # unless a newer notification has queued a run meanwhile (docs/notifications.md).
+                await app.notifications.requeue(conn, message.model_dump(mode="json", by_alias=True),
+                                                correlation_id=message.correlation_id)
+                return
             log.info("sync %s of %s: %s, added %d, updated %d, removed %d", report.run_id, conn.name,
                      report.outcome, report.added, report.updated, report.removed)
             completed = conn if report.outcome == "completed" else None

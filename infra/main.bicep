@@ -54,6 +54,12 @@ param enableFederation bool = false
 @description('Optional. Export groups into Entra.')
 param enableExport bool = false
 
+@description('Optional. Graph change notifications: a membership change reaches the bridge in seconds (needs sync and notificationBaseUrl; grants Group.Read.All, docs/notifications.md).')
+param enableNotifications bool = false
+
+@description('Optional. This app\'s public https address as Graph reaches it (e.g. the SERVICE_API_URI output of a first deployment); empty leaves notifications off.')
+param notificationBaseUrl string = ''
+
 @description('Optional. Directory role the post-provision hook gives the app for rotation: User Administrator resets non-admin users; Privileged Authentication Administrator also resets admins.')
 @allowed([
   'User Administrator'
@@ -208,6 +214,7 @@ var tables = [
 // document and is granted no Graph permission and no directory role. The enrollment-state groups
 // are kept by sync runs, for passkey users, so they need both.
 var syncOn = enableSync && (createGroups || !empty(syncGroups))
+var notificationsOn = enableNotifications && syncOn && !empty(notificationBaseUrl)
 var rotationOn = enableRotation && (createGroups || !empty(rotationGroup))
 var passkeysOn = enablePasskeys
 var enrollmentGroupsOn = enableEnrollmentGroups && syncOn && passkeysOn
@@ -218,6 +225,7 @@ var features = {
   enrollmentGroups: enrollmentGroupsOn
   federation: enableFederation
   export: enableExport
+  notifications: notificationsOn
 }
 
 // The cloud profile the app uses (shared/config.py Cloud) for this Azure environment.
@@ -400,6 +408,7 @@ var bridgeSettings = {
   FIDO_MDS_ROOT_CERT: fidoMdsRootCert
   EVENTS_SCHEDULE: '0 * * * * *'
   EVENTGRID_TOPIC_ENDPOINT: eventGrid.outputs.endpoint
+  NOTIFICATION_BASE_URL: notificationsOn ? notificationBaseUrl : ''
 }
 
 module functionApp 'modules/function-app.bicep' = {

@@ -28,6 +28,7 @@ from shared.adapters.ownership import TableGroupRecords
 from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.rotation import GraphPasswordDirectory
+from shared.adapters.subscriptions import GraphSubscriptions
 from shared.adapters.tables import TableEntityStore
 from shared.adapters.vault import KeyVaultSecretStore
 from shared.config import Cloud, Connection, Settings, settings
@@ -41,6 +42,7 @@ from shared.services.directory import Directory, EnrollmentGroups, RotationSubje
 from shared.services.enrollment import DeviceEnrollment
 from shared.services.events import ChangeFeed, EventPublisher
 from shared.services.federation import watch_rows
+from shared.services.notifications import NotificationService
 from shared.services.passkeys import PasskeyService
 from shared.services.poison import PoisonService
 from shared.services.ports import Clock
@@ -407,6 +409,24 @@ class Bridge:
         """GET connections/{c}/events."""
         feed: ChangeFeed = self._once("change_feed", lambda: ChangeFeed(self.events_outbox))
         return feed
+
+    @property
+    def notifications(self) -> NotificationService:
+        """Graph change notifications: subscriptions per connection, notifications that queue a sync."""
+        def build() -> NotificationService:
+            if self.settings.notification_base_url and not self.settings.key_vault_url:
+                raise Configuration("change notifications keep their clientState in Key Vault: set KEY_VAULT_URL "
+                                    "(or unset NOTIFICATION_BASE_URL)", setting="KEY_VAULT_URL")
+            return NotificationService(sync=self.sync, entities=self.entities, secrets_store=self.secrets,
+                                       audit=self.audit, clock=self.clock,
+                                       base_url=self.settings.notification_base_url, queue=self.queue,
+                                       users=self.directory)
+        service: NotificationService = self._once("notifications", build)
+        return service
+
+    async def subscription_api(self, conn: Connection) -> GraphSubscriptions:
+        """Graph's /subscriptions for `conn`, on its gateway."""
+        return GraphSubscriptions(await self.graph(conn))
 
     async def directory_reader(self, conn: Connection) -> GraphDirectoryReader:
         """A fresh reader (it counts the resource units of one run)."""

@@ -481,6 +481,10 @@ class Settings(BaseSettings):
     #: The topic's access key; unset in Azure, where the app's identity holds EventGrid Data Sender.
     eventgrid_topic_key: Annotated[str | None, Unset, _optional(check_access_key)] = _setting(
         "EVENTGRID_TOPIC_KEY", None, repr=False)
+    #: This app's public address as Graph reaches it, for change notifications (docs/notifications.md);
+    #: unset, no subscription is made and the sync timer alone brings changes.
+    notification_base_url: Annotated[str | None, Unset, _optional(lambda v: check_url(v, path=True))] = _setting(
+        "NOTIFICATION_BASE_URL", None)
 
     @field_validator("fido_mds_url")
     @classmethod

@@ -44,6 +44,12 @@ var featurePermissions = {
     'Organization.Read.All'
     'LicenseAssignment.ReadWrite.All'
   ]
+  // Subscriptions to `groups` need Group.Read.All, to `users` User.Read.All
+  // (https://learn.microsoft.com/graph/api/subscription-post-subscriptions#permissions).
+  notifications: [
+    'Group.Read.All'
+    'User.Read.All'
+  ]
 }
 
 var enabledFeatures = filter(objectKeys(featurePermissions), f => bool(features[?f] ?? false))

@@ -57,6 +57,10 @@ FEATURE_NEEDS: dict[str, FeatureNeeds] = {
                      "LicenseAssignment.ReadWrite.All"),
         docs=("https://learn.microsoft.com/graph/api/user-assignlicense",),
         why="create groups and users, assign licenses, set usage location"),
+    "notifications": FeatureNeeds(
+        permissions=("Group.Read.All", "User.Read.All"),
+        docs=("https://learn.microsoft.com/graph/api/subscription-post-subscriptions#permissions",),
+        why="subscribe to change notifications on groups (membership) and users (docs/notifications.md)"),
 }
 
 #: Reading which directory roles the app holds (for the report): list the activated roles and their members.

@@ -231,13 +231,15 @@ class SyncService:
     # ------------------------------------------------------------------ planning runs
 
     async def request(self, conn: Connection, *, actor: str, correlation_id: str, dry_run: bool = False,
-                      full: bool = False) -> str:
-        """Queue a run now; returns its run id."""
+                      full: bool = False, notified: bool = False) -> str:
+        """Queue a run now; returns its run id (`notified`: queued by a Graph change notification, whose
+        marker the run removes as it starts, docs/notifications.md)."""
         if not conn.features.sync.enabled:
             raise Conflict(f"sync is not enabled for connection {conn.name!r} (features.sync.enabled)")
         run_id = f"sync-{uuid.uuid4().hex[:12]}"
         message = WorkMessage(connection=conn.name, kind="sync", target=conn.name, idempotency_key=run_id,
-                              correlation_id=correlation_id, args={"actor": actor, "dryRun": dry_run, "full": full})
+                              correlation_id=correlation_id, args={"actor": actor, "dryRun": dry_run, "full": full,
+                                    **({"notified": True} if notified else {})})
         await self._queue.send(Queue.SYNC, message.model_dump(mode="json", by_alias=True))
         await self._audit.record(connection=conn.name, actor=actor, action="sync.requested", target=conn.name,
                                  outcome="queued", correlation_id=correlation_id, detail={"runId": run_id})

@@ -33,7 +33,7 @@ def test_a_default_azd_up_grants_nothing_to_features_without_groups() -> None:
     model = azd()
     features = model.object_var("features")
     assert features == {"sync": False, "rotation": False, "passkeys": True, "enrollmentGroups": False,
-                        "federation": False, "export": False}
+                        "federation": False, "export": False, "notifications": False}
     assert not granted(model) & ROTATION_ONLY
     assert "GroupMember.Read.All" not in granted(model)  # sync is off without a sync group
     assert model.output("BRIDGE_DIRECTORY_ROLES") == ""

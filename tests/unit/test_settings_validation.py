@@ -39,6 +39,8 @@ BAD: dict[str, list[str]] = {
     "FEDERATION_SCHEDULE": ["30 2 * * *", "0 30 25 * * *"],
     "LOCAL_ENTRA_URL": ["http://entra.example", "127.0.0.1:8443", "https://127.0.0.1:8443/v1.0"],
     "LOCAL_CA_FILE": ["/nonexistent/ca.pem"],
+    "NOTIFICATION_BASE_URL": ["http://func-bridge.azurewebsites.net", "func-bridge.azurewebsites.net",
+                              "https://func-bridge.azurewebsites.net?code=1"],
     "LOG_FORMAT": ["xml"],
     "LOG_LEVEL": ["LOUD", "info"],
     "APPLICATIONINSIGHTS_CONNECTION_STRING": ["InstrumentationKey=abc", "IngestionEndpoint=https://in.example/",
@@ -80,6 +82,8 @@ GOOD: dict[str, list[str]] = {
     "AzureWebJobsStorage__tableServiceUri": ["https://acct.table.core.chinacloudapi.cn",
                                              "http://127.0.0.1:10002/devstoreaccount1"],
     "LOCAL_ENTRA_URL": ["https://127.0.0.1:8443", "http://localhost:8443", "https://entra.test:8443"],
+    "NOTIFICATION_BASE_URL": ["https://func-bridge.azurewebsites.net", "http://127.0.0.1:7071",
+                              "https://bridge.example.com/prefix"],
     "APPLICATIONINSIGHTS_CONNECTION_STRING": [
         f"InstrumentationKey={GUID};IngestionEndpoint=https://usgovvirginia-1.in.applicationinsights.azure.us/;"
         "LiveEndpoint=https://usgovvirginia.livediagnostics.monitor.azure.us/;ApplicationId=abc"],
