@@ -432,3 +432,37 @@ class UserPage(Answer):
     value: list[User]
     count: int
     next_skip: Annotated[int | None, Field(alias="nextSkip")] = None
+
+
+# ---------------------------------------------------------------- Graph change notifications
+
+
+class GraphNotificationQuery(Query):
+    """Graph's endpoint validation: a POST with this token, answered with it as text/plain."""
+
+    validation_token: Annotated[str | None, Field(alias="validationToken", min_length=1, max_length=4096,
+                                                  description="sent by Graph when it validates the URL")] = None
+
+
+class Subscription(OpenAnswer):
+    """One Graph subscription the connection keeps (id, resource, expiry, and a problem if any)."""
+
+    subscription_id: Annotated[str | None, Field(alias="subscriptionId")] = None
+    resource: str | None = None
+    change_type: Annotated[str | None, Field(alias="changeType")] = None
+    expires: str | None = None
+
+
+class NotificationStatus(Answer):
+    """The connection's Graph subscriptions and the run a notification queued, if any."""
+
+    enabled: bool
+    subscriptions: dict[str, Subscription]
+    queued_at: Annotated[str | None, Field(alias="queuedAt")]
+
+
+class NotificationsRemoved(Answer):
+    """The subscriptions deleted in Graph, and what happens next."""
+
+    removed: list[Any]
+    note: list[str] | None = None

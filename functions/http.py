@@ -120,9 +120,10 @@ class RouteDoc:
     method: str
     roles: tuple[str, ...]
     anonymous: bool
-    #: Success status -> answer model (None: no body); problem+json answers are described for every route.
-    #: Empty: not declared yet (described as any JSON; tests/unit/test_openapi.py fails until it is).
-    answers: Mapping[int, type[BaseModel] | None]
+    #: Success status -> answer model (None: no body; `str`: a text/plain body); problem+json answers are
+    #: described for every route. Empty: not declared yet (described as any JSON; tests/unit/test_openapi.py
+    #: fails until it is).
+    answers: Mapping[int, type[BaseModel] | type[str] | None]
     body: type[BaseModel] | None = None
     body_required: bool = True
     query: type[BaseModel] | None = None

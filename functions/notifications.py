@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable
 import azure.functions as func
 from pydantic import ValidationError
 
-from functions.http import ADMIN, Plain, Reply, correlation_of, problem, route
+from functions import answers
+from functions.http import ADMIN, Plain, Reply, RouteDoc, correlation_of, describe, problem, route
 from functions.work import job
 from shared import logs
 from shared.bootstrap import bridge
@@ -67,6 +68,10 @@ def _graph_post(path: str, name: str, handle: Handler) -> None:
                     if not token or len(token) > MAX_TOKEN:
                         raise InvalidInput(f"validationToken must be 1 to {MAX_TOKEN} characters",
                                            field="validationToken")
+                    if req.get_body():
+                        # Graph's validation request has no body; one with a body is something else.
+                        raise InvalidInput("a validation request (with validationToken) carries no body",
+                                           field="body")
                     # The token goes back exactly as received, as text/plain, never interpreted.
                     return func.HttpResponse(token, status_code=200, mimetype="text/plain", charset="utf-8",
                                              headers={"X-Content-Type-Options": "nosniff",
@@ -86,6 +91,12 @@ def _graph_post(path: str, name: str, handle: Handler) -> None:
 
     endpoint.__name__ = endpoint.__qualname__ = name
     bp.function_name(name)(bp.route(route=path, methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)(endpoint))
+    describe(RouteDoc(name=name, path=path, method="POST", roles=(), anonymous=True,
+                      answers={200: str, 202: None}, body=NotificationCollection, body_required=False,
+                      query=answers.GraphNotificationQuery, doc=(
+                          f"{handle.__doc__ or ''}\nCalled by Graph, not by people: a POST with `validationToken` is "
+                          "answered with the token as text/plain (Graph's handshake); otherwise each notification "
+                          "must name a subscription of this connection and carry its clientState (403 if not).")))
 
 
 async def _parsed(req: func.HttpRequest, conn: Connection, correlation_id: str) -> NotificationCollection:
@@ -107,10 +118,12 @@ async def _parsed(req: func.HttpRequest, conn: Connection, correlation_id: str) 
 
 
 async def _changes(conn: Connection, body: NotificationCollection, correlation_id: str) -> Outcome:
+    """Graph's change notifications for the connection's sync groups and users: each queues one sync."""
     return await bridge().notifications.notified(conn, body, correlation_id=correlation_id)
 
 
 async def _lifecycle(conn: Connection, body: NotificationCollection, correlation_id: str) -> Outcome:
+    """Graph's lifecycle events: reauthorize, recreate a removed subscription, or sync after missed ones."""
     app = bridge()
 
     async def api() -> SubscriptionApi:
@@ -123,7 +136,7 @@ _graph_post("notifications/connections/{c}", "graph_notification", _changes)
 _graph_post("notifications/connections/{c}/lifecycle", "graph_lifecycle_notification", _lifecycle)
 
 
-@route(bp, "connections/{c}/notifications", "GET", roles=[ADMIN])
+@route(bp, "connections/{c}/notifications", "GET", roles=[ADMIN], answers={200: answers.NotificationStatus})
 async def notification_status(call: Plain) -> Reply:
     """The connection's Graph subscriptions (id, resource, expiry, problem) and a run queued by a notification."""
     app = bridge()
@@ -131,7 +144,8 @@ async def notification_status(call: Plain) -> Reply:
     return Reply(200, await app.notifications.status(conn.name))
 
 
-@route(bp, "connections/{c}/notifications/uninstall", "POST", roles=[ADMIN])
+@route(bp, "connections/{c}/notifications/uninstall", "POST", roles=[ADMIN],
+       answers={200: answers.NotificationsRemoved})
 async def uninstall_notifications(call: Plain) -> Reply:
     """Delete the connection's Graph subscriptions and their records (the timer makes them again while
     NOTIFICATION_BASE_URL is set and sync is on)."""

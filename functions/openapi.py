@@ -178,7 +178,8 @@ def build(app: func.FunctionApp) -> dict[str, Any]:
             for name, template, methods in functions]
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(Problem, "serialization")]
     for _, _, doc in docs:
-        models += [(m, "serialization") for m in doc.answers.values() if m is not None]
+        models += [(m, "serialization") for m in doc.answers.values()
+                   if m is not None and m is not str and issubclass(m, BaseModel)]
         models += [(doc.body, "validation")] if doc.body is not None else []
     refs, components = _schemas(list(dict.fromkeys(models)))
     components["Problem"]["properties"]["type"] = _problem_schema()
@@ -198,11 +199,15 @@ def build(app: func.FunctionApp) -> dict[str, Any]:
         if not doc.answers:
             responses["2XX"] = {"description": "not described yet", "content": {"application/json": {"schema": {}}}}
         for status, model in sorted(doc.answers.items()):
-            answer: dict[str, Any] = {"description": _first_line(model.__doc__ or "") if model else "No content"}
+            text_answer = model is str
+            answer: dict[str, Any] = {"description": "Text" if text_answer else
+                                      _first_line(model.__doc__ or "") if model else "No content"}
             headers = {**correlation, **{name: {"description": text, "schema": {"type": "string"}}
                                          for name, text in doc.headers.items()}}
             answer["headers"] = headers
-            if model is not None:
+            if text_answer:
+                answer["content"] = {"text/plain": {"schema": {"type": "string"}}}
+            elif model is not None and issubclass(model, BaseModel):
                 answer["content"] = {"application/json": {"schema": refs[(model, "serialization")]}}
             responses[str(status)] = answer
         responses["4XX"] = problem
