@@ -177,7 +177,8 @@ class Tenant:
         key = (group_id, self.version)
         cached = self._transitive.get(key)
         if cached is None:
-            if len(self._transitive) > 256:
+            # Lists of an earlier state are dropped: a million-user group's list is tens of megabytes.
+            if len(self._transitive) > 256 or any(version != self.version for _, version in self._transitive):
                 self._transitive.clear()
             cached = self._transitive[key] = self._compute_transitive(group_id)
         return cached
