@@ -60,8 +60,7 @@ bench: install
 	$(PY) -m bench.rotation_faults --rotations 1000
 	$(PY) -m bench.rotation_faults_stack --rotations 1000
 	$(PY) -m bench.rotation --users 2000
-	$(PY) -m bench.sync --users 20000 --depth 3
-	$(PY) -m bench.sync --users 100000 --depth 3 --read-only
+	$(PY) -m bench.sync --users 20000,100000 --depth 3
 	$(PY) -m bench.passkeys
 	$(PY) -m bench.events
 

@@ -53,7 +53,9 @@ def build(sim: Simulator) -> Starlette:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async def saver() -> None:
             while True:
-                await asyncio.sleep(SAVE_EVERY)
+                # A tenant that takes long to write (a million users: seconds, with the state locked)
+                # is written at most a tenth of the time.
+                await asyncio.sleep(max(SAVE_EVERY, 10 * sim.store.last_save_seconds))
                 if sim.store.dirty:
                     with sim.tenant.lock:
                         sim.store.save()

@@ -40,10 +40,13 @@ def _uid(rng: random.Random) -> str:
 
 def _users(rng: random.Random, count: int, domain: str) -> list[User]:
     users = []
+    # One string per distinct name, shared by the users who have it (a million users stay compact).
+    names = {(first, last): (f"{first} {last}", f"{first.lower()}.{last.lower()}") for first in FIRST for last in LAST}
     for n in range(count):
         first, last = FIRST[n % len(FIRST)], LAST[(n // len(FIRST)) % len(LAST)]
-        upn = f"{first.lower()}.{last.lower()}{n}@{domain}"
-        users.append(User(id=_uid(rng), userPrincipalName=upn, displayName=f"{first} {last}", mail=upn,
+        display, stem = names[first, last]
+        upn = f"{stem}{n}@{domain}"
+        users.append(User(id=_uid(rng), userPrincipalName=upn, displayName=display, mail=upn,
                           givenName=first, surname=last, usageLocation="US"))
     return users
 

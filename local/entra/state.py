@@ -3,25 +3,40 @@
 A tenant file (JSON) describes it; the running simulator keeps it in memory and writes it back to the
 data folder shortly after each change, so it survives restarts. Other route modules may add fields:
 unknown top-level keys are kept as they are.
+
+A tenant may hold a million users, so users are compact (slotted objects sharing equal strings, one
+index entry each, updated in place) and the file is written user by user in chunks, never built whole
+in memory.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import os
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 #: Changes kept for delta queries; older delta tokens answer 410 and callers resync.
 MAX_CHANGES = 200_000
+#: A user's fields, in the order of the tenant file and of Graph's answers.
+USER_FIELDS = ("id", "userPrincipalName", "displayName", "mail", "accountEnabled", "onPremisesSyncEnabled",
+               "usageLocation", "givenName", "surname", "assignedLicenses")
+#: Users (lines) per write when a tenant file is written.
+WRITE_CHUNK = 5000
+#: How Tenant.write lays out a tenant file: the first line ends with USERS_LINE, then one user per
+#: line; DELETED_LINE starts the deleted users (load_tenant reads such a file a line at a time).
+USERS_LINE = ', "users": [\n'
+DELETED_LINE = '\n], "deletedUsers": [\n'
 
 
-@dataclass
+@dataclass(slots=True)
 class User:
     """A user object."""
 
@@ -36,14 +51,40 @@ class User:
     surname: str | None = None
     assignedLicenses: list[dict[str, Any]] = field(default_factory=list)
 
+    def row(self) -> dict[str, Any]:
+        """The tenant file form (asdict's, without its deep copy: the caller serialises it at once)."""
+        return {"id": self.id, "userPrincipalName": self.userPrincipalName, "displayName": self.displayName,
+                "mail": self.mail, "accountEnabled": self.accountEnabled,
+                "onPremisesSyncEnabled": self.onPremisesSyncEnabled, "usageLocation": self.usageLocation,
+                "givenName": self.givenName, "surname": self.surname, "assignedLicenses": self.assignedLicenses}
+
     def graph(self, select: list[str] | None = None) -> dict[str, Any]:
         """The Graph representation, optionally reduced to `$select` (id always included)."""
-        body = asdict(self)
         if select:
-            return {k: v for k, v in body.items() if k in select or k == "id"}
+            return {k: getattr(self, k) for k in USER_FIELDS if k in select or k == "id"}
         # Graph returns licenses only when selected.
-        body.pop("assignedLicenses", None)
-        return {"@odata.type": "#microsoft.graph.user", **body}
+        return {"@odata.type": "#microsoft.graph.user", "id": self.id, "userPrincipalName": self.userPrincipalName,
+                "displayName": self.displayName, "mail": self.mail, "accountEnabled": self.accountEnabled,
+                "onPremisesSyncEnabled": self.onPremisesSyncEnabled, "usageLocation": self.usageLocation,
+                "givenName": self.givenName, "surname": self.surname}
+
+    @classmethod
+    def load(cls, row: dict[str, Any], shared: dict[str, str]) -> User:
+        """A user from its tenant file form; equal names are stored once (`shared`) and an e-mail
+        equal to the UPN is the UPN's string, so a million users cost what differs between them."""
+        user = cls(**row)
+        if user.mail == user.userPrincipalName:
+            user.mail = user.userPrincipalName
+        for name in ("displayName", "givenName", "surname", "usageLocation"):
+            value = getattr(user, name)
+            if isinstance(value, str):
+                setattr(user, name, shared.setdefault(value, value))
+        return user
+
+
+def _lower(text: str) -> str:
+    """`text` in lower case, the same string object when it is already (no copy per user)."""
+    return text if text.islower() else text.lower()
 
 
 @dataclass
@@ -112,8 +153,13 @@ class Tenant:
 
     def reindex(self) -> None:
         """Rebuild the lookups (UPN, group parents) after bulk changes."""
-        self._by_upn = {u.userPrincipalName.lower(): u.id for u in self.users.values()}
+        self._by_upn = {_lower(u.userPrincipalName): u.id for u in self.users.values()}
         self._sp = {a.servicePrincipalId: a for a in self.apps.values()}
+
+    def add_user(self, user: User) -> None:
+        """Add (or restore) a user and index its UPN, without rebuilding the index."""
+        self.users[user.id] = user
+        self._by_upn[_lower(user.userPrincipalName)] = user.id
 
     def user(self, key: str) -> User | None:
         """A user by id or UPN."""
@@ -131,7 +177,8 @@ class Tenant:
         key = (group_id, self.version)
         cached = self._transitive.get(key)
         if cached is None:
-            if len(self._transitive) > 256:
+            # Lists of an earlier state are dropped: a million-user group's list is tens of megabytes.
+            if len(self._transitive) > 256 or any(version != self.version for _, version in self._transitive):
                 self._transitive.clear()
             cached = self._transitive[key] = self._compute_transitive(group_id)
         return cached
@@ -198,7 +245,9 @@ class Tenant:
             if user.id in group.members:
                 group.members.remove(user.id)
                 self.record("group", group.id, removed=[user.id])
-        self.reindex()
+        key = _lower(user.userPrincipalName)
+        if self._by_upn.get(key) == user.id:
+            del self._by_upn[key]
         return user
 
     def roles_of(self, object_id: str) -> list[str]:
@@ -211,28 +260,45 @@ class Tenant:
     def to_json(self) -> dict[str, Any]:
         """The tenant file form."""
         with self._lock:
-            return {"tenantId": self.tenantId, "displayName": self.displayName, "domains": self.domains,
-                    "users": [asdict(u) for u in self.users.values()],
-                    "groups": [asdict(g) for g in self.groups.values()], "roles": self.roles,
-                    "apps": [asdict(a) for a in self.apps.values()], "passwords": self.passwords,
-                    "fido2": self.fido2, "challenges": self.challenges, "fido2Policy": self.fido2Policy,
-                    "deletedUsers": [asdict(u) for u in self.deletedUsers.values()], "skus": self.skus,
-                    "changeLog": self.changeLog, "deltaFloor": self.deltaFloor, **self.extra}
+            return self._file_form([u.row() for u in self.users.values()],
+                                   [u.row() for u in self.deletedUsers.values()])
+
+    def _file_form(self, users: Any, deleted: Any) -> dict[str, Any]:
+        return {"tenantId": self.tenantId, "displayName": self.displayName, "domains": self.domains,
+                "users": users, "groups": [asdict(g) for g in self.groups.values()], "roles": self.roles,
+                "apps": [asdict(a) for a in self.apps.values()], "passwords": self.passwords,
+                "fido2": self.fido2, "challenges": self.challenges, "fido2Policy": self.fido2Policy,
+                "deletedUsers": deleted, "skus": self.skus,
+                "changeLog": self.changeLog, "deltaFloor": self.deltaFloor, **self.extra}
+
+    def write(self, out: IO[str]) -> None:
+        """Write the tenant file form to `out` as JSON laid out for streaming: the other fields on the
+        first line, then one user per line (USERS_LINE, DELETED_LINE), so neither writing nor reading
+        (load_tenant) holds a large tenant's whole file in memory."""
+        with self._lock:
+            head = self._file_form(None, None)
+            del head["users"], head["deletedUsers"]
+            out.write(json.dumps(head)[:-1] + USERS_LINE)
+            _write_users(out, self.users.values())
+            out.write(DELETED_LINE)
+            _write_users(out, self.deletedUsers.values())
+            out.write("\n]}")
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Tenant:
         """Load a tenant file."""
         known = {"tenantId", "displayName", "domains", "users", "groups", "roles", "apps", "passwords", "fido2",
                  "challenges", "fido2Policy", "deletedUsers", "skus", "changeLog", "deltaFloor"}
+        shared: dict[str, str] = {}
         return cls(tenantId=data["tenantId"], displayName=data.get("displayName", "Contoso"),
                    domains=list(data.get("domains", [])),
-                   users={u["id"]: User(**u) for u in data.get("users", [])},
+                   users={u["id"]: User.load(u, shared) for u in data.get("users", [])},
                    groups={g["id"]: Group(**g) for g in data.get("groups", [])},
                    roles={k: list(v) for k, v in data.get("roles", {}).items()},
                    apps={a["clientId"]: App(**a) for a in data.get("apps", [])},
                    passwords=dict(data.get("passwords", {})), fido2=dict(data.get("fido2", {})),
                    challenges=dict(data.get("challenges", {})), fido2Policy=dict(data.get("fido2Policy", {})),
-                   deletedUsers={u["id"]: User(**u) for u in data.get("deletedUsers", [])},
+                   deletedUsers={u["id"]: User.load(u, shared) for u in data.get("deletedUsers", [])},
                    skus=list(data.get("skus", [])), changeLog=list(data.get("changeLog", [])),
                    deltaFloor=int(data.get("deltaFloor", 0)),
                    extra={k: v for k, v in data.items() if k not in known})
@@ -250,6 +316,9 @@ class Store:
         self.tenant = tenant
         self.path = data_dir / "tenant.json"
         self.dirty = False
+        #: How long the last save took: the saver waits in proportion, so a large tenant is not
+        #: written (with the state locked) more than a small share of the time.
+        self.last_save_seconds = 0.0
 
     @classmethod
     def open(cls, data_dir: Path, seed: Tenant) -> Store:
@@ -257,7 +326,7 @@ class Store:
         data_dir.mkdir(parents=True, exist_ok=True)
         path = data_dir / "tenant.json"
         if path.exists():
-            return cls(Tenant.from_json(json.loads(path.read_text(encoding="utf-8"))), data_dir)
+            return cls(load_tenant(path), data_dir)
         store = cls(seed, data_dir)
         store.save()
         return store
@@ -269,11 +338,66 @@ class Store:
 
     def save(self) -> None:
         """Write the tenant file atomically."""
-        data = self.tenant.to_json()
+        started = time.perf_counter()
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
+        with tmp.open("w", encoding="utf-8") as out:
+            self.tenant.write(out)
         tmp.replace(self.path)
         self.dirty = False
+        self.last_save_seconds = time.perf_counter() - started
+
+
+def _write_users(out: IO[str], users: Iterable[User]) -> None:
+    """Users' file forms, one a line, separated by commas; written a chunk of lines at a time."""
+    encode = json.JSONEncoder().encode
+    chunk: list[str] = []
+    first = True
+    for user in users:
+        chunk.append(encode(user.row()))
+        if len(chunk) == WRITE_CHUNK:
+            out.write(("" if first else ",\n") + ",\n".join(chunk))
+            chunk, first = [], False
+    if chunk:
+        out.write(("" if first else ",\n") + ",\n".join(chunk))
+
+
+def load_tenant(path: Path) -> Tenant:
+    """A tenant file. One laid out by Tenant.write is read a user (a line) at a time, so a large
+    tenant's parsed file is never held whole; any other JSON tenant file is read at once. The cyclic
+    garbage collector pauses meanwhile: a million users are a million objects that live as long as
+    the simulator, and collecting while they are made only costs time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with path.open("rb") as raw:
+            first = raw.readline()
+            if not (first.startswith(b"{") and first.endswith(USERS_LINE.encode())):
+                return _share_ids(Tenant.from_json(json.loads(first + raw.read())))
+            tenant = Tenant.from_json(json.loads(first[:-len(USERS_LINE)] + b"}"))
+            shared: dict[str, str] = {}
+            into, deleted_line = tenant.users, DELETED_LINE.lstrip("\n").encode()
+            for line in raw:
+                if not line.strip():
+                    continue
+                if line.startswith(b"]"):
+                    if not line.startswith(deleted_line):
+                        break
+                    into = tenant.deletedUsers
+                    continue
+                user = User.load(json.loads(line.rstrip(b",\r\n")), shared)
+                into[user.id] = user
+            tenant.reindex()
+            return _share_ids(tenant)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _share_ids(tenant: Tenant) -> Tenant:
+    """Group members that are users refer to the user's own id string, not a copy of it."""
+    for group in tenant.groups.values():
+        group.members = [user.id if (user := tenant.users.get(m)) is not None else m for m in group.members]
+    return tenant
 
 
 def new_id() -> str:

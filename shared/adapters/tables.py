@@ -169,6 +169,14 @@ class TableEntityStore:
                                f"app's identity the '{DATA_ROLE}' role", field="AzureWebJobsStorage")
         self._rest = TableRest(service.url, service.credential, transport, service.api_version)
         self._ready: set[Table] = set()
+        #: Entities returned by reads (point reads and queries) so far, in all and per table: what a
+        #: benchmark reads to see how much of the storage a piece of work touched.
+        self.rows_read = 0
+        self.rows_read_by_table: dict[str, int] = {}
+
+    def _count_read(self, table: Table, rows: int) -> None:
+        self.rows_read += rows
+        self.rows_read_by_table[table.value] = self.rows_read_by_table.get(table.value, 0) + rows
 
     @classmethod
     def from_connection_string(cls, connection_string: str) -> TableEntityStore:
@@ -217,6 +225,7 @@ class TableEntityStore:
             return None
         if answer.status != 200:
             raise self._failed(answer, what)
+        self._count_read(table, 1)
         return decode(json.loads(answer.content), answer.headers.get("ETag"))
 
     async def _write(self, method: str, table: Table, entity: Entity, *, address: bool,
@@ -321,7 +330,9 @@ class TableEntityStore:
             answer = await self._send("GET", path, what, query=query, headers=_READ)
             if answer.status != 200:
                 raise self._failed(answer, what)
-            for raw in json.loads(answer.content).get("value", []):
+            rows = json.loads(answer.content).get("value", [])
+            self._count_read(table, len(rows))
+            for raw in rows:
                 if limit is not None and count >= limit:
                     return
                 count += 1

@@ -105,3 +105,19 @@ async def test_faults_and_limits_through_the_admin_api(entra_inprocess: InProces
     assert (await client.get("/v1.0/users", headers=headers)).status_code == 200
     assert (await client.put("/_sim/limits", json={"enabled": False})).json() == {"enabled": False}
     assert entra_inprocess.sim.limits is False
+
+
+async def test_save_writes_the_tenant_file_now(entra_inprocess: InProcessEntra) -> None:
+    client, sim = entra_inprocess.client, entra_inprocess.sim
+    created = await client.post("/_sim/users", json={"userPrincipalName": "saved.now@bridge-demo.example"})
+    assert sim.store.dirty
+    answer = (await client.post("/_sim/save")).json()
+    assert answer["users"] == len(sim.tenant.users)
+    assert not sim.store.dirty
+    assert created.json()["id"] in sim.store.path.read_text(encoding="utf-8")
+    # A filter by id or UPN finds users by lookup, in any case, and only those asked for.
+    headers = entra_inprocess.headers()
+    upn, uid = "Saved.Now@bridge-demo.example", created.json()["id"]
+    for expression in (f"id in ('{uid.upper()}', 'missing')", f"userPrincipalName eq '{upn}'"):
+        found = (await client.get("/v1.0/users", params={"$filter": expression}, headers=headers)).json()["value"]
+        assert [u["id"] for u in found] == [uid]

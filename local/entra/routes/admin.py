@@ -83,8 +83,9 @@ def routes(sim: Simulator) -> list[Route]:
                 group.members.extend(fresh)
                 tenant.record("group", group.id, added=fresh)
             else:
-                gone = [m for m in group.members if m in ids]
-                group.members = [m for m in group.members if m not in ids]
+                leaving = set(ids)
+                gone = [m for m in group.members if m in leaving]
+                group.members = [m for m in group.members if m not in leaving]
                 tenant.record("group", group.id, removed=gone)
             sim.store.changed()
         return {"id": group.id, "members": group.members, "transitiveUsers": len(tenant.transitive_users(group.id))}
@@ -94,8 +95,7 @@ def routes(sim: Simulator) -> list[Route]:
         user = User(id=str(body.get("id") or new_id()), userPrincipalName=str(body["userPrincipalName"]),
                     displayName=str(body.get("displayName", "")), accountEnabled=bool(body.get("accountEnabled", True)),
                     onPremisesSyncEnabled=body.get("onPremisesSyncEnabled"))
-        tenant.users[user.id] = user
-        tenant.reindex()
+        tenant.add_user(user)
         tenant.record("user", user.id)
         sim.store.changed()
         return JSONResponse({"id": user.id}, status_code=201)
@@ -137,8 +137,7 @@ def routes(sim: Simulator) -> list[Route]:
         user = tenant.deletedUsers.pop(request.path_params["id"], None)
         if user is None:
             raise GraphError(404, "NotFound", "no such deleted user")
-        tenant.users[user.id] = user
-        tenant.reindex()
+        tenant.add_user(user)
         tenant.record("user", user.id)
         sim.store.changed()
         return {"id": user.id}
@@ -152,6 +151,11 @@ def routes(sim: Simulator) -> list[Route]:
         sim.store.changed()
         return {"deltaFloor": tenant.deltaFloor}
 
+    async def save(request: Request) -> dict[str, Any]:
+        # Write the tenant file now (a large tenant's periodic write then finds nothing to do).
+        sim.store.save()
+        return {"seconds": round(sim.store.last_save_seconds, 3), "users": len(tenant.users)}
+
     async def counters(request: Request) -> dict[str, Any]:
         return {**sim.counters, "buckets": sim.bucket_levels()}
 
@@ -161,6 +165,7 @@ def routes(sim: Simulator) -> list[Route]:
         Route("/_sim/deletedUsers/{id}/restore", guard(restore_user), methods=["POST"]),
         Route("/_sim/delta/expire", guard(expire_delta), methods=["POST"]),
         Route("/_sim/counters", guard(counters), methods=["GET"]),
+        Route("/_sim/save", guard(save), methods=["POST"]),
         Route("/_sim/users", guard(create_user), methods=["POST"]),
         Route("/_sim/users/{id}", guard(delete_user), methods=["DELETE"]),
         Route("/_sim/users/{id}/password", guard(password), methods=["GET"]),

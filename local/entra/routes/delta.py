@@ -82,6 +82,16 @@ def page_size(request: Request) -> int:
 def routes(sim: Simulator) -> list[Route]:
     """The delta routes."""
     tenant = sim.tenant
+    #: The ids of a first round's pages, listed once per state of the tenant rather than once per page
+    #: (a million users in 999-user pages would list them a thousand times).
+    listed: dict[str, tuple[int, int, list[str]]] = {}
+
+    def ids_of(kind: str) -> list[str]:
+        pool = tenant.users if kind == "user" else tenant.groups
+        cached = listed.get(kind)
+        if cached is None or cached[:2] != (tenant.version, len(pool)):
+            cached = listed[kind] = (tenant.version, len(pool), list(pool))
+        return cached[2]
 
     def check_age(state: dict[str, Any]) -> None:
         age = (time.time() - float(state.get("i", 0))) * sim.time_scale
@@ -183,7 +193,7 @@ def routes(sim: Simulator) -> list[Route]:
             if state["s"] < 0:
                 # First round: everything that exists now, rendered page by page.
                 pool = tenant.users if kind == "user" else tenant.groups
-                keys = list(pool) if wanted is None else [k for k in pool if k in wanted]
+                keys = ids_of(kind) if wanted is None else [k for k in pool if k in wanted]
                 render = user_item if kind == "user" else group_full
                 chunk = [render(k, select, True) for k in keys[offset:offset + size]]
                 values = [c for c in chunk if c is not None]

@@ -81,12 +81,19 @@ def routes(sim: Simulator) -> list[Route]:
         return found
 
     async def list_users(request: Request, caller: Caller) -> dict[str, Any]:
-        users = list(tenant.users.values())
         expression = request.query_params.get("$filter")
-        if expression:
+        if not expression:
+            users = list(tenant.users.values())
+        else:
             name, values = parse_filter(expression, {"id", "userPrincipalName", "mail", "displayName"})
             wanted = {v.lower() for v in values}
-            users = [u for u in users if str(getattr(u, name) or "").lower() in wanted]
+            if name in ("id", "userPrincipalName"):
+                # Looked up, not searched: a filter costs its (at most 15) values, not the tenant's size.
+                found = {u.id: u for v in values if (u := tenant.user(v) or tenant.user(v.lower())) is not None
+                         and str(getattr(u, name)).lower() in wanted}
+                users = list(found.values())
+            else:
+                users = [u for u in tenant.users.values() if str(getattr(u, name) or "").lower() in wanted]
         select = select_fields(request)
         return page(request, users, context=f"{sim.base_url}/v1.0/$metadata#users",
                     render=lambda u: u.graph(select))

@@ -62,6 +62,21 @@ AWKWARD_KEYS = ["it's", "a b", "100%", "%27", "zoë@contoso.example", "plus+sign
                 "a=b&c", "a:b", "comma,s", "no\u00a0break", "''"]
 
 
+async def test_reads_count_the_rows_they_return(store: TableEntityStore) -> None:
+    pk = f"conn-{uuid.uuid4().hex[:8]}"
+    for rk in ["a", "b", "c"]:
+        await store.upsert(Table.AUDIT, Entity(pk, rk, {"rk": rk}))
+    before, by_table = store.rows_read, store.rows_read_by_table.get(Table.AUDIT.value, 0)
+    assert await store.get(Table.AUDIT, pk, "a") is not None
+    assert await store.get(Table.AUDIT, pk, "missing") is None
+    assert [e.row_key async for e in store.query(Table.AUDIT, pk)] == ["a", "b", "c"]
+    assert [e.row_key async for e in store.query(Table.AUDIT, pk, limit=2)] == ["a", "b"]
+    # Writes read nothing; a missing row returns none.
+    await store.upsert(Table.AUDIT, Entity(pk, "d", {"rk": "d"}))
+    assert store.rows_read - before == 1 + 3 + 2
+    assert store.rows_read_by_table[Table.AUDIT.value] - by_table == 6
+
+
 async def test_every_point_operation_addresses_awkward_keys(store: TableEntityStore) -> None:
     # Keys are quoted into the entity's address and into $filter literals; both must survive any
     # character Table storage allows.
