@@ -402,6 +402,9 @@ var bridgeSettings = {
   LOG_LEVEL: logLevel
   WEBSITE_AUTH_ENABLED: authEnabled ? 'true' : 'false'
   MAX_BODY_BYTES: string(maxBodyBytes)
+  // The Functions host refuses larger bodies itself, before any function runs, on every route (also those
+  // that read their own body): https://learn.microsoft.com/azure/azure-functions/functions-app-settings#functions_request_body_size_limit
+  FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: string(maxBodyBytes)
   DRY_RUN: dryRun ? 'true' : 'false'
   PASSKEY_POLICY_MAX_AGE_SECONDS: string(passkeyPolicyMaxAgeSeconds)
   FIDO_MDS_URL: fidoMdsUrl

@@ -221,3 +221,10 @@ def test_binding_connections_have_identity_settings() -> None:
     keys = _app_setting_keys()
     missing = sorted(n for n in named if f"{n}__accountName" not in keys and n not in keys)
     assert not missing, f"binding connections without settings in infra/: {missing}"
+
+
+def test_the_host_caps_request_bodies_at_max_body_bytes() -> None:
+    """In Azure the Functions host's own cap applies on every route before a function runs: it is the app's."""
+    settings = _block(MAIN, "var bridgeSettings = {")
+    assert "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: string(maxBodyBytes)" in settings
+    assert "MAX_BODY_BYTES: string(maxBodyBytes)" in settings
