@@ -13,6 +13,9 @@ effective (transitive) membership locally.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+from array import array
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -96,18 +99,17 @@ def domain_of(upn: str) -> str:
 
 def plan(existing: Mapping[str, UserRow], seen: Mapping[str, EntraUser], *, rotation_members: frozenset[str],
          removal: RemovalBehaviour, threshold: RemovalThreshold, now: dt.datetime,
-         deleted_in_entra: frozenset[str] = frozenset()) -> SyncPlan:
-    """Compare the directory with a complete read of Entra and list the changes."""
+         deleted_in_entra: frozenset[str] = frozenset(), size: int | None = None) -> SyncPlan:
+    """Compare directory rows with what Entra says of the same users and list the changes.
+
+    `existing` holds the rows of the users concerned (every row on a full comparison, only the affected
+    users' rows on an incremental run); `size` is the directory's size, which the removal threshold is
+    relative to (the number of rows given when left out).
+    """
     result = SyncPlan()
     for user_id, user in seen.items():
         current = existing.get(user_id)
-        row = UserRow(id=user.id, upn=user.upn, display_name=user.display_name, mail=user.mail,
-                      account_enabled=user.account_enabled, on_premises_sync=user.on_premises_sync,
-                      groups=sorted(user.groups), domain=domain_of(user.upn),
-                      state=UserState.ACTIVE if user.account_enabled else UserState.DEACTIVATED,
-                      first_seen=current.first_seen if current and current.first_seen else now, last_seen=now,
-                      in_rotation_group=user_id in rotation_members,
-                      enrollment=current.enrollment if current else UserRow.model_fields["enrollment"].default)
+        row = new_row(current, user, in_rotation_group=user_id in rotation_members, now=now)
         if current is None:
             result.add.append(row)
         elif _differs(current, row):
@@ -117,21 +119,53 @@ def plan(existing: Mapping[str, UserRow], seen: Mapping[str, EntraUser], *, rota
     for user_id, current in existing.items():
         if user_id in seen:
             continue
-        # A user deleted in Entra stays "missing" on later runs, whose delta no longer reports the deletion.
-        target = _removed_state(removal, user_id in deleted_in_entra or current.state is UserState.MISSING_IN_ENTRA)
-        if current.state is target and not current.in_rotation_group:
-            continue
-        if target is None:
-            continue  # removal behaviour "keep": the row stays as it is
-        result.remove.append(current.model_copy(update={"state": target, "in_rotation_group": False,
-                                                        "groups": [], "last_seen": current.last_seen}))
-    limit = _removal_limit(len(existing), threshold)
-    departures = [r for r in result.remove if existing[r.id].state is UserState.ACTIVE]
-    if len(departures) > limit:
-        result.blocked = (f"{len(departures)} users would be removed, above the threshold of {limit} "
-                          f"({threshold.percent:g}% of {len(existing)}, at most {threshold.absolute}); "
-                          "nothing was removed - check the sync groups, or raise features.sync.removalThreshold")
+        gone = removed_row(current, removal, deleted=user_id in deleted_in_entra)
+        if gone is not None:
+            result.remove.append(gone)
+    departures = sum(1 for r in result.remove if existing[r.id].state is UserState.ACTIVE)
+    result.blocked = blocked(departures, len(existing) if size is None else size, threshold)
     return result
+
+
+def new_row(current: UserRow | None, user: EntraUser, *, in_rotation_group: bool, now: dt.datetime) -> UserRow:
+    """The row of a user in scope, keeping what only the bridge knows (first seen, enrollment)."""
+    return UserRow(id=user.id, upn=user.upn, display_name=user.display_name, mail=user.mail,
+                   account_enabled=user.account_enabled, on_premises_sync=user.on_premises_sync,
+                   groups=sorted(user.groups), domain=domain_of(user.upn),
+                   state=UserState.ACTIVE if user.account_enabled else UserState.DEACTIVATED,
+                   first_seen=current.first_seen if current and current.first_seen else now, last_seen=now,
+                   in_rotation_group=in_rotation_group,
+                   enrollment=current.enrollment if current else UserRow.model_fields["enrollment"].default)
+
+
+def differs(current: UserRow, new: UserRow) -> bool:
+    """Whether a stored row must be written again."""
+    return _differs(current, new)
+
+
+def removed_row(current: UserRow, removal: RemovalBehaviour, *, deleted: bool) -> UserRow | None:
+    """The row of a user no longer in scope, or None when it stays as it is."""
+    # A user deleted in Entra stays "missing" on later runs, whose delta no longer reports the deletion.
+    target = _removed_state(removal, deleted or current.state is UserState.MISSING_IN_ENTRA)
+    if target is None or (current.state is target and not current.in_rotation_group):
+        return None  # removal behaviour "keep", or already in its removed state
+    return current.model_copy(update={"state": target, "in_rotation_group": False, "groups": [],
+                                      "last_seen": current.last_seen})
+
+
+def blocked(departures: int, size: int, threshold: RemovalThreshold) -> str | None:
+    """Why removing `departures` active users of a directory of `size` rows is refused, if it is."""
+    limit = _removal_limit(size, threshold)
+    if departures <= limit:
+        return None
+    return (f"{departures} users would be removed, above the threshold of {limit} "
+            f"({threshold.percent:g}% of {size}, at most {threshold.absolute}); "
+            "nothing was removed - check the sync groups, or raise features.sync.removalThreshold")
+
+
+def removal_limit(size: int, threshold: RemovalThreshold) -> int:
+    """The most active users one run may remove from a directory of `size` rows."""
+    return _removal_limit(size, threshold)
 
 
 def _removed_state(removal: RemovalBehaviour, deleted: bool) -> UserState | None:
@@ -241,6 +275,14 @@ class GroupTree:
                 self.children[group_id].add(member)
         return new_groups, new_users
 
+    def among(self, root: str, ids: Iterable[str]) -> set[str]:
+        """Those of `ids` in `root`, directly or through nested groups (cost: the groups, not their users)."""
+        wanted = set(ids)
+        found: set[str] = set()
+        for group in self.reachable([root]):
+            found |= self.users[group] & wanted
+        return found
+
     def copy(self) -> GroupTree:
         """A deep copy (runs work on a copy and keep it only when they complete)."""
         return GroupTree({g: set(u) for g, u in self.users.items()}, {g: set(c) for g, c in self.children.items()})
@@ -253,6 +295,66 @@ def scope(tree: GroupTree, sync_roots: Sequence[str]) -> dict[str, frozenset[str
         for user_id in tree.effective(root):
             found.setdefault(user_id, set()).add(root)
     return {user_id: frozenset(roots) for user_id, roots in found.items()}
+
+
+def scope_among(tree: GroupTree, sync_roots: Sequence[str], ids: Iterable[str]) -> dict[str, frozenset[str]]:
+    """`scope` for some users only: each of `ids` in scope -> the sync groups through which they are included."""
+    wanted = set(ids)
+    found: dict[str, set[str]] = {}
+    for root in sync_roots:
+        for user_id in tree.among(root, wanted):
+            found.setdefault(user_id, set()).add(root)
+    return {user_id: frozenset(roots) for user_id, roots in found.items()}
+
+
+def affected_users(old: GroupTree, new: GroupTree, groups: Iterable[str]) -> set[str]:
+    """Users whose effective membership of any group may differ between `old` and `new`, given that only
+    `groups` changed: direct members added or removed there, and every user under a nested group added
+    or removed there (in either tree). A user not listed is in the same groups in both trees."""
+    found: set[str] = set()
+    moved: set[str] = set()
+    for group in groups:
+        found |= old.users.get(group, set()) ^ new.users.get(group, set())
+        moved |= old.children.get(group, set()) ^ new.children.get(group, set())
+    for child in moved:
+        found |= old.effective(child) if child in old.users else set()
+        found |= new.effective(child) if child in new.users else set()
+    return found
+
+
+class SeenIds:
+    """A compact set of object ids: 8 bytes each (a 64-bit BLAKE2b digest), sorted once everything is added.
+
+    A full run keeps the ids it has read here instead of the rows themselves. Two ids sharing a digest
+    (about one chance in 10^7 at a million users) only keeps the other user's row as it is: a missed
+    removal, never a wrong one.
+    """
+
+    def __init__(self) -> None:
+        self._keys = array("Q")
+        self._sorted = True
+
+    @staticmethod
+    def _key(user_id: str) -> int:
+        return int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=8).digest(), "big")
+
+    def add(self, user_id: str) -> None:
+        """Remember one id."""
+        self._keys.append(self._key(user_id))
+        self._sorted = False
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, user_id: object) -> bool:
+        if not isinstance(user_id, str):
+            return False
+        if not self._sorted:
+            self._keys = array("Q", sorted(set(self._keys)))
+            self._sorted = True
+        key = self._key(user_id)
+        at = bisect_left(self._keys, key)
+        return at < len(self._keys) and self._keys[at] == key
 
 
 def user_changes(items: Iterable[Mapping[str, object]]) -> tuple[dict[str, Mapping[str, object]], set[str]]:

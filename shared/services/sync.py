@@ -25,12 +25,27 @@ from typing import Any, Protocol
 
 from shared.config import Connection
 from shared.domain import rotation as rotation_policy
-from shared.domain.directory import UserRow, UserState
-from shared.domain.sync import EntraUser, GroupTree, SyncPlan, chunks, plan, scope, user_changes
+from shared.domain.directory import Enrollment, UserRow, UserState
+from shared.domain.enrollment import target
+from shared.domain.sync import (
+    EntraUser,
+    GroupTree,
+    SeenIds,
+    SyncPlan,
+    affected_users,
+    blocked,
+    chunks,
+    plan,
+    removed_row,
+    scope,
+    scope_among,
+    user_changes,
+)
 from shared.errors import BridgeError, Conflict, Gone, NotFound, Stop, Throttled, Transient, root_cause, translated
 from shared.messages import WorkMessage
-from shared.services.directory import Directory, EnrollmentGroups, GroupWriter
+from shared.services.directory import Directory, EnrollmentGroups, GroupWriter, partition_of
 from shared.services.ports import (
+    TRANSACTION_ROWS,
     AuditSink,
     BatchEntityStore,
     Clock,
@@ -61,6 +76,12 @@ _EPOCH = "1970-01-01T00:00:00+00:00"
 #: Member ids per stored tree row: a Table string property holds 32K characters (64 KiB UTF-16).
 TREE_IDS_PER_ROW = 800
 _STATE_ROW = "delta"
+#: A `syncstate` row saying that an update of the enrollment-state groups failed: the next run checks every user.
+_ENROLLMENT_PENDING = "enrollmentPending"
+#: Users planned together on a full run: the size of a `transitiveMembers` page.
+PAGE_USERS = 999
+#: Planned pages waiting for the writer on a full run: reads stay at most this far ahead of writes.
+QUEUE_PAGES = 4
 
 Progress = Callable[[str, int, int], None]
 
@@ -113,23 +134,45 @@ class DeltaState:
     group_links: list[dict[str, Any]]  # [{"ids": [...], "link": "..."}]
     tree: GroupTree
     tree_parts: dict[str, int] = field(default_factory=dict)
+    #: Rows of the connection in the `users` table, and users in scope: kept by each run, so an incremental
+    #: run knows the directory's size (the removal threshold is relative to it) without reading it.
+    rows: int | None = None
+    in_scope: int | None = None
 
     def row(self) -> JsonObject:
         """The stored form of the links (the tree lives in the `groups` table)."""
-        return {"syncRoots": json.dumps(self.sync_roots), "rotationRoot": self.rotation_root or "",
-                "usersLink": self.users_link, "groupLinks": json.dumps(self.group_links)}
+        data: JsonObject = {"syncRoots": json.dumps(self.sync_roots), "rotationRoot": self.rotation_root or "",
+                            "usersLink": self.users_link, "groupLinks": json.dumps(self.group_links)}
+        if self.rows is not None and self.in_scope is not None:
+            data["rows"], data["inScope"] = self.rows, self.in_scope
+        return data
 
 
 @dataclass
 class ReadResult:
-    """A complete read of Entra for one run."""
+    """A complete incremental read of Entra for one run: the changes, and the users they concern."""
 
     state: DeltaState
-    attributes: dict[str, EntraUser]
+    #: The tree before the run (the stored one).
+    before: GroupTree
+    changed: dict[str, Mapping[str, object]]
     deleted: set[str]
     dirty: set[str]
     gone_groups: set[str]
+    #: Users whose row may change: in the users delta, or whose membership differs between the trees.
+    affected: set[str]
     mode: str
+
+
+@dataclass
+class _Imported:
+    """What the streamed part of a full run leaves for its end: the new state and the ids it read."""
+
+    state: DeltaState
+    seen: SeenIds
+    dirty: set[str]
+    #: Rows of the connection before the run (counted by the sweep).
+    rows_before: int = 0
 
 
 @dataclass
@@ -147,6 +190,8 @@ class SyncReport:
     removed: int = 0
     unchanged: int = 0
     missing_in_entra: int = 0
+    #: Directory rows read to plan (an incremental run reads only the rows of the users its changes concern).
+    rows_read: int = 0
     errors: int = 0
     resource_units: int = 0
     duration_seconds: float = 0.0
@@ -203,6 +248,25 @@ class _Lease:
         self.etag = etag
         self.lost = False
         self.ended = asyncio.Event()
+
+
+@dataclass
+class _Run:
+    """One run's inputs, handed to its steps."""
+
+    conn: Connection
+    reader: DirectoryReader
+    report: SyncReport
+    dry_run: bool
+    #: Rows of an earlier layout may still wait to be moved (a dry run does not move them).
+    earlier: bool
+    lease: _Lease
+    progress: Progress | None
+    correlation_id: str
+
+
+def _target(row: UserRow | None) -> Enrollment | None:
+    return target(row) if row is not None else None
 
 
 def _camel(name: str) -> str:
@@ -296,9 +360,26 @@ class SyncService:
         try:
             if not dry_run:
                 await self._directory.move_earlier_rows(conn.name)  # 17 empty reads once the rows are moved
-            existing = {row.id: row async for row in self._directory.all(conn.name)}
+                earlier = False
+            else:
+                earlier = await self._directory.has_earlier_rows(conn.name)
+            run = _Run(conn=conn, reader=reader, report=report, dry_run=dry_run, earlier=earlier, lease=lease,
+                       progress=progress, correlation_id=correlation_id)
+            incremental: tuple[ReadResult, SyncPlan, dict[str, UserRow]] | None = None
+            imported: _Imported | None = None
             try:
-                read = await self._read(conn, reader, existing, report, full, progress)
+                sync_roots, rotation_root, state = await self._start(conn, reader, report, full)
+                if state is not None:
+                    try:
+                        incremental = await self._plan_incremental(run, state)
+                    except Gone as err:
+                        report.resynced = f"a delta link cannot be used any more (expired, or for another Graph " \
+                                          f"host): {err.detail}"
+                        log.info("sync of %s: %s; reading everything again", conn.name, report.resynced)
+                if incremental is None:
+                    if report.resynced:
+                        await self._resynced(run)
+                    imported = await self._import(run, sync_roots, rotation_root)
             except BridgeError as err:
                 cause = root_cause(err)
                 if not (cause.retryable or isinstance(cause, Stop)):
@@ -312,44 +393,11 @@ class SyncService:
                                                                                   "reason": err.detail})
                 report.problem = root_cause(err).problem()
                 raise Stop(report.alert, request_id=err.request_id) from err
-            report.mode = read.mode
-            if report.resynced:
-                await self._audit.record(connection=conn.name, actor=ACTOR, action="sync.resync", target=conn.name,
-                                         outcome="full", correlation_id=correlation_id,
-                                         detail={"runId": run_id, "reason": report.resynced})
-            members = scope(read.state.tree, read.state.sync_roots)
-            seen = {uid: read.attributes[uid].with_groups(roots) for uid, roots in members.items()
-                    if uid in read.attributes and uid not in read.deleted}
-            rotation_members = (read.state.tree.effective(read.state.rotation_root)
-                                if read.state.rotation_root else set())
-            changes = plan(existing, seen, rotation_members=frozenset(rotation_members),
-                           removal=conn.features.sync.removal, threshold=conn.features.sync.removal_threshold,
-                           now=self._clock.now(), deleted_in_entra=frozenset(read.deleted))
-            report.unchanged = changes.unchanged
-            report.missing_in_entra = sum(1 for r in changes.remove if r.state is UserState.MISSING_IN_ENTRA)
-            report.planned = {"add": len(changes.add), "update": len(changes.update), "remove": len(changes.remove)}
-            report.planned_ids = {"add": [r.id for r in changes.add][:PLANNED_IDS_KEPT],
-                                  "update": [r.id for r in changes.update][:PLANNED_IDS_KEPT],
-                                  "remove": [r.id for r in changes.remove][:PLANNED_IDS_KEPT]}
-            if changes.blocked:
-                report.outcome, report.alert = "blocked", changes.blocked
-                await self._audit.record(connection=conn.name, actor=ACTOR, action="sync.blocked", target=conn.name,
-                                         outcome="blocked", correlation_id=correlation_id,
-                                         detail={"runId": run_id, "reason": changes.blocked})
-                log.error("sync of %s blocked: %s", conn.name, changes.blocked)
-            elif dry_run:
-                report.outcome = "dry-run"
-                report.added, report.updated, report.removed = len(changes.add), len(changes.update), \
-                    len(changes.remove)
-            else:
-                if lease.lost:
-                    raise Conflict(f"the sync lease of {conn.name!r} was taken over by another run; nothing written")
-                await self._apply(conn, changes, report, correlation_id, progress)
-                await self._save_state(conn.name, read)
-                if conn.features.passkeys.enabled and writer is not None:
-                    final = {**existing, **{r.id: r for r in (*changes.add, *changes.update, *changes.remove)}}
-                    await self._enrollment(conn, writer, list(final.values()), report, correlation_id)
-                report.outcome = "completed"
+            if incremental is not None:
+                read, changes, before = incremental
+                await self._finish_incremental(run, writer, read, changes, before)
+            elif imported is not None:
+                await self._finish_import(run, writer, imported)
         except Exception as exc:
             failure = translated(exc)
             if failure is not exc:
@@ -383,10 +431,264 @@ class SyncService:
         await self._audit.flush()  # the end of a run anchors its audit chains (docs/audit.md)
         return report
 
+    async def _resynced(self, run: _Run) -> None:
+        await self._audit.record(connection=run.conn.name, actor=ACTOR, action="sync.resync", target=run.conn.name,
+                                 outcome="full", correlation_id=run.correlation_id,
+                                 detail={"runId": run.report.run_id, "reason": run.report.resynced})
+
+    def _planned(self, report: SyncReport, changes: SyncPlan) -> None:
+        report.missing_in_entra = sum(1 for r in changes.remove if r.state is UserState.MISSING_IN_ENTRA)
+        report.planned = {"add": len(changes.add), "update": len(changes.update), "remove": len(changes.remove)}
+        report.planned_ids = {"add": [r.id for r in changes.add][:PLANNED_IDS_KEPT],
+                              "update": [r.id for r in changes.update][:PLANNED_IDS_KEPT],
+                              "remove": [r.id for r in changes.remove][:PLANNED_IDS_KEPT]}
+
+    async def _blocked(self, run: _Run, reason: str) -> None:
+        run.report.outcome, run.report.alert = "blocked", reason
+        await self._audit.record(connection=run.conn.name, actor=ACTOR, action="sync.blocked", target=run.conn.name,
+                                 outcome="blocked", correlation_id=run.correlation_id,
+                                 detail={"runId": run.report.run_id, "reason": reason})
+        log.error("sync of %s blocked: %s", run.conn.name, reason)
+
+    # ------------------------------------------------------------------ an incremental run
+
+    async def _finish_incremental(self, run: _Run, writer: GroupWriter | None, read: ReadResult, changes: SyncPlan,
+                                  before: dict[str, UserRow]) -> None:
+        """Apply an incremental plan: only the changed rows are written, only the changed users moved."""
+        conn, report = run.conn, run.report
+        report.mode = "incremental"
+        self._planned(report, changes)
+        if changes.blocked:
+            await self._blocked(run, changes.blocked)
+        elif run.dry_run:
+            report.outcome = "dry-run"
+            report.added, report.updated, report.removed = len(changes.add), len(changes.update), len(changes.remove)
+        else:
+            if run.lease.lost:
+                raise Conflict(f"the sync lease of {conn.name!r} was taken over by another run; nothing written")
+            await self._apply(conn, changes, report, run.correlation_id, run.progress)
+            read.state.rows = (read.state.rows or 0) + len(changes.add)
+            await self._save_state(conn.name, read.state, dirty=read.dirty, gone=read.gone_groups, full=False)
+            if conn.features.passkeys.enabled and writer is not None:
+                moves = {row.id: (_target(before.get(row.id)), _target(row))
+                         for row in (*changes.add, *changes.update, *changes.remove)}
+                await self._enrollment(conn, writer, report, run.correlation_id, moves=moves)
+            report.outcome = "completed"
+
+    async def _plan_incremental(self, run: _Run, state: DeltaState) -> tuple[ReadResult, SyncPlan, dict[str, UserRow]]:
+        """Read the changes, then plan from the rows of the users they concern only (point reads)."""
+        conn = run.conn
+        read = await self._read_incremental(run.reader, state, run.progress)
+        tree = read.state.tree
+        rows = await self._directory.get_many(conn.name, read.affected, earlier=run.earlier)
+        run.report.rows_read = len(read.affected)
+        attributes = {uid: EntraUser.from_row(row) for uid, row in rows.items()}
+        for uid, change in read.changed.items():
+            if uid in attributes:
+                attributes[uid] = attributes[uid].updated(change)
+            elif change.get("userPrincipalName"):
+                attributes[uid] = EntraUser.from_graph(change, "")
+        members = scope_among(tree, state.sync_roots, read.affected)
+        missing = sorted(uid for uid in members if uid not in attributes and uid not in read.deleted)
+        if missing:
+            for item in await run.reader.users(missing):
+                attributes[str(item["id"])] = EntraUser.from_graph(item, "")
+        seen = {uid: attributes[uid].with_groups(roots) for uid, roots in members.items()
+                if uid in attributes and uid not in read.deleted}
+        rotation_members = (frozenset(tree.among(state.rotation_root, read.affected)) if state.rotation_root
+                            else frozenset[str]())
+        if state.rows is None or state.in_scope is None:
+            # A state stored before the counts were kept: counted once, then kept by every run.
+            state.rows = sum([1 async for _ in self._directory.scan(conn.name)])
+            state.in_scope = len(scope(read.before, state.sync_roots))
+        changes = plan(rows, seen, rotation_members=rotation_members, removal=conn.features.sync.removal,
+                       threshold=conn.features.sync.removal_threshold, now=self._clock.now(),
+                       deleted_in_entra=frozenset(read.deleted), size=state.rows)
+        was_in_scope = scope_among(read.before, state.sync_roots, read.affected)
+        read.state.rows = state.rows
+        read.state.in_scope = state.in_scope - len(was_in_scope) + len(seen)
+        run.report.unchanged = max(read.state.in_scope - len(changes.add) - len(changes.update), 0)
+        return read, changes, rows
+
+    # ------------------------------------------------------------------ a full run, streamed
+
+    async def _import(self, run: _Run, sync_roots: list[str], rotation_root: str | None) -> _Imported:
+        """Read every user of the sync groups page by page; plan and write each page as it comes (writes overlap
+        the next reads, through a queue of at most QUEUE_PAGES pages). Only the tree and the ids read are kept."""
+        conn, report, reader = run.conn, run.report, run.reader
+        report.mode = "full"
+        # The users link is taken first: a change made while the tree is read shows up again next run.
+        users_link = await reader.users_delta_latest()
+        tree = GroupTree()
+        roots = [*sync_roots, *([rotation_root] if rotation_root else [])]
+        links = await self._read_groups(reader, tree, set(roots))
+        rotation_members = frozenset(tree.effective(rotation_root)) if rotation_root else frozenset[str]()
+        empty = not run.earlier and await self._directory.is_empty(conn.name)
+        seen = SeenIds()
+        planned = {"add": 0, "update": 0}
+        ids: dict[str, list[str]] = {"add": [], "update": [], "remove": []}
+        queue: asyncio.Queue[list[UserRow] | None] = asyncio.Queue(maxsize=QUEUE_PAGES)
+        drain = None if run.dry_run else asyncio.get_running_loop().create_task(self._drain(run, queue))
+
+        async def offer(rows: list[UserRow] | None) -> None:
+            if drain is None:
+                return
+            if drain.done():
+                drain.result()
+                raise Stop("the writer of the import stopped before the read ended")
+            put = asyncio.ensure_future(queue.put(rows))
+            done, _ = await asyncio.wait({put, drain}, return_when=asyncio.FIRST_COMPLETED)
+            if put not in done:  # the writer ended first: only by failing
+                put.cancel()
+                drain.result()  # the writer failed: its error ends the run
+                raise Stop("the writer of the import stopped before the read ended")
+
+        async def page(items: list[JsonObject], position: int) -> None:
+            by_id = {str(item["id"]): item for item in items}
+            members = scope_among(tree, sync_roots, by_id)
+            # A user in several sync groups is planned with the first of them that lists it.
+            chosen = {uid: r for uid, r in members.items()
+                      if position < 0 or not any(sync_roots.index(root) < position for root in r)}
+            before = {} if empty else await self._directory.get_many(conn.name, chosen, earlier=run.earlier)
+            report.rows_read += 0 if empty else len(chosen)
+            users = {uid: EntraUser.from_graph(by_id[uid], "").with_groups(r) for uid, r in chosen.items()}
+            changes = plan(before, users, rotation_members=rotation_members, removal=conn.features.sync.removal,
+                           threshold=conn.features.sync.removal_threshold, now=self._clock.now())
+            for uid in chosen:
+                seen.add(uid)
+            planned["add"] += len(changes.add)
+            planned["update"] += len(changes.update)
+            report.unchanged += changes.unchanged
+            for kind, rows in (("add", changes.add), ("update", changes.update)):
+                ids[kind] += [r.id for r in rows][:PLANNED_IDS_KEPT - len(ids[kind])]
+            if changes.add or changes.update:
+                await offer([*changes.add, *changes.update])
+            if run.progress:
+                run.progress("read", len(seen), 0)
+
+        try:
+            for position, root in enumerate(sync_roots):
+                batch: list[JsonObject] = []
+                async for item in reader.transitive_users(root):
+                    batch.append(item)
+                    if len(batch) >= PAGE_USERS:
+                        await page(batch, position)
+                        batch = []
+                if batch:
+                    await page(batch, position)
+            # Users in the tree that the transitive reads did not list (Graph is eventually consistent).
+            missing = sorted({uid for group in tree.reachable(sync_roots) for uid in tree.users[group]
+                              if uid not in seen})
+            for start in range(0, len(missing), PAGE_USERS):
+                found = await reader.users(missing[start:start + PAGE_USERS])
+                if found:
+                    await page(found, -1)
+            await offer(None)
+            if drain is not None:
+                await drain
+        finally:
+            if drain is not None and not drain.done():
+                drain.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await drain
+        report.planned = {**planned, "remove": 0}
+        report.planned_ids = ids
+        if run.dry_run:
+            report.added, report.updated = planned["add"], planned["update"]
+        state = DeltaState(sync_roots=sync_roots, rotation_root=rotation_root, users_link=users_link,
+                           group_links=links, tree=tree, in_scope=len(seen))
+        return _Imported(state=state, seen=seen, dirty=tree.groups())
+
+    async def _drain(self, run: _Run, queue: asyncio.Queue[list[UserRow] | None]) -> None:
+        """Write planned rows as they come: a partition's rows go as one transaction once there are
+        TRANSACTION_ROWS of them (the rest at the end), BATCH_CONCURRENCY transactions at a time."""
+        conn, report = run.conn, run.report
+        pending: dict[str, list[UserRow]] = {}
+        semaphore = asyncio.Semaphore(BATCH_CONCURRENCY)
+        in_flight: set[asyncio.Task[None]] = set()
+        done = 0
+
+        async def send(chunk: list[UserRow]) -> None:
+            nonlocal done
+            try:
+                await self._write(conn, chunk, report)
+            finally:
+                semaphore.release()
+            done += len(chunk)
+            if run.progress:
+                run.progress("write", done, 0)
+
+        async def start(chunk: list[UserRow]) -> None:
+            if run.lease.lost:
+                raise Conflict(f"the sync lease of {conn.name!r} was taken over by another run; nothing more written")
+            await semaphore.acquire()
+            task = asyncio.get_running_loop().create_task(send(chunk))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+            for finished in [t for t in list(in_flight) if t.done()]:
+                finished.result()
+
+        try:
+            while (rows := await queue.get()) is not None:
+                for row in rows:
+                    partition = partition_of(conn.name, row.id)
+                    chunk = pending.setdefault(partition, [])
+                    chunk.append(row)
+                    if len(chunk) >= TRANSACTION_ROWS:
+                        await start(pending.pop(partition))
+            for chunk in pending.values():
+                await start(chunk)
+            pending.clear()
+            if in_flight:
+                await asyncio.gather(*in_flight)
+        finally:
+            for task in in_flight:
+                task.cancel()
+
+    async def _finish_import(self, run: _Run, writer: GroupWriter | None, imported: _Imported) -> None:
+        """The end of a full run: sweep the stored rows for users no longer read, then remove them (within the
+        threshold), store the state, keep the enrollment-state groups."""
+        conn, report = run.conn, run.report
+        removal, threshold = conn.features.sync.removal, conn.features.sync.removal_threshold
+        removals: list[UserRow] = []
+        departures = rows = 0
+        async for row in self._directory.scan(conn.name):
+            rows += 1
+            if row.id in imported.seen:
+                continue
+            gone = removed_row(row, removal, deleted=False)
+            if gone is None:
+                continue
+            if row.state is UserState.ACTIVE:
+                departures += 1
+            if departures <= threshold.absolute:  # beyond it the run is blocked whatever the size: keep no more
+                removals.append(gone)
+        size = rows - (0 if run.dry_run else report.planned.get("add", 0))
+        report.planned["remove"] = len(removals) if departures <= threshold.absolute else departures
+        report.planned_ids["remove"] = [r.id for r in removals][:PLANNED_IDS_KEPT]
+        report.missing_in_entra = sum(1 for r in removals if r.state is UserState.MISSING_IN_ENTRA)
+        reason = blocked(departures, size, threshold)
+        if reason:
+            await self._blocked(run, reason)
+            return
+        if run.dry_run:
+            report.outcome, report.removed = "dry-run", len(removals)
+            return
+        if run.lease.lost:
+            raise Conflict(f"the sync lease of {conn.name!r} was taken over by another run; nothing removed")
+        await self._apply(conn, SyncPlan(remove=removals), report, run.correlation_id, run.progress)
+        report.added, report.updated = report.planned.get("add", 0), report.planned.get("update", 0)
+        imported.state.rows = size + report.added
+        await self._save_state(conn.name, imported.state, dirty=imported.dirty, gone=set(), full=True)
+        if conn.features.passkeys.enabled and writer is not None:
+            await self._enrollment(conn, writer, report, run.correlation_id, moves=None)
+        report.outcome = "completed"
+
     # ------------------------------------------------------------------ reading
 
-    async def _read(self, conn: Connection, reader: DirectoryReader, existing: Mapping[str, UserRow],
-                    report: SyncReport, full: bool, progress: Progress | None) -> ReadResult:
+    async def _start(self, conn: Connection, reader: DirectoryReader, report: SyncReport,
+                     full: bool) -> tuple[list[str], str | None, DeltaState | None]:
+        """The sync and rotation roots, and the stored state to continue from (None: a full run)."""
         sync_roots = [await reader.group_id(name) for name in conn.features.sync.groups]
         rotation = conn.features.rotation
         rotation_root = await reader.group_id(rotation.group) if rotation.enabled and rotation.group else None
@@ -394,35 +696,7 @@ class SyncService:
         if state is not None and (state.sync_roots != sync_roots or state.rotation_root != rotation_root):
             report.resynced = "the sync or rotation groups changed"
             state = None
-        if state is not None:
-            try:
-                return await self._read_incremental(reader, state, existing, progress)
-            except Gone as err:
-                report.resynced = f"a delta link cannot be used any more (expired, or for another Graph host): " \
-                                  f"{err.detail}"
-                log.info("sync of %s: %s; reading everything again", conn.name, report.resynced)
-        return await self._read_full(reader, sync_roots, rotation_root, existing, progress)
-
-    async def _read_full(self, reader: DirectoryReader, sync_roots: list[str], rotation_root: str | None,
-                         existing: Mapping[str, UserRow], progress: Progress | None) -> ReadResult:
-        # The users link is taken first: a change made while the tree is read shows up again next run.
-        users_link = await reader.users_delta_latest()
-        tree = GroupTree()
-        roots = [*sync_roots, *([rotation_root] if rotation_root else [])]
-        links = await self._read_groups(reader, tree, set(roots))
-        attributes: dict[str, EntraUser] = {}
-        for root in sync_roots:
-            async for item in reader.transitive_users(root):
-                attributes[str(item["id"])] = EntraUser.from_graph(item, root)
-                if progress and len(attributes) % 1000 == 0:
-                    progress("read", len(attributes), 0)
-        await self._fetch_missing(reader, tree, sync_roots, attributes, existing)
-        if progress:
-            progress("read", len(attributes), len(attributes))
-        state = DeltaState(sync_roots=sync_roots, rotation_root=rotation_root, users_link=users_link,
-                           group_links=links, tree=tree)
-        return ReadResult(state=state, attributes=attributes, deleted=set(), dirty=tree.groups(), gone_groups=set(),
-                          mode="full")
+        return sync_roots, rotation_root, state
 
     async def _read_groups(self, reader: DirectoryReader, tree: GroupTree, groups: set[str]) -> list[dict[str, Any]]:
         """First delta rounds for `groups` and every group nested under them, level by level."""
@@ -442,7 +716,7 @@ class SyncService:
             frontier = found - tree.groups()
         return links
 
-    async def _read_incremental(self, reader: DirectoryReader, state: DeltaState, existing: Mapping[str, UserRow],
+    async def _read_incremental(self, reader: DirectoryReader, state: DeltaState,
                                 progress: Progress | None) -> ReadResult:
         users = await reader.users_delta(state.users_link)
         changed, deleted = user_changes(users.items)
@@ -475,29 +749,17 @@ class SyncService:
         dirty |= new_groups
         roots = [*state.sync_roots, *([state.rotation_root] if state.rotation_root else [])]
         gone = tree.prune(roots)
+        affected = affected_users(state.tree, tree, dirty | gone) | set(changed) | deleted
         dirty -= gone
         links = [{"ids": [i for i in e["ids"] if i not in gone], "link": e["link"]} for e in links]
         links = [e for e in links if e["ids"]]
-        attributes = {uid: EntraUser.from_row(row) for uid, row in existing.items()}
-        for uid, change in changed.items():
-            if uid in attributes:
-                attributes[uid] = attributes[uid].updated(change)
-            elif change.get("userPrincipalName"):
-                attributes[uid] = EntraUser.from_graph(change, "").with_groups(frozenset())
-        await self._fetch_missing(reader, tree, state.sync_roots, attributes, existing)
         if progress:
-            progress("read", len(attributes), len(attributes))
+            progress("read", len(affected), len(affected))
         new_state = DeltaState(sync_roots=state.sync_roots, rotation_root=state.rotation_root,
-                               users_link=users.link, group_links=links, tree=tree, tree_parts=state.tree_parts)
-        return ReadResult(state=new_state, attributes=attributes, deleted=deleted, dirty=dirty, gone_groups=gone,
-                          mode="incremental")
-
-    async def _fetch_missing(self, reader: DirectoryReader, tree: GroupTree, sync_roots: list[str],
-                             attributes: dict[str, EntraUser], existing: Mapping[str, UserRow]) -> None:
-        missing = sorted(uid for uid in scope(tree, sync_roots) if uid not in attributes)
-        if missing:
-            for item in await reader.users(missing):
-                attributes[str(item["id"])] = EntraUser.from_graph(item, "")
+                               users_link=users.link, group_links=links, tree=tree, tree_parts=state.tree_parts,
+                               rows=state.rows, in_scope=state.in_scope)
+        return ReadResult(state=new_state, before=state.tree, changed=changed, deleted=deleted, dirty=dirty,
+                          gone_groups=gone, affected=affected, mode="incremental")
 
     # ------------------------------------------------------------------ delta state and tree
 
@@ -520,20 +782,22 @@ class SyncService:
                           rotation_root=str(data.get("rotationRoot") or "") or None,
                           users_link=str(data["usersLink"]),
                           group_links=list(json.loads(str(data.get("groupLinks") or "[]"))),
-                          tree=tree, tree_parts=parts)
+                          tree=tree, tree_parts=parts,
+                          rows=int(str(data["rows"])) if data.get("rows") is not None else None,
+                          in_scope=int(str(data["inScope"])) if data.get("inScope") is not None else None)
 
-    async def _save_state(self, connection: str, read: ReadResult) -> None:
-        state = read.state
+    async def _save_state(self, connection: str, state: DeltaState, *, dirty: set[str], gone: set[str],
+                          full: bool) -> None:
         writes: list[Entity] = []
         deletes: list[str] = []
-        if read.mode == "full":
+        if full:
             async for row in self._entities.query(Table.GROUPS, connection):
                 group = row.row_key.partition(".")[0]
                 if group not in state.tree.users:
                     deletes.append(row.row_key)
-        for group in read.gone_groups:
+        for group in gone:
             deletes += [f"{group}.{n:04d}" for n in range(state.tree_parts.get(group, 0))]
-        for group in read.dirty:
+        for group in dirty:
             users = sorted(state.tree.users.get(group, set()))
             runs = [users[i:i + TREE_IDS_PER_ROW] for i in range(0, len(users), TREE_IDS_PER_ROW)] or [[]]
             for n, run in enumerate(runs):
@@ -575,22 +839,7 @@ class SyncService:
         async def write(chunk: list[UserRow]) -> None:
             nonlocal done
             async with semaphore:
-                try:
-                    # One storage transaction per chunk (Table storage takes 100 rows of a partition at once);
-                    # an upsert is safe to repeat, so a dropped connection or a busy answer gets one more try.
-                    try:
-                        await self._directory.put_many(conn.name, chunk)
-                    except (Transient, Throttled) as err:
-                        await asyncio.sleep(min(getattr(err, "retry_after", 0.0) or 0.5, 5.0))
-                        await self._directory.put_many(conn.name, chunk)
-                except BridgeError as err:
-                    log.info("a batch of %d users was refused (%s); writing them one by one", len(chunk), err.detail)
-                    for row in chunk:
-                        try:
-                            await self._directory.put(conn.name, row)
-                        except BridgeError as single:
-                            report.errors += 1
-                            log.warning("could not store user %s: %s", row.id, single.detail)
+                await self._write(conn, chunk, report)
                 done += len(chunk)
                 if progress:
                     progress("write", done, len(rows))
@@ -602,6 +851,25 @@ class SyncService:
         for row in changes.remove:
             await self._remove(conn, row, correlation_id)
         report.removed = len(changes.remove)
+
+    async def _write(self, conn: Connection, chunk: list[UserRow], report: SyncReport) -> None:
+        """Write rows of one partition: one storage transaction (Table storage takes 100 rows of a partition
+        at once); an upsert is safe to repeat, so a dropped connection or a busy answer gets one more try, and
+        a refused transaction is written row by row, so a bad row costs one error."""
+        try:
+            try:
+                await self._directory.put_many(conn.name, chunk)
+            except (Transient, Throttled) as err:
+                await asyncio.sleep(min(getattr(err, "retry_after", 0.0) or 0.5, 5.0))
+                await self._directory.put_many(conn.name, chunk)
+        except BridgeError as err:
+            log.info("a batch of %d users was refused (%s); writing them one by one", len(chunk), err.detail)
+            for row in chunk:
+                try:
+                    await self._directory.put(conn.name, row)
+                except BridgeError as single:
+                    report.errors += 1
+                    log.warning("could not store user %s: %s", row.id, single.detail)
 
     async def _remove(self, conn: Connection, row: UserRow, correlation_id: str) -> None:
         detail: dict[str, Any] = {"state": row.state.value, "removal": conn.features.sync.removal.value}
@@ -619,19 +887,35 @@ class SyncService:
         await self._audit.record(connection=conn.name, actor=ACTOR, action=action, target=row.id,
                                  outcome=row.state.value, correlation_id=correlation_id, detail=detail)
 
-    async def _enrollment(self, conn: Connection, writer: GroupWriter, rows: list[UserRow], report: SyncReport,
-                          correlation_id: str) -> None:
+    async def _enrollment(self, conn: Connection, writer: GroupWriter, report: SyncReport, correlation_id: str, *,
+                          moves: Mapping[str, tuple[Enrollment | None, Enrollment | None]] | None) -> None:
+        """Keep the enrollment-state groups: on a full run (`moves` None) every user is reconciled, drift
+        repaired both ways; on an incremental run only the users this run moved, unless a group went missing
+        or an earlier run's update failed (a `enrollmentPending` row): then every user, once."""
+        if self.enrollment_groups is None:
+            return
+        groups = self.enrollment_groups
         try:
-            if self.enrollment_groups is None:
-                return
-            changes = await self.enrollment_groups.reconcile(conn, writer, rows, correlation_id=correlation_id,
-                                                             run_id=report.run_id)
+            if moves is not None:
+                pending = await self._entities.get(Table.SYNCSTATE, conn.name, _ENROLLMENT_PENDING)
+                present = await groups.present(conn, writer, correlation_id=correlation_id, run_id=report.run_id)
+                if pending is None and present:
+                    changes = await groups.move_users(conn, writer, moves, correlation_id=correlation_id,
+                                                      run_id=report.run_id)
+                    report.enrollment_changes = changes.changes
+                    return
+            changes = await groups.reconcile(conn, writer, self._directory.scan(conn.name),
+                                             correlation_id=correlation_id, run_id=report.run_id)
             report.enrollment_changes = changes.changes
+            await self._entities.delete(Table.SYNCSTATE, conn.name, _ENROLLMENT_PENDING)
         except BridgeError as err:
-            # The directory is already right; the groups are repaired on the next run.
+            # The directory is already right; every user's group is checked on the next run.
             report.errors += 1
             report.alert = f"enrollment-state groups not updated: {err.detail}"
             log.warning("sync of %s: %s", conn.name, report.alert)
+            with contextlib.suppress(BridgeError):
+                await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, _ENROLLMENT_PENDING,
+                                                                    {"runId": report.run_id}))
 
     # ------------------------------------------------------------------ the lease
 
