@@ -485,6 +485,23 @@ class EnrollmentGroups:
         ids = await self.ensure(conn, writer, correlation_id=correlation_id)
         await self._apply(conn, writer, ids, enrollment.plan_move(user_id, to), correlation_id)
 
+    async def repair(self, conn: Connection, writer: GroupWriter, seen: Mapping[str, Mapping[Enrollment, bool]],
+                     rows: Mapping[str, UserRow], *, correlation_id: str,
+                     run_id: str = "") -> enrollment.MembershipPlan:
+        """Undo what others changed in the groups: `seen` is, for each user a groups/delta round reported, whether
+        they are now in each group it reported on; `rows` the directory rows of those users (none: in no group)."""
+        ids = await self.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
+        changes = enrollment.MembershipPlan()
+        for user_id, memberships in sorted(seen.items()):
+            goal = enrollment.target(rows[user_id]) if user_id in rows else None
+            for state, member in memberships.items():
+                if member and state is not goal:
+                    changes.remove[state].append(user_id)
+                elif not member and state is goal:
+                    changes.add[state].append(user_id)
+        await self._apply(conn, writer, ids, changes, correlation_id)
+        return changes
+
     async def uninstall(self, conn: Connection, writer: GroupWriter, *, correlation_id: str,
                         actor: str = "sync", dry_run: bool = False) -> UninstallReport:
         """Delete the groups the bridge owns, found by recorded object id (also when renamed since); leave

@@ -78,6 +78,8 @@ TREE_IDS_PER_ROW = 800
 _STATE_ROW = "delta"
 #: A `syncstate` row saying that an update of the enrollment-state groups failed: the next run checks every user.
 _ENROLLMENT_PENDING = "enrollmentPending"
+#: The `syncstate` row keeping the groups/delta link of the enrollment-state groups (drift made by others).
+_ENROLLMENT_DELTA = "enrollmentDelta"
 #: Users planned together on a full run: the size of a `transitiveMembers` page.
 PAGE_USERS = 999
 #: Planned pages waiting for the writer on a full run: reads stay at most this far ahead of writes.
@@ -472,7 +474,7 @@ class SyncService:
             if conn.features.passkeys.enabled and writer is not None:
                 moves = {row.id: (_target(before.get(row.id)), _target(row))
                          for row in (*changes.add, *changes.update, *changes.remove)}
-                await self._enrollment(conn, writer, report, run.correlation_id, moves=moves)
+                await self._enrollment(conn, writer, run.reader, report, run.correlation_id, moves=moves)
             report.outcome = "completed"
 
     async def _plan_incremental(self, run: _Run, state: DeltaState) -> tuple[ReadResult, SyncPlan, dict[str, UserRow]]:
@@ -681,7 +683,7 @@ class SyncService:
         imported.state.rows = size + report.added
         await self._save_state(conn.name, imported.state, dirty=imported.dirty, gone=set(), full=True)
         if conn.features.passkeys.enabled and writer is not None:
-            await self._enrollment(conn, writer, report, run.correlation_id, moves=None)
+            await self._enrollment(conn, writer, run.reader, report, run.correlation_id, moves=None)
         report.outcome = "completed"
 
     # ------------------------------------------------------------------ reading
@@ -887,26 +889,42 @@ class SyncService:
         await self._audit.record(connection=conn.name, actor=ACTOR, action=action, target=row.id,
                                  outcome=row.state.value, correlation_id=correlation_id, detail=detail)
 
-    async def _enrollment(self, conn: Connection, writer: GroupWriter, report: SyncReport, correlation_id: str, *,
+    async def _enrollment(self, conn: Connection, writer: GroupWriter, reader: DirectoryReader, report: SyncReport,
+                          correlation_id: str, *,
                           moves: Mapping[str, tuple[Enrollment | None, Enrollment | None]] | None) -> None:
-        """Keep the enrollment-state groups: on a full run (`moves` None) every user is reconciled, drift
-        repaired both ways; on an incremental run only the users this run moved, unless a group went missing
-        or an earlier run's update failed (a `enrollmentPending` row): then every user, once."""
+        """Keep the enrollment-state groups equal to the users' states.
+
+        A full run (`moves` None) reconciles every user, drift repaired both ways, and starts a `groups/delta`
+        link on the three groups. An incremental run moves only the users whose group this run changed, then
+        reads that link: members added or removed since by anyone else are put back as their rows say (point
+        reads of those users only). Every user is reconciled again when a group went missing, the link cannot
+        be followed, or an earlier run's update failed (an `enrollmentPending` row).
+        """
         if self.enrollment_groups is None:
             return
         groups = self.enrollment_groups
+        run_id = report.run_id
         try:
             if moves is not None:
                 pending = await self._entities.get(Table.SYNCSTATE, conn.name, _ENROLLMENT_PENDING)
-                present = await groups.present(conn, writer, correlation_id=correlation_id, run_id=report.run_id)
-                if pending is None and present:
-                    changes = await groups.move_users(conn, writer, moves, correlation_id=correlation_id,
-                                                      run_id=report.run_id)
-                    report.enrollment_changes = changes.changes
-                    return
+                present = await groups.present(conn, writer, correlation_id=correlation_id, run_id=run_id)
+                ids = await groups.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
+                kept = await self._entities.get(Table.SYNCSTATE, conn.name, _ENROLLMENT_DELTA)
+                if (pending is None and present and kept is not None
+                        and json.loads(str(kept.data.get("ids") or "[]")) == sorted(ids.values())):
+                    moved = await groups.move_users(conn, writer, moves, correlation_id=correlation_id, run_id=run_id)
+                    repaired = await self._repair(conn, groups, writer, reader, report, ids,
+                                                  str(kept.data.get("link") or ""), correlation_id)
+                    if repaired is not None:
+                        report.enrollment_changes = moved.changes + repaired
+                        return
             changes = await groups.reconcile(conn, writer, self._directory.scan(conn.name),
-                                             correlation_id=correlation_id, run_id=report.run_id)
+                                             correlation_id=correlation_id, run_id=run_id)
             report.enrollment_changes = changes.changes
+            ids = await groups.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
+            first = await reader.groups_delta(ids=sorted(ids.values()))
+            await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, _ENROLLMENT_DELTA, {
+                "ids": json.dumps(sorted(ids.values())), "link": first.link}))
             await self._entities.delete(Table.SYNCSTATE, conn.name, _ENROLLMENT_PENDING)
         except BridgeError as err:
             # The directory is already right; every user's group is checked on the next run.
@@ -915,7 +933,34 @@ class SyncService:
             log.warning("sync of %s: %s", conn.name, report.alert)
             with contextlib.suppress(BridgeError):
                 await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, _ENROLLMENT_PENDING,
-                                                                    {"runId": report.run_id}))
+                                                                    {"runId": run_id}))
+
+    async def _repair(self, conn: Connection, groups: EnrollmentGroups, writer: GroupWriter, reader: DirectoryReader,
+                      report: SyncReport, ids: Mapping[Enrollment, str], link: str, correlation_id: str) -> int | None:
+        """Repair the members others changed since the last round of the groups' delta link; None when the
+        link cannot be followed or a group was deleted (the caller then reconciles every user)."""
+        try:
+            read = await reader.groups_delta(link=link)
+        except Gone:
+            return None
+        state_of = {group_id: state for state, group_id in ids.items()}
+        seen: dict[str, dict[Enrollment, bool]] = {}
+        for item in read.items:
+            state = state_of.get(str(item.get("id") or ""))
+            if state is None:
+                continue
+            if "@removed" in item:
+                return None
+            for member in item.get("members@delta") or []:
+                if member.get("id"):
+                    seen.setdefault(str(member["id"]), {})[state] = "@removed" not in member
+        rows = await self._directory.get_many(conn.name, seen)
+        report.rows_read += len(seen)
+        changes = await groups.repair(conn, writer, seen, rows, correlation_id=correlation_id,
+                                                      run_id=report.run_id)
+        await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, _ENROLLMENT_DELTA, {
+            "ids": json.dumps(sorted(ids.values())), "link": read.link}))
+        return changes.changes
 
     # ------------------------------------------------------------------ the lease
 

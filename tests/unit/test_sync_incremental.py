@@ -451,3 +451,66 @@ def test_seen_ids_are_compact_and_exact_for_what_was_added() -> None:
     assert all(u in seen for u in ids[::2])
     assert not any(u in seen for u in ids[1::2])
     assert len(seen) == 2500
+
+
+class TenantGroups:
+    """A GroupWriter over the Tenant itself, so the groups' changes show in its groups/delta rounds."""
+
+    def __init__(self, entra: Tenant) -> None:
+        self.entra = entra
+        self.names: dict[str, str] = {}
+
+    async def find_groups(self, display_name: str) -> list[str]:
+        return [g for g, name in self.names.items() if name == display_name and g in self.entra.groups]
+
+    async def create_group(self, display_name: str, mail_nickname: str, description: str) -> str:
+        group_id = f"eg{len(self.names)}"
+        self.names[group_id] = display_name
+        self.entra.groups[group_id] = []
+        return group_id
+
+    async def member_ids(self, group_id: str) -> set[str]:
+        return set(self.entra.groups[group_id])
+
+    async def add_members(self, group_id: str, user_ids: Sequence[str]) -> None:
+        for user_id in user_ids:
+            self.entra.add_member(group_id, user_id)
+
+    async def remove_member(self, group_id: str, user_id: str) -> None:
+        if user_id in self.entra.groups[group_id]:
+            self.entra.remove_member(group_id, user_id)
+
+    async def delete_group(self, group_id: str) -> None:
+        self.entra.delete_group(group_id)
+
+    async def group(self, group_id: str) -> dict[str, Any] | None:
+        return {"id": group_id, "displayName": self.names[group_id]} if group_id in self.entra.groups else None
+
+
+async def test_drift_made_by_hand_is_repaired_from_the_groups_delta_reading_only_those_users() -> None:
+    store = CountingStore()
+    service, directory = world(store, groups=True)
+    entra = fresh()
+    writer = TenantGroups(entra)
+    connection = conn().model_copy(update={"features": conn().features.model_copy(
+        update={"passkeys": conn().features.passkeys.model_copy(update={"enabled": True})})})
+    await service.run(connection, entra, run_id="r1", correlation_id="c", groups=writer)
+    ids = {r.state: r.id for r in await service.enrollment_groups.known("demo")}  # type: ignore[union-attr]
+    not_enrolled, with_entra = ids[Enrollment.NOT_ENROLLED], ids[Enrollment.PAIRED_WITH_ENTRA]
+    assert len(entra.groups[not_enrolled]) == 30
+    entra.remove_member(not_enrolled, "u0003")  # by hand: a member taken out, a stray one put in
+    entra.add_member(with_entra, "u0004")
+    entra.add_user(user(900), "gB")  # and a change for the sync itself
+    store.reset()
+    report = await service.run(connection, entra, run_id="r2", correlation_id="c", groups=writer)
+    assert report.enrollment_changes == 3
+    assert "u0003" in entra.groups[not_enrolled]
+    assert "u0900" in entra.groups[not_enrolled]
+    assert entra.groups[with_entra] == []
+    assert store.rows_listed == 0
+    assert store.point_reads == report.rows_read <= 4  # u0900, then the three members the round reported
+    stored = await rows(directory)
+    assert set(entra.groups[not_enrolled]) == {u for u, r in stored.items() if r.state is UserState.ACTIVE}
+    # The next run finds its own repairs in the round, consistent with the rows: nothing more to do.
+    assert (await service.run(connection, entra, run_id="r3", correlation_id="c",
+                              groups=writer)).enrollment_changes == 0
