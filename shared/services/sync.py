@@ -72,6 +72,8 @@ PLANNED_IDS_KEPT = 100
 WRITE_CONCURRENCY = 16
 #: Transactions in flight at once, spread over the directory's partitions (shared.services.directory.SHARDS).
 BATCH_CONCURRENCY = 4
+#: Removals (secret soft-delete, audit record) carried out at once.
+REMOVAL_CONCURRENCY = 8
 _EPOCH = "1970-01-01T00:00:00+00:00"
 #: Member ids per stored tree row: a Table string property holds 32K characters (64 KiB UTF-16).
 TREE_IDS_PER_ROW = 800
@@ -850,8 +852,14 @@ class SyncService:
         if progress:
             progress("write", len(rows), len(rows))
         report.added, report.updated = len(changes.add), len(changes.update)
-        for row in changes.remove:
-            await self._remove(conn, row, correlation_id)
+        removing = asyncio.Semaphore(REMOVAL_CONCURRENCY)
+
+        async def remove(row: UserRow) -> None:
+            async with removing:
+                await self._remove(conn, row, correlation_id)
+
+        # Each removal is its own audit chain (by target) and secret: independent of the others.
+        await asyncio.gather(*(remove(row) for row in changes.remove))
         report.removed = len(changes.remove)
 
     async def _write(self, conn: Connection, chunk: list[UserRow], report: SyncReport) -> None:
