@@ -212,11 +212,38 @@ class GroupTree:
 
     users: dict[str, set[str]] = field(default_factory=dict)
     children: dict[str, set[str]] = field(default_factory=dict)
+    #: Groups whose member sets are still those of the tree this one was forked from (copied on first change).
+    shared: set[str] = field(default_factory=set)
 
     def add_group(self, group_id: str) -> None:
         """Know a group (with no members yet)."""
         self.users.setdefault(group_id, set())
         self.children.setdefault(group_id, set())
+
+    def fork(self) -> GroupTree:
+        """A tree to change while this one stays as it is: a group's sets are copied only when it changes,
+        so a run that changes a few groups does not hold the tree twice."""
+        return GroupTree(dict(self.users), dict(self.children), shared=set(self.users))
+
+    def _own(self, group_id: str) -> None:
+        if group_id in self.shared:
+            self.shared.discard(group_id)
+            self.users[group_id] = set(self.users[group_id])
+            self.children[group_id] = set(self.children[group_id])
+
+    def clear(self, group_id: str) -> None:
+        """A deleted group: no members any more."""
+        self.users[group_id] = set()
+        self.children[group_id] = set()
+        self.shared.discard(group_id)
+
+    def remove_users(self, user_ids: set[str]) -> set[str]:
+        """Take users (deleted in Entra) out of every group; returns the groups they were in."""
+        changed = {group for group, members in self.users.items() if members & user_ids}
+        for group in changed:
+            self._own(group)
+            self.users[group] -= user_ids
+        return changed
 
     def groups(self) -> set[str]:
         """Every group known."""
@@ -248,11 +275,13 @@ class GroupTree:
         for group in gone:
             self.users.pop(group, None)
             self.children.pop(group, None)
+            self.shared.discard(group)
         return gone
 
     def apply_members(self, group_id: str, members: Sequence[Mapping[str, object]]) -> tuple[set[str], set[str]]:
         """Apply one group's `members@delta`; returns (groups newly nested, users added)."""
         self.add_group(group_id)
+        self._own(group_id)
         new_groups: set[str] = set()
         new_users: set[str] = set()
         for item in members:

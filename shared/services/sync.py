@@ -620,7 +620,7 @@ class SyncService:
                 semaphore.release()
             done += len(chunk)
             if run.progress:
-                run.progress("write", done, 0)
+                run.progress("write", done, done)
 
         async def start(chunk: list[UserRow]) -> None:
             if run.lease.lost:
@@ -724,7 +724,7 @@ class SyncService:
                                 progress: Progress | None) -> ReadResult:
         users = await reader.users_delta(state.users_link)
         changed, deleted = user_changes(users.items)
-        tree = state.tree.copy()
+        tree = state.tree.fork()
         dirty: set[str] = set()
         nested: set[str] = set()
         links: list[dict[str, Any]] = []
@@ -737,17 +737,13 @@ class SyncService:
                 dirty.add(group)
                 if "@removed" in item:
                     # A deleted group has no members any more; its parents report the removal too.
-                    tree.users[group].clear()
-                    tree.children[group].clear()
+                    tree.clear(group)
                     continue
                 new_groups, _ = tree.apply_members(group, item.get("members@delta") or [])
                 nested |= new_groups
             links.append({"ids": entry["ids"], "link": read.link})
         if deleted:
-            for group, members in tree.users.items():
-                if members & deleted:
-                    members -= deleted
-                    dirty.add(group)
+            dirty |= tree.remove_users(deleted)
         new_groups = nested - tree.groups()
         links += await self._read_groups(reader, tree, new_groups)
         dirty |= new_groups

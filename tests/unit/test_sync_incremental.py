@@ -514,3 +514,16 @@ async def test_drift_made_by_hand_is_repaired_from_the_groups_delta_reading_only
     # The next run finds its own repairs in the round, consistent with the rows: nothing more to do.
     assert (await service.run(connection, entra, run_id="r3", correlation_id="c",
                               groups=writer)).enrollment_changes == 0
+
+
+def test_a_forked_tree_copies_only_the_groups_it_changes() -> None:
+    old = GroupTree({"r": {"a"}, "x": {"b"}, "y": {"c"}}, {"r": {"x", "y"}, "x": set(), "y": set()})
+    new = old.fork()
+    new.apply_members("x", [{"@odata.type": "#microsoft.graph.user", "id": "d"}])
+    new.remove_users({"c"})
+    new.clear("r")
+    assert (old.users, old.children["r"]) == ({"r": {"a"}, "x": {"b"}, "y": {"c"}}, {"x", "y"})
+    assert (new.users, new.children["r"]) == ({"r": set(), "x": {"b", "d"}, "y": set()}, set())
+    assert new.users["x"] is not old.users["x"]
+    unchanged = old.fork()
+    assert unchanged.users["x"] is old.users["x"]
