@@ -182,10 +182,51 @@ def _removal_limit(size: int, threshold: RemovalThreshold) -> int:
     return min(int(size * threshold.percent / 100), threshold.absolute)
 
 
+_COMPARED = ("upn", "display_name", "mail", "account_enabled", "on_premises_sync", "groups", "state", "domain",
+             "in_rotation_group")
+
+
 def _differs(current: UserRow, new: UserRow) -> bool:
-    keys = ("upn", "display_name", "mail", "account_enabled", "on_premises_sync", "groups", "state", "domain",
-            "in_rotation_group")
-    return any(getattr(current, k) != getattr(new, k) for k in keys)
+    return any(getattr(current, k) != getattr(new, k) for k in _COMPARED)
+
+
+def _digest(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def row_digest(row: UserRow) -> int:
+    """A 64-bit digest of what `differs` compares: equal digests, a row that need not be written again."""
+    return _digest(repr(tuple(getattr(row, k) for k in _COMPARED)))
+
+
+class RowDigests:
+    """Each stored row's id and `row_digest`, 16 bytes a row, sorted once: what a full run compares the users it
+    reads with, so it reads again (by id) only the rows that changed."""
+
+    def __init__(self) -> None:
+        self._keys = array("Q")
+        self._digests = array("Q")
+        self._sorted = True
+
+    def add(self, row: UserRow) -> None:
+        """Remember one stored row."""
+        self._keys.append(_digest(row.id))
+        self._digests.append(row_digest(row))
+        self._sorted = False
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def get(self, user_id: str) -> int | None:
+        """The digest of the stored row of `user_id`, or None when there is none."""
+        if not self._sorted:
+            order = sorted(range(len(self._keys)), key=self._keys.__getitem__)
+            self._keys = array("Q", (self._keys[i] for i in order))
+            self._digests = array("Q", (self._digests[i] for i in order))
+            self._sorted = True
+        key = _digest(user_id)
+        at = bisect_left(self._keys, key)
+        return self._digests[at] if at < len(self._keys) and self._keys[at] == key else None
 
 
 # ----------------------------------------------------------------------------- the group tree
@@ -363,13 +404,9 @@ class SeenIds:
         self._keys = array("Q")
         self._sorted = True
 
-    @staticmethod
-    def _key(user_id: str) -> int:
-        return int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=8).digest(), "big")
-
     def add(self, user_id: str) -> None:
         """Remember one id."""
-        self._keys.append(self._key(user_id))
+        self._keys.append(_digest(user_id))
         self._sorted = False
 
     def __len__(self) -> int:
@@ -381,7 +418,7 @@ class SeenIds:
         if not self._sorted:
             self._keys = array("Q", sorted(set(self._keys)))
             self._sorted = True
-        key = self._key(user_id)
+        key = _digest(user_id)
         at = bisect_left(self._keys, key)
         return at < len(self._keys) and self._keys[at] == key
 

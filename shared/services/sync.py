@@ -30,13 +30,16 @@ from shared.domain.enrollment import target
 from shared.domain.sync import (
     EntraUser,
     GroupTree,
+    RowDigests,
     SeenIds,
     SyncPlan,
     affected_users,
     blocked,
     chunks,
+    new_row,
     plan,
     removed_row,
+    row_digest,
     scope,
     scope_among,
     user_changes,
@@ -528,6 +531,15 @@ class SyncService:
         links = await self._read_groups(reader, tree, set(roots))
         rotation_members = frozenset(tree.effective(rotation_root)) if rotation_root else frozenset[str]()
         empty = not run.earlier and await self._directory.is_empty(conn.name)
+        # Against a directory that holds rows, the stored rows' digests tell which users changed: only their
+        # rows are read again (for what only the bridge keeps: first seen, enrollment). A dry run that finds
+        # rows of an earlier layout reads every user's row instead.
+        digests: RowDigests | None = None
+        if not empty and not run.earlier:
+            digests = RowDigests()
+            async for row in self._directory.scan(conn.name):
+                digests.add(row)
+            report.rows_read += len(digests)
         seen = SeenIds()
         planned = {"add": 0, "update": 0}
         ids: dict[str, list[str]] = {"add": [], "update": [], "remove": []}
@@ -553,16 +565,25 @@ class SyncService:
             # A user in several sync groups is planned with the first of them that lists it.
             chosen = {uid: r for uid, r in members.items()
                       if position < 0 or not any(sync_roots.index(root) < position for root in r)}
-            before = {} if empty else await self._directory.get_many(conn.name, chosen, earlier=run.earlier)
-            report.rows_read += 0 if empty else len(chosen)
             users = {uid: EntraUser.from_graph(by_id[uid], "").with_groups(r) for uid, r in chosen.items()}
+            now = self._clock.now()
+            if digests is not None:
+                stored = {uid: digests.get(uid) for uid in users}
+                same = {uid for uid, user in users.items() if stored[uid] is not None and stored[uid] == row_digest(
+                    new_row(None, user, in_rotation_group=uid in rotation_members, now=now))}
+                users = {uid: user for uid, user in users.items() if uid not in same}
+                wanted = [uid for uid in users if stored[uid] is not None]
+            else:
+                same, wanted = set(), ([] if empty else list(users))
+            before = await self._directory.get_many(conn.name, wanted, earlier=run.earlier) if wanted else {}
+            report.rows_read += len(wanted)
             changes = plan(before, users, rotation_members=rotation_members, removal=conn.features.sync.removal,
-                           threshold=conn.features.sync.removal_threshold, now=self._clock.now())
+                           threshold=conn.features.sync.removal_threshold, now=now)
             for uid in chosen:
                 seen.add(uid)
             planned["add"] += len(changes.add)
             planned["update"] += len(changes.update)
-            report.unchanged += changes.unchanged
+            report.unchanged += changes.unchanged + len(same)
             for kind, rows in (("add", changes.add), ("update", changes.update)):
                 ids[kind] += [r.id for r in rows][:PLANNED_IDS_KEPT - len(ids[kind])]
             if changes.add or changes.update:

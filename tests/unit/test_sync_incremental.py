@@ -17,7 +17,7 @@ from shared.adapters.ownership import TableGroupRecords
 from shared.config import Connection
 from shared.domain.directory import Enrollment, UserState
 from shared.domain.sync import GroupTree, SeenIds, affected_users
-from shared.services.directory import Directory, EnrollmentGroups
+from shared.services.directory import Directory, EnrollmentGroups, partition_of
 from shared.services.ports import Entity
 from shared.services.sync import DeltaRead, SyncReport, SyncService
 from shared.topology import Table
@@ -527,3 +527,25 @@ def test_a_forked_tree_copies_only_the_groups_it_changes() -> None:
     assert new.users["x"] is not old.users["x"]
     unchanged = old.fork()
     assert unchanged.users["x"] is old.users["x"]
+
+
+async def test_a_full_run_over_a_directory_reads_again_only_the_rows_that_changed() -> None:
+    store = CountingStore()
+    service, directory = world(store)
+    entra = fresh(300)
+    await run(service, entra)
+    entra.update_user("u0003", displayName="Renamed")
+    entra.add_user(user(900), "gB")
+    paired = await store.get(Table.USERS, partition_of("demo", "u0007"), "u0007")
+    assert paired is not None
+    await store.upsert(Table.USERS, Entity(paired.partition_key, paired.row_key,
+                                           {**paired.data, "enrollment": "paired_with_entra"}))
+    store.reset()
+    report = await run(service, entra, full=True)
+    assert (report.added, report.updated, report.unchanged) == (1, 1, 299)
+    assert store.point_reads == 1  # u0003: the digests of the other 299 stored rows matched
+    assert store.rows_listed == 1 + 300 + 301  # is it empty, the digests, then the sweep (with u0900)
+    stored = await rows(directory)
+    assert stored["u0003"].display_name == "Renamed"
+    assert stored["u0007"].enrollment is Enrollment.PAIRED_WITH_ENTRA  # what only the bridge knows is kept
+
