@@ -540,6 +540,9 @@ class SyncService:
             async for row in self._directory.scan(conn.name):
                 digests.add(row)
             report.rows_read += len(digests)
+        if not run.dry_run:
+            # Rows are written as they are read: until this run stores its own state, the next run is a full one.
+            await self.forget_state(conn.name)
         seen = SeenIds()
         planned = {"add": 0, "update": 0}
         ids: dict[str, list[str]] = {"add": [], "update": [], "remove": []}
@@ -618,8 +621,6 @@ class SyncService:
                     await drain
         report.planned = {**planned, "remove": 0}
         report.planned_ids = ids
-        if run.dry_run:
-            report.added, report.updated = planned["add"], planned["update"]
         state = DeltaState(sync_roots=sync_roots, rotation_root=rotation_root, users_link=users_link,
                            group_links=links, tree=tree, in_scope=len(seen))
         return _Imported(state=state, seen=seen, dirty=tree.groups())
@@ -692,6 +693,8 @@ class SyncService:
         report.planned["remove"] = len(removals) if departures <= threshold.absolute else departures
         report.planned_ids["remove"] = [r.id for r in removals][:PLANNED_IDS_KEPT]
         report.missing_in_entra = sum(1 for r in removals if r.state is UserState.MISSING_IN_ENTRA)
+        # The rows of the users read are written already (a dry run only counts them).
+        report.added, report.updated = report.planned.get("add", 0), report.planned.get("update", 0)
         reason = blocked(departures, size, threshold)
         if reason:
             await self._blocked(run, reason)

@@ -549,3 +549,22 @@ async def test_a_full_run_over_a_directory_reads_again_only_the_rows_that_change
     assert stored["u0003"].display_name == "Renamed"
     assert stored["u0007"].enrollment is Enrollment.PAIRED_WITH_ENTRA  # what only the bridge knows is kept
 
+
+
+async def test_a_blocked_full_run_removes_nobody_and_is_read_again() -> None:
+    service, directory = world()
+    entra = fresh(40)
+    await run(service, entra)
+    entra.remove_member(SYNC, "gA")  # 27 of 40 leave scope while the token expired
+    entra.add_user(user(900), "gB")
+    entra.expired = True
+    report = await run(service, entra)
+    assert (report.mode, report.outcome, report.added) == ("full", "blocked", 1)
+    assert "27 users would be removed" in (report.alert or "")
+    stored = await rows(directory)
+    assert all(r.state is UserState.ACTIVE for r in stored.values())
+    assert "u0900" in stored  # in scope, so written as read
+    entra.expired = False
+    report = await run(service, entra, conn(removalThreshold={"percent": 100, "absolute": 1000}))
+    assert (report.mode, report.outcome, report.removed) == ("full", "completed", 27)  # no link was kept
+    await assert_consistent(service, entra)
