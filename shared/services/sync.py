@@ -145,6 +145,8 @@ class DeltaState:
     #: run knows the directory's size (the removal threshold is relative to it) without reading it.
     rows: int | None = None
     in_scope: int | None = None
+    #: Changes whenever the tree is stored: a process that stored this version may use the tree it holds.
+    version: str = ""
 
     def row(self) -> JsonObject:
         """The stored form of the links (the tree lives in the `groups` table)."""
@@ -152,6 +154,8 @@ class DeltaState:
                             "usersLink": self.users_link, "groupLinks": json.dumps(self.group_links)}
         if self.rows is not None and self.in_scope is not None:
             data["rows"], data["inScope"] = self.rows, self.in_scope
+        if self.version:
+            data["treeVersion"] = self.version
         return data
 
 
@@ -295,6 +299,8 @@ class SyncService:
         self._secrets = secrets
         #: The enrollment-state groups, kept by each run when given.
         self.enrollment_groups = enrollment_groups
+        #: The tree each connection's last run in this process stored: (version, tree, rows per group).
+        self._trees: dict[str, tuple[str, GroupTree, dict[str, int]]] = {}
 
     # ------------------------------------------------------------------ planning runs
 
@@ -792,6 +798,22 @@ class SyncService:
         if found is None or not found.data.get("usersLink"):
             return None
         data = found.data
+        version = str(data.get("treeVersion") or "")
+        cached = self._trees.get(connection)
+        if version and cached is not None and cached[0] == version:
+            tree, parts = cached[1], dict(cached[2])
+        else:
+            tree, parts = await self._load_tree(connection)
+        return DeltaState(sync_roots=list(json.loads(str(data.get("syncRoots") or "[]"))),
+                          rotation_root=str(data.get("rotationRoot") or "") or None,
+                          users_link=str(data["usersLink"]),
+                          group_links=list(json.loads(str(data.get("groupLinks") or "[]"))),
+                          tree=tree, tree_parts=parts,
+                          rows=int(str(data["rows"])) if data.get("rows") is not None else None,
+                          in_scope=int(str(data["inScope"])) if data.get("inScope") is not None else None)
+
+    async def _load_tree(self, connection: str) -> tuple[GroupTree, dict[str, int]]:
+        """The stored tree (`groups` table) and the number of rows of each group."""
         tree = GroupTree()
         parts: dict[str, int] = {}
         async for row in self._entities.query(Table.GROUPS, connection):
@@ -802,25 +824,15 @@ class SyncService:
             tree.users[group].update(u for u in users.split(",") if u)
             children = str(row.data.get("groups") or "")
             tree.children[group].update(g for g in children.split(",") if g)
-        return DeltaState(sync_roots=list(json.loads(str(data.get("syncRoots") or "[]"))),
-                          rotation_root=str(data.get("rotationRoot") or "") or None,
-                          users_link=str(data["usersLink"]),
-                          group_links=list(json.loads(str(data.get("groupLinks") or "[]"))),
-                          tree=tree, tree_parts=parts,
-                          rows=int(str(data["rows"])) if data.get("rows") is not None else None,
-                          in_scope=int(str(data["inScope"])) if data.get("inScope") is not None else None)
+        return tree, parts
 
     async def _save_state(self, connection: str, state: DeltaState, *, dirty: set[str], gone: set[str],
                           full: bool) -> None:
         writes: list[Entity] = []
         deletes: list[str] = []
-        if full:
-            async for row in self._entities.query(Table.GROUPS, connection):
-                group = row.row_key.partition(".")[0]
-                if group not in state.tree.users:
-                    deletes.append(row.row_key)
+        parts = {} if full else dict(state.tree_parts)
         for group in gone:
-            deletes += [f"{group}.{n:04d}" for n in range(state.tree_parts.get(group, 0))]
+            deletes += [f"{group}.{n:04d}" for n in range(parts.pop(group, 0))]
         for group in dirty:
             users = sorted(state.tree.users.get(group, set()))
             runs = [users[i:i + TREE_IDS_PER_ROW] for i in range(0, len(users), TREE_IDS_PER_ROW)] or [[]]
@@ -829,7 +841,14 @@ class SyncService:
                 if n == 0:
                     data["groups"] = ",".join(sorted(state.tree.children.get(group, set())))
                 writes.append(Entity(connection, f"{group}.{n:04d}", data))
-            deletes += [f"{group}.{n:04d}" for n in range(len(runs), state.tree_parts.get(group, 0))]
+            deletes += [f"{group}.{n:04d}" for n in range(len(runs), parts.get(group, 0))]
+            parts[group] = len(runs)
+        if full:
+            # Every row this tree does not write goes: groups no longer under the roots, and the extra rows
+            # of a group that shrank since the tree was last stored.
+            written = {e.row_key for e in writes}
+            deletes += [row.row_key async for row in self._entities.query(Table.GROUPS, connection)
+                        if row.row_key not in written]
         semaphore = asyncio.Semaphore(WRITE_CONCURRENCY)
 
         async def put(entity: Entity) -> None:
@@ -846,7 +865,11 @@ class SyncService:
                 await self._entities.upsert_many(Table.GROUPS, writes[start:start + 50])
             writes = []
         await asyncio.gather(*(put(e) for e in writes), *(drop(k) for k in set(deletes)))
+        state.tree_parts = parts
+        state.version = uuid.uuid4().hex
         await self._entities.upsert(Table.SYNCSTATE, Entity(connection, _STATE_ROW, state.row()))
+        # Kept for the next run in this process: it forks the tree, so this one is never changed.
+        self._trees[connection] = (state.version, state.tree, parts)
 
     async def forget_state(self, connection: str) -> None:
         """Drop the delta links so the next run reads everything again."""

@@ -396,9 +396,12 @@ async def test_random_changes_leave_what_a_full_run_would(seed: int) -> None:
         entra.accounts[f"u{i:04d}"] = user(i)
         entra.groups[rng.choice(groups)].append(f"u{i:04d}")
     connection = two_roots(removalThreshold={"percent": 100, "absolute": 1000})
+    store = service._entities
     await run(service, entra, connection)
     next_user = 100
-    for _ in range(4):
+    for round_ in range(4):
+        if (seed + round_) % 2:
+            service, _ = world(store)  # another instance: the tree is loaded from the table
         for _ in range(rng.randint(1, 8)):
             action = rng.randrange(8)
             members = [(g, m) for g, ms in entra.groups.items() for m in ms if m in entra.accounts]
@@ -568,3 +571,24 @@ async def test_a_blocked_full_run_removes_nobody_and_is_read_again() -> None:
     report = await run(service, entra, conn(removalThreshold={"percent": 100, "absolute": 1000}))
     assert (report.mode, report.outcome, report.removed) == ("full", "completed", 27)  # no link was kept
     await assert_consistent(service, entra)
+
+
+async def test_a_full_run_drops_the_tree_rows_of_a_group_that_shrank() -> None:
+    store = CountingStore()
+    service, _ = world(store)
+    entra = fresh(0)
+    for i in range(2000):
+        entra.accounts[f"u{i:04d}"] = user(i)
+        entra.groups["gB"].append(f"u{i:04d}")
+    wide = conn(removalThreshold={"percent": 100, "absolute": 5000})
+    await run(service, entra, wide)
+    for uid in [f"u{i:04d}" for i in range(1000)]:
+        entra.remove_member("gB", uid)
+    entra.expired = True
+    assert (await run(service, entra, wide)).removed == 1000
+    assert sorted(k for (_, k) in store.tables[Table.GROUPS] if k.startswith("gB.")) == ["gB.0000", "gB.0001"]
+    entra.expired = False
+    fresh_service, _ = world(store)
+    entra.update_user("u1999", displayName="Last")
+    report = await run(fresh_service, entra, wide)
+    assert (report.mode, report.updated, report.unchanged) == ("incremental", 1, 999)
