@@ -7,6 +7,7 @@ run left must find nothing to add, update or remove."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -17,6 +18,7 @@ from shared.adapters.ownership import TableGroupRecords
 from shared.config import Connection
 from shared.domain.directory import Enrollment, UserState
 from shared.domain.sync import GroupTree, SeenIds, affected_users
+from shared.services import sync as sync_service
 from shared.services.directory import Directory, EnrollmentGroups, partition_of
 from shared.services.ports import Entity
 from shared.services.sync import DeltaRead, SyncReport, SyncService
@@ -592,3 +594,35 @@ async def test_a_full_run_drops_the_tree_rows_of_a_group_that_shrank() -> None:
     entra.update_user("u1999", displayName="Last")
     report = await run(fresh_service, entra, wide)
     assert (report.mode, report.updated, report.unchanged) == ("incremental", 1, 999)
+
+
+class StreamedTenant(Tenant):
+    """Notes how many users rows are stored each time the transitive read hands out another 500 users."""
+
+    def __init__(self, store: FakeEntityStore) -> None:
+        super().__init__()
+        self.store = store
+        self.stored_while_reading: list[int] = []
+
+    async def transitive_users(self, group_id: str) -> AsyncIterator[dict[str, Any]]:
+        n = 0
+        async for item in super().transitive_users(group_id):
+            n += 1
+            if n % 500 == 0:
+                await asyncio.sleep(0.01)  # a page's latency: the writer runs meanwhile
+                self.stored_while_reading.append(len(self.store.tables.get(Table.USERS, {})))
+            yield item
+
+
+async def test_a_full_import_writes_pages_while_it_reads_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sync_service, "TRANSACTION_ROWS", 3)  # a partition's transaction goes at 3 rows
+    store = CountingStore()
+    service, directory = world(store)
+    entra = StreamedTenant(store)
+    made = tenant(6000)
+    entra.groups, entra.accounts = made.groups, made.accounts
+    report = await run(service, entra, conn(removalThreshold={"percent": 100, "absolute": 10000}))
+    assert (report.mode, report.added) == ("full", 6000)
+    assert len(await rows(directory)) == 6000
+    assert any(0 < stored < 6000 for stored in entra.stored_while_reading), entra.stored_while_reading
+    assert store.point_reads == 0  # a first import into an empty directory reads no row
