@@ -138,11 +138,6 @@ def new_row(current: UserRow | None, user: EntraUser, *, in_rotation_group: bool
                    enrollment=current.enrollment if current else UserRow.model_fields["enrollment"].default)
 
 
-def differs(current: UserRow, new: UserRow) -> bool:
-    """Whether a stored row must be written again."""
-    return _differs(current, new)
-
-
 def removed_row(current: UserRow, removal: RemovalBehaviour, *, deleted: bool) -> UserRow | None:
     """The row of a user no longer in scope, or None when it stays as it is."""
     # A user deleted in Entra stays "missing" on later runs, whose delta no longer reports the deletion.
@@ -161,11 +156,6 @@ def blocked(departures: int, size: int, threshold: RemovalThreshold) -> str | No
     return (f"{departures} users would be removed, above the threshold of {limit} "
             f"({threshold.percent:g}% of {size}, at most {threshold.absolute}); "
             "nothing was removed - check the sync groups, or raise features.sync.removalThreshold")
-
-
-def removal_limit(size: int, threshold: RemovalThreshold) -> int:
-    """The most active users one run may remove from a directory of `size` rows."""
-    return _removal_limit(size, threshold)
 
 
 def _removed_state(removal: RemovalBehaviour, deleted: bool) -> UserState | None:
