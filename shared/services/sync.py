@@ -492,34 +492,40 @@ class SyncService:
         """Read the changes, then plan from the rows of the users they concern only (point reads)."""
         conn = run.conn
         read = await self._read_incremental(run.reader, state, run.progress)
-        tree = read.state.tree
-        rows = await self._directory.get_many(conn.name, read.affected, earlier=run.earlier)
-        run.report.rows_read = len(read.affected)
+        tree, before, rotation = read.state.tree, read.before, state.rotation_root
+        members = scope_among(tree, state.sync_roots, read.affected)
+        was_in_scope = scope_among(before, state.sync_roots, read.affected)
+        rotation_members = frozenset(tree.among(rotation, read.affected)) if rotation else frozenset[str]()
+        was_rotating = before.among(rotation, read.affected) if rotation else set()
+        # A user the tree changes only moved within the same sync groups and rotation group (e.g. between
+        # nested groups) keeps the row it has: it is not read.
+        concerned = {uid for uid in read.affected
+                     if uid in read.changed or uid in read.deleted or members.get(uid) != was_in_scope.get(uid)
+                     or (uid in rotation_members) != (uid in was_rotating)}
+        rows = await self._directory.get_many(conn.name, concerned, earlier=run.earlier)
+        run.report.rows_read = len(concerned)
         attributes = {uid: EntraUser.from_row(row) for uid, row in rows.items()}
         for uid, change in read.changed.items():
             if uid in attributes:
                 attributes[uid] = attributes[uid].updated(change)
             elif change.get("userPrincipalName"):
                 attributes[uid] = EntraUser.from_graph(change, "")
-        members = scope_among(tree, state.sync_roots, read.affected)
-        missing = sorted(uid for uid in members if uid not in attributes and uid not in read.deleted)
+        missing = sorted(uid for uid in members if uid in concerned and uid not in attributes
+                         and uid not in read.deleted)
         if missing:
             for item in await run.reader.users(missing):
                 attributes[str(item["id"])] = EntraUser.from_graph(item, "")
         seen = {uid: attributes[uid].with_groups(roots) for uid, roots in members.items()
-                if uid in attributes and uid not in read.deleted}
-        rotation_members = (frozenset(tree.among(state.rotation_root, read.affected)) if state.rotation_root
-                            else frozenset[str]())
+                if uid in concerned and uid in attributes and uid not in read.deleted}
         if state.rows is None or state.in_scope is None:
             # A state stored before the counts were kept: counted once, then kept by every run.
             state.rows = sum([1 async for _ in self._directory.scan(conn.name)])
-            state.in_scope = len(scope(read.before, state.sync_roots))
+            state.in_scope = len(scope(before, state.sync_roots))
         changes = plan(rows, seen, rotation_members=rotation_members, removal=conn.features.sync.removal,
                        threshold=conn.features.sync.removal_threshold, now=self._clock.now(),
                        deleted_in_entra=frozenset(read.deleted), size=state.rows)
-        was_in_scope = scope_among(read.before, state.sync_roots, read.affected)
         read.state.rows = state.rows
-        read.state.in_scope = state.in_scope - len(was_in_scope) + len(seen)
+        read.state.in_scope = state.in_scope - sum(1 for uid in was_in_scope if uid in concerned) + len(seen)
         run.report.unchanged = max(read.state.in_scope - len(changes.add) - len(changes.update), 0)
         return read, changes, rows
 
