@@ -301,6 +301,8 @@ class SyncService:
         self.enrollment_groups = enrollment_groups
         #: The tree each connection's last run in this process stored: (version, tree, rows per group).
         self._trees: dict[str, tuple[str, GroupTree, dict[str, int]]] = {}
+        #: Connections whose rows of earlier layouts this process has moved already.
+        self._placed: set[str] = set()
 
     # ------------------------------------------------------------------ planning runs
 
@@ -372,7 +374,10 @@ class SyncService:
         renewal = asyncio.get_running_loop().create_task(self._keep_lease(conn.name, run_id, lease))
         try:
             if not dry_run:
-                await self._directory.move_earlier_rows(conn.name)  # 17 empty reads once the rows are moved
+                if conn.name not in self._placed:
+                    # 17 empty reads once the rows are moved: made once per connection and process.
+                    await self._directory.move_earlier_rows(conn.name)
+                    self._placed.add(conn.name)
                 earlier = False
             else:
                 earlier = await self._directory.has_earlier_rows(conn.name)
