@@ -13,6 +13,9 @@ effective (transitive) membership locally.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+from array import array
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -96,18 +99,17 @@ def domain_of(upn: str) -> str:
 
 def plan(existing: Mapping[str, UserRow], seen: Mapping[str, EntraUser], *, rotation_members: frozenset[str],
          removal: RemovalBehaviour, threshold: RemovalThreshold, now: dt.datetime,
-         deleted_in_entra: frozenset[str] = frozenset()) -> SyncPlan:
-    """Compare the directory with a complete read of Entra and list the changes."""
+         deleted_in_entra: frozenset[str] = frozenset(), size: int | None = None) -> SyncPlan:
+    """Compare directory rows with what Entra says of the same users and list the changes.
+
+    `existing` holds the rows of the users concerned (every row on a full comparison, only the affected
+    users' rows on an incremental run); `size` is the directory's size, which the removal threshold is
+    relative to (the number of rows given when left out).
+    """
     result = SyncPlan()
     for user_id, user in seen.items():
         current = existing.get(user_id)
-        row = UserRow(id=user.id, upn=user.upn, display_name=user.display_name, mail=user.mail,
-                      account_enabled=user.account_enabled, on_premises_sync=user.on_premises_sync,
-                      groups=sorted(user.groups), domain=domain_of(user.upn),
-                      state=UserState.ACTIVE if user.account_enabled else UserState.DEACTIVATED,
-                      first_seen=current.first_seen if current and current.first_seen else now, last_seen=now,
-                      in_rotation_group=user_id in rotation_members,
-                      enrollment=current.enrollment if current else UserRow.model_fields["enrollment"].default)
+        row = new_row(current, user, in_rotation_group=user_id in rotation_members, now=now)
         if current is None:
             result.add.append(row)
         elif _differs(current, row):
@@ -117,21 +119,43 @@ def plan(existing: Mapping[str, UserRow], seen: Mapping[str, EntraUser], *, rota
     for user_id, current in existing.items():
         if user_id in seen:
             continue
-        # A user deleted in Entra stays "missing" on later runs, whose delta no longer reports the deletion.
-        target = _removed_state(removal, user_id in deleted_in_entra or current.state is UserState.MISSING_IN_ENTRA)
-        if current.state is target and not current.in_rotation_group:
-            continue
-        if target is None:
-            continue  # removal behaviour "keep": the row stays as it is
-        result.remove.append(current.model_copy(update={"state": target, "in_rotation_group": False,
-                                                        "groups": [], "last_seen": current.last_seen}))
-    limit = _removal_limit(len(existing), threshold)
-    departures = [r for r in result.remove if existing[r.id].state is UserState.ACTIVE]
-    if len(departures) > limit:
-        result.blocked = (f"{len(departures)} users would be removed, above the threshold of {limit} "
-                          f"({threshold.percent:g}% of {len(existing)}, at most {threshold.absolute}); "
-                          "nothing was removed - check the sync groups, or raise features.sync.removalThreshold")
+        gone = removed_row(current, removal, deleted=user_id in deleted_in_entra)
+        if gone is not None:
+            result.remove.append(gone)
+    departures = sum(1 for r in result.remove if existing[r.id].state is UserState.ACTIVE)
+    result.blocked = blocked(departures, len(existing) if size is None else size, threshold)
     return result
+
+
+def new_row(current: UserRow | None, user: EntraUser, *, in_rotation_group: bool, now: dt.datetime) -> UserRow:
+    """The row of a user in scope, keeping what only the bridge knows (first seen, enrollment)."""
+    return UserRow(id=user.id, upn=user.upn, display_name=user.display_name, mail=user.mail,
+                   account_enabled=user.account_enabled, on_premises_sync=user.on_premises_sync,
+                   groups=sorted(user.groups), domain=domain_of(user.upn),
+                   state=UserState.ACTIVE if user.account_enabled else UserState.DEACTIVATED,
+                   first_seen=current.first_seen if current and current.first_seen else now, last_seen=now,
+                   in_rotation_group=in_rotation_group,
+                   enrollment=current.enrollment if current else UserRow.model_fields["enrollment"].default)
+
+
+def removed_row(current: UserRow, removal: RemovalBehaviour, *, deleted: bool) -> UserRow | None:
+    """The row of a user no longer in scope, or None when it stays as it is."""
+    # A user deleted in Entra stays "missing" on later runs, whose delta no longer reports the deletion.
+    target = _removed_state(removal, deleted or current.state is UserState.MISSING_IN_ENTRA)
+    if target is None or (current.state is target and not current.in_rotation_group):
+        return None  # removal behaviour "keep", or already in its removed state
+    return current.model_copy(update={"state": target, "in_rotation_group": False, "groups": [],
+                                      "last_seen": current.last_seen})
+
+
+def blocked(departures: int, size: int, threshold: RemovalThreshold) -> str | None:
+    """Why removing `departures` active users of a directory of `size` rows is refused, if it is."""
+    limit = _removal_limit(size, threshold)
+    if departures <= limit:
+        return None
+    return (f"{departures} users would be removed, above the threshold of {limit} "
+            f"({threshold.percent:g}% of {size}, at most {threshold.absolute}); "
+            "nothing was removed - check the sync groups, or raise features.sync.removalThreshold")
 
 
 def _removed_state(removal: RemovalBehaviour, deleted: bool) -> UserState | None:
@@ -148,10 +172,51 @@ def _removal_limit(size: int, threshold: RemovalThreshold) -> int:
     return min(int(size * threshold.percent / 100), threshold.absolute)
 
 
+_COMPARED = ("upn", "display_name", "mail", "account_enabled", "on_premises_sync", "groups", "state", "domain",
+             "in_rotation_group")
+
+
 def _differs(current: UserRow, new: UserRow) -> bool:
-    keys = ("upn", "display_name", "mail", "account_enabled", "on_premises_sync", "groups", "state", "domain",
-            "in_rotation_group")
-    return any(getattr(current, k) != getattr(new, k) for k in keys)
+    return any(getattr(current, k) != getattr(new, k) for k in _COMPARED)
+
+
+def _digest(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def row_digest(row: UserRow) -> int:
+    """A 64-bit digest of what `differs` compares: equal digests, a row that need not be written again."""
+    return _digest(repr(tuple(getattr(row, k) for k in _COMPARED)))
+
+
+class RowDigests:
+    """Each stored row's id and `row_digest`, 16 bytes a row, sorted once: what a full run compares the users it
+    reads with, so it reads again (by id) only the rows that changed."""
+
+    def __init__(self) -> None:
+        self._keys = array("Q")
+        self._digests = array("Q")
+        self._sorted = True
+
+    def add(self, row: UserRow) -> None:
+        """Remember one stored row."""
+        self._keys.append(_digest(row.id))
+        self._digests.append(row_digest(row))
+        self._sorted = False
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def get(self, user_id: str) -> int | None:
+        """The digest of the stored row of `user_id`, or None when there is none."""
+        if not self._sorted:
+            order = sorted(range(len(self._keys)), key=self._keys.__getitem__)
+            self._keys = array("Q", (self._keys[i] for i in order))
+            self._digests = array("Q", (self._digests[i] for i in order))
+            self._sorted = True
+        key = _digest(user_id)
+        at = bisect_left(self._keys, key)
+        return self._digests[at] if at < len(self._keys) and self._keys[at] == key else None
 
 
 # ----------------------------------------------------------------------------- the group tree
@@ -178,11 +243,38 @@ class GroupTree:
 
     users: dict[str, set[str]] = field(default_factory=dict)
     children: dict[str, set[str]] = field(default_factory=dict)
+    #: Groups whose member sets are still those of the tree this one was forked from (copied on first change).
+    shared: set[str] = field(default_factory=set)
 
     def add_group(self, group_id: str) -> None:
         """Know a group (with no members yet)."""
         self.users.setdefault(group_id, set())
         self.children.setdefault(group_id, set())
+
+    def fork(self) -> GroupTree:
+        """A tree to change while this one stays as it is: a group's sets are copied only when it changes,
+        so a run that changes a few groups does not hold the tree twice."""
+        return GroupTree(dict(self.users), dict(self.children), shared=set(self.users))
+
+    def _own(self, group_id: str) -> None:
+        if group_id in self.shared:
+            self.shared.discard(group_id)
+            self.users[group_id] = set(self.users[group_id])
+            self.children[group_id] = set(self.children[group_id])
+
+    def clear(self, group_id: str) -> None:
+        """A deleted group: no members any more."""
+        self.users[group_id] = set()
+        self.children[group_id] = set()
+        self.shared.discard(group_id)
+
+    def remove_users(self, user_ids: set[str]) -> set[str]:
+        """Take users (deleted in Entra) out of every group; returns the groups they were in."""
+        changed = {group for group, members in self.users.items() if members & user_ids}
+        for group in changed:
+            self._own(group)
+            self.users[group] -= user_ids
+        return changed
 
     def groups(self) -> set[str]:
         """Every group known."""
@@ -214,11 +306,13 @@ class GroupTree:
         for group in gone:
             self.users.pop(group, None)
             self.children.pop(group, None)
+            self.shared.discard(group)
         return gone
 
     def apply_members(self, group_id: str, members: Sequence[Mapping[str, object]]) -> tuple[set[str], set[str]]:
         """Apply one group's `members@delta`; returns (groups newly nested, users added)."""
         self.add_group(group_id)
+        self._own(group_id)
         new_groups: set[str] = set()
         new_users: set[str] = set()
         for item in members:
@@ -241,6 +335,14 @@ class GroupTree:
                 self.children[group_id].add(member)
         return new_groups, new_users
 
+    def among(self, root: str, ids: Iterable[str]) -> set[str]:
+        """Those of `ids` in `root`, directly or through nested groups (cost: the groups, not their users)."""
+        wanted = set(ids)
+        found: set[str] = set()
+        for group in self.reachable([root]):
+            found |= self.users[group] & wanted
+        return found
+
     def copy(self) -> GroupTree:
         """A deep copy (runs work on a copy and keep it only when they complete)."""
         return GroupTree({g: set(u) for g, u in self.users.items()}, {g: set(c) for g, c in self.children.items()})
@@ -253,6 +355,62 @@ def scope(tree: GroupTree, sync_roots: Sequence[str]) -> dict[str, frozenset[str
         for user_id in tree.effective(root):
             found.setdefault(user_id, set()).add(root)
     return {user_id: frozenset(roots) for user_id, roots in found.items()}
+
+
+def scope_among(tree: GroupTree, sync_roots: Sequence[str], ids: Iterable[str]) -> dict[str, frozenset[str]]:
+    """`scope` for some users only: each of `ids` in scope -> the sync groups through which they are included."""
+    wanted = set(ids)
+    found: dict[str, set[str]] = {}
+    for root in sync_roots:
+        for user_id in tree.among(root, wanted):
+            found.setdefault(user_id, set()).add(root)
+    return {user_id: frozenset(roots) for user_id, roots in found.items()}
+
+
+def affected_users(old: GroupTree, new: GroupTree, groups: Iterable[str]) -> set[str]:
+    """Users whose effective membership of any group may differ between `old` and `new`, given that only
+    `groups` changed: direct members added or removed there, and every user under a nested group added
+    or removed there (in either tree). A user not listed is in the same groups in both trees."""
+    found: set[str] = set()
+    moved: set[str] = set()
+    for group in groups:
+        found |= old.users.get(group, set()) ^ new.users.get(group, set())
+        moved |= old.children.get(group, set()) ^ new.children.get(group, set())
+    for child in moved:
+        found |= old.effective(child) if child in old.users else set()
+        found |= new.effective(child) if child in new.users else set()
+    return found
+
+
+class SeenIds:
+    """A compact set of object ids: 8 bytes each (a 64-bit BLAKE2b digest), sorted once everything is added.
+
+    A full run keeps the ids it has read here instead of the rows themselves. Two ids sharing a digest
+    (about one chance in 10^7 at a million users) only keeps the other user's row as it is: a missed
+    removal, never a wrong one.
+    """
+
+    def __init__(self) -> None:
+        self._keys = array("Q")
+        self._sorted = True
+
+    def add(self, user_id: str) -> None:
+        """Remember one id."""
+        self._keys.append(_digest(user_id))
+        self._sorted = False
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, user_id: object) -> bool:
+        if not isinstance(user_id, str):
+            return False
+        if not self._sorted:
+            self._keys = array("Q", sorted(set(self._keys)))
+            self._sorted = True
+        key = _digest(user_id)
+        at = bisect_left(self._keys, key)
+        return at < len(self._keys) and self._keys[at] == key
 
 
 def user_changes(items: Iterable[Mapping[str, object]]) -> tuple[dict[str, Mapping[str, object]], set[str]]:

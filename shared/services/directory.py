@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -43,6 +43,10 @@ SHARDS = 256
 READ_CONCURRENCY = 16
 #: Rows of the first page of a range query; a connection that fits is read by that one query.
 RANGE_PAGE = 1000
+#: Point reads in flight at once (a sync reads only the rows of the users that changed).
+POINT_READ_CONCURRENCY = 32
+#: Partitions read side by side by `scan`, which holds only those partitions' rows.
+SCAN_CONCURRENCY = 4
 #: The layout before this one: 16 partitions named with two digits.
 _OLD_SHARDS = 16
 
@@ -82,6 +86,55 @@ class Directory:
                                              for partition in _earlier_partitions(connection, user_id)))
             found = next((row for row in earlier if row is not None), None)
         return self._parse(found) if found else None
+
+    async def get_many(self, connection: str, user_ids: Iterable[str], *, earlier: bool = False) -> dict[str, UserRow]:
+        """The rows of some users by object id (absent ones left out), by point reads side by side.
+
+        Only the current layout is read unless `earlier` (rows of an earlier layout not yet moved).
+        """
+        semaphore = asyncio.Semaphore(POINT_READ_CONCURRENCY)
+
+        async def one(user_id: str) -> UserRow | None:
+            async with semaphore:
+                if earlier:
+                    return await self.get(connection, user_id)
+                found = await self._entities.get(Table.USERS, partition_of(connection, user_id), user_id)
+                return self._parse(found) if found else None
+
+        rows = await asyncio.gather(*(one(u) for u in dict.fromkeys(user_ids)))
+        return {row.id: row for row in rows if row is not None}
+
+    async def is_empty(self, connection: str) -> bool:
+        """Whether the connection has no row in its partitions (one query of one row)."""
+        async for _ in self._entities.query_partitions(Table.USERS, f"{connection}.", f"{connection}/", limit=1):
+            return False
+        return True
+
+    async def has_earlier_rows(self, connection: str) -> bool:
+        """Whether rows of an earlier layout wait to be moved (17 small queries)."""
+        for partition in _earlier_partitions(connection):
+            async for _ in self._entities.query(Table.USERS, partition, limit=1):
+                return True
+        return False
+
+    async def scan(self, connection: str) -> AsyncIterator[UserRow]:
+        """Every row of the connection's current partitions, holding only the partitions being read
+        (SCAN_CONCURRENCY of SHARDS), not the directory: what a full run sweeps for removals."""
+        first = [found async for found in self._entities.query_partitions(
+            Table.USERS, f"{connection}.", f"{connection}/", limit=RANGE_PAGE)]
+        if len(first) < RANGE_PAGE:
+            partitions: list[str] = []
+        else:
+            first, partitions = [], [_shard(connection, n) for n in range(SHARDS)]
+        for found in first:
+            if (row := self._parse(found)) is not None:
+                yield row
+        for start in range(0, len(partitions), SCAN_CONCURRENCY):
+            for rows in await asyncio.gather(*(self._partition(p) for p in
+                                               partitions[start:start + SCAN_CONCURRENCY])):
+                for found in rows:
+                    if (row := self._parse(found)) is not None:
+                        yield row
 
     async def find(self, connection: str, user: str) -> UserRow | None:
         """One user by object id or UPN (case-insensitive)."""
@@ -358,12 +411,12 @@ class EnrollmentGroups:
                                  target=group_id, outcome="created", correlation_id=correlation_id, detail=detail)
         return record
 
-    async def reconcile(self, conn: Connection, writer: GroupWriter, rows: Iterable[UserRow], *,
-                        correlation_id: str, run_id: str = "") -> enrollment.MembershipPlan:
+    async def reconcile(self, conn: Connection, writer: GroupWriter, rows: Iterable[UserRow] | AsyncIterable[UserRow],
+                        *, correlation_id: str, run_id: str = "") -> enrollment.MembershipPlan:
         """Make every group's members equal to the users in that state (drift repaired both ways).
 
-        A recorded group deleted in Entra since is forgotten (audited `enrollmentGroup.missing`) and made
-        again, or adopted, by name.
+        `rows` are every row of the directory (streamed: only their ids are kept). A recorded group deleted
+        in Entra since is forgotten (audited `enrollmentGroup.missing`) and made again, or adopted, by name.
         """
         ids = await self.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
         current: dict[Enrollment, set[str]] = {}
@@ -381,7 +434,48 @@ class EnrollmentGroups:
             for state, group_id in ids.items():
                 if state not in current:
                     current[state] = await writer.member_ids(group_id)
-        changes = enrollment.plan_membership(rows, current)
+        wanted: dict[Enrollment, set[str]] = {state: set() for state in Enrollment}
+        async for row in _rows(rows):
+            goal = enrollment.target(row)
+            if goal is not None:
+                wanted[goal].add(row.id)
+        changes = enrollment.MembershipPlan()
+        for state in Enrollment:
+            changes.add[state] = sorted(wanted[state] - current.get(state, set()))
+            changes.remove[state] = sorted(current.get(state, set()) - wanted[state])
+        await self._apply(conn, writer, ids, changes, correlation_id)
+        return changes
+
+    async def present(self, conn: Connection, writer: GroupWriter, *, correlation_id: str,
+                      run_id: str = "") -> bool:
+        """Whether every recorded group still exists in Entra (one read each). A group deleted since is
+        forgotten (audited `enrollmentGroup.missing`); the caller then reconciles every user."""
+        ids = await self.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
+        present = True
+        for state, group_id in ids.items():
+            if await writer.group(group_id) is None:
+                present = False
+                await self._records.forget(conn.name, group_id)
+                await self._audit.record(connection=conn.name, actor="sync", action="enrollmentGroup.missing",
+                                         target=group_id, outcome="forgotten", correlation_id=correlation_id,
+                                         detail={"state": state.value, "runId": run_id,
+                                                 "reason": "the recorded group no longer exists in Entra"})
+        return present
+
+    async def move_users(self, conn: Connection, writer: GroupWriter,
+                         moves: Mapping[str, tuple[Enrollment | None, Enrollment | None]], *,
+                         correlation_id: str, run_id: str = "") -> enrollment.MembershipPlan:
+        """Move the users whose target group changed in this run (user id -> (group before, group now)):
+        out of the group before, into the group now. Groups that were equal to the states before stay so."""
+        ids = await self.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
+        changes = enrollment.MembershipPlan()
+        for user_id, (before, after) in sorted(moves.items()):
+            if before is after:
+                continue
+            if after is not None:
+                changes.add[after].append(user_id)
+            if before is not None:
+                changes.remove[before].append(user_id)
         await self._apply(conn, writer, ids, changes, correlation_id)
         return changes
 
@@ -390,6 +484,23 @@ class EnrollmentGroups:
         """Move one user into the group of `to` (None: out of every group) right away."""
         ids = await self.ensure(conn, writer, correlation_id=correlation_id)
         await self._apply(conn, writer, ids, enrollment.plan_move(user_id, to), correlation_id)
+
+    async def repair(self, conn: Connection, writer: GroupWriter, seen: Mapping[str, Mapping[Enrollment, bool]],
+                     rows: Mapping[str, UserRow], *, correlation_id: str,
+                     run_id: str = "") -> enrollment.MembershipPlan:
+        """Undo what others changed in the groups: `seen` is, for each user a groups/delta round reported, whether
+        they are now in each group it reported on; `rows` the directory rows of those users (none: in no group)."""
+        ids = await self.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
+        changes = enrollment.MembershipPlan()
+        for user_id, memberships in sorted(seen.items()):
+            goal = enrollment.target(rows[user_id]) if user_id in rows else None
+            for state, member in memberships.items():
+                if member and state is not goal:
+                    changes.remove[state].append(user_id)
+                elif not member and state is goal:
+                    changes.add[state].append(user_id)
+        await self._apply(conn, writer, ids, changes, correlation_id)
+        return changes
 
     async def uninstall(self, conn: Connection, writer: GroupWriter, *, correlation_id: str,
                         actor: str = "sync", dry_run: bool = False) -> UninstallReport:
@@ -445,6 +556,15 @@ class EnrollmentGroups:
                                          target=group_id, outcome="updated", correlation_id=correlation_id,
                                          detail={"state": state.value, "added": len(added), "removed": len(removed),
                                                  "addedIds": added[:20], "removedIds": removed[:20]})
+
+
+async def _rows(rows: Iterable[UserRow] | AsyncIterable[UserRow]) -> AsyncIterator[UserRow]:
+    if isinstance(rows, AsyncIterable):
+        async for row in rows:
+            yield row
+    else:
+        for row in rows:
+            yield row
 
 
 def _alias(state: Enrollment) -> str:

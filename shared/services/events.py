@@ -15,7 +15,7 @@ import binascii
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -186,12 +186,14 @@ def user_events(connection: str, existing: Mapping[str, UserRow], changes: SyncP
             for row in (*changes.add, *changes.update, *changes.remove)]
 
 
-async def recover_user_events(outbox: EventOutbox | None, connection: str, existing: Mapping[str, UserRow]) -> int:
+async def recover_user_events(outbox: EventOutbox | None, connection: str,
+                              rows: Callable[[Collection[str]], Awaitable[Mapping[str, UserRow]]]) -> int:
     """Release the held events of a run that stopped before releasing them, when the stored row proves the change.
 
     A held event whose user row is stored exactly as planned happened and is published; one whose row
     differs (the run stopped before writing it) did not, and is dropped: the next run plans it again.
-    Returns how many were released.
+    Only the rows of the held events' users are read (`rows`: point reads by user id). Returns how many
+    were released.
     """
     if outbox is None:
         return 0
@@ -199,8 +201,9 @@ async def recover_user_events(outbox: EventOutbox | None, connection: str, exist
     for run, held in (await outbox.held(connection)).items():
         if not all(e.type in USER_TYPES for e in held):
             continue  # another service's held run (enrollment), judged by that service
-        proven = {e.id for e in held if e.subject in existing
-                  and user_event(connection, e.type, existing[e.subject], e.time).id == e.id}
+        stored = await rows({e.subject for e in held})
+        proven = {e.id for e in held if e.subject in stored
+                  and user_event(connection, e.type, stored[e.subject], e.time).id == e.id}
         await outbox.release(connection, run, proven)
         released += len(proven)
     return released

@@ -19,19 +19,37 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from shared.config import Connection
 from shared.domain import rotation as rotation_policy
-from shared.domain.directory import UserRow, UserState
-from shared.domain.sync import EntraUser, GroupTree, SyncPlan, chunks, plan, scope, user_changes
+from shared.domain.directory import Enrollment, UserRow, UserState
+from shared.domain.enrollment import target
+from shared.domain.sync import (
+    EntraUser,
+    GroupTree,
+    RowDigests,
+    SeenIds,
+    SyncPlan,
+    affected_users,
+    blocked,
+    chunks,
+    new_row,
+    plan,
+    removed_row,
+    row_digest,
+    scope,
+    scope_among,
+    user_changes,
+)
 from shared.errors import BridgeError, Conflict, Gone, NotFound, Stop, Throttled, Transient, root_cause, translated
 from shared.messages import WorkMessage
-from shared.services.directory import Directory, EnrollmentGroups, GroupWriter
+from shared.services.directory import Directory, EnrollmentGroups, GroupWriter, partition_of
 from shared.services.events import recover_user_events, user_events
 from shared.services.ports import (
+    TRANSACTION_ROWS,
     AuditSink,
     BatchEntityStore,
     Clock,
@@ -59,10 +77,20 @@ PLANNED_IDS_KEPT = 100
 WRITE_CONCURRENCY = 16
 #: Transactions in flight at once, spread over the directory's partitions (shared.services.directory.SHARDS).
 BATCH_CONCURRENCY = 4
+#: Removals (secret soft-delete, audit record) carried out at once.
+REMOVAL_CONCURRENCY = 8
 _EPOCH = "1970-01-01T00:00:00+00:00"
 #: Member ids per stored tree row: a Table string property holds 32K characters (64 KiB UTF-16).
 TREE_IDS_PER_ROW = 800
 _STATE_ROW = "delta"
+#: A `syncstate` row saying that an update of the enrollment-state groups failed: the next run checks every user.
+_ENROLLMENT_PENDING = "enrollmentPending"
+#: The `syncstate` row keeping the groups/delta link of the enrollment-state groups (drift made by others).
+_ENROLLMENT_DELTA = "enrollmentDelta"
+#: Users planned together on a full run: the size of a `transitiveMembers` page.
+PAGE_USERS = 999
+#: Planned pages waiting for the writer on a full run: reads stay at most this far ahead of writes.
+QUEUE_PAGES = 4
 
 Progress = Callable[[str, int, int], None]
 
@@ -115,23 +143,49 @@ class DeltaState:
     group_links: list[dict[str, Any]]  # [{"ids": [...], "link": "..."}]
     tree: GroupTree
     tree_parts: dict[str, int] = field(default_factory=dict)
+    #: Rows of the connection in the `users` table, and users in scope: kept by each run, so an incremental
+    #: run knows the directory's size (the removal threshold is relative to it) without reading it.
+    rows: int | None = None
+    in_scope: int | None = None
+    #: Changes whenever the tree is stored: a process that stored this version may use the tree it holds.
+    version: str = ""
 
     def row(self) -> JsonObject:
         """The stored form of the links (the tree lives in the `groups` table)."""
-        return {"syncRoots": json.dumps(self.sync_roots), "rotationRoot": self.rotation_root or "",
-                "usersLink": self.users_link, "groupLinks": json.dumps(self.group_links)}
+        data: JsonObject = {"syncRoots": json.dumps(self.sync_roots), "rotationRoot": self.rotation_root or "",
+                            "usersLink": self.users_link, "groupLinks": json.dumps(self.group_links)}
+        if self.rows is not None and self.in_scope is not None:
+            data["rows"], data["inScope"] = self.rows, self.in_scope
+        if self.version:
+            data["treeVersion"] = self.version
+        return data
 
 
 @dataclass
 class ReadResult:
-    """A complete read of Entra for one run."""
+    """A complete incremental read of Entra for one run: the changes, and the users they concern."""
 
     state: DeltaState
-    attributes: dict[str, EntraUser]
+    #: The tree before the run (the stored one).
+    before: GroupTree
+    changed: dict[str, Mapping[str, object]]
     deleted: set[str]
     dirty: set[str]
     gone_groups: set[str]
+    #: Users whose row may change: in the users delta, or whose membership differs between the trees.
+    affected: set[str]
     mode: str
+
+
+@dataclass
+class _Imported:
+    """What the streamed part of a full run leaves for its end: the new state and the ids it read."""
+
+    state: DeltaState
+    seen: SeenIds
+    dirty: set[str]
+    #: Rows of the connection before the run (counted by the sweep).
+    rows_before: int = 0
 
 
 @dataclass
@@ -149,6 +203,8 @@ class SyncReport:
     removed: int = 0
     unchanged: int = 0
     missing_in_entra: int = 0
+    #: Directory rows read to plan (an incremental run reads only the rows of the users its changes concern).
+    rows_read: int = 0
     errors: int = 0
     resource_units: int = 0
     duration_seconds: float = 0.0
@@ -207,6 +263,25 @@ class _Lease:
         self.ended = asyncio.Event()
 
 
+@dataclass
+class _Run:
+    """One run's inputs, handed to its steps."""
+
+    conn: Connection
+    reader: DirectoryReader
+    report: SyncReport
+    dry_run: bool
+    #: Rows of an earlier layout may still wait to be moved (a dry run does not move them).
+    earlier: bool
+    lease: _Lease
+    progress: Progress | None
+    correlation_id: str
+
+
+def _target(row: UserRow | None) -> Enrollment | None:
+    return target(row) if row is not None else None
+
+
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
@@ -227,6 +302,10 @@ class SyncService:
         self._secrets = secrets
         #: The enrollment-state groups, kept by each run when given.
         self.enrollment_groups = enrollment_groups
+        #: The tree each connection's last run in this process stored: (version, tree, rows per group).
+        self._trees: dict[str, tuple[str, GroupTree, dict[str, int]]] = {}
+        #: Connections whose rows of earlier layouts this process has moved already.
+        self._placed: set[str] = set()
 
     # ------------------------------------------------------------------ planning runs
 
@@ -300,12 +379,36 @@ class SyncService:
         renewal = asyncio.get_running_loop().create_task(self._keep_lease(conn.name, run_id, lease))
         try:
             if not dry_run:
-                await self._directory.move_earlier_rows(conn.name)  # 17 empty reads once the rows are moved
-            existing = {row.id: row async for row in self._directory.all(conn.name)}
-            if not dry_run:
-                await recover_user_events(self._events, conn.name, existing)
+                if conn.name not in self._placed:
+                    # 17 empty reads once the rows are moved: made once per connection and process.
+                    await self._directory.move_earlier_rows(conn.name)
+                    self._placed.add(conn.name)
+                earlier = False
+
+                async def stored(ids: Collection[str]) -> Mapping[str, UserRow]:
+                    return await self._directory.get_many(conn.name, ids)
+
+                # Events held by a run that stopped: released when the stored row proves the change.
+                await recover_user_events(self._events, conn.name, stored)
+            else:
+                earlier = await self._directory.has_earlier_rows(conn.name)
+            run = _Run(conn=conn, reader=reader, report=report, dry_run=dry_run, earlier=earlier, lease=lease,
+                       progress=progress, correlation_id=correlation_id)
+            incremental: tuple[ReadResult, SyncPlan, dict[str, UserRow]] | None = None
+            imported: _Imported | None = None
             try:
-                read = await self._read(conn, reader, existing, report, full, progress)
+                sync_roots, rotation_root, state = await self._start(conn, reader, report, full)
+                if state is not None:
+                    try:
+                        incremental = await self._plan_incremental(run, state)
+                    except Gone as err:
+                        report.resynced = f"a delta link cannot be used any more (expired, or for another Graph " \
+                                          f"host): {err.detail}"
+                        log.info("sync of %s: %s; reading everything again", conn.name, report.resynced)
+                if incremental is None:
+                    if report.resynced:
+                        await self._resynced(run)
+                    imported = await self._import(run, sync_roots, rotation_root)
             except BridgeError as err:
                 cause = root_cause(err)
                 if not (cause.retryable or isinstance(cause, Stop)):
@@ -319,51 +422,11 @@ class SyncService:
                                                                                   "reason": err.detail})
                 report.problem = root_cause(err).problem()
                 raise Stop(report.alert, request_id=err.request_id) from err
-            report.mode = read.mode
-            if report.resynced:
-                await self._audit.record(connection=conn.name, actor=ACTOR, action="sync.resync", target=conn.name,
-                                         outcome="full", correlation_id=correlation_id,
-                                         detail={"runId": run_id, "reason": report.resynced})
-            members = scope(read.state.tree, read.state.sync_roots)
-            seen = {uid: read.attributes[uid].with_groups(roots) for uid, roots in members.items()
-                    if uid in read.attributes and uid not in read.deleted}
-            rotation_members = (read.state.tree.effective(read.state.rotation_root)
-                                if read.state.rotation_root else set())
-            changes = plan(existing, seen, rotation_members=frozenset(rotation_members),
-                           removal=conn.features.sync.removal, threshold=conn.features.sync.removal_threshold,
-                           now=self._clock.now(), deleted_in_entra=frozenset(read.deleted))
-            report.unchanged = changes.unchanged
-            report.missing_in_entra = sum(1 for r in changes.remove if r.state is UserState.MISSING_IN_ENTRA)
-            report.planned = {"add": len(changes.add), "update": len(changes.update), "remove": len(changes.remove)}
-            report.planned_ids = {"add": [r.id for r in changes.add][:PLANNED_IDS_KEPT],
-                                  "update": [r.id for r in changes.update][:PLANNED_IDS_KEPT],
-                                  "remove": [r.id for r in changes.remove][:PLANNED_IDS_KEPT]}
-            if changes.blocked:
-                report.outcome, report.alert = "blocked", changes.blocked
-                await self._audit.record(connection=conn.name, actor=ACTOR, action="sync.blocked", target=conn.name,
-                                         outcome="blocked", correlation_id=correlation_id,
-                                         detail={"runId": run_id, "reason": changes.blocked})
-                log.error("sync of %s blocked: %s", conn.name, changes.blocked)
-            elif dry_run:
-                report.outcome = "dry-run"
-                report.added, report.updated, report.removed = len(changes.add), len(changes.update), \
-                    len(changes.remove)
-            else:
-                if lease.lost:
-                    raise Conflict(f"the sync lease of {conn.name!r} was taken over by another run; nothing written")
-                # The run's events are held until its rows are written (docs/events.md, "exactly once").
-                if self._events is not None:
-                    await self._events.hold(conn.name, run_id, user_events(conn.name, existing, changes,
-                                                                           self._clock.now()))
-                failed_before = report.errors
-                await self._apply(conn, changes, report, correlation_id, progress)
-                if self._events is not None and report.errors == failed_before:
-                    await self._events.release(conn.name, run_id)  # else the next run proves each one
-                await self._save_state(conn.name, read)
-                if conn.features.passkeys.enabled and writer is not None:
-                    final = {**existing, **{r.id: r for r in (*changes.add, *changes.update, *changes.remove)}}
-                    await self._enrollment(conn, writer, list(final.values()), report, correlation_id)
-                report.outcome = "completed"
+            if incremental is not None:
+                read, changes, before = incremental
+                await self._finish_incremental(run, writer, read, changes, before)
+            elif imported is not None:
+                await self._finish_import(run, writer, imported)
         except Exception as exc:
             failure = translated(exc)
             if failure is not exc:
@@ -397,10 +460,327 @@ class SyncService:
         await self._audit.flush()  # the end of a run anchors its audit chains (docs/audit.md)
         return report
 
+    async def _resynced(self, run: _Run) -> None:
+        await self._audit.record(connection=run.conn.name, actor=ACTOR, action="sync.resync", target=run.conn.name,
+                                 outcome="full", correlation_id=run.correlation_id,
+                                 detail={"runId": run.report.run_id, "reason": run.report.resynced})
+
+    async def _hold(self, run: _Run, key: str, before: Mapping[str, UserRow], changes: SyncPlan) -> bool:
+        """Hold the events of `changes` under `key` until their rows are written; whether any were held."""
+        if self._events is None:
+            return False
+        events = user_events(run.conn.name, before, changes, self._clock.now())
+        if events:
+            await self._events.hold(run.conn.name, key, events)
+        return bool(events)
+
+    async def _release(self, run: _Run, keys: Sequence[str]) -> None:
+        """The rows of these held events are written: record them for publishing."""
+        if self._events is not None:
+            for key in keys:
+                await self._events.release(run.conn.name, key)
+
+    def _planned(self, report: SyncReport, changes: SyncPlan) -> None:
+        report.missing_in_entra = sum(1 for r in changes.remove if r.state is UserState.MISSING_IN_ENTRA)
+        report.planned = {"add": len(changes.add), "update": len(changes.update), "remove": len(changes.remove)}
+        report.planned_ids = {"add": [r.id for r in changes.add][:PLANNED_IDS_KEPT],
+                              "update": [r.id for r in changes.update][:PLANNED_IDS_KEPT],
+                              "remove": [r.id for r in changes.remove][:PLANNED_IDS_KEPT]}
+
+    async def _blocked(self, run: _Run, reason: str) -> None:
+        run.report.outcome, run.report.alert = "blocked", reason
+        await self._audit.record(connection=run.conn.name, actor=ACTOR, action="sync.blocked", target=run.conn.name,
+                                 outcome="blocked", correlation_id=run.correlation_id,
+                                 detail={"runId": run.report.run_id, "reason": reason})
+        log.error("sync of %s blocked: %s", run.conn.name, reason)
+
+    # ------------------------------------------------------------------ an incremental run
+
+    async def _finish_incremental(self, run: _Run, writer: GroupWriter | None, read: ReadResult, changes: SyncPlan,
+                                  before: dict[str, UserRow]) -> None:
+        """Apply an incremental plan: only the changed rows are written, only the changed users moved."""
+        conn, report = run.conn, run.report
+        report.mode = "incremental"
+        self._planned(report, changes)
+        if changes.blocked:
+            await self._blocked(run, changes.blocked)
+        elif run.dry_run:
+            report.outcome = "dry-run"
+            report.added, report.updated, report.removed = len(changes.add), len(changes.update), len(changes.remove)
+        else:
+            if run.lease.lost:
+                raise Conflict(f"the sync lease of {conn.name!r} was taken over by another run; nothing written")
+            # The run's events are held until its rows are written (docs/events.md, "exactly once").
+            held = await self._hold(run, report.run_id, before, changes)
+            failed_before = report.errors
+            await self._apply(conn, changes, report, run.correlation_id, run.progress)
+            if held and report.errors == failed_before:
+                await self._release(run, [report.run_id])  # else the next run proves each one
+            read.state.rows = (read.state.rows or 0) + len(changes.add)
+            await self._save_state(conn.name, read.state, dirty=read.dirty, gone=read.gone_groups, full=False)
+            if conn.features.passkeys.enabled and writer is not None:
+                moves = {row.id: (_target(before.get(row.id)), _target(row))
+                         for row in (*changes.add, *changes.update, *changes.remove)}
+                await self._enrollment(conn, writer, run.reader, report, run.correlation_id, moves=moves)
+            report.outcome = "completed"
+
+    async def _plan_incremental(self, run: _Run, state: DeltaState) -> tuple[ReadResult, SyncPlan, dict[str, UserRow]]:
+        """Read the changes, then plan from the rows of the users they concern only (point reads)."""
+        conn = run.conn
+        read = await self._read_incremental(run.reader, state, run.progress)
+        tree, before, rotation = read.state.tree, read.before, state.rotation_root
+        members = scope_among(tree, state.sync_roots, read.affected)
+        was_in_scope = scope_among(before, state.sync_roots, read.affected)
+        rotation_members = frozenset(tree.among(rotation, read.affected)) if rotation else frozenset[str]()
+        was_rotating = before.among(rotation, read.affected) if rotation else set()
+        # A user the tree changes only moved within the same sync groups and rotation group (e.g. between
+        # nested groups) keeps the row it has: it is not read.
+        concerned = {uid for uid in read.affected
+                     if uid in read.changed or uid in read.deleted or members.get(uid) != was_in_scope.get(uid)
+                     or (uid in rotation_members) != (uid in was_rotating)}
+        rows = await self._directory.get_many(conn.name, concerned, earlier=run.earlier)
+        run.report.rows_read = len(concerned)
+        attributes = {uid: EntraUser.from_row(row) for uid, row in rows.items()}
+        for uid, change in read.changed.items():
+            if uid in attributes:
+                attributes[uid] = attributes[uid].updated(change)
+            elif change.get("userPrincipalName"):
+                attributes[uid] = EntraUser.from_graph(change, "")
+        missing = sorted(uid for uid in members if uid in concerned and uid not in attributes
+                         and uid not in read.deleted)
+        if missing:
+            for item in await run.reader.users(missing):
+                attributes[str(item["id"])] = EntraUser.from_graph(item, "")
+        seen = {uid: attributes[uid].with_groups(roots) for uid, roots in members.items()
+                if uid in concerned and uid in attributes and uid not in read.deleted}
+        if state.rows is None or state.in_scope is None:
+            # A state stored before the counts were kept: counted once, then kept by every run.
+            state.rows = sum([1 async for _ in self._directory.scan(conn.name)])
+            state.in_scope = len(scope(before, state.sync_roots))
+        changes = plan(rows, seen, rotation_members=rotation_members, removal=conn.features.sync.removal,
+                       threshold=conn.features.sync.removal_threshold, now=self._clock.now(),
+                       deleted_in_entra=frozenset(read.deleted), size=state.rows)
+        read.state.rows = state.rows
+        read.state.in_scope = state.in_scope - sum(1 for uid in was_in_scope if uid in concerned) + len(seen)
+        run.report.unchanged = max(read.state.in_scope - len(changes.add) - len(changes.update), 0)
+        return read, changes, rows
+
+    # ------------------------------------------------------------------ a full run, streamed
+
+    async def _import(self, run: _Run, sync_roots: list[str], rotation_root: str | None) -> _Imported:
+        """Read every user of the sync groups page by page; plan and write each page as it comes (writes overlap
+        the next reads, through a queue of at most QUEUE_PAGES pages). Only the tree and the ids read are kept."""
+        conn, report, reader = run.conn, run.report, run.reader
+        report.mode = "full"
+        # The users link is taken first: a change made while the tree is read shows up again next run.
+        users_link = await reader.users_delta_latest()
+        tree = GroupTree()
+        roots = [*sync_roots, *([rotation_root] if rotation_root else [])]
+        links = await self._read_groups(reader, tree, set(roots))
+        rotation_members = frozenset(tree.effective(rotation_root)) if rotation_root else frozenset[str]()
+        empty = not run.earlier and await self._directory.is_empty(conn.name)
+        # Against a directory that holds rows, the stored rows' digests tell which users changed: only their
+        # rows are read again (for what only the bridge keeps: first seen, enrollment). A dry run that finds
+        # rows of an earlier layout reads every user's row instead.
+        digests: RowDigests | None = None
+        if not empty and not run.earlier:
+            digests = RowDigests()
+            async for row in self._directory.scan(conn.name):
+                digests.add(row)
+            report.rows_read += len(digests)
+        if not run.dry_run:
+            # Rows are written as they are read: until this run stores its own state, the next run is a full one.
+            await self.forget_state(conn.name)
+        seen = SeenIds()
+        pages: list[str] = []  # the keys of the pages whose events are held
+        planned = {"add": 0, "update": 0}
+        ids: dict[str, list[str]] = {"add": [], "update": [], "remove": []}
+        queue: asyncio.Queue[list[UserRow] | None] = asyncio.Queue(maxsize=QUEUE_PAGES)
+        drain = None if run.dry_run else asyncio.get_running_loop().create_task(self._drain(run, queue))
+
+        async def offer(rows: list[UserRow] | None) -> None:
+            if drain is None:
+                return
+            if drain.done():
+                drain.result()
+                raise Stop("the writer of the import stopped before the read ended")
+            put = asyncio.ensure_future(queue.put(rows))
+            done, _ = await asyncio.wait({put, drain}, return_when=asyncio.FIRST_COMPLETED)
+            if put not in done:  # the writer ended first: only by failing
+                put.cancel()
+                drain.result()  # the writer failed: its error ends the run
+                raise Stop("the writer of the import stopped before the read ended")
+
+        async def page(items: list[JsonObject], position: int) -> None:
+            by_id = {str(item["id"]): item for item in items}
+            members = scope_among(tree, sync_roots, by_id)
+            # A user in several sync groups is planned with the first of them that lists it.
+            chosen = {uid: r for uid, r in members.items()
+                      if position < 0 or not any(sync_roots.index(root) < position for root in r)}
+            users = {uid: EntraUser.from_graph(by_id[uid], "").with_groups(r) for uid, r in chosen.items()}
+            now = self._clock.now()
+            if digests is not None:
+                stored = {uid: digests.get(uid) for uid in users}
+                same = {uid for uid, user in users.items() if stored[uid] is not None and stored[uid] == row_digest(
+                    new_row(None, user, in_rotation_group=uid in rotation_members, now=now))}
+                users = {uid: user for uid, user in users.items() if uid not in same}
+                wanted = [uid for uid in users if stored[uid] is not None]
+            else:
+                same, wanted = set(), ([] if empty else list(users))
+            before = await self._directory.get_many(conn.name, wanted, earlier=run.earlier) if wanted else {}
+            report.rows_read += len(wanted)
+            changes = plan(before, users, rotation_members=rotation_members, removal=conn.features.sync.removal,
+                           threshold=conn.features.sync.removal_threshold, now=now)
+            for uid in chosen:
+                seen.add(uid)
+            planned["add"] += len(changes.add)
+            planned["update"] += len(changes.update)
+            report.unchanged += changes.unchanged + len(same)
+            for kind, rows in (("add", changes.add), ("update", changes.update)):
+                ids[kind] += [r.id for r in rows][:PLANNED_IDS_KEPT - len(ids[kind])]
+            if changes.add or changes.update:
+                if not run.dry_run:
+                    # Held per page, so releasing them never holds the whole directory's events at once.
+                    key = f"{report.run_id}.{len(pages):06d}"
+                    if await self._hold(run, key, before, changes):
+                        pages.append(key)
+                await offer([*changes.add, *changes.update])
+            if run.progress:
+                run.progress("read", len(seen), 0)
+
+        try:
+            for position, root in enumerate(sync_roots):
+                batch: list[JsonObject] = []
+                async for item in reader.transitive_users(root):
+                    batch.append(item)
+                    if len(batch) >= PAGE_USERS:
+                        await page(batch, position)
+                        batch = []
+                if batch:
+                    await page(batch, position)
+            # Users in the tree that the transitive reads did not list (Graph is eventually consistent).
+            missing = sorted({uid for group in tree.reachable(sync_roots) for uid in tree.users[group]
+                              if uid not in seen})
+            for start in range(0, len(missing), PAGE_USERS):
+                found = await reader.users(missing[start:start + PAGE_USERS])
+                if found:
+                    await page(found, -1)
+            await offer(None)
+            if drain is not None:
+                failed_before = report.errors
+                await drain
+                if report.errors == failed_before:
+                    await self._release(run, pages)  # else the next run proves each one
+        finally:
+            if drain is not None and not drain.done():
+                drain.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await drain
+        report.planned = {**planned, "remove": 0}
+        report.planned_ids = ids
+        state = DeltaState(sync_roots=sync_roots, rotation_root=rotation_root, users_link=users_link,
+                           group_links=links, tree=tree, in_scope=len(seen))
+        return _Imported(state=state, seen=seen, dirty=tree.groups())
+
+    async def _drain(self, run: _Run, queue: asyncio.Queue[list[UserRow] | None]) -> None:
+        """Write planned rows as they come: a partition's rows go as one transaction once there are
+        TRANSACTION_ROWS of them (the rest at the end), BATCH_CONCURRENCY transactions at a time."""
+        conn, report = run.conn, run.report
+        pending: dict[str, list[UserRow]] = {}
+        semaphore = asyncio.Semaphore(BATCH_CONCURRENCY)
+        in_flight: set[asyncio.Task[None]] = set()
+        done = 0
+
+        async def send(chunk: list[UserRow]) -> None:
+            nonlocal done
+            try:
+                await self._write(conn, chunk, report)
+            finally:
+                semaphore.release()
+            done += len(chunk)
+            if run.progress:
+                run.progress("write", done, done)
+
+        async def start(chunk: list[UserRow]) -> None:
+            if run.lease.lost:
+                raise Conflict(f"the sync lease of {conn.name!r} was taken over by another run; nothing more written")
+            await semaphore.acquire()
+            task = asyncio.get_running_loop().create_task(send(chunk))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+            for finished in [t for t in list(in_flight) if t.done()]:
+                finished.result()
+
+        try:
+            while (rows := await queue.get()) is not None:
+                for row in rows:
+                    partition = partition_of(conn.name, row.id)
+                    chunk = pending.setdefault(partition, [])
+                    chunk.append(row)
+                    if len(chunk) >= TRANSACTION_ROWS:
+                        await start(pending.pop(partition))
+            for chunk in pending.values():
+                await start(chunk)
+            pending.clear()
+            if in_flight:
+                await asyncio.gather(*in_flight)
+        finally:
+            for task in in_flight:
+                task.cancel()
+
+    async def _finish_import(self, run: _Run, writer: GroupWriter | None, imported: _Imported) -> None:
+        """The end of a full run: sweep the stored rows for users no longer read, then remove them (within the
+        threshold), store the state, keep the enrollment-state groups."""
+        conn, report = run.conn, run.report
+        removal, threshold = conn.features.sync.removal, conn.features.sync.removal_threshold
+        removals: list[UserRow] = []
+        originals: dict[str, UserRow] = {}  # the stored rows of the removals, for their events
+        departures = rows = 0
+        async for row in self._directory.scan(conn.name):
+            rows += 1
+            if row.id in imported.seen:
+                continue
+            gone = removed_row(row, removal, deleted=False)
+            if gone is None:
+                continue
+            if row.state is UserState.ACTIVE:
+                departures += 1
+            if departures <= threshold.absolute:  # beyond it the run is blocked whatever the size: keep no more
+                removals.append(gone)
+                originals[row.id] = row
+        size = rows - (0 if run.dry_run else report.planned.get("add", 0))
+        report.planned["remove"] = len(removals) if departures <= threshold.absolute else departures
+        report.planned_ids["remove"] = [r.id for r in removals][:PLANNED_IDS_KEPT]
+        report.missing_in_entra = sum(1 for r in removals if r.state is UserState.MISSING_IN_ENTRA)
+        # The rows of the users read are written already (a dry run only counts them).
+        report.added, report.updated = report.planned.get("add", 0), report.planned.get("update", 0)
+        reason = blocked(departures, size, threshold)
+        if reason:
+            await self._blocked(run, reason)
+            return
+        if run.dry_run:
+            report.outcome, report.removed = "dry-run", len(removals)
+            return
+        if run.lease.lost:
+            raise Conflict(f"the sync lease of {conn.name!r} was taken over by another run; nothing removed")
+        key = f"{report.run_id}.removals"
+        held = await self._hold(run, key, originals, SyncPlan(remove=removals))
+        failed_before = report.errors
+        await self._apply(conn, SyncPlan(remove=removals), report, run.correlation_id, run.progress)
+        if held and report.errors == failed_before:
+            await self._release(run, [key])
+        report.added, report.updated = report.planned.get("add", 0), report.planned.get("update", 0)
+        imported.state.rows = size + report.added
+        await self._save_state(conn.name, imported.state, dirty=imported.dirty, gone=set(), full=True)
+        if conn.features.passkeys.enabled and writer is not None:
+            await self._enrollment(conn, writer, run.reader, report, run.correlation_id, moves=None)
+        report.outcome = "completed"
+
     # ------------------------------------------------------------------ reading
 
-    async def _read(self, conn: Connection, reader: DirectoryReader, existing: Mapping[str, UserRow],
-                    report: SyncReport, full: bool, progress: Progress | None) -> ReadResult:
+    async def _start(self, conn: Connection, reader: DirectoryReader, report: SyncReport,
+                     full: bool) -> tuple[list[str], str | None, DeltaState | None]:
+        """The sync and rotation roots, and the stored state to continue from (None: a full run)."""
         sync_roots = [await reader.group_id(name) for name in conn.features.sync.groups]
         rotation = conn.features.rotation
         rotation_root = await reader.group_id(rotation.group) if rotation.enabled and rotation.group else None
@@ -408,35 +788,7 @@ class SyncService:
         if state is not None and (state.sync_roots != sync_roots or state.rotation_root != rotation_root):
             report.resynced = "the sync or rotation groups changed"
             state = None
-        if state is not None:
-            try:
-                return await self._read_incremental(reader, state, existing, progress)
-            except Gone as err:
-                report.resynced = f"a delta link cannot be used any more (expired, or for another Graph host): " \
-                                  f"{err.detail}"
-                log.info("sync of %s: %s; reading everything again", conn.name, report.resynced)
-        return await self._read_full(reader, sync_roots, rotation_root, existing, progress)
-
-    async def _read_full(self, reader: DirectoryReader, sync_roots: list[str], rotation_root: str | None,
-                         existing: Mapping[str, UserRow], progress: Progress | None) -> ReadResult:
-        # The users link is taken first: a change made while the tree is read shows up again next run.
-        users_link = await reader.users_delta_latest()
-        tree = GroupTree()
-        roots = [*sync_roots, *([rotation_root] if rotation_root else [])]
-        links = await self._read_groups(reader, tree, set(roots))
-        attributes: dict[str, EntraUser] = {}
-        for root in sync_roots:
-            async for item in reader.transitive_users(root):
-                attributes[str(item["id"])] = EntraUser.from_graph(item, root)
-                if progress and len(attributes) % 1000 == 0:
-                    progress("read", len(attributes), 0)
-        await self._fetch_missing(reader, tree, sync_roots, attributes, existing)
-        if progress:
-            progress("read", len(attributes), len(attributes))
-        state = DeltaState(sync_roots=sync_roots, rotation_root=rotation_root, users_link=users_link,
-                           group_links=links, tree=tree)
-        return ReadResult(state=state, attributes=attributes, deleted=set(), dirty=tree.groups(), gone_groups=set(),
-                          mode="full")
+        return sync_roots, rotation_root, state
 
     async def _read_groups(self, reader: DirectoryReader, tree: GroupTree, groups: set[str]) -> list[dict[str, Any]]:
         """First delta rounds for `groups` and every group nested under them, level by level."""
@@ -456,11 +808,11 @@ class SyncService:
             frontier = found - tree.groups()
         return links
 
-    async def _read_incremental(self, reader: DirectoryReader, state: DeltaState, existing: Mapping[str, UserRow],
+    async def _read_incremental(self, reader: DirectoryReader, state: DeltaState,
                                 progress: Progress | None) -> ReadResult:
         users = await reader.users_delta(state.users_link)
         changed, deleted = user_changes(users.items)
-        tree = state.tree.copy()
+        tree = state.tree.fork()
         dirty: set[str] = set()
         nested: set[str] = set()
         links: list[dict[str, Any]] = []
@@ -473,45 +825,29 @@ class SyncService:
                 dirty.add(group)
                 if "@removed" in item:
                     # A deleted group has no members any more; its parents report the removal too.
-                    tree.users[group].clear()
-                    tree.children[group].clear()
+                    tree.clear(group)
                     continue
                 new_groups, _ = tree.apply_members(group, item.get("members@delta") or [])
                 nested |= new_groups
             links.append({"ids": entry["ids"], "link": read.link})
         if deleted:
-            for group, members in tree.users.items():
-                if members & deleted:
-                    members -= deleted
-                    dirty.add(group)
+            dirty |= tree.remove_users(deleted)
         new_groups = nested - tree.groups()
         links += await self._read_groups(reader, tree, new_groups)
         dirty |= new_groups
         roots = [*state.sync_roots, *([state.rotation_root] if state.rotation_root else [])]
         gone = tree.prune(roots)
+        affected = affected_users(state.tree, tree, dirty | gone) | set(changed) | deleted
         dirty -= gone
         links = [{"ids": [i for i in e["ids"] if i not in gone], "link": e["link"]} for e in links]
         links = [e for e in links if e["ids"]]
-        attributes = {uid: EntraUser.from_row(row) for uid, row in existing.items()}
-        for uid, change in changed.items():
-            if uid in attributes:
-                attributes[uid] = attributes[uid].updated(change)
-            elif change.get("userPrincipalName"):
-                attributes[uid] = EntraUser.from_graph(change, "").with_groups(frozenset())
-        await self._fetch_missing(reader, tree, state.sync_roots, attributes, existing)
         if progress:
-            progress("read", len(attributes), len(attributes))
+            progress("read", len(affected), len(affected))
         new_state = DeltaState(sync_roots=state.sync_roots, rotation_root=state.rotation_root,
-                               users_link=users.link, group_links=links, tree=tree, tree_parts=state.tree_parts)
-        return ReadResult(state=new_state, attributes=attributes, deleted=deleted, dirty=dirty, gone_groups=gone,
-                          mode="incremental")
-
-    async def _fetch_missing(self, reader: DirectoryReader, tree: GroupTree, sync_roots: list[str],
-                             attributes: dict[str, EntraUser], existing: Mapping[str, UserRow]) -> None:
-        missing = sorted(uid for uid in scope(tree, sync_roots) if uid not in attributes)
-        if missing:
-            for item in await reader.users(missing):
-                attributes[str(item["id"])] = EntraUser.from_graph(item, "")
+                               users_link=users.link, group_links=links, tree=tree, tree_parts=state.tree_parts,
+                               rows=state.rows, in_scope=state.in_scope)
+        return ReadResult(state=new_state, before=state.tree, changed=changed, deleted=deleted, dirty=dirty,
+                          gone_groups=gone, affected=affected, mode="incremental")
 
     # ------------------------------------------------------------------ delta state and tree
 
@@ -520,6 +856,22 @@ class SyncService:
         if found is None or not found.data.get("usersLink"):
             return None
         data = found.data
+        version = str(data.get("treeVersion") or "")
+        cached = self._trees.get(connection)
+        if version and cached is not None and cached[0] == version:
+            tree, parts = cached[1], dict(cached[2])
+        else:
+            tree, parts = await self._load_tree(connection)
+        return DeltaState(sync_roots=list(json.loads(str(data.get("syncRoots") or "[]"))),
+                          rotation_root=str(data.get("rotationRoot") or "") or None,
+                          users_link=str(data["usersLink"]),
+                          group_links=list(json.loads(str(data.get("groupLinks") or "[]"))),
+                          tree=tree, tree_parts=parts,
+                          rows=int(str(data["rows"])) if data.get("rows") is not None else None,
+                          in_scope=int(str(data["inScope"])) if data.get("inScope") is not None else None)
+
+    async def _load_tree(self, connection: str) -> tuple[GroupTree, dict[str, int]]:
+        """The stored tree (`groups` table) and the number of rows of each group."""
         tree = GroupTree()
         parts: dict[str, int] = {}
         async for row in self._entities.query(Table.GROUPS, connection):
@@ -530,24 +882,16 @@ class SyncService:
             tree.users[group].update(u for u in users.split(",") if u)
             children = str(row.data.get("groups") or "")
             tree.children[group].update(g for g in children.split(",") if g)
-        return DeltaState(sync_roots=list(json.loads(str(data.get("syncRoots") or "[]"))),
-                          rotation_root=str(data.get("rotationRoot") or "") or None,
-                          users_link=str(data["usersLink"]),
-                          group_links=list(json.loads(str(data.get("groupLinks") or "[]"))),
-                          tree=tree, tree_parts=parts)
+        return tree, parts
 
-    async def _save_state(self, connection: str, read: ReadResult) -> None:
-        state = read.state
+    async def _save_state(self, connection: str, state: DeltaState, *, dirty: set[str], gone: set[str],
+                          full: bool) -> None:
         writes: list[Entity] = []
         deletes: list[str] = []
-        if read.mode == "full":
-            async for row in self._entities.query(Table.GROUPS, connection):
-                group = row.row_key.partition(".")[0]
-                if group not in state.tree.users:
-                    deletes.append(row.row_key)
-        for group in read.gone_groups:
-            deletes += [f"{group}.{n:04d}" for n in range(state.tree_parts.get(group, 0))]
-        for group in read.dirty:
+        parts = {} if full else dict(state.tree_parts)
+        for group in gone:
+            deletes += [f"{group}.{n:04d}" for n in range(parts.pop(group, 0))]
+        for group in dirty:
             users = sorted(state.tree.users.get(group, set()))
             runs = [users[i:i + TREE_IDS_PER_ROW] for i in range(0, len(users), TREE_IDS_PER_ROW)] or [[]]
             for n, run in enumerate(runs):
@@ -555,7 +899,14 @@ class SyncService:
                 if n == 0:
                     data["groups"] = ",".join(sorted(state.tree.children.get(group, set())))
                 writes.append(Entity(connection, f"{group}.{n:04d}", data))
-            deletes += [f"{group}.{n:04d}" for n in range(len(runs), state.tree_parts.get(group, 0))]
+            deletes += [f"{group}.{n:04d}" for n in range(len(runs), parts.get(group, 0))]
+            parts[group] = len(runs)
+        if full:
+            # Every row this tree does not write goes: groups no longer under the roots, and the extra rows
+            # of a group that shrank since the tree was last stored.
+            written = {e.row_key for e in writes}
+            deletes += [row.row_key async for row in self._entities.query(Table.GROUPS, connection)
+                        if row.row_key not in written]
         semaphore = asyncio.Semaphore(WRITE_CONCURRENCY)
 
         async def put(entity: Entity) -> None:
@@ -572,7 +923,11 @@ class SyncService:
                 await self._entities.upsert_many(Table.GROUPS, writes[start:start + 50])
             writes = []
         await asyncio.gather(*(put(e) for e in writes), *(drop(k) for k in set(deletes)))
+        state.tree_parts = parts
+        state.version = uuid.uuid4().hex
         await self._entities.upsert(Table.SYNCSTATE, Entity(connection, _STATE_ROW, state.row()))
+        # Kept for the next run in this process: it forks the tree, so this one is never changed.
+        self._trees[connection] = (state.version, state.tree, parts)
 
     async def forget_state(self, connection: str) -> None:
         """Drop the delta links so the next run reads everything again."""
@@ -589,22 +944,7 @@ class SyncService:
         async def write(chunk: list[UserRow]) -> None:
             nonlocal done
             async with semaphore:
-                try:
-                    # One storage transaction per chunk (Table storage takes 100 rows of a partition at once);
-                    # an upsert is safe to repeat, so a dropped connection or a busy answer gets one more try.
-                    try:
-                        await self._directory.put_many(conn.name, chunk)
-                    except (Transient, Throttled) as err:
-                        await asyncio.sleep(min(getattr(err, "retry_after", 0.0) or 0.5, 5.0))
-                        await self._directory.put_many(conn.name, chunk)
-                except BridgeError as err:
-                    log.info("a batch of %d users was refused (%s); writing them one by one", len(chunk), err.detail)
-                    for row in chunk:
-                        try:
-                            await self._directory.put(conn.name, row)
-                        except BridgeError as single:
-                            report.errors += 1
-                            log.warning("could not store user %s: %s", row.id, single.detail)
+                await self._write(conn, chunk, report)
                 done += len(chunk)
                 if progress:
                     progress("write", done, len(rows))
@@ -613,9 +953,34 @@ class SyncService:
         if progress:
             progress("write", len(rows), len(rows))
         report.added, report.updated = len(changes.add), len(changes.update)
-        for row in changes.remove:
-            await self._remove(conn, row, correlation_id)
+        removing = asyncio.Semaphore(REMOVAL_CONCURRENCY)
+
+        async def remove(row: UserRow) -> None:
+            async with removing:
+                await self._remove(conn, row, correlation_id)
+
+        # Each removal is its own audit chain (by target) and secret: independent of the others.
+        await asyncio.gather(*(remove(row) for row in changes.remove))
         report.removed = len(changes.remove)
+
+    async def _write(self, conn: Connection, chunk: list[UserRow], report: SyncReport) -> None:
+        """Write rows of one partition: one storage transaction (Table storage takes 100 rows of a partition
+        at once); an upsert is safe to repeat, so a dropped connection or a busy answer gets one more try, and
+        a refused transaction is written row by row, so a bad row costs one error."""
+        try:
+            try:
+                await self._directory.put_many(conn.name, chunk)
+            except (Transient, Throttled) as err:
+                await asyncio.sleep(min(getattr(err, "retry_after", 0.0) or 0.5, 5.0))
+                await self._directory.put_many(conn.name, chunk)
+        except BridgeError as err:
+            log.info("a batch of %d users was refused (%s); writing them one by one", len(chunk), err.detail)
+            for row in chunk:
+                try:
+                    await self._directory.put(conn.name, row)
+                except BridgeError as single:
+                    report.errors += 1
+                    log.warning("could not store user %s: %s", row.id, single.detail)
 
     async def _remove(self, conn: Connection, row: UserRow, correlation_id: str) -> None:
         detail: dict[str, Any] = {"state": row.state.value, "removal": conn.features.sync.removal.value}
@@ -633,19 +998,78 @@ class SyncService:
         await self._audit.record(connection=conn.name, actor=ACTOR, action=action, target=row.id,
                                  outcome=row.state.value, correlation_id=correlation_id, detail=detail)
 
-    async def _enrollment(self, conn: Connection, writer: GroupWriter, rows: list[UserRow], report: SyncReport,
-                          correlation_id: str) -> None:
+    async def _enrollment(self, conn: Connection, writer: GroupWriter, reader: DirectoryReader, report: SyncReport,
+                          correlation_id: str, *,
+                          moves: Mapping[str, tuple[Enrollment | None, Enrollment | None]] | None) -> None:
+        """Keep the enrollment-state groups equal to the users' states.
+
+        A full run (`moves` None) reconciles every user, drift repaired both ways, and starts a `groups/delta`
+        link on the three groups. An incremental run moves only the users whose group this run changed, then
+        reads that link: members added or removed since by anyone else are put back as their rows say (point
+        reads of those users only). Every user is reconciled again when a group went missing, the link cannot
+        be followed, or an earlier run's update failed (an `enrollmentPending` row).
+        """
+        if self.enrollment_groups is None:
+            return
+        groups = self.enrollment_groups
+        run_id = report.run_id
         try:
-            if self.enrollment_groups is None:
-                return
-            changes = await self.enrollment_groups.reconcile(conn, writer, rows, correlation_id=correlation_id,
-                                                             run_id=report.run_id)
+            if moves is not None:
+                pending = await self._entities.get(Table.SYNCSTATE, conn.name, _ENROLLMENT_PENDING)
+                present = await groups.present(conn, writer, correlation_id=correlation_id, run_id=run_id)
+                ids = await groups.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
+                kept = await self._entities.get(Table.SYNCSTATE, conn.name, _ENROLLMENT_DELTA)
+                if (pending is None and present and kept is not None
+                        and json.loads(str(kept.data.get("ids") or "[]")) == sorted(ids.values())):
+                    moved = await groups.move_users(conn, writer, moves, correlation_id=correlation_id, run_id=run_id)
+                    repaired = await self._repair(conn, groups, writer, reader, report, ids,
+                                                  str(kept.data.get("link") or ""), correlation_id)
+                    if repaired is not None:
+                        report.enrollment_changes = moved.changes + repaired
+                        return
+            changes = await groups.reconcile(conn, writer, self._directory.scan(conn.name),
+                                             correlation_id=correlation_id, run_id=run_id)
             report.enrollment_changes = changes.changes
+            ids = await groups.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
+            first = await reader.groups_delta(ids=sorted(ids.values()))
+            await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, _ENROLLMENT_DELTA, {
+                "ids": json.dumps(sorted(ids.values())), "link": first.link}))
+            await self._entities.delete(Table.SYNCSTATE, conn.name, _ENROLLMENT_PENDING)
         except BridgeError as err:
-            # The directory is already right; the groups are repaired on the next run.
+            # The directory is already right; every user's group is checked on the next run.
             report.errors += 1
             report.alert = f"enrollment-state groups not updated: {err.detail}"
             log.warning("sync of %s: %s", conn.name, report.alert)
+            with contextlib.suppress(BridgeError):
+                await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, _ENROLLMENT_PENDING,
+                                                                    {"runId": run_id}))
+
+    async def _repair(self, conn: Connection, groups: EnrollmentGroups, writer: GroupWriter, reader: DirectoryReader,
+                      report: SyncReport, ids: Mapping[Enrollment, str], link: str, correlation_id: str) -> int | None:
+        """Repair the members others changed since the last round of the groups' delta link; None when the
+        link cannot be followed or a group was deleted (the caller then reconciles every user)."""
+        try:
+            read = await reader.groups_delta(link=link)
+        except Gone:
+            return None
+        state_of = {group_id: state for state, group_id in ids.items()}
+        seen: dict[str, dict[Enrollment, bool]] = {}
+        for item in read.items:
+            state = state_of.get(str(item.get("id") or ""))
+            if state is None:
+                continue
+            if "@removed" in item:
+                return None
+            for member in item.get("members@delta") or []:
+                if member.get("id"):
+                    seen.setdefault(str(member["id"]), {})[state] = "@removed" not in member
+        rows = await self._directory.get_many(conn.name, seen)
+        report.rows_read += len(seen)
+        changes = await groups.repair(conn, writer, seen, rows, correlation_id=correlation_id,
+                                                      run_id=report.run_id)
+        await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, _ENROLLMENT_DELTA, {
+            "ids": json.dumps(sorted(ids.values())), "link": read.link}))
+        return changes.changes
 
     # ------------------------------------------------------------------ the lease
 

@@ -148,5 +148,8 @@ async def test_the_syncs_recovery_leaves_another_services_held_run_alone() -> No
     outbox = TableEventOutbox(FakeEntityStore(), FakeClock())
     await outbox.hold("contoso", "enrollment-x", [new_event(EventType.ENROLLMENT_CHANGED, connection="contoso",
                                                             subject="u1", change="a", time=NOW, enrollment="x")])
-    assert await recover_user_events(outbox, "contoso", {}) == 0
+    async def no_rows(ids: object) -> dict[str, object]:
+        return {}
+
+    assert await recover_user_events(outbox, "contoso", no_rows) == 0
     assert list(await outbox.held("contoso")) == ["enrollment-x"]
