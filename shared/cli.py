@@ -504,10 +504,15 @@ def main(argv: list[str] | None = None) -> int:
         outcome = asyncio.run(run())
     except BridgeError as err:
         return _fail(err, args.json)
-    if args.json:
-        print(json.dumps(outcome.data, indent=2, default=str))
-    else:
-        print("\n".join(outcome.text))
+    try:
+        if args.json:
+            print(json.dumps(outcome.data, indent=2, default=str))
+        else:
+            print("\n".join(outcome.text))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): what it did not read is not an error of the command.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return outcome.code
 
 

@@ -207,7 +207,10 @@ class KeyVaultSecretStore:
             retryable = isinstance(error, Throttled) or (
                 isinstance(error, Transient) and not isinstance(error, Ambiguous) and repeatable)
             if not retryable or attempt >= self._max_attempts:
-                log.warning("key vault: %s failed: %s", what, error.slug)
+                # A secret that does not exist is an answer callers expect (a day with no audit anchor yet),
+                # not a failure to warn about; they decide what it means.
+                log.log(logging.DEBUG if isinstance(error, NotFound) else logging.WARNING,
+                        "key vault: %s failed: %s", what, error.slug)
                 raise error from None
             if isinstance(error, Throttled):
                 if error.retry_after > self._max_throttle_wait:
