@@ -171,11 +171,13 @@ var workQueues = [
   'sync-work'
   'rotation-work'
   'device-work'
+  'export-work'
 ]
 var poisonQueues = [
   'sync-work-poison'
   'rotation-work-poison'
   'device-work-poison'
+  'export-work-poison'
 ]
 var tables = [
   'users'
@@ -191,6 +193,7 @@ var tables = [
   'operations'
   'leases'
   'usedtokens'
+  'scim'
 ]
 
 // Features that are really on. A feature without its group is off: it is off in the connection

@@ -11,6 +11,7 @@ class Queue(StrEnum):
     SYNC = "sync-work"
     ROTATION = "rotation-work"
     DEVICE = "device-work"
+    EXPORT = "export-work"
 
     @property
     def poison(self) -> str:
@@ -36,3 +37,5 @@ class Table(StrEnum):
     LEASES = "leases"
     #: Device token ids (jti) already accepted, so a signed request cannot be replayed.
     USEDTOKENS = "usedtokens"
+    #: Resources received by the SCIM service, their links to Entra objects and pending export changes.
+    SCIM = "scim"

@@ -27,7 +27,7 @@ GRAPH_PERMISSIONS = [
     "Organization.Read.All", "Group.Create", "GroupMember.ReadWrite.All",
 ]
 #: The app roles of the bridge's API (functions/http.py, infra/modules/entra-app.bicep).
-BRIDGE_API_ROLES = ["Bridge.Admin", "Bridge.Audit.Read", "Bridge.Devices"]
+BRIDGE_API_ROLES = ["Bridge.Admin", "Bridge.Audit.Read", "Bridge.Devices", "Bridge.Export"]
 FIRST = ["Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jade", "Kai", "Lena", "Milo", "Nia",
          "Omar", "Pia", "Quin", "Rosa", "Sami", "Tess", "Uma", "Vik", "Wren", "Xia", "Yusuf", "Zoe"]
 LAST = ["Lee", "Ito", "Khan", "Novak", "Silva", "Meyer", "Okafor", "Rossi", "Berg", "Chen", "Dubois", "Evans",
