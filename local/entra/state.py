@@ -35,6 +35,8 @@ class User:
     givenName: str | None = None
     surname: str | None = None
     assignedLicenses: list[dict[str, Any]] = field(default_factory=list)
+    employeeId: str | None = None
+    department: str | None = None
 
     def graph(self, select: list[str] | None = None) -> dict[str, Any]:
         """The Graph representation, optionally reduced to `$select` (id always included)."""
@@ -59,6 +61,8 @@ class Group:
     members: list[str] = field(default_factory=list)
     createdDateTime: str = ""
     description: str | None = None
+    mail: str | None = None
+    visibility: str | None = None
 
 
 @dataclass

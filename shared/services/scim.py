@@ -7,6 +7,8 @@ written. `If-Match` is honoured on PUT, PATCH and DELETE (RFC 7644 section 3.14)
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -151,3 +153,82 @@ class ScimService:
 
     def _now(self) -> str:
         return self._clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+BULK_ID = re.compile(r"bulkId:([A-Za-z0-9._~-]+)")
+
+
+class BulkRunner:
+    """RFC 7644 section 3.7: operations in order, `bulkId:` references resolved to the ids created earlier in
+    the request, stopping once `failOnErrors` operations have failed."""
+
+    def __init__(self, service: ScimService) -> None:
+        self._service = service
+
+    async def run(self, conn: Connection, payload: Any, *, request_id: str, domains: Domains,
+                  base_url: str) -> dict[str, Any]:
+        """The BulkResponse of a BulkRequest."""
+        self._service.enabled(conn)
+        if not isinstance(payload, dict) or not isinstance(payload.get("Operations"), list):
+            raise ScimError(400, "a BulkRequest needs an Operations list", "invalidSyntax")
+        operations = payload["Operations"]
+        if len(operations) > scim.MAX_BULK_OPERATIONS:
+            raise ScimError(413, f"{len(operations)} operations; at most {scim.MAX_BULK_OPERATIONS} per request")
+        fail_on = payload.get("failOnErrors")
+        if fail_on is not None and (not isinstance(fail_on, int) or fail_on < 1):
+            raise ScimError(400, "failOnErrors must be a positive integer", "invalidValue")
+        ids: dict[str, str] = {}
+        results: list[dict[str, Any]] = []
+        errors = 0
+        for index, operation in enumerate(operations):
+            if fail_on is not None and errors >= fail_on:
+                break
+            result = await self._one(conn, operation, ids, index, request_id, domains, base_url)
+            errors += int(result["status"]) >= 400
+            results.append(result)
+        return {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkResponse"], "Operations": results}
+
+    async def _one(self, conn: Connection, operation: Any, ids: dict[str, str], index: int, request_id: str,
+                   domains: Domains, base_url: str) -> dict[str, Any]:
+        method = str(operation.get("method") or "").upper() if isinstance(operation, dict) else ""
+        bulk_id = operation.get("bulkId") if isinstance(operation, dict) else None
+        answer: dict[str, Any] = {"method": method or "?", **({"bulkId": bulk_id} if bulk_id else {})}
+        try:
+            if not isinstance(operation, dict) or method not in ("POST", "PUT", "PATCH", "DELETE"):
+                raise ScimError(400, f"Operations[{index}].method must be POST, PUT, PATCH or DELETE", "invalidSyntax")
+            path = self._resolve(str(operation.get("path") or ""), ids)
+            data = json.loads(self._resolve(json.dumps(operation.get("data")), ids))
+            parts = [p for p in path.split("/") if p]
+            if not parts or parts[0] not in scim.KINDS or len(parts) > 2 or (method == "POST") != (len(parts) == 1):
+                raise ScimError(400, f"Operations[{index}].path {path!r} is not /Users, /Groups or /<type>/<id> as "
+                                     "the method needs", "invalidPath")
+            kind: Kind = "Users" if parts[0] == "Users" else "Groups"
+            op_request = f"{request_id}:{index}"
+            version = operation.get("version")
+            if method == "POST":
+                if not bulk_id:
+                    raise ScimError(400, f"Operations[{index}].bulkId is required for POST", "invalidValue")
+                stored = await self._service.create(conn, kind, data, request_id=op_request, domains=domains)
+                ids[str(bulk_id)] = stored.id
+            elif method == "DELETE":
+                await self._service.delete(conn, kind, parts[1], if_match=version, request_id=op_request)
+                return {**answer, "status": "204"}
+            elif method == "PUT":
+                stored = await self._service.replace(conn, kind, parts[1], data, if_match=version,
+                                                     request_id=op_request, domains=domains)
+            else:
+                stored = await self._service.patch(conn, kind, parts[1], data, if_match=version,
+                                                   request_id=op_request, domains=domains)
+            return {**answer, "status": "201" if method == "POST" else "200", "version": stored.etag,
+                    "location": f"{base_url}/{kind}/{stored.id}"}
+        except ScimError as err:
+            return {**answer, "status": str(err.status), "response": err.body()}
+
+    @staticmethod
+    def _resolve(text: str, ids: Mapping[str, str]) -> str:
+        def swap(match: re.Match[str]) -> str:
+            if match.group(1) not in ids:
+                raise ScimError(409, f"bulkId {match.group(1)!r} is not defined by an earlier operation",
+                                "invalidValue")
+            return ids[match.group(1)]
+        return BULK_ID.sub(swap, text)

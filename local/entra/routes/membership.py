@@ -62,7 +62,8 @@ def routes(sim: Simulator) -> list[Route]:
         return {"@odata.context": f"{sim.base_url}/v1.0/$metadata#groups/$entity", "id": group.id,
                 "displayName": group.displayName, "mailNickname": group.mailNickname,
                 "securityEnabled": group.securityEnabled, "mailEnabled": group.mailEnabled,
-                "groupTypes": group.groupTypes, "createdDateTime": group.createdDateTime,
+                "groupTypes": group.groupTypes, "createdDateTime": group.createdDateTime, "mail": group.mail,
+                "visibility": group.visibility,
                 "description": group.description}
 
     async def create_group(request: Request, caller: Caller) -> JSONResponse:
@@ -83,6 +84,13 @@ def routes(sim: Simulator) -> list[Route]:
                       securityEnabled=body["securityEnabled"], mailEnabled=body["mailEnabled"],
                       groupTypes=[str(t) for t in body.get("groupTypes") or []], createdDateTime=now_iso(),
                       description=str(body["description"]) if body.get("description") is not None else None)
+        if "Unified" in group.groupTypes:
+            # A Microsoft 365 group gets a mail address on the tenant's default domain
+            # (https://learn.microsoft.com/graph/api/resources/group#properties) and visibility Public by default.
+            default = next((d["id"] for d in tenant.domains if d.get("isDefault")), tenant.domains[0]["id"]
+                           if tenant.domains else "example.onmicrosoft.com")
+            group.mail = f"{group.mailNickname}@{default}"
+            group.visibility = str(body.get("visibility") or "Public")
         tenant.groups[group.id] = group
         tenant.record("group", group.id)
         if members:
