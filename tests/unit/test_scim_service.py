@@ -49,12 +49,14 @@ async def test_create_get_filter_page_patch_put_delete(world: Any) -> None:
     assert "password" not in ada.attributes  # write-only: never kept
     bob = await service.create(conn, "Users", _user("bob@contoso.example", externalId="x-bob"), request_id="r2",
                                domains=_domains)
-    assert ada.etag == 'W/"1"' and (await service.get(conn, "Users", ada.id)).attributes["userName"] == ada.attributes[
+    assert ada.etag == 'W/"1"'
+    assert (await service.get(conn, "Users", ada.id)).attributes["userName"] == ada.attributes[
         "userName"]
     found, total, _ = await service.query(conn, "Users", filter_text='userName eq "ADA@contoso.example" or '
                                                                      'externalId eq "x-bob"', start_index=None,
                                           count=None)
-    assert total == 2 and {s.id for s in found} == {ada.id, bob.id}
+    assert total == 2
+    assert {s.id for s in found} == {ada.id, bob.id}
     found, total, _ = await service.query(conn, "Users", filter_text='externalId pr and userName eq '
                                                                      '"bob@contoso.example"', start_index=None,
                                           count=None)
@@ -65,7 +67,8 @@ async def test_create_get_filter_page_patch_put_delete(world: Any) -> None:
         {"op": "replace", "path": "active", "value": False},
         {"op": "replace", "path": f"{ENTERPRISE_SCHEMA}:department", "value": "Ops"}]},
         if_match=ada.etag, request_id="r3", domains=_domains)
-    assert patched.attributes["active"] is False and patched.attributes[ENTERPRISE_SCHEMA]["department"] == "Ops"
+    assert patched.attributes["active"] is False
+    assert patched.attributes[ENTERPRISE_SCHEMA]["department"] == "Ops"
     assert patched.etag == 'W/"2"'
     with pytest.raises(ScimError) as stale:
         await service.replace(conn, "Users", ada.id, _user(), if_match=ada.etag, request_id="r4", domains=_domains)
@@ -99,10 +102,12 @@ async def test_bad_resources_are_refused_naming_the_problem(world: Any, kind: An
     service, entities, queue = world
     with pytest.raises(ScimError) as refused:
         await service.create(_conn(), kind, payload, request_id="r", domains=_domains)
-    assert refused.value.status == 400 and refused.value.scim_type == scim_type
+    assert refused.value.status == 400
+    assert refused.value.scim_type == scim_type
     assert named in refused.value.detail
     assert refused.value.body()["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
-    assert _rows(entities) == 0 and queue.messages(Queue.EXPORT) == []
+    assert _rows(entities) == 0
+    assert queue.messages(Queue.EXPORT) == []
 
 
 async def test_bad_filters_paths_and_self_membership_write_nothing(world: Any) -> None:
@@ -115,19 +120,23 @@ async def test_bad_filters_paths_and_self_membership_write_nothing(world: Any) -
     for bad in ('favouriteColour eq "red"', 'userName eqq "x"', 'userName eq'):
         with pytest.raises(ScimError) as refused:
             await service.query(conn, "Users", filter_text=bad, start_index=None, count=None)
-        assert refused.value.scim_type == "invalidFilter" and bad in refused.value.detail
+        assert refused.value.scim_type == "invalidFilter"
+        assert bad in refused.value.detail
     with pytest.raises(ScimError) as path:
         await service.patch(conn, "Users", ada.id, {"schemas": [PATCH], "Operations": [
             {"op": "replace", "path": "name.nickname", "value": "x"}]}, if_match=None, request_id="r", domains=_domains)
-    assert path.value.scim_type == "invalidPath" and "name.nickname" in path.value.detail
+    assert path.value.scim_type == "invalidPath"
+    assert "name.nickname" in path.value.detail
     with pytest.raises(ScimError) as itself:
         await service.patch(conn, "Groups", group.id, {"schemas": [PATCH], "Operations": [
             {"op": "add", "path": "members", "value": [{"value": group.id}]}]}, if_match=None, request_id="r",
             domains=_domains)
-    assert itself.value.scim_type == "invalidValue" and "member of itself" in itself.value.detail
+    assert itself.value.scim_type == "invalidValue"
+    assert "member of itself" in itself.value.detail
     with pytest.raises(ScimError) as taken:
         await service.create(conn, "Users", _user("ADA@contoso.example"), request_id="r", domains=_domains)
-    assert taken.value.status == 409 and taken.value.scim_type == "uniqueness"
+    assert taken.value.status == 409
+    assert taken.value.scim_type == "uniqueness"
     assert {k: v.data for k, v in entities._table(Table.SCIM).items()} == {k: v.data for k, v in before.items()}
     assert len(queue.messages(Queue.EXPORT)) == sent
 
@@ -137,7 +146,8 @@ async def test_export_off_answers_404_naming_the_setting(world: Any) -> None:
     conn = Connection.model_validate({"name": "c1", "tenantId": "11111111-2222-3333-4444-555555555555"})
     with pytest.raises(ScimError) as off:
         await service.query(conn, "Users", filter_text=None, start_index=None, count=None)
-    assert off.value.status == 404 and "features.export.enabled" in off.value.detail
+    assert off.value.status == 404
+    assert "features.export.enabled" in off.value.detail
 
 
 async def test_bulk_resolves_bulk_ids_and_stops_at_fail_on_errors(world: Any) -> None:
