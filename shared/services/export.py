@@ -71,19 +71,24 @@ class ExportService:
         current = await entra.member_ids(link.entra_id) if link and link.entra_id and \
             any(g.id == link.entra_id for g in named) else None
         wanted: set[str] = set()
+        held: list[str] = []
         for member in (attributes or {}).get("members") or []:
             value = str(member.get("value"))
             member_kind: Kind = "Groups" if member.get("type") == "Group" else "Users"
             member_link = await self._repo.link(conn.name, member_kind, value)
             if member_link is None and member_kind == "Users":
                 member_link = await self._repo.link(conn.name, "Groups", value)
-            if member_link is None or not member_link.entra_id:
+            if member_link is None:
                 # The member's own change has not reached Entra yet: deliver this one again later.
                 raise Transient(f"member {value} of group {scim_id} is not in Entra yet; the change is retried")
-            wanted.add(member_link.entra_id)
+            if member_link.entra_id:
+                wanted.add(member_link.entra_id)
+            else:
+                held.append(f"member {value} is not in Entra ({'; '.join(member_link.problems) or 'not exported'})")
         owned = {link_.entra_id for link_ in await self._repo.links(conn.name)
                  if link_.kind == "Groups" and link_.created and link_.entra_id}
-        return plan_group(scim_id, attributes, link, named, current, wanted, rules=rules, created_by_bridge=owned)
+        plan = plan_group(scim_id, attributes, link, named, current, wanted, rules=rules, created_by_bridge=owned)
+        return replace(plan, problems=(*plan.problems, *held)) if held else plan
 
     async def apply(self, conn: Connection, entra: ExportDirectory, kind: Kind, scim_id: str, *,
                     request_id: str, change_id: str | None = None, dry_run: bool = False) -> Applied:
