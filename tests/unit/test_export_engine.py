@@ -10,7 +10,7 @@ import pytest
 
 from shared.adapters.scim import TableScimRepository
 from shared.config import Connection
-from shared.domain.scim import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, Kind
+from shared.domain.scim import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, Kind, ScimError
 from shared.errors import Transient
 from shared.services.export import ExportService
 from shared.services.scim import ScimService
@@ -100,7 +100,7 @@ async def test_users_are_mapped_by_the_chosen_criterion(mapping: str, entra_user
 
 async def test_user_name_at_domain_needs_a_verified_domain() -> None:
     world = World(usernameMapping="userNameAtDomain", userDomain="notverified.example")
-    with pytest.raises(Exception, match="notverified.example"):
+    with pytest.raises(ScimError, match=r"notverified\.example"):
         await world.user("ada@contoso.example")
     assert world.entra.writes == []
 
