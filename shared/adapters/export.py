@@ -5,7 +5,7 @@
   employeeId), user-update, user-delete, user-assignlicense; subscribedsku-list for free seats.
 - groups: group-post-groups, group-list (`$filter` on displayName), group-delete, group-post-members
   (`members/$ref`), group-delete-members.
-- domains: domain-list (`isVerified`).
+- domains: organization-get (`verifiedDomains`).
 """
 
 from __future__ import annotations
@@ -51,11 +51,11 @@ class GraphExportDirectory:
         self._graph = graph
 
     async def verified_domains(self) -> list[str]:
-        """The tenant's verified domain names."""
-        found: list[str] = []
-        async for page in self._graph.pages("/domains"):
-            found.extend(str(d["id"]) for d in page["value"] if d.get("isVerified"))
-        return found
+        """The tenant's verified domain names, from the organization (Organization.Read.All, which export holds,
+        rather than Domain.Read.All: https://learn.microsoft.com/graph/api/resources/organization)."""
+        body = await self._graph.get("/organization", params={"$select": "verifiedDomains"})
+        return [str(d["name"]) for org in body.get("value") or [] for d in org.get("verifiedDomains") or []
+                if d.get("name")]
 
     async def skus(self) -> list[Sku]:
         """Subscribed SKUs with free seats = prepaidUnits.enabled - consumedUnits."""

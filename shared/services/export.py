@@ -78,8 +78,8 @@ class ExportService:
             member_link = await self._repo.link(conn.name, member_kind, value)
             if member_link is None and member_kind == "Users":
                 member_link = await self._repo.link(conn.name, "Groups", value)
-            if member_link is None:
-                # The member's own change has not reached Entra yet: deliver this one again later.
+            if member_link is None or (not member_link.entra_id and not member_link.applied_version):
+                # The member's own change has not reached Entra yet (or is being applied): deliver this one again.
                 raise Transient(f"member {value} of group {scim_id} is not in Entra yet; the change is retried")
             if member_link.entra_id:
                 wanted.add(member_link.entra_id)

@@ -272,7 +272,7 @@ def routes(sim: Simulator) -> list[Route]:
     async def organization(request: Request, caller: Caller) -> dict[str, Any]:
         org = {"id": tenant.tenantId, "displayName": tenant.displayName, "verifiedDomains": [
             {"name": d["id"], "isDefault": d.get("isDefault", False), "isInitial": d.get("isInitial", False),
-             "type": d.get("authenticationType", "Managed")} for d in tenant.domains]}
+             "type": d.get("authenticationType", "Managed")} for d in tenant.domains if d.get("isVerified", True)]}
         select = select_fields(request)
         if select:
             org = {k: v for k, v in org.items() if k in select or k == "id"}
