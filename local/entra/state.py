@@ -63,6 +63,7 @@ class Group:
     description: str | None = None
     mail: str | None = None
     visibility: str | None = None
+    owners: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -174,8 +174,12 @@ def routes(sim: Simulator) -> list[Route]:
         tenant.passwords[user.id] = {"password": str(profile["password"]), "setAt": now_iso(),
                                      "forceChange": str(bool(profile.get("forceChangePasswordNextSignIn", True)))}
         tenant.record("user", user.id)
-        return JSONResponse({"@odata.context": f"{sim.base_url}/v1.0/$metadata#users/$entity", **user.graph(None)},
-                            status_code=201, headers={"location": f"{sim.origin(request)}/v1.0/users/{user.id}"})
+        # The documented response: the user with its default properties (businessPhones empty, the rest null).
+        created = {"@odata.context": f"{sim.base_url}/v1.0/$metadata#users/$entity", "businessPhones": [],
+                   "jobTitle": None, "mobilePhone": None, "officeLocation": None, "preferredLanguage": None,
+                   **user.graph(None)}
+        return JSONResponse(created, status_code=201,
+                            headers={"location": f"{sim.origin(request)}/v1.0/users/{user.id}"})
 
     async def delete_user(request: Request, caller: Caller) -> None:
         # https://learn.microsoft.com/graph/api/user-delete: 204 No Content.
