@@ -18,7 +18,7 @@ from shared.domain import passwords
 from shared.domain.export import NEW, Link, Plan, Step, mapping_key, plan_group, plan_user
 from shared.domain.scim import Kind
 from shared.errors import BridgeError, NotFound, Transient
-from shared.services.ports import AuditSink, ExportDirectory, ScimRepository
+from shared.services.ports import AuditSink, ExportChange, ExportDirectory, ScimRepository
 
 log = logging.getLogger(__name__)
 ACTOR = "export"
@@ -177,6 +177,10 @@ class ExportService:
             except Transient as exc:
                 plans.append(Plan(change.kind, change.scim_id, (), (exc.detail,), Link(change.kind, change.scim_id)))
         return plans
+
+    async def changes(self, connection: str) -> list[ExportChange]:
+        """Received changes not yet applied, oldest first."""
+        return await self._repo.changes(connection)
 
     async def summary(self, connection: str) -> dict[str, Any]:
         """Counts and problems for the connection's status."""

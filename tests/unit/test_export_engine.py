@@ -248,3 +248,32 @@ async def test_pending_changes_are_listed_as_a_plan() -> None:
     plans = await world.engine.pending(world.conn, world.entra)
     assert [s.action for p in plans for s in p.steps] == ["user.create", "user.assignLicense"]
     assert world.entra.writes == []
+
+
+async def test_the_cli_prints_the_plan_of_pending_changes_then_applies_them() -> None:
+    from shared import cli
+
+    world = World()
+    ada = await world.user("ada@contoso.example")
+
+    class Composition:
+        export = world.engine
+
+        @staticmethod
+        def connection(name: str) -> Connection:
+            return world.conn
+
+        @staticmethod
+        async def export_directory(conn: Connection) -> FakeExportDirectory:
+            return world.entra
+
+    planned = await cli.export(Composition(), "c1", dry_run=True)  # type: ignore[arg-type]
+    assert planned.code == 0
+    assert planned.text[0] == "1 pending changes (dry run: nothing written)"
+    assert planned.text[1] == f"Users {ada}:"
+    assert planned.text[2].startswith("  user.create (new) (upn=ada@contoso.example")
+    assert world.entra.writes == []
+    done = await cli.export(Composition(), "c1", dry_run=False)  # type: ignore[arg-type]
+    assert done.text[0] == "1 changes applied"
+    assert [a for a, _ in world.entra.writes] == ["user.create", "user.assignLicense"]
+    assert await world.engine.changes("c1") == []
