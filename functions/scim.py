@@ -21,7 +21,7 @@ from shared.config import Connection
 from shared.domain import scim
 from shared.domain.scim import Kind, ScimError, Stored
 from shared.errors import BridgeError
-from shared.services.scim import BulkRunner
+from shared.services.scim import BulkRunner, ScimService
 from shared.topology import Queue
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -63,6 +63,7 @@ def scim_route(path: str, method: str) -> Callable[[ScimHandler], ScimHandler]:
             async def endpoint(call: Plain) -> Reply:
                 try:
                     conn = bridge().connection(call.params["c"])
+                    ScimService.enabled(conn)  # before anything is built for a connection that does not export
                     return await handler(call, conn, kind)
                 except ScimError as err:
                     return Reply(err.status, err.body(), {"Content-Type": "application/scim+json"})
@@ -91,7 +92,6 @@ async def _domains(conn: Connection) -> list[str]:
 @scim_route("ServiceProviderConfig", "GET")
 async def scim_service_provider_config(call: Plain, conn: Connection, kind: Kind) -> Reply:
     """What the service supports (RFC 7643 section 5)."""
-    bridge().scim.enabled(conn)
     return Reply(200, {**scim.service_provider_config(DOCS),
                        "meta": {"resourceType": "ServiceProviderConfig",
                                 "location": f"{_base(call)}/ServiceProviderConfig"}})
@@ -100,14 +100,12 @@ async def scim_service_provider_config(call: Plain, conn: Connection, kind: Kind
 @scim_route("ResourceTypes", "GET")
 async def scim_resource_types(call: Plain, conn: Connection, kind: Kind) -> Reply:
     """User (with the enterprise extension) and Group."""
-    bridge().scim.enabled(conn)
     return Reply(200, scim.as_list(scim.resource_types(_base(call))))
 
 
 @scim_route("Schemas", "GET")
 async def scim_schemas(call: Plain, conn: Connection, kind: Kind) -> Reply:
     """The schemas of the served resources."""
-    bridge().scim.enabled(conn)
     return Reply(200, scim.as_list(scim.schemas(_base(call))))
 
 
@@ -182,5 +180,6 @@ async def export_work(msg: func.QueueMessage) -> None:
             kind: Kind = "Groups" if message.args.get("resourceType") == "Groups" else "Users"
             applied = await app.export.apply(conn, await app.export_directory(conn), kind, message.target,
                                              request_id=message.correlation_id,
-                                             change_id=str(message.args.get("change") or message.idempotency_key))
+                                             change_id=str(message.args.get("change") or message.idempotency_key),
+                                             dry_run=conn.dry_run or app.settings.dry_run)
             log.info("export of %s %s: %s", kind, message.target, applied.as_dict())

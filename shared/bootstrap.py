@@ -381,8 +381,12 @@ class Bridge:
         return service
 
     async def export_directory(self, conn: Connection) -> GraphExportDirectory:
-        """Entra for export, on `conn`'s gateway."""
-        return GraphExportDirectory(await self.graph(conn))
+        """Entra for export, on `conn`'s gateway, one per connection (it keeps the verified domains a minute)."""
+        key = f"export:{conn.name}"
+        if key not in self._cache:
+            self._cache[key] = GraphExportDirectory(await self.graph(conn))
+        directory: GraphExportDirectory = self._cache[key]
+        return directory
 
     async def directory_reader(self, conn: Connection) -> GraphDirectoryReader:
         """A fresh reader (it counts the resource units of one run)."""

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 from shared.domain.export import EntraGroup, EntraUser, Sku
@@ -21,6 +22,7 @@ from shared.services.ports import GraphApi, GraphResponse, JsonObject, Written
 _USER_SELECT = "id,userPrincipalName,mail,employeeId,accountEnabled,usageLocation,displayName,assignedLicenses"
 _GROUP_SELECT = "id,displayName,mailNickname,mail,mailEnabled,securityEnabled,groupTypes"
 _USER_KEYS = {"userPrincipalName", "mail", "employeeId"}
+DOMAINS_TTL = 60.0
 
 
 def _user(body: JsonObject) -> EntraUser:
@@ -47,15 +49,25 @@ def _written(response: GraphResponse) -> Written:
 class GraphExportDirectory:
     """ExportDirectory on one connection's gateway."""
 
-    def __init__(self, graph: GraphApi) -> None:
+    def __init__(self, graph: GraphApi, *, domains_ttl: float = DOMAINS_TTL) -> None:
         self._graph = graph
+        self._domains_ttl = domains_ttl
+        self._domains: tuple[float, list[str]] | None = None
 
     async def verified_domains(self) -> list[str]:
         """The tenant's verified domain names, from the organization (Organization.Read.All, which export holds,
-        rather than Domain.Read.All: https://learn.microsoft.com/graph/api/resources/organization)."""
+        rather than Domain.Read.All: https://learn.microsoft.com/graph/api/resources/organization).
+
+        Kept for DOMAINS_TTL seconds: every SCIM create checks its userName against them, and a tenant's domains
+        change rarely (a domain verified a minute ago is accepted a minute later)."""
+        now = time.monotonic()
+        if self._domains is not None and now - self._domains[0] < self._domains_ttl:
+            return list(self._domains[1])
         body = await self._graph.get("/organization", params={"$select": "verifiedDomains"})
-        return [str(d["name"]) for org in body.get("value") or [] for d in org.get("verifiedDomains") or []
-                if d.get("name")]
+        found = [str(d["name"]) for org in body.get("value") or [] for d in org.get("verifiedDomains") or []
+                 if d.get("name")]
+        self._domains = (now, found)
+        return list(found)
 
     async def skus(self) -> list[Sku]:
         """Subscribed SKUs with free seats = prepaidUnits.enabled - consumedUnits."""
