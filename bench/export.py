@@ -12,8 +12,10 @@ throttling limits on), then:
   throttle governor, the hash-chained audit log on Azurite). The work queue between them is in memory: the
   host's queue trigger is not what is measured;
 - reports the Entra writes per second the simulator counted over the push, as a ratio to Microsoft's bound of
-  20 writes per second per app and tenant (3,000 per 150 s, docs/architecture.md, Limits; goal at least 0.9);
-  with `--time-scale X` the simulator's windows pass X times faster, so the bound is 20 X per second;
+  20 writes per second per app and tenant (3,000 per 150 s, docs/architecture.md, Limits; goal at least 0.9).
+  The simulator lets a first 3,000 writes through at once, then 20 per second, so a push shorter than a few
+  minutes shows a ratio above 1 and a long one tends to 1. With `--time-scale X` the simulator's windows pass
+  X times faster, so the bound is 20 X per second;
 - then `--patches` membership PATCHes one after another, each timed from the SCIM request until its change is
   in Entra: the p95 as a ratio to 2 s (goal under 1).
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import ssl
 import statistics
 import sys
@@ -171,13 +174,14 @@ async def scenarios(users: int, groups: int, workers: int, patches: int, scale: 
         push = Push(time.perf_counter() - started, 0.0, retried)
         after = admin("GET", "/_sim/tenant", None)
         push.writes = after["counters"]["writes"] - before["counters"]["writes"]
+        throttled = after["counters"]["throttled"] - before["counters"]["throttled"]
         held = after["users"] - before["users"], after["groups"] - before["groups"]
         rate = push.writes / push.seconds
         bound = WRITES_PER_SECOND * scale
         out(f"export push: {users} users and {groups} groups through SCIM Bulk in {push.seconds:.1f} s, Entra holds "
             f"{held[0]} users and {held[1]} groups; {push.writes:.0f} Entra writes at {rate:.1f}/s, ratio to the "
-            f"{bound:.0f}/s write bound {rate / bound:.2f} (goal >= {WRITE_GOAL}); {push.retried} group changes "
-            f"waited for their members")
+            f"{bound:.0f}/s write bound {rate / bound:.2f} (goal >= {WRITE_GOAL}); {throttled:.0f} requests "
+            f"throttled (429) and retried; {push.retried} group changes waited for their members")
 
         seconds: list[float] = []
         for n in range(patches):
@@ -207,6 +211,8 @@ async def scenarios(users: int, groups: int, workers: int, patches: int, scale: 
 def run(users: int, groups: int, workers: int, patches: int, scale: float, folder: Path) -> None:
     """Start the stand-ins and run the scenarios."""
     tls = ensure_tls()
+    # Each 429 is logged by the gateway; the summary line counts them instead.
+    logging.getLogger("shared.adapters.graph").setLevel(logging.ERROR)
     tenant = tenant_file(folder, users)
     with azurite(folder / "azurite", folder / "azurite.log") as storage, \
             entra_running(data_dir=folder / "entra", log_path=folder / "entra.log", tenant=str(tenant),

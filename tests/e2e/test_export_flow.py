@@ -99,6 +99,11 @@ def test_scim_changes_reach_entra_with_the_export_rules(function_host: Any, entr
         assert status["export"]["problems"] == [], status["export"]
         after = entra.admin("GET", "/_sim/tenant")
         assert after["users"] == before["users"] + 1
+        # The created user's password is in Entra only: not in the host's log, not in any SCIM answer.
+        password = entra.admin("GET", f"/_sim/users/ada{tag}@{DEMO_DOMAIN}/password")["password"]
+        assert password not in host.process.log_path.read_text()
+        assert password not in http.get(f"{base}/Users/{ada_id}").text
+        assert entra.admin("GET", f"/_sim/users/ada{tag}@{DEMO_DOMAIN}/password")["forceChange"] == "True"
         assert after["groups"] == before["groups"] + 1
 
         # active false disables the user the bridge created; status still counts it as exported.
