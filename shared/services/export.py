@@ -85,8 +85,11 @@ class ExportService:
                 wanted.add(member_link.entra_id)
             else:
                 held.append(f"member {value} is not in Entra ({'; '.join(member_link.problems) or 'not exported'})")
-        owned = {link_.entra_id for link_ in await self._repo.links(conn.name)
-                 if link_.kind == "Groups" and link_.created and link_.entra_id}
+        owned: set[str] = set()
+        if rules.groups.remove_duplicates and len(named) > 1:
+            # Only a name with several groups needs to know which of them the bridge created.
+            owned = {link_.entra_id for link_ in await self._repo.links(conn.name)
+                     if link_.kind == "Groups" and link_.created and link_.entra_id}
         plan = plan_group(scim_id, attributes, link, named, current, wanted, rules=rules, created_by_bridge=owned)
         return replace(plan, problems=(*plan.problems, *held)) if held else plan
 
