@@ -17,7 +17,7 @@ from shared.config import Connection
 from shared.domain import passwords
 from shared.domain.export import NEW, Link, Plan, Step, mapping_key, plan_group, plan_user
 from shared.domain.scim import Kind
-from shared.errors import BridgeError, NotFound, Transient
+from shared.errors import BridgeError, Conflict, InvalidInput, NotFound, Transient
 from shared.services.ports import AuditSink, ExportChange, ExportDirectory, ScimRepository
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,12 @@ class ExportService:
         self._repo = repository
         self._audit = audit
 
-    async def plan(self, conn: Connection, entra: ExportDirectory, kind: Kind, scim_id: str) -> Plan:
-        """Read the SCIM resource and Entra, and plan (nothing is written)."""
+    async def plan(self, conn: Connection, entra: ExportDirectory, kind: Kind, scim_id: str, *,
+                   settle_members: str | None = None) -> Plan:
+        """Read the SCIM resource and Entra, and plan (nothing is written).
+
+        With `settle_members` (a request id), a group's member user whose own change has not been applied yet is
+        applied first, under that request id, rather than making the group's change wait for it."""
         rules = conn.features.export
         stored = await self._repo.get(conn.name, kind, scim_id)
         link = await self._repo.link(conn.name, kind, scim_id)
@@ -79,8 +83,11 @@ class ExportService:
             if member_link is None and member_kind == "Users":
                 member_link = await self._repo.link(conn.name, "Groups", value)
             if member_link is None or (not member_link.entra_id and not member_link.applied_version):
-                # The member's own change has not reached Entra yet (or is being applied): deliver this one again.
-                raise Transient(f"member {value} of group {scim_id} is not in Entra yet; the change is retried")
+                if settle_members and await self._repo.get(conn.name, "Users", value) is not None:
+                    member_link = (await self.apply(conn, entra, "Users", value, request_id=settle_members)).plan.link
+                else:
+                    # The member's own change has not reached Entra yet: deliver this one again later.
+                    raise Transient(f"member {value} of group {scim_id} is not in Entra yet; the change is retried")
             if member_link.entra_id:
                 wanted.add(member_link.entra_id)
             else:
@@ -96,9 +103,9 @@ class ExportService:
     async def apply(self, conn: Connection, entra: ExportDirectory, kind: Kind, scim_id: str, *,
                     request_id: str, change_id: str | None = None, dry_run: bool = False) -> Applied:
         """Plan, then make each write with an audit record carrying the SCIM request's id."""
-        plan = await self.plan(conn, entra, kind, scim_id)
         if dry_run:
-            return Applied(plan, 0, True)
+            return Applied(await self.plan(conn, entra, kind, scim_id), 0, True)
+        plan = await self.plan(conn, entra, kind, scim_id, settle_members=request_id)
         link = plan.link
         written = 0
         target = link.entra_id
@@ -106,7 +113,16 @@ class ExportService:
             if step.action == "user.create":
                 link = replace(link, created=True, entra_id=None)
                 await self._repo.put_link(conn.name, link)
-            result_id = await self._write(conn, entra, step, NEW if target is None else target, request_id)
+            try:
+                result_id = await self._write(conn, entra, step, NEW if target is None else target, request_id)
+            except (InvalidInput, Conflict):
+                if step.action != "user.create":
+                    raise
+                # Another delivery of this user's change created it meanwhile (the link says it is ours): adopt it.
+                again = await entra.find_user("userPrincipalName", str(step.detail["upn"]))
+                if again is None:
+                    raise
+                result_id = again.id
             if step.action in ("user.create", "group.create", "link"):
                 target = result_id or step.target
                 link = replace(link, entra_id=target, created=link.created or step.action.endswith(".create"))

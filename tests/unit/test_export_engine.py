@@ -13,6 +13,7 @@ from shared.config import Connection
 from shared.domain.scim import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, Kind, ScimError
 from shared.errors import Transient
 from shared.services.export import ExportService
+from shared.services.ports import JsonObject, Written
 from shared.services.scim import ScimService
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeExportDirectory, FakeWorkQueue
 
@@ -157,9 +158,14 @@ async def test_groups_are_created_and_memberships_kept_equal() -> None:
     for user in (ada, bob):
         await world.apply("Users", user)
     team = await world.group("Team", [ada])
+    # A member user whose own change has not been applied yet is applied first, under the group's request id.
+    early = await world.apply("Groups", await world.group("Early", [cy := await world.user("cy@contoso.example")]))
+    cy_entra = (await world.repo.link("c1", "Users", cy)).entra_id  # type: ignore[union-attr]
+    assert world.entra.members[early.plan.link.entra_id] == {cy_entra}
+    assert (await world.apply("Users", cy)).written == 0  # its own delivery finds nothing left to do
     with pytest.raises(Transient):
-        # A member whose own change has not reached Entra yet: the change is delivered again later.
-        await world.apply("Groups", await world.group("Early", [await world.user("cy@contoso.example")]))
+        # A member group not in Entra yet: the change is delivered again later.
+        await world.apply("Groups", await world.group("Outer early", [await world.group("Inner", [])]))
     applied = await world.apply("Groups", team)
     group_id = applied.plan.link.entra_id
     assert world.entra.groups[group_id].security_enabled is True
@@ -277,3 +283,21 @@ async def test_the_cli_prints_the_plan_of_pending_changes_then_applies_them() ->
     assert done.text[0] == "1 changes applied"
     assert [a for a, _ in world.entra.writes] == ["user.create", "user.assignLicense"]
     assert await world.engine.changes("c1") == []
+
+
+async def test_a_user_created_meanwhile_by_another_delivery_is_adopted_not_failed() -> None:
+    world = World()
+    ada = await world.user("ada@contoso.example")
+    entra = world.entra
+    original = entra.create_user
+
+    async def raced(body: JsonObject) -> Written:
+        await original(body)  # another delivery of the same change won the race
+        return await original(body)  # this one is refused: the UPN exists
+
+    entra.create_user = raced  # type: ignore[method-assign]
+    applied = await world.apply("Users", ada)
+    [user] = entra.users.values()
+    assert applied.plan.link.entra_id == user.id
+    assert applied.plan.link.created is True
+    assert user.licenses == ("sku-e3",)
