@@ -26,7 +26,8 @@ ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 
 def _settings(entra: EntraFixture, vault: VaultFixture, storage: str, tls_files: TlsFiles) -> dict[str, str]:
     conn = {"name": "exp", "tenantId": entra.tenant_id, "cloud": "local", "auth": {"kind": "managedIdentity"},
-            "features": {"export": {"enabled": True, "usageLocation": "CH", "defaultLicenseSku": "ENTERPRISEPACK"}}}
+            "features": {"export": {"enabled": True, "usageLocation": "CH", "defaultLicenseSku": "ENTERPRISEPACK",
+                                    "deleteUsers": True}}}
     return {"KEY_VAULT_URL": vault.url, "AzureWebJobsStorage": storage, "CONNECTIONS": json.dumps([conn]),
             "LOCAL_ENTRA_URL": entra.url, "LOCAL_CA_FILE": str(tls_files.ca),
             "SSL_CERT_FILE": str(tls_files.bundle), "REQUESTS_CA_BUNDLE": str(tls_files.bundle),
@@ -116,3 +117,6 @@ def test_scim_changes_reach_entra_with_the_export_rules(function_host: Any, entr
         deleted = http.delete(f"{base}/Groups/{team_id}")
         assert deleted.status_code == 204
         wait_for(lambda: entra.admin("GET", "/_sim/tenant")["groups"] == before["groups"], timeout=60)
+        # With deleteUsers, a SCIM DELETE deletes the user the bridge created; the tenant is as it was.
+        assert http.delete(f"{base}/Users/{ada_id}").status_code == 204
+        wait_for(lambda: entra.admin("GET", "/_sim/tenant")["users"] == before["users"], timeout=60)

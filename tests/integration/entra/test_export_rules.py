@@ -89,8 +89,8 @@ async def test_export_rules_on_the_simulator(stack: Any, entra: EntraFixture) ->
 
     # A group name an operator already uses holds creation back.
     taken = f"Taken {tag}"
-    await stack.graph.send("POST", "/groups", body={"displayName": taken, "mailNickname": f"x{tag}",
-                                                    "mailEnabled": False, "securityEnabled": True})
+    operators = await stack.graph.send("POST", "/groups", body={"displayName": taken, "mailNickname": f"x{tag}",
+                                                                "mailEnabled": False, "securityEnabled": True})
     held = await scim.create(conn, "Groups", {"schemas": [GROUP_SCHEMA], "displayName": taken}, request_id="g0",
                              domains=domains)
     plan = await engine.apply(conn, entra_dir, "Groups", held.id, request_id="g0")
@@ -117,3 +117,5 @@ async def test_export_rules_on_the_simulator(stack: Any, entra: EntraFixture) ->
     for result in results:
         if result.plan.link.entra_id:
             await entra_dir.delete_user(result.plan.link.entra_id)
+    await entra_dir.delete_group(str((operators.body or {})["id"]))
+    await stack.graph.send("PATCH", f"/users/{existing['id']}", body={"employeeId": None})
