@@ -63,6 +63,7 @@ bench: install
 	$(PY) -m bench.sync --users 20000,100000 --depth 3
 	$(PY) -m bench.passkeys
 	$(PY) -m bench.events
+	$(PY) -m bench.export --users 10000 --groups 200
 
 ## make doctor: while `make run` is up, test the demo connection and print the permission report.
 doctor: install

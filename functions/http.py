@@ -45,6 +45,7 @@ log = logging.getLogger("bridge.http")
 ADMIN = "Bridge.Admin"
 DEVICES = "Bridge.Devices"
 AUDIT_READ = "Bridge.Audit.Read"
+EXPORT = "Bridge.Export"
 ROLE_CLAIMS = ("roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
 PROBLEM = "application/problem+json"
 _CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -186,12 +186,14 @@ var workQueues = [
   'rotation-work'
   'device-work'
   'events-work'
+  'export-work'
 ]
 var poisonQueues = [
   'sync-work-poison'
   'rotation-work-poison'
   'device-work-poison'
   'events-work-poison'
+  'export-work-poison'
 ]
 var tables = [
   'users'
@@ -208,6 +210,7 @@ var tables = [
   'leases'
   'usedtokens'
   'events'
+  'scim'
 ]
 
 // Features that are really on. A feature without its group is off: it is off in the connection

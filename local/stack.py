@@ -263,6 +263,8 @@ def run(settings_path: Path, *, sync: bool, demo: bool = True, timers: bool = Fa
             stack.callback(ENV_FILE.unlink, missing_ok=True)
             print(describe_demo(settings), flush=True)
             print(f"function key: {function_key}  (send as x-functions-key, or ?code=)", flush=True)
+            print(f"SCIM base URL of the demo connection: {host.url}/api/scim/v2/{DEMO_CONNECTION} (docs/export.md)",
+                  flush=True)
             if sync:
                 steps.say(startup_job(settings_path, env))
             if demo:

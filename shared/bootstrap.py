@@ -22,12 +22,14 @@ from shared.adapters import identity
 from shared.adapters.audit import AuditReader, TableAuditSink, VaultAuditAnchors, VaultAuditKeys
 from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.events import EventGridSink, TableEventOutbox
+from shared.adapters.export import GraphExportDirectory
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
 from shared.adapters.mds import FidoMetadata
 from shared.adapters.ownership import TableGroupRecords
 from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.rotation import GraphPasswordDirectory
+from shared.adapters.scim import TableScimRepository
 from shared.adapters.subscriptions import GraphSubscriptions
 from shared.adapters.tables import TableEntityStore
 from shared.adapters.vault import KeyVaultSecretStore
@@ -41,6 +43,7 @@ from shared.services.devices import DeviceService
 from shared.services.directory import Directory, EnrollmentGroups, RotationSubjects
 from shared.services.enrollment import DeviceEnrollment
 from shared.services.events import ChangeFeed, EventPublisher
+from shared.services.export import ExportService
 from shared.services.federation import watch_rows
 from shared.services.notifications import NotificationService
 from shared.services.passkeys import PasskeyService
@@ -48,6 +51,7 @@ from shared.services.poison import PoisonService
 from shared.services.ports import Clock
 from shared.services.problems import JobProblems
 from shared.services.rotation import RotationService
+from shared.services.scim import ScimService
 from shared.services.status import StatusService
 from shared.services.sync import SyncService
 from shared.topology import Queue
@@ -343,7 +347,7 @@ class Bridge:
             return StatusService(sync=self.sync, rotation=lambda: self.rotation, directory=self.directory,
                                  federation_watch=watch, writes_paused_until=self.governor.pause_until,
                                  passkey_enrollment=self.devices.passkey_enrollment,
-                                 job_problems=self.problems.all)
+                                 job_problems=self.problems.all, export=self.export.summary)
         service: StatusService = self._once("status", build)
         return service
 
@@ -427,6 +431,30 @@ class Bridge:
     async def subscription_api(self, conn: Connection) -> GraphSubscriptions:
         """Graph's /subscriptions for `conn`, on its gateway."""
         return GraphSubscriptions(await self.graph(conn))
+
+    @property
+    def scim(self) -> ScimService:
+        """The SCIM service (docs/export.md)."""
+        def build() -> ScimService:
+            return ScimService(TableScimRepository(self.entities), self.queue, self.clock)
+        service: ScimService = self._once("scim", build)
+        return service
+
+    @property
+    def export(self) -> ExportService:
+        """The export engine (docs/export.md)."""
+        def build() -> ExportService:
+            return ExportService(TableScimRepository(self.entities), self.audit)
+        service: ExportService = self._once("export", build)
+        return service
+
+    async def export_directory(self, conn: Connection) -> GraphExportDirectory:
+        """Entra for export, on `conn`'s gateway, one per connection (it keeps the verified domains a minute)."""
+        key = f"export:{conn.name}"
+        if key not in self._cache:
+            self._cache[key] = GraphExportDirectory(await self.graph(conn))
+        directory: GraphExportDirectory = self._cache[key]
+        return directory
 
     async def directory_reader(self, conn: Connection) -> GraphDirectoryReader:
         """A fresh reader (it counts the resource units of one run)."""

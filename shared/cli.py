@@ -1,4 +1,5 @@
-"""Operator commands: status, users, rotate, sync, audit, audit-verify, doctor, timers, poison, uninstall-groups.
+"""Operator commands: status, users, rotate, sync, export, audit, audit-verify, doctor, timers, poison,
+uninstall-groups.
 
 Run from the checkout while `make run` is up, they find its settings by themselves (local.settings.json
 and .local/stack-env.json) and say which they use; elsewhere they read the app settings from the
@@ -254,6 +255,31 @@ async def sync(bridge: Bridge, name: str, dry_run: bool, *, show_progress: bool)
     return Outcome(0 if report.outcome in ("completed", "dry-run") else 1, data, lines)
 
 
+async def export(bridge: Bridge, name: str, *, dry_run: bool) -> Outcome:
+    """The plan of every pending SCIM change (--dry-run), or apply them now, in this process (docs/export.md)."""
+    conn = bridge.connection(name)
+    entra = await bridge.export_directory(conn)
+    if dry_run:
+        plans = await bridge.export.pending(conn, entra)
+        lines = [f"{len(plans)} pending changes (dry run: nothing written)"]
+        for plan in plans:
+            lines.append(f"{plan.kind} {plan.scim_id}:" + ("" if plan.steps or plan.problems else " nothing to do"))
+            lines.extend(f"  {step.describe()}" for step in plan.steps)
+            lines.extend(f"  problem: {problem}" for problem in plan.problems)
+        data = {"dryRun": True, "plans": [{"resourceType": p.kind, "id": p.scim_id, "steps": [
+            s.describe() for s in p.steps], "problems": list(p.problems), "stopped": p.stopped} for p in plans]}
+        return Outcome(0, data, lines)
+    applied = []
+    for change in await bridge.export.changes(conn.name):
+        done = await bridge.export.apply(conn, entra, change.kind, change.scim_id, request_id=change.request_id,
+                                         change_id=change.id)
+        applied.append(done.as_dict())
+    lines = [f"{len(applied)} changes applied"] + [
+        f"{a['resourceType']} {a['id']}: {a['written']} writes" + (f"; problems: {'; '.join(a['problems'])}"
+                                                                     if a["problems"] else "") for a in applied]
+    return Outcome(1 if any(a["problems"] for a in applied) else 0, {"applied": applied}, lines)
+
+
 def _group_line(group: dict[str, Any]) -> str:
     line = f"  {group['id']}  {group['name']!r} ({group['state']}, {group['ownership']}"
     if group.get("recordedAt"):
@@ -458,6 +484,8 @@ def parser() -> argparse.ArgumentParser:
     p_poison.add_argument("--id", dest="ids", action="append", default=[], help="a message id (repeatable)")
     p_poison.add_argument("--all", dest="every", action="store_true", help="every message of the poison queue")
     p_poison.add_argument("--yes", action="store_true", help="drop without asking")
+    p_export = command("export", "apply the pending SCIM changes to Entra now, or show their plan with --dry-run")
+    p_export.add_argument("--dry-run", action="store_true", help="print the plan of pending changes; write nothing")
     p_uninstall = command("uninstall-groups", "delete the enrollment-state groups the bridge created in Entra")
     p_uninstall.add_argument("--dry-run", action="store_true", help="list what would be deleted; change nothing")
     p_uninstall.add_argument("--yes", action="store_true", help="delete without asking")
@@ -493,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
                 "doctor": lambda: doctor(bridge, args.connection),
                 "poison": lambda: poison(bridge, args.action, Queue(args.queue), ids=args.ids, every=args.every,
                                          yes=args.yes),
+                "export": lambda: export(bridge, args.connection, dry_run=args.dry_run),
                 "uninstall-groups": lambda: uninstall_groups(bridge, args.connection, dry_run=args.dry_run,
                                                              yes=args.yes),
             }

@@ -223,12 +223,36 @@ class FederationFeature(_Doc):
     enabled: bool = False
 
 
+class ExportGroupRules(_Doc):
+    """How exported groups meet Entra's groups (docs/export.md)."""
+
+    #: typeAndEmail: an Entra group of the same displayName matches only if its type and mail match too.
+    match: Literal["typeAndEmail", "nameOnly"] = "typeAndEmail"
+    #: onlyIfNameUnused: no group is created while any Entra group carries the name.
+    create_when_unmatched: Annotated[Literal["always", "onlyIfNameUnused"],
+                                     Field(alias="createWhenUnmatched")] = "onlyIfNameUnused"
+    #: Delete other Entra groups of the same name, only those the bridge created (others are listed in status).
+    remove_duplicates: Annotated[bool, Field(alias="removeDuplicates")] = False
+    #: The kind of group created: a security group, or a Microsoft 365 group (groupTypes Unified, mail-enabled).
+    kind: Literal["security", "microsoft365"] = "security"
+
+
 class ExportFeature(_Doc):
-    """Export groups into Entra (match, create, de-duplicate, license, usage location)."""
+    """Export users and groups into Entra from the SCIM service (docs/export.md)."""
 
     enabled: bool = False
     default_license_sku: Annotated[str | None, Field(alias="defaultLicenseSku")] = None
     usage_location: Annotated[str | None, Field(alias="usageLocation", pattern=r"^[A-Z]{2}$")] = None
+    #: How a SCIM user is mapped to an Entra user when no Entra id is linked yet.
+    username_mapping: Annotated[Literal["upn", "mail", "userNameAtDomain", "employeeId"],
+                                Field(alias="usernameMapping")] = "upn"
+    #: The verified domain appended to the userName with usernameMapping userNameAtDomain.
+    user_domain: Annotated[str | None, Field(alias="userDomain")] = None
+    #: SCIM DELETE deletes a user the bridge created (else it is disabled).
+    delete_users: Annotated[bool, Field(alias="deleteUsers")] = False
+    #: More removals than this in one change stop it (docs/architecture.md, invariant 4).
+    removal_threshold: Annotated[int, Field(alias="removalThreshold", ge=0)] = 100
+    groups: ExportGroupRules = ExportGroupRules()
 
 
 class Features(_Doc):

@@ -13,6 +13,7 @@ class Queue(StrEnum):
     DEVICE = "device-work"
     #: A nudge per connection: publish its outbox events (docs/events.md).
     EVENTS = "events-work"
+    EXPORT = "export-work"
 
     @property
     def poison(self) -> str:
@@ -40,3 +41,5 @@ class Table(StrEnum):
     USEDTOKENS = "usedtokens"
     #: Events to the provider: the outbox, the published change feed and its sequence (docs/events.md).
     EVENTS = "events"
+    #: Resources received by the SCIM service, their links to Entra objects and pending export changes.
+    SCIM = "scim"

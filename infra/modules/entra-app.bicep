@@ -38,6 +38,12 @@ var appRoles = [
     description: 'Read the audit trail and verify its hash chain.'
     id: guid(uniqueName, 'Bridge.Audit.Read')
   }
+  {
+    value: 'Bridge.Export'
+    displayName: 'Directory exporter'
+    description: 'Push users and groups into Entra through the SCIM service.'
+    id: guid(uniqueName, 'Bridge.Export')
+  }
 ]
 
 resource app 'Microsoft.Graph/applications@v1.0' = {

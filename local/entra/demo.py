@@ -26,8 +26,11 @@ GRAPH_PERMISSIONS = [
     "Domain-InternalFederation.ReadWrite.All", "RoleManagement.Read.Directory", "User.EnableDisableAccount.All",
     "Organization.Read.All", "Group.Create", "GroupMember.ReadWrite.All",
 ]
+#: What the export feature adds (shared/domain/permissions.py), granted to the managed identity only, which the
+#: demo connection signs in as: the app registration keeps the narrower set the license tests rely on.
+EXPORT_PERMISSIONS = ["User.ReadWrite.All", "LicenseAssignment.ReadWrite.All"]
 #: The app roles of the bridge's API (functions/http.py, infra/modules/entra-app.bicep).
-BRIDGE_API_ROLES = ["Bridge.Admin", "Bridge.Audit.Read", "Bridge.Devices"]
+BRIDGE_API_ROLES = ["Bridge.Admin", "Bridge.Audit.Read", "Bridge.Devices", "Bridge.Export"]
 FIRST = ["Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jade", "Kai", "Lena", "Milo", "Nia",
          "Omar", "Pia", "Quin", "Rosa", "Sami", "Tess", "Uma", "Vik", "Wren", "Xia", "Yusuf", "Zoe"]
 LAST = ["Lee", "Ito", "Khan", "Novak", "Silva", "Meyer", "Okafor", "Rossi", "Berg", "Chen", "Dubois", "Evans",
@@ -83,7 +86,8 @@ def bridge_apps() -> dict[str, App]:
                               # with App Service Authentication on (WEBSITE_AUTH_ENABLED=true).
                               apiRoles={BRIDGE_CLIENT_ID: list(BRIDGE_API_ROLES)}),
         IDENTITY_CLIENT_ID: App(clientId=IDENTITY_CLIENT_ID, servicePrincipalId=IDENTITY_PRINCIPAL_ID,
-                                displayName="func-entra-bridge (managed identity)", graphRoles=list(GRAPH_PERMISSIONS),
+                                displayName="func-entra-bridge (managed identity)",
+                                graphRoles=[*GRAPH_PERMISSIONS, *EXPORT_PERMISSIONS],
                                 managedIdentity=True),
     }
 

@@ -50,6 +50,8 @@ class User:
     givenName: str | None = None
     surname: str | None = None
     assignedLicenses: list[dict[str, Any]] = field(default_factory=list)
+    employeeId: str | None = None
+    department: str | None = None
 
     def row(self) -> dict[str, Any]:
         """The tenant file form (asdict's, without its deep copy: the caller serialises it at once)."""
@@ -100,6 +102,9 @@ class Group:
     members: list[str] = field(default_factory=list)
     createdDateTime: str = ""
     description: str | None = None
+    mail: str | None = None
+    visibility: str | None = None
+    owners: list[str] = field(default_factory=list)
 
 
 @dataclass

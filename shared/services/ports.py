@@ -16,7 +16,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from shared.domain.audit import Anchor, ChainKey
 from shared.domain.enrollment import GroupRecord
 from shared.domain.events import Event
+from shared.domain.export import EntraGroup, EntraUser, Link, Sku
 from shared.domain.mds import TrustAnchors
+from shared.domain.scim import Kind, Stored
 from shared.topology import Queue, Table
 
 JsonObject = dict[str, Any]
@@ -409,4 +411,140 @@ class EventSink(Protocol):
 
     async def publish(self, events: Sequence[Event]) -> None:
         """Publish a batch; Throttled, Transient, PermissionDenied or Configuration on failure."""
+        ...
+
+
+# ----------------------------------------------------------------------------- Export (docs/export.md)
+
+
+@dataclass(frozen=True)
+class ExportChange:
+    """A SCIM change received and not yet applied to Entra."""
+
+    id: str
+    kind: Kind
+    scim_id: str
+    operation: str
+    request_id: str
+    received: str
+
+
+class ScimRepository(Protocol):
+    """The SCIM service's resources, their links to Entra objects and the pending changes (shared/adapters/scim.py)."""
+
+    async def get(self, connection: str, kind: Kind, resource_id: str) -> Stored | None:
+        """One resource, or None."""
+        ...
+
+    def all(self, connection: str, kind: Kind) -> AsyncIterator[Stored]:
+        """Every resource of a kind."""
+        ...
+
+    async def create(self, connection: str, stored: Stored, unique: str) -> None:
+        """Store a new resource whose unique name (userName, displayName) is `unique`; Conflict when taken."""
+        ...
+
+    async def replace(self, connection: str, stored: Stored, *, old_unique: str, unique: str) -> None:
+        """Replace a resource whose stored version is `stored.version - 1`; Conflict when it moved or the
+        new unique name is taken."""
+        ...
+
+    async def delete(self, connection: str, kind: Kind, resource_id: str, unique: str) -> None:
+        """Delete a resource and its unique name."""
+        ...
+
+    async def link(self, connection: str, kind: Kind, scim_id: str) -> Link | None:
+        """The resource's link to Entra, or None."""
+        ...
+
+    async def put_link(self, connection: str, link: Link) -> None:
+        """Keep a link."""
+        ...
+
+    async def links(self, connection: str) -> list[Link]:
+        """Every link of the connection."""
+        ...
+
+    async def add_change(self, connection: str, change: ExportChange) -> None:
+        """Keep a received change until it is applied."""
+        ...
+
+    async def changes(self, connection: str) -> list[ExportChange]:
+        """Pending changes, oldest first."""
+        ...
+
+    async def drop_change(self, connection: str, change_id: str) -> None:
+        """Forget an applied change."""
+        ...
+
+
+@dataclass(frozen=True)
+class Written:
+    """An Entra write's result: the object's id (for creates) and Graph's request id."""
+
+    id: str | None
+    request_id: str | None
+
+
+class ExportDirectory(Protocol):
+    """Entra as the export engine reads and writes it (shared/adapters/export.py)."""
+
+    async def verified_domains(self) -> list[str]:
+        """The tenant's verified domain names."""
+        ...
+
+    async def skus(self) -> list[Sku]:
+        """The subscribed SKUs with their free seats."""
+        ...
+
+    async def user(self, user_id: str) -> EntraUser | None:
+        """A user by id, or None."""
+        ...
+
+    async def find_user(self, attribute: str, value: str) -> EntraUser | None:
+        """The user whose `attribute` (userPrincipalName, mail, employeeId) equals `value`, or None."""
+        ...
+
+    async def create_user(self, body: JsonObject) -> Written:
+        """Create a user."""
+        ...
+
+    async def update_user(self, user_id: str, body: JsonObject) -> Written:
+        """Update a user's properties."""
+        ...
+
+    async def delete_user(self, user_id: str) -> Written:
+        """Delete a user."""
+        ...
+
+    async def assign_license(self, user_id: str, sku_id: str) -> Written:
+        """Assign a license."""
+        ...
+
+    async def groups_named(self, display_name: str) -> list[EntraGroup]:
+        """Every group of this displayName."""
+        ...
+
+    async def group(self, group_id: str) -> EntraGroup | None:
+        """A group by id, or None."""
+        ...
+
+    async def create_group(self, body: JsonObject) -> Written:
+        """Create a group."""
+        ...
+
+    async def delete_group(self, group_id: str) -> Written:
+        """Delete a group."""
+        ...
+
+    async def member_ids(self, group_id: str) -> set[str]:
+        """Direct members' object ids."""
+        ...
+
+    async def add_member(self, group_id: str, member_id: str) -> Written:
+        """Add a direct member."""
+        ...
+
+    async def remove_member(self, group_id: str, member_id: str) -> Written:
+        """Remove a direct member."""
         ...

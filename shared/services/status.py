@@ -24,6 +24,7 @@ WatchReader = Callable[[str], Awaitable[list[JsonObject]]]
 PauseReader = Callable[[str], Awaitable[Any]]
 EnrollmentReader = Callable[[Connection], Awaitable[JsonObject | None]]
 JobProblemReader = Callable[[str], Awaitable[list[JsonObject]]]
+ExportSummary = Callable[[str], Awaitable[JsonObject]]
 
 
 def camel(name: str) -> str:
@@ -50,7 +51,9 @@ class StatusService:
 
     def __init__(self, *, sync: SyncService, rotation: Callable[[], RotationService], directory: Directory,
                  federation_watch: WatchReader, writes_paused_until: PauseReader,
-                 passkey_enrollment: EnrollmentReader, job_problems: JobProblemReader) -> None:
+                 passkey_enrollment: EnrollmentReader, job_problems: JobProblemReader,
+                 export: ExportSummary | None = None) -> None:
+        self._export = export
         self._sync = sync
         self._rotation = rotation
         self._directory = directory
@@ -110,7 +113,13 @@ class StatusService:
         except BridgeError as err:
             problems.append(Problem("throttle", f"the shared throttle state could not be read: {err.detail}",
                                     "grant the app's identity 'Storage Table Data Contributor' on the storage account"))
-        return {"connection": conn.name, "tenantId": conn.tenant_id, "dryRun": conn.dry_run,
+        export = None
+        if conn.features.export.enabled and self._export is not None:
+            export = await self._export(conn.name)
+            problems.extend(Problem("export", f"{p['resourceType']} {p['id']}: {p['problem']}",
+                                    "change what the problem names; the next SCIM change of the resource applies it "
+                                    "(docs/export.md)") for p in export["problems"])
+        return {"connection": conn.name, "tenantId": conn.tenant_id, "dryRun": conn.dry_run, "export": export,
                 "features": {name: getattr(conn.features, name).enabled for name in FEATURES},
                 "users": users, "lastSync": _run_view(conn.name, last_sync), "syncRunning": sync.running,
                 "lastDryRun": _run_view(conn.name, last_dry_run), "rotation": rotation, "federation": federation,

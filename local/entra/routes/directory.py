@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from local.entra.core import (
@@ -29,7 +29,7 @@ from local.entra.core import (
     select_fields,
 )
 from local.entra.core import group_or_404 as core_group_or_404
-from local.entra.state import now_iso
+from local.entra.state import User, now_iso
 
 USER_READ = ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All")
 GROUP_READ = ("GroupMember.Read.All", "Group.Read.All", "Group.ReadWrite.All", "Directory.Read.All",
@@ -85,7 +85,7 @@ def routes(sim: Simulator) -> list[Route]:
         if not expression:
             users = list(tenant.users.values())
         else:
-            name, values = parse_filter(expression, {"id", "userPrincipalName", "mail", "displayName"})
+            name, values = parse_filter(expression, {"id", "userPrincipalName", "mail", "displayName", "employeeId"})
             wanted = {v.lower() for v in values}
             if name in ("id", "userPrincipalName"):
                 # Looked up, not searched: a filter costs its (at most 15) values, not the tenant's size.
@@ -104,7 +104,8 @@ def routes(sim: Simulator) -> list[Route]:
     async def patch_user(request: Request, caller: Caller) -> None:
         user = user_or_404(request.path_params["id"])
         body = await json_body(request)
-        allowed = {"accountEnabled", "usageLocation", "displayName", "passwordProfile", "givenName", "surname"}
+        allowed = {"accountEnabled", "usageLocation", "displayName", "passwordProfile", "givenName", "surname",
+                   "department", "employeeId"}
         unknown = set(body) - allowed
         if unknown:
             raise GraphError(400, "Request_BadRequest", f"Property '{sorted(unknown)[0]}' is read-only or unknown.")
@@ -130,12 +131,62 @@ def routes(sim: Simulator) -> list[Route]:
                                              "forceChange": str(bool(profile.get("forceChangePasswordNextSignIn")))}
         elif body.keys() - {"accountEnabled"} and not caller.roles & {"User.ReadWrite.All", "Directory.ReadWrite.All"}:
             raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
-        for key in ("accountEnabled", "usageLocation", "displayName", "givenName", "surname"):
+        for key in ("accountEnabled", "usageLocation", "displayName", "givenName", "surname", "department",
+                    "employeeId"):
             if key in body:
                 setattr(user, key, body[key])
         if body.keys() - {"passwordProfile"}:
             tenant.record("user", user.id)
         return None
+
+    async def create_user(request: Request, caller: Caller) -> JSONResponse:
+        # https://learn.microsoft.com/graph/api/user-post-users: accountEnabled, displayName, mailNickname,
+        # userPrincipalName and passwordProfile are required; the UPN's domain must be a verified domain
+        # of the tenant; 201 with the user.
+        body = await json_body(request)
+        known = {"accountEnabled", "displayName", "mailNickname", "userPrincipalName", "passwordProfile",
+                 "givenName", "surname", "usageLocation", "department", "employeeId", "mail"}
+        unknown = set(body) - known
+        if unknown:
+            raise GraphError(400, "Request_BadRequest", f"Property '{sorted(unknown)[0]}' does not exist on type "
+                             "'microsoft.graph.user'.")
+        for name in ("displayName", "mailNickname", "userPrincipalName"):
+            if not isinstance(body.get(name), str) or not body[name].strip():
+                raise GraphError(400, "Request_BadRequest", f"Invalid value specified for property '{name}' of "
+                                 "resource 'User'.")
+        if not isinstance(body.get("accountEnabled"), bool):
+            raise GraphError(400, "Request_BadRequest", "Invalid value specified for property 'accountEnabled' of "
+                             "resource 'User'.")
+        profile = body.get("passwordProfile")
+        if not isinstance(profile, dict) or not isinstance(profile.get("password"), str):
+            raise GraphError(400, "Request_BadRequest", "Invalid value specified for property 'passwordProfile' of "
+                             "resource 'User'.")
+        upn = str(body["userPrincipalName"])
+        domain = upn.rsplit("@", 1)[1].lower() if "@" in upn else ""
+        if domain not in {str(d["id"]).lower() for d in tenant.domains if d.get("isVerified")}:
+            raise GraphError(400, "Request_BadRequest", "The domain portion of the userPrincipalName property is "
+                             "invalid. You must use one of the verified domain names in your organization.")
+        if tenant.user(upn) is not None:
+            raise GraphError(400, "Request_BadRequest", "Another object with the same value for property "
+                             "userPrincipalName already exists.")
+        if password_problem(str(profile["password"]), []):
+            raise GraphError(400, "Request_BadRequest", COMPLEXITY_ERROR)
+        user = User(id=str(uuid.uuid4()), userPrincipalName=upn, displayName=str(body["displayName"]),
+                    mail=body.get("mail"), accountEnabled=body["accountEnabled"],
+                    usageLocation=body.get("usageLocation"), givenName=body.get("givenName"),
+                    surname=body.get("surname"), employeeId=body.get("employeeId"),
+                    department=body.get("department"))
+        tenant.users[user.id] = user
+        tenant.reindex()
+        tenant.passwords[user.id] = {"password": str(profile["password"]), "setAt": now_iso(),
+                                     "forceChange": str(bool(profile.get("forceChangePasswordNextSignIn", True)))}
+        tenant.record("user", user.id)
+        # The documented response: the user with its default properties (businessPhones empty, the rest null).
+        created = {"@odata.context": f"{sim.base_url}/v1.0/$metadata#users/$entity", "businessPhones": [],
+                   "jobTitle": None, "mobilePhone": None, "officeLocation": None, "preferredLanguage": None,
+                   **user.graph(None)}
+        return JSONResponse(created, status_code=201,
+                            headers={"location": f"{sim.origin(request)}/v1.0/users/{user.id}"})
 
     async def delete_user(request: Request, caller: Caller) -> None:
         # https://learn.microsoft.com/graph/api/user-delete: 204 No Content.
@@ -157,7 +208,7 @@ def routes(sim: Simulator) -> list[Route]:
         select = select_fields(request)
         items = []
         for g in groups:
-            item = {"id": g.id, "displayName": g.displayName, "mailNickname": g.mailNickname,
+            item = {"id": g.id, "displayName": g.displayName, "mailNickname": g.mailNickname, "mail": g.mail,
                     "securityEnabled": g.securityEnabled, "mailEnabled": g.mailEnabled, "groupTypes": g.groupTypes}
             items.append({k: v for k, v in item.items() if not select or k in select or k == "id"})
         return page(request, items, context=f"{sim.base_url}/v1.0/$metadata#groups")
@@ -232,7 +283,7 @@ def routes(sim: Simulator) -> list[Route]:
     async def organization(request: Request, caller: Caller) -> dict[str, Any]:
         org = {"id": tenant.tenantId, "displayName": tenant.displayName, "verifiedDomains": [
             {"name": d["id"], "isDefault": d.get("isDefault", False), "isInitial": d.get("isInitial", False),
-             "type": d.get("authenticationType", "Managed")} for d in tenant.domains]}
+             "type": d.get("authenticationType", "Managed")} for d in tenant.domains if d.get("isVerified", True)]}
         select = select_fields(request)
         if select:
             org = {k: v for k, v in org.items() if k in select or k == "id"}
@@ -245,6 +296,7 @@ def routes(sim: Simulator) -> list[Route]:
 
         add("/users", list_users, ["GET"], permissions=USER_READ, cost=2)
         add("/users/$count", count_users, ["GET"], permissions=USER_READ, cost=1)
+        add("/users", create_user, ["POST"], permissions=USER_DELETE, write=True)
         add("/users/{id}", get_user, ["GET"], permissions=USER_READ, cost=1)
         add("/users/{id}", delete_user, ["DELETE"], permissions=USER_DELETE, write=True)
         add("/users/{id}", patch_user, ["PATCH"], permissions=(*PASSWORD_WRITE, *USER_WRITE), write=True)

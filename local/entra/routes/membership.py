@@ -8,6 +8,9 @@
   (at most 20 per request).
 - Remove a member: https://learn.microsoft.com/graph/api/group-delete-members
   (`DELETE members/{id}/$ref`, 204; 404 when it is not a member).
+- Owners: https://learn.microsoft.com/graph/api/group-list-owners, group-post-owners (`POST owners/$ref`, 204;
+  400 when already an owner), group-delete-owners (`DELETE owners/{id}/$ref`, 204), and `owners@odata.bind`
+  on create (the example "Create a security group with an owner and members").
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from local.entra.core import Caller, GraphError, Simulator, graph_route, json_body
+from local.entra.core import Caller, GraphError, Simulator, graph_route, json_body, page
 from local.entra.core import group_or_404 as core_group_or_404
 from local.entra.state import Group, new_id, now_iso
 
@@ -62,7 +65,10 @@ def routes(sim: Simulator) -> list[Route]:
         return {"@odata.context": f"{sim.base_url}/v1.0/$metadata#groups/$entity", "id": group.id,
                 "displayName": group.displayName, "mailNickname": group.mailNickname,
                 "securityEnabled": group.securityEnabled, "mailEnabled": group.mailEnabled,
-                "groupTypes": group.groupTypes, "createdDateTime": group.createdDateTime,
+                "groupTypes": group.groupTypes, "createdDateTime": group.createdDateTime, "mail": group.mail,
+                "visibility": group.visibility, "renewedDateTime": group.createdDateTime, "classification": None,
+                "expirationDateTime": None, "isAssignableToRole": None, "securityIdentifier": None,
+                "proxyAddresses": [f"SMTP:{group.mail}"] if group.mail else [],
                 "description": group.description}
 
     async def create_group(request: Request, caller: Caller) -> JSONResponse:
@@ -79,10 +85,24 @@ def routes(sim: Simulator) -> list[Route]:
         if not isinstance(binds, list) or len(binds) > MAX_BIND:
             raise GraphError(400, "Request_BadRequest", f"At most {MAX_BIND} members can be added in one request.")
         members = [object_id(request, ref) for ref in binds]
+        owner_binds = body.get("owners@odata.bind") or []
+        if not isinstance(owner_binds, list) or len(owner_binds) > MAX_BIND:
+            raise GraphError(400, "Request_BadRequest", f"At most {MAX_BIND} owners can be added in one request.")
+        owners = [object_id(request, ref) for ref in owner_binds]
+        if any(o not in tenant.users and tenant.app_by_principal(o) is None for o in owners):
+            raise GraphError(400, "Request_BadRequest", "Owners must be users or service principals.")
         group = Group(id=new_id(), displayName=body["displayName"], mailNickname=body["mailNickname"],
                       securityEnabled=body["securityEnabled"], mailEnabled=body["mailEnabled"],
                       groupTypes=[str(t) for t in body.get("groupTypes") or []], createdDateTime=now_iso(),
-                      description=str(body["description"]) if body.get("description") is not None else None)
+                      description=str(body["description"]) if body.get("description") is not None else None,
+                      owners=list(dict.fromkeys(owners)))
+        if "Unified" in group.groupTypes:
+            # A Microsoft 365 group gets a mail address on the tenant's default domain
+            # (https://learn.microsoft.com/graph/api/resources/group#properties) and visibility Public by default.
+            default = next((d["id"] for d in tenant.domains if d.get("isDefault")), tenant.domains[0]["id"]
+                           if tenant.domains else "example.onmicrosoft.com")
+            group.mail = f"{group.mailNickname}@{default}"
+            group.visibility = str(body.get("visibility") or "Public")
         tenant.groups[group.id] = group
         tenant.record("group", group.id)
         if members:
@@ -133,6 +153,36 @@ def routes(sim: Simulator) -> list[Route]:
         group.members.remove(member)
         tenant.record("group", group.id, removed=[member])
 
+    async def list_owners(request: Request, caller: Caller) -> dict[str, Any]:
+        group = group_or_404(request.path_params["id"])
+        items: list[dict[str, Any]] = []
+        for owner in group.owners:
+            if owner in tenant.users:
+                items.append({"@odata.type": "#microsoft.graph.user", **tenant.users[owner].graph(None)})
+            else:
+                app = tenant.app_by_principal(owner)
+                items.append({"@odata.type": "#microsoft.graph.servicePrincipal", "id": owner,
+                              "appId": app.clientId if app else None, "displayName": app.displayName if app else None})
+        return page(request, items, context=f"{sim.base_url}/v1.0/$metadata#directoryObjects")
+
+    async def add_owner(request: Request, caller: Caller) -> None:
+        group = group_or_404(request.path_params["id"])
+        owner = object_id(request, (await json_body(request)).get("@odata.id"))
+        if owner in group.owners:
+            raise GraphError(400, "Request_BadRequest", "One or more added object references already exist for the "
+                             "following modified properties: 'owners'.")
+        group.owners.append(owner)
+        tenant.record("group", group.id)
+
+    async def remove_owner(request: Request, caller: Caller) -> None:
+        group = group_or_404(request.path_params["id"])
+        owner = request.path_params["owner"]
+        if owner not in group.owners:
+            raise GraphError(404, "Request_ResourceNotFound", f"Resource '{owner}' does not exist or one of its "
+                             "queried reference-property objects are not present.")
+        group.owners.remove(owner)
+        tenant.record("group", group.id)
+
     found: list[Route] = []
     for version in ("v1.0", "beta"):
         def add(path: str, handler: Any, methods: list[str], version: str = version, **options: Any) -> None:
@@ -143,4 +193,9 @@ def routes(sim: Simulator) -> list[Route]:
         add("/groups/{id}", delete_group, ["DELETE"], permissions=GROUP_WRITE)
         add("/groups/{id}/members/$ref", add_ref, ["POST"], permissions=MEMBER_WRITE)
         add("/groups/{id}/members/{member}/$ref", remove_ref, ["DELETE"], permissions=MEMBER_WRITE)
+        add("/groups/{id}/owners/$ref", add_owner, ["POST"], permissions=GROUP_WRITE)
+        add("/groups/{id}/owners/{owner}/$ref", remove_owner, ["DELETE"], permissions=GROUP_WRITE)
+        found.append(Route(f"/{version}/groups/{{id}}/owners", graph_route(sim, list_owners, permissions=(
+            "GroupMember.Read.All", "Group.Read.All", "Group.ReadWrite.All", "Directory.Read.All"), cost=3),
+            methods=["GET"]))
     return found

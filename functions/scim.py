@@ -1,0 +1,185 @@
+"""The SCIM 2.0 service (RFC 7644) under /api/scim/v2/{c}/, and the export-work queue (docs/export.md).
+
+Callers present the function key and, with App Service Authentication on, a token with the app role
+Bridge.Export. Refusals of the SCIM service are SCIM error bodies (RFC 7644 section 3.12) with scimType.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import azure.functions as func
+
+from functions.http import EXPORT, Plain, Reply, route
+from functions.work import job, watch_last_delivery, work_message
+from shared import logs
+from shared.bootstrap import bridge
+from shared.config import Connection
+from shared.domain import scim
+from shared.domain.scim import Kind, ScimError, Stored
+from shared.errors import BridgeError
+from shared.services.scim import BulkRunner, ScimService
+from shared.topology import Queue
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+log = logging.getLogger(__name__)
+SCIM = "scim/v2/{c}"
+DOCS = "https://www.rfc-editor.org/rfc/rfc7644"
+ScimHandler = Callable[[Plain, Connection, Kind], Awaitable[Reply]]
+
+
+def _base(call: Plain) -> str:
+    url = call.url
+    marker = f"/scim/v2/{call.params['c']}"
+    return url[:url.index(marker) + len(marker)] if marker in url else url
+
+
+def _body(call: Plain) -> Any:
+    raw = call.request.get_body() or b""
+    limit = max(bridge().settings.max_body_bytes, scim.MAX_BULK_BYTES)
+    if len(raw) > limit:
+        raise ScimError(413, f"request body is {len(raw)} bytes; the limit is {limit}")
+    try:
+        return json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise ScimError(400, "the request body is not JSON", "invalidSyntax") from None
+
+
+def _answer(stored: Stored, call: Plain, status: int = 200) -> Reply:
+    headers = {"ETag": stored.etag, "Content-Type": "application/scim+json"}
+    if status == 201:
+        headers["Location"] = f"{_base(call)}/{stored.kind}/{stored.id}"
+    return Reply(status, stored.render(_base(call)), headers)
+
+
+def scim_route(path: str, method: str) -> Callable[[ScimHandler], ScimHandler]:
+    """A SCIM route: the connection resolved, ScimError and the taxonomy answered as SCIM errors. A path
+    with `{kind}` is registered once for Users and once for Groups."""
+    def register(handler: ScimHandler) -> ScimHandler:
+        def endpoint_of(kind: Kind) -> Callable[[Plain], Awaitable[Reply]]:
+            async def endpoint(call: Plain) -> Reply:
+                try:
+                    conn = bridge().connection(call.params["c"])
+                    ScimService.enabled(conn)  # before anything is built for a connection that does not export
+                    return await handler(call, conn, kind)
+                except ScimError as err:
+                    return Reply(err.status, err.body(), {"Content-Type": "application/scim+json"})
+                except BridgeError as err:
+                    if err.status >= 500:
+                        raise
+                    return Reply(err.status, ScimError(err.status, logs.mask(err.detail)).body())
+
+            endpoint.__doc__ = handler.__doc__
+            return endpoint
+
+        if "{kind}" in path:
+            for kind in scim.KINDS:
+                route(bp, f"{SCIM}/{path.replace('{kind}', kind)}", method, roles=[EXPORT],
+                      name=f"{handler.__name__}_{kind.lower()}")(endpoint_of(kind))
+        else:
+            route(bp, f"{SCIM}/{path}", method, roles=[EXPORT], name=handler.__name__)(endpoint_of("Users"))
+        return handler
+    return register
+
+
+async def _domains(conn: Connection) -> list[str]:
+    return await (await bridge().export_directory(conn)).verified_domains()
+
+
+@scim_route("ServiceProviderConfig", "GET")
+async def scim_service_provider_config(call: Plain, conn: Connection, kind: Kind) -> Reply:
+    """What the service supports (RFC 7643 section 5)."""
+    return Reply(200, {**scim.service_provider_config(DOCS),
+                       "meta": {"resourceType": "ServiceProviderConfig",
+                                "location": f"{_base(call)}/ServiceProviderConfig"}})
+
+
+@scim_route("ResourceTypes", "GET")
+async def scim_resource_types(call: Plain, conn: Connection, kind: Kind) -> Reply:
+    """User (with the enterprise extension) and Group."""
+    return Reply(200, scim.as_list(scim.resource_types(_base(call))))
+
+
+@scim_route("Schemas", "GET")
+async def scim_schemas(call: Plain, conn: Connection, kind: Kind) -> Reply:
+    """The schemas of the served resources."""
+    return Reply(200, scim.as_list(scim.schemas(_base(call))))
+
+
+@scim_route("{kind}", "POST")
+async def scim_create(call: Plain, conn: Connection, kind: Kind) -> Reply:
+    """Create a User or Group; its export to Entra is queued."""
+    stored = await bridge().scim.create(conn, kind, _body(call), request_id=call.correlation_id,
+                                        domains=lambda: _domains(conn))
+    return _answer(stored, call, 201)
+
+
+@scim_route("{kind}", "GET")
+async def scim_list(call: Plain, conn: Connection, kind: Kind) -> Reply:
+    """Query with `filter`, `startIndex` and `count` (RFC 7644 section 3.4.2)."""
+    found, total, start = await bridge().scim.query(conn, kind, filter_text=call.query.get("filter"),
+                                                    start_index=call.query.get("startIndex"),
+                                                    count=call.query.get("count"))
+    return Reply(200, scim.list_response([s.render(_base(call)) for s in found], total, start),
+                 {"Content-Type": "application/scim+json"})
+
+
+@scim_route("{kind}/{id}", "GET")
+async def scim_get(call: Plain, conn: Connection, kind: Kind) -> Reply:
+    """One resource."""
+    return _answer(await bridge().scim.get(conn, kind, call.params["id"]), call)
+
+
+@scim_route("{kind}/{id}", "PUT")
+async def scim_replace(call: Plain, conn: Connection, kind: Kind) -> Reply:
+    """Replace a resource (If-Match honoured)."""
+    stored = await bridge().scim.replace(conn, kind, call.params["id"], _body(call),
+                                         if_match=call.header("if-match"), request_id=call.correlation_id,
+                                         domains=lambda: _domains(conn))
+    return _answer(stored, call)
+
+
+@scim_route("{kind}/{id}", "PATCH")
+async def scim_patch(call: Plain, conn: Connection, kind: Kind) -> Reply:
+    """Modify a resource with a PatchOp (RFC 7644 section 3.5.2)."""
+    stored = await bridge().scim.patch(conn, kind, call.params["id"], _body(call),
+                                       if_match=call.header("if-match"), request_id=call.correlation_id,
+                                       domains=lambda: _domains(conn))
+    return _answer(stored, call)
+
+
+@scim_route("{kind}/{id}", "DELETE")
+async def scim_delete(call: Plain, conn: Connection, kind: Kind) -> Reply:
+    """Delete a resource; Entra follows the export rules (disable, or delete what the bridge created)."""
+    await bridge().scim.delete(conn, kind, call.params["id"], if_match=call.header("if-match"),
+                               request_id=call.correlation_id)
+    return Reply(204)
+
+
+@scim_route("Bulk", "POST")
+async def scim_bulk(call: Plain, conn: Connection, kind: Kind) -> Reply:
+    """Several operations in one request, with failOnErrors (RFC 7644 section 3.7)."""
+    answer = await BulkRunner(bridge().scim).run(conn, _body(call), request_id=call.correlation_id,
+                                                 domains=lambda: _domains(conn), base_url=_base(call))
+    return Reply(200, answer, {"Content-Type": "application/scim+json"})
+
+
+@bp.function_name("export_work")
+@bp.queue_trigger(arg_name="msg", queue_name=Queue.EXPORT.value, connection="AzureWebJobsStorage")
+@watch_last_delivery(Queue.EXPORT)
+async def export_work(msg: func.QueueMessage) -> None:
+    """Apply one received SCIM change to Entra."""
+    message = work_message(msg)
+    app = bridge()
+    with logs.correlation(message.correlation_id):
+        async with job("export_work", message.connection, message.correlation_id, queue=True):
+            conn = app.connection(message.connection)
+            kind: Kind = "Groups" if message.args.get("resourceType") == "Groups" else "Users"
+            applied = await app.export.apply(conn, await app.export_directory(conn), kind, message.target,
+                                             request_id=message.correlation_id,
+                                             change_id=str(message.args.get("change") or message.idempotency_key),
+                                             dry_run=conn.dry_run or app.settings.dry_run)
+            log.info("export of %s %s: %s", kind, message.target, applied.as_dict())

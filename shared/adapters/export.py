@@ -1,0 +1,164 @@
+"""Entra as the export engine reads and writes it, on a connection's Graph gateway (implements ExportDirectory).
+
+- users: https://learn.microsoft.com/graph/api/user-post-users (accountEnabled, displayName, mailNickname,
+  userPrincipalName, passwordProfile required), user-list (`$filter` eq on userPrincipalName, mail,
+  employeeId), user-update, user-delete, user-assignlicense; subscribedsku-list for free seats.
+- groups: group-post-groups, group-list (`$filter` on displayName), group-delete, group-post-members
+  (`members/$ref`), group-delete-members.
+- domains: organization-get (`verifiedDomains`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from shared.domain.export import EntraGroup, EntraUser, Sku
+from shared.domain.odata import quote
+from shared.errors import Conflict, NotFound
+from shared.services.ports import GraphApi, GraphResponse, JsonObject, Written
+
+_USER_SELECT = "id,userPrincipalName,mail,employeeId,accountEnabled,usageLocation,displayName,assignedLicenses"
+_GROUP_SELECT = "id,displayName,mailNickname,mail,mailEnabled,securityEnabled,groupTypes"
+_USER_KEYS = {"userPrincipalName", "mail", "employeeId"}
+DOMAINS_TTL = 60.0
+
+
+def _user(body: JsonObject) -> EntraUser:
+    return EntraUser(id=str(body["id"]), user_principal_name=str(body.get("userPrincipalName") or ""),
+                     mail=body.get("mail"), employee_id=body.get("employeeId"),
+                     account_enabled=body.get("accountEnabled") is not False, usage_location=body.get("usageLocation"),
+                     display_name=body.get("displayName"),
+                     licenses=tuple(str(a.get("skuId")) for a in body.get("assignedLicenses") or []))
+
+
+def _group(body: JsonObject) -> EntraGroup:
+    return EntraGroup(id=str(body["id"]), display_name=str(body.get("displayName") or ""),
+                      mail_nickname=body.get("mailNickname"), mail=body.get("mail"),
+                      mail_enabled=body.get("mailEnabled") is True,
+                      security_enabled=body.get("securityEnabled") is True,
+                      group_types=tuple(str(t) for t in body.get("groupTypes") or []))
+
+
+def _written(response: GraphResponse) -> Written:
+    body: dict[str, Any] = response.body or {}
+    return Written(str(body["id"]) if body.get("id") else None, response.request_id)
+
+
+class GraphExportDirectory:
+    """ExportDirectory on one connection's gateway."""
+
+    def __init__(self, graph: GraphApi, *, domains_ttl: float = DOMAINS_TTL) -> None:
+        self._graph = graph
+        self._domains_ttl = domains_ttl
+        self._domains: tuple[float, list[str]] | None = None
+
+    async def verified_domains(self) -> list[str]:
+        """The tenant's verified domain names, from the organization (Organization.Read.All, which export holds,
+        rather than Domain.Read.All: https://learn.microsoft.com/graph/api/resources/organization).
+
+        Kept for DOMAINS_TTL seconds: every SCIM create checks its userName against them, and a tenant's domains
+        change rarely (a domain verified a minute ago is accepted a minute later)."""
+        now = time.monotonic()
+        if self._domains is not None and now - self._domains[0] < self._domains_ttl:
+            return list(self._domains[1])
+        body = await self._graph.get("/organization", params={"$select": "verifiedDomains"})
+        found = [str(d["name"]) for org in body.get("value") or [] for d in org.get("verifiedDomains") or []
+                 if d.get("name")]
+        self._domains = (now, found)
+        return list(found)
+
+    async def skus(self) -> list[Sku]:
+        """Subscribed SKUs with free seats = prepaidUnits.enabled - consumedUnits."""
+        body = await self._graph.get("/subscribedSkus")
+        return [Sku(str(s.get("skuId")), str(s.get("skuPartNumber") or ""),
+                    int((s.get("prepaidUnits") or {}).get("enabled", 0)) - int(s.get("consumedUnits") or 0))
+                for s in body.get("value") or []]
+
+    async def user(self, user_id: str) -> EntraUser | None:
+        """A user by id, or None."""
+        try:
+            return _user(await self._graph.get(f"/users/{user_id}", params={"$select": _USER_SELECT}))
+        except NotFound:
+            return None
+
+    async def find_user(self, attribute: str, value: str) -> EntraUser | None:
+        """The user whose attribute equals value (the first, by Graph's order), or None."""
+        if attribute not in _USER_KEYS:
+            raise ValueError(f"users are not looked up by {attribute}")
+        body = await self._graph.get("/users", params={"$filter": f"{attribute} eq {quote(value)}",
+                                                       "$select": _USER_SELECT})
+        values = body.get("value") or []
+        return _user(values[0]) if values else None
+
+    async def create_user(self, body: JsonObject) -> Written:
+        """Create a user (the body carries its one-time password; it is not kept anywhere)."""
+        return _written(await self._graph.send("POST", "/users", body=body))
+
+    async def update_user(self, user_id: str, body: JsonObject) -> Written:
+        """PATCH a user."""
+        return _written(await self._graph.send("PATCH", f"/users/{user_id}", body=body))
+
+    async def delete_user(self, user_id: str) -> Written:
+        """Delete a user; absent counts as deleted."""
+        try:
+            return _written(await self._graph.send("DELETE", f"/users/{user_id}"))
+        except NotFound:
+            return Written(None, None)
+
+    async def assign_license(self, user_id: str, sku_id: str) -> Written:
+        """Add one license, removing none."""
+        response = await self._graph.send("POST", f"/users/{user_id}/assignLicense",
+                                          body={"addLicenses": [{"skuId": sku_id, "disabledPlans": []}],
+                                                "removeLicenses": []})
+        return Written(None, response.request_id)
+
+    async def groups_named(self, display_name: str) -> list[EntraGroup]:
+        """Every group of this displayName."""
+        found: list[EntraGroup] = []
+        async for page in self._graph.pages("/groups", params={"$filter": f"displayName eq {quote(display_name)}",
+                                                               "$select": _GROUP_SELECT}):
+            found.extend(_group(g) for g in page["value"])
+        return found
+
+    async def group(self, group_id: str) -> EntraGroup | None:
+        """A group by id, or None."""
+        try:
+            return _group(await self._graph.get(f"/groups/{group_id}", params={"$select": _GROUP_SELECT}))
+        except NotFound:
+            return None
+
+    async def create_group(self, body: JsonObject) -> Written:
+        """Create a group."""
+        return _written(await self._graph.send("POST", "/groups", body=body))
+
+    async def delete_group(self, group_id: str) -> Written:
+        """Delete a group; absent counts as deleted."""
+        try:
+            return _written(await self._graph.send("DELETE", f"/groups/{group_id}"))
+        except NotFound:
+            return Written(None, None)
+
+    async def member_ids(self, group_id: str) -> set[str]:
+        """Direct members' ids."""
+        ids: set[str] = set()
+        async for page in self._graph.pages(f"/groups/{group_id}/members", params={"$select": "id", "$top": "999"}):
+            ids.update(str(m["id"]) for m in page["value"])
+        return ids
+
+    async def add_member(self, group_id: str, member_id: str) -> Written:
+        """Add a member; already a member counts as added."""
+        ref = self._graph.absolute_url(f"/directoryObjects/{member_id}")
+        try:
+            response = await self._graph.send("POST", f"/groups/{group_id}/members/$ref", body={"@odata.id": ref})
+        except Conflict:
+            return Written(None, None)
+        return Written(None, response.request_id)
+
+    async def remove_member(self, group_id: str, member_id: str) -> Written:
+        """Remove a member; absent counts as removed."""
+        with contextlib.suppress(NotFound):
+            response = await self._graph.send("DELETE", f"/groups/{group_id}/members/{member_id}/$ref")
+            return Written(None, response.request_id)
+        return Written(None, None)

@@ -1,0 +1,213 @@
+"""The export engine: apply a received SCIM change to Entra, in the shape read, pure plan, apply with an
+audit record per write (docs/export.md).
+
+Idempotent: a change is planned from the SCIM resource as it is now and from Entra as it is now, so a
+message delivered twice plans nothing the second time. A user about to be created is recorded first
+(`creating` in its link), so a create whose answer was lost is found by its UPN on the next delivery
+and still counted as the bridge's own.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+from shared.config import Connection
+from shared.domain import passwords
+from shared.domain.export import NEW, Link, Plan, Step, mapping_key, plan_group, plan_user
+from shared.domain.scim import Kind
+from shared.errors import BridgeError, Conflict, InvalidInput, NotFound, Transient
+from shared.services.ports import AuditSink, ExportChange, ExportDirectory, ScimRepository
+
+log = logging.getLogger(__name__)
+ACTOR = "export"
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one change did: the plan, the writes made, the problems left."""
+
+    plan: Plan
+    written: int
+    dry_run: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """For logs, the CLI and tests."""
+        return {"resourceType": self.plan.kind, "id": self.plan.scim_id, "dryRun": self.dry_run,
+                "steps": [s.describe() for s in self.plan.steps], "written": self.written,
+                "problems": list(self.plan.problems), "stopped": self.plan.stopped}
+
+
+class ExportService:
+    """Applies SCIM changes to Entra with the connection's export rules."""
+
+    def __init__(self, repository: ScimRepository, audit: AuditSink) -> None:
+        self._repo = repository
+        self._audit = audit
+
+    async def plan(self, conn: Connection, entra: ExportDirectory, kind: Kind, scim_id: str, *,
+                   settle_members: str | None = None) -> Plan:
+        """Read the SCIM resource and Entra, and plan (nothing is written).
+
+        With `settle_members` (a request id), a group's member user whose own change has not been applied yet is
+        applied first, under that request id, rather than making the group's change wait for it."""
+        rules = conn.features.export
+        stored = await self._repo.get(conn.name, kind, scim_id)
+        link = await self._repo.link(conn.name, kind, scim_id)
+        attributes = stored.attributes if stored else None
+        if kind == "Users":
+            found = await entra.user(link.entra_id) if link and link.entra_id else None
+            if found is None and attributes is not None:
+                key = mapping_key(attributes, rules)
+                if key is not None:
+                    found = await entra.find_user(*key)
+                if found is not None and link is not None and link.entra_id is None and link.created:
+                    link = replace(link, entra_id=found.id)  # a create whose answer was lost
+            skus = await entra.skus() if rules.default_license_sku and attributes is not None else []
+            verified = await entra.verified_domains() if found is None and attributes is not None else []
+            return plan_user(scim_id, attributes, link, found, rules=rules, verified=verified, skus=skus)
+        display_name = str((attributes or {}).get("displayName") or "")
+        named = await entra.groups_named(display_name) if display_name else []
+        if link and link.entra_id and all(g.id != link.entra_id for g in named):
+            linked = await entra.group(link.entra_id)
+            named = [*named, linked] if linked else named
+        current = await entra.member_ids(link.entra_id) if link and link.entra_id and \
+            any(g.id == link.entra_id for g in named) else None
+        wanted: set[str] = set()
+        held: list[str] = []
+        for member in (attributes or {}).get("members") or []:
+            value = str(member.get("value"))
+            member_kind: Kind = "Groups" if member.get("type") == "Group" else "Users"
+            member_link = await self._repo.link(conn.name, member_kind, value)
+            if member_link is None and member_kind == "Users":
+                member_link = await self._repo.link(conn.name, "Groups", value)
+            if member_link is None or (not member_link.entra_id and not member_link.applied_version):
+                if settle_members and await self._repo.get(conn.name, "Users", value) is not None:
+                    member_link = (await self.apply(conn, entra, "Users", value, request_id=settle_members)).plan.link
+                else:
+                    # The member's own change has not reached Entra yet: deliver this one again later.
+                    raise Transient(f"member {value} of group {scim_id} is not in Entra yet; the change is retried")
+            if member_link.entra_id:
+                wanted.add(member_link.entra_id)
+            else:
+                held.append(f"member {value} is not in Entra ({'; '.join(member_link.problems) or 'not exported'})")
+        owned: set[str] = set()
+        if rules.groups.remove_duplicates and len(named) > 1:
+            # Only a name with several groups needs to know which of them the bridge created.
+            owned = {link_.entra_id for link_ in await self._repo.links(conn.name)
+                     if link_.kind == "Groups" and link_.created and link_.entra_id}
+        plan = plan_group(scim_id, attributes, link, named, current, wanted, rules=rules, created_by_bridge=owned)
+        return replace(plan, problems=(*plan.problems, *held)) if held else plan
+
+    async def apply(self, conn: Connection, entra: ExportDirectory, kind: Kind, scim_id: str, *,
+                    request_id: str, change_id: str | None = None, dry_run: bool = False) -> Applied:
+        """Plan, then make each write with an audit record carrying the SCIM request's id."""
+        if dry_run:
+            return Applied(await self.plan(conn, entra, kind, scim_id), 0, True)
+        plan = await self.plan(conn, entra, kind, scim_id, settle_members=request_id)
+        link = plan.link
+        written = 0
+        target = link.entra_id
+        for step in plan.steps:
+            if step.action == "user.create":
+                link = replace(link, created=True, entra_id=None)
+                await self._repo.put_link(conn.name, link)
+            try:
+                result_id = await self._write(conn, entra, step, NEW if target is None else target, request_id)
+            except (InvalidInput, Conflict):
+                if step.action != "user.create":
+                    raise
+                # Another delivery of this user's change created it meanwhile (the link says it is ours): adopt it.
+                again = await entra.find_user("userPrincipalName", str(step.detail["upn"]))
+                if again is None:
+                    raise
+                result_id = again.id
+            if step.action in ("user.create", "group.create", "link"):
+                target = result_id or step.target
+                link = replace(link, entra_id=target, created=link.created or step.action.endswith(".create"))
+                await self._repo.put_link(conn.name, link)
+            if step.action == "user.delete" or (step.action == "group.delete" and step.target == link.entra_id):
+                link = replace(link, entra_id=None)
+            written += step.action != "link"
+        stored = await self._repo.get(conn.name, kind, scim_id)
+        link = replace(link, problems=plan.problems, applied_version=stored.version if stored else 0)
+        await self._repo.put_link(conn.name, link)
+        if change_id:
+            await self._repo.drop_change(conn.name, change_id)
+        if plan.problems:
+            log.warning("export of %s %s left problems: %s", kind, scim_id, "; ".join(plan.problems))
+        await self._audit.flush()
+        return Applied(replace(plan, link=link), written, False)
+
+    async def _write(self, conn: Connection, entra: ExportDirectory, step: Step, target: str,
+                     request_id: str) -> str | None:
+        """One Entra write and its audit record (the failure is recorded too, then raised)."""
+        detail = {k: v for k, v in step.detail.items() if k != "body"}
+        subject = target if step.target == NEW else step.target
+        try:
+            if step.action == "link":
+                return step.target
+            if step.action == "user.create":
+                body = dict(step.detail["body"])
+                body["passwordProfile"] = {"forceChangePasswordNextSignIn": True, "password": passwords.generate(
+                    passwords.PasswordPolicy(), banned=passwords.banned_terms([str(body.get("userPrincipalName")),
+                                                                             str(body.get("displayName"))]))}
+                result = await entra.create_user(body)
+            elif step.action == "group.create":
+                result = await entra.create_group(dict(step.detail["body"]))
+            elif step.action == "user.update":
+                result = await entra.update_user(subject, dict(step.detail["body"]))
+            elif step.action == "user.disable":
+                result = await entra.update_user(subject, {"accountEnabled": False})
+            elif step.action == "user.delete":
+                result = await entra.delete_user(subject)
+            elif step.action == "user.assignLicense":
+                result = await entra.assign_license(subject, str(step.detail["sku"]))
+            elif step.action == "group.delete":
+                result = await entra.delete_group(subject)
+            elif step.action == "group.addMember":
+                result = await entra.add_member(subject, str(step.detail["member"]))
+            else:
+                try:
+                    result = await entra.remove_member(subject, str(step.detail["member"]))
+                except NotFound:
+                    return None  # already gone: the state wanted
+        except BridgeError as exc:
+            await self._audit.record(connection=conn.name, actor=ACTOR, action=f"export.{step.action}", target=subject,
+                                     outcome="failed", correlation_id=request_id, detail={**detail,
+                                                                                          "error": exc.title})
+            raise
+        await self._audit.record(connection=conn.name, actor=ACTOR, action=f"export.{step.action}",
+                                 target=result.id or subject, outcome="done", correlation_id=request_id,
+                                 graph_request_id=result.request_id, detail=detail)
+        return result.id
+
+    async def pending(self, conn: Connection, entra: ExportDirectory) -> list[Plan]:
+        """The plan of every pending change (dry-run: nothing is written)."""
+        plans: list[Plan] = []
+        seen: set[tuple[str, str]] = set()
+        for change in await self._repo.changes(conn.name):
+            if (change.kind, change.scim_id) in seen:
+                continue
+            seen.add((change.kind, change.scim_id))
+            try:
+                plans.append(await self.plan(conn, entra, change.kind, change.scim_id))
+            except Transient as exc:
+                plans.append(Plan(change.kind, change.scim_id, (), (exc.detail,), Link(change.kind, change.scim_id)))
+        return plans
+
+    async def changes(self, connection: str) -> list[ExportChange]:
+        """Received changes not yet applied, oldest first."""
+        return await self._repo.changes(connection)
+
+    async def summary(self, connection: str) -> dict[str, Any]:
+        """Counts and problems for the connection's status."""
+        links = await self._repo.links(connection)
+        changes = await self._repo.changes(connection)
+        return {"users": sum(1 for x in links if x.kind == "Users" and x.entra_id),
+                "groups": sum(1 for x in links if x.kind == "Groups" and x.entra_id),
+                "created": sum(1 for x in links if x.created and x.entra_id),
+                "pending": len(changes),
+                "problems": [{"resourceType": x.kind, "id": x.scim_id, "problem": p}
+                             for x in links for p in x.problems]}

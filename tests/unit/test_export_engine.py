@@ -1,0 +1,303 @@
+"""The export engine's rules (docs/export.md) on the SCIM service and a fake Entra that refuses as Graph does:
+user mapping, creation, licenses, disabling and deleting only what the bridge created, group matching,
+creation, duplicates, memberships, dry-run, the removal threshold, audit per write, idempotency."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.adapters.scim import TableScimRepository
+from shared.config import Connection
+from shared.domain.scim import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, Kind, ScimError
+from shared.errors import Transient
+from shared.services.export import ExportService
+from shared.services.ports import JsonObject, Written
+from shared.services.scim import ScimService
+from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeExportDirectory, FakeWorkQueue
+
+PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+class World:
+    """The SCIM service, the engine, and a fake Entra, on one fake table store."""
+
+    def __init__(self, **export: Any) -> None:
+        self.conn = Connection.model_validate({
+            "name": "c1", "tenantId": "11111111-2222-3333-4444-555555555555",
+            "features": {"export": {"enabled": True, "usageLocation": "CH", "defaultLicenseSku": "ENTERPRISEPACK",
+                                    **export}}})
+        entities = FakeEntityStore()
+        self.repo = TableScimRepository(entities)
+        self.scim = ScimService(self.repo, FakeWorkQueue(), FakeClock())
+        self.audit = FakeAuditSink()
+        self.engine = ExportService(self.repo, self.audit)
+        self.entra = FakeExportDirectory()
+
+    async def domains(self) -> list[str]:
+        return await self.entra.verified_domains()
+
+    async def user(self, name: str, **extra: Any) -> str:
+        stored = await self.scim.create(self.conn, "Users", {
+            "schemas": [USER_SCHEMA, ENTERPRISE_SCHEMA], "userName": name, "active": True,
+            ENTERPRISE_SCHEMA: {"employeeNumber": extra.pop("employeeNumber", "1")}, **extra},
+            request_id=f"req-{name}", domains=self.domains)
+        return stored.id
+
+    async def group(self, name: str, members: list[str]) -> str:
+        stored = await self.scim.create(self.conn, "Groups", {"schemas": [GROUP_SCHEMA], "displayName": name,
+                                                              "members": [{"value": m} for m in members]},
+                                        request_id=f"req-{name}", domains=self.domains)
+        return stored.id
+
+    async def apply(self, kind: Kind, scim_id: str, *, dry_run: bool = False) -> Any:
+        return await self.engine.apply(self.conn, self.entra, kind, scim_id, request_id=f"apply-{scim_id}",
+                                       dry_run=dry_run)
+
+
+async def test_a_new_user_is_created_licensed_and_audited_with_the_request_id() -> None:
+    world = World()
+    ada = await world.user("ada@contoso.example")
+    applied = await world.apply("Users", ada)
+    [created] = world.entra.users.values()
+    assert created.user_principal_name == "ada@contoso.example"
+    assert created.usage_location == "CH"
+    assert created.licenses == ("sku-e3",)
+    assert [a for a, _ in world.entra.writes] == ["user.create", "user.assignLicense"]
+    assert [r.action for r in world.audit.records] == ["export.user.create", "export.user.assignLicense"]
+    assert {r.correlation_id for r in world.audit.records} == {f"apply-{ada}"}
+    assert all(r.graph_request_id for r in world.audit.records)
+    # The password Entra got is in no audit record, plan or answer.
+    password = world.entra.passwords[created.id]
+    assert password not in repr(world.audit.records)
+    assert password not in repr(applied.as_dict())
+    # Delivered again: nothing more is written.
+    again = await world.apply("Users", ada)
+    assert again.written == 0
+    assert len(world.entra.writes) == 2
+
+
+@pytest.mark.parametrize(("mapping", "entra_user", "scim_extra"), [
+    ("upn", {"upn": "ada@contoso.example"}, {}),
+    ("mail", {"upn": "a.l@contoso.example", "mail": "ada@mail.example"},
+     {"emails": [{"value": "ada@mail.example", "primary": True}]}),
+    ("employeeId", {"upn": "x@contoso.example", "employee_id": "E-7"}, {"employeeNumber": "E-7"}),
+    ("userNameAtDomain", {"upn": "ada@contoso.example"}, {}),
+])
+async def test_users_are_mapped_by_the_chosen_criterion(mapping: str, entra_user: dict[str, Any],
+                                                        scim_extra: dict[str, Any]) -> None:
+    world = World(usernameMapping=mapping, userDomain="contoso.example")
+    existing = world.entra.add_user(entra_user.pop("upn"), usage_location="CH", **entra_user)
+    name = "ada" + ("@elsewhere.example" if mapping == "userNameAtDomain" else "@contoso.example")
+    if mapping == "userNameAtDomain":
+        world.entra.domains.append("elsewhere.example")  # only for the SCIM service's own check of userName
+    ada = await world.user(name, **scim_extra)
+    applied = await world.apply("Users", ada)
+    assert applied.plan.link.entra_id == existing.id
+    assert list(world.entra.users) == [existing.id]  # mapped, not created
+    assert applied.plan.link.created is False
+
+
+async def test_user_name_at_domain_needs_a_verified_domain() -> None:
+    world = World(usernameMapping="userNameAtDomain", userDomain="notverified.example")
+    with pytest.raises(ScimError, match=r"notverified\.example"):
+        await world.user("ada@contoso.example")
+    assert world.entra.writes == []
+
+
+async def test_no_free_seat_is_a_problem_in_status_not_a_crash() -> None:
+    world = World()
+    world.entra.sku = world.entra.sku.__class__("sku-e3", "ENTERPRISEPACK", 0)
+    ada = await world.user("ada@contoso.example")
+    applied = await world.apply("Users", ada)
+    assert [a for a, _ in world.entra.writes] == ["user.create"]
+    assert any("no free seat of ENTERPRISEPACK" in p for p in applied.plan.problems)
+    summary = await world.engine.summary("c1")
+    assert summary["users"] == 1
+    assert any("no free seat" in p["problem"] for p in summary["problems"])
+
+
+async def test_an_unknown_default_sku_names_the_setting() -> None:
+    world = World(defaultLicenseSku="NOSUCHSKU")
+    applied = await world.apply("Users", await world.user("ada@contoso.example"))
+    assert any("defaultLicenseSku 'NOSUCHSKU'" in p for p in applied.plan.problems)
+
+
+async def test_delete_disables_and_deletes_only_what_the_bridge_created() -> None:
+    world = World()
+    ours = await world.user("ada@contoso.example")
+    await world.apply("Users", ours)
+    theirs_entra = world.entra.add_user("bob@contoso.example", usage_location="CH", licenses=("sku-e3",))
+    theirs = await world.user("bob@contoso.example")
+    await world.apply("Users", theirs)
+    for scim_id in (ours, theirs):
+        await world.scim.patch(world.conn, "Users", scim_id, {"schemas": [PATCH], "Operations": [
+            {"op": "replace", "path": "active", "value": False}]}, if_match=None, request_id="off",
+            domains=world.domains)
+        await world.apply("Users", scim_id)
+    created = next(u for u in world.entra.users.values() if u.user_principal_name == "ada@contoso.example")
+    assert created.account_enabled is False
+    assert world.entra.users[theirs_entra.id].account_enabled is True  # never touched
+    await world.scim.delete(world.conn, "Users", theirs, if_match=None, request_id="del")
+    left = await world.apply("Users", theirs)
+    assert theirs_entra.id in world.entra.users
+    assert any("not created by the bridge" in p for p in left.plan.problems)
+
+    deleting = World(deleteUsers=True)
+    mine = await deleting.user("eve@contoso.example")
+    await deleting.apply("Users", mine)
+    await deleting.scim.delete(deleting.conn, "Users", mine, if_match=None, request_id="del")
+    await deleting.apply("Users", mine)
+    assert deleting.entra.users == {}
+
+
+async def test_groups_are_created_and_memberships_kept_equal() -> None:
+    world = World()
+    ada, bob = await world.user("ada@contoso.example"), await world.user("bob@contoso.example")
+    for user in (ada, bob):
+        await world.apply("Users", user)
+    team = await world.group("Team", [ada])
+    # A member user whose own change has not been applied yet is applied first, under the group's request id.
+    early = await world.apply("Groups", await world.group("Early", [cy := await world.user("cy@contoso.example")]))
+    cy_entra = (await world.repo.link("c1", "Users", cy)).entra_id  # type: ignore[union-attr]
+    assert world.entra.members[early.plan.link.entra_id] == {cy_entra}
+    assert (await world.apply("Users", cy)).written == 0  # its own delivery finds nothing left to do
+    with pytest.raises(Transient):
+        # A member group not in Entra yet: the change is delivered again later.
+        await world.apply("Groups", await world.group("Outer early", [await world.group("Inner", [])]))
+    applied = await world.apply("Groups", team)
+    group_id = applied.plan.link.entra_id
+    assert world.entra.groups[group_id].security_enabled is True
+    ada_entra = (await world.repo.link("c1", "Users", ada)).entra_id  # type: ignore[union-attr]
+    bob_entra = (await world.repo.link("c1", "Users", bob)).entra_id  # type: ignore[union-attr]
+    assert world.entra.members[group_id] == {ada_entra}
+    await world.scim.patch(world.conn, "Groups", team, {"schemas": [PATCH], "Operations": [
+        {"op": "add", "path": "members", "value": [{"value": bob}]},
+        {"op": "remove", "path": f'members[value eq "{ada}"]'}]}, if_match=None, request_id="p", domains=world.domains)
+    await world.apply("Groups", team)
+    assert world.entra.members[group_id] == {bob_entra}
+    # Drift made in Entra is repaired by the next change.
+    world.entra.members[group_id].add("stranger")
+    await world.apply("Groups", team)
+    assert world.entra.members[group_id] == {bob_entra}
+    # Nested SCIM groups become nested Entra groups.
+    outer = await world.group("Outer", [team])
+    nested = await world.apply("Groups", outer)
+    assert world.entra.members[nested.plan.link.entra_id] == {group_id}
+
+
+async def test_group_matching_and_creation_rules() -> None:
+    world = World()  # match typeAndEmail, createWhenUnmatched onlyIfNameUnused
+    other = world.entra.add_group("Sales", mail_nickname="sales-m365", group_types=("Unified",))
+    sales = await world.group("Sales", [])
+    held = await world.apply("Groups", sales)
+    assert held.plan.link.entra_id is None
+    assert any("onlyIfNameUnused" in p for p in held.plan.problems)
+    assert world.entra.writes == []
+
+    by_name = World(groups={"match": "nameOnly"})
+    theirs = by_name.entra.add_group("Sales", mail_nickname="x", group_types=("Unified",))
+    assert (await by_name.apply("Groups", await by_name.group("Sales", []))).plan.link.entra_id == theirs.id
+
+    always = World(groups={"createWhenUnmatched": "always", "kind": "microsoft365"})
+    always.entra.add_group("Sales", mail_nickname="other")
+    made = await always.apply("Groups", await always.group("Sales", []))
+    created = always.entra.groups[made.plan.link.entra_id]
+    assert created.unified
+    assert created.mail_enabled is True
+    assert any("duplicate Entra group" in p for p in made.plan.problems)
+    del other
+
+
+async def test_duplicates_are_deleted_only_when_the_bridge_created_them() -> None:
+    world = World(groups={"removeDuplicates": True})
+    first = await world.group("Ops", [])
+    made_first = (await world.apply("Groups", first)).plan.link.entra_id
+    second = await world.group("Ops two", [])
+    made_second = (await world.apply("Groups", second)).plan.link.entra_id
+    foreign = world.entra.add_group("Ops", mail_nickname="ops-foreign")
+    # The second SCIM group takes the first's name: its own Entra group stays, the other bridge group of that
+    # name is a duplicate and goes, the group an operator made is listed and kept.
+    await world.scim.replace(world.conn, "Groups", second, {"schemas": [GROUP_SCHEMA], "displayName": "Ops"},
+                             if_match=None, request_id="rename", domains=world.domains)
+    applied = await world.apply("Groups", second)
+    assert applied.plan.link.entra_id == made_second
+    assert made_first not in world.entra.groups
+    assert foreign.id in world.entra.groups
+    assert any(foreign.id in p for p in applied.plan.problems)
+    assert ("group.delete", made_first) in world.entra.writes
+
+
+async def test_dry_run_writes_nothing_and_the_threshold_stops_mass_removal() -> None:
+    world = World(removalThreshold=1)
+    users = [await world.user(f"u{i}@contoso.example") for i in range(3)]
+    plan = await world.apply("Users", users[0], dry_run=True)
+    assert [s.action for s in plan.plan.steps] == ["user.create", "user.assignLicense"]
+    assert world.entra.writes == []
+    for user in users:
+        await world.apply("Users", user)
+    team = await world.group("Team", users)
+    await world.apply("Groups", team)
+    before = list(world.entra.writes)
+    await world.scim.replace(world.conn, "Groups", team, {"schemas": [GROUP_SCHEMA], "displayName": "Team"},
+                             if_match=None, request_id="empty", domains=world.domains)
+    stopped = await world.apply("Groups", team)
+    assert stopped.plan.stopped
+    assert any("removalThreshold 1" in p for p in stopped.plan.problems)
+    assert world.entra.writes == before
+
+
+async def test_pending_changes_are_listed_as_a_plan() -> None:
+    world = World()
+    await world.user("ada@contoso.example")
+    plans = await world.engine.pending(world.conn, world.entra)
+    assert [s.action for p in plans for s in p.steps] == ["user.create", "user.assignLicense"]
+    assert world.entra.writes == []
+
+
+async def test_the_cli_prints_the_plan_of_pending_changes_then_applies_them() -> None:
+    from shared import cli
+
+    world = World()
+    ada = await world.user("ada@contoso.example")
+
+    class Composition:
+        export = world.engine
+
+        @staticmethod
+        def connection(name: str) -> Connection:
+            return world.conn
+
+        @staticmethod
+        async def export_directory(conn: Connection) -> FakeExportDirectory:
+            return world.entra
+
+    planned = await cli.export(Composition(), "c1", dry_run=True)  # type: ignore[arg-type]
+    assert planned.code == 0
+    assert planned.text[0] == "1 pending changes (dry run: nothing written)"
+    assert planned.text[1] == f"Users {ada}:"
+    assert planned.text[2].startswith("  user.create (new) (upn=ada@contoso.example")
+    assert world.entra.writes == []
+    done = await cli.export(Composition(), "c1", dry_run=False)  # type: ignore[arg-type]
+    assert done.text[0] == "1 changes applied"
+    assert [a for a, _ in world.entra.writes] == ["user.create", "user.assignLicense"]
+    assert await world.engine.changes("c1") == []
+
+
+async def test_a_user_created_meanwhile_by_another_delivery_is_adopted_not_failed() -> None:
+    world = World()
+    ada = await world.user("ada@contoso.example")
+    entra = world.entra
+    original = entra.create_user
+
+    async def raced(body: JsonObject) -> Written:
+        await original(body)  # another delivery of the same change won the race
+        return await original(body)  # this one is refused: the UPN exists
+
+    entra.create_user = raced  # type: ignore[method-assign]
+    applied = await world.apply("Users", ada)
+    [user] = entra.users.values()
+    assert applied.plan.link.entra_id == user.id
+    assert applied.plan.link.created is True
+    assert user.licenses == ("sku-e3",)

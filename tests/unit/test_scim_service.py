@@ -1,0 +1,165 @@
+"""The SCIM service (docs/export.md): RFC 7644 behaviour, and every bad input refused with a SCIM error that
+names the problem while nothing is written or queued."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.adapters.scim import TableScimRepository
+from shared.config import Connection
+from shared.domain.scim import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, ScimError
+from shared.services.scim import BulkRunner, ScimService
+from shared.topology import Queue, Table
+from tests.fakes import FakeClock, FakeEntityStore, FakeWorkQueue
+
+PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+def _conn(**export: Any) -> Connection:
+    return Connection.model_validate({"name": "c1", "tenantId": "11111111-2222-3333-4444-555555555555",
+                                      "features": {"export": {"enabled": True, **export}}})
+
+
+async def _domains() -> list[str]:
+    return ["contoso.example"]
+
+
+@pytest.fixture
+def world() -> tuple[ScimService, FakeEntityStore, FakeWorkQueue]:
+    entities, queue = FakeEntityStore(), FakeWorkQueue()
+    return ScimService(TableScimRepository(entities), queue, FakeClock()), entities, queue
+
+
+def _user(name: str = "ada@contoso.example", **extra: Any) -> dict[str, Any]:
+    return {"schemas": [USER_SCHEMA, ENTERPRISE_SCHEMA], "userName": name, "active": True,
+            "name": {"givenName": "Ada", "familyName": "Lovelace"},
+            ENTERPRISE_SCHEMA: {"employeeNumber": "42", "department": "R&D", "manager": {"value": "m-1"}}, **extra}
+
+
+def _rows(entities: FakeEntityStore) -> int:
+    return len(entities._table(Table.SCIM))  # the fake's own helper, not a library's
+
+
+async def test_create_get_filter_page_patch_put_delete(world: Any) -> None:
+    service, _, queue = world
+    conn = _conn()
+    ada = await service.create(conn, "Users", _user(password="Never-Stored-1"), request_id="r1", domains=_domains)
+    assert "password" not in ada.attributes  # write-only: never kept
+    bob = await service.create(conn, "Users", _user("bob@contoso.example", externalId="x-bob"), request_id="r2",
+                               domains=_domains)
+    assert ada.etag == 'W/"1"'
+    assert (await service.get(conn, "Users", ada.id)).attributes["userName"] == ada.attributes[
+        "userName"]
+    found, total, _ = await service.query(conn, "Users", filter_text='userName eq "ADA@contoso.example" or '
+                                                                     'externalId eq "x-bob"', start_index=None,
+                                          count=None)
+    assert total == 2
+    assert {s.id for s in found} == {ada.id, bob.id}
+    found, total, _ = await service.query(conn, "Users", filter_text='externalId pr and userName eq '
+                                                                     '"bob@contoso.example"', start_index=None,
+                                          count=None)
+    assert [s.id for s in found] == [bob.id]
+    page, total, start = await service.query(conn, "Users", filter_text=None, start_index="2", count="1")
+    assert (total, start, len(page)) == (2, 2, 1)
+    patched = await service.patch(conn, "Users", ada.id, {"schemas": [PATCH], "Operations": [
+        {"op": "replace", "path": "active", "value": False},
+        {"op": "replace", "path": f"{ENTERPRISE_SCHEMA}:department", "value": "Ops"}]},
+        if_match=ada.etag, request_id="r3", domains=_domains)
+    assert patched.attributes["active"] is False
+    assert patched.attributes[ENTERPRISE_SCHEMA]["department"] == "Ops"
+    assert patched.etag == 'W/"2"'
+    with pytest.raises(ScimError) as stale:
+        await service.replace(conn, "Users", ada.id, _user(), if_match=ada.etag, request_id="r4", domains=_domains)
+    assert stale.value.status == 412
+    group = await service.create(conn, "Groups", {"schemas": [GROUP_SCHEMA], "displayName": "Team",
+                                                  "members": [{"value": ada.id}]}, request_id="r5", domains=_domains)
+    moved = await service.patch(conn, "Groups", group.id, {"schemas": [PATCH], "Operations": [
+        {"op": "add", "path": "members", "value": [{"value": bob.id}]},
+        {"op": "remove", "path": f'members[value eq "{ada.id}"]'}]}, if_match=None, request_id="r6",
+        domains=_domains)
+    assert [m["value"] for m in moved.attributes["members"]] == [bob.id]
+    await service.delete(conn, "Users", bob.id, if_match=None, request_id="r7")
+    with pytest.raises(ScimError) as gone:
+        await service.get(conn, "Users", bob.id)
+    assert gone.value.status == 404
+    # Every accepted change is queued for the export engine with the SCIM request's id.
+    messages = queue.messages(Queue.EXPORT)
+    assert [m["correlationId"] for m in messages] == ["r1", "r2", "r3", "r5", "r6", "r7"]
+
+
+@pytest.mark.parametrize(("kind", "payload", "scim_type", "named"), [
+    ("Users", _user(nickName="x", favouriteColour="red"), "invalidSyntax", "favouriteColour"),
+    ("Users", _user("ada@unverified.example"), "invalidValue", "unverified.example"),
+    ("Users", {"schemas": [USER_SCHEMA], "userName": "ada@contoso.example", "active": "perhaps"}, "invalidValue",
+     "active"),
+    ("Groups", {"schemas": [GROUP_SCHEMA], "displayName": "G", "members": [{"value": "nobody"}]}, "invalidValue",
+     "nobody"),
+])
+async def test_bad_resources_are_refused_naming_the_problem(world: Any, kind: Any, payload: dict[str, Any],
+                                                            scim_type: str, named: str) -> None:
+    service, entities, queue = world
+    with pytest.raises(ScimError) as refused:
+        await service.create(_conn(), kind, payload, request_id="r", domains=_domains)
+    assert refused.value.status == 400
+    assert refused.value.scim_type == scim_type
+    assert named in refused.value.detail
+    assert refused.value.body()["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+    assert _rows(entities) == 0
+    assert queue.messages(Queue.EXPORT) == []
+
+
+async def test_bad_filters_paths_and_self_membership_write_nothing(world: Any) -> None:
+    service, entities, queue = world
+    conn = _conn()
+    ada = await service.create(conn, "Users", _user(), request_id="r1", domains=_domains)
+    group = await service.create(conn, "Groups", {"schemas": [GROUP_SCHEMA], "displayName": "G"}, request_id="r2",
+                                 domains=_domains)
+    before, sent = dict(entities._table(Table.SCIM)), len(queue.messages(Queue.EXPORT))
+    for bad in ('favouriteColour eq "red"', 'userName eqq "x"', 'userName eq'):
+        with pytest.raises(ScimError) as refused:
+            await service.query(conn, "Users", filter_text=bad, start_index=None, count=None)
+        assert refused.value.scim_type == "invalidFilter"
+        assert bad in refused.value.detail
+    with pytest.raises(ScimError) as path:
+        await service.patch(conn, "Users", ada.id, {"schemas": [PATCH], "Operations": [
+            {"op": "replace", "path": "name.nickname", "value": "x"}]}, if_match=None, request_id="r", domains=_domains)
+    assert path.value.scim_type == "invalidPath"
+    assert "name.nickname" in path.value.detail
+    with pytest.raises(ScimError) as itself:
+        await service.patch(conn, "Groups", group.id, {"schemas": [PATCH], "Operations": [
+            {"op": "add", "path": "members", "value": [{"value": group.id}]}]}, if_match=None, request_id="r",
+            domains=_domains)
+    assert itself.value.scim_type == "invalidValue"
+    assert "member of itself" in itself.value.detail
+    with pytest.raises(ScimError) as taken:
+        await service.create(conn, "Users", _user("ADA@contoso.example"), request_id="r", domains=_domains)
+    assert taken.value.status == 409
+    assert taken.value.scim_type == "uniqueness"
+    assert {k: v.data for k, v in entities._table(Table.SCIM).items()} == {k: v.data for k, v in before.items()}
+    assert len(queue.messages(Queue.EXPORT)) == sent
+
+
+async def test_export_off_answers_404_naming_the_setting(world: Any) -> None:
+    service, _, _ = world
+    conn = Connection.model_validate({"name": "c1", "tenantId": "11111111-2222-3333-4444-555555555555"})
+    with pytest.raises(ScimError) as off:
+        await service.query(conn, "Users", filter_text=None, start_index=None, count=None)
+    assert off.value.status == 404
+    assert "features.export.enabled" in off.value.detail
+
+
+async def test_bulk_resolves_bulk_ids_and_stops_at_fail_on_errors(world: Any) -> None:
+    service, _, _ = world
+    conn = _conn()
+    answer = await BulkRunner(service).run(conn, {"failOnErrors": 1, "Operations": [
+        {"method": "POST", "path": "/Users", "bulkId": "u1", "data": _user()},
+        {"method": "POST", "path": "/Groups", "bulkId": "g1",
+         "data": {"schemas": [GROUP_SCHEMA], "displayName": "G", "members": [{"value": "bulkId:u1"}]}},
+        {"method": "POST", "path": "/Users", "bulkId": "u2", "data": _user("x@nowhere.example")},
+        {"method": "POST", "path": "/Users", "bulkId": "u3", "data": _user("eve@contoso.example")},
+    ]}, request_id="b", domains=_domains, base_url="https://h/api/scim/v2/c1")
+    statuses = [op["status"] for op in answer["Operations"]]
+    assert statuses == ["201", "201", "400"]  # the fourth is not attempted after the first error
+    assert answer["Operations"][2]["response"]["scimType"] == "invalidValue"
