@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
@@ -20,7 +21,7 @@ from shared.config import Connection, PasskeyPolicy
 from shared.domain.devices import DevicePasskey, DeviceRow, DeviceState, PasskeyState, PublicJwk, passkey_status
 from shared.domain.directory import Enrollment, UserRow
 from shared.domain.events import Event, EventType, new_event
-from shared.errors import BridgeError, Conflict, NotFound, root_cause
+from shared.errors import BridgeError, Conflict, InvalidInput, NotFound, root_cause
 from shared.messages import WorkMessage
 from shared.services.delivery import RegisteredDevice
 from shared.services.directory import Directory
@@ -40,7 +41,9 @@ from shared.topology import Queue, Table
 ACTOR = "devices"
 #: Runs of held enrollment events are named by this prefix and the event id.
 ENROLLMENT_RUN = "enrollment-"
-#: A held enrollment event younger than this may belong to a write still in progress.
+#: Runs of held passkey-registration events: this prefix and the id of the passkey.registered event.
+PASSKEY_RUN = "passkey-"
+#: A held enrollment or registration event younger than this may belong to a write still in progress.
 ENROLLMENT_HOLD = dt.timedelta(minutes=5)
 #: Devices listed by name in a connection's status; beyond that, only counted.
 STATUS_LIST = 100
@@ -341,25 +344,47 @@ class DeviceService:
         if self._events is not None:
             await self._events.release(connection, run)
 
+    async def with_events(self, connection: str, run: str, events: Sequence[Event],
+                          write: Callable[[], Awaitable[None]]) -> None:
+        """Make a state change with its events held around it (docs/events.md): held under `run` before
+        `write`, released once it succeeded. A stop or a failure in between leaves them held, for
+        `recover_enrollment_events` to judge by what was stored."""
+        if self._events is not None:
+            await self._events.hold(connection, run, events)
+        await write()
+        if self._events is not None:
+            await self._events.release(connection, run)
+
     async def recover_enrollment_events(self, connection: str) -> int:
-        """Release enrollment events held by a process that stopped around its write, when the user's row
-        shows the state they announce; drop the others. Only holds older than ENROLLMENT_HOLD are judged, so
-        a write in progress is left alone. Returns how many were released."""
+        """Release the enrollment and passkey-registration events held by a process that stopped around its
+        writes, when the stored rows show the change they announce; drop the others. Only holds older than
+        ENROLLMENT_HOLD are judged, so a write in progress is left alone. Returns how many were released."""
         if self._events is None:
             return 0
         released = 0
         cutoff = self._clock.now() - ENROLLMENT_HOLD
         for run, held in (await self._events.held(connection)).items():
-            if not run.startswith(ENROLLMENT_RUN) or any(e.time > cutoff for e in held):
+            if not run.startswith((ENROLLMENT_RUN, PASSKEY_RUN)) or any(e.time > cutoff for e in held):
                 continue
-            proven = set()
-            for event in held:
-                user = await self._directory.get(connection, event.subject)
-                if user is not None and user.enrollment.value == event.data.get("enrollment"):
-                    proven.add(event.id)
+            proven = {event.id for event in held if await self._stored(connection, event)}
             await self._events.release(connection, run, proven)
             released += len(proven)
         return released
+
+    async def _stored(self, connection: str, event: Event) -> bool:
+        """Whether the stored rows show the change a held event announces."""
+        if event.type is EventType.ENROLLMENT_CHANGED:
+            user = await self._directory.get(connection, event.subject)
+            return user is not None and user.enrollment.value == event.data.get("enrollment")
+        if event.type is EventType.PASSKEY_REGISTERED:
+            # The registry row the registration wrote (PasskeyRow.row_key: device id and method id).
+            try:
+                row = await self._entities.get(Table.PASSKEYS, connection,
+                                               f"{event.data.get('deviceId')}:{event.data.get('passkeyId')}")
+            except InvalidInput:
+                return False  # not a key the registry could have written
+            return row is not None
+        return False
 
     async def _announce_removed(self, connection: str, row: DeviceRow, operation: str) -> None:
         await announce(self._events, new_event(EventType.DEVICE_REMOVED, connection=connection, subject=row.id,

@@ -35,7 +35,7 @@ from shared.domain.devices import DeviceRow, DeviceState, Fix, PasskeyRow, Passk
 from shared.domain.directory import Enrollment, UserRow, UserState
 from shared.domain.events import EventType
 from shared.errors import BridgeError, Conflict, Forbidden, InvalidInput, NotFound
-from shared.services.devices import DeviceService, PasskeyDirectory
+from shared.services.devices import PASSKEY_RUN, DeviceService, PasskeyDirectory
 from shared.services.directory import Directory
 from shared.services.ports import AuditSink, Clock, Entity, EntityStore, JsonObject, TrustAnchorSource
 from shared.topology import Table
@@ -333,24 +333,31 @@ class PasskeyService:
         row = PasskeyRow(method_id=method_id, user_id=user.id, device_id=device_id,
                          credential_id=verified.credential_id, aaguid=verified.aaguid,
                          display_name=body.display_name, registered_at=self._clock.now())
-        # Entra holds the passkey now: the registry row, the enrollment state and the audit record are
-        # written together, and the record is written even when a row fails.
-        writes: list[Awaitable[Any]] = [
+        # Entra holds the passkey now. The registration's events are held before the registry row and the
+        # enrollment state are written and released once both are (docs/events.md, "Exactly what happened,
+        # once"); the audit record is written alongside, even when a row fails.
+        events = [self._devices.passkey_event(EventType.PASSKEY_REGISTERED, conn.name, user.id, device_id, method_id)]
+        moved = user.enrollment is not Enrollment.PAIRED_WITH_ENTRA
+        if moved:
+            events.append(self._devices.enrollment_event(conn.name, user.id, user.enrollment,
+                                                         Enrollment.PAIRED_WITH_ENTRA, cause=f"registered:{method_id}"))
+
+        async def write() -> None:
+            rows: list[Awaitable[Any]] = [self._entities.upsert(Table.PASSKEYS,
+                                                                Entity(conn.name, row.row_key, row.to_row()))]
+            if moved:
+                rows.append(self._directory.put(conn.name, user.model_copy(update={"enrollment":
+                                                                                   Enrollment.PAIRED_WITH_ENTRA})))
+            await settle(*rows)
+
+        await settle(
             self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.registered", target=user.id,
                                outcome="registered", correlation_id=correlation_id,
                                graph_request_id=created.request_id,
                                detail={"device": device_id, "method": method_id, "aaguid": verified.aaguid,
                                        "attestation": verified.attestation_type,
                                        "attestationTrust": trust_word(verified.trusted)}),
-            self._entities.upsert(Table.PASSKEYS, Entity(conn.name, row.row_key, row.to_row()))]
-        events = [self._devices.passkey_event(EventType.PASSKEY_REGISTERED, conn.name, user.id, device_id, method_id)]
-        if user.enrollment is not Enrollment.PAIRED_WITH_ENTRA:
-            writes.append(self._directory.put(conn.name, user.model_copy(update={"enrollment":
-                                                                                  Enrollment.PAIRED_WITH_ENTRA})))
-            events.append(self._devices.enrollment_event(conn.name, user.id, user.enrollment,
-                                                         Enrollment.PAIRED_WITH_ENTRA, cause=f"registered:{method_id}"))
-        writes.append(self._devices.announce(*events))  # one write and one nudge for both
-        await settle(*writes)
+            self._devices.with_events(conn.name, f"{PASSKEY_RUN}{events[0].id}", events, write))
         return {"id": method_id, "deviceId": device_id, "aaguid": verified.aaguid, "displayName": body.display_name,
                 "credentialId": verified.credential_id, "attestation": verified.attestation_type,
                 "attestationTrust": trust_word(verified.trusted),

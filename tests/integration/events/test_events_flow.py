@@ -27,6 +27,7 @@ from shared.config import Connection
 from shared.domain.directory import Enrollment, UserRow
 from shared.domain.events import Event, EventType
 from shared.domain.rotation import RotationSubject
+from shared.errors import Transient
 from shared.messages import WorkMessage
 from shared.services.devices import DeviceRegistration, DeviceService
 from shared.services.directory import Directory
@@ -68,6 +69,7 @@ class Killable:
     async def hold(self, connection: str, run: str, events: Sequence[Event]) -> None:
         self._maybe("hold")
         await self.outbox.hold(connection, run, events)
+        self._maybe("held")  # the hold is stored; stopped before the writes it guards
 
     async def held(self, connection: str) -> dict[str, list[Event]]:
         return await self.outbox.held(connection)
@@ -350,3 +352,113 @@ async def test_an_enrollment_move_stopped_before_its_event_is_announced_by_the_s
     got = await world.delivered(1)
     assert [(e["type"], e["subject"], e["data"]["enrollment"]) for e in got] == [
         ("bridge.enrollment.changed", "u1", "paired_with_provider")]
+
+
+@dataclass
+class Enrolling:
+    """A device of user u1 registered in the bridge, and what registers its passkeys."""
+
+    world: World
+    directory: Directory
+    graph: RegisteringGraph
+
+    def devices(self, outbox: Any = None) -> DeviceService:
+        return DeviceService(directory=self.directory, entities=self.world.store, audit=FakeAuditSink(),
+                             queue=FakeWorkQueue(), clock=self.world.clock, events=outbox or self.world.outbox)
+
+    async def register(self, outbox: Any = None) -> dict[str, Any]:
+        w = self.world
+        passkeys = PasskeyService(devices=self.devices(outbox), directory=self.directory, entities=w.store,
+                                  audit=FakeAuditSink(), clock=w.clock)
+        entra = GraphPasskeyDirectory(self.graph)
+        options = await passkeys.options(w.conn, entra, "dev-1", correlation_id="c")
+        credential = SoftwareAuthenticator().register(options)
+        return await passkeys.register(w.conn, entra, "dev-1", PasskeyRegistration.model_validate(
+            {"ceremonyId": options["ceremonyId"], "displayName": "k", "credential": credential}), correlation_id="c")
+
+    async def feed(self) -> list[tuple[str, str]]:
+        """The published events (type, and the enrollment or passkey they name), in feed order."""
+        await self.world.publish()
+        page = await ChangeFeed(self.world.outbox).page(self.world.name, after=None, top=100)
+        return [(e.type, str(e.data.get("enrollment") or e.data.get("passkeyId"))) for e in page.events]
+
+
+@pytest.fixture
+async def enrolling(world: World) -> Enrolling:
+    directory = Directory(world.store)
+    await directory.put(world.name, UserRow(id="u1", upn="ann@contoso.example"))
+    found = Enrolling(world, directory, RegisteringGraph())
+    await found.devices().register(world.conn, "dev-1", DeviceRegistration(user="u1", display_name="key",
+                                                                           public_key=JWK),
+                                   actor="t", correlation_id="c")
+    return found
+
+
+PROVIDER = ("bridge.enrollment.changed", "paired_with_provider")  # the device's registration
+
+
+async def test_a_passkey_registration_announces_each_change_once(enrolling: Enrolling) -> None:
+    created = await enrolling.register()
+    assert await enrolling.world.outbox.held(enrolling.world.name) == {}  # released with the writes
+    first, *registered = await enrolling.feed()
+    assert first == PROVIDER
+    assert sorted(registered) == [("bridge.enrollment.changed", "paired_with_entra"),
+                                  ("bridge.passkey.registered", created["id"])]
+    enrolling.world.clock.advance(minutes=6)
+    assert await enrolling.devices().recover_enrollment_events(enrolling.world.name) == 0
+    got = await enrolling.world.delivered(3)
+    assert Counter(e["type"] for e in got) == {"bridge.enrollment.changed": 2, "bridge.passkey.registered": 1}
+
+
+async def test_a_registration_stopped_before_its_writes_announces_nothing(enrolling: Enrolling) -> None:
+    w = enrolling.world
+    with pytest.raises(Killed):  # Entra holds the passkey, the events are held; stopped before the rows
+        await enrolling.register(Killable(w.outbox, kill={"held"}))
+    assert await enrolling.devices().passkeys(w.name, "dev-1") == []
+    assert (await enrolling.directory.get(w.name, "u1")).enrollment is Enrollment.PAIRED_WITH_PROVIDER  # type: ignore[union-attr]
+    assert len(await w.outbox.held(w.name)) == 1
+    assert await enrolling.feed() == [PROVIDER]
+    w.clock.advance(minutes=6)
+    assert await enrolling.devices().recover_enrollment_events(w.name) == 0  # nothing stored: both dropped
+    assert await w.outbox.held(w.name) == {}
+    assert await enrolling.feed() == [PROVIDER]
+    got = await w.delivered(1)
+    assert [e["type"] for e in got] == ["bridge.enrollment.changed"]
+
+
+async def test_a_registration_stopped_after_its_writes_is_announced_once_by_the_sweep(enrolling: Enrolling) -> None:
+    w = enrolling.world
+    with pytest.raises(Killed):  # rows written, stopped before the release
+        await enrolling.register(Killable(w.outbox, kill={"release"}))
+    [passkey] = await enrolling.devices().passkeys(w.name, "dev-1")
+    assert (await enrolling.directory.get(w.name, "u1")).enrollment is Enrollment.PAIRED_WITH_ENTRA  # type: ignore[union-attr]
+    assert await enrolling.feed() == [PROVIDER]  # held: not announced before the rows were known written
+    assert await enrolling.devices().recover_enrollment_events(w.name) == 0  # too young: may be in progress
+    w.clock.advance(minutes=6)
+    assert await enrolling.devices().recover_enrollment_events(w.name) == 2
+    assert await enrolling.devices().recover_enrollment_events(w.name) == 0
+    assert await w.outbox.held(w.name) == {}
+    first, *recovered = await enrolling.feed()
+    assert first == PROVIDER
+    assert sorted(recovered) == [("bridge.enrollment.changed", "paired_with_entra"),
+                                 ("bridge.passkey.registered", passkey.method_id)]
+    got = await w.delivered(3)
+    assert Counter(e["type"] for e in got) == {"bridge.enrollment.changed": 2, "bridge.passkey.registered": 1}
+    assert len({e["id"] for e in got}) == 3
+
+
+async def test_a_registration_whose_enrollment_write_failed_announces_only_the_passkey(enrolling: Enrolling) -> None:
+    w = enrolling.world
+
+    class Failing(Directory):
+        async def put(self, connection: str, row: UserRow) -> None:
+            raise Transient("the users table did not answer")
+
+    real, enrolling.directory = enrolling.directory, Failing(w.store)
+    with pytest.raises(Transient):  # the registry row is written, the user's row is not
+        await enrolling.register()
+    enrolling.directory = real
+    w.clock.advance(minutes=6)
+    assert await enrolling.devices().recover_enrollment_events(w.name) == 1
+    [passkey] = await enrolling.devices().passkeys(w.name, "dev-1")
+    assert await enrolling.feed() == [PROVIDER, ("bridge.passkey.registered", passkey.method_id)]
