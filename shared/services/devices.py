@@ -323,10 +323,6 @@ class DeviceService:
         """Record one passkey event."""
         await announce(self._events, self.passkey_event(kind, connection, user_id, device_id, method_id))
 
-    async def announce(self, *events: Event) -> None:
-        """Record events together (one write and one nudge)."""
-        await announce(self._events, *events)
-
     def enrollment_event(self, connection: str, user_id: str, before: Enrollment, after: Enrollment, *,
                          cause: str) -> Event:
         """enrollment.changed; `cause` (the change that moved it) keeps a later identical move distinct."""

@@ -6,7 +6,8 @@
 2. `register`: the ceremony must exist, belong to the device, be unexpired and unused; the credential
    is verified locally (shared.domain.attestation) before Graph is called; the ceremony is consumed
    with an ETag check so two requests cannot both use it; then Graph registers the passkey, and the
-   registry, the enrollment state and the audit log follow.
+   registry, the enrollment state and the audit log follow, the registration's events held around the
+   state writes (docs/events.md).
 
 3. `reconcile` (run after each completed sync): each user's fido2Methods in Entra against the
    registry; passkeys of removed devices or removed users still in Entra are revoked, passkeys deleted
