@@ -132,16 +132,25 @@ class TableEventOutbox:
             found.setdefault(run, []).append(Event.from_json(row.data["event"]))
         return found
 
-    async def release(self, connection: str, run: str, ids: Collection[str] | None = None) -> None:
-        """Record the run's held events for publishing (only `ids` when given), then forget the held rows."""
-        rows = [row async for row in self._entities.query(Table.EVENTS, connection, row_key_from=f"h|{run}|",
-                                                          row_key_to=f"h|{run}}}")]
-        keep = [Event.from_json(r.data["event"]) for r in rows]
+    async def release(self, connection: str, run: str, ids: Collection[str] | None = None, *,
+                      held: Sequence[Event] | None = None) -> None:
+        """Record the run's held events for publishing (only `ids` when given), then forget the held rows.
+
+        `held`: the events the caller held under `run` itself, in its order (their rows are not read back).
+        """
+        if held is None:
+            rows = [row async for row in self._entities.query(Table.EVENTS, connection, row_key_from=f"h|{run}|",
+                                                              row_key_to=f"h|{run}}}")]
+            keys = [r.row_key for r in rows]
+            keep = [Event.from_json(r.data["event"]) for r in rows]
+        else:
+            keep = list({e.id: e for e in held}.values())
+            keys = [f"h|{run}|{e.id}" for e in keep]
         if ids is not None:
             keep = [e for e in keep if e.id in ids]
         fresh = await self._new(keep)
         await self._write(self._ready_rows(fresh))
-        await asyncio.gather(*(self._entities.delete(Table.EVENTS, connection, r.row_key) for r in rows))
+        await asyncio.gather(*(self._entities.delete(Table.EVENTS, connection, k) for k in keys))
         if fresh and self._nudge is not None:
             await self._nudge(connection)
 

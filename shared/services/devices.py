@@ -349,7 +349,7 @@ class DeviceService:
             await self._events.hold(connection, run, events)
         await write()
         if self._events is not None:
-            await self._events.release(connection, run)
+            await self._events.release(connection, run, held=events)
 
     async def recover_enrollment_events(self, connection: str) -> int:
         """Release the enrollment and passkey-registration events held by a process that stopped around its

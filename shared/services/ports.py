@@ -369,8 +369,10 @@ class EventOutbox(Protocol):
         """The held events of runs that were never released, per run."""
         ...
 
-    async def release(self, connection: str, run: str, ids: Collection[str] | None = None) -> None:
-        """Make a run's held events publishable (only `ids` when given; the others are dropped)."""
+    async def release(self, connection: str, run: str, ids: Collection[str] | None = None, *,
+                      held: Sequence[Event] | None = None) -> None:
+        """Make a run's held events publishable (only `ids` when given; the others are dropped); `held`, when
+        the caller gives the events it held under `run`, saves reading them back."""
         ...
 
 

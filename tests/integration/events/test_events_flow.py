@@ -74,9 +74,9 @@ class Killable:
     async def held(self, connection: str) -> dict[str, list[Event]]:
         return await self.outbox.held(connection)
 
-    async def release(self, connection: str, run: str, ids: Any = None) -> None:
+    async def release(self, connection: str, run: str, ids: Any = None, *, held: Any = None) -> None:
         self._maybe("release")
-        await self.outbox.release(connection, run, ids)
+        await self.outbox.release(connection, run, ids, held=held)
 
 
 @dataclass
