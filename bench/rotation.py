@@ -134,18 +134,20 @@ class Stack:
     vault_url: str
     storage: str
     ca: str
+    #: The tenant whose app signs in to the vault (the deployment's own); the connection's tenant when empty.
+    vault_tenant: str = ""
 
     @contextlib.asynccontextmanager
     async def open(self, workers: int) -> AsyncIterator[World]:
         """Adapters and services on this stack, closed afterwards."""
-        def credential() -> ClientSecretCredential:
-            return ClientSecretCredential(self.tenant_id, BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET,
+        def credential(tenant: str = self.tenant_id) -> ClientSecretCredential:
+            return ClientSecretCredential(tenant, BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET,
                                           authority=self.entra_url, connection_verify=self.ca)
 
         clock = SystemClock()
         tables = TableEntityStore.from_connection_string(self.storage)
         queue = StorageWorkQueue.from_connection_string(self.storage)
-        vault_credential = credential()
+        vault_credential = credential(self.vault_tenant or self.tenant_id)
         secrets = KeyVaultSecretStore(self.vault_url, vault_credential, connection_verify=self.ca,
                                       max_throttle_wait=60)
         graph = GraphGateway(connection="bench", tenant_id=self.tenant_id, credential=credential(),
