@@ -1,6 +1,6 @@
 """Host processes killed outright (SIGKILL) in the middle of rotations: another instance finishes the work.
 
-    python -m bench.host_kills [--instances 2] [--kills 1] [--lease 4]
+    python -m bench.host_kills [--during rotation|sync] [--instances 2] [--kills 1] [--lease 4]
 
 Starts Azurite, the Entra simulator (demo tenant) and the Key Vault emulator, imports the demo
 connection's users with the real sync, then runs `--instances` local hosts (`local.host`, each its own
@@ -11,7 +11,11 @@ messages become visible again once their lease (`LOCAL_HOST_MESSAGE_LEASE_SECOND
 and the surviving instances finish them. One summary line: the seconds from the last kill to every
 rotation recorded, rotations lost (the password Entra holds is not one the vault hands a device),
 rotations completed twice, and the ratio of convergence time to its goal (the lease plus 30 s).
-`make test` runs one kill of two instances (tests/fault/test_instances.py).
+`--during sync` kills the instance running a connection's first (full) sync instead, once the run
+holds the connection's lease, and starts another instance as the platform would: the run is finished
+by it (the same run id takes its own lease back), every user is imported, and the run completes once.
+`make test` runs one kill of two instances during rotations and one during a sync
+(tests/fault/test_instances.py).
 """
 
 from __future__ import annotations
@@ -44,8 +48,10 @@ from shared.adapters.tables import TableEntityStore
 from shared.config import Connection
 from shared.messages import WorkMessage
 from shared.services.rotation import Status
-from shared.topology import Queue
+from shared.topology import Queue, Table
 
+#: Users in the demo tenant's sync groups (nested).
+DEMO_SYNC_USERS = 160
 #: A rotation is done when it rotated the password or was refused by policy (the demo tenant's admins).
 FINAL = (Status.ROTATED, Status.REFUSED)
 #: Injected latency of Graph's password write, so that a kill lands while rotations are in flight.
@@ -188,6 +194,96 @@ async def exercise(stack: Stack, conn: Connection, *, tls: TlsFiles, entra_admin
     return report
 
 
+#: Injected latency of every Graph read, so that a full sync of the demo tenant lasts several seconds.
+SLOW_READS = {"routes": [{"path": ".", "method": "GET", "latencyMs": 400}]}
+
+
+@dataclass
+class SyncKillReport:
+    """What the sync exercise found."""
+
+    users: int = 0
+    imported: int = 0
+    completed_runs: int = 0
+    converged_seconds: float | None = None
+    lease: float = 4.0
+    #: Whether the run had not finished when its instance was killed.
+    killed_mid_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """The run finished once, by another instance, with every user imported."""
+        return (self.killed_mid_run and self.converged_seconds is not None
+                and self.converged_seconds <= self.lease + 60 and self.imported == self.users
+                and self.completed_runs == 1)
+
+    def line(self) -> str:
+        """The summary line."""
+        took = f"{self.converged_seconds:.1f} s" if self.converged_seconds is not None else "never"
+        ratio = (self.converged_seconds / (self.lease + 60)) if self.converged_seconds is not None else float("inf")
+        when = "mid-run" if self.killed_mid_run else "AFTER it ended"
+        return (f"host kills: a sync killed {when} (SIGKILL) finished by another instance {took} after the kill "
+                f"(goal {self.lease + 60:.0f} s, ratio {ratio:.2f}); users imported {self.imported} of {self.users}; "
+                f"run completed {self.completed_runs} time(s) -> {'PASS' if self.ok else 'FAIL'}")
+
+
+async def sync_exercise(stack: Stack, conn: Connection, *, tls: TlsFiles, entra_admin: Callable[..., Any],
+                        identity_endpoint: str, identity_header: str, folder: Path, users: int,
+                        lease: float = 4.0, patience: float = 120.0) -> SyncKillReport:
+    """Kill the instance running a full sync once it holds the lease; another instance finishes the run."""
+    from local.host.process import instance_environment, running
+
+    report = SyncKillReport(users=users, lease=lease)
+    run_id = f"sync-{uuid.uuid4().hex[:12]}"
+    key, master = secrets.token_urlsafe(18), secrets.token_urlsafe(24)
+    settings = write_settings(folder / f"settings-{conn.name}.json", host_values(
+        conn, stack, tls=tls, identity_endpoint=identity_endpoint, identity_header=identity_header, lease=lease),
+        function_key=key, master_key=master)
+    queue = StorageWorkQueue.from_connection_string(stack.storage)
+    tables = TableEntityStore.from_connection_string(stack.storage)
+    entra_admin("PUT", "/_sim/faults", SLOW_READS)
+    try:
+        with contextlib.ExitStack() as hosts:
+            first = hosts.enter_context(running(settings_file=settings, function_key=key, master_key=master,
+                                                log_path=folder / conn.name / "host-0.log",
+                                                env=instance_environment(0)))
+            await queue.send(Queue.SYNC, WorkMessage(connection=conn.name, kind="sync", target=conn.name,
+                                                     idempotency_key=run_id, correlation_id=f"c-{run_id}",
+                                                     args={"actor": "host-kills"}).model_dump(
+                mode="json", by_alias=True))
+            deadline = time.monotonic() + patience
+            while time.monotonic() < deadline:
+                held = await tables.get(Table.LEASES, conn.name, "sync")
+                if held is not None and held.data.get("owner") == run_id:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)  # well into the read
+            kill(first)
+            last = await tables.get(Table.SYNCSTATE, conn.name, "lastRun")
+            report.killed_mid_run = last is None or last.data.get("runId") != run_id
+            killed = time.monotonic()
+            hosts.enter_context(running(settings_file=settings, function_key=key, master_key=master,
+                                        log_path=folder / conn.name / "host-1.log", env=instance_environment(1)))
+            while time.monotonic() < killed + patience:
+                last = await tables.get(Table.SYNCSTATE, conn.name, "lastRun")
+                if last is not None and last.data.get("runId") == run_id and last.data.get("outcome") == "completed":
+                    report.converged_seconds = time.monotonic() - killed
+                    break
+                await asyncio.sleep(0.5)
+    finally:
+        entra_admin("PUT", "/_sim/faults", {})
+        await queue.close()
+    try:
+        async with stack.open(4) as world:
+            report.imported = len([row async for row in world.directory.all(conn.name) if row.active])
+        today = dt.datetime.now(dt.UTC).date()
+        report.completed_runs = len([r async for r in AuditReader(tables).records(conn.name, today, today)
+                                     if r.action == "sync.completed" and r.detail.get("runId") == run_id])
+    finally:
+        await tables.close()
+    return report
+
+
 def _busy(host: RunningHost) -> int:
     """How many rotations the instance has started, from its log (the one with the most is killed)."""
     try:
@@ -215,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     from local.vault.process import running as vault_running
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--during", choices=["rotation", "sync"], default="rotation")
     parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--kills", type=int, default=1, help="instances killed (at most instances - 1)")
     parser.add_argument("--lease", type=float, default=4.0, help="LOCAL_HOST_MESSAGE_LEASE_SECONDS of the hosts")
@@ -231,9 +328,15 @@ def main(argv: list[str] | None = None) -> int:
             for principal in (BRIDGE_PRINCIPAL_ID, IDENTITY_PRINCIPAL_ID):
                 kv.grant(principal, "Key Vault Secrets Officer")
             stack = Stack(sim.tenant_id, sim.url, kv.url, storage, str(tls.ca))
-            report = asyncio.run(exercise(stack, connection(sim.tenant_id, "kills"), tls=tls, entra_admin=sim.admin,
-                                          identity_endpoint=f"{sim.url}/msi/token", identity_header=header,
-                                          folder=folder, instances=args.instances, kills=args.kills, lease=args.lease))
+            conn = connection(sim.tenant_id, "kills")
+            options: dict[str, Any] = {"tls": tls, "entra_admin": sim.admin, "identity_header": header,
+                                       "identity_endpoint": f"{sim.url}/msi/token", "folder": folder,
+                                       "lease": args.lease}
+            report: KillReport | SyncKillReport
+            if args.during == "sync":
+                report = asyncio.run(sync_exercise(stack, conn, users=DEMO_SYNC_USERS, **options))
+            else:
+                report = asyncio.run(exercise(stack, conn, instances=args.instances, kills=args.kills, **options))
     print(report.line())
     return 0 if report.ok else 1
 

@@ -3,6 +3,9 @@
 - An instance killed with SIGKILL in the middle of rotations loses nothing: its messages come back once
   their lease lapses and the other instance finishes them; every password Entra holds is one the vault
   hands a device, and no rotation completes twice (a smaller round of `python -m bench.host_kills`).
+- An instance killed with SIGKILL in the middle of a connection's first sync: the run is finished by
+  another instance (the same run id takes its lease back), every user is imported, and the run
+  completes once.
 - Two instances given the same connection's sync work at once (each taking one message at a time, so
   both hold one) run one sync at a time: the lease refuses the second and its message comes back later;
   every run completes, and the work is done once: the users are added once, whatever the number of runs
@@ -18,7 +21,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from bench.host_kills import connection, exercise, host_values
+from bench.host_kills import DEMO_SYNC_USERS, connection, exercise, host_values, sync_exercise
 from bench.rotation import Stack
 from local.host.process import running_instances, write_settings
 from shared.adapters.audit import AuditReader
@@ -48,6 +51,17 @@ async def test_an_instance_killed_mid_rotation_loses_no_password(
     assert report.in_flight_at_kill[0] >= 2, report.line()
     assert report.ok, report.line()
     assert report.rotations == 30
+
+
+async def test_an_instance_killed_mid_sync_leaves_the_run_to_another(
+        entra: EntraFixture, vault: VaultFixture, azurite_connection_string: str, tls_files: Any,
+        tmp_path: Path) -> None:
+    stack = _stack(entra, vault, azurite_connection_string, tls_files)
+    conn = connection(entra.tenant_id, f"y{random.randrange(10**6)}")
+    report = await sync_exercise(stack, conn, tls=tls_files, entra_admin=entra.admin,
+                                 identity_endpoint=entra.identity_endpoint, identity_header=entra.identity_header,
+                                 folder=tmp_path, users=DEMO_SYNC_USERS, lease=3.0)
+    assert report.ok, report.line()
 
 
 async def test_two_instances_run_one_sync_per_connection_and_do_the_work_once(
