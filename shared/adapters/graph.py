@@ -6,7 +6,8 @@ request adapter is not in the path: it models each request and opens a tracing s
 which cost more CPU per call than the call's own HTTP work. The gateway adds what the features need
 and the SDK does not give: retries we control (429, 503, 504, dropped
 connections, honouring `Retry-After`), a throttle governor shared by every instance through the
-`throttle` table (one instance's 429 pauses that tenant's writes everywhere), a concurrency cap per
+`throttle` table (one write budget per tenant at Graph's bound, and one instance's 429 pauses that
+tenant's writes everywhere), a concurrency cap per
 tenant, a hand-built `$batch` with per-item retries (the SDK's batch helper drops ids and bodies: docs/architecture.md,
 "Facts the code relies on"), paging that refuses incomplete reads, one translation of Graph's errors into the taxonomy
 keeping Graph's request-id, and dry-run enforced here so no feature can forget it.
