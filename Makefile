@@ -39,9 +39,9 @@ tls: $(STAMP)
 	$(STEP) "local certificate authority (.local/tls)" sh -c '$(PY) -m local.tls >/dev/null'
 
 ## make run: start Azurite, the Entra simulator, the vault emulator and the function host; Ctrl-C stops all.
-## The rotation and federation timers stay off unless TIMERS=1 (make run TIMERS=1).
+## The rotation and federation timers stay off unless TIMERS=1 (make run TIMERS=1); INSTANCES=N runs N hosts.
 run: install
-	$(PY) -m local.stack$(if $(TIMERS), --timers)
+	$(PY) -m local.stack$(if $(TIMERS), --timers)$(if $(INSTANCES), --instances $(INSTANCES))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

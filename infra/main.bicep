@@ -140,10 +140,25 @@ param fidoMdsUrl string = 'https://mds3.fidoalliance.org/'
 @description('Optional. Root certificate (PEM or base64 DER) the MDS3 blob must chain to; empty for the FIDO Alliance root.')
 param fidoMdsRootCert string = ''
 
-@description('Optional. Most Flex Consumption instances.')
+// Scale-out (docs/deploy.md, "Instances and cost"): Graph's write limit per app and tenant (3,000 per 150 s)
+// bounds the work, not the instance count. Every instance draws Graph writes from one shared budget per
+// tenant (the throttle governor), so instances beyond what that budget keeps busy only wait; the cap
+// below keeps such idle scale-out (and its cost) small. 40 is the lowest value Flex Consumption takes.
+// https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan
+@description('Optional. Most Flex Consumption instances (40 to 1000); Graph\'s write budget per tenant, shared by every instance, bounds the work, so more instances add no throughput beyond about one per 20 writes a second.')
 @minValue(40)
 @maxValue(1000)
-param maximumInstanceCount int = 100
+param maximumInstanceCount int = 40
+
+@description('Optional. Concurrent HTTP invocations per instance before Flex Consumption adds one (scaleAndConcurrency.triggers.http.perInstanceConcurrency).')
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 16
+
+@description('Optional. Queue messages an instance takes at once per queue function (host.json extensions.queues.batchSize, 1 to 32); each message is one rotation, device operation or sync run.')
+@minValue(1)
+@maxValue(32)
+param queueBatchSize int = 16
 
 // ---- network ----
 
@@ -415,6 +430,8 @@ var bridgeSettings = {
   EVENTS_SCHEDULE: '0 * * * * *'
   EVENTGRID_TOPIC_ENDPOINT: eventGrid.outputs.endpoint
   NOTIFICATION_BASE_URL: notificationsOn ? notificationBaseUrl : ''
+  // host.json's queue batch, overridden per deployment (the host reads AzureFunctionsJobHost__ settings).
+  AzureFunctionsJobHost__extensions__queues__batchSize: string(queueBatchSize)
 }
 
 module functionApp 'modules/function-app.bicep' = {
@@ -435,6 +452,7 @@ module functionApp 'modules/function-app.bicep' = {
     appSettings: bridgeSettings
     applicationInsightsConnectionString: monitoring.outputs.connectionString
     maximumInstanceCount: maximumInstanceCount
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
     authEnabled: authEnabled
     authClientId: bridgeApi.outputs.clientId
   }

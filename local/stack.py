@@ -1,6 +1,6 @@
 """`make run`: the whole bridge on this machine, stopped cleanly by Ctrl-C or SIGTERM.
 
-    python -m local.stack [--settings local.settings.json] [--no-sync] [--no-demo] [--timers]
+    python -m local.stack [--settings local.settings.json] [--no-sync] [--no-demo] [--timers] [--instances N]
 
 In order: the local CA (local.tls); Azurite (data in .local/azurite); the Entra simulator with the
 demo tenant and the Key Vault emulator, when their packages are present; local.settings.json written
@@ -19,14 +19,21 @@ admin endpoint (`POST /admin/functions/<name>` with the master key; docs/local-h
 
 Preferred ports (host 7071, simulator 8443, vault 8444, Azurite 10000-10002) are used when free;
 otherwise free ones are taken, and the environment handed to the host says which.
+
+The simulator serves a second tenant beside the demo one (Fabrikam), and the host gets a second
+connection to it (`fabrikam`, signing in with the demo app's client secret, which the stack keeps in
+the vault), so the two connections' syncs run side by side. `--instances N` runs N hosts (each its own
+process and port) on the same storage, as Flex Consumption scales out.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import importlib.util
 import json
+import logging
 import os
 import secrets
 import signal
@@ -41,7 +48,7 @@ from typing import Any
 from local.demo_passkey import demo_line
 from local.eventgrid.process import RunningTopic, demo_events, stack_settings
 from local.eventgrid.process import running as eventgrid_running
-from local.host.process import RunningHost
+from local.host.process import RunningHost, running_instances
 from local.host.process import running as host_running
 from local.servers import ROOT, ManagedProcess, azurite, free_port, port_open, python_module
 from local.tls import TlsFiles, ensure_tls
@@ -136,13 +143,14 @@ def stand_ins(tls: TlsFiles, env: dict[str, str], steps: Steps | None = None) ->
 
         identity_header = secrets.token_urlsafe(24)
         entra = stack.enter_context(entra_running(data_dir=LOCAL / "entra", log_path=LOGS / "entra.log",
-                                                  port=port(8443), identity_header=identity_header))
+                                                  port=port(8443), identity_header=identity_header,
+                                                  more_tenants=("fabrikam",)))
         env.update({"LOCAL_ENTRA_URL": entra.url, "IDENTITY_ENDPOINT": f"{entra.url}/msi/token",
                     "IDENTITY_HEADER": identity_header,
                     # The host validates bearer tokens for the bridge's own API against the simulator.
                     "LOCAL_AUTH_ISSUER": f"{entra.url}/{entra.tenant_id}/v2.0",
                     "LOCAL_AUTH_AUDIENCE": BRIDGE_CLIENT_ID})
-        say(f"entra simulator: {entra.url} (tenant {entra.tenant_id}; admin API {entra.url}/_sim/)")
+        say(f"entra simulator: {entra.url} (tenants {', '.join(entra.tenant_ids)}; admin API {entra.url}/_sim/)")
         # Attestation trust: the simulator also serves a test FIDO metadata blob signed by the local CA.
         from local.mds import root_setting
 
@@ -160,18 +168,84 @@ def stand_ins(tls: TlsFiles, env: dict[str, str], steps: Steps | None = None) ->
                                                       tenant=entra.tenant_id, port=port(8444), roles_file=roles,
                                                       log_path=LOGS / "vault.log", tls=tls))
             env["KEY_VAULT_URL"] = vault.url
+            keep_second_secret(vault.url, entra.url, entra.tenant_id, env["LOCAL_CA_FILE"])
             say(f"key vault emulator: {vault.url}")
         else:
             lines.append("key vault emulator: not in this checkout")
         yield lines
 
 
-def startup_job(settings_file: Path, env: dict[str, str]) -> str:
-    """Run the main job once (a sync of the demo connection); one line saying how it went."""
+#: The second demo connection: the simulator's second tenant, signing in with a client secret from the vault.
+SECOND_CONNECTION = "fabrikam"
+SECOND_SECRET = "fabrikam-client-secret"  # noqa: S105 - the name of a vault secret, not a secret
+
+
+def second_connection() -> dict[str, Any]:
+    """The connection document of the second demo tenant."""
+    from local.entra.demo import BRIDGE_CLIENT_ID, SECOND_DOMAIN, SECOND_TENANT_ID
+
+    return {"name": SECOND_CONNECTION, "tenantId": SECOND_TENANT_ID, "cloud": "local",
+            "auth": {"kind": "clientSecret", "clientId": BRIDGE_CLIENT_ID, "secretName": SECOND_SECRET},
+            "domains": [SECOND_DOMAIN], "features": {"sync": {"enabled": True, "groups": ["Bridge Sync"]},
+                                                     "rotation": {"enabled": True, "group": "Bridge Rotation"}}}
+
+
+def with_second_connection(settings: dict[str, Any]) -> dict[str, str]:
+    """CONNECTIONS for the host's environment: the settings file's, plus the second demo connection when
+    the file holds the demo connection and nothing on the second tenant (else nothing is changed)."""
+    from local.entra.demo import SECOND_TENANT_ID
+
+    try:
+        connections = json.loads(str(settings.get("Values", {}).get("CONNECTIONS") or "[]"))
+    except json.JSONDecodeError:
+        return {}
+    if not isinstance(connections, list) or not any(
+            isinstance(c, dict) and c.get("name") == DEMO_CONNECTION for c in connections) or any(
+            isinstance(c, dict) and c.get("tenantId") == SECOND_TENANT_ID for c in connections):
+        return {}
+    return {"CONNECTIONS": json.dumps([*connections, second_connection()])}
+
+
+def keep_second_secret(vault_url: str, entra_url: str, tenant_id: str, ca: str) -> None:
+    """Put the demo app's client secret in the vault for the second connection (once)."""
+    import asyncio
+
+    from azure.identity.aio import ClientSecretCredential
+
+    from local.entra.demo import BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET
+    from shared.adapters.vault import KeyVaultSecretStore
+    from shared.errors import NotFound
+
+    async def keep() -> None:
+        # A missing secret is expected the first time: the adapter's warning about it is not shown.
+        logging.getLogger("shared.adapters.vault").setLevel(logging.ERROR)
+        credential = ClientSecretCredential(tenant_id, BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET, authority=entra_url,
+                                            connection_verify=ca)
+        async with credential, KeyVaultSecretStore(vault_url, credential, connection_verify=ca) as store:
+            try:
+                await store.get(SECOND_SECRET)
+            except NotFound:
+                await store.put(SECOND_SECRET, BRIDGE_CLIENT_SECRET, tags={})
+
+    asyncio.run(keep())
+
+
+def startup_jobs(settings_file: Path, env: dict[str, str], steps: Steps) -> None:
+    """The start-up sync of the demo connection and, beside it, of the second one when configured."""
+    names = [DEMO_CONNECTION]
+    if SECOND_CONNECTION in env.get("CONNECTIONS", ""):
+        names.append(SECOND_CONNECTION)
+    with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+        for line in pool.map(lambda name: startup_job(settings_file, env, name), names):
+            steps.say(line)
+
+
+def startup_job(settings_file: Path, env: dict[str, str], connection: str = DEMO_CONNECTION) -> str:
+    """Run the main job once (a sync of one connection); one line saying how it went."""
     if not available("shared.services.sync") or "LOCAL_ENTRA_URL" not in env:
         return "start-up sync: skipped (needs the sync feature and the Entra simulator)"
-    argv = python_module("shared.cli", "--settings", str(settings_file), "sync", "--connection", DEMO_CONNECTION)
-    log_path = LOGS / "startup-sync.log"
+    argv = python_module("shared.cli", "--settings", str(settings_file), "sync", "--connection", connection)
+    log_path = LOGS / ("startup-sync.log" if connection == DEMO_CONNECTION else f"startup-sync-{connection}.log")
     for attempt in (1, 2):
         with log_path.open("ab") as log:
             done = subprocess.run(argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=log,
@@ -184,8 +258,8 @@ def startup_job(settings_file: Path, env: dict[str, str]) -> str:
     summary = done.stdout.decode(errors="replace").strip().splitlines()
     outcome = summary[-1] if summary else f"exit {done.returncode}"
     if done.returncode != 0:
-        return f"start-up sync: failed ({outcome}); see {log_path.relative_to(ROOT)}"
-    return f"start-up sync of '{DEMO_CONNECTION}': {outcome}"
+        return f"start-up sync of '{connection}': failed ({outcome}); see {log_path.relative_to(ROOT)}"
+    return f"start-up sync of '{connection}': {outcome}"
 
 
 def passkey_demo(host: RunningHost, function_key: str, env: dict[str, str]) -> str:
@@ -198,17 +272,17 @@ def passkey_demo(host: RunningHost, function_key: str, env: dict[str, str]) -> s
         return f"passkey demo: failed ({type(exc).__name__}: {exc})"
 
 
-def describe_demo(settings: dict[str, Any]) -> str:
-    """The demo connection as configured, in one line."""
+def describe_demo(settings: dict[str, Any], name: str = DEMO_CONNECTION) -> str:
+    """The demo connection (or another, by name) as configured, in one line."""
     try:
         connections = json.loads(str(settings.get("Values", {}).get("CONNECTIONS") or "[]"))
     except json.JSONDecodeError:
         return "demo connection: CONNECTIONS in local.settings.json is not valid JSON"
-    demo = next((c for c in connections if isinstance(c, dict) and c.get("name") == DEMO_CONNECTION), None)
+    demo = next((c for c in connections if isinstance(c, dict) and c.get("name") == name), None)
     if demo is None:
         return "demo connection: not configured (CONNECTIONS in local.settings.json)"
     enabled = [name for name, feature in (demo.get("features") or {}).items() if feature.get("enabled")]
-    return (f"demo connection: '{DEMO_CONNECTION}' tenant {demo.get('tenantId')} cloud {demo.get('cloud')} "
+    return (f"demo connection: '{demo.get('name')}' tenant {demo.get('tenantId')} cloud {demo.get('cloud')} "
             f"auth {demo.get('auth', {}).get('kind')}; features: {', '.join(enabled) or 'none'}")
 
 
@@ -223,7 +297,7 @@ def wait(processes: list[ManagedProcess]) -> None:
         time.sleep(0.5)
 
 
-def run(settings_path: Path, *, sync: bool, demo: bool = True, timers: bool = False) -> int:
+def run(settings_path: Path, *, sync: bool, demo: bool = True, timers: bool = False, instances: int = 1) -> int:
     """Start everything, print what runs where, wait, stop."""
     def terminate(signum: int, frame: FrameType | None) -> None:
         raise Stop
@@ -250,10 +324,21 @@ def run(settings_path: Path, *, sync: bool, demo: bool = True, timers: bool = Fa
             env.update(stack_settings(topic))
             steps.say(f"event grid stand-in: {topic.endpoint} (docs/events.md)")
             env.update(timer_settings(timers))
-            host: RunningHost = stack.enter_context(host_running(
-                settings_file=settings_path, function_key=function_key, log_path=LOGS / "host.log", env=env,
-                port=port(7071)))
-            steps.say(f"function host: {host.url}/api (health: {host.url}/api/health)")
+            if "LOCAL_ENTRA_URL" in env:
+                env.update(with_second_connection(settings))
+            if instances > 1:
+                hosts = stack.enter_context(running_instances(
+                    instances, settings_file=settings_path, function_key=function_key, log_dir=LOGS, env=env,
+                    first_port=port(7071)))
+                host = hosts[0]
+                steps.say(f"function host: {instances} instances, {', '.join(h.url for h in hosts)} (logs "
+                          f"{LOGS.relative_to(ROOT)}/host-<n>.log; timers on the first)")
+            else:
+                host = stack.enter_context(host_running(
+                    settings_file=settings_path, function_key=function_key, log_path=LOGS / "host.log", env=env,
+                    port=port(7071)))
+                hosts = [host]
+                steps.say(f"function host: {host.url}/api (health: {host.url}/api/health)")
             print("timers: all on (--timers)" if timers else
                   f"timers: {' and '.join(OPTIONAL_TIMERS)} are off (make run TIMERS=1, or --timers, turns them "
                   f"on; run one now with POST {host.url}/admin/functions/<name> and the master key)", flush=True)
@@ -262,16 +347,18 @@ def run(settings_path: Path, *, sync: bool, demo: bool = True, timers: bool = Fa
             ENV_FILE.chmod(0o600)
             stack.callback(ENV_FILE.unlink, missing_ok=True)
             print(describe_demo(settings), flush=True)
+            if SECOND_CONNECTION in env.get("CONNECTIONS", ""):
+                print(describe_demo({"Values": {"CONNECTIONS": env["CONNECTIONS"]}}, SECOND_CONNECTION), flush=True)
             print(f"function key: {function_key}  (send as x-functions-key, or ?code=)", flush=True)
             print(f"SCIM base URL of the demo connection: {host.url}/api/scim/v2/{DEMO_CONNECTION} (docs/export.md)",
                   flush=True)
             if sync:
-                steps.say(startup_job(settings_path, env))
+                startup_jobs(settings_path, env, steps)
             if demo:
                 steps.say(passkey_demo(host, function_key, env))
                 steps.say(demo_events(topic))
             print("ready; Ctrl-C stops everything", flush=True)
-            wait([host.process])
+            wait([h.process for h in hosts])
     except (KeyboardInterrupt, Stop):
         print("\nstopping...", flush=True)
     print("stopped", flush=True)
@@ -284,10 +371,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", default=str(ROOT / "local.settings.json"))
     parser.add_argument("--no-sync", action="store_true", help="skip the start-up sync of the demo connection")
     parser.add_argument("--no-demo", action="store_true", help="skip the passkey demo (device, passkey, removal)")
+    parser.add_argument("--instances", type=int, default=1,
+                        help="run this many function host instances (each its own process) on the same storage")
     parser.add_argument("--timers", action="store_true",
                         help=f"run the {' and '.join(OPTIONAL_TIMERS)} timers on their schedules (off by default)")
     args = parser.parse_args(argv)
-    return run(Path(args.settings).resolve(), sync=not args.no_sync, demo=not args.no_demo, timers=args.timers)
+    if args.instances < 1:
+        parser.error("--instances must be at least 1")
+    return run(Path(args.settings).resolve(), sync=not args.no_sync, demo=not args.no_demo, timers=args.timers,
+               instances=args.instances)
 
 
 if __name__ == "__main__":

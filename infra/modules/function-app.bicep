@@ -50,7 +50,12 @@ param pythonVersion string = '3.11'
 @description('Optional. Most instances the app scales out to.')
 @minValue(40)
 @maxValue(1000)
-param maximumInstanceCount int = 100
+param maximumInstanceCount int = 40
+
+@description('Optional. Concurrent HTTP invocations per instance before another instance is added.')
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 16
 
 @description('Optional. Memory of each instance in MB.')
 @allowed([
@@ -132,6 +137,11 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'

@@ -1,7 +1,7 @@
 """`python -m local.entra serve|generate`: the Entra tenant simulator.
 
-    python -m local.entra serve --port 8443 --tenant demo|FILE --data DIR [--admin] [--time-scale X]
-                                [--limits on|off] [--identity-header VALUE] [--faults JSON]
+    python -m local.entra serve --port 8443 --tenant demo|fabrikam|FILE [--tenant ...] --data DIR [--admin]
+                                [--time-scale X] [--limits on|off] [--identity-header VALUE] [--faults JSON]
     python -m local.entra generate --users N --groups G --depth D --seed S --out FILE
 """
 
@@ -19,8 +19,9 @@ import uvicorn
 
 from local.entra.app import build
 from local.entra.core import Faults, Simulator
-from local.entra.demo import demo_tenant, generated_tenant
+from local.entra.demo import demo_tenant, generated_tenant, second_demo_tenant
 from local.entra.state import Store, Tenant, load_tenant
+from local.entra.tenants import TenantRouter
 from local.entra.tokens import Signer
 from local.tls import ensure_tls
 
@@ -28,6 +29,8 @@ from local.tls import ensure_tls
 def _tenant(spec: str) -> Tenant:
     if spec == "demo":
         return demo_tenant()
+    if spec == "fabrikam":
+        return second_demo_tenant()
     return load_tenant(Path(spec))
 
 
@@ -36,21 +39,29 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = Path(args.data)
     started = time.perf_counter()
-    store = Store.open(data, _tenant(args.tenant))
-    # The tenant's objects live as long as the process: out of the collector's sight, a collection
+    # One signing key for every tenant, as Entra's keys are common; each tenant's issuer differs.
+    data.mkdir(parents=True, exist_ok=True)
+    signer = Signer(data)
+    served = []
+    for n, spec in enumerate(args.tenant or ["demo"]):
+        # The first tenant keeps its state in the data folder itself, the others in tenants/<n>/ below it.
+        store = Store.open(data if n == 0 else data / "tenants" / str(n), _tenant(spec))
+        faults = Faults()
+        if args.faults:
+            faults.update(json.loads(args.faults))
+        sim = Simulator(store, signer, base_url=f"https://127.0.0.1:{args.port}", admin=args.admin,
+                        identity_header=args.identity_header, limits=args.limits == "on",
+                        time_scale=args.time_scale, faults=faults)
+        served.append((sim, build(sim)))
+        print(f"entra simulator: tenant {store.tenant.tenantId} ({len(store.tenant.users)} users) loaded in "
+              f"{time.perf_counter() - started:.2f} s; https://127.0.0.1:{args.port}", flush=True)
+    # The tenants' objects live as long as the process: out of the collector's sight, a collection
     # no longer walks a million users.
     gc.collect()
     gc.freeze()
-    faults = Faults()
-    if args.faults:
-        faults.update(json.loads(args.faults))
-    sim = Simulator(store, Signer(data), base_url=f"https://127.0.0.1:{args.port}", admin=args.admin,
-                    identity_header=args.identity_header, limits=args.limits == "on", time_scale=args.time_scale,
-                    faults=faults)
     tls = ensure_tls()
-    print(f"entra simulator: tenant {store.tenant.tenantId} ({len(store.tenant.users)} users) loaded in "
-          f"{time.perf_counter() - started:.2f} s; https://127.0.0.1:{args.port}", flush=True)
-    uvicorn.run(build(sim), host="127.0.0.1", port=args.port, ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key),
+    app = served[0][1] if len(served) == 1 else TenantRouter(served)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key),
                 log_level="warning", timeout_graceful_shutdown=5)
     return 0
 
@@ -73,7 +84,8 @@ def command_line() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("serve", help="serve login, managed identity and Graph over HTTPS on 127.0.0.1")
     run.add_argument("--port", type=int, default=8443)
-    run.add_argument("--tenant", default="demo", help="'demo' or a tenant file (JSON)")
+    run.add_argument("--tenant", action="append", help="'demo', 'fabrikam' (a second demo tenant) or a tenant file "
+                     "(JSON); repeat it to serve several tenants (the first is the default; default: demo)")
     run.add_argument("--data", default=".local/entra", help="folder where the tenant state is kept")
     run.add_argument("--admin", action="store_true", help="serve the /_sim/ admin API")
     run.add_argument("--time-scale", type=float, default=1.0, help="throttling windows pass this much faster")

@@ -155,3 +155,40 @@ def generated_tenant(users: int, groups: int, depth: int, seed: int) -> Tenant:
                   users={u.id: u for u in people}, groups={g.id: g for g in (*tenant_groups, root, rotation)},
                   roles={"User Administrator": [BRIDGE_PRINCIPAL_ID, IDENTITY_PRINCIPAL_ID]}, apps=bridge_apps(),
                   fido2Policy=_policy(), skus=_skus())
+
+
+SECOND_TENANT_ID = "2b4d6f8a-1c3e-4a5b-9d7f-0e2c4a6b8d0f"
+SECOND_NAME = "Fabrikam Demo"
+SECOND_DOMAIN = "fabrikam-demo.example"
+
+
+def second_demo_tenant(users: int = 120) -> Tenant:
+    """A second demo tenant (Fabrikam): the demo tenant's shape with its own ids, domain and users.
+
+    The bridge's app registration is multi-tenant, so it signs in here with the same client id and
+    secret (its service principal in this tenant), as an app consented in two tenants does.
+    """
+    tenant = demo_tenant(users)
+    ids = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, f"{SECOND_DOMAIN}/{old}"))
+           for old in (*tenant.users, *tenant.groups)}
+    people = []
+    for user in tenant.users.values():
+        local_part = user.userPrincipalName.split("@")[0]
+        upn = f"{local_part}@{SECOND_DOMAIN}"
+        user.id, user.userPrincipalName, user.mail = ids[user.id], upn, upn
+        people.append(user)
+    groups = []
+    for group in tenant.groups.values():
+        group.id, group.members = ids[group.id], [ids.get(m, m) for m in group.members]
+        groups.append(group)
+    apps = {k: a for k, a in bridge_apps().items() if not a.managedIdentity}
+    return Tenant(
+        tenantId=SECOND_TENANT_ID, displayName=SECOND_NAME,
+        domains=[{"id": "fabrikamdemo.onmicrosoft.com", "isInitial": True, "isDefault": False, "isVerified": True,
+                  "authenticationType": "Managed"},
+                 {"id": SECOND_DOMAIN, "isInitial": False, "isDefault": True, "isVerified": True,
+                  "authenticationType": "Managed"}],
+        users={u.id: u for u in people}, groups={g.id: g for g in groups},
+        roles={name: [ids.get(m, m) for m in members if m != IDENTITY_PRINCIPAL_ID]
+               for name, members in tenant.roles.items()},
+        apps=apps, fido2Policy=_policy(), skus=_skus())

@@ -6,7 +6,7 @@ import contextlib
 import json
 import ssl
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ class RunningEntra:
     identity_header: str | None
     process: ManagedProcess
     context: ssl.SSLContext
+    #: Every tenant served, the first (default) one first.
+    tenant_ids: tuple[str, ...] = ()
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
         """Call the /_sim/ admin API (the simulator must run with admin on)."""
@@ -39,14 +41,15 @@ class RunningEntra:
 
 def serve_argv(*, port: int, tenant: str, data_dir: Path, admin: bool = True, limits: bool = True,
                time_scale: float = 1.0, identity_header: str | None = None,
-               faults: dict[str, Any] | None = None) -> list[str]:
+               faults: dict[str, Any] | None = None, more_tenants: Sequence[str] = ()) -> list[str]:
     """argv of `python -m local.entra serve` with these settings.
 
     Values go as `--option=value`: a random value (a `token_urlsafe` identity header) may begin with
     `-`, and argparse reads `--option -abc` as a missing value followed by an unknown option.
     """
     argv = python_module("local.entra", "serve", f"--port={port}", f"--tenant={tenant}", f"--data={data_dir}",
-                         f"--limits={'on' if limits else 'off'}", f"--time-scale={time_scale}")
+                         f"--limits={'on' if limits else 'off'}", f"--time-scale={time_scale}",
+                         *(f"--tenant={more}" for more in more_tenants))
     if admin:
         argv.append("--admin")
     if identity_header:
@@ -59,11 +62,13 @@ def serve_argv(*, port: int, tenant: str, data_dir: Path, admin: bool = True, li
 @contextlib.contextmanager
 def running(*, data_dir: Path, log_path: Path, tenant: str = "demo", port: int | None = None, admin: bool = True,
             limits: bool = True, time_scale: float = 1.0, identity_header: str | None = None,
-            faults: dict[str, Any] | None = None, timeout: float = 60.0) -> Iterator[RunningEntra]:
-    """Run the simulator for the block."""
+            faults: dict[str, Any] | None = None, timeout: float = 60.0,
+            more_tenants: Sequence[str] = ()) -> Iterator[RunningEntra]:
+    """Run the simulator for the block; `more_tenants` ('fabrikam' or tenant files) are served beside `tenant`."""
     port = port or free_port()
     argv = serve_argv(port=port, tenant=tenant, data_dir=data_dir, admin=admin, limits=limits,
-                      time_scale=time_scale, identity_header=identity_header, faults=faults)
+                      time_scale=time_scale, identity_header=identity_header, faults=faults,
+                      more_tenants=more_tenants)
     context = ensure_tls().client_context()
     proc = ManagedProcess("entra simulator", argv, log_path).start()
     url = f"https://127.0.0.1:{port}"
@@ -71,6 +76,10 @@ def running(*, data_dir: Path, log_path: Path, tenant: str = "demo", port: int |
         proc.wait_until(lambda: url_answers(f"{url}/common/discovery/v2.0/keys", context=context), timeout=timeout)
         with urllib.request.urlopen(f"{url}/_sim/tenant", context=context, timeout=10) as r:  # noqa: S310
             tenant_id = json.loads(r.read())["tenantId"] if admin else ""
-        yield RunningEntra(url, port, tenant_id, data_dir, identity_header, proc, context)
+        tenant_ids: tuple[str, ...] = (tenant_id,)
+        if admin and more_tenants:
+            with urllib.request.urlopen(f"{url}/_sim/tenants", context=context, timeout=10) as r:  # noqa: S310
+                tenant_ids = tuple(t["tenantId"] for t in json.loads(r.read())["value"])
+        yield RunningEntra(url, port, tenant_id, data_dir, identity_header, proc, context, tenant_ids)
     finally:
         proc.stop()

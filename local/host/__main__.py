@@ -1,8 +1,12 @@
-"""`python -m local.host --port 7071 [--settings local.settings.json] [--app function_app]`.
+"""`python -m local.host --port 7071 [--settings local.settings.json] [--app function_app] [--instances N]`.
 
 Loads local.settings.json's `Values` into the environment the way Core Tools does (variables already
 set win), takes function keys from its `FunctionKeys` section (`{"default": "<key>"}`) and the master
 key from `MasterKey`, imports the app, and serves it on 127.0.0.1 until Ctrl-C or SIGTERM.
+
+With `--instances N` (N > 1) it runs N instances instead, each its own process on its own port (the
+given port and the next ones, or free ones), sharing the storage account's queues and tables as Flex
+Consumption instances do; the first instance runs the timers (docs/local-host.md, "Several instances").
 """
 
 from __future__ import annotations
@@ -112,8 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", default="local.settings.json")
     parser.add_argument("--app", default="function_app", help="module holding the FunctionApp `app`")
     parser.add_argument("--root", default=".", help="folder with host.json and the app module")
+    parser.add_argument("--instances", type=int, default=1, help="run this many instances, each its own process")
     args = parser.parse_args(argv)
     root = Path(args.root).resolve()
+    if args.instances < 1:
+        parser.error("--instances must be at least 1")
+    if args.instances > 1:
+        from local.host.process import supervise
+
+        return supervise(args.instances, port=args.port, settings=args.settings, app=args.app, root=root)
     settings = load_settings(Path(args.settings) if Path(args.settings).is_absolute() else root / args.settings)
     # The host adds only its console; the app configures logging (LOG_FORMAT, LOG_LEVEL, masking) on import.
     logs.console()

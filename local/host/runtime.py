@@ -106,6 +106,23 @@ def disabled(name: str) -> bool:
     return False
 
 
+#: The host's own settings for several instances (docs/local-host.md, "Several instances").
+MESSAGE_LEASE_SETTING = "LOCAL_HOST_MESSAGE_LEASE_SECONDS"
+TIMERS_SETTING = "LOCAL_HOST_TIMERS"
+
+
+def message_lease() -> float:
+    """MESSAGE_LEASE_SETTING in seconds (default 600, as Azure's queue listener), at least 2."""
+    raw = os.environ.get(MESSAGE_LEASE_SETTING) or "600"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"app setting {MESSAGE_LEASE_SETTING} must be a number of seconds, not {raw!r}") from None
+    if value < 2:
+        raise ValueError(f"app setting {MESSAGE_LEASE_SETTING} must be at least 2 seconds")
+    return value
+
+
 def _timespan(value: str | None, default: float) -> float:
     if not value:
         return default
@@ -208,6 +225,12 @@ class HostConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY
     #: host.json extensions.queues.messageEncoding: "base64" (the default) or "none".
     message_encoding: str = "base64"
+    #: Seconds a received message stays invisible while its function runs, renewed at half that time
+    #: (MESSAGE_LEASE_SETTING; Azure's queue listener uses 10 minutes). An instance that dies stops
+    #: renewing, so its message is visible to the other instances again at most this long after.
+    message_lease: float = 600.0
+    #: Whether this instance runs the timers (`--instances` runs them on the first instance only).
+    timers: bool = True
 
     @classmethod
     def from_host_json(cls, path: Path, **overrides: Any) -> HostConfig:
@@ -227,6 +250,8 @@ class HostConfig:
         if encoding not in ("base64", "none"):
             raise ValueError(f"host.json extensions.queues.messageEncoding is {encoding!r}; use 'base64' or 'none'")
         overrides.setdefault("max_body_bytes", body_limit())
+        overrides.setdefault("message_lease", message_lease())
+        overrides.setdefault("timers", os.environ.get(TIMERS_SETTING, "on").strip().lower() != "off")
         return cls(route_prefix=str(extensions.get("http", {}).get("routePrefix", "api")).strip("/"),
                    batch_size=int(queues.get("batchSize", 16)), max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
                    visibility_timeout=_timespan(queues.get("visibilityTimeout"), 0.0),
@@ -501,6 +526,9 @@ class LocalHost:
         self._schedule = ScheduleMonitor(os.environ.get("AzureWebJobsStorage"),  # noqa: SIM112 - Azure's name
                                          os.environ.get("AzureFunctionsWebHost__hostid") or "local")  # noqa: SIM112
         for timer in self.timers:
+            if not self.config.timers:
+                log.info("timer %s runs on another instance (%s=off)", timer.name, TIMERS_SETTING)
+                continue
             if disabled(timer.name):
                 log.info("timer %s is disabled (AzureWebJobs.%s.Disabled); the admin endpoint still runs it",
                          timer.name, timer.name)
@@ -652,8 +680,8 @@ class LocalHost:
             while not self._stopping.is_set():
                 got = 0
                 try:
-                    async for message in client.receive_messages(max_messages=self.config.batch_size,
-                                                                 visibility_timeout=600):
+                    async for message in client.receive_messages(
+                            max_messages=self.config.batch_size, visibility_timeout=int(self.config.message_lease)):
                         got += 1
                         await slots.acquire()
                         task = asyncio.create_task(self._deliver(queue, client, poison, message, slots))
@@ -689,26 +717,43 @@ class LocalHost:
                 id=message.id, body=body, dequeue_count=message.dequeue_count,
                                    expiration_time=message.expires_on, insertion_time=message.inserted_on,
                                    time_next_visible=message.next_visible_on, pop_receipt=message.pop_receipt)
+            # While the function runs, the message's invisibility is renewed, as Azure's queue listener does
+            # (https://learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue-trigger);
+            # the renewal changes the pop receipt, so what is deleted or put back is the latest one.
+            held = [message]
+            renewal = asyncio.create_task(self._keep_invisible(client, held))
             try:
                 await self._invoke(queue.call, queue.outputs, **{queue.arg_name: payload})
             except Exception:
                 log.exception("function %s failed on message %s (delivery %d of %d)", queue.name, message.id,
                               message.dequeue_count, self.config.max_dequeue_count)
+                renewal.cancel()
                 if message.dequeue_count >= self.config.max_dequeue_count:
-                    await self._poison(client, poison, message)
+                    await self._poison(client, poison, message, held[-1])
                 else:
-                    await client.update_message(message, visibility_timeout=int(self.config.visibility_timeout))
+                    await client.update_message(held[-1], visibility_timeout=int(self.config.visibility_timeout))
                 return
+            renewal.cancel()
             try:
-                await client.delete_message(message)
+                await client.delete_message(held[-1])
             except ResourceNotFoundError:
                 log.warning("message %s was already gone when deleted", message.id)
         finally:
             slots.release()
 
-    async def _poison(self, client: QueueClient, poison: QueueClient, message: Any) -> None:
+    async def _keep_invisible(self, client: QueueClient, held: list[Any]) -> None:
+        """Renew the invisibility of the message being processed every half lease; `held[-1]` is the latest."""
+        lease = self.config.message_lease
+        while True:
+            await asyncio.sleep(lease / 2)
+            try:
+                held.append(await client.update_message(held[-1], visibility_timeout=int(lease)))
+            except Exception:
+                log.warning("could not renew the invisibility of message %s", held[-1].id, exc_info=True)
+
+    async def _poison(self, client: QueueClient, poison: QueueClient, message: Any, latest: Any = None) -> None:
         await poison.send_message(message.content)
-        await client.delete_message(message)
+        await client.delete_message(latest if latest is not None else message)
         log.error("message %s moved to %s after %d deliveries", message.id, poison.queue_name, message.dequeue_count)
 
 

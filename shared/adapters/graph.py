@@ -6,7 +6,8 @@ request adapter is not in the path: it models each request and opens a tracing s
 which cost more CPU per call than the call's own HTTP work. The gateway adds what the features need
 and the SDK does not give: retries we control (429, 503, 504, dropped
 connections, honouring `Retry-After`), a throttle governor shared by every instance through the
-`throttle` table (one instance's 429 pauses that tenant's writes everywhere), a concurrency cap per
+`throttle` table (one write budget per tenant at Graph's bound, and one instance's 429 pauses that
+tenant's writes everywhere), a concurrency cap per
 tenant, a hand-built `$batch` with per-item retries (the SDK's batch helper drops ids and bodies: docs/architecture.md,
 "Facts the code relies on"), paging that refuses incomplete reads, one translation of Graph's errors into the taxonomy
 keeping Graph's request-id, and dry-run enforced here so no feature can forget it.
@@ -84,20 +85,45 @@ class SystemClock:
 
 
 class ThrottleGovernor:
-    """Shares Graph's Retry-After across instances through the `throttle` table.
+    """Keeps the Graph writes of every instance under the tenant's bound, through the `throttle` table.
 
-    Rows: partition = tenant id, row = "writes"; `pauseUntil` is the ISO time before which no
-    instance sends that tenant a write. Each instance re-reads the row at most once a second, in the
-    background once it has read it the first time.
+    Two rows per tenant (partition = tenant id):
+
+    - "writeBudget": Graph's write limit per app and tenant, 3,000 writes per 150 s
+      (https://learn.microsoft.com/graph/throttling-limits#identity-and-access-service-limits), kept as
+      one token bucket (`tokens`, `at`: epoch seconds) that every instance draws from. An instance
+      claims `CHUNK` writes at a time with a conditional update (one table write per `CHUNK` Graph
+      writes) and spends them locally; when the bucket is empty it waits for the refill, so the
+      instances together send no more writes than Graph accepts instead of finding the bound by 429s.
+    - "writes": `pauseUntil`, the ISO time before which no instance sends that tenant a write, set from
+      a 429's Retry-After (Graph also counts what this bucket does not see: other apps' writes in the
+      tenant, other deployments). Each instance re-reads it at most once a second, in the background
+      once it has read it the first time.
+
+    The governor is advisory: when storage fails, writes go on (Graph's 429s still stop them).
     """
 
     REFRESH_SECONDS = 1.0
+    #: Graph's write limit per app and tenant: this many writes per `WRITE_WINDOW` seconds.
+    WRITE_BURST, WRITE_WINDOW = 3000.0, 150.0
+    #: Writes an instance claims from the shared budget at once.
+    CHUNK = 10
+    #: Conditional updates tried before waiting a moment when other instances keep claiming first.
+    CLAIM_ATTEMPTS = 8
 
-    def __init__(self, entities: EntityStore | None, clock: Clock | None = None) -> None:
+    def __init__(self, entities: EntityStore | None, clock: Clock | None = None, *,
+                 write_burst: float | None = WRITE_BURST, write_window: float = WRITE_WINDOW,
+                 now: Callable[[], float] = time.time) -> None:
         self._entities = entities
+        self._now = now
         self._clock = clock or SystemClock()
         self._known: dict[str, tuple[float, dt.datetime | None]] = {}
         self._refreshing: dict[str, asyncio.Task[None]] = {}
+        #: None turns the shared budget off (the pause still applies).
+        self._burst = write_burst
+        self._rate = (write_burst or 0.0) / write_window
+        self._held: dict[str, float] = {}
+        self._claiming: dict[str, asyncio.Lock] = {}
 
     async def pause_until(self, tenant: str) -> dt.datetime | None:
         """The time before which writes to `tenant` must wait, if any.
@@ -126,14 +152,63 @@ class ThrottleGovernor:
         until = max((t for t in (until, stored) if t is not None), default=None)
         self._known[tenant] = (time.monotonic(), until)
 
-    async def wait(self, tenant: str, sleep: Callable[[float], Awaitable[None]]) -> None:
-        """Sleep until `tenant`'s write pause, if any, has passed."""
+    async def wait(self, tenant: str, sleep: Callable[[float], Awaitable[None]], *, writes: int = 1) -> None:
+        """Sleep until `tenant`'s write pause, if any, has passed, and `writes` fit in its shared budget."""
         until = await self.pause_until(tenant)
         if until is not None:
             delay = (until - self._clock.now()).total_seconds()
             if delay > 0:
                 log.info("writes to tenant %s paused for %.1f s after a 429", tenant, delay)
                 await sleep(delay)
+        await self._take(tenant, max(1, writes), sleep)
+
+    async def _take(self, tenant: str, count: int, sleep: Callable[[float], Awaitable[None]]) -> None:
+        """Spend `count` writes of what this instance holds, claiming more from the shared budget first."""
+        if self._entities is None or self._burst is None:
+            return
+        lock = self._claiming.setdefault(tenant, asyncio.Lock())
+        async with lock:
+            while self._held.get(tenant, 0.0) < count:
+                need = min(self._burst, max(float(self.CHUNK), count - self._held.get(tenant, 0.0)))
+                delay = await self._claim(tenant, need)
+                if delay is None:
+                    return  # storage is failing: write unpaced rather than not at all
+                if delay > 0:
+                    await sleep(delay)
+            self._held[tenant] -= count
+
+    async def _claim(self, tenant: str, need: float) -> float | None:
+        """Claim `need` writes from the shared bucket: 0 when claimed, else the seconds until they are there
+        (None when storage fails)."""
+        assert self._entities is not None
+        assert self._burst is not None
+        for _ in range(self.CLAIM_ATTEMPTS):
+            try:
+                row = await self._entities.get(Table.THROTTLE, tenant, "writeBudget")
+            except BridgeError:
+                return None
+            now = self._now()
+            tokens, at = self._burst, now
+            if row is not None:
+                tokens, at = float(row.data.get("tokens", self._burst)), float(row.data.get("at", now))
+            tokens = min(self._burst, tokens + max(0.0, now - at) * self._rate)
+            if tokens + 1e-6 < need:
+                # A millisecond more than the refill takes, so that rounding never leaves it just short.
+                return (need - tokens) / self._rate + 0.001 if self._rate > 0 else None
+            entity = Entity(tenant, "writeBudget", {"tokens": max(0.0, tokens - need), "at": now},
+                            row.etag if row is not None else None)
+            try:
+                if row is None:
+                    await self._entities.insert(Table.THROTTLE, entity)
+                else:
+                    await self._entities.update(Table.THROTTLE, entity)
+            except Conflict:
+                continue  # another instance claimed first: read again
+            except BridgeError:
+                return None
+            self._held[tenant] = self._held.get(tenant, 0.0) + need
+            return 0.0
+        return random.uniform(0.01, 0.05)  # noqa: S311 - contention backoff, not a secret
 
     async def pause(self, tenant: str, seconds: float) -> None:
         """Record that `tenant` asked for `seconds` of quiet, for every instance."""
@@ -386,7 +461,8 @@ class GraphGateway:
             attempt += 1
             payload = {"requests": [_batch_request(item) for item in todo]}
             if any(item.method in WRITE_METHODS for item in todo):
-                await self._governor.wait(self.tenant_id, self._sleep)
+                await self._governor.wait(self.tenant_id, self._sleep,
+                                          writes=sum(1 for item in todo if item.method in WRITE_METHODS))
             response = await self._call("POST", f"{self._base}/{api}/$batch", body=payload)
             by_id = {str(r.get("id")): r for r in (response.body or {}).get("responses", [])}
             retry: list[BatchItem] = []

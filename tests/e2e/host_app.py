@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -60,6 +61,9 @@ async def ticker(timer: func.TimerRequest) -> None:
 async def worker(msg: func.QueueMessage, out: func.Out[str]) -> None:
     body = msg.get_json()
     _record("deliveries.jsonl", {"body": body, "dequeueCount": msg.dequeue_count})
+    if body.get("sleep"):
+        await asyncio.sleep(float(body["sleep"]))
+        _record("slept.jsonl", {"body": body})
     out.set(json.dumps({"done": body}))
     if body.get("fail"):
         raise RuntimeError("asked to fail")

@@ -108,6 +108,21 @@ def test_queue_delivery_retries_then_poisons(host: RunningHost, azurite_connecti
     assert [json.loads(base64.b64decode(m.content)) for m in sent] == [{"done": {"n": 1}}]
 
 
+def test_a_message_outliving_its_lease_is_renewed_not_delivered_twice(function_host: Any,
+                                                                      azurite_connection_string: str,
+                                                                      tmp_path: Path) -> None:
+    # A lease of 2 s, renewed every second, under a function that runs 5 s: no other delivery meanwhile.
+    host = function_host(app="tests.e2e.host_app", values={
+        "AzureWebJobsStorage": azurite_connection_string, "TEST_SCHEDULE": "0 0 0 1 1 *",
+        "HOST_TEST_OUT": str(tmp_path), "LOCAL_HOST_MESSAGE_LEASE_SECONDS": "2"})
+    assert httpx.post(f"{host.url}/api/enqueue", json={"sleep": 5, "slow": True}).status_code == 202
+    wait_for(lambda: lines(tmp_path / "slept.jsonl"), timeout=60)
+    slow = [d for d in lines(tmp_path / "deliveries.jsonl") if d["body"].get("slow")]
+    assert [d["dequeueCount"] for d in slow] == [1]
+    queue = QueueClient.from_connection_string(azurite_connection_string, "host-test")
+    wait_for(lambda: queue.get_queue_properties().approximate_message_count == 0, timeout=10)
+
+
 def _exists(queue: QueueClient) -> bool:
     try:
         queue.get_queue_properties()

@@ -55,3 +55,41 @@ async def test_a_storage_failure_leaves_writes_unpaused() -> None:
             raise Transient("storage is down")
 
     assert await ThrottleGovernor(Broken()).pause_until(TENANT) is None
+
+
+async def test_instances_sharing_the_budget_send_no_more_writes_than_the_tenants_bound() -> None:
+    # Two instances (two governors) on one throttle table: a bucket of 30 writes refilled at 3 a second.
+    store = FakeEntityStore()
+    clock = {"t": 1000.0}
+
+    async def sleep(seconds: float) -> None:
+        clock["t"] += seconds
+
+    def governor() -> ThrottleGovernor:
+        return ThrottleGovernor(store, write_burst=30, write_window=10, now=lambda: clock["t"])
+
+    first, second = governor(), governor()
+    sent: list[float] = []
+    for n in range(120):
+        await (first if n % 2 else second).wait(TENANT, sleep)
+        sent.append(clock["t"])
+    elapsed = sent[-1] - sent[0]
+    # Never more than the bucket plus its refill (chunks claimed ahead are counted as sent).
+    for k, at in enumerate(sent):
+        assert k + 1 <= 30 + 3 * (at - sent[0]) + ThrottleGovernor.CHUNK
+    # And the bound is used, not wasted: the 90 writes past the bucket took about 90 / 3 seconds.
+    assert 25 <= elapsed <= 35
+    row = await store.get(Table.THROTTLE, TENANT, "writeBudget")
+    assert row is not None
+
+
+async def test_without_storage_or_with_the_budget_off_writes_are_not_paced() -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    off = ThrottleGovernor(FakeEntityStore(), write_burst=None)
+    for _ in range(50):
+        await off.wait(TENANT, sleep)
+    assert slept == []
