@@ -67,7 +67,7 @@ def test_security_problem_types_and_roles(doc: dict[str, Any]) -> None:
     assert schemes["functionKeyQuery"]["in"] == "query"
     assert schemes["functionKeyQuery"]["name"] == "code"
     assert set(schemes["appRoles"]["flows"]["clientCredentials"]["scopes"]) == {
-        "Bridge.Admin", "Bridge.Devices", "Bridge.Audit.Read"}
+        "Bridge.Admin", "Bridge.Devices", "Bridge.Audit.Read", "Bridge.Export"}
     types = {t.get("const") for t in doc["components"]["schemas"]["Problem"]["properties"]["type"]["anyOf"]}
     assert {f"urn:entra-bridge:problem:{e.slug}" for e in ALL_ERRORS} <= types
     assert doc["paths"]["/health"]["get"]["security"] == []
