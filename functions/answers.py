@@ -361,12 +361,32 @@ class PasskeyEnrollmentStatus(Answer):
     pending_passkey: Annotated[list[dict[str, Any]], Field(alias="pendingPasskey")]
 
 
+class ExportProblem(Answer):
+    """A SCIM resource the export could not fully apply to Entra, and why."""
+
+    resource_type: Annotated[Literal["Users", "Groups"], Field(alias="resourceType")]
+    id: str
+    problem: str
+
+
+class ExportStatus(Answer):
+    """The export of a connection whose export is on (docs/export.md): resources linked in Entra, created by
+    the bridge, changes still pending, problems."""
+
+    users: int
+    groups: int
+    created: int
+    pending: int
+    problems: list[ExportProblem]
+
+
 class ConnectionStatus(Answer):
     """What an operator checks first: counts, the last run and dry run, problems with their fixes."""
 
     connection: str
     tenant_id: Annotated[str, Field(alias="tenantId")]
     dry_run: Annotated[bool, Field(alias="dryRun")]
+    export: ExportStatus | None
     features: dict[str, bool]
     users: dict[str, int]
     last_sync: Annotated[SyncRun | None, Field(alias="lastSync")]
