@@ -15,8 +15,9 @@ It gives each handler: the route parameters, the query, a body parsed by a stric
 (unknown fields rejected, size limit MAX_BODY_BYTES -> 413), a correlation id taken from
 `x-correlation-id` (or the trace id of `traceparent`) or made, and echoed back; the caller's app
 roles checked from `X-MS-CLIENT-PRINCIPAL` when App Service Authentication is on. Every error becomes
-RFC 9457 problem+json (https://www.rfc-editor.org/rfc/rfc9457): a BridgeError with its own type and
-status, anything unexpected a 500 with no internals. Function keys are checked by the host (auth
+RFC 9457 problem+json (https://www.rfc-editor.org/rfc/rfc9457), or the route's own format where it
+declares one (`errors`, the SCIM routes): a BridgeError with its own type and status, anything
+unexpected a 500 with no internals. Function keys are checked by the host (auth
 level FUNCTION by default). What a route declares (body, `query` and `answers` models, roles) is also
 what functions/openapi.py publishes as the API description.
 """
