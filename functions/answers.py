@@ -18,6 +18,7 @@ from shared.domain.devices import DevicePasskey as PasskeyEnrollment
 from shared.domain.devices import DeviceRow, PasskeyState
 from shared.domain.directory import Enrollment, UserRow, UserState
 from shared.domain.enrollment import GroupRecord
+from shared.domain.scim import MAX_BULK_OPERATIONS
 from shared.services.rotation import Status
 
 
@@ -360,12 +361,32 @@ class PasskeyEnrollmentStatus(Answer):
     pending_passkey: Annotated[list[dict[str, Any]], Field(alias="pendingPasskey")]
 
 
+class ExportProblem(Answer):
+    """A SCIM resource the export could not fully apply to Entra, and why."""
+
+    resource_type: Annotated[Literal["Users", "Groups"], Field(alias="resourceType")]
+    id: str
+    problem: str
+
+
+class ExportStatus(Answer):
+    """The export of a connection whose export is on (docs/export.md): resources linked in Entra, created by
+    the bridge, changes still pending, problems."""
+
+    users: int
+    groups: int
+    created: int
+    pending: int
+    problems: list[ExportProblem]
+
+
 class ConnectionStatus(Answer):
     """What an operator checks first: counts, the last run and dry run, problems with their fixes."""
 
     connection: str
     tenant_id: Annotated[str, Field(alias="tenantId")]
     dry_run: Annotated[bool, Field(alias="dryRun")]
+    export: ExportStatus | None
     features: dict[str, bool]
     users: dict[str, int]
     last_sync: Annotated[SyncRun | None, Field(alias="lastSync")]
@@ -466,3 +487,169 @@ class NotificationsRemoved(Answer):
 
     removed: list[Any]
     note: list[str] | None = None
+
+
+# ---------------------------------------------------------------- SCIM 2.0 (RFC 7643, RFC 7644; docs/export.md)
+
+
+class ScimQuery(Query):
+    """GET scim/v2/{c}/Users and Groups: RFC 7644 section 3.4.2."""
+
+    filter: Annotated[str | None, Field(description="a SCIM filter, e.g. userName eq \"a@example.com\"")] = None
+    start_index: Annotated[int | None, Field(alias="startIndex", description="1-based; below 1 is read as 1")] = None
+    count: Annotated[int | None, Field(description="resources per page; negative is read as 0, at most 200")] = None
+
+
+class ScimErrorBody(Answer):
+    """A SCIM error (RFC 7644 section 3.12): `scimType` and `detail` name the attribute, filter or path at fault."""
+
+    schemas: list[Literal["urn:ietf:params:scim:api:messages:2.0:Error"]]
+    status: Annotated[str, Field(pattern="^[45][0-9]{2}$")]
+    scim_type: Annotated[str | None, Field(alias="scimType")] = None
+    detail: str | None = None
+
+
+class ScimMeta(OpenAnswer):
+    """A resource's `meta` (RFC 7643 section 3.1)."""
+
+    resource_type: Annotated[str, Field(alias="resourceType")]
+    location: str | None = None
+    created: str | None = None
+    last_modified: Annotated[str | None, Field(alias="lastModified")] = None
+    version: str | None = None
+
+
+class ScimResource(OpenAnswer):
+    """A SCIM resource: the attributes of its schemas and extensions (open), with `id` and `meta`."""
+
+    schemas: list[str]
+    id: str
+    external_id: Annotated[str | None, Field(alias="externalId")] = None
+    meta: ScimMeta
+
+
+class ScimUser(ScimResource):
+    """A SCIM User (core schema and the enterprise extension)."""
+
+    user_name: Annotated[str, Field(alias="userName")]
+
+
+class ScimGroup(ScimResource):
+    """A SCIM Group."""
+
+    display_name: Annotated[str, Field(alias="displayName")]
+
+
+class ScimList(Answer):
+    """A SCIM ListResponse (RFC 7644 section 3.4.2)."""
+
+    schemas: list[Literal["urn:ietf:params:scim:api:messages:2.0:ListResponse"]]
+    total_results: Annotated[int, Field(alias="totalResults", ge=0)]
+    start_index: Annotated[int, Field(alias="startIndex", ge=1)]
+    items_per_page: Annotated[int, Field(alias="itemsPerPage", ge=0)]
+
+
+class ScimDiscoveryList(ScimList):
+    """The service's ResourceTypes or Schemas (RFC 7643 sections 6 and 7), all in one ListResponse."""
+
+    resources: Annotated[list[dict[str, Any]], Field(alias="Resources")]
+
+
+class ScimUserList(ScimList):
+    """The Users matching a query, one page."""
+
+    resources: Annotated[list[ScimUser], Field(alias="Resources")]
+
+
+class ScimGroupList(ScimList):
+    """The Groups matching a query, one page."""
+
+    resources: Annotated[list[ScimGroup], Field(alias="Resources")]
+
+
+class ScimServiceProviderConfig(OpenAnswer):
+    """What the SCIM service supports (RFC 7643 section 5)."""
+
+    schemas: list[str]
+    patch: dict[str, Any]
+    bulk: dict[str, Any]
+    filter: dict[str, Any]
+    change_password: Annotated[dict[str, Any], Field(alias="changePassword")]
+    sort: dict[str, Any]
+    etag: dict[str, Any]
+    authentication_schemes: Annotated[list[dict[str, Any]], Field(alias="authenticationSchemes")]
+    meta: ScimMeta
+
+
+class ScimBulkResult(Answer):
+    """One operation of a BulkResponse (RFC 7644 section 3.7): its status, and the error when it failed."""
+
+    method: str
+    bulk_id: Annotated[str | None, Field(alias="bulkId")] = None
+    status: Annotated[str, Field(pattern="^[1-5][0-9]{2}$")]
+    version: str | None = None
+    location: str | None = None
+    response: ScimErrorBody | None = None
+
+
+class ScimBulkResponse(Answer):
+    """A SCIM BulkResponse: the operations run, in order, until `failOnErrors` of them failed."""
+
+    schemas: list[Literal["urn:ietf:params:scim:api:messages:2.0:BulkResponse"]]
+    operations: Annotated[list[ScimBulkResult], Field(alias="Operations")]
+
+
+class ScimBody(BaseModel):
+    """A SCIM request body: members beyond those listed (other attributes, extension schemas) are allowed here
+    and checked by the service against the resource's schemas."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class ScimUserBody(ScimBody):
+    """A User to create or the whole of one to replace (`id` and `meta` are ignored)."""
+
+    schemas: list[str] | None = None
+    user_name: Annotated[str, Field(alias="userName")]
+
+
+class ScimGroupBody(ScimBody):
+    """A Group to create or the whole of one to replace (`id` and `meta` are ignored)."""
+
+    schemas: list[str] | None = None
+    display_name: Annotated[str, Field(alias="displayName")]
+
+
+class ScimPatchOperation(ScimBody):
+    """One PATCH operation: `op` add, replace or remove; `path` an attribute path (optional for add and
+    replace); `value` what to add or replace."""
+
+    op: str
+    path: str | None = None
+    value: Any = None
+
+
+class ScimPatchOp(ScimBody):
+    """A PatchOp (RFC 7644 section 3.5.2)."""
+
+    schemas: list[str] | None = None
+    operations: Annotated[list[ScimPatchOperation], Field(alias="Operations", min_length=1)]
+
+
+class ScimBulkOperation(ScimBody):
+    """One Bulk operation: `method` POST, PUT, PATCH or DELETE; `path` /Users, /Groups or /<type>/<id>;
+    `bulkId` (required for POST) that later operations reference as `bulkId:<id>`; `version` as If-Match."""
+
+    method: str
+    path: str
+    bulk_id: Annotated[str | None, Field(alias="bulkId")] = None
+    version: str | None = None
+    data: Any = None
+
+
+class ScimBulkRequest(ScimBody):
+    """A BulkRequest (RFC 7644 section 3.7)."""
+
+    schemas: list[str] | None = None
+    fail_on_errors: Annotated[int | None, Field(alias="failOnErrors", ge=1)] = None
+    operations: Annotated[list[ScimBulkOperation], Field(alias="Operations", max_length=MAX_BULK_OPERATIONS)]

@@ -15,8 +15,9 @@ It gives each handler: the route parameters, the query, a body parsed by a stric
 (unknown fields rejected, size limit MAX_BODY_BYTES -> 413), a correlation id taken from
 `x-correlation-id` (or the trace id of `traceparent`) or made, and echoed back; the caller's app
 roles checked from `X-MS-CLIENT-PRINCIPAL` when App Service Authentication is on. Every error becomes
-RFC 9457 problem+json (https://www.rfc-editor.org/rfc/rfc9457): a BridgeError with its own type and
-status, anything unexpected a 500 with no internals. Function keys are checked by the host (auth
+RFC 9457 problem+json (https://www.rfc-editor.org/rfc/rfc9457), or the route's own format where it
+declares one (`errors`, the SCIM routes): a BridgeError with its own type and status, anything
+unexpected a 500 with no internals. Function keys are checked by the host (auth
 level FUNCTION by default). What a route declares (body, `query` and `answers` models, roles) is also
 what functions/openapi.py publishes as the API description.
 """
@@ -130,6 +131,20 @@ class RouteDoc:
     query: type[BaseModel] | None = None
     doc: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: The media type of the answers (and of a request body the route reads).
+    media: str = "application/json"
+    #: How the route answers its refusals; None: RFC 9457 problem+json.
+    errors: ErrorStyle | None = None
+
+
+@dataclass(frozen=True)
+class ErrorStyle:
+    """Refusals in another format than problem+json (the SCIM routes' RFC 7644 errors): their media type,
+    the model of their body (for the API description) and how a taxonomy error becomes that body."""
+
+    media: str
+    model: type[BaseModel]
+    render: Callable[[BridgeError], dict[str, Any]]
 
 
 #: Every described HTTP function by function name: those of `route`, and others through `describe`.
@@ -151,6 +166,15 @@ def problem(err: BridgeError, *, instance: str, correlation_id: str) -> func.Htt
         headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
     return func.HttpResponse(json.dumps(body, default=str), status_code=err.status, headers=headers,
                              mimetype=PROBLEM)
+
+
+def refusal(err: BridgeError, *, instance: str, correlation_id: str,
+            style: ErrorStyle | None) -> func.HttpResponse:
+    """A taxonomy error as the route answers it: problem+json, or the route's own error format."""
+    if style is None:
+        return problem(err, instance=instance, correlation_id=correlation_id)
+    return func.HttpResponse(json.dumps(style.render(err), default=str), status_code=err.status,
+                             headers={"x-correlation-id": correlation_id}, mimetype=style.media)
 
 
 def correlation_of(req: func.HttpRequest) -> str:
@@ -237,20 +261,22 @@ def route(bp: func.Blueprint, path: str, method: str, *, roles: Sequence[str] = 
           body: type[BaseModel] | None = None, auth_level: func.AuthLevel = func.AuthLevel.FUNCTION,
           name: str | None = None, answers: Mapping[int, type[BaseModel] | None] | None = None,
           query: type[BaseModel] | None = None, optional_body: type[BaseModel] | None = None,
-          headers: Mapping[str, str] | None = None) -> Callable[[Handler], Handler]:
+          headers: Mapping[str, str] | None = None, media: str = "application/json",
+          errors: ErrorStyle | None = None, body_required: bool | None = None) -> Callable[[Handler], Handler]:
     """Register `handler` for `method path` with parsing, errors, correlation and roles handled.
 
-    `answers` (status -> model), `query`, `optional_body` (a body the handler parses itself) and `headers`
-    (answer header -> description) describe the route in the API description; a `query` model is also
-    enforced: a query string it refuses is answered 400 naming the parameter.
+    `answers` (status -> model), `query`, `optional_body` (a body the handler parses itself; `body_required`
+    when the handler refuses its absence) and `headers` (answer header -> description) describe the route in
+    the API description; a `query` model is also enforced: a query string it refuses is answered 400 naming
+    the parameter. `media` is the answers' media type; `errors` a format of refusals other than problem+json.
     """
 
     def register(handler: Handler) -> Handler:
         ROUTES[name or handler.__name__] = RouteDoc(
             name=name or handler.__name__, path=path, method=method, roles=tuple(roles),
             anonymous=auth_level == func.AuthLevel.ANONYMOUS, answers=dict(answers or {}),
-            body=body or optional_body, body_required=body is not None, query=query,
-            doc=handler.__doc__ or "", headers=dict(headers or {}))
+            body=body or optional_body, body_required=body is not None if body_required is None else body_required,
+            query=query, doc=handler.__doc__ or "", headers=dict(headers or {}), media=media, errors=errors)
 
         async def endpoint(req: func.HttpRequest) -> func.HttpResponse:
             correlation_id = correlation_of(req)
@@ -266,16 +292,18 @@ def route(bp: func.Blueprint, path: str, method: str, *, roles: Sequence[str] = 
                 except BridgeError as err:
                     level = logging.WARNING if err.status < 500 else logging.ERROR
                     log.log(level, "%s %s -> %s %s", method, path, err.status, err.detail)
-                    return problem(err, instance=req.url.split("?", 1)[0], correlation_id=correlation_id)
+                    return refusal(err, instance=req.url.split("?", 1)[0], correlation_id=correlation_id,
+                                   style=errors)
                 except Exception:
                     log.exception("%s %s failed unexpectedly", method, path)
                     error = BridgeError("an unexpected error occurred; the correlation id identifies it in the logs")
-                    return problem(error, instance=req.url.split("?", 1)[0], correlation_id=correlation_id)
+                    return refusal(error, instance=req.url.split("?", 1)[0], correlation_id=correlation_id,
+                                   style=errors)
                 headers = {"x-correlation-id": correlation_id, **reply.headers}
                 if reply.body is None:
                     return func.HttpResponse(status_code=reply.status, headers=headers)
                 return func.HttpResponse(json.dumps(reply.body, default=str), status_code=reply.status,
-                                         headers=headers, mimetype="application/json")
+                                         headers=headers, mimetype=media)
 
         endpoint.__name__ = endpoint.__qualname__ = name or handler.__name__
         endpoint.__doc__ = handler.__doc__

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from functions.answers import OpenAnswer
-from functions.http import ADMIN, AUDIT_READ, DEVICES, PROBLEM, ROUTES, Reply, RouteDoc, route
+from functions.http import ADMIN, AUDIT_READ, DEVICES, EXPORT, PROBLEM, ROUTES, Reply, RouteDoc, route
 from shared import __version__
 from shared.config import Settings
 from shared.errors import ALL_ERRORS, PROBLEM_TYPE_PREFIX
@@ -39,6 +39,7 @@ ROLE_TEXT = {
     ADMIN: "operate the bridge: connections, sync, users, rotation, federation, devices",
     DEVICES: "a provider back end: register devices and their passkeys",
     AUDIT_READ: "read and verify the audit log",
+    EXPORT: "the SCIM 2.0 service: push users and groups to export to Entra",
 }
 #: The local host's own problem types (unknown route, missing function key, ...): `host-` and the status.
 HOST_PROBLEM = f"^{re.escape(PROBLEM_TYPE_PREFIX)}host-[0-9]{{3}}$"
@@ -161,6 +162,16 @@ def _not_null(schema: Mapping[str, Any]) -> dict[str, Any]:
     return described
 
 
+def _own_errors(doc: RouteDoc, refs: Mapping[Any, Any], problem: Mapping[str, Any]) -> dict[str, Any]:
+    """The refusals of a route with its own error format; the host's own (no function key, body over the
+    host's limit) stay problem+json."""
+    assert doc.errors is not None
+    model = doc.errors.model
+    return {"description": f"{_first_line(model.__doc__ or '')} The Functions host's own refusals (no function "
+                           "key, a body over its limit) are RFC 9457 problems.",
+            "content": {doc.errors.media: {"schema": refs[(model, "serialization")]}, **problem["content"]}}
+
+
 def _describe_roles(doc: RouteDoc) -> str:
     if doc.anonymous:
         return "No function key."
@@ -181,6 +192,7 @@ def build(app: func.FunctionApp) -> dict[str, Any]:
         models += [(m, "serialization") for m in doc.answers.values()
                    if m is not None and m is not str and issubclass(m, BaseModel)]
         models += [(doc.body, "validation")] if doc.body is not None else []
+        models += [(doc.errors.model, "serialization")] if doc.errors is not None else []
     refs, components = _schemas(list(dict.fromkeys(models)))
     components["Problem"]["properties"]["type"] = _problem_schema()
     problem = {"description": "RFC 9457 problem: `type` names the error, `detail` the cause and the fix, "
@@ -208,10 +220,9 @@ def build(app: func.FunctionApp) -> dict[str, Any]:
             if text_answer:
                 answer["content"] = {"text/plain": {"schema": {"type": "string"}}}
             elif model is not None and issubclass(model, BaseModel):
-                answer["content"] = {"application/json": {"schema": refs[(model, "serialization")]}}
+                answer["content"] = {doc.media: {"schema": refs[(model, "serialization")]}}
             responses[str(status)] = answer
-        responses["4XX"] = problem
-        responses["5XX"] = problem
+        responses["4XX"] = responses["5XX"] = problem if doc.errors is None else _own_errors(doc, refs, problem)
         summary, _, rest = doc.doc.strip().partition("\n")
         operation: dict[str, Any] = {
             "operationId": doc.name, "summary": summary.strip(),
@@ -219,17 +230,19 @@ def build(app: func.FunctionApp) -> dict[str, Any]:
             "security": _security(doc), "parameters": _parameters(template, doc, query_schema),
             "responses": responses}
         if doc.body is not None:
+            body_schema = {"schema": refs[(doc.body, "validation")]}
             operation["requestBody"] = {
                 "required": doc.body_required, "description": f"JSON of at most {_body_limit()} bytes by default "
                 "(the MAX_BODY_BYTES setting; 413 above); unknown members are refused",
-                "content": {"application/json": {"schema": refs[(doc.body, "validation")]}}}
+                "content": {media: body_schema for media in dict.fromkeys((doc.media, "application/json"))}}
         for method in methods:
             paths.setdefault(path, {})[method.lower()] = operation
     return {
         "openapi": OPENAPI,
         "info": {"title": "Entra ID credential bridge", "version": __version__,
                  "description": "The bridge's HTTP API. Errors are RFC 9457 problem+json "
-                                "(`application/problem+json`) whose `type` is one of the Problem schema's.",
+                                "(`application/problem+json`) whose `type` is one of the Problem schema's; the SCIM "
+                                "service's (/scim/v2) are SCIM errors (`application/scim+json`, RFC 7644).",
                  "license": {"name": "MIT", "identifier": "MIT"}},
         "servers": [{"url": _route_prefix()}],
         "paths": paths,

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import azure.functions as func
+from pydantic import BaseModel
 
-from functions.http import EXPORT, Plain, Reply, route
+from functions import answers
+from functions.http import EXPORT, ErrorStyle, Plain, Reply, route
 from functions.work import job, watch_last_delivery, work_message
 from shared import logs
 from shared.bootstrap import bridge
 from shared.config import Connection
 from shared.domain import scim
 from shared.domain.scim import Kind, ScimError, Stored
-from shared.errors import BridgeError
+from shared.errors import BridgeError, InvalidInput
 from shared.services.scim import BulkRunner, ScimService
 from shared.topology import Queue
 
@@ -28,7 +30,23 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)
 SCIM = "scim/v2/{c}"
 DOCS = "https://www.rfc-editor.org/rfc/rfc7644"
+MEDIA = "application/scim+json"
 ScimHandler = Callable[[Plain, Connection, Kind], Awaitable[Reply]]
+#: An answer model per resource type (the same for both when the route is not per type).
+Answers = Callable[[Kind], dict[int, type[BaseModel] | None]]
+RESOURCES: dict[Kind, type[BaseModel]] = {"Users": answers.ScimUser, "Groups": answers.ScimGroup}
+LISTS: dict[Kind, type[BaseModel]] = {"Users": answers.ScimUserList, "Groups": answers.ScimGroupList}
+BODIES: dict[Kind, type[BaseModel]] = {"Users": answers.ScimUserBody, "Groups": answers.ScimGroupBody}
+ETAG = {"ETag": "the resource's version (meta.version), for If-Match"}
+
+
+def _error_body(err: BridgeError) -> dict[str, Any]:
+    """A refusal of the HTTP layer (app role, query string, unexpected failure) as a SCIM error."""
+    scim_type = "invalidValue" if isinstance(err, InvalidInput) else None
+    return ScimError(err.status, logs.mask(err.detail), scim_type).body()
+
+
+SCIM_ERRORS = ErrorStyle(media=MEDIA, model=answers.ScimErrorBody, render=_error_body)
 
 
 def _base(call: Plain) -> str:
@@ -49,15 +67,18 @@ def _body(call: Plain) -> Any:
 
 
 def _answer(stored: Stored, call: Plain, status: int = 200) -> Reply:
-    headers = {"ETag": stored.etag, "Content-Type": "application/scim+json"}
+    headers = {"ETag": stored.etag}
     if status == 201:
         headers["Location"] = f"{_base(call)}/{stored.kind}/{stored.id}"
     return Reply(status, stored.render(_base(call)), headers)
 
 
-def scim_route(path: str, method: str) -> Callable[[ScimHandler], ScimHandler]:
-    """A SCIM route: the connection resolved, ScimError and the taxonomy answered as SCIM errors. A path
-    with `{kind}` is registered once for Users and once for Groups."""
+def scim_route(path: str, method: str, answers_of: Answers, *, body: Callable[[Kind], type[BaseModel]] | None = None,
+               query: type[BaseModel] | None = None,
+               headers: Mapping[str, str] | None = None) -> Callable[[ScimHandler], ScimHandler]:
+    """A SCIM route: the connection resolved, answers in application/scim+json, ScimError and the taxonomy
+    answered as SCIM errors. A path with `{kind}` is registered once for Users and once for Groups.
+    `answers_of`, `body`, `query` and `headers` describe it in the API description."""
     def register(handler: ScimHandler) -> ScimHandler:
         def endpoint_of(kind: Kind) -> Callable[[Plain], Awaitable[Reply]]:
             async def endpoint(call: Plain) -> Reply:
@@ -66,21 +87,21 @@ def scim_route(path: str, method: str) -> Callable[[ScimHandler], ScimHandler]:
                     ScimService.enabled(conn)  # before anything is built for a connection that does not export
                     return await handler(call, conn, kind)
                 except ScimError as err:
-                    return Reply(err.status, err.body(), {"Content-Type": "application/scim+json"})
-                except BridgeError as err:
-                    if err.status >= 500:
-                        raise
-                    return Reply(err.status, ScimError(err.status, logs.mask(err.detail)).body())
+                    return Reply(err.status, err.body())
 
             endpoint.__doc__ = handler.__doc__
             return endpoint
 
+        def add(kind: Kind, route_path: str, name: str) -> None:
+            route(bp, f"{SCIM}/{route_path}", method, roles=[EXPORT], name=name, answers=answers_of(kind),
+                  optional_body=body(kind) if body else None, body_required=body is not None, query=query,
+                  headers=headers, media=MEDIA, errors=SCIM_ERRORS)(endpoint_of(kind))
+
         if "{kind}" in path:
             for kind in scim.KINDS:
-                route(bp, f"{SCIM}/{path.replace('{kind}', kind)}", method, roles=[EXPORT],
-                      name=f"{handler.__name__}_{kind.lower()}")(endpoint_of(kind))
+                add(kind, path.replace("{kind}", kind), f"{handler.__name__}_{kind.lower()}")
         else:
-            route(bp, f"{SCIM}/{path}", method, roles=[EXPORT], name=handler.__name__)(endpoint_of("Users"))
+            add("Users", path, handler.__name__)
         return handler
     return register
 
@@ -89,7 +110,7 @@ async def _domains(conn: Connection) -> list[str]:
     return await (await bridge().export_directory(conn)).verified_domains()
 
 
-@scim_route("ServiceProviderConfig", "GET")
+@scim_route("ServiceProviderConfig", "GET", lambda _: {200: answers.ScimServiceProviderConfig})
 async def scim_service_provider_config(call: Plain, conn: Connection, kind: Kind) -> Reply:
     """What the service supports (RFC 7643 section 5)."""
     return Reply(200, {**scim.service_provider_config(DOCS),
@@ -97,19 +118,20 @@ async def scim_service_provider_config(call: Plain, conn: Connection, kind: Kind
                                 "location": f"{_base(call)}/ServiceProviderConfig"}})
 
 
-@scim_route("ResourceTypes", "GET")
+@scim_route("ResourceTypes", "GET", lambda _: {200: answers.ScimDiscoveryList})
 async def scim_resource_types(call: Plain, conn: Connection, kind: Kind) -> Reply:
     """User (with the enterprise extension) and Group."""
     return Reply(200, scim.as_list(scim.resource_types(_base(call))))
 
 
-@scim_route("Schemas", "GET")
+@scim_route("Schemas", "GET", lambda _: {200: answers.ScimDiscoveryList})
 async def scim_schemas(call: Plain, conn: Connection, kind: Kind) -> Reply:
     """The schemas of the served resources."""
     return Reply(200, scim.as_list(scim.schemas(_base(call))))
 
 
-@scim_route("{kind}", "POST")
+@scim_route("{kind}", "POST", lambda kind: {201: RESOURCES[kind]}, body=BODIES.__getitem__,
+            headers={**ETAG, "Location": "the URL of the created resource"})
 async def scim_create(call: Plain, conn: Connection, kind: Kind) -> Reply:
     """Create a User or Group; its export to Entra is queued."""
     stored = await bridge().scim.create(conn, kind, _body(call), request_id=call.correlation_id,
@@ -117,23 +139,22 @@ async def scim_create(call: Plain, conn: Connection, kind: Kind) -> Reply:
     return _answer(stored, call, 201)
 
 
-@scim_route("{kind}", "GET")
+@scim_route("{kind}", "GET", lambda kind: {200: LISTS[kind]}, query=answers.ScimQuery)
 async def scim_list(call: Plain, conn: Connection, kind: Kind) -> Reply:
     """Query with `filter`, `startIndex` and `count` (RFC 7644 section 3.4.2)."""
     found, total, start = await bridge().scim.query(conn, kind, filter_text=call.query.get("filter"),
                                                     start_index=call.query.get("startIndex"),
                                                     count=call.query.get("count"))
-    return Reply(200, scim.list_response([s.render(_base(call)) for s in found], total, start),
-                 {"Content-Type": "application/scim+json"})
+    return Reply(200, scim.list_response([s.render(_base(call)) for s in found], total, start))
 
 
-@scim_route("{kind}/{id}", "GET")
+@scim_route("{kind}/{id}", "GET", lambda kind: {200: RESOURCES[kind]}, headers=ETAG)
 async def scim_get(call: Plain, conn: Connection, kind: Kind) -> Reply:
     """One resource."""
     return _answer(await bridge().scim.get(conn, kind, call.params["id"]), call)
 
 
-@scim_route("{kind}/{id}", "PUT")
+@scim_route("{kind}/{id}", "PUT", lambda kind: {200: RESOURCES[kind]}, body=BODIES.__getitem__, headers=ETAG)
 async def scim_replace(call: Plain, conn: Connection, kind: Kind) -> Reply:
     """Replace a resource (If-Match honoured)."""
     stored = await bridge().scim.replace(conn, kind, call.params["id"], _body(call),
@@ -142,7 +163,8 @@ async def scim_replace(call: Plain, conn: Connection, kind: Kind) -> Reply:
     return _answer(stored, call)
 
 
-@scim_route("{kind}/{id}", "PATCH")
+@scim_route("{kind}/{id}", "PATCH", lambda kind: {200: RESOURCES[kind]},
+            body=lambda _: answers.ScimPatchOp, headers=ETAG)
 async def scim_patch(call: Plain, conn: Connection, kind: Kind) -> Reply:
     """Modify a resource with a PatchOp (RFC 7644 section 3.5.2)."""
     stored = await bridge().scim.patch(conn, kind, call.params["id"], _body(call),
@@ -151,7 +173,7 @@ async def scim_patch(call: Plain, conn: Connection, kind: Kind) -> Reply:
     return _answer(stored, call)
 
 
-@scim_route("{kind}/{id}", "DELETE")
+@scim_route("{kind}/{id}", "DELETE", lambda _: {204: None})
 async def scim_delete(call: Plain, conn: Connection, kind: Kind) -> Reply:
     """Delete a resource; Entra follows the export rules (disable, or delete what the bridge created)."""
     await bridge().scim.delete(conn, kind, call.params["id"], if_match=call.header("if-match"),
@@ -159,12 +181,12 @@ async def scim_delete(call: Plain, conn: Connection, kind: Kind) -> Reply:
     return Reply(204)
 
 
-@scim_route("Bulk", "POST")
+@scim_route("Bulk", "POST", lambda _: {200: answers.ScimBulkResponse}, body=lambda _: answers.ScimBulkRequest)
 async def scim_bulk(call: Plain, conn: Connection, kind: Kind) -> Reply:
     """Several operations in one request, with failOnErrors (RFC 7644 section 3.7)."""
     answer = await BulkRunner(bridge().scim).run(conn, _body(call), request_id=call.correlation_id,
                                                  domains=lambda: _domains(conn), base_url=_base(call))
-    return Reply(200, answer, {"Content-Type": "application/scim+json"})
+    return Reply(200, answer)
 
 
 @bp.function_name("export_work")

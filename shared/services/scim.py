@@ -175,8 +175,9 @@ class BulkRunner:
         if len(operations) > scim.MAX_BULK_OPERATIONS:
             raise ScimError(413, f"{len(operations)} operations; at most {scim.MAX_BULK_OPERATIONS} per request")
         fail_on = payload.get("failOnErrors")
-        if fail_on is not None and (not isinstance(fail_on, int) or fail_on < 1):
+        if fail_on is not None and (isinstance(fail_on, bool) or not isinstance(fail_on, int) or fail_on < 1):
             raise ScimError(400, "failOnErrors must be a positive integer", "invalidValue")
+        self._check_syntax(payload)
         ids: dict[str, str] = {}
         results: list[dict[str, Any]] = []
         errors = 0
@@ -223,6 +224,23 @@ class BulkRunner:
                     "location": f"{base_url}/{kind}/{stored.id}"}
         except ScimError as err:
             return {**answer, "status": str(err.status), "response": err.body()}
+
+    @staticmethod
+    def _check_syntax(payload: dict[str, Any]) -> None:
+        """A BulkRequest that is not one (an operation that is no object, a member of the wrong type) is
+        refused whole, before any operation runs."""
+        schemas = payload.get("schemas")
+        if schemas is not None and not (isinstance(schemas, list) and all(isinstance(s, str) for s in schemas)):
+            raise ScimError(400, "schemas must be a list of schema URNs", "invalidSyntax")
+        for index, operation in enumerate(payload["Operations"]):
+            if not isinstance(operation, dict):
+                raise ScimError(400, f"Operations[{index}] must be an object", "invalidSyntax")
+            for name in ("method", "path"):
+                if not isinstance(operation.get(name), str):
+                    raise ScimError(400, f"Operations[{index}].{name} must be a string", "invalidSyntax")
+            for name in ("bulkId", "version"):
+                if operation.get(name) is not None and not isinstance(operation[name], str):
+                    raise ScimError(400, f"Operations[{index}].{name} must be a string", "invalidSyntax")
 
     @staticmethod
     def _resolve(text: str, ids: Mapping[str, str]) -> str:

@@ -6,7 +6,8 @@ schemathesis sends its coverage cases (bounds, missing and mistyped members, oth
 FUZZ_EXAMPLES (default 50) generated requests the description allows and half as many it forbids;
 path parameters name the stack's own connection, users, device and domain three times in four. Every
 answer must be: no server error, a described status, media type, headers and body; a 4xx in
-problem+json, a 400 naming the `field` at fault; a request the description forbids refused.
+problem+json, a 400 naming the `field` at fault (the SCIM service's: a SCIM error whose `status` is the
+HTTP status and whose `detail` names the problem); a request the description forbids refused.
 
 Refused requests write nothing: forbidden bodies and paths sent to every writing operation, and
 allowed bodies the services refuse (unknown user, bad key, stale ceremony...), are compared with
@@ -62,8 +63,10 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "50"))
 CONNECTION = {"name": "demo", "tenantId": DEMO_TENANT_ID, "cloud": "local", "auth": {"kind": "managedIdentity"},
               "features": {"sync": {"enabled": True, "groups": ["Bridge Sync"]},
                            "rotation": {"enabled": True, "group": "Bridge Rotation", "minIntervalMinutes": 0},
-                           "passkeys": {"enabled": True}, "federation": {"enabled": True}}}
+                           "passkeys": {"enabled": True}, "federation": {"enabled": True},
+                           "export": {"enabled": True, "usageLocation": "CH"}}}
 DEVICE = "dev-fuzz"
+SCIM_MEDIA = "application/scim+json"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance]
 OPERATIONS = sorted(op["operationId"] for item in spec()["paths"].values() for op in item.values())
@@ -80,6 +83,7 @@ class Stack:
     storage: str
     vault_dir: Path
     users: list[str]
+    scim: dict[str, list[str]]
     findings: list[str] = field(default_factory=list)
     statuses: Counter[str] = field(default_factory=Counter)
 
@@ -112,7 +116,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tls_files: TlsFiles) -> Iter
                        "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}
                 put = http.put(f"/devices/{DEVICE}", json={"user": users[0], "displayName": "fuzz", "publicKey": jwk})
                 assert put.status_code == 201, put.text
-            yield Stack(host, entra, storage, root / "vault", users)
+                scim = {"Users": [_scim_create(http, host, "Users", {"userName": f"fuzz{i}@{DEMO_DOMAIN}"})
+                                  for i in range(3)],
+                        "Groups": [_scim_create(http, host, "Groups", {"displayName": f"fuzz {i}"}) for i in range(2)]}
+            yield Stack(host, entra, storage, root / "vault", users, scim)
+
+
+def _scim_create(http: httpx.Client, host: RunningHost, kind: str, body: dict[str, Any]) -> str:
+    """A resource of the stack's SCIM service, for path parameters to name."""
+    created = http.post(f"{host.url}/api/scim/v2/demo/{kind}", json=body, headers={"content-type": SCIM_MEDIA})
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
 
 
 def _fuzz_description() -> dict[str, Any]:
@@ -132,13 +146,26 @@ def api(stack: Stack) -> Any:
     return schemathesis.openapi.from_dict(_fuzz_description(), config=config)
 
 
-def _problem_names_the_field(response: schemathesis.Response) -> str | None:
+def _scim(operation_id: str) -> bool:
+    return operation_id.startswith("scim_")
+
+
+def _problem_names_the_field(response: schemathesis.Response, operation_id: str) -> str | None:
     if not 400 <= response.status_code < 500:
         return None
     media = (response.headers.get("content-type") or [""])[0].split(";")[0]
+    body = response.json()
+    if _scim(operation_id) and media == "application/problem+json" and ":host-" in str(body.get("type")):
+        return None  # the host's own refusal (no route for a malformed path), before the SCIM service
+    if _scim(operation_id):
+        # RFC 7644 section 3.12: a SCIM error whose status is the HTTP status and whose detail names the problem.
+        if media != SCIM_MEDIA:
+            return f"{response.status_code} is not a SCIM error: {media!r}"
+        if body.get("status") != str(response.status_code) or not (body.get("detail") or body.get("scimType")):
+            return f"{response.status_code}: a SCIM error naming nothing: {body}"
+        return None
     if media != "application/problem+json":
         return f"{response.status_code} is not problem+json: {media!r}"
-    body = response.json()
     if response.status_code == 400 and body.get("type", "").endswith(":invalid-input") and not body.get("field"):
         return f"400 names no field: {body.get('detail')}"
     return None
@@ -155,7 +182,9 @@ def _allowed(case: Any, location: str) -> bool:
 def _steer(stack: Stack, case: Any, pick: Callable[[list[str]], str | None]) -> None:
     """Path parameters (and the audit's connection) set to what the stack holds where `pick` gives one,
     in the parts of the case the description allows."""
-    known = {"c": ["demo"], "id": stack.users, "deviceId": [DEVICE], "domain": [DEMO_DOMAIN]}
+    ids = next((stack.scim[kind] for kind in stack.scim if f"/scim/v2/{{c}}/{kind}/" in case.operation.path),
+               stack.users)
+    known = {"c": ["demo"], "id": ids, "deviceId": [DEVICE], "domain": [DEMO_DOMAIN]}
     if _allowed(case, "path"):
         for name in case.path_parameters or {}:
             value = pick(known[name]) if name in known else None
@@ -177,7 +206,7 @@ def _send(stack: Stack, case: Any, operation_id: str, mode: GenerationMode, sess
                                if mode is GenerationMode.NEGATIVE else CHECKS)
     except (Exception, BaseExceptionGroup) as exc:  # every failure is collected, then reported together
         found.append(" ".join(str(exc).split())[:600])
-    problem = _problem_names_the_field(response)
+    problem = _problem_names_the_field(response, operation_id)
     if problem:
         found.append(problem)
     for finding in found:
@@ -252,7 +281,8 @@ def _settled(stack: Stack) -> dict[str, Any]:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         now = _snapshot(stack)
-        if now == last and not any(now["queues"].get(q) for q in ("sync-work", "rotation-work", "device-work")):
+        if now == last and not any(now["queues"].get(q) for q in ("sync-work", "rotation-work", "device-work",
+                                                                   "export-work")):
             return now
         last = now
         time.sleep(3)

@@ -67,7 +67,7 @@ def test_security_problem_types_and_roles(doc: dict[str, Any]) -> None:
     assert schemes["functionKeyQuery"]["in"] == "query"
     assert schemes["functionKeyQuery"]["name"] == "code"
     assert set(schemes["appRoles"]["flows"]["clientCredentials"]["scopes"]) == {
-        "Bridge.Admin", "Bridge.Devices", "Bridge.Audit.Read"}
+        "Bridge.Admin", "Bridge.Devices", "Bridge.Audit.Read", "Bridge.Export"}
     types = {t.get("const") for t in doc["components"]["schemas"]["Problem"]["properties"]["type"]["anyOf"]}
     assert {f"urn:entra-bridge:problem:{e.slug}" for e in ALL_ERRORS} <= types
     assert doc["paths"]["/health"]["get"]["security"] == []
@@ -123,3 +123,29 @@ async def test_a_query_model_refuses_with_the_parameter_named() -> None:
     ok = await endpoint(_request({"top": "5", "inRotationGroup": "TRUE", "code": "key"}))
     assert ok.status_code == 200
     assert seen[-1].query["inRotationGroup"] == "TRUE"
+
+
+def test_scim_operations_answer_scim_json_and_scim_errors(doc: dict[str, Any]) -> None:
+    ref = "#/components/schemas/{}".format
+    create = doc["paths"]["/scim/v2/{c}/Users"]["post"]
+    assert create["responses"]["201"]["content"] == {"application/scim+json": {"schema": {"$ref": ref("ScimUser")}}}
+    assert {"ETag", "Location"} <= set(create["responses"]["201"]["headers"])
+    assert create["requestBody"]["content"]["application/scim+json"]["schema"] == {"$ref": ref("ScimUserBody")}
+    assert {"functionKey": [], "appRoles": ["Bridge.Export"]} in create["security"]
+    for status in ("4XX", "5XX"):
+        errors = create["responses"][status]["content"]
+        assert errors["application/scim+json"]["schema"] == {"$ref": ref("ScimErrorBody")}
+    # SCIM resources are open: extension attributes are the schemas' to refuse, not the description's.
+    assert doc["components"]["schemas"]["ScimUserBody"]["additionalProperties"] is True
+    assert doc["components"]["schemas"]["ScimUser"]["additionalProperties"] is True
+    listing = doc["paths"]["/scim/v2/{c}/Groups"]["get"]
+    assert {"filter", "startIndex", "count"} <= {p["name"] for p in listing["parameters"]}
+    assert listing["responses"]["200"]["content"]["application/scim+json"]["schema"] == {"$ref": ref("ScimGroupList")}
+    delete = doc["paths"]["/scim/v2/{c}/Users/{id}"]["delete"]
+    assert "content" not in delete["responses"]["204"]
+    patch = doc["paths"]["/scim/v2/{c}/Groups/{id}"]["patch"]
+    assert patch["requestBody"]["content"]["application/scim+json"]["schema"] == {"$ref": ref("ScimPatchOp")}
+    bulk = doc["paths"]["/scim/v2/{c}/Bulk"]["post"]
+    assert bulk["responses"]["200"]["content"]["application/scim+json"]["schema"] == {"$ref": ref("ScimBulkResponse")}
+    # Everything else keeps problem+json.
+    assert "application/scim+json" not in doc["paths"]["/audit"]["get"]["responses"]["4XX"]["content"]

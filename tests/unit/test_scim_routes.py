@@ -47,6 +47,7 @@ async def _get(name: str, roles: tuple[str, ...]) -> tuple[int, dict[str, Any]]:
     req = func.HttpRequest("GET", "http://127.0.0.1/api/scim/v2/off/Users", headers={
         "x-ms-client-principal": _principal(*roles)}, route_params={"c": "off"}, body=b"")
     response = await FUNCTIONS[name](req)
+    assert response.mimetype == "application/scim+json"
     return response.status_code, json.loads(response.get_body())
 
 
@@ -62,6 +63,9 @@ async def test_only_the_export_role_opens_the_scim_service() -> None:
     status, body = await _get("scim_list_users", ("Bridge.Admin", "Bridge.Devices", "Bridge.Audit.Read"))
     assert status == 403
     assert "Bridge.Export" in body["detail"]
+    # Refused by the HTTP layer, still a SCIM error (RFC 7644 section 3.12).
+    assert body["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+    assert body["status"] == "403"
     # With the role, the request reaches the service: this connection's export is off, said as a SCIM error.
     status, body = await _get("scim_list_users", ("Bridge.Export",))
     assert status == 404

@@ -163,3 +163,23 @@ async def test_bulk_resolves_bulk_ids_and_stops_at_fail_on_errors(world: Any) ->
     statuses = [op["status"] for op in answer["Operations"]]
     assert statuses == ["201", "201", "400"]  # the fourth is not attempted after the first error
     assert answer["Operations"][2]["response"]["scimType"] == "invalidValue"
+
+
+@pytest.mark.parametrize(("payload", "named"), [
+    ({"failOnErrors": True, "Operations": []}, "failOnErrors"),
+    ({"schemas": 5, "Operations": []}, "schemas"),
+    ({"Operations": [{"method": "POST", "path": "/Users", "bulkId": "u1", "data": {}}, 5]}, "Operations[1]"),
+    ({"Operations": [{"method": "POST", "bulkId": "u1", "data": {}}]}, "Operations[0].path"),
+    ({"Operations": [{"method": 1, "path": "/Users"}]}, "Operations[0].method"),
+    ({"Operations": [{"method": "DELETE", "path": "/Users/x", "version": 2}]}, "Operations[0].version"),
+])
+async def test_a_bulk_request_that_is_not_one_is_refused_whole(world: Any, payload: dict[str, Any],
+                                                               named: str) -> None:
+    service, entities, queue = world
+    with pytest.raises(ScimError) as refused:
+        await BulkRunner(service).run(_conn(), payload, request_id="b", domains=_domains,
+                                      base_url="https://h/api/scim/v2/c1")
+    assert refused.value.status == 400
+    assert named in refused.value.detail
+    assert _rows(entities) == 0
+    assert queue.messages(Queue.EXPORT) == []
