@@ -57,7 +57,8 @@ def _base(call: Plain) -> str:
 
 def _body(call: Plain) -> Any:
     raw = call.request.get_body() or b""
-    limit = max(bridge().settings.max_body_bytes, scim.MAX_BULK_BYTES)
+    # The host refuses larger bodies before this runs (MAX_BODY_BYTES); Bulk advertises the same limit.
+    limit = min(bridge().settings.max_body_bytes, scim.MAX_BULK_BYTES)
     if len(raw) > limit:
         raise ScimError(413, f"request body is {len(raw)} bytes; the limit is {limit}")
     try:
@@ -113,7 +114,7 @@ async def _domains(conn: Connection) -> list[str]:
 @scim_route("ServiceProviderConfig", "GET", lambda _: {200: answers.ScimServiceProviderConfig})
 async def scim_service_provider_config(call: Plain, conn: Connection, kind: Kind) -> Reply:
     """What the service supports (RFC 7643 section 5)."""
-    return Reply(200, {**scim.service_provider_config(DOCS),
+    return Reply(200, {**scim.service_provider_config(DOCS, bridge().settings.max_body_bytes),
                        "meta": {"resourceType": "ServiceProviderConfig",
                                 "location": f"{_base(call)}/ServiceProviderConfig"}})
 

@@ -210,12 +210,13 @@ def list_response(resources: list[dict[str, Any]], total: int, start: int) -> di
             "itemsPerPage": len(resources), "Resources": resources}
 
 
-def service_provider_config(documentation: str) -> dict[str, Any]:
-    """What the service supports (RFC 7643 section 5)."""
+def service_provider_config(documentation: str, max_payload: int = MAX_BULK_BYTES) -> dict[str, Any]:
+    """What the service supports (RFC 7643 section 5); `max_payload` is the largest body the host accepts."""
     config = ServiceProviderConfig.model_validate({
         "documentationUri": documentation,
         "patch": {"supported": True},
-        "bulk": {"supported": True, "maxOperations": MAX_BULK_OPERATIONS, "maxPayloadSize": MAX_BULK_BYTES},
+        "bulk": {"supported": True, "maxOperations": MAX_BULK_OPERATIONS,
+                 "maxPayloadSize": min(max_payload, MAX_BULK_BYTES)},
         "filter": {"supported": True, "maxResults": MAX_COUNT},
         "changePassword": {"supported": False},
         "sort": {"supported": False},
