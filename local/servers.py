@@ -109,15 +109,19 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def azurite_argv(data_dir: Path, blob: int, queue: int, table: int) -> list[str]:
-    """argv of Azurite from node_modules on loopback, with the flags docs/architecture.md explains."""
+def azurite_argv(data_dir: Path, blob: int, queue: int, table: int, *, in_memory: bool = False) -> list[str]:
+    """argv of Azurite from node_modules on loopback, with the flags docs/architecture.md explains.
+
+    `in_memory` keeps nothing on disk: Azurite writes its table store as one JSON text, which passes
+    node's largest string somewhere below a million rows (benchmarks at that size need it).
+    """
     binary = ROOT / "node_modules" / ".bin" / "azurite"
     if not binary.exists():
         raise FileNotFoundError("Azurite is not installed: run 'npm ci' (make does it) in the project folder")
     return [str(binary), "--silent", "--skipApiVersionCheck", "--disableTelemetry", "--loose",
             "--location", str(data_dir), "--blobHost", "127.0.0.1", "--blobPort", str(blob),
             "--queueHost", "127.0.0.1", "--queuePort", str(queue),
-            "--tableHost", "127.0.0.1", "--tablePort", str(table)]
+            "--tableHost", "127.0.0.1", "--tablePort", str(table), *(["--inMemoryPersistence"] if in_memory else [])]
 
 
 # The well-known development account of Azurite (public, documented by Microsoft; not a secret).
@@ -134,10 +138,12 @@ def azurite_connection_string(blob: int, queue: int, table: int) -> str:
 
 
 @contextlib.contextmanager
-def azurite(data_dir: Path, log_path: Path, ports: tuple[int, int, int] | None = None) -> Iterator[str]:
+def azurite(data_dir: Path, log_path: Path, ports: tuple[int, int, int] | None = None, *,
+            in_memory: bool = False) -> Iterator[str]:
     """Run Azurite for the duration of the block; yields its connection string."""
     blob, queue, table = ports or (free_port(), free_port(), free_port())
-    proc = ManagedProcess("azurite", azurite_argv(data_dir, blob, queue, table), log_path).start()
+    proc = ManagedProcess("azurite", azurite_argv(data_dir, blob, queue, table, in_memory=in_memory),
+                          log_path).start()
     try:
         proc.wait_until(lambda: port_open(queue) and port_open(table) and port_open(blob), timeout=60)
         yield azurite_connection_string(blob, queue, table)
