@@ -118,10 +118,11 @@ def azurite_argv(data_dir: Path, blob: int, queue: int, table: int, *, in_memory
     binary = ROOT / "node_modules" / ".bin" / "azurite"
     if not binary.exists():
         raise FileNotFoundError("Azurite is not installed: run 'npm ci' (make does it) in the project folder")
-    return [str(binary), "--silent", "--skipApiVersionCheck", "--disableTelemetry", "--loose",
-            "--location", str(data_dir), "--blobHost", "127.0.0.1", "--blobPort", str(blob),
-            "--queueHost", "127.0.0.1", "--queuePort", str(queue),
-            "--tableHost", "127.0.0.1", "--tablePort", str(table), *(["--inMemoryPersistence"] if in_memory else [])]
+    # Azurite refuses a --location beside --inMemoryPersistence.
+    where = ["--inMemoryPersistence"] if in_memory else ["--location", str(data_dir)]
+    return [str(binary), "--silent", "--skipApiVersionCheck", "--disableTelemetry", "--loose", *where,
+            "--blobHost", "127.0.0.1", "--blobPort", str(blob), "--queueHost", "127.0.0.1", "--queuePort", str(queue),
+            "--tableHost", "127.0.0.1", "--tablePort", str(table)]
 
 
 # The well-known development account of Azurite (public, documented by Microsoft; not a secret).
