@@ -244,8 +244,9 @@ def test_timers_run_starts_a_timer_through_the_hosts_admin_api(function_host: An
                                               "ROTATION_SCHEDULE": "0 0 0 1 1 *"})
     code, before = run(capsys, "status", "--connection", NAME)
     previous = (before.get("lastSync") or {}).get("runId")
-    code, started = run(capsys, "timers", "run", "sync_timer", "--host", host.url, "--master-key",
-                        str(host.master_key))
+    # `--opt=value`: a generated key may begin with "-", which argparse would read as an option.
+    code, started = run(capsys, "timers", "run", "sync_timer", "--host", host.url,
+                        f"--master-key={host.master_key}")
     assert code == 0, started
     assert started == {"function": "sync_timer", "status": "started"}
     # The timer queues a run; the host's sync_work carries it out.
@@ -258,7 +259,7 @@ def test_timers_run_starts_a_timer_through_the_hosts_admin_api(function_host: An
         time.sleep(0.5)
     else:
         raise AssertionError(f"no sync completed after sync_timer ran: {status}")
-    code, refused = run(capsys, "timers", "run", "sync_timer", "--host", host.url, "--master-key", "wrong")
+    code, refused = run(capsys, "timers", "run", "sync_timer", "--host", host.url, "--master-key=wrong")
     assert code == 2
     assert refused["setting"] == "FUNCTIONS_MASTER_KEY"
 
