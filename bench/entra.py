@@ -23,6 +23,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 
+from bench.memory import process_rss_mb
 from local.entra.demo import BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET, generated_tenant
 from local.entra.process import running
 from local.tls import ensure_tls
@@ -86,7 +87,7 @@ def measure(users: int, folder: Path) -> str:
                 next_url = page.get("@odata.nextLink")
             delta_s = time.perf_counter() - begun
         rate = asyncio.run(_rate(sim.url, token, context))
-        peak, now = _rss_mb(sim.process.proc.pid if sim.process.proc else 0)
+        peak, now = process_rss_mb(sim.process.proc.pid if sim.process.proc else 0)
     page_ms = statistics.median(times)
     load_target = LOAD_TARGET_S * max(1.0, users / 100_000)
     return (f"entra simulator: {users} users loaded in {load:.1f} s (ratio to {load_target:.0f} s "
@@ -94,17 +95,6 @@ def measure(users: int, folder: Path) -> str:
             f"users (ratio to {PAGE_TARGET_MS:.0f} ms {page_ms / PAGE_TARGET_MS:.2f}); users/delta first round "
             f"{delta_users} users in {delta_pages} pages, {delta_s:.1f} s; {rate:.0f} small requests/s (ratio to "
             f"{RATE_TARGET:.0f} {rate / RATE_TARGET:.2f}); RSS peak {peak:.0f} MB, now {now:.0f} MB")
-
-
-def _rss_mb(pid: int) -> tuple[float, float]:
-    """(peak, current) resident set of a process from Linux's /proc; zeros elsewhere."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
-    except OSError:
-        return 0.0, 0.0
-    found = {line.split(":")[0]: float(line.split()[1]) / 1024 for line in status.splitlines()
-             if line.startswith(("VmHWM:", "VmRSS:"))}
-    return found.get("VmHWM", 0.0), found.get("VmRSS", 0.0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,7 @@ from typing import Any
 
 from azure.identity.aio import ClientSecretCredential
 
+from bench.memory import peak_rss_mb, process_rss_mb
 from local.entra.demo import BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET
 from local.entra.process import running as entra_running
 from local.servers import azurite
@@ -78,22 +79,6 @@ DEFAULT_SIZES = "20000,100000"
 RU_PER_WINDOW, RU_WINDOW_S = 8000, 10.0
 
 Admin = Callable[[str, str, Any], Any]
-
-
-def peak_rss_mb() -> float:
-    """The largest resident set of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def process_rss_mb(pid: int) -> tuple[float, float]:
-    """(peak, current) resident set of another process, from Linux's /proc; zeros elsewhere."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
-    except OSError:
-        return 0.0, 0.0
-    found = {line.split(":")[0]: float(line.split()[1]) / 1024 for line in status.splitlines()
-             if line.startswith(("VmHWM:", "VmRSS:"))}
-    return found.get("VmHWM", 0.0), found.get("VmRSS", 0.0)
 
 
 def import_target_s(users: int) -> float:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from bench.sync import Outcome, import_target_s, memory_target_mb, process_rss_mb, rows_allowed, summary
+from bench.memory import process_rss_mb
+from bench.sync import Outcome, import_target_s, memory_target_mb, rows_allowed, summary
 
 
 def test_goals_follow_the_issue_per_size() -> None:
