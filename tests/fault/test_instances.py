@@ -21,7 +21,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from bench.host_kills import DEMO_SYNC_USERS, connection, exercise, host_values, sync_exercise
+from bench.host_kills import DEMO_SYNC_USERS, connection, exercise, host_values, removal_exercise, sync_exercise
 from bench.rotation import Stack
 from local.host.process import running_instances, write_settings
 from shared.adapters.audit import AuditReader
@@ -61,6 +61,17 @@ async def test_an_instance_killed_mid_sync_leaves_the_run_to_another(
     report = await sync_exercise(stack, conn, tls=tls_files, entra_admin=entra.admin,
                                  identity_endpoint=entra.identity_endpoint, identity_header=entra.identity_header,
                                  folder=tmp_path, users=DEMO_SYNC_USERS, lease=3.0)
+    assert report.ok, report.line()
+
+
+async def test_an_instance_killed_mid_device_removal_leaves_the_revocations_to_another(
+        entra: EntraFixture, vault: VaultFixture, azurite_connection_string: str, tls_files: Any,
+        tmp_path: Path) -> None:
+    stack = _stack(entra, vault, azurite_connection_string, tls_files)
+    conn = connection(entra.tenant_id, f"d{random.randrange(10**6)}")
+    report = await removal_exercise(stack, conn, tls=tls_files, entra_admin=entra.admin,
+                                    identity_endpoint=entra.identity_endpoint, identity_header=entra.identity_header,
+                                    folder=tmp_path, passkeys=4, lease=3.0)
     assert report.ok, report.line()
 
 
