@@ -1,6 +1,6 @@
 """Host processes killed outright (SIGKILL) in the middle of rotations: another instance finishes the work.
 
-    python -m bench.host_kills [--during rotation|sync] [--instances 2] [--kills 1] [--lease 4]
+    python -m bench.host_kills [--during rotation|sync|removal] [--instances 2] [--kills 1] [--lease 4]
 
 Starts Azurite, the Entra simulator (demo tenant) and the Key Vault emulator, imports the demo
 connection's users with the real sync, then runs `--instances` local hosts (`local.host`, each its own
@@ -14,8 +14,12 @@ rotations completed twice, and the ratio of convergence time to its goal (the le
 `--during sync` kills the instance running a connection's first (full) sync instead, once the run
 holds the connection's lease, and starts another instance as the platform would: the run is finished
 by it (the same run id takes its own lease back), every user is imported, and the run completes once.
-`make test` runs one kill of two instances during rotations and one during a sync
-(tests/fault/test_instances.py).
+`--during removal` registers a device with four passkeys through the API (the software authenticator),
+removes it, and kills the instance revoking them once one is revoked (Graph's deletions slowed); another
+instance finishes: every passkey gone from Entra, each audited and announced once, the operation
+`completed` and the device removed.
+`make test` runs one kill of two instances during rotations, one during a sync and one during a device
+removal (tests/fault/test_instances.py).
 """
 
 from __future__ import annotations

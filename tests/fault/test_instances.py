@@ -6,6 +6,9 @@
 - An instance killed with SIGKILL in the middle of a connection's first sync: the run is finished by
   another instance (the same run id takes its lease back), every user is imported, and the run
   completes once.
+- An instance killed with SIGKILL in the middle of a device removal (one of its four passkeys revoked in
+  Entra): another instance finishes the operation; every passkey is gone from Entra, each is audited and
+  announced as revoked once, the operation completes with 4 of 4 and the device is removed.
 - Two instances given the same connection's sync work at once (each taking one message at a time, so
   both hold one) run one sync at a time: the lease refuses the second and its message comes back later;
   every run completes, and the work is done once: the users are added once, whatever the number of runs
