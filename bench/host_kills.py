@@ -1,6 +1,6 @@
 """Host processes killed outright (SIGKILL) in the middle of rotations: another instance finishes the work.
 
-    python -m bench.host_kills [--during rotation|sync] [--instances 2] [--kills 1] [--lease 4]
+    python -m bench.host_kills [--during rotation|sync|removal] [--instances 2] [--kills 1] [--lease 4]
 
 Starts Azurite, the Entra simulator (demo tenant) and the Key Vault emulator, imports the demo
 connection's users with the real sync, then runs `--instances` local hosts (`local.host`, each its own
@@ -14,8 +14,12 @@ rotations completed twice, and the ratio of convergence time to its goal (the le
 `--during sync` kills the instance running a connection's first (full) sync instead, once the run
 holds the connection's lease, and starts another instance as the platform would: the run is finished
 by it (the same run id takes its own lease back), every user is imported, and the run completes once.
-`make test` runs one kill of two instances during rotations and one during a sync
-(tests/fault/test_instances.py).
+`--during removal` registers a device with four passkeys through the API (the software authenticator),
+removes it, and kills the instance revoking them once one is revoked (Graph's deletions slowed); another
+instance finishes: every passkey gone from Entra, each audited and announced once, the operation
+`completed` and the device removed.
+`make test` runs one kill of two instances during rotations, one during a sync and one during a device
+removal (tests/fault/test_instances.py).
 """
 
 from __future__ import annotations
@@ -284,6 +288,138 @@ async def sync_exercise(stack: Stack, conn: Connection, *, tls: TlsFiles, entra_
     return report
 
 
+#: Injected latency of Graph's passkey deletions, so that a kill lands while a device's passkeys are revoked.
+SLOW_REVOCATIONS = {"routes": [{"path": r"/authentication/fido2Methods/", "method": "DELETE", "latencyMs": 1500}]}
+
+
+@dataclass
+class RemovalKillReport:
+    """What the device-removal exercise found."""
+
+    passkeys: int = 0
+    #: Passkeys the operation counted as revoked when its instance was killed.
+    done_at_kill: int = -1
+    status: str = ""
+    done: int = 0
+    device_state: str = ""
+    left_in_entra: int = -1
+    #: passkey.revoked audit records and events per passkey, and device.removed audit records.
+    audited: dict[str, int] = field(default_factory=dict)
+    events: dict[str, int] = field(default_factory=dict)
+    removed_audited: int = 0
+    converged_seconds: float | None = None
+    lease: float = 4.0
+
+    @property
+    def ok(self) -> bool:
+        """Killed mid-removal, finished by another instance: every passkey revoked once, the device removed."""
+        return (1 <= self.done_at_kill < self.passkeys and self.converged_seconds is not None
+                and self.converged_seconds <= self.lease + 30 and self.status == "completed"
+                and self.done == self.passkeys and self.device_state == "removed" and self.left_in_entra == 0
+                and len(self.audited) == len(self.events) == self.passkeys
+                and set(self.audited.values()) == set(self.events.values()) == {1} and self.removed_audited == 1)
+
+    def line(self) -> str:
+        """The summary line."""
+        took = f"{self.converged_seconds:.1f} s" if self.converged_seconds is not None else "never"
+        ratio = (self.converged_seconds / (self.lease + 30)) if self.converged_seconds is not None else float("inf")
+        return (f"host kills: a device removal killed (SIGKILL) with {self.done_at_kill} of {self.passkeys} passkeys "
+                f"revoked, finished by another instance {took} after the kill (goal {self.lease + 30:.0f} s, ratio "
+                f"{ratio:.2f}); operation {self.status or 'missing'} ({self.done}/{self.passkeys}), device "
+                f"{self.device_state}, left in Entra {self.left_in_entra}; passkey.revoked audited "
+                f"{sorted(self.audited.values())}, events {sorted(self.events.values())}, device.removed audited "
+                f"{self.removed_audited} -> {'PASS' if self.ok else 'FAIL'}")
+
+
+async def removal_exercise(stack: Stack, conn: Connection, *, tls: TlsFiles, entra_admin: Callable[..., Any],
+                           identity_endpoint: str, identity_header: str, folder: Path, passkeys: int = 4,
+                           lease: float = 4.0, patience: float = 60.0) -> RemovalKillReport:
+    """Register a device with `passkeys` passkeys through the API, remove it, kill the instance revoking them
+    once one is revoked, start another: it finishes the removal."""
+    import httpx
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    from local.authenticator import SoftwareAuthenticator
+    from local.host.process import instance_environment, running
+
+    report = RemovalKillReport(passkeys=passkeys, lease=lease)
+    conn = conn.model_copy(update={"features": conn.features.model_copy(update={
+        "passkeys": conn.features.passkeys.model_copy(update={"enabled": True})})})
+    async with stack.open(4) as world:
+        await world.sync.run(conn, GraphDirectoryReader(world.graph), run_id=f"sync-{uuid.uuid4().hex[:8]}",
+                             correlation_id="host-kills")
+        user = next(iter([row async for row in world.directory.all(conn.name) if row.active]))
+    device = f"dev-{uuid.uuid4().hex[:10]}"
+    key, master = secrets.token_urlsafe(18), secrets.token_urlsafe(24)
+    settings = write_settings(folder / f"settings-{conn.name}.json", host_values(
+        conn, stack, tls=tls, identity_endpoint=identity_endpoint, identity_header=identity_header, lease=lease),
+        function_key=key, master_key=master)
+    base = f"/api/connections/{conn.name}"
+    methods: set[str] = set()
+    try:
+        with contextlib.ExitStack() as hosts:
+            first = hosts.enter_context(running(settings_file=settings, function_key=key, master_key=master,
+                                                log_path=folder / conn.name / "host-0.log",
+                                                env=instance_environment(0)))
+            async with httpx.AsyncClient(base_url=first.url, headers={"x-functions-key": key}, timeout=60) as http:
+                jwk = json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()))
+                put = await http.put(f"{base}/devices/{device}", json={
+                    "user": user.id, "displayName": "kill test", "publicKey": jwk})
+                put.raise_for_status()
+                for k in range(passkeys):
+                    options = (await http.post(f"{base}/devices/{device}/passkeys/options")).raise_for_status().json()
+                    credential = SoftwareAuthenticator(fmt="packed-self").register(options)
+                    made = await http.post(f"{base}/devices/{device}/passkeys", json={
+                        "ceremonyId": options["ceremonyId"], "displayName": f"key {k}", "credential": credential})
+                    made.raise_for_status()
+                    methods.add(str(made.json()["id"]))
+                entra_admin("PUT", "/_sim/faults", SLOW_REVOCATIONS)
+                removal = (await http.delete(f"{base}/devices/{device}")).raise_for_status().json()
+                operation = f"{base}/operations/{removal['operationId']}"
+                deadline = time.monotonic() + patience
+                while time.monotonic() < deadline:
+                    progress = (await http.get(operation)).json()
+                    report.done_at_kill = int(progress.get("done", 0))
+                    if report.done_at_kill >= 1 or progress.get("status") == "completed":
+                        break
+                    await asyncio.sleep(0.1)
+            kill(first)
+            killed = time.monotonic()
+            second = hosts.enter_context(running(settings_file=settings, function_key=key, master_key=master,
+                                                 log_path=folder / conn.name / "host-1.log",
+                                                 env=instance_environment(1)))
+            async with httpx.AsyncClient(base_url=second.url, headers={"x-functions-key": key}, timeout=60) as http:
+                while time.monotonic() < killed + patience:
+                    progress = (await http.get(operation)).json()
+                    if progress.get("status") == "completed":
+                        report.converged_seconds = time.monotonic() - killed
+                        break
+                    await asyncio.sleep(0.3)
+                report.status, report.done = str(progress.get("status")), int(progress.get("done", 0))
+                report.device_state = str((await http.get(f"{base}/devices/{device}")).json().get("state"))
+    finally:
+        entra_admin("PUT", "/_sim/faults", {})
+    left = entra_admin("GET", f"/_sim/users/{user.id}/fido2")["methods"]
+    report.left_in_entra = len([m for m in left if m.get("id") in methods])
+    tables = TableEntityStore.from_connection_string(stack.storage)
+    try:
+        today = dt.datetime.now(dt.UTC).date()
+        records = [r async for r in AuditReader(tables).records(conn.name, today, today)
+                   if r.detail.get("device") == device]
+        report.audited = dict(collections.Counter(str(r.detail.get("method")) for r in records
+                                                  if r.action == "passkey.revoked"))
+        report.removed_audited = sum(r.action == "device.removed" for r in records)
+        revoked = [row.data["event"] async for row in tables.query(Table.EVENTS, conn.name)
+                   if row.row_key.startswith("e|") and row.data.get("type") == "passkey.revoked"]
+        events = [json.loads(e) if isinstance(e, str) else e for e in revoked]
+        report.events = dict(collections.Counter(str(e["data"]["passkeyId"]) for e in events
+                                                 if e["data"].get("deviceId") == device))
+    finally:
+        await tables.close()
+    return report
+
+
 def _busy(host: RunningHost) -> int:
     """How many rotations the instance has started, from its log (the one with the most is killed)."""
     try:
@@ -311,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     from local.vault.process import running as vault_running
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--during", choices=["rotation", "sync"], default="rotation")
+    parser.add_argument("--during", choices=["rotation", "sync", "removal"], default="rotation")
     parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--kills", type=int, default=1, help="instances killed (at most instances - 1)")
     parser.add_argument("--lease", type=float, default=4.0, help="LOCAL_HOST_MESSAGE_LEASE_SECONDS of the hosts")
@@ -332,8 +468,10 @@ def main(argv: list[str] | None = None) -> int:
             options: dict[str, Any] = {"tls": tls, "entra_admin": sim.admin, "identity_header": header,
                                        "identity_endpoint": f"{sim.url}/msi/token", "folder": folder,
                                        "lease": args.lease}
-            report: KillReport | SyncKillReport
-            if args.during == "sync":
+            report: KillReport | SyncKillReport | RemovalKillReport
+            if args.during == "removal":
+                report = asyncio.run(removal_exercise(stack, conn, **options))
+            elif args.during == "sync":
                 report = asyncio.run(sync_exercise(stack, conn, users=DEMO_SYNC_USERS, **options))
             else:
                 report = asyncio.run(exercise(stack, conn, instances=args.instances, kills=args.kills, **options))

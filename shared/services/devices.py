@@ -287,7 +287,9 @@ class DeviceService:
             return progress
         row = await self.get(conn.name, device_id)
         passkeys = await self.passkeys(conn.name, device_id)
-        done = int(progress.get("done", 0))
+        # A delivery stopped between deleting a passkey's row and recording progress left `done` one short:
+        # the rows still held say how many of the operation's passkeys are gone (none is added while removing).
+        done = max(int(progress.get("done", 0)), int(progress.get("total", 0)) - len(passkeys))
         await self._progress(conn.name, operation, status="running")
         for passkey in passkeys:
             revocation = await entra.revoke(passkey.user_id, passkey.method_id)

@@ -6,6 +6,9 @@
 - An instance killed with SIGKILL in the middle of a connection's first sync: the run is finished by
   another instance (the same run id takes its lease back), every user is imported, and the run
   completes once.
+- An instance killed with SIGKILL in the middle of a device removal (one of its four passkeys revoked in
+  Entra): another instance finishes the operation; every passkey is gone from Entra, each is audited and
+  announced as revoked once, the operation completes with 4 of 4 and the device is removed.
 - Two instances given the same connection's sync work at once (each taking one message at a time, so
   both hold one) run one sync at a time: the lease refuses the second and its message comes back later;
   every run completes, and the work is done once: the users are added once, whatever the number of runs
@@ -21,7 +24,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from bench.host_kills import DEMO_SYNC_USERS, connection, exercise, host_values, sync_exercise
+from bench.host_kills import DEMO_SYNC_USERS, connection, exercise, host_values, removal_exercise, sync_exercise
 from bench.rotation import Stack
 from local.host.process import running_instances, write_settings
 from shared.adapters.audit import AuditReader
@@ -61,6 +64,17 @@ async def test_an_instance_killed_mid_sync_leaves_the_run_to_another(
     report = await sync_exercise(stack, conn, tls=tls_files, entra_admin=entra.admin,
                                  identity_endpoint=entra.identity_endpoint, identity_header=entra.identity_header,
                                  folder=tmp_path, users=DEMO_SYNC_USERS, lease=3.0)
+    assert report.ok, report.line()
+
+
+async def test_an_instance_killed_mid_device_removal_leaves_the_revocations_to_another(
+        entra: EntraFixture, vault: VaultFixture, azurite_connection_string: str, tls_files: Any,
+        tmp_path: Path) -> None:
+    stack = _stack(entra, vault, azurite_connection_string, tls_files)
+    conn = connection(entra.tenant_id, f"d{random.randrange(10**6)}")
+    report = await removal_exercise(stack, conn, tls=tls_files, entra_admin=entra.admin,
+                                    identity_endpoint=entra.identity_endpoint, identity_header=entra.identity_header,
+                                    folder=tmp_path, passkeys=4, lease=3.0)
     assert report.ok, report.line()
 
 

@@ -107,3 +107,19 @@ async def test_removal_revokes_each_passkey_and_reports_progress(world: Any) -> 
     assert (await directory.get("demo", "u1")).enrollment is Enrollment.NOT_ENROLLED
     again = await service.complete_removal(CONN, GraphPasskeyDirectory(graph), message)  # type: ignore[arg-type]
     assert again["status"] == "completed"
+
+
+async def test_a_redelivered_removal_counts_the_passkeys_a_stopped_delivery_revoked(world: Any) -> None:
+    service, entities, queue, _ = world
+    await service.register(CONN, "dev-1", body(), actor="t", correlation_id="c")
+    for method in ("m1", "m2", "m3"):
+        await entities.insert(Table.PASSKEYS, Entity("demo", f"dev-1:{method}", {"methodId": method, "userId": "u1"}))
+    operation = await service.remove(CONN, "dev-1", actor="t", correlation_id="c")
+    # The first delivery revoked m1 and deleted its row, then its process stopped before recording progress.
+    await entities.delete(Table.PASSKEYS, "demo", "dev-1:m1")
+    assert (await service.operation("demo", operation))["done"] == 0
+    message = WorkMessage.model_validate(queue.messages(Queue.DEVICE)[0])
+    graph = Graph()
+    result = await service.complete_removal(CONN, GraphPasskeyDirectory(graph), message)  # type: ignore[arg-type]
+    assert (result["status"], result["done"], result["total"]) == ("completed", 3, 3)
+    assert graph.deleted == [f"/users/u1/authentication/fido2Methods/{m}" for m in ("m2", "m3")]
