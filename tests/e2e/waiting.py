@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -14,4 +15,16 @@ def wait_for(check: Any, timeout: float = 90.0) -> Any:
         if value:
             return value
         time.sleep(0.3)
+    raise AssertionError("condition not met in time")
+
+
+async def settle(check: Any, within: float = 5.0, *, every: float = 0.02) -> Any:
+    """`wait_for` inside an event loop: the stand-in under test runs in the same loop, so this yields to it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        value = check()
+        if value:
+            return value
+        await asyncio.sleep(every)
     raise AssertionError("condition not met in time")

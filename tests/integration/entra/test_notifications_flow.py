@@ -25,6 +25,7 @@ from shared.services.notifications import (
     client_state_name,
 )
 from shared.topology import Table
+from tests.e2e.waiting import settle
 from tests.fakes import FakeAuditSink, FakeEntityStore, FakeSecretStore
 from tests.fixtures.entra import InProcessEntra
 from tests.fixtures.notifications import Receiver, SimGraph
@@ -116,16 +117,6 @@ async def _add_members(entra: InProcessEntra, count: int) -> list[str]:
     return spare
 
 
-async def _settle(check: Any, within: float = 5.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + within
-    while asyncio.get_running_loop().time() < deadline:
-        value = check()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
 async def test_handshake_then_a_membership_change_queues_one_incremental_sync(
         bridge: Bridge, entra_inprocess: InProcessEntra, receiver: Receiver) -> None:
     report = await bridge.service.maintain(bridge.conns["a"], bridge.api, correlation_id="t")
@@ -139,7 +130,7 @@ async def test_handshake_then_a_membership_change_queues_one_incremental_sync(
     assert "notifications.subscribed" in bridge.audit.actions()
 
     await _add_members(entra_inprocess, 1)
-    await _settle(lambda: bridge.runs.runs)
+    await settle(lambda: bridge.runs.runs)
     assert bridge.runs.runs == ["a"]
     # Graph's body is never stored: the only row written is the queued-run marker.
     rows = {k for (p, k) in bridge.entities.tables[Table.SYNCSTATE] if p == "a"}
@@ -151,14 +142,14 @@ async def test_a_burst_of_changes_is_one_queued_run_until_the_run_starts(
         bridge: Bridge, entra_inprocess: InProcessEntra, receiver: Receiver) -> None:
     await bridge.service.maintain(bridge.conns["a"], bridge.api, correlation_id="t")
     await _add_members(entra_inprocess, 20)
-    await _settle(lambda: len(receiver.notifications()) >= 1)
+    await settle(lambda: len(receiver.notifications()) >= 1)
     await asyncio.sleep(0.3)
     assert len([n for c in receiver.notifications() for n in json.loads(c.body)["value"]]) >= 20
     assert bridge.runs.runs == ["a"]
     # The run starts (sync_work releases the marker): the next change queues the next run.
     await bridge.service.release("a")
     await _add_members(entra_inprocess, 1)
-    await _settle(lambda: len(bridge.runs.runs) == 2)
+    await settle(lambda: len(bridge.runs.runs) == 2)
 
 
 async def test_forged_missing_and_other_connections_notifications_are_refused_and_audited(
@@ -345,11 +336,11 @@ async def test_user_changes_run_a_sync_only_for_users_the_bridge_holds(
 
     # A new user (a user change) the bridge does not hold: Graph notifies, the bridge answers and skips it.
     stranger = (await entra_inprocess.client.post("/_sim/users", json={"userPrincipalName": made(1)})).json()["id"]
-    await _settle(lambda: [c for c in receiver.notifications() if stranger.encode() in c.body])
+    await settle(lambda: [c for c in receiver.notifications() if stranger.encode() in c.body])
     assert bridge.runs.runs == []
     held = secrets.token_hex(4)
     bridge.users.ids.add(held)
     created = await entra_inprocess.client.post("/_sim/users", json={"id": held, "userPrincipalName": made(2)})
     assert created.status_code == 201
-    await _settle(lambda: bridge.runs.runs)
+    await settle(lambda: bridge.runs.runs)
     assert bridge.runs.runs == ["a"]

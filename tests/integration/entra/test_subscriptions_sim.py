@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from local.entra.demo import BRIDGE_CLIENT_ID
+from tests.e2e.waiting import settle
 from tests.fixtures.entra import InProcessEntra
 from tests.fixtures.notifications import Receiver
 
@@ -30,16 +31,6 @@ async def _subscribe(entra: InProcessEntra, receiver: Receiver, **extra: Any) ->
     return await entra.client.post("/v1.0/subscriptions", json=body, headers=entra.headers())
 
 
-async def _until(check: Any, within: float = 5.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + within
-    while asyncio.get_running_loop().time() < deadline:
-        value = check()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
 async def test_create_validates_both_urls_then_delivers_changes_with_client_state(
         entra_inprocess: InProcessEntra, receiver: Receiver) -> None:
     created = await _subscribe(entra_inprocess, receiver)
@@ -55,7 +46,7 @@ async def test_create_validates_both_urls_then_delivers_changes_with_client_stat
     users = [u for u in entra_inprocess.sim.tenant.users if u not in entra_inprocess.sim.tenant.groups[group].members]
     added = await entra_inprocess.client.post(f"/_sim/groups/{group}/members", json={"ids": users[:1]})
     assert added.status_code == 200
-    got = await _until(receiver.notifications)
+    got = await settle(receiver.notifications)
     item = json.loads(got[0].body)["value"][0]
     assert got[0].path == "/hook"
     assert item["subscriptionId"] == sub["id"]
@@ -153,7 +144,7 @@ async def test_lifecycle_events_and_delivery_faults(entra_inprocess: InProcessEn
     await entra_inprocess.client.put("/_sim/faults", json={"routes": [{"path": "^/_notifications", "errorRate": 1,
                                                                        "latencyMs": 50}]})
     await entra_inprocess.client.post(f"/_sim/groups/{group}/members", json={"ids": spare[1:2]})
-    missed = await _until(lambda: [c for c in receiver.calls[before:] if b'"missed"' in c.body])
+    missed = await settle(lambda: [c for c in receiver.calls[before:] if b'"missed"' in c.body])
     assert missed[0].path == "/life"
     listed = (await entra_inprocess.client.get("/_sim/subscriptions")).json()["value"][0]["deliveries"]
     assert listed["dropped"] == 1

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import time
 import urllib.error
 import uuid
 from typing import Any
@@ -16,22 +14,13 @@ from local.eventgrid.process import RunningTopic
 from shared.adapters.events import EventGridSink
 from shared.domain.events import Event, EventType, new_event
 from shared.errors import PermissionDenied
+from tests.e2e.waiting import settle
 
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
 
 
 def _event(n: int, kind: EventType = EventType.USER_IMPORTED) -> Event:
     return new_event(kind, connection="contoso", subject=f"user-{n}", change=str(n), time=NOW, userId=f"user-{n}")
-
-
-async def _until(check: Any, within: float = 20.0) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def _sink(eventgrid: RunningTopic, types: list[str] | None = None, **policy: Any) -> str:
@@ -48,7 +37,7 @@ async def test_the_sdk_publishes_and_a_subscriber_receives_each_cloudevent(event
         await client.publish([_event(1), _event(2), _event(3, EventType.PASSWORD_ROTATED)])
     finally:
         await client.close()
-    received = await _until(lambda: len(eventgrid.received(sink)) >= 2 and eventgrid.received(sink))
+    received = await settle(lambda: len(eventgrid.received(sink)) >= 2 and eventgrid.received(sink), within=20.0)
     assert {e["subject"] for e in received} == {"user-1", "user-2"}  # the filter kept the rotation out
     first = received[0]
     assert first["specversion"] == "1.0"
@@ -83,7 +72,7 @@ async def test_a_failing_subscriber_is_retried_on_the_schedule_then_gets_the_eve
         await client.publish([_event(20)])
     finally:
         await client.close()
-    received = await _until(lambda: eventgrid.received(sink))
+    received = await settle(lambda: eventgrid.received(sink), within=20.0)
     assert [e["subject"] for e in received] == ["user-20"]
     assert eventgrid.call("GET", f"/_sink/{sink}")["attempts"] == 4
     delivered = [d for d in eventgrid.call("GET", "/_admin/deliveries")["delivered"] if d["subscription"] == sink]
@@ -98,7 +87,8 @@ async def test_after_the_attempt_limit_the_event_is_dead_lettered(eventgrid: Run
         await client.publish([_event(30)])
     finally:
         await client.close()
-    dead = await _until(lambda: [d for d in eventgrid.call("GET", "/_admin/deadletters") if d["subscription"] == sink])
+    dead = await settle(lambda: [d for d in eventgrid.call("GET", "/_admin/deadletters")
+                                if d["subscription"] == sink], within=20.0)
     assert dead[0]["deadLetterReason"] == "MaxDeliveryAttemptsExceeded"
     assert dead[0]["attempts"] == 3
     assert eventgrid.received(sink) == []
@@ -112,7 +102,8 @@ async def test_a_400_from_the_subscriber_is_not_retried(eventgrid: RunningTopic,
         await client.publish([_event(40)])
     finally:
         await client.close()
-    dead = await _until(lambda: [d for d in eventgrid.call("GET", "/_admin/deadletters") if d["subscription"] == sink])
+    dead = await settle(lambda: [d for d in eventgrid.call("GET", "/_admin/deadletters")
+                                if d["subscription"] == sink], within=20.0)
     assert dead[0]["attempts"] == 1
 
 
@@ -173,5 +164,5 @@ async def test_the_apps_identity_publishes_with_an_entra_token(run_dir: Any, tls
         finally:
             await client.close()
             await credential.close()
-        received = await _until(lambda: topic.received(sink))
+        received = await settle(lambda: topic.received(sink), within=20.0)
         assert [e["subject"] for e in received] == ["user-50"]
