@@ -58,7 +58,8 @@ from shared.adapters.ownership import TableGroupRecords
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.tables import TableEntityStore
 from shared.config import Connection
-from shared.services.directory import Directory, EnrollmentGroups
+from shared.services.directory import Directory
+from shared.services.enrollment_groups import EnrollmentGroups
 from shared.services.sync import SyncReport, SyncService
 from shared.topology import Table
 from tests.fakes import FakeSecretStore

@@ -40,8 +40,9 @@ from shared.services.audit import AuditQuery
 from shared.services.connections import CertificateValidator
 from shared.services.delivery import PasswordDelivery
 from shared.services.devices import DeviceService
-from shared.services.directory import Directory, EnrollmentGroups, RotationSubjects
+from shared.services.directory import Directory, RotationSubjects
 from shared.services.enrollment import DeviceEnrollment
+from shared.services.enrollment_groups import EnrollmentGroups
 from shared.services.events import ChangeFeed, EventPublisher
 from shared.services.export import ExportService
 from shared.services.federation import watch_rows

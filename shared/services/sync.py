@@ -46,7 +46,8 @@ from shared.domain.sync import (
 )
 from shared.errors import BridgeError, Conflict, Gone, NotFound, Stop, Throttled, Transient, root_cause, translated
 from shared.messages import WorkMessage
-from shared.services.directory import Directory, EnrollmentGroups, GroupWriter, partition_of
+from shared.services.directory import Directory, partition_of
+from shared.services.enrollment_groups import EnrollmentGroups, GroupWriter
 from shared.services.events import recover_user_events, user_events
 from shared.services.ports import (
     TRANSACTION_ROWS,

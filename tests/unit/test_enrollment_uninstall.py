@@ -20,7 +20,7 @@ from shared.config import Connection, settings
 from shared.domain.directory import Enrollment, UserRow
 from shared.domain.enrollment import Ownership
 from shared.errors import Configuration, InvalidInput, NotFound
-from shared.services.directory import EnrollmentGroups
+from shared.services.enrollment_groups import EnrollmentGroups
 from shared.services.ports import Entity
 from shared.topology import Table
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore

@@ -19,7 +19,8 @@ from shared.config import Connection
 from shared.domain.directory import Enrollment, UserState
 from shared.domain.sync import GroupTree, SeenIds, affected_users
 from shared.services import sync as sync_service
-from shared.services.directory import Directory, EnrollmentGroups, partition_of
+from shared.services.directory import Directory, partition_of
+from shared.services.enrollment_groups import EnrollmentGroups
 from shared.services.ports import Entity
 from shared.services.sync import DeltaRead, SyncReport, SyncService
 from shared.topology import Table
