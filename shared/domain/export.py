@@ -17,6 +17,8 @@ from shared.domain.scim import ENTERPRISE_SCHEMA, Kind
 
 Action = Literal["user.create", "user.update", "user.disable", "user.delete", "user.assignLicense",
                  "group.create", "group.delete", "group.addMember", "group.removeMember", "link"]
+#: Actions that remove: the removal threshold counts them across a run (shared/services/export.py).
+REMOVALS = frozenset({"user.delete", "user.disable", "group.delete", "group.removeMember"})
 #: The target of a step that acts on the object a previous step of the same plan creates.
 NEW = "(new)"
 #: mailNickname: ASCII letters and digits and a few marks, at most 64 characters
@@ -85,6 +87,16 @@ class Step:
     target: str
     detail: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def kind(self) -> str:
+        """The action, as the reconcile engine counts and audits it (`export.` + kind)."""
+        return self.action
+
+    @property
+    def removals(self) -> int:
+        """1 for a deletion, a disable or a member removal; the engine's threshold counts them over a run."""
+        return 1 if self.action in REMOVALS else 0
+
     def describe(self) -> str:
         """One line for the dry-run listing."""
         extra = ", ".join(f"{k}={v}" for k, v in self.detail.items() if k != "body")
@@ -105,8 +117,7 @@ class Plan:
     @property
     def removals(self) -> int:
         """Deletions, disables and member removals in this plan."""
-        return sum(1 for s in self.steps if s.action in ("user.delete", "user.disable", "group.delete",
-                                                          "group.removeMember"))
+        return sum(s.removals for s in self.steps)
 
 
 def mail_nickname(text: str) -> str:
@@ -272,7 +283,7 @@ def plan_group(scim_id: str, attributes: Mapping[str, Any] | None, link: Link | 
     if attributes is None:
         if linked is not None and link.created:
             deletion = (Step("group.delete", linked.id, {"displayName": linked.display_name}),)
-            return _thresholded(Plan("Groups", scim_id, deletion, (), link), rules)
+            return Plan("Groups", scim_id, deletion, (), link)
         return Plan("Groups", scim_id, (), (), link)
     display_name = str(attributes.get("displayName") or "")
     steps: list[Step] = []
@@ -306,13 +317,5 @@ def plan_group(scim_id: str, attributes: Mapping[str, Any] | None, link: Link | 
         steps.append(Step("group.addMember", target_id, {"member": member}))
     for member in sorted(current - wanted_members):
         steps.append(Step("group.removeMember", target_id, {"member": member}))
-    return _thresholded(Plan("Groups", scim_id, tuple(steps), tuple(problems), link), rules)
+    return Plan("Groups", scim_id, tuple(steps), tuple(problems), link)
 
-
-def _thresholded(plan: Plan, rules: ExportFeature) -> Plan:
-    """A plan that removes more than removalThreshold objects is stopped: nothing of it is applied."""
-    if plan.removals <= rules.removal_threshold:
-        return plan
-    problem = (f"{plan.removals} removals exceed features.export.removalThreshold {rules.removal_threshold}: "
-               "nothing applied; raise the threshold or check the source")
-    return replace(plan, steps=(), problems=(*plan.problems, problem), stopped=True)

@@ -183,6 +183,10 @@ class Capability(ABC, Generic[B, A]):
         """The audit detail of an action (ids, counts, reasons; never a secret)."""
         return {}
 
+    def context(self, batch: B, audit: AuditContext) -> AuditContext:
+        """The audit context of a batch's records (a batch may carry its own correlation id)."""
+        return audit
+
     async def begin(self, batch: B, actions: Sequence[A]) -> None:
         """Before a batch's actions are applied (hold its events)."""
 
@@ -226,6 +230,7 @@ async def reconcile(capability: Capability[B, A], audit: AuditContext, *, dry_ru
 
 async def _apply_batch(capability: Capability[B, A], audit: AuditContext, batch: B, actions: Sequence[A],
                        report: Report[A], keep_going: bool) -> None:
+    audit = capability.context(batch, audit)
     await capability.begin(batch, actions)
     failed = False
     for action in actions:
