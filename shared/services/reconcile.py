@@ -13,7 +13,8 @@ Every job that makes a system equal to what the bridge knows has the same shape,
 4. **threshold**: once the read is complete, the removals of the whole run are counted and handed to
    the `Limit`; a reason back stops the run with `ThresholdExceeded` (a `Stop` naming the setting)
    before anything more is applied.
-5. **dry-run**: the run ends after planning and returns the plan; nothing is applied or audited.
+5. **dry-run**: the run ends after planning and returns the plan (`Report.plan`); nothing is applied or
+   audited.
 6. **apply**: `Capability.apply(action)`, one action at a time, each with its audit record through
    the bound `AuditContext`: `prefix + kind`, the target, the outcome `Done` names, and the action's
    detail. A failure is audited (`failed`, with the error's title), counted in the report, then
@@ -128,7 +129,12 @@ class Report(Generic[A]):
     """What a run planned and did."""
 
     dry_run: bool
-    planned: list[A] = field(default_factory=list)
+    #: Planned actions per kind.
+    counts: Counter[str] = field(default_factory=Counter)
+    #: Objects the plan removes.
+    removals: int = 0
+    #: The plan itself, kept in a dry run only (a streaming run may plan more than memory holds).
+    plan: list[A] = field(default_factory=list)
     applied: Counter[str] = field(default_factory=Counter)
     #: Actions applied that found nothing to do (their `apply` returned None).
     unchanged: int = 0
@@ -136,15 +142,13 @@ class Report(Generic[A]):
     #: Why the run stopped before applying (the threshold), or None.
     stopped: str | None = None
 
-    @property
-    def removals(self) -> int:
-        """Objects the plan removes."""
-        return sum(action.removals for action in self.planned)
-
-    @property
-    def counts(self) -> Counter[str]:
-        """Planned actions per kind."""
-        return Counter(action.kind for action in self.planned)
+    def planned(self, actions: Sequence[A]) -> None:
+        """Count a batch's actions (and keep them, in a dry run)."""
+        for action in actions:
+            self.counts[action.kind] += 1
+            self.removals += action.removals
+        if self.dry_run:
+            self.plan.extend(actions)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form, for logs and status."""
@@ -204,7 +208,7 @@ async def reconcile(capability: Capability[B, A], audit: AuditContext, *, dry_ru
         held: list[tuple[B, list[A]]] = []
         async for batch in capability.read():
             actions = list(capability.plan(batch))
-            report.planned.extend(actions)
+            report.planned(actions)
             if dry_run:
                 continue
             if stream:

@@ -140,7 +140,7 @@ async def test_a_dry_run_returns_the_plan_and_applies_nothing() -> None:
     job = Members([["a", "b"]], have={"x", "y", "z"})
     report = await reconcile(job, context(audit), dry_run=True, limit=Threshold(2, "removalThreshold"))
     assert report.dry_run
-    assert [(a.kind, a.target) for a in report.planned] == [("add", "a"), ("add", "b"), ("remove", "x"),
+    assert [(a.kind, a.target) for a in report.plan] == [("add", "a"), ("add", "b"), ("remove", "x"),
                                                             ("remove", "y"), ("remove", "z")]
     assert report.stopped is not None
     assert "removalThreshold 2" in report.stopped
