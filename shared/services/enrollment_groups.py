@@ -113,6 +113,7 @@ class EnrollmentGroups:
         return ids
 
     def _context(self, conn: Connection, correlation_id: str, run_id: str = "", actor: str = "sync") -> AuditContext:
+        """The audit context of one call: its connection, actor, correlation id and run."""
         return AuditContext(self._audit, connection=conn.name, actor=actor, correlation_id=correlation_id,
                             run_id=run_id)
 
