@@ -25,7 +25,7 @@ from shared.errors import (
     Transient,
 )
 from shared.services.ports import SecretState
-from tests.integration.vault.token_issuer import Client, TokenIssuer
+from local.vault.token_issuer import Client, TokenIssuer
 
 PASSWORD = "Sup3r-Secret-" + uuid.uuid4().hex
 
