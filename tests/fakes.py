@@ -14,6 +14,7 @@ from typing import Any
 from local.memory import (
     AuditEntry,
     FakeAuditSink,
+    FakeBatchEntityStore,
     FakeClock,
     FakeEntityStore,
     FakeSecretStore,
@@ -23,8 +24,8 @@ from shared.domain.export import EntraGroup, EntraUser, Sku
 from shared.errors import InvalidInput, NotFound
 from shared.services.ports import JsonObject, Written
 
-__all__ = ["AuditEntry", "FakeAuditSink", "FakeClock", "FakeEntityStore", "FakeExportDirectory", "FakeSecretStore",
-           "FakeWorkQueue"]
+__all__ = ["AuditEntry", "FakeAuditSink", "FakeBatchEntityStore", "FakeClock", "FakeEntityStore",
+           "FakeExportDirectory", "FakeSecretStore", "FakeWorkQueue"]
 
 
 class FakeExportDirectory:
