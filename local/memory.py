@@ -257,6 +257,7 @@ class FakeSecretStore:
     async def set_tags(self, name: str, version: str, tags: Mapping[str, str], *,
                        enabled: bool | None = None) -> SecretVersion:
         check_name(name)
+        tags = check_tags(tags)
         versions = self.secrets.get(name, [])
         for i, candidate in enumerate(versions):
             if candidate.version == version:
