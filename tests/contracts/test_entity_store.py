@@ -28,7 +28,8 @@ async def test_a_row_round_trips_its_json_values_and_drops_nulls(entity_store: C
     assert got.etag == stored.etag
     got.data["list"].append("mutated")
     again = await entity_store.get(Table.USERS, pk, "r")
-    assert again is not None and again.data["list"] == ["a", 1]
+    assert again is not None
+    assert again.data["list"] == ["a", 1]
 
 
 async def test_a_missing_row_is_none_and_its_delete_is_done(entity_store: ContractEntityStore) -> None:
@@ -44,14 +45,16 @@ async def test_insert_conflicts_on_an_existing_row(entity_store: ContractEntityS
     with pytest.raises(Conflict):
         await entity_store.insert(Table.USERS, Entity(pk, "r", {"v": 2}))
     got = await entity_store.get(Table.USERS, pk, "r")
-    assert got is not None and got.data == {"v": 1}
+    assert got is not None
+    assert got.data == {"v": 1}
 
 
 async def test_update_and_delete_follow_the_etag(entity_store: ContractEntityStore) -> None:
     pk = partition()
     first = await entity_store.insert(Table.USERS, Entity(pk, "r", {"v": 1}))
     second = await entity_store.update(Table.USERS, Entity(pk, "r", {"v": 2}, first.etag))
-    assert second.etag and second.etag != first.etag
+    assert second.etag
+    assert second.etag != first.etag
     with pytest.raises(Conflict):
         await entity_store.update(Table.USERS, Entity(pk, "r", {"v": 3}, first.etag))
     with pytest.raises(Conflict):
@@ -73,7 +76,8 @@ async def test_upsert_replaces_the_whole_row(entity_store: ContractEntityStore) 
     second = await entity_store.upsert(Table.USERS, Entity(pk, "r", {"a": 3}))
     assert first.etag != second.etag
     got = await entity_store.get(Table.USERS, pk, "r")
-    assert got is not None and got.data == {"a": 3}
+    assert got is not None
+    assert got.data == {"a": 3}
 
 
 async def test_query_orders_bounds_and_limits_one_partition(entity_store: ContractEntityStore) -> None:
