@@ -18,6 +18,7 @@ from typing import Any
 
 from shared.adapters.tables import check_key
 from shared.adapters.vault import MAX_VALUE_BYTES, check_name, check_tags
+from shared.domain.audit import reject_secret_keys
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.services.ports import Entity, JsonObject, PoisonMessage, SecretVersion
 from shared.topology import Queue, Table
@@ -293,7 +294,7 @@ class AuditEntry:
 
 
 class FakeAuditSink:
-    """Keeps audit records in order."""
+    """Keeps audit records in order; a detail member named like a secret is refused, as the Table sink does."""
 
     def __init__(self) -> None:
         self.records: list[AuditEntry] = []
@@ -302,8 +303,10 @@ class FakeAuditSink:
     async def record(self, *, connection: str, actor: str, action: str, target: str, outcome: str,
                      correlation_id: str, graph_request_id: str | None = None,
                      vault_version: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
+        kept = json.loads(json.dumps(dict(detail or {})))
+        reject_secret_keys(kept)  # as the Table sink refuses it (invariant 2)
         self.records.append(AuditEntry(connection, actor, action, target, outcome, correlation_id,
-                                       graph_request_id, vault_version, dict(detail or {})))
+                                       graph_request_id, vault_version, kept))
 
     async def flush(self) -> None:
         self.flushes += 1
