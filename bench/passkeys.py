@@ -48,6 +48,7 @@ from local.entra.demo import BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET, IDENTITY_PR
 from local.entra.process import running as entra_running
 from local.host.process import running as host_running
 from local.host.process import write_settings
+from local.memory import FakeSecretStore
 from local.servers import azurite
 from local.tls import ensure_tls
 from local.vault.process import running as vault_running
@@ -65,7 +66,6 @@ from shared.services.directory import Directory
 from shared.services.passkeys import PasskeyRegistration, PasskeyService
 from shared.services.ports import Entity, GraphResponse, JsonObject
 from shared.topology import Queue, Table
-from tests.fakes import FakeSecretStore
 
 OWN_P99_TARGET_MS = 20.0
 COLD_START_TARGET_S = 2.5

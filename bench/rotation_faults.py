@@ -28,6 +28,7 @@ import random
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from local.memory import FakeAuditSink, FakeClock, FakeEntityStore, FakeSecretStore
 from shared.config import Connection
 from shared.domain.rotation import RotationSubject, secret_name
 from shared.errors import Ambiguous, BridgeError, InvalidInput, Throttled, Transient
@@ -35,7 +36,6 @@ from shared.messages import WorkMessage
 from shared.services.ports import Entity, JsonObject, SecretVersion
 from shared.services.rotation import RotationService
 from shared.topology import Queue, Table
-from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeSecretStore
 
 MAX_DEQUEUE = 5  # host.json extensions.queues.maxDequeueCount
 VISIBILITY_SECONDS = 30  # host.json extensions.queues.visibilityTimeout

@@ -49,6 +49,7 @@ from azure.identity.aio import ClientSecretCredential
 from bench.memory import peak_rss_mb, process_rss_mb
 from local.entra.demo import BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET
 from local.entra.process import running as entra_running
+from local.memory import FakeSecretStore
 from local.servers import azurite
 from local.tls import ensure_tls
 from shared.adapters.audit import TableAuditSink, VaultAuditAnchors, VaultAuditKeys
@@ -62,7 +63,6 @@ from shared.services.directory import Directory
 from shared.services.enrollment_groups import EnrollmentGroups
 from shared.services.sync import SyncReport, SyncService
 from shared.topology import Table
-from tests.fakes import FakeSecretStore
 
 #: The 100,000-user import's goal (docs/sync.md: the larger of Graph's paging and Azurite's writes),
 #: scaled with the tenant's size.

@@ -26,8 +26,8 @@ from azure.identity.aio import ClientSecretCredential
 from local.tls import ensure_tls
 from local.vault import rules
 from local.vault.process import running
+from local.vault.token_issuer import serving
 from shared.adapters.vault import KeyVaultSecretStore
-from tests.integration.vault.token_issuer import serving
 
 BOUND_PER_SECOND = rules.SECRET_CREATES_PER_WINDOW / rules.WINDOW_SECONDS
 

@@ -24,7 +24,6 @@ from cryptography.x509.oid import NameOID
 
 from local.authenticator import DEFAULT_AAGUID, well_known_root
 from local.tls import TlsFiles, ensure_tls
-from shared.domain.mds import TrustAnchors, root_certificate
 
 LEGAL_HEADER = "Test metadata of the Entra bridge's local stack; not the FIDO Alliance's."
 
@@ -92,7 +91,15 @@ def root_setting(tls: TlsFiles | None = None) -> str:
 
 
 @lru_cache(maxsize=1)
-def served() -> tuple[bytes, TrustAnchors]:
-    """The blob this process serves (made once), and the trust anchors it yields."""
-    made = local_blob()
-    return made, TrustAnchors.from_blob(made, root_certificate(root_setting()))
+def served() -> bytes:
+    """The blob this process serves, made once."""
+    return local_blob()
+
+
+def served_roots() -> dict[str, list[bytes]]:
+    """The attestation roots (DER) the served blob lists, per AAGUID, read from its own payload: the simulator
+    made the blob, so it needs no signature check to know what it says."""
+    payload = served().split(b".")[1]
+    document = json.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
+    return {str(e["aaguid"]).lower(): [base64.b64decode(r) for r in e["metadataStatement"]
+                                       ["attestationRootCertificates"]] for e in document["entries"]}

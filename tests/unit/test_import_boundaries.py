@@ -53,3 +53,9 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     sample = tmp_path / "x.py"
     sample.write_text("import azure.identity\nfrom shared.adapters import graph\n")
     assert _imports(sample) == ["azure.identity", "shared.adapters"]
+
+
+def test_bench_never_imports_tests() -> None:
+    # Benchmarks ship with the product and run without the test tree: what they share with tests (the
+    # in-memory stand-ins, the login stand-in) lives in local/.
+    assert _violations("bench", ("tests",)) == []

@@ -11,11 +11,11 @@ from shared.services.directory import SHARDS, Directory, partition_of
 from shared.services.ports import Entity
 from shared.services.sync import SyncService
 from shared.topology import Table
-from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
+from tests.fakes import FakeAuditSink, FakeBatchEntityStore, FakeClock, FakeWorkQueue
 from tests.unit.test_sync_service import SYNC, FakeEntra, conn, user
 
 
-class BatchingStore(FakeEntityStore):
+class BatchingStore(FakeBatchEntityStore):
     """The fake store with transactions; the first `drops` transactions fail as a dropped connection would."""
 
     def __init__(self, *, drops: int = 0, refuse: str | None = None) -> None:

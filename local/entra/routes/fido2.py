@@ -8,8 +8,9 @@ Pages followed (learn.microsoft.com/graph/api/...):
   standard base64, the quirk third parties report (webauthn-interop issues 21 and 28), so clients
   are tested against it. A query string on v1.0 is answered 405 (webauthn-interop issue 13).
 - authentication-post-fido2methods: 201 with the fido2AuthenticationMethod. Entra checks the
-  challenge it issued to that user and its expiry, the origin and rpId, the format, the tenant's
-  attestation enforcement and key restrictions; the provisioning API also requires the policy's
+  challenge it issued to that user and its expiry, the origin and rpId, the flags, the format and its
+  statement, the tenant's attestation enforcement and key restrictions (local/entra/registration.py, the
+  simulator's own checks, independent of the bridge's verifier); the provisioning API also requires the policy's
   self-service setup flag (Graph known issues) and the user in the policy's targets.
 - fido2authenticationmethod-list / -get / -delete (204; itemNotFound otherwise).
 - fido2authenticationmethodconfiguration-get / -update (PATCH needs @odata.type; 204).
@@ -29,9 +30,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from local.entra.core import Caller, GraphError, Simulator, graph_route, json_body, page
+from local.entra.registration import Refused, check
 from local.entra.state import now_iso
-from local.mds import served
-from shared.domain.attestation import PARSE_ERRORS, AttestationRejected, KeyRestrictions, verify
+from local.mds import served_roots
 
 PASSKEY_WRITE = ("UserAuthMethod-Passkey.ReadWrite.All", "UserAuthenticationMethod.ReadWrite.All")
 PASSKEY_READ = (*PASSKEY_WRITE, "UserAuthMethod-Passkey.Read.All", "UserAuthenticationMethod.Read.All")
@@ -182,26 +183,28 @@ def routes(sim: Simulator) -> list[Route]:
                              "attestationObject": response.get("attestationObject")}}
         try:
             parsed = RegistrationResponse.from_dict(data)
-            challenge = _b64(parsed.response.client_data.challenge)
-        except PARSE_ERRORS:
+            client_data = parsed.response.client_data
+            attestation = parsed.response.attestation_object
+            challenge = _b64(client_data.challenge)
+        except Exception:
+            # Bad base64, JSON or CBOR surfaces as whatever the parser raises; Entra answers 400 for all.
             raise GraphError(400, "invalidRequest", "The publicKeyCredential could not be parsed.") from None
         issued = tenant.challenges.get(challenge)
         if issued is None or issued["userId"] != user.id:
             raise GraphError(400, "invalidRequest", "The challenge was not issued for this user.")
         if dt.datetime.fromisoformat(issued["expires"]) < dt.datetime.now(dt.UTC):
             raise GraphError(400, "invalidRequest", "The challenge has expired.")
-        known = [m["credentialId"] for methods in tenant.fido2.values() for m in methods]
+        known = {m["credentialId"] for methods in tenant.fido2.values() for m in methods}
         try:
-            verified = verify(data, challenge=_unb64(challenge), restrictions=KeyRestrictions.from_policy(policy),
-                              known_credential_ids=known,
-                              attestation_enforced=bool(policy.get("isAttestationEnforced")),
-                              trust=served()[1])
-        except AttestationRejected as err:
+            verified = check(client_data, attestation, raw_id=bytes(parsed.raw_id), challenge=_unb64(challenge),
+                             roots=served_roots(), attestation_enforced=bool(policy.get("isAttestationEnforced")),
+                             restrictions=policy.get("keyRestrictions") or {}, known=known)
+        except Refused as err:
             raise GraphError(400, "invalidRequest", f"The passkey could not be registered: {err}") from None
         del tenant.challenges[challenge]
         method = {"id": _b64(os.urandom(24)), "displayName": display_name, "createdDateTime": now_iso(),
                   "aaGuid": verified.aaguid, "model": "Simulated authenticator", "attestationCertificates": [],
-                  "attestationLevel": "attested" if verified.trusted else "notAttested",
+                  "attestationLevel": "attested" if verified.attested else "notAttested",
                   "passkeyType": "deviceBound", "credentialId": verified.credential_id}
         tenant.fido2.setdefault(user.id, []).append(method)
         return JSONResponse(_public(method), status_code=201)

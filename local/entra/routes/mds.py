@@ -21,6 +21,6 @@ def routes(sim: Simulator) -> list[Route]:
     del sim
 
     async def blob(request: Request) -> Response:
-        return Response(served()[0], media_type="application/octet-stream")
+        return Response(served(), media_type="application/octet-stream")
 
     return [Route("/mds3/", blob, methods=["GET"])]

@@ -1,8 +1,8 @@
 """The simulator's FIDO2 provisioning routes against the examples of Microsoft's documentation.
 
 Each test names the page (learn.microsoft.com/graph/api/<page>; source in microsoft-graph-docs-contrib)
-whose request and response example it replays. A simulator of its own, so policy changes here touch
-no other test.
+whose request and response example it replays. A simulator of its own (conftest.py), so policy changes
+here touch no other test.
 """
 
 from __future__ import annotations
@@ -10,111 +10,27 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
-import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from local.authenticator import TEST_ROOT_NAME, AttestationRoot, SoftwareAuthenticator
-from local.entra.demo import BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET, GRAPH_PERMISSIONS
-from local.entra.process import RunningEntra, running
+from local.entra.process import RunningEntra
 from local.mds import root_setting
 from local.tls import TlsFiles
 from shared.adapters.passkeys import GraphPasskeyDirectory, unwrapped
 from shared.domain.mds import MetadataRejected, TrustAnchors, root_certificate
-
-POLICY = "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2"
-POLICY_TYPE = "#microsoft.graph.fido2AuthenticationMethodConfiguration"
-
-# The request of authentication-post-fido2methods, as published (its attestation object is shortened).
-DOCUMENTED_REGISTRATION: dict[str, Any] = {
-    "@odata.type": "#microsoft.graph.fido2AuthenticationMethod",
-    "displayName": "My security key",
-    "publicKeyCredential": {
-        "@odata.type": "#microsoft.graph.webauthnPublicKeyCredential",
-        "id": "OEVEMkQzNTctNzNEMi00RjEzLTk5MjYtODdGNjFCMjRBMzQy",
-        "response": {
-            "@odata.type": "#microsoft.graph.webauthnAuthenticatorAttestationResponse",
-            "clientDataJSON": "eyJ0eXBlIjoid2ViYXV0aG4uY3JlYXRlIiwiY2hhbGxlbmdlIjoiUVRVMU16TkROekF0TmtNM05pMDBOVFJETF"
-                              "VKRFEwWXRSVFJFTURaQ05UQkZSVFJFIiwib3JpZ2luIjoiaHR0cHM6Ly9sb2dpbi5taWNyb3NvZnRvbmxpbm"
-                              "UuY29tIiwiY3Jvc3NPcmlnaW4iOmZhbHNlfQ",
-            "attestationObject": "o2NmbXRkbm9uZWdhdHRTdG10oGhhdXRoRGF0YVikSZYN5YgOjGh0NBcPZHZgW4/krrmihjLHmVzzuoMdl2Nd"
-                                 "AAAAALraVWanqkAfvZZFYZpVEg0AIDhFRDJEMzU3LTczRDItNEYxMy05OTI2LTg3RjYxQjI0QTM0MqUBAg"
-                                 "MmIAEhWCAMKJ7T4r8w5F6JGxJLJXNR0hV1MZF1aZ1F0pZXq5p5"},
-        "clientExtensionResults": {"@odata.type": "#microsoft.graph.webauthnAuthenticationExtensionsClientOutputs"}}}
-
-
-@pytest.fixture(scope="module")
-def sim(tls_files: TlsFiles, run_dir: Path) -> Iterator[RunningEntra]:
-    with running(data_dir=run_dir / "entra-fido2-data", log_path=run_dir / "entra-fido2.log", limits=False) as found:
-        # The policy PATCH needs Policy.ReadWrite.AuthenticationMethod, which the bridge never asks for.
-        found.admin("PATCH", f"/_sim/apps/{BRIDGE_CLIENT_ID}",
-                    {"graphRoles": [*GRAPH_PERMISSIONS, "Policy.ReadWrite.AuthenticationMethod"]})
-        yield found
-
-
-@pytest.fixture(scope="module")
-def graph(sim: RunningEntra, tls_files: TlsFiles) -> Iterator[httpx.Client]:
-    token = httpx.post(f"{sim.url}/{sim.tenant_id}/oauth2/v2.0/token", verify=tls_files.client_context(), data={
-        "grant_type": "client_credentials", "client_id": BRIDGE_CLIENT_ID, "client_secret": BRIDGE_CLIENT_SECRET,
-        "scope": "https://graph.microsoft.com/.default"}).json()["access_token"]
-    with httpx.Client(base_url=sim.url, verify=tls_files.client_context(),
-                      headers={"authorization": f"Bearer {token}"}) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def users(graph: httpx.Client) -> list[str]:
-    return [u["id"] for u in graph.get("/v1.0/users", params={"$top": "3", "$select": "id"}).json()["value"]]
-
-
-@pytest.fixture
-def policy(graph: httpx.Client) -> Iterator[dict[str, Any]]:
-    """The policy as the test found it; restored afterwards."""
-    before = graph.get(f"/v1.0{POLICY}").json()
-    yield before
-    restore = {k: before[k] for k in ("state", "isSelfServiceRegistrationAllowed", "isAttestationEnforced",
-                                      "keyRestrictions", "includeTargets", "excludeTargets")}
-    assert graph.patch(f"/v1.0{POLICY}", json={"@odata.type": POLICY_TYPE, **restore}).status_code == 204
-
-
-def graph_error(response: httpx.Response, status: int, code: str) -> str:
-    # https://learn.microsoft.com/graph/errors
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code
-    assert {"date", "request-id", "client-request-id"} <= set(error["innerError"])
-    return str(error["message"])
-
-
-def options_for(graph: httpx.Client, user: str, api: str = "v1.0", suffix: str = "") -> dict[str, Any]:
-    response = graph.get(f"/{api}/users/{user}/authentication/fido2Methods/creationOptions{suffix}")
-    assert response.status_code == 200, response.text
-    body = dict(response.json())
-    if api == "beta":
-        # beta's page shows the options inside `value`, the context with them, no type annotations.
-        assert set(body) == {"value"}
-        body = dict(body["value"])
-        assert body["@odata.context"].endswith("/beta/$metadata#microsoft.graph.webauthnCredentialCreationOptions")
-        assert "@odata.type" not in json.dumps(body)
-    return body
-
-
-def documented_body(credential: dict[str, Any], name: str = "My security key") -> dict[str, Any]:
-    """A registration in the documented request shape, annotations included."""
-    body = json.loads(json.dumps(DOCUMENTED_REGISTRATION))
-    body["displayName"] = name
-    body["publicKeyCredential"]["id"] = credential["id"]
-    body["publicKeyCredential"]["response"].update(credential["response"])
-    return body
-
-
-def b64url(value: str) -> bytes:
-    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+from tests.conformance.entra_fido2.graph_calls import (
+    DOCUMENTED_REGISTRATION,
+    POLICY,
+    POLICY_TYPE,
+    b64url,
+    documented_body,
+    graph_error,
+    options_for,
+)
 
 
 def test_creation_options_v1_has_the_documented_shape(graph: httpx.Client, users: list[str]) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from local.tls import TlsFiles
 from local.vault.process import RunningVault, running
-from tests.integration.vault.token_issuer import Client, TokenIssuer, serving
+from local.vault.token_issuer import Client, TokenIssuer, serving
 
 
 @pytest.fixture(scope="session")

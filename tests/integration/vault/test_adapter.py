@@ -13,6 +13,7 @@ from azure.identity.aio import ClientSecretCredential
 
 from local.tls import TlsFiles
 from local.vault.process import RunningVault, running
+from local.vault.token_issuer import Client, TokenIssuer
 from shared.adapters.vault import OFFICER_ROLE, KeyVaultSecretStore
 from shared.errors import (
     Ambiguous,
@@ -25,7 +26,6 @@ from shared.errors import (
     Transient,
 )
 from shared.services.ports import SecretState
-from tests.integration.vault.token_issuer import Client, TokenIssuer
 
 PASSWORD = "Sup3r-Secret-" + uuid.uuid4().hex
 

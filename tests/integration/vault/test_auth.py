@@ -12,7 +12,7 @@ from azure.keyvault.secrets.aio import SecretClient
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from local.vault.process import RunningVault
-from tests.integration.vault.token_issuer import Client, TokenIssuer
+from local.vault.token_issuer import Client, TokenIssuer
 
 API = {"api-version": "7.6"}
 

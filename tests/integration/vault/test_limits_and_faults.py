@@ -16,7 +16,7 @@ import pytest
 
 from local.tls import TlsFiles
 from local.vault.process import RunningVault, running
-from tests.integration.vault.token_issuer import Client, TokenIssuer
+from local.vault.token_issuer import Client, TokenIssuer
 
 API = {"api-version": "7.6"}
 

@@ -12,7 +12,7 @@ from azure.identity.aio import ClientSecretCredential
 from azure.keyvault.secrets.aio import SecretClient
 
 from local.vault.process import RunningVault
-from tests.integration.vault.token_issuer import Client, TokenIssuer
+from local.vault.token_issuer import Client, TokenIssuer
 
 
 def unique(prefix: str = "s") -> str:

@@ -11,7 +11,7 @@ from azure.identity import ClientSecretCredential
 from azure.keyvault.secrets import SecretClient
 
 from local.vault.process import RunningVault
-from tests.integration.vault.token_issuer import Client, TokenIssuer
+from local.vault.token_issuer import Client, TokenIssuer
 
 
 @pytest.fixture

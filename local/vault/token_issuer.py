@@ -1,4 +1,4 @@
-"""A minimal Entra login stand-in for the vault tests when the tenant simulator is not available.
+"""A minimal Entra login stand-in for the vault emulator when the tenant simulator is not running.
 
 It serves the three endpoints azure-identity's ClientSecretCredential uses (OpenID configuration,
 JWKS, client-credentials token) with the simulator's token shape (RS256 with kid; iss
