@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 async def put_device(call: Call[DeviceRegistration]) -> Reply:
     """Register (201) or update (200) a device of an imported, active user."""
     app = bridge()
-    conn = app.connection(call.params["c"])
+    conn = call.connection
     row, created = await app.devices.register(conn, call.params["deviceId"], call.parsed, actor=call.actor,
                                               correlation_id=call.correlation_id)
     return Reply(201 if created else 200, row.to_row())
@@ -36,7 +36,7 @@ async def put_device(call: Call[DeviceRegistration]) -> Reply:
 async def get_device(call: Plain) -> Reply:
     """A device with its state and the passkeys the bridge registered for it."""
     app = bridge()
-    conn = app.connection(call.params["c"])
+    conn = call.connection
     row = await app.devices.get(conn.name, call.params["deviceId"])
     refs = await app.devices.passkeys(conn.name, row.id)
     passkeys = [{"id": p.method_id, **{k: v for k, v in p.data.items() if k != "methodId"}} for p in refs]
@@ -49,7 +49,7 @@ async def get_device(call: Plain) -> Reply:
 async def delete_device(call: Plain) -> Reply:
     """Remove a device: 202 with the operation that revokes its passkeys."""
     app = bridge()
-    conn = app.connection(call.params["c"])
+    conn = call.connection
     operation = await app.devices.remove(conn, call.params["deviceId"], actor=call.actor,
                                          correlation_id=call.correlation_id)
     return Reply(202, {"operationId": operation, "status": "queued"},
@@ -60,7 +60,7 @@ async def delete_device(call: Plain) -> Reply:
 async def get_operation(call: Plain) -> Reply:
     """Progress of a long operation."""
     app = bridge()
-    conn = app.connection(call.params["c"])
+    conn = call.connection
     return Reply(200, await app.devices.operation(conn.name, call.params["id"]))
 
 
@@ -90,7 +90,7 @@ async def device_work(msg: func.QueueMessage) -> None:
 async def passkey_options(call: Plain) -> Reply:
     """WebAuthn creation options from Entra for the device's user, with a ceremony id."""
     app = bridge()
-    conn = app.connection(call.params["c"])
+    conn = call.connection
     return Reply(200, await app.passkeys.options(conn, await app.passkey_directory(conn), call.params["deviceId"],
                                                  correlation_id=call.correlation_id))
 
@@ -101,7 +101,7 @@ async def register_passkey(call: Call[PasskeyRegistration]) -> Reply:
     """Verify the attestation locally, then register the passkey in Entra (201); under policy `optional` a
     refused passkey is a `passkey-skipped` problem and the device is enrolled without one."""
     app = bridge()
-    conn = app.connection(call.params["c"])
+    conn = call.connection
     created = await app.enrollment.register(conn, await app.passkey_directory(conn), call.params["deviceId"],
                                             call.parsed, correlation_id=call.correlation_id)
     return Reply(201, created)
@@ -112,7 +112,7 @@ async def register_passkey(call: Call[PasskeyRegistration]) -> Reply:
 async def revoke_passkey(call: Plain) -> Reply:
     """Revoke one passkey of a device in Entra (204; already gone counts as done)."""
     app = bridge()
-    conn = app.connection(call.params["c"])
+    conn = call.connection
     await app.devices.revoke_passkey(conn, await app.passkey_directory(conn), call.params["deviceId"],
                                      call.params["passkeyId"], actor=call.actor, correlation_id=call.correlation_id)
     return Reply(204)

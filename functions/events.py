@@ -81,7 +81,7 @@ class EventsQuery(Query):
 async def change_feed(call: Plain) -> Reply:
     """The connection's published events (CloudEvents, docs/events.md) after the cursor `after`, in order."""
     app = bridge()
-    conn = app.connection(call.params["c"])
+    conn = call.connection
     query = EventsQuery.model_validate(dict(call.query))
     page = await app.change_feed.page(conn.name, after=query.after, top=query.top)
     return Reply(200, page.model_dump(mode="json", by_alias=True))

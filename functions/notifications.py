@@ -140,7 +140,7 @@ _graph_post("notifications/connections/{c}/lifecycle", "graph_lifecycle_notifica
 async def notification_status(call: Plain) -> Reply:
     """The connection's Graph subscriptions (id, resource, expiry, problem) and a run queued by a notification."""
     app = bridge()
-    conn = app.connection(call.params["c"])
+    conn = call.connection
     return Reply(200, await app.notifications.status(conn.name))
 
 
@@ -150,7 +150,7 @@ async def uninstall_notifications(call: Plain) -> Reply:
     """Delete the connection's Graph subscriptions and their records (the timer makes them again while
     NOTIFICATION_BASE_URL is set and sync is on)."""
     app = bridge()
-    conn = app.connection(call.params["c"])
+    conn = call.connection
     removed = await app.notifications.remove(conn, await app.subscription_api(conn),
                                              correlation_id=call.correlation_id)
     body = {"removed": removed}

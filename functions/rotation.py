@@ -57,7 +57,7 @@ async def rotation_work(msg: func.QueueMessage) -> None:
 async def rotate_user(call: Plain) -> Reply:
     """Rotate one user now (202 with the rotation id), unless the minimum interval has not passed."""
     app = bridge()
-    conn = app.connection(call.params["c"])
+    conn = call.connection
     rotation_id = await app.rotation.request(conn, call.params["id"], actor=call.actor,
                                              correlation_id=call.correlation_id)
     return Reply(202, {"rotationId": rotation_id, "status": "queued"})
@@ -69,7 +69,7 @@ async def rotate_user(call: Plain) -> Reply:
 async def device_password(call: Plain) -> Reply:
     """The current password of the device's user, for a request signed by the device's registered key."""
     app = bridge()
-    conn = app.connection(call.params["c"])
+    conn = call.connection
     delivered = await app.delivery.deliver(conn, call.params["deviceId"], authorization=call.header("authorization"),
                                            url=call.url, correlation_id=call.correlation_id)
     logs.register_secret(delivered.password)

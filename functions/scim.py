@@ -84,7 +84,7 @@ def scim_route(path: str, method: str, answers_of: Answers, *, body: Callable[[K
         def endpoint_of(kind: Kind) -> Callable[[Plain], Awaitable[Reply]]:
             async def endpoint(call: Plain) -> Reply:
                 try:
-                    conn = bridge().connection(call.params["c"])
+                    conn = call.connection
                     ScimService.enabled(conn)  # before anything is built for a connection that does not export
                     return await handler(call, conn, kind)
                 except ScimError as err:

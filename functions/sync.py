@@ -13,13 +13,12 @@ from functions.http import ADMIN, Plain, Reply, route
 from functions.work import job, watch_last_delivery, work_message
 from shared import logs
 from shared.bootstrap import bridge
-from shared.domain.directory import UserRow, UserState
-from shared.errors import Conflict, InvalidInput, NotFound
+from shared.errors import Conflict
+from shared.services.users import UserFilter
 from shared.topology import Queue
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)
-PAGE_MAX = 500
 
 
 @bp.function_name("sync_timer")
@@ -82,7 +81,7 @@ async def sync_work(msg: func.QueueMessage) -> None:
 async def start_sync(call: Plain) -> Reply:
     """Queue a sync now: 202 with the run id (`?dryRun=true` plans without writing)."""
     app = bridge()
-    conn = app.connection(call.params["c"])
+    conn = call.connection
     dry_run = call.query.get("dryRun", "false").lower() == "true"
     run_id = await app.sync.request(conn, actor=call.actor, correlation_id=call.correlation_id, dry_run=dry_run)
     return Reply(202, {"runId": run_id, "status": "queued", "dryRun": dry_run})
@@ -94,7 +93,7 @@ async def uninstall_enrollment_groups(call: Plain) -> Reply:
     """Delete the enrollment-state groups the bridge owns in Entra, naming the adopted ones it left
     (`?dryRun=true` lists what would be deleted)."""
     app = bridge()
-    conn = app.connection(call.params["c"])
+    conn = call.connection
     dry_run = call.query.get("dryRun", "false").lower() == "true"
     report = await app.enrollment_groups.uninstall(conn, await app.directory_reader(conn), actor=call.actor,
                                                    correlation_id=call.correlation_id, dry_run=dry_run)
@@ -104,56 +103,16 @@ async def uninstall_enrollment_groups(call: Plain) -> Reply:
     return Reply(200, body)
 
 
-def _user_view(row: UserRow, rotation: dict[str, Any] | None = None) -> dict[str, Any]:
-    view: dict[str, Any] = row.to_row()
-    view["id"] = row.id
-    if rotation is not None:
-        view["rotation"] = rotation
-    return view
-
-
 @route(bp, "connections/{c}/users", "GET", roles=[ADMIN], query=answers.UsersQuery, answers={200: answers.UserPage})
 async def list_users(call: Plain) -> Reply:
     """Imported users: filters `state`, `enrollment`, `inRotationGroup`, `q` (UPN prefix); paging by `skip`."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
-    try:
-        top = min(int(call.query.get("top", "100")), PAGE_MAX)
-        skip = int(call.query.get("skip", "0"))
-    except ValueError:
-        raise InvalidInput("top and skip must be whole numbers", field="top") from None
-    state = call.query.get("state")
-    if state and state not in {s.value for s in UserState}:
-        raise InvalidInput(f"state must be one of {', '.join(s.value for s in UserState)}", field="state")
-    enrollment = call.query.get("enrollment")
-    in_group = call.query.get("inRotationGroup")
-    prefix = (call.query.get("q") or "").lower()
-    matched = []
-    async for row in app.directory.all(conn.name):
-        if state and row.state.value != state:
-            continue
-        if enrollment and row.enrollment.value != enrollment:
-            continue
-        if in_group is not None and row.in_rotation_group != (in_group.lower() == "true"):
-            continue
-        if prefix and not row.upn.lower().startswith(prefix):
-            continue
-        matched.append(row)
-    page = matched[skip:skip + top]
-    body: dict[str, Any] = {"value": [_user_view(r) for r in page], "count": len(matched)}
-    if skip + top < len(matched):
-        body["nextSkip"] = skip + top
-    return Reply(200, body)
+    query = answers.UsersQuery.model_validate(call.query)
+    flt = UserFilter(state=query.state, enrollment=query.enrollment, in_rotation_group=query.in_rotation_group,
+                     prefix=query.q or "")
+    return Reply(200, await bridge().users.page(call.connection.name, flt, top=query.top, skip=query.skip))
 
 
 @route(bp, "connections/{c}/users/{id}", "GET", roles=[ADMIN], answers={200: answers.UserWithRotation})
 async def get_user(call: Plain) -> Reply:
     """One imported user with its rotation status (never a password)."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
-    row = await app.directory.find(conn.name, call.params["id"])
-    if row is None:
-        raise NotFound(f"user {call.params['id']!r} is not imported in connection {conn.name!r}")
-    rotation, _ = await app.rotation.status_row(conn.name, row.id)
-    return Reply(200, _user_view(row, rotation.model_dump(mode="json", exclude_none=True,
-                                                          exclude={"lease_owner", "lease_until"})))
+    return Reply(200, await bridge().users.user(call.connection, call.params["id"]))

@@ -14,6 +14,7 @@ import azure.functions as func
 import pytest
 
 import functions.sync as sync_functions
+from functions import http
 from shared import cli
 from shared.adapters.ownership import TableGroupRecords
 from shared.config import Connection, settings
@@ -112,6 +113,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeBridge, FakeAud
     audit, store = FakeAuditSink(), FakeEntityStore()
     fake = FakeBridge(Groups(), EnrollmentGroups(TableGroupRecords(store), audit, FakeClock()), store)
     monkeypatch.setattr(sync_functions, "bridge", lambda: fake)
+    monkeypatch.setattr(http, "bridge", lambda: fake)  # it resolves {c}
     settings.cache_clear()
     yield fake, audit
     settings.cache_clear()
