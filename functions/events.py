@@ -80,8 +80,6 @@ class EventsQuery(Query):
 @route(bp, "connections/{c}/events", "GET", roles=[ADMIN, DEVICES], query=EventsQuery, answers={200: FeedPage})
 async def change_feed(call: Plain) -> Reply:
     """The connection's published events (CloudEvents, docs/events.md) after the cursor `after`, in order."""
-    app = bridge()
-    conn = call.connection
     query = EventsQuery.model_validate(dict(call.query))
-    page = await app.change_feed.page(conn.name, after=query.after, top=query.top)
+    page = await bridge().change_feed.page(call.connection.name, after=query.after, top=query.top)
     return Reply(200, page.model_dump(mode="json", by_alias=True))

@@ -139,9 +139,7 @@ _graph_post("notifications/connections/{c}/lifecycle", "graph_lifecycle_notifica
 @route(bp, "connections/{c}/notifications", "GET", roles=[ADMIN], answers={200: answers.NotificationStatus})
 async def notification_status(call: Plain) -> Reply:
     """The connection's Graph subscriptions (id, resource, expiry, problem) and a run queued by a notification."""
-    app = bridge()
-    conn = call.connection
-    return Reply(200, await app.notifications.status(conn.name))
+    return Reply(200, await bridge().notifications.status(call.connection.name))
 
 
 @route(bp, "connections/{c}/notifications/uninstall", "POST", roles=[ADMIN],
@@ -149,11 +147,6 @@ async def notification_status(call: Plain) -> Reply:
 async def uninstall_notifications(call: Plain) -> Reply:
     """Delete the connection's Graph subscriptions and their records (the timer makes them again while
     NOTIFICATION_BASE_URL is set and sync is on)."""
-    app = bridge()
-    conn = call.connection
-    removed = await app.notifications.remove(conn, await app.subscription_api(conn),
-                                             correlation_id=call.correlation_id)
-    body = {"removed": removed}
-    if app.notifications.base_url and conn.features.sync.enabled:
-        body["note"] = ["NOTIFICATION_BASE_URL is set and sync is on: the next notification_timer subscribes again"]
-    return Reply(200, body)
+    scope = await bridge().scope(call.connection)
+    return Reply(200, await scope.app.notifications.uninstall(scope.conn, scope.subscriptions,
+                                                              correlation_id=call.correlation_id))

@@ -56,10 +56,8 @@ async def rotation_work(msg: func.QueueMessage) -> None:
 @route(bp, "connections/{c}/users/{id}/rotate", "POST", roles=[ADMIN], answers={202: answers.RotationQueued})
 async def rotate_user(call: Plain) -> Reply:
     """Rotate one user now (202 with the rotation id), unless the minimum interval has not passed."""
-    app = bridge()
-    conn = call.connection
-    rotation_id = await app.rotation.request(conn, call.params["id"], actor=call.actor,
-                                             correlation_id=call.correlation_id)
+    rotation_id = await bridge().rotation.request(call.connection, call.params["id"], actor=call.actor,
+                                                  correlation_id=call.correlation_id)
     return Reply(202, {"rotationId": rotation_id, "status": "queued"})
 
 
@@ -68,10 +66,9 @@ async def rotate_user(call: Plain) -> Reply:
        headers={"Cache-Control": "no-store"})
 async def device_password(call: Plain) -> Reply:
     """The current password of the device's user, for a request signed by the device's registered key."""
-    app = bridge()
-    conn = call.connection
-    delivered = await app.delivery.deliver(conn, call.params["deviceId"], authorization=call.header("authorization"),
-                                           url=call.url, correlation_id=call.correlation_id)
+    delivered = await bridge().delivery.deliver(call.connection, call.params["deviceId"],
+                                                authorization=call.header("authorization"), url=call.url,
+                                                correlation_id=call.correlation_id)
     logs.register_secret(delivered.password)
     for _, value in delivered.possibly_current:
         logs.register_secret(value)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
 
 import azure.functions as func
 
@@ -80,10 +79,9 @@ async def sync_work(msg: func.QueueMessage) -> None:
 @route(bp, "connections/{c}/sync", "POST", roles=[ADMIN], query=answers.SyncQuery, answers={202: answers.SyncQueued})
 async def start_sync(call: Plain) -> Reply:
     """Queue a sync now: 202 with the run id (`?dryRun=true` plans without writing)."""
-    app = bridge()
-    conn = call.connection
-    dry_run = call.query.get("dryRun", "false").lower() == "true"
-    run_id = await app.sync.request(conn, actor=call.actor, correlation_id=call.correlation_id, dry_run=dry_run)
+    dry_run = bool(answers.SyncQuery.model_validate(call.query).dry_run)
+    run_id = await bridge().sync.request(call.connection, actor=call.actor, correlation_id=call.correlation_id,
+                                         dry_run=dry_run)
     return Reply(202, {"runId": run_id, "status": "queued", "dryRun": dry_run})
 
 
@@ -92,15 +90,11 @@ async def start_sync(call: Plain) -> Reply:
 async def uninstall_enrollment_groups(call: Plain) -> Reply:
     """Delete the enrollment-state groups the bridge owns in Entra, naming the adopted ones it left
     (`?dryRun=true` lists what would be deleted)."""
-    app = bridge()
-    conn = call.connection
-    dry_run = call.query.get("dryRun", "false").lower() == "true"
-    report = await app.enrollment_groups.uninstall(conn, await app.directory_reader(conn), actor=call.actor,
-                                                   correlation_id=call.correlation_id, dry_run=dry_run)
-    body: dict[str, Any] = report.as_dict()
-    if conn.features.passkeys.enabled:
-        body["note"] = "features.passkeys.enabled is still true: the next sync creates the groups again"
-    return Reply(200, body)
+    scope = await bridge().scope(call.connection)
+    report = await scope.app.enrollment_groups.uninstall(
+        scope.conn, scope.directory_reader(), actor=call.actor, correlation_id=call.correlation_id,
+        dry_run=bool(answers.SyncQuery.model_validate(call.query).dry_run))
+    return Reply(200, report.answer(scope.conn))
 
 
 @route(bp, "connections/{c}/users", "GET", roles=[ADMIN], query=answers.UsersQuery, answers={200: answers.UserPage})

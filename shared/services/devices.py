@@ -178,6 +178,13 @@ class DeviceService:
         live = any(p.data.get("state", PasskeyState.ACTIVE.value) == PasskeyState.ACTIVE.value for p in passkeys)
         return passkey_status(device, live, conn.features.passkeys.policy)
 
+    async def view(self, conn: Connection, device_id: str) -> JsonObject:
+        """A device with its passkey enrollment and the passkeys the bridge registered for it."""
+        row = await self.get(conn.name, device_id)
+        refs = await self.passkeys(conn.name, row.id)
+        passkeys = [{"id": p.method_id, **{k: v for k, v in p.data.items() if k != "methodId"}} for p in refs]
+        return {**row.to_row(), "passkey": self.passkey_status(conn, row, refs).value, "passkeys": passkeys}
+
     async def skip_passkey(self, conn: Connection, device_id: str, *, reason: str, actor: str,
                            correlation_id: str) -> DeviceRow:
         """Policy `optional`: record that the device's enrollment finished without a passkey ("passkey skipped")."""

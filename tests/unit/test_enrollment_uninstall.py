@@ -8,6 +8,7 @@ import base64
 import json
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import azure.functions as func
@@ -97,6 +98,9 @@ class FakeBridge:
 
     async def graph(self, conn: Connection) -> Groups:
         return self.writer
+
+    async def scope(self, conn: Connection) -> SimpleNamespace:
+        return SimpleNamespace(app=self, conn=conn, directory_reader=lambda: self.writer)
 
 
 def _functions() -> dict[str, Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]]:
