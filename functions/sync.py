@@ -12,7 +12,6 @@ from functions.http import ADMIN, Plain, Reply, route
 from functions.work import job, watch_last_delivery, work_message
 from shared import logs
 from shared.bootstrap import bridge
-from shared.errors import Conflict
 from shared.services.users import UserFilter
 from shared.topology import Queue
 
@@ -40,40 +39,14 @@ async def sync_timer(timer: func.TimerRequest) -> None:
 async def sync_work(msg: func.QueueMessage) -> None:
     """Run one sync of a connection."""
     message = work_message(msg)
-    app = bridge()
+    app, reconcile = bridge(), None
     with logs.correlation(message.correlation_id):
         # The run records its own outcome and problem (lastRun); a failure is raised again only if worth retrying.
-        completed = None
         async with job("sync_work", message.connection, message.correlation_id, queue=True, record=False):
-            conn = app.connection(message.connection)
-            if message.args.get("notified"):
-                await app.notifications.release(conn.name)  # a notification from now on queues the next run
-            try:
-                reader = await app.directory_reader(conn)
-            except Exception as exc:
-                await app.sync.fail(conn, exc, run_id=message.idempotency_key, correlation_id=message.correlation_id)
-                raise
-            try:
-                report = await app.sync.run(conn, reader, run_id=message.idempotency_key,
-                                            correlation_id=message.correlation_id,
-                                            dry_run=bool(message.args.get("dryRun")))
-            except Conflict:
-                if not message.args.get("notified"):
-                    raise
-                # Another run holds the lease: come back in a moment rather than after the visibility timeout,
-                # unless a newer notification has queued a run meanwhile (docs/notifications.md).
-                await app.notifications.requeue(conn, message.model_dump(mode="json", by_alias=True),
-                                                correlation_id=message.correlation_id)
-                return
-            log.info("sync %s of %s: %s, added %d, updated %d, removed %d", report.run_id, conn.name,
-                     report.outcome, report.added, report.updated, report.removed)
-            completed = conn if report.outcome == "completed" else None
-        if completed is not None and completed.features.passkeys.enabled:
-            # Passkeys follow the directory: those of removed users and devices are revoked here.
-            async with job("passkey_reconcile", completed.name, message.correlation_id, queue=True):
-                found = await app.passkeys.reconcile(completed, await app.passkey_directory(completed),
-                                                     correlation_id=message.correlation_id)
-                log.info("passkeys of %s reconciled: %s", completed.name, found.as_dict())
+            reconcile = await app.sync_jobs.run(app.connection(message.connection), message)
+        if reconcile is not None:
+            async with job("passkey_reconcile", reconcile.name, message.correlation_id, queue=True):
+                await app.sync_jobs.reconcile_passkeys(reconcile, correlation_id=message.correlation_id)
 
 
 @route(bp, "connections/{c}/sync", "POST", roles=[ADMIN], query=answers.SyncQuery, answers={202: answers.SyncQueued})

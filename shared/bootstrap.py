@@ -59,6 +59,7 @@ from shared.services.rotation import RotationService
 from shared.services.scim import ScimService
 from shared.services.status import StatusService
 from shared.services.sync import SyncService
+from shared.services.sync_jobs import SyncJobs
 from shared.services.users import UserQueries
 from shared.topology import Queue
 
@@ -416,6 +417,15 @@ class Bridge:
                                enrollment_groups=self.enrollment_groups, events=self.events_outbox)
         service: SyncService = self._once("sync", build)
         return service
+
+    @property
+    def sync_jobs(self) -> SyncJobs:
+        """The sync queue job: a run on the connection's reader, then its passkey reconcile."""
+        def build() -> SyncJobs:
+            return SyncJobs(sync=self.sync, notifications=lambda: self.notifications, passkeys=lambda: self.passkeys,
+                            reader=self.directory_reader, passkey_directory=self.passkey_directory)
+        jobs: SyncJobs = self._once("sync_jobs", build)
+        return jobs
 
     @property
     def status(self) -> StatusService:
