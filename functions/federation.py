@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Annotated, Literal
 
 import azure.functions as func
@@ -11,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from functions import answers
 from functions.http import ADMIN, Call, Plain, Reply, route
-from functions.work import job
-from shared import logs
+from functions.work import each_connection
 from shared.bootstrap import bridge
+from shared.config import Connection
 from shared.services.federation import IdpRequest
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -107,17 +106,12 @@ async def defederate_domain(call: Plain) -> Reply:
 @bp.timer_trigger(arg_name="timer", schedule="%FEDERATION_SCHEDULE%", run_on_startup=False)
 async def federation_monitor(timer: func.TimerRequest) -> None:
     """For each federated domain of each connection: new IdP certificates and expiry alerts."""
-    app = bridge()
-    correlation_id = str(uuid.uuid4())
-    with logs.correlation(correlation_id):
-        for conn in app.connections():
-            if not conn.features.federation.enabled:
-                continue
-            async with job("federation_monitor", conn.name, correlation_id):
-                scope = await app.scope(conn)
-                results = await scope.federation.watch(conn, scope.domain_directory, correlation_id=correlation_id)
-                for result in results:
-                    if result.get("problem"):
-                        log.warning("federation of %s (%s): %s", result["domain"], conn.name, result["problem"])
-                log.info("federation monitor: %d federated domains of %s checked%s", len(results), conn.name,
-                         " (timer past due)" if timer.past_due else "")
+    async def watch(conn: Connection, correlation_id: str) -> None:
+        scope = await bridge().scope(conn)
+        results = await scope.federation.watch(conn, scope.domain_directory, correlation_id=correlation_id)
+        for result in (r for r in results if r.get("problem")):
+            log.warning("federation of %s (%s): %s", result["domain"], conn.name, result["problem"])
+        log.info("federation monitor: %d federated domains of %s checked%s", len(results), conn.name,
+                 " (timer past due)" if timer.past_due else "")
+
+    await each_connection("federation_monitor", watch, wanted=lambda conn: conn.features.federation.enabled)

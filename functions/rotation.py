@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-import uuid
 
 import azure.functions as func
 
 from functions import answers
 from functions.http import ADMIN, Plain, Reply, route
-from functions.work import MAX_DEQUEUE_COUNT, job, watch_last_delivery, work_message
+from functions.work import MAX_DEQUEUE_COUNT, each_connection, job, watch_last_delivery, work_message
 from shared import logs
 from shared.bootstrap import bridge
+from shared.config import Connection
 from shared.topology import Queue
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -22,15 +22,11 @@ log = logging.getLogger(__name__)
 @bp.timer_trigger(arg_name="timer", schedule="%ROTATION_SCHEDULE%", run_on_startup=False)
 async def rotation_timer(timer: func.TimerRequest) -> None:
     """Enqueue every due user of every connection with rotation enabled; no per-user work here."""
-    app = bridge()
-    correlation_id = str(uuid.uuid4())
-    with logs.correlation(correlation_id):
-        for conn in app.connections():
-            if conn.features.rotation.enabled:
-                async with job("rotation_timer", conn.name, correlation_id):
-                    count = await app.rotation.plan(conn, correlation_id=correlation_id)
-                    log.info("rotation: %d users of %s due %s", count, conn.name,
-                             "(timer past due)" if timer.past_due else "")
+    async def plan(conn: Connection, correlation_id: str) -> None:
+        count = await bridge().rotation.plan(conn, correlation_id=correlation_id)
+        log.info("rotation: %d users of %s due %s", count, conn.name, "(timer past due)" if timer.past_due else "")
+
+    await each_connection("rotation_timer", plan, wanted=lambda conn: conn.features.rotation.enabled)
 
 
 @bp.function_name("rotation_work")

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-import uuid
 
 import azure.functions as func
 
 from functions import answers
 from functions.http import ADMIN, Plain, Reply, route
-from functions.work import job, watch_last_delivery, work_message
+from functions.work import each_connection, job, watch_last_delivery, work_message
 from shared import logs
 from shared.bootstrap import bridge
+from shared.config import Connection
 from shared.services.users import UserFilter
 from shared.topology import Queue
 
@@ -23,14 +23,11 @@ log = logging.getLogger(__name__)
 @bp.timer_trigger(arg_name="timer", schedule="%SYNC_SCHEDULE%", run_on_startup=False)
 async def sync_timer(timer: func.TimerRequest) -> None:
     """Queue one sync run per connection with sync enabled; the work happens in sync_work."""
-    app = bridge()
-    correlation_id = str(uuid.uuid4())
-    with logs.correlation(correlation_id):
-        for conn in app.connections():
-            if conn.features.sync.enabled:
-                async with job("sync_timer", conn.name, correlation_id):
-                    run_id = await app.sync.request(conn, actor="sync_timer", correlation_id=correlation_id)
-                    log.info("sync of %s queued as %s", conn.name, run_id)
+    async def queue(conn: Connection, correlation_id: str) -> None:
+        run_id = await bridge().sync.request(conn, actor="sync_timer", correlation_id=correlation_id)
+        log.info("sync of %s queued as %s", conn.name, run_id)
+
+    await each_connection("sync_timer", queue, wanted=lambda conn: conn.features.sync.enabled)
 
 
 @bp.function_name("sync_work")

@@ -56,7 +56,7 @@ from shared.services.poison import PoisonService
 from shared.services.ports import Clock
 from shared.services.problems import JobProblems
 from shared.services.rotation import RotationService
-from shared.services.scim import ScimService
+from shared.services.scim import BulkRunner, ScimService
 from shared.services.status import StatusService
 from shared.services.sync import SyncService
 from shared.services.sync_jobs import SyncJobs
@@ -529,6 +529,12 @@ class Bridge:
             return ScimService(TableScimRepository(self.entities), self.queue, self.clock)
         service: ScimService = self._once("scim", build)
         return service
+
+    @property
+    def scim_bulk(self) -> BulkRunner:
+        """SCIM bulk requests, on the SCIM service."""
+        runner: BulkRunner = self._once("scim_bulk", lambda: BulkRunner(self.scim))
+        return runner
 
     @property
     def export(self) -> ExportService:
