@@ -8,10 +8,9 @@ import azure.functions as func
 
 from functions import answers
 from functions.http import ADMIN, DEVICES, Call, Plain, Reply, route
-from functions.work import MAX_DEQUEUE_COUNT, job, watch_last_delivery, work_message, worth_retrying
+from functions.work import MAX_DEQUEUE_COUNT, job, watch_last_delivery, work_message
 from shared import logs
 from shared.bootstrap import bridge
-from shared.errors import translated
 from shared.services.devices import DeviceRegistration
 from shared.services.passkeys import PasskeyRegistration
 from shared.topology import Queue
@@ -61,16 +60,8 @@ async def device_work(msg: func.QueueMessage) -> None:
     app = bridge()
     with logs.correlation(message.correlation_id):
         async with job("device_work", message.connection, message.correlation_id, queue=True):
-            conn = app.connection(message.connection)
-            try:
-                result = await app.devices.complete_removal(conn, await app.passkey_directory(conn), message)
-            except Exception as exc:
-                # The operation shows the failure; `failed` once the host will not deliver the message again.
-                err = translated(exc)
-                final = not worth_retrying(err) or (msg.dequeue_count or 1) >= MAX_DEQUEUE_COUNT
-                await app.devices.removal_failed(conn.name, message.idempotency_key, err, final=final)
-                raise
-            log.info("device %s removed: %s passkeys revoked", message.target, result.get("done"))
+            await app.devices.run_removal(app.connection(message.connection), app.passkey_directory, message,
+                                          last_delivery=(msg.dequeue_count or 1) >= MAX_DEQUEUE_COUNT)
 
 
 @route(bp, "connections/{c}/devices/{deviceId}/passkeys/options", "POST", roles=[DEVICES, ADMIN],

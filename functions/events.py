@@ -14,15 +14,11 @@ from functions.http import ADMIN, DEVICES, Plain, Reply, route
 from functions.work import work_message
 from shared import logs
 from shared.bootstrap import bridge
-from shared.errors import Throttled
 from shared.services.events import MAX_TOP, FeedPage
 from shared.topology import Queue
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)
-
-#: A nudge that finds another publisher at work comes back this often, then the sweep takes over.
-MAX_DEFERRALS = 3
 
 
 @bp.function_name("events_work")
@@ -32,18 +28,9 @@ async def events_work(msg: func.QueueMessage) -> None:
     message = work_message(msg)
     app = bridge()
     with logs.correlation(message.correlation_id):
-        conn = app.connection(message.connection)
         deferrals = int(message.args.get("deferrals", 0))
-        try:
-            drained = await app.event_publisher.drain(conn.name)
-        except Throttled as err:
-            drained = None
-            delay = max(1.0, err.retry_after)
-        else:
-            delay = 1.0
-        if (drained is None or drained.busy) and deferrals < MAX_DEFERRALS:
-            # Another instance holds the lease (it may have read the list before this event arrived), or
-            # Event Grid is throttling: look again shortly instead of spending one of the host's attempts.
+        delay = await app.event_publisher.nudged(app.connection(message.connection).name, deferrals=deferrals)
+        if delay is not None:
             again = message.model_copy(update={"args": {**message.args, "deferrals": deferrals + 1}})
             await app.queue.send(Queue.EVENTS, again.model_dump(mode="json", by_alias=True), delay_seconds=delay)
 

@@ -40,9 +40,9 @@ async def rotation_work(msg: func.QueueMessage) -> None:
         # A failure before the rotation starts (its Graph client or credential) is kept in status; the rotation
         # records its own outcome per user.
         async with job("rotation_work", message.connection, message.correlation_id, queue=True):
-            conn = app.connection(message.connection)
-            directory = await app.password_directory(conn)
-            outcome = await app.rotation.handle(conn, directory, message, dequeue_count=msg.dequeue_count or 1,
+            scope = await app.scope(message.connection)
+            outcome = await app.rotation.handle(scope.conn, scope.password_directory, message,
+                                                dequeue_count=msg.dequeue_count or 1,
                                                 max_dequeue_count=MAX_DEQUEUE_COUNT)
             if outcome is not None:
                 log.info("rotation of %s: %s %s", outcome.user_id, outcome.status.value,

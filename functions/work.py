@@ -15,7 +15,7 @@ import azure.functions as func
 from shared import logs
 from shared.bootstrap import bridge
 from shared.config import Connection
-from shared.errors import BridgeError, Conflict, root_cause, translated
+from shared.errors import BridgeError, translated, worth_retrying
 from shared.messages import WorkMessage
 from shared.topology import Queue
 
@@ -63,12 +63,6 @@ def watch_last_delivery(queue: Queue) -> Callable[[Callable[[func.QueueMessage],
                 raise
         return watched
     return decorate
-
-
-def worth_retrying(err: BridgeError) -> bool:
-    """Whether delivering a message again may succeed: a transient failure, or a lease another run holds."""
-    cause = root_cause(err)
-    return cause.retryable or isinstance(cause, Conflict)
 
 
 @contextlib.asynccontextmanager

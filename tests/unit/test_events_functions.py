@@ -15,9 +15,9 @@ import functions.events as events_functions
 from functions import http
 from shared.errors import Throttled
 from shared.messages import WorkMessage
-from shared.services.events import Drained, FeedPage
+from shared.services.events import Drained, EventPublisher, FeedPage
 from shared.topology import Queue
-from tests.fakes import FakeWorkQueue
+from tests.fakes import FakeClock, FakeWorkQueue
 
 
 def _functions() -> dict[str, Callable[..., Awaitable[Any]]]:
@@ -34,11 +34,14 @@ class Conn:
     name: str = "contoso"
 
 
-@dataclass
-class Publisher:
-    outcomes: list[Any] = field(default_factory=list)
+class Publisher(EventPublisher):
+    """The publisher whose drains answer `outcomes` in turn."""
 
-    async def drain(self, connection: str) -> Drained:
+    def __init__(self, outcomes: list[Any] | None = None) -> None:
+        super().__init__(log_=None, sink=None, clock=FakeClock())  # type: ignore[arg-type]
+        self.outcomes = outcomes or []
+
+    async def drain(self, connection: str, *, limit: int = 10_000) -> Drained:
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, BaseException):
             raise outcome

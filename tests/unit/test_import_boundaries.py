@@ -19,7 +19,7 @@ ADAPTERS_BORROW = ("shared.services.devices", "shared.services.notifications", "
 #: At most this many statements in a trigger's body (after its docstring, nested ones counted): an HTTP
 #: route parses, calls one service method and maps the result; a queue or timer trigger does the same inside
 #: its correlation and job.
-MAX_TRIGGER_STATEMENTS = {"http": 5, "other": 13}
+MAX_TRIGGER_STATEMENTS = {"http": 5, "other": 8}
 #: What only shared/bootstrap.py builds: the per-connection adapters and the services bound to them.
 BUILT_IN_THE_ROOT = ("ConnectionTester(", "HttpsMetadataSource(", "FederationService(", "GraphGateway(",
                      "ssl_context(", "BulkRunner(", "GraphDirectoryReader(", "GraphPasskeyDirectory(")
