@@ -10,42 +10,33 @@ import azure.functions as func
 from functions import answers
 from functions.http import AUDIT_READ, Plain, Reply, route
 from shared.bootstrap import bridge
-from shared.errors import InvalidInput
-from shared.services.audit import PAGE_DEFAULT, AuditFilter
+from shared.services.audit import PAGE_DEFAULT, AuditFilter, AuditPage
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 
-def _filter(call: Plain) -> AuditFilter:
-    connection = call.query.get("connection")
-    if not connection:
-        raise InvalidInput("the connection query parameter is required", field="connection")
-    bridge().connection(connection)
+def _filter(query: answers.AuditQuery) -> AuditFilter:
+    bridge().connection(query.connection)  # an unknown connection is a 404 naming CONNECTIONS
     today = bridge().clock.now().astimezone(dt.UTC).date()
-    days: dict[str, dt.date] = {}
-    for name in ("from", "to"):
-        try:
-            days[name] = dt.date.fromisoformat(call.query.get(name) or today.isoformat())
-        except ValueError:
-            raise InvalidInput(f"{name} must be a date like 2026-11-23", field=name) from None
-    return AuditFilter(connection, days["from"], days["to"], action=call.query.get("action") or None,
-                       target=call.query.get("target") or None, outcome=call.query.get("outcome") or None)
+    return AuditFilter(query.connection, query.first or today, query.to or today, action=query.action or None,
+                       target=query.target or None, outcome=query.outcome or None)
 
 
 @route(bp, "audit", "GET", roles=[AUDIT_READ], query=answers.AuditQuery, answers={200: answers.AuditPage})
 async def read_audit(call: Plain) -> Reply:
     """Records of one connection over a day range, in time order; filters action, target, outcome; paged."""
-    flt = _filter(call)
-    try:
-        top = int(call.query.get("top") or PAGE_DEFAULT)
-    except ValueError:
-        raise InvalidInput("top must be a whole number", field="top") from None
-    page = await bridge().audit_query.page(flt, top=top, token=call.query.get("continuationToken") or None)
+    query = answers.AuditQuery.model_validate(call.query)
+    page = await bridge().audit_query.page(_filter(query), top=query.top or PAGE_DEFAULT,
+                                           token=query.continuation_token or None)
+    return Reply(200, _page_body(call, page))
+
+
+def _page_body(call: Plain, page: AuditPage) -> dict[str, object]:
     body: dict[str, object] = {"value": [r.model_dump(mode="json", by_alias=True) for r in page.records]}
     if page.next_token:
         body["continuationToken"] = page.next_token
         body["@odata.nextLink"] = f"{call.url}?{_next_query(call, page.next_token)}"
-    return Reply(200, body)
+    return body
 
 
 def _next_query(call: Plain, token: str) -> str:
@@ -57,6 +48,6 @@ def _next_query(call: Plain, token: str) -> str:
        answers={200: answers.AuditVerification})
 async def verify_audit(call: Plain) -> Reply:
     """Check the keyed chains of a day range against their anchors; name each finding and the unanchored window."""
-    flt = _filter(call)
+    flt = _filter(answers.AuditQuery.model_validate(call.query))
     report = await bridge().audit_query.verify(flt.connection, flt.first, flt.last)
     return Reply(200, report.as_json())

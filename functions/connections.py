@@ -12,7 +12,7 @@ from functions.http import ADMIN, Plain, Reply, route, validation_errors
 from shared import logs
 from shared.bootstrap import bridge
 from shared.errors import InvalidInput
-from shared.services.connections import CertificateRequest, ConnectionTester
+from shared.services.connections import CertificateRequest
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -20,11 +20,8 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 @route(bp, "connections/{c}/test", "POST", roles=[ADMIN], answers={200: answers.ConnectionReport})
 async def test_connection(call: Plain) -> Reply:
     """Token, one read, and the per-feature permission and role report with remediation."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
-    gateway = await app.graph(conn)
-    report = await ConnectionTester(gateway, gateway.token_claims).test(conn)
-    return Reply(200, report.as_json())
+    scope = await bridge().scope(call.connection)
+    return Reply(200, (await scope.tester.test(scope.conn)).as_json())
 
 
 class CertificateBody(BaseModel):
@@ -54,11 +51,9 @@ def _body(call: Plain) -> CertificateBody:
        answers={200: answers.CertificateReport, 422: answers.CertificateReport})
 async def validate_certificate(call: Plain) -> Reply:
     """Check the configured (or a supplied) PEM certificate and key: match, validity, key, thumbprints, token."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
     body = _body(call)
     if body.pem:
         logs.register_secret(body.pem)
-    ok, report = await app.certificate_validator.validate(conn, CertificateRequest(
+    ok, report = await bridge().certificate_validator.validate(call.connection, CertificateRequest(
         pem=body.pem, client_id=body.client_id, obtain_token=body.obtain_token))
     return Reply(200 if ok else 422, report)

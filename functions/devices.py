@@ -8,10 +8,9 @@ import azure.functions as func
 
 from functions import answers
 from functions.http import ADMIN, DEVICES, Call, Plain, Reply, route
-from functions.work import MAX_DEQUEUE_COUNT, job, watch_last_delivery, work_message, worth_retrying
+from functions.work import MAX_DEQUEUE_COUNT, job, watch_last_delivery, work_message
 from shared import logs
 from shared.bootstrap import bridge
-from shared.errors import translated
 from shared.services.devices import DeviceRegistration
 from shared.services.passkeys import PasskeyRegistration
 from shared.topology import Queue
@@ -24,10 +23,8 @@ log = logging.getLogger(__name__)
        answers={200: answers.Device, 201: answers.Device})
 async def put_device(call: Call[DeviceRegistration]) -> Reply:
     """Register (201) or update (200) a device of an imported, active user."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
-    row, created = await app.devices.register(conn, call.params["deviceId"], call.parsed, actor=call.actor,
-                                              correlation_id=call.correlation_id)
+    row, created = await bridge().devices.register(call.connection, call.params["deviceId"], call.parsed,
+                                                   actor=call.actor, correlation_id=call.correlation_id)
     return Reply(201 if created else 200, row.to_row())
 
 
@@ -35,33 +32,23 @@ async def put_device(call: Call[DeviceRegistration]) -> Reply:
        answers={200: answers.DeviceWithPasskeys})
 async def get_device(call: Plain) -> Reply:
     """A device with its state and the passkeys the bridge registered for it."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
-    row = await app.devices.get(conn.name, call.params["deviceId"])
-    refs = await app.devices.passkeys(conn.name, row.id)
-    passkeys = [{"id": p.method_id, **{k: v for k, v in p.data.items() if k != "methodId"}} for p in refs]
-    return Reply(200, {**row.to_row(), "passkey": app.devices.passkey_status(conn, row, refs).value,
-                       "passkeys": passkeys})
+    return Reply(200, await bridge().devices.view(call.connection, call.params["deviceId"]))
 
 
 @route(bp, "connections/{c}/devices/{deviceId}", "DELETE", roles=[DEVICES, ADMIN],
        answers={202: answers.RemovalQueued}, headers={"Location": "the operation to poll"})
 async def delete_device(call: Plain) -> Reply:
     """Remove a device: 202 with the operation that revokes its passkeys."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
-    operation = await app.devices.remove(conn, call.params["deviceId"], actor=call.actor,
-                                         correlation_id=call.correlation_id)
+    operation = await bridge().devices.remove(call.connection, call.params["deviceId"], actor=call.actor,
+                                              correlation_id=call.correlation_id)
     return Reply(202, {"operationId": operation, "status": "queued"},
-                 headers={"Location": f"/api/connections/{conn.name}/operations/{operation}"})
+                 headers={"Location": f"/api/connections/{call.connection.name}/operations/{operation}"})
 
 
 @route(bp, "connections/{c}/operations/{id}", "GET", roles=[DEVICES, ADMIN], answers={200: answers.Operation})
 async def get_operation(call: Plain) -> Reply:
     """Progress of a long operation."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
-    return Reply(200, await app.devices.operation(conn.name, call.params["id"]))
+    return Reply(200, await bridge().devices.operation(call.connection.name, call.params["id"]))
 
 
 @bp.function_name("device_work")
@@ -73,16 +60,8 @@ async def device_work(msg: func.QueueMessage) -> None:
     app = bridge()
     with logs.correlation(message.correlation_id):
         async with job("device_work", message.connection, message.correlation_id, queue=True):
-            conn = app.connection(message.connection)
-            try:
-                result = await app.devices.complete_removal(conn, await app.passkey_directory(conn), message)
-            except Exception as exc:
-                # The operation shows the failure; `failed` once the host will not deliver the message again.
-                err = translated(exc)
-                final = not worth_retrying(err) or (msg.dequeue_count or 1) >= MAX_DEQUEUE_COUNT
-                await app.devices.removal_failed(conn.name, message.idempotency_key, err, final=final)
-                raise
-            log.info("device %s removed: %s passkeys revoked", message.target, result.get("done"))
+            await app.devices.run_removal(app.connection(message.connection), app.passkey_directory, message,
+                                          last_delivery=(msg.dequeue_count or 1) >= MAX_DEQUEUE_COUNT)
 
 
 @route(bp, "connections/{c}/devices/{deviceId}/passkeys/options", "POST", roles=[DEVICES, ADMIN],
@@ -90,8 +69,8 @@ async def device_work(msg: func.QueueMessage) -> None:
 async def passkey_options(call: Plain) -> Reply:
     """WebAuthn creation options from Entra for the device's user, with a ceremony id."""
     app = bridge()
-    conn = app.connection(call.params["c"])
-    return Reply(200, await app.passkeys.options(conn, await app.passkey_directory(conn), call.params["deviceId"],
+    scope = await app.scope(call.connection)
+    return Reply(200, await app.passkeys.options(scope.conn, scope.passkey_directory, call.params["deviceId"],
                                                  correlation_id=call.correlation_id))
 
 
@@ -101,10 +80,9 @@ async def register_passkey(call: Call[PasskeyRegistration]) -> Reply:
     """Verify the attestation locally, then register the passkey in Entra (201); under policy `optional` a
     refused passkey is a `passkey-skipped` problem and the device is enrolled without one."""
     app = bridge()
-    conn = app.connection(call.params["c"])
-    created = await app.enrollment.register(conn, await app.passkey_directory(conn), call.params["deviceId"],
-                                            call.parsed, correlation_id=call.correlation_id)
-    return Reply(201, created)
+    scope = await app.scope(call.connection)
+    return Reply(201, await app.enrollment.register(scope.conn, scope.passkey_directory, call.params["deviceId"],
+                                                    call.parsed, correlation_id=call.correlation_id))
 
 
 @route(bp, "connections/{c}/devices/{deviceId}/passkeys/{passkeyId}", "DELETE", roles=[DEVICES, ADMIN],
@@ -112,7 +90,7 @@ async def register_passkey(call: Call[PasskeyRegistration]) -> Reply:
 async def revoke_passkey(call: Plain) -> Reply:
     """Revoke one passkey of a device in Entra (204; already gone counts as done)."""
     app = bridge()
-    conn = app.connection(call.params["c"])
-    await app.devices.revoke_passkey(conn, await app.passkey_directory(conn), call.params["deviceId"],
+    scope = await app.scope(call.connection)
+    await app.devices.revoke_passkey(scope.conn, scope.passkey_directory, call.params["deviceId"],
                                      call.params["passkeyId"], actor=call.actor, correlation_id=call.correlation_id)
     return Reply(204)

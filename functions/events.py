@@ -14,15 +14,11 @@ from functions.http import ADMIN, DEVICES, Plain, Reply, route
 from functions.work import work_message
 from shared import logs
 from shared.bootstrap import bridge
-from shared.errors import Throttled
 from shared.services.events import MAX_TOP, FeedPage
 from shared.topology import Queue
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)
-
-#: A nudge that finds another publisher at work comes back this often, then the sweep takes over.
-MAX_DEFERRALS = 3
 
 
 @bp.function_name("events_work")
@@ -32,18 +28,9 @@ async def events_work(msg: func.QueueMessage) -> None:
     message = work_message(msg)
     app = bridge()
     with logs.correlation(message.correlation_id):
-        conn = app.connection(message.connection)
         deferrals = int(message.args.get("deferrals", 0))
-        try:
-            drained = await app.event_publisher.drain(conn.name)
-        except Throttled as err:
-            drained = None
-            delay = max(1.0, err.retry_after)
-        else:
-            delay = 1.0
-        if (drained is None or drained.busy) and deferrals < MAX_DEFERRALS:
-            # Another instance holds the lease (it may have read the list before this event arrived), or
-            # Event Grid is throttling: look again shortly instead of spending one of the host's attempts.
+        delay = await app.event_publisher.nudged(app.connection(message.connection).name, deferrals=deferrals)
+        if delay is not None:
             again = message.model_copy(update={"args": {**message.args, "deferrals": deferrals + 1}})
             await app.queue.send(Queue.EVENTS, again.model_dump(mode="json", by_alias=True), delay_seconds=delay)
 
@@ -80,8 +67,6 @@ class EventsQuery(Query):
 @route(bp, "connections/{c}/events", "GET", roles=[ADMIN, DEVICES], query=EventsQuery, answers={200: FeedPage})
 async def change_feed(call: Plain) -> Reply:
     """The connection's published events (CloudEvents, docs/events.md) after the cursor `after`, in order."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
     query = EventsQuery.model_validate(dict(call.query))
-    page = await app.change_feed.page(conn.name, after=query.after, top=query.top)
+    page = await bridge().change_feed.page(call.connection.name, after=query.after, top=query.top)
     return Reply(200, page.model_dump(mode="json", by_alias=True))

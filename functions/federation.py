@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import logging
-import uuid
-from dataclasses import asdict
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from functions import answers
 from functions.http import ADMIN, Call, Plain, Reply, route
-from functions.work import job
-from shared import logs
-from shared.adapters.domains import GraphDomainDirectory
-from shared.adapters.identity import ssl_context
-from shared.adapters.metadata import HttpsMetadataSource
-from shared.bootstrap import Bridge, bridge
-from shared.config import Cloud, Connection
-from shared.domain.federation import failures
-from shared.services.federation import FederationService, IdpRequest
+from functions.work import each_connection
+from shared.bootstrap import bridge
+from shared.config import Connection
+from shared.services.federation import IdpRequest
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)
@@ -75,82 +68,50 @@ class FederationBody(BaseModel):
         return IdpRequest(given=given, metadata_url=self.metadata_url, metadata_xml=self.metadata_xml)
 
 
-_QUERY = {"issuerUri": "issuer_uri", "passiveSignInUri": "passive_sign_in_uri",
-          "signingCertificate": "signing_certificate", "nextSigningCertificate": "next_signing_certificate"}
-
-
-def _service(app: Bridge, conn: Connection) -> FederationService:
-    # Metadata from private or loopback addresses only for the local stand-ins (SSRF, docs/federation.md).
-    metadata = HttpsMetadataSource(verify=ssl_context(app.settings), private_addresses=conn.cloud is Cloud.LOCAL)
-    return FederationService(audit=app.audit, clock=app.clock, entities=app.entities, metadata=metadata)
-
-
-async def _directory(app: Bridge, conn: Connection) -> GraphDomainDirectory:
-    gateway = await app.graph(conn)
-    return GraphDomainDirectory(gateway, claims=gateway.token_claims)
+def _request(call: Plain) -> IdpRequest:
+    query = answers.CompatibilityQuery.model_validate(call.query)
+    given = {k: v for k, v in query.model_dump(exclude={"metadata_url"}).items() if v}
+    return IdpRequest(given=given, metadata_url=query.metadata_url or None)
 
 
 @route(bp, "connections/{c}/domains/{domain}/federation/compatibility", "GET", roles=[ADMIN],
        query=answers.CompatibilityQuery, answers={200: answers.Compatibility})
 async def federation_compatibility(call: Plain) -> Reply:
     """Checks for federating the domain; IdP values or metadataUrl in the query are checked too."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
-    given = {field: call.query[name] for name, field in _QUERY.items() if call.query.get(name)}
-    request = IdpRequest(given=given, metadata_url=call.query.get("metadataUrl") or None)
-    checks, resolved = await _service(app, conn).compatibility(conn, await _directory(app, conn), call.params["domain"],
-                                                         request)
-    body: dict[str, Any] = {"domain": call.params["domain"].lower(), "compatible": not failures(checks),
-                            "checks": [asdict(c) for c in checks]}
-    if resolved.inputs is not None:
-        proposed = resolved.inputs.graph_body()
-        # Certificates are long and public; the caller sees that they were read, not the blobs again.
-        for key in ("signingCertificate", "nextSigningCertificate"):
-            if key in proposed:
-                proposed[key] = f"({len(proposed[key])} base64 characters)"
-        body["proposed"] = proposed
-    return Reply(200, body)
+    scope = await bridge().scope(call.connection)
+    return Reply(200, await scope.federation.compatibility_report(
+        scope.conn, scope.domain_directory, call.params["domain"], _request(call)))
 
 
 @route(bp, "connections/{c}/domains/{domain}/federation", "PUT", roles=[ADMIN], body=FederationBody,
        answers={200: answers.Federated})
 async def federate_domain(call: Call[FederationBody]) -> Reply:
     """Federate (or update the federation of) a domain, refused while checks fail unless forced."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
-    body = call.parsed
-    service = _service(app, conn)
-    result = await service.federate(conn, await _directory(app, conn), call.params["domain"], body.request(),
-                                    force_reason=body.force.reason if body.force else None, actor=call.actor,
-                                    correlation_id=call.correlation_id)
-    return Reply(200, result)
+    scope, body = await bridge().scope(call.connection), call.parsed
+    return Reply(200, await scope.federation.federate(
+        scope.conn, scope.domain_directory, call.params["domain"], body.request(),
+        force_reason=body.force.reason if body.force else None, actor=call.actor, correlation_id=call.correlation_id))
 
 
 @route(bp, "connections/{c}/domains/{domain}/federation", "DELETE", roles=[ADMIN],
        answers={200: answers.Defederated})
 async def defederate_domain(call: Plain) -> Reply:
     """Defederate a domain: its users sign in with Entra again."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
-    return Reply(200, await _service(app, conn).defederate(conn, await _directory(app, conn), call.params["domain"],
-                                                     actor=call.actor, correlation_id=call.correlation_id))
+    scope = await bridge().scope(call.connection)
+    return Reply(200, await scope.federation.defederate(scope.conn, scope.domain_directory, call.params["domain"],
+                                                        actor=call.actor, correlation_id=call.correlation_id))
 
 
 @bp.function_name("federation_monitor")
 @bp.timer_trigger(arg_name="timer", schedule="%FEDERATION_SCHEDULE%", run_on_startup=False)
 async def federation_monitor(timer: func.TimerRequest) -> None:
     """For each federated domain of each connection: new IdP certificates and expiry alerts."""
-    app = bridge()
-    correlation_id = str(uuid.uuid4())
-    with logs.correlation(correlation_id):
-        for conn in app.connections():
-            if not conn.features.federation.enabled:
-                continue
-            async with job("federation_monitor", conn.name, correlation_id):
-                results = await _service(app, conn).watch(conn, await _directory(app, conn),
-                                                          correlation_id=correlation_id)
-                for result in results:
-                    if result.get("problem"):
-                        log.warning("federation of %s (%s): %s", result["domain"], conn.name, result["problem"])
-                log.info("federation monitor: %d federated domains of %s checked%s", len(results), conn.name,
-                         " (timer past due)" if timer.past_due else "")
+    async def watch(conn: Connection, correlation_id: str) -> None:
+        scope = await bridge().scope(conn)
+        results = await scope.federation.watch(conn, scope.domain_directory, correlation_id=correlation_id)
+        for result in (r for r in results if r.get("problem")):
+            log.warning("federation of %s (%s): %s", result["domain"], conn.name, result["problem"])
+        log.info("federation monitor: %d federated domains of %s checked%s", len(results), conn.name,
+                 " (timer past due)" if timer.past_due else "")
+
+    await each_connection("federation_monitor", watch, wanted=lambda conn: conn.features.federation.enabled)

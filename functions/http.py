@@ -38,7 +38,8 @@ import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
 from shared import logs
-from shared.config import settings
+from shared.bootstrap import bridge
+from shared.config import Connection, settings
 from shared.errors import BridgeError, Forbidden, InvalidInput, PayloadTooLarge, Unauthenticated
 
 log = logging.getLogger("bridge.http")
@@ -73,6 +74,15 @@ class Call(Generic[M]):
     correlation_id: str
     principal: Principal | None
     body: M | None = None
+    #: The connection `{c}` names, resolved before the handler runs (routes with `{c}` only).
+    conn: Connection | None = None
+
+    @property
+    def connection(self) -> Connection:
+        """The connection of a route with `{c}` in its path."""
+        if self.conn is None:
+            raise InvalidInput("this route names no connection", field="c")
+        return self.conn
 
     @property
     def parsed(self) -> M:
@@ -285,9 +295,12 @@ def route(bp: func.Blueprint, path: str, method: str, *, roles: Sequence[str] = 
                     principal = _authorize(req, roles)
                     if query is not None:
                         _check_query(req, query)
-                    call: Call[Any] = Call(request=req, params=dict(req.route_params or {}),
-                                           query=dict(req.params or {}), correlation_id=correlation_id,
-                                           principal=principal, body=_parse_body(req, body) if body else None)
+                    params = dict(req.route_params or {})
+                    # An unknown connection is a 404 naming CONNECTIONS, before the body is read.
+                    conn = bridge().connection(params.get("c", "")) if "{c}" in path else None
+                    call: Call[Any] = Call(request=req, params=params, query=dict(req.params or {}),
+                                           correlation_id=correlation_id, principal=principal,
+                                           body=_parse_body(req, body) if body else None, conn=conn)
                     reply = await handler(call)
                 except BridgeError as err:
                     level = logging.WARNING if err.status < 500 else logging.ERROR

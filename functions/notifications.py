@@ -10,7 +10,6 @@ a POST with `?validationToken=...` is answered 200 with the token as text/plain,
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 
 import azure.functions as func
@@ -18,7 +17,7 @@ from pydantic import ValidationError
 
 from functions import answers
 from functions.http import ADMIN, Plain, Reply, RouteDoc, correlation_of, describe, problem, route
-from functions.work import job
+from functions.work import each_connection
 from shared import logs
 from shared.bootstrap import bridge
 from shared.config import Connection, settings
@@ -37,18 +36,14 @@ SCHEDULE = "0 */30 * * * *"
 @bp.timer_trigger(arg_name="timer", schedule=SCHEDULE, run_on_startup=False)
 async def notification_timer(timer: func.TimerRequest) -> None:
     """Create, renew (well before Graph's limit) or remove each connection's subscriptions."""
-    app = bridge()
-    correlation_id = str(uuid.uuid4())
-    with logs.correlation(correlation_id):
-        service = None
-        for conn in app.connections():
-            async with job("notification_timer", conn.name, correlation_id):
-                service = service or app.notifications
-                wanted = bool(service.base_url) and conn.features.sync.enabled
-                if not wanted and not await service.recorded(conn.name):
-                    continue  # nothing to keep and nothing to take away: no Graph call
-                report = await service.maintain(conn, await app.subscription_api(conn), correlation_id=correlation_id)
-                log.info("subscriptions of %s: %s", conn.name, report.as_dict())
+    async def maintain(conn: Connection, correlation_id: str) -> None:
+        service = bridge().notifications
+        if not (service.base_url and conn.features.sync.enabled) and not await service.recorded(conn.name):
+            return  # nothing to keep and nothing to take away: no Graph call
+        report = await service.maintain(conn, await bridge().subscription_api(conn), correlation_id=correlation_id)
+        log.info("subscriptions of %s: %s", conn.name, report.as_dict())
+
+    await each_connection("notification_timer", maintain)
 
 
 Handler = Callable[[Connection, NotificationCollection, str], Awaitable[Outcome]]
@@ -139,9 +134,7 @@ _graph_post("notifications/connections/{c}/lifecycle", "graph_lifecycle_notifica
 @route(bp, "connections/{c}/notifications", "GET", roles=[ADMIN], answers={200: answers.NotificationStatus})
 async def notification_status(call: Plain) -> Reply:
     """The connection's Graph subscriptions (id, resource, expiry, problem) and a run queued by a notification."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
-    return Reply(200, await app.notifications.status(conn.name))
+    return Reply(200, await bridge().notifications.status(call.connection.name))
 
 
 @route(bp, "connections/{c}/notifications/uninstall", "POST", roles=[ADMIN],
@@ -149,11 +142,6 @@ async def notification_status(call: Plain) -> Reply:
 async def uninstall_notifications(call: Plain) -> Reply:
     """Delete the connection's Graph subscriptions and their records (the timer makes them again while
     NOTIFICATION_BASE_URL is set and sync is on)."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
-    removed = await app.notifications.remove(conn, await app.subscription_api(conn),
-                                             correlation_id=call.correlation_id)
-    body = {"removed": removed}
-    if app.notifications.base_url and conn.features.sync.enabled:
-        body["note"] = ["NOTIFICATION_BASE_URL is set and sync is on: the next notification_timer subscribes again"]
-    return Reply(200, body)
+    scope = await bridge().scope(call.connection)
+    return Reply(200, await scope.app.notifications.uninstall(scope.conn, scope.subscriptions,
+                                                              correlation_id=call.correlation_id))

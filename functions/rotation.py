@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-import uuid
 
 import azure.functions as func
 
 from functions import answers
 from functions.http import ADMIN, Plain, Reply, route
-from functions.work import MAX_DEQUEUE_COUNT, job, watch_last_delivery, work_message
+from functions.work import MAX_DEQUEUE_COUNT, each_connection, job, watch_last_delivery, work_message
 from shared import logs
 from shared.bootstrap import bridge
+from shared.config import Connection
 from shared.topology import Queue
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -22,15 +22,11 @@ log = logging.getLogger(__name__)
 @bp.timer_trigger(arg_name="timer", schedule="%ROTATION_SCHEDULE%", run_on_startup=False)
 async def rotation_timer(timer: func.TimerRequest) -> None:
     """Enqueue every due user of every connection with rotation enabled; no per-user work here."""
-    app = bridge()
-    correlation_id = str(uuid.uuid4())
-    with logs.correlation(correlation_id):
-        for conn in app.connections():
-            if conn.features.rotation.enabled:
-                async with job("rotation_timer", conn.name, correlation_id):
-                    count = await app.rotation.plan(conn, correlation_id=correlation_id)
-                    log.info("rotation: %d users of %s due %s", count, conn.name,
-                             "(timer past due)" if timer.past_due else "")
+    async def plan(conn: Connection, correlation_id: str) -> None:
+        count = await bridge().rotation.plan(conn, correlation_id=correlation_id)
+        log.info("rotation: %d users of %s due %s", count, conn.name, "(timer past due)" if timer.past_due else "")
+
+    await each_connection("rotation_timer", plan, wanted=lambda conn: conn.features.rotation.enabled)
 
 
 @bp.function_name("rotation_work")
@@ -44,9 +40,9 @@ async def rotation_work(msg: func.QueueMessage) -> None:
         # A failure before the rotation starts (its Graph client or credential) is kept in status; the rotation
         # records its own outcome per user.
         async with job("rotation_work", message.connection, message.correlation_id, queue=True):
-            conn = app.connection(message.connection)
-            directory = await app.password_directory(conn)
-            outcome = await app.rotation.handle(conn, directory, message, dequeue_count=msg.dequeue_count or 1,
+            scope = await app.scope(message.connection)
+            outcome = await app.rotation.handle(scope.conn, scope.password_directory, message,
+                                                dequeue_count=msg.dequeue_count or 1,
                                                 max_dequeue_count=MAX_DEQUEUE_COUNT)
             if outcome is not None:
                 log.info("rotation of %s: %s %s", outcome.user_id, outcome.status.value,
@@ -56,10 +52,8 @@ async def rotation_work(msg: func.QueueMessage) -> None:
 @route(bp, "connections/{c}/users/{id}/rotate", "POST", roles=[ADMIN], answers={202: answers.RotationQueued})
 async def rotate_user(call: Plain) -> Reply:
     """Rotate one user now (202 with the rotation id), unless the minimum interval has not passed."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
-    rotation_id = await app.rotation.request(conn, call.params["id"], actor=call.actor,
-                                             correlation_id=call.correlation_id)
+    rotation_id = await bridge().rotation.request(call.connection, call.params["id"], actor=call.actor,
+                                                  correlation_id=call.correlation_id)
     return Reply(202, {"rotationId": rotation_id, "status": "queued"})
 
 
@@ -68,10 +62,9 @@ async def rotate_user(call: Plain) -> Reply:
        headers={"Cache-Control": "no-store"})
 async def device_password(call: Plain) -> Reply:
     """The current password of the device's user, for a request signed by the device's registered key."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
-    delivered = await app.delivery.deliver(conn, call.params["deviceId"], authorization=call.header("authorization"),
-                                           url=call.url, correlation_id=call.correlation_id)
+    delivered = await bridge().delivery.deliver(call.connection, call.params["deviceId"],
+                                                authorization=call.header("authorization"), url=call.url,
+                                                correlation_id=call.correlation_id)
     logs.register_secret(delivered.password)
     for _, value in delivered.possibly_current:
         logs.register_secret(value)

@@ -23,7 +23,7 @@ from shared.config import Connection
 from shared.domain import scim
 from shared.domain.scim import Kind, ScimError, Stored
 from shared.errors import BridgeError, InvalidInput
-from shared.services.scim import BulkRunner, ScimService
+from shared.services.scim import ScimService
 from shared.topology import Queue
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -84,7 +84,7 @@ def scim_route(path: str, method: str, answers_of: Answers, *, body: Callable[[K
         def endpoint_of(kind: Kind) -> Callable[[Plain], Awaitable[Reply]]:
             async def endpoint(call: Plain) -> Reply:
                 try:
-                    conn = bridge().connection(call.params["c"])
+                    conn = call.connection
                     ScimService.enabled(conn)  # before anything is built for a connection that does not export
                     return await handler(call, conn, kind)
                 except ScimError as err:
@@ -185,7 +185,7 @@ async def scim_delete(call: Plain, conn: Connection, kind: Kind) -> Reply:
 @scim_route("Bulk", "POST", lambda _: {200: answers.ScimBulkResponse}, body=lambda _: answers.ScimBulkRequest)
 async def scim_bulk(call: Plain, conn: Connection, kind: Kind) -> Reply:
     """Several operations in one request, with failOnErrors (RFC 7644 section 3.7)."""
-    answer = await BulkRunner(bridge().scim).run(conn, _body(call), request_id=call.correlation_id,
+    answer = await bridge().scim_bulk.run(conn, _body(call), request_id=call.correlation_id,
                                                  domains=lambda: _domains(conn), base_url=_base(call))
     return Reply(200, answer)
 

@@ -14,12 +14,10 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 @route(bp, "connections/{c}/status", "GET", roles=[ADMIN], answers={200: answers.ConnectionStatus})
 async def connection_status(call: Plain) -> Reply:
     """Counts, the last run and dry run, rotation, federation watch, throttle state, problems with fixes."""
-    app = bridge()
-    return Reply(200, await app.status.status(app.connection(call.params["c"])))
+    return Reply(200, await bridge().status.status(call.connection))
 
 
 @route(bp, "connections/{c}/runs/{runId}", "GET", roles=[ADMIN], answers={200: answers.SyncRunDetails})
 async def sync_run(call: Plain) -> Reply:
     """The last sync or dry run with the ids it planned (status shows only counts)."""
-    app = bridge()
-    return Reply(200, await app.status.run(app.connection(call.params["c"]), call.params["runId"]))
+    return Reply(200, await bridge().status.run(call.connection, call.params["runId"]))

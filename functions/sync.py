@@ -3,37 +3,31 @@
 from __future__ import annotations
 
 import logging
-import uuid
-from typing import Any
 
 import azure.functions as func
 
 from functions import answers
 from functions.http import ADMIN, Plain, Reply, route
-from functions.work import job, watch_last_delivery, work_message
+from functions.work import each_connection, job, watch_last_delivery, work_message
 from shared import logs
 from shared.bootstrap import bridge
-from shared.domain.directory import UserRow, UserState
-from shared.errors import Conflict, InvalidInput, NotFound
+from shared.config import Connection
+from shared.services.users import UserFilter
 from shared.topology import Queue
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)
-PAGE_MAX = 500
 
 
 @bp.function_name("sync_timer")
 @bp.timer_trigger(arg_name="timer", schedule="%SYNC_SCHEDULE%", run_on_startup=False)
 async def sync_timer(timer: func.TimerRequest) -> None:
     """Queue one sync run per connection with sync enabled; the work happens in sync_work."""
-    app = bridge()
-    correlation_id = str(uuid.uuid4())
-    with logs.correlation(correlation_id):
-        for conn in app.connections():
-            if conn.features.sync.enabled:
-                async with job("sync_timer", conn.name, correlation_id):
-                    run_id = await app.sync.request(conn, actor="sync_timer", correlation_id=correlation_id)
-                    log.info("sync of %s queued as %s", conn.name, run_id)
+    async def queue(conn: Connection, correlation_id: str) -> None:
+        run_id = await bridge().sync.request(conn, actor="sync_timer", correlation_id=correlation_id)
+        log.info("sync of %s queued as %s", conn.name, run_id)
+
+    await each_connection("sync_timer", queue, wanted=lambda conn: conn.features.sync.enabled)
 
 
 @bp.function_name("sync_work")
@@ -42,49 +36,22 @@ async def sync_timer(timer: func.TimerRequest) -> None:
 async def sync_work(msg: func.QueueMessage) -> None:
     """Run one sync of a connection."""
     message = work_message(msg)
-    app = bridge()
+    app, reconcile = bridge(), None
     with logs.correlation(message.correlation_id):
         # The run records its own outcome and problem (lastRun); a failure is raised again only if worth retrying.
-        completed = None
         async with job("sync_work", message.connection, message.correlation_id, queue=True, record=False):
-            conn = app.connection(message.connection)
-            if message.args.get("notified"):
-                await app.notifications.release(conn.name)  # a notification from now on queues the next run
-            try:
-                reader = await app.directory_reader(conn)
-            except Exception as exc:
-                await app.sync.fail(conn, exc, run_id=message.idempotency_key, correlation_id=message.correlation_id)
-                raise
-            try:
-                report = await app.sync.run(conn, reader, run_id=message.idempotency_key,
-                                            correlation_id=message.correlation_id,
-                                            dry_run=bool(message.args.get("dryRun")))
-            except Conflict:
-                if not message.args.get("notified"):
-                    raise
-                # Another run holds the lease: come back in a moment rather than after the visibility timeout,
-                # unless a newer notification has queued a run meanwhile (docs/notifications.md).
-                await app.notifications.requeue(conn, message.model_dump(mode="json", by_alias=True),
-                                                correlation_id=message.correlation_id)
-                return
-            log.info("sync %s of %s: %s, added %d, updated %d, removed %d", report.run_id, conn.name,
-                     report.outcome, report.added, report.updated, report.removed)
-            completed = conn if report.outcome == "completed" else None
-        if completed is not None and completed.features.passkeys.enabled:
-            # Passkeys follow the directory: those of removed users and devices are revoked here.
-            async with job("passkey_reconcile", completed.name, message.correlation_id, queue=True):
-                found = await app.passkeys.reconcile(completed, await app.passkey_directory(completed),
-                                                     correlation_id=message.correlation_id)
-                log.info("passkeys of %s reconciled: %s", completed.name, found.as_dict())
+            reconcile = await app.sync_jobs.run(app.connection(message.connection), message)
+        if reconcile is not None:
+            async with job("passkey_reconcile", reconcile.name, message.correlation_id, queue=True):
+                await app.sync_jobs.reconcile_passkeys(reconcile, correlation_id=message.correlation_id)
 
 
 @route(bp, "connections/{c}/sync", "POST", roles=[ADMIN], query=answers.SyncQuery, answers={202: answers.SyncQueued})
 async def start_sync(call: Plain) -> Reply:
     """Queue a sync now: 202 with the run id (`?dryRun=true` plans without writing)."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
-    dry_run = call.query.get("dryRun", "false").lower() == "true"
-    run_id = await app.sync.request(conn, actor=call.actor, correlation_id=call.correlation_id, dry_run=dry_run)
+    dry_run = bool(answers.SyncQuery.model_validate(call.query).dry_run)
+    run_id = await bridge().sync.request(call.connection, actor=call.actor, correlation_id=call.correlation_id,
+                                         dry_run=dry_run)
     return Reply(202, {"runId": run_id, "status": "queued", "dryRun": dry_run})
 
 
@@ -93,67 +60,23 @@ async def start_sync(call: Plain) -> Reply:
 async def uninstall_enrollment_groups(call: Plain) -> Reply:
     """Delete the enrollment-state groups the bridge owns in Entra, naming the adopted ones it left
     (`?dryRun=true` lists what would be deleted)."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
-    dry_run = call.query.get("dryRun", "false").lower() == "true"
-    report = await app.enrollment_groups.uninstall(conn, await app.directory_reader(conn), actor=call.actor,
-                                                   correlation_id=call.correlation_id, dry_run=dry_run)
-    body: dict[str, Any] = report.as_dict()
-    if conn.features.passkeys.enabled:
-        body["note"] = "features.passkeys.enabled is still true: the next sync creates the groups again"
-    return Reply(200, body)
-
-
-def _user_view(row: UserRow, rotation: dict[str, Any] | None = None) -> dict[str, Any]:
-    view: dict[str, Any] = row.to_row()
-    view["id"] = row.id
-    if rotation is not None:
-        view["rotation"] = rotation
-    return view
+    scope = await bridge().scope(call.connection)
+    report = await scope.app.enrollment_groups.uninstall(
+        scope.conn, scope.directory_reader(), actor=call.actor, correlation_id=call.correlation_id,
+        dry_run=bool(answers.SyncQuery.model_validate(call.query).dry_run))
+    return Reply(200, report.answer(scope.conn))
 
 
 @route(bp, "connections/{c}/users", "GET", roles=[ADMIN], query=answers.UsersQuery, answers={200: answers.UserPage})
 async def list_users(call: Plain) -> Reply:
     """Imported users: filters `state`, `enrollment`, `inRotationGroup`, `q` (UPN prefix); paging by `skip`."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
-    try:
-        top = min(int(call.query.get("top", "100")), PAGE_MAX)
-        skip = int(call.query.get("skip", "0"))
-    except ValueError:
-        raise InvalidInput("top and skip must be whole numbers", field="top") from None
-    state = call.query.get("state")
-    if state and state not in {s.value for s in UserState}:
-        raise InvalidInput(f"state must be one of {', '.join(s.value for s in UserState)}", field="state")
-    enrollment = call.query.get("enrollment")
-    in_group = call.query.get("inRotationGroup")
-    prefix = (call.query.get("q") or "").lower()
-    matched = []
-    async for row in app.directory.all(conn.name):
-        if state and row.state.value != state:
-            continue
-        if enrollment and row.enrollment.value != enrollment:
-            continue
-        if in_group is not None and row.in_rotation_group != (in_group.lower() == "true"):
-            continue
-        if prefix and not row.upn.lower().startswith(prefix):
-            continue
-        matched.append(row)
-    page = matched[skip:skip + top]
-    body: dict[str, Any] = {"value": [_user_view(r) for r in page], "count": len(matched)}
-    if skip + top < len(matched):
-        body["nextSkip"] = skip + top
-    return Reply(200, body)
+    query = answers.UsersQuery.model_validate(call.query)
+    flt = UserFilter(state=query.state, enrollment=query.enrollment, in_rotation_group=query.in_rotation_group,
+                     prefix=query.q or "")
+    return Reply(200, await bridge().users.page(call.connection.name, flt, top=query.top, skip=query.skip))
 
 
 @route(bp, "connections/{c}/users/{id}", "GET", roles=[ADMIN], answers={200: answers.UserWithRotation})
 async def get_user(call: Plain) -> Reply:
     """One imported user with its rotation status (never a password)."""
-    app = bridge()
-    conn = app.connection(call.params["c"])
-    row = await app.directory.find(conn.name, call.params["id"])
-    if row is None:
-        raise NotFound(f"user {call.params['id']!r} is not imported in connection {conn.name!r}")
-    rotation, _ = await app.rotation.status_row(conn.name, row.id)
-    return Reply(200, _user_view(row, rotation.model_dump(mode="json", exclude_none=True,
-                                                          exclude={"lease_owner", "lease_until"})))
+    return Reply(200, await bridge().users.user(call.connection, call.params["id"]))

@@ -6,13 +6,16 @@ import contextlib
 import functools
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import azure.functions as func
 
+from shared import logs
 from shared.bootstrap import bridge
-from shared.errors import BridgeError, Conflict, root_cause, translated
+from shared.config import Connection
+from shared.errors import BridgeError, translated, worth_retrying
 from shared.messages import WorkMessage
 from shared.topology import Queue
 
@@ -62,12 +65,6 @@ def watch_last_delivery(queue: Queue) -> Callable[[Callable[[func.QueueMessage],
     return decorate
 
 
-def worth_retrying(err: BridgeError) -> bool:
-    """Whether delivering a message again may succeed: a transient failure, or a lease another run holds."""
-    cause = root_cause(err)
-    return cause.retryable or isinstance(cause, Conflict)
-
-
 @contextlib.asynccontextmanager
 async def job(name: str, connection: str, correlation_id: str, *, queue: bool = False,
               record: bool = True) -> AsyncIterator[None]:
@@ -100,3 +97,15 @@ async def job(name: str, connection: str, correlation_id: str, *, queue: bool = 
                 await bridge().problems.clear(connection, name)
             except BridgeError as uncleared:
                 log.warning("the problem of %s of %s could not be cleared: %s", name, connection, uncleared.detail)
+
+
+async def each_connection(name: str, step: Callable[[Connection, str], Awaitable[None]], *,
+                          wanted: Callable[[Connection], bool] = lambda conn: True) -> None:
+    """A timer's pass over the connections: one correlation id, and each wanted connection's `step` run as its
+    own `job` (a connection that fails is kept in its status and the next one goes on)."""
+    correlation_id = str(uuid.uuid4())
+    with logs.correlation(correlation_id):
+        for conn in bridge().connections():
+            if wanted(conn):
+                async with job(name, conn.name, correlation_id):
+                    await step(conn, correlation_id)

@@ -14,17 +14,21 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import ssl
 import uuid
+from functools import cached_property
 from typing import Any, Literal
 
 from shared import logs
 from shared.adapters import identity
 from shared.adapters.audit import AuditReader, TableAuditSink, VaultAuditAnchors, VaultAuditKeys
 from shared.adapters.directory import GraphDirectoryReader
+from shared.adapters.domains import GraphDomainDirectory
 from shared.adapters.events import EventGridSink, TableEventOutbox
 from shared.adapters.export import GraphExportDirectory
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
 from shared.adapters.mds import FidoMetadata
+from shared.adapters.metadata import HttpsMetadataSource
 from shared.adapters.ownership import TableGroupRecords
 from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.queues import StorageWorkQueue
@@ -37,7 +41,7 @@ from shared.config import Cloud, Connection, Settings, settings
 from shared.errors import Configuration, NotFound
 from shared.messages import WorkMessage
 from shared.services.audit import AuditQuery
-from shared.services.connections import CertificateValidator
+from shared.services.connections import CertificateValidator, ConnectionTester
 from shared.services.delivery import PasswordDelivery
 from shared.services.devices import DeviceService
 from shared.services.directory import Directory, RotationSubjects
@@ -45,19 +49,88 @@ from shared.services.enrollment import DeviceEnrollment
 from shared.services.enrollment_groups import EnrollmentGroups
 from shared.services.events import ChangeFeed, EventPublisher
 from shared.services.export import ExportService
-from shared.services.federation import watch_rows
+from shared.services.federation import FederationService, watch_rows
 from shared.services.notifications import NotificationService
 from shared.services.passkeys import PasskeyService
 from shared.services.poison import PoisonService
 from shared.services.ports import Clock
 from shared.services.problems import JobProblems
 from shared.services.rotation import RotationService
-from shared.services.scim import ScimService
+from shared.services.scim import BulkRunner, ScimService
 from shared.services.status import StatusService
 from shared.services.sync import SyncService
+from shared.services.sync_jobs import SyncJobs
+from shared.services.users import UserQueries
 from shared.topology import Queue
 
 log = logging.getLogger(__name__)
+
+
+class ConnectionScope:
+    """One connection's Graph gateway and every adapter and service bound to it, built once per process
+    with the connection's cloud (docs/architecture.md, Clouds). `Bridge.scope` hands it out."""
+
+    def __init__(self, app: Bridge, conn: Connection, gateway: GraphGateway) -> None:
+        self.app = app
+        self.conn = conn
+        self.gateway = gateway
+        self._principal_id: str | None = None
+
+    async def own_principal_id(self) -> str:
+        """Object id of the service principal the connection signs in as (the `oid` of its Graph token)."""
+        if not self._principal_id:
+            claims = await self.gateway.token_claims()
+            self._principal_id = str(claims.get("oid") or "")
+            if not self._principal_id:
+                raise Configuration(f"the Graph token of connection {self.conn.name!r} carries no oid",
+                                    setting="CONNECTIONS")
+        return self._principal_id
+
+    @cached_property
+    def password_directory(self) -> GraphPasswordDirectory:
+        """Entra's password side for rotation."""
+        return GraphPasswordDirectory(self.gateway, own_principal_id=self.own_principal_id, clock=self.app.clock)
+
+    @cached_property
+    def passkey_directory(self) -> GraphPasskeyDirectory:
+        """Entra's FIDO2 provisioning API."""
+        return GraphPasskeyDirectory(self.gateway)
+
+    @cached_property
+    def export_directory(self) -> GraphExportDirectory:
+        """Entra for export (it keeps the verified domains a minute)."""
+        return GraphExportDirectory(self.gateway)
+
+    @cached_property
+    def subscriptions(self) -> GraphSubscriptions:
+        """Graph's /subscriptions."""
+        return GraphSubscriptions(self.gateway)
+
+    @cached_property
+    def domain_directory(self) -> GraphDomainDirectory:
+        """The tenant's domains and their federation."""
+        return GraphDomainDirectory(self.gateway, claims=self.gateway.token_claims)
+
+    def directory_reader(self) -> GraphDirectoryReader:
+        """A fresh reader of users and groups: it counts the resource units of one run."""
+        return GraphDirectoryReader(self.gateway)
+
+    @cached_property
+    def tester(self) -> ConnectionTester:
+        """The connection test: token, one read, permissions and roles per feature."""
+        return ConnectionTester(self.gateway, self.gateway.token_claims)
+
+    @cached_property
+    def metadata(self) -> HttpsMetadataSource:
+        """IdP metadata over HTTPS; private or loopback addresses only for the local stand-ins (SSRF,
+        docs/federation.md)."""
+        return HttpsMetadataSource(verify=self.app.tls, private_addresses=self.conn.cloud is Cloud.LOCAL)
+
+    @cached_property
+    def federation(self) -> FederationService:
+        """Domain federation with this connection's metadata source."""
+        app = self.app
+        return FederationService(audit=app.audit, clock=app.clock, entities=app.entities, metadata=self.metadata)
 
 
 class Bridge:
@@ -68,6 +141,7 @@ class Bridge:
         self.clock: Clock = clock or SystemClock()
         self._cache: dict[str, Any] = {}
         self._graphs: dict[str, GraphGateway] = {}
+        self._scopes: dict[str, ConnectionScope] = {}
         self._graph_lock = asyncio.Lock()
         self._connections: list[Connection] | None = None
 
@@ -138,6 +212,12 @@ class Bridge:
         return f"https://{self.settings.storage_account_name}.{service}.{suffix}"
 
     @property
+    def tls(self) -> ssl.SSLContext:
+        """The process's TLS trust: the system CAs plus LOCAL_CA_FILE when set."""
+        context: ssl.SSLContext = self._once("tls", lambda: identity.ssl_context(self.settings))
+        return context
+
+    @property
     def app_credential(self) -> Any:
         """The function app's own identity."""
         return self._once("app_credential", lambda: identity.app_credential(self.settings))
@@ -202,7 +282,7 @@ class Bridge:
                 secrets = self.secrets if self.settings.key_vault_url else None
                 credential = await identity.connection_credential(conn, self.settings, secrets)
                 profile = self.settings.profile(conn.cloud)
-                verify: Any = identity.ssl_context(self.settings) if conn.cloud is Cloud.LOCAL else True
+                verify: Any = self.tls if conn.cloud is Cloud.LOCAL else True
                 gateway = GraphGateway(connection=conn.name, tenant_id=conn.tenant_id, credential=credential,
                                        graph_base=profile.graph, scope=profile.graph_scope, verify=verify,
                                        governor=self.governor, dry_run=conn.dry_run or self.settings.dry_run)
@@ -239,29 +319,23 @@ class Bridge:
             (log.info if outcome.startswith("ready") else log.warning)("warm-up of connection %s: %s", name, outcome)
         return results
 
+    async def scope(self, conn: Connection | str) -> ConnectionScope:
+        """The connection's scope (by document or name): its gateway and adapters, built once per process."""
+        if isinstance(conn, str):
+            conn = self.connection(conn)
+        found = self._scopes.get(conn.name)
+        if found is None:
+            gateway = await self.graph(conn)
+            found = self._scopes.setdefault(conn.name, ConnectionScope(self, conn, gateway))
+        return found
+
     async def own_principal_id(self, conn: Connection) -> str:
         """Object id of the service principal `conn` signs in as (the `oid` of its Graph token)."""
-        key = f"oid:{conn.name}"
-        if key not in self._cache:
-            claims = await (await self.graph(conn)).token_claims()
-            self._cache[key] = str(claims.get("oid") or "")
-            if not self._cache[key]:
-                raise Configuration(f"the Graph token of connection {conn.name!r} carries no oid",
-                                    setting="CONNECTIONS")
-        return str(self._cache[key])
+        return await (await self.scope(conn)).own_principal_id()
 
     async def password_directory(self, conn: Connection) -> GraphPasswordDirectory:
         """Entra's password side for rotation, on `conn`'s gateway."""
-        key = f"pwdir:{conn.name}"
-        if key not in self._cache:
-            gateway = await self.graph(conn)
-
-            async def principal() -> str:
-                return await self.own_principal_id(conn)
-
-            self._cache[key] = GraphPasswordDirectory(gateway, own_principal_id=principal, clock=self.clock)
-        directory: GraphPasswordDirectory = self._cache[key]
-        return directory
+        return (await self.scope(conn)).password_directory
 
     # ------------------------------------------------------------------ services
 
@@ -270,6 +344,13 @@ class Bridge:
         """The bridge directory (users table)."""
         directory: Directory = self._once("directory", lambda: Directory(self.entities))
         return directory
+
+    @property
+    def users(self) -> UserQueries:
+        """Imported users as operators list and read them."""
+        # Rotation is read only when asked for: it needs Key Vault.
+        users: UserQueries = self._once("users", lambda: UserQueries(self.directory, lambda: self.rotation))
+        return users
 
     @property
     def rotation(self) -> RotationService:
@@ -315,7 +396,7 @@ class Bridge:
         """The FIDO MDS3 blob (FIDO_MDS_URL, FIDO_MDS_ROOT_CERT), kept in Table storage."""
         def build() -> FidoMetadata:
             return FidoMetadata(self.entities, self.clock, url=self.settings.fido_mds_url,
-                                root_der=self.settings.mds_root_der, verify=identity.ssl_context(self.settings))
+                                root_der=self.settings.mds_root_der, verify=self.tls)
         metadata: FidoMetadata = self._once("fido_metadata", build)
         return metadata
 
@@ -336,6 +417,15 @@ class Bridge:
                                enrollment_groups=self.enrollment_groups, events=self.events_outbox)
         service: SyncService = self._once("sync", build)
         return service
+
+    @property
+    def sync_jobs(self) -> SyncJobs:
+        """The sync queue job: a run on the connection's reader, then its passkey reconcile."""
+        def build() -> SyncJobs:
+            return SyncJobs(sync=self.sync, notifications=lambda: self.notifications, passkeys=lambda: self.passkeys,
+                            reader=self.directory_reader, passkey_directory=self.passkey_directory)
+        jobs: SyncJobs = self._once("sync_jobs", build)
+        return jobs
 
     @property
     def status(self) -> StatusService:
@@ -364,7 +454,6 @@ class Bridge:
         def build() -> EnrollmentGroups:
             return EnrollmentGroups(TableGroupRecords(self.entities), self.audit, self.clock)
         service: EnrollmentGroups = self._once("enrollment_groups", build)
-        return service
         return service
 
     @property
@@ -431,7 +520,7 @@ class Bridge:
 
     async def subscription_api(self, conn: Connection) -> GraphSubscriptions:
         """Graph's /subscriptions for `conn`, on its gateway."""
-        return GraphSubscriptions(await self.graph(conn))
+        return (await self.scope(conn)).subscriptions
 
     @property
     def scim(self) -> ScimService:
@@ -440,6 +529,12 @@ class Bridge:
             return ScimService(TableScimRepository(self.entities), self.queue, self.clock)
         service: ScimService = self._once("scim", build)
         return service
+
+    @property
+    def scim_bulk(self) -> BulkRunner:
+        """SCIM bulk requests, on the SCIM service."""
+        runner: BulkRunner = self._once("scim_bulk", lambda: BulkRunner(self.scim))
+        return runner
 
     @property
     def export(self) -> ExportService:
@@ -452,19 +547,15 @@ class Bridge:
 
     async def export_directory(self, conn: Connection) -> GraphExportDirectory:
         """Entra for export, on `conn`'s gateway, one per connection (it keeps the verified domains a minute)."""
-        key = f"export:{conn.name}"
-        if key not in self._cache:
-            self._cache[key] = GraphExportDirectory(await self.graph(conn))
-        directory: GraphExportDirectory = self._cache[key]
-        return directory
+        return (await self.scope(conn)).export_directory
 
     async def directory_reader(self, conn: Connection) -> GraphDirectoryReader:
         """A fresh reader (it counts the resource units of one run)."""
-        return GraphDirectoryReader(await self.graph(conn))  # the gateway carries the cloud's Graph host
+        return (await self.scope(conn)).directory_reader()
 
     async def passkey_directory(self, conn: Connection) -> GraphPasskeyDirectory:
         """Entra's FIDO2 provisioning API for `conn`, on its Graph gateway."""
-        return GraphPasskeyDirectory(await self.graph(conn))
+        return (await self.scope(conn)).passkey_directory
 
     @property
     def certificate_validator(self) -> CertificateValidator:
@@ -495,6 +586,7 @@ class Bridge:
                     await client.close()
         self._cache.clear()
         self._graphs.clear()
+        self._scopes.clear()
 
 
 _bridge: Bridge | None = None

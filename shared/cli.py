@@ -25,9 +25,10 @@ import httpx
 
 from shared.bootstrap import Bridge
 from shared.config import load_settings
+from shared.domain.directory import UserState
 from shared.errors import BridgeError, Configuration, InvalidInput, NotFound
 from shared.services.audit import PAGE_DEFAULT, AuditFilter
-from shared.services.connections import ConnectionTester
+from shared.services.users import UserFilter
 from shared.topology import Queue
 
 #: The checkout this module runs from: `make run` keeps its settings here.
@@ -173,29 +174,17 @@ async def users(bridge: Bridge, name: str, *, state: str | None, prefix: str | N
     """Imported users (never a password), or one user with its rotation status."""
     conn = bridge.connection(name)
     if user:
-        row = await bridge.directory.find(conn.name, user)
-        if row is None:
-            raise NotFound(f"user {user!r} is not imported in connection {conn.name!r}")
-        view: dict[str, Any] = {**row.to_row(), "id": row.id}
-        if conn.features.rotation.enabled:
-            rotation, _ = await bridge.rotation.status_row(conn.name, row.id)
-            view["rotation"] = rotation.model_dump(mode="json", exclude_none=True,
-                                                   exclude={"lease_owner", "lease_until"})
+        view = await bridge.users.user(conn, user, rotation=conn.features.rotation.enabled)
         return Outcome(0, view, [f"{k}: {v}" for k, v in view.items()])
-    matched = []
-    async for found in bridge.directory.all(conn.name):
-        if state and found.state.value != state:
-            continue
-        if prefix and not found.upn.lower().startswith(prefix.lower()):
-            continue
-        matched.append(found)
-    shown = matched[:top]
+    page = await bridge.users.page(conn.name, UserFilter(state=UserState(state) if state else None,
+                                                         prefix=prefix or ""), top=top, most=top)
+    shown, matched = page["value"], page["count"]
     rows: list[list[Any]] = [["id", "userPrincipalName", "state", "enrollment", "rotationGroup"]]
-    rows.extend([r.id, r.upn, r.state.value, r.enrollment.value, "yes" if r.in_rotation_group else "no"]
+    rows.extend([r["id"], r["userPrincipalName"], r["state"], r["enrollment"], "yes" if r["inRotationGroup"] else "no"]
                 for r in shown)
-    lines = (_table(rows) if shown else []) + [f"{len(shown)} of {len(matched)} users shown"
-                                               + (" (--top for more)" if len(matched) > len(shown) else "")]
-    return Outcome(0, {"value": [{**r.to_row(), "id": r.id} for r in shown], "count": len(matched)}, lines)
+    lines = (_table(rows) if shown else []) + [f"{len(shown)} of {matched} users shown"
+                                               + (" (--top for more)" if matched > len(shown) else "")]
+    return Outcome(0, {"value": shown, "count": matched}, lines)
 
 
 async def rotate(bridge: Bridge, name: str, user: str) -> Outcome:
@@ -212,9 +201,9 @@ async def rotate(bridge: Bridge, name: str, user: str) -> Outcome:
 
 async def doctor(bridge: Bridge, name: str) -> Outcome:
     """The connection test as a table."""
-    conn = bridge.connection(name)
-    gateway = await bridge.graph(conn)
-    report = await ConnectionTester(gateway, gateway.token_claims).test(conn)
+    scope = await bridge.scope(name)
+    conn = scope.conn
+    report = await scope.tester.test(conn)
     lines = [f"connection {conn.name} (tenant {conn.tenant_id}, cloud {conn.cloud.value})"]
     token = report.token
     lines.append(f"token: {'obtained' if token.get('obtained') else 'FAILED'}; app {token.get('appId')}; "

@@ -35,8 +35,17 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.domain import features
 from shared.domain.mds import FIDO_MDS_ROOT_PEM, FIDO_MDS_URL, MetadataRejected, root_certificate
 from shared.errors import Configuration
+
+# The feature vocabulary belongs to the domain (shared/domain/features.py); importable from here too.
+EnrollmentGroupNames = features.EnrollmentGroupNames
+ExportFeature = features.ExportFeature
+ExportGroupRules = features.ExportGroupRules
+PasskeyPolicy = features.PasskeyPolicy
+RemovalBehaviour = features.RemovalBehaviour
+RemovalThreshold = features.RemovalThreshold
 
 SLUG = r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$"
 GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -139,21 +148,6 @@ class CertificateAuth(_Doc):
 ConnectionAuth = Annotated[ManagedIdentityAuth | ClientSecretAuth | CertificateAuth, Field(discriminator="kind")]
 
 
-class RemovalBehaviour(StrEnum):
-    """What happens to a bridge user who leaves every sync group."""
-
-    KEEP = "keep"
-    DEACTIVATE = "deactivate"
-    DELETE = "delete"
-
-
-class RemovalThreshold(_Doc):
-    """A sync run that would remove more than this stops and raises an alert instead."""
-
-    percent: Annotated[float, Field(ge=0, le=100)] = 10.0
-    absolute: Annotated[int, Field(ge=0)] = 50
-
-
 class SyncFeature(_Doc):
     """Import users from sync groups (ids or display names), nested to any depth."""
 
@@ -189,22 +183,6 @@ class RotationFeature(_Doc):
         return self
 
 
-class PasskeyPolicy(StrEnum):
-    """Whether users of this connection may, or must, enroll a device passkey."""
-
-    DISABLED = "disabled"
-    OPTIONAL = "optional"
-    REQUIRED = "required"
-
-
-class EnrollmentGroupNames(_Doc):
-    """Display names of the enrollment-state groups the bridge keeps in Entra."""
-
-    not_enrolled: Annotated[str, Field(alias="notEnrolled")] = "Bridge - Not yet enrolled"
-    paired_with_provider: Annotated[str, Field(alias="pairedWithProvider")] = "Bridge - Paired with provider"
-    paired_with_entra: Annotated[str, Field(alias="pairedWithEntra")] = "Bridge - Paired with Entra"
-
-
 class PasskeysFeature(_Doc):
     """Register device-bound passkeys in Entra through the FIDO2 provisioning API."""
 
@@ -221,38 +199,6 @@ class FederationFeature(_Doc):
     """Verify, federate and defederate custom domains; watch signing certificates."""
 
     enabled: bool = False
-
-
-class ExportGroupRules(_Doc):
-    """How exported groups meet Entra's groups (docs/export.md)."""
-
-    #: typeAndEmail: an Entra group of the same displayName matches only if its type and mail match too.
-    match: Literal["typeAndEmail", "nameOnly"] = "typeAndEmail"
-    #: onlyIfNameUnused: no group is created while any Entra group carries the name.
-    create_when_unmatched: Annotated[Literal["always", "onlyIfNameUnused"],
-                                     Field(alias="createWhenUnmatched")] = "onlyIfNameUnused"
-    #: Delete other Entra groups of the same name, only those the bridge created (others are listed in status).
-    remove_duplicates: Annotated[bool, Field(alias="removeDuplicates")] = False
-    #: The kind of group created: a security group, or a Microsoft 365 group (groupTypes Unified, mail-enabled).
-    kind: Literal["security", "microsoft365"] = "security"
-
-
-class ExportFeature(_Doc):
-    """Export users and groups into Entra from the SCIM service (docs/export.md)."""
-
-    enabled: bool = False
-    default_license_sku: Annotated[str | None, Field(alias="defaultLicenseSku")] = None
-    usage_location: Annotated[str | None, Field(alias="usageLocation", pattern=r"^[A-Z]{2}$")] = None
-    #: How a SCIM user is mapped to an Entra user when no Entra id is linked yet.
-    username_mapping: Annotated[Literal["upn", "mail", "userNameAtDomain", "employeeId"],
-                                Field(alias="usernameMapping")] = "upn"
-    #: The verified domain appended to the userName with usernameMapping userNameAtDomain.
-    user_domain: Annotated[str | None, Field(alias="userDomain")] = None
-    #: SCIM DELETE deletes a user the bridge created (else it is disabled).
-    delete_users: Annotated[bool, Field(alias="deleteUsers")] = False
-    #: More removals than this in one change stop it (docs/architecture.md, invariant 4).
-    removal_threshold: Annotated[int, Field(alias="removalThreshold", ge=0)] = 100
-    groups: ExportGroupRules = ExportGroupRules()
 
 
 class Features(_Doc):

@@ -262,3 +262,9 @@ ALL_ERRORS: tuple[type[BridgeError], ...] = (
     Unauthenticated, Forbidden, PermissionDenied, Configuration, Stop,
     PasskeySkipped, PasskeyPending,
 )
+
+
+def worth_retrying(err: BridgeError) -> bool:
+    """Whether delivering a queue message again may succeed: a transient failure, or a lease another run holds."""
+    cause = root_cause(err)
+    return cause.retryable or isinstance(cause, Conflict)

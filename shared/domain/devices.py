@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.config import PasskeyPolicy
+from shared.domain.features import PasskeyPolicy
 
 DEVICE_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+$")

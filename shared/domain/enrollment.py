@@ -20,8 +20,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.config import EnrollmentGroupNames
 from shared.domain.directory import Enrollment, UserRow, UserState
+from shared.domain.features import EnrollmentGroupNames
 
 
 def group_name(names: EnrollmentGroupNames, state: Enrollment) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from shared.config import ExportFeature
+from shared.domain.features import ExportFeature
 from shared.domain.scim import ENTERPRISE_SCHEMA, Kind
 
 Action = Literal["user.create", "user.update", "user.disable", "user.delete", "user.assignLicense",

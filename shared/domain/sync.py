@@ -19,8 +19,8 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from shared.config import RemovalBehaviour, RemovalThreshold
 from shared.domain.directory import UserRow, UserState
+from shared.domain.features import RemovalBehaviour, RemovalThreshold
 
 #: Graph's user attributes the directory keeps (the `$select` of every user read).
 USER_FIELDS = ("id", "userPrincipalName", "displayName", "mail", "accountEnabled", "onPremisesSyncEnabled")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from shared.config import Connection, PasskeyPolicy
 from shared.domain.devices import DevicePasskey, DeviceRow, DeviceState, PasskeyState, PublicJwk, passkey_status
 from shared.domain.directory import Enrollment, UserRow
 from shared.domain.events import Event, EventType, new_event
-from shared.errors import BridgeError, Conflict, InvalidInput, NotFound, root_cause
+from shared.errors import BridgeError, Conflict, InvalidInput, NotFound, root_cause, translated, worth_retrying
 from shared.messages import WorkMessage
 from shared.services.delivery import RegisteredDevice
 from shared.services.directory import Directory
@@ -37,6 +38,8 @@ from shared.services.ports import (
     WorkQueue,
 )
 from shared.topology import Queue, Table
+
+log = logging.getLogger(__name__)
 
 ACTOR = "devices"
 #: Runs of held enrollment events are named by this prefix and the event id.
@@ -177,6 +180,27 @@ class DeviceService:
         """The device's passkey enrollment (pending, registered, skipped) under the connection's policy."""
         live = any(p.data.get("state", PasskeyState.ACTIVE.value) == PasskeyState.ACTIVE.value for p in passkeys)
         return passkey_status(device, live, conn.features.passkeys.policy)
+
+    async def run_removal(self, conn: Connection, entra: Callable[[Connection], Awaitable[PasskeyDirectory]],
+                          message: WorkMessage, *, last_delivery: bool) -> JsonObject:
+        """The device-work job: `complete_removal` on the connection's passkey directory. A failure shows on
+        the operation (`failed` once the host will not deliver the message again) and is raised."""
+        try:
+            result = await self.complete_removal(conn, await entra(conn), message)
+        except Exception as exc:
+            err = translated(exc)
+            await self.removal_failed(conn.name, message.idempotency_key, err,
+                                      final=last_delivery or not worth_retrying(err))
+            raise
+        log.info("device %s removed: %s passkeys revoked", message.target, result.get("done"))
+        return result
+
+    async def view(self, conn: Connection, device_id: str) -> JsonObject:
+        """A device with its passkey enrollment and the passkeys the bridge registered for it."""
+        row = await self.get(conn.name, device_id)
+        refs = await self.passkeys(conn.name, row.id)
+        passkeys = [{"id": p.method_id, **{k: v for k, v in p.data.items() if k != "methodId"}} for p in refs]
+        return {**row.to_row(), "passkey": self.passkey_status(conn, row, refs).value, "passkeys": passkeys}
 
     async def skip_passkey(self, conn: Connection, device_id: str, *, reason: str, actor: str,
                            correlation_id: str) -> DeviceRow:

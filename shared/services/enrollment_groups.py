@@ -71,6 +71,13 @@ class UninstallReport:
                 "deleted": [r.view(self.configured.get(r.state)) for r in self.deleted],
                 "left": [{**r.view(self.configured.get(r.state)), "reason": self.reason(r)} for r in self.left]}
 
+    def answer(self, conn: Connection) -> JsonObject:
+        """`as_dict`, with a note while passkeys are still on (the next sync makes the groups again)."""
+        body = dict(self.as_dict())
+        if conn.features.passkeys.enabled:
+            body["note"] = "features.passkeys.enabled is still true: the next sync creates the groups again"
+        return body
+
     def reason(self, record: GroupRecord) -> str:
         """Why a group is left in Entra."""
         if record in self.unrecognised:

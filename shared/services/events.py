@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.domain.directory import UserRow, UserState
 from shared.domain.events import RETENTION, Event, EventType, digest, new_event
 from shared.domain.sync import SyncPlan
-from shared.errors import InvalidInput
+from shared.errors import InvalidInput, Throttled
 from shared.services.ports import Clock, EventLog, EventOutbox, EventSink, FeedItem
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ ROUND = 100
 #: How long one drain may hold the connection's lease.
 LEASE_SECONDS = 60.0
 MAX_TOP = 1000
+#: A nudge that finds another publisher at work comes back this often, then the sweep takes over.
+MAX_DEFERRALS = 3
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,16 @@ class EventPublisher:
         self._log = log_
         self._sink = sink
         self._clock = clock
+
+    async def nudged(self, connection: str, *, deferrals: int) -> float | None:
+        """A nudge's drain. Returns the seconds after which to look again when another instance holds the lease
+        (it may have read the list before this event arrived) or Event Grid is throttling, while the nudge was
+        put back fewer than MAX_DEFERRALS times; None when done (the timer's sweep takes over from there)."""
+        try:
+            drained = await self.drain(connection)
+        except Throttled as err:
+            return max(1.0, err.retry_after) if deferrals < MAX_DEFERRALS else None
+        return 1.0 if drained.busy and deferrals < MAX_DEFERRALS else None
 
     async def drain(self, connection: str, *, limit: int = 10_000) -> Drained:
         """Publish pending events of `connection` until none is left (or `limit`)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from shared.config import Connection
@@ -138,6 +138,21 @@ class FederationService:
                                      inputs=resolved.inputs, now=self._clock.now(), metadata=resolved.metadata,
                                      metadata_error=resolved.error, access=access)
         return checks, resolved
+
+    async def compatibility_report(self, conn: Connection, directory: DomainDirectory, domain: str,
+                                   request: IdpRequest | None = None) -> JsonObject:
+        """The checks as GET .../federation/compatibility answers them, with the proposed configuration."""
+        checks, resolved = await self.compatibility(conn, directory, domain, request)
+        body: dict[str, Any] = {"domain": domain.lower(), "compatible": not rules.failures(checks),
+                                "checks": [asdict(c) for c in checks]}
+        if resolved.inputs is not None:
+            proposed = resolved.inputs.graph_body()
+            # Certificates are long and public; the caller sees that they were read, not the blobs again.
+            for key in ("signingCertificate", "nextSigningCertificate"):
+                if key in proposed:
+                    proposed[key] = f"({len(proposed[key])} base64 characters)"
+            body["proposed"] = proposed
+        return body
 
     async def federate(self, conn: Connection, directory: DomainDirectory, domain: str, request: IdpRequest, *,
                        force_reason: str | None, actor: str, correlation_id: str) -> JsonObject:

@@ -344,6 +344,15 @@ class NotificationService:
         self._state.pop(conn.name, None)
         return removed
 
+    async def uninstall(self, conn: Connection, api: SubscriptionApi, *, correlation_id: str) -> JsonObject:
+        """`remove`, answered as POST connections/{c}/notifications/uninstall: what went, and whether the
+        timer subscribes again."""
+        body: dict[str, Any] = {"removed": await self.remove(conn, api, correlation_id=correlation_id)}
+        if self.base_url and conn.features.sync.enabled:
+            body["note"] = ["NOTIFICATION_BASE_URL is set and sync is on: the next notification_timer subscribes "
+                            "again"]
+        return body
+
     # ------------------------------------------------------------------ notifications
 
     async def _check(self, conn: Connection, items: list[ChangeNotification]) -> tuple[list[ChangeNotification],

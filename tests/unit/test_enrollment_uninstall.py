@@ -8,12 +8,14 @@ import base64
 import json
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import azure.functions as func
 import pytest
 
 import functions.sync as sync_functions
+from functions import http
 from shared import cli
 from shared.adapters.ownership import TableGroupRecords
 from shared.config import Connection, settings
@@ -97,6 +99,9 @@ class FakeBridge:
     async def graph(self, conn: Connection) -> Groups:
         return self.writer
 
+    async def scope(self, conn: Connection) -> SimpleNamespace:
+        return SimpleNamespace(app=self, conn=conn, directory_reader=lambda: self.writer)
+
 
 def _functions() -> dict[str, Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]]:
     app = func.FunctionApp()
@@ -112,6 +117,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeBridge, FakeAud
     audit, store = FakeAuditSink(), FakeEntityStore()
     fake = FakeBridge(Groups(), EnrollmentGroups(TableGroupRecords(store), audit, FakeClock()), store)
     monkeypatch.setattr(sync_functions, "bridge", lambda: fake)
+    monkeypatch.setattr(http, "bridge", lambda: fake)  # it resolves {c}
     settings.cache_clear()
     yield fake, audit
     settings.cache_clear()

@@ -12,11 +12,12 @@ import azure.functions as func
 import pytest
 
 import functions.events as events_functions
+from functions import http
 from shared.errors import Throttled
 from shared.messages import WorkMessage
-from shared.services.events import Drained, FeedPage
+from shared.services.events import Drained, EventPublisher, FeedPage
 from shared.topology import Queue
-from tests.fakes import FakeWorkQueue
+from tests.fakes import FakeClock, FakeWorkQueue
 
 
 def _functions() -> dict[str, Callable[..., Awaitable[Any]]]:
@@ -33,11 +34,14 @@ class Conn:
     name: str = "contoso"
 
 
-@dataclass
-class Publisher:
-    outcomes: list[Any] = field(default_factory=list)
+class Publisher(EventPublisher):
+    """The publisher whose drains answer `outcomes` in turn."""
 
-    async def drain(self, connection: str) -> Drained:
+    def __init__(self, outcomes: list[Any] | None = None) -> None:
+        super().__init__(log_=None, sink=None, clock=FakeClock())  # type: ignore[arg-type]
+        self.outcomes = outcomes or []
+
+    async def drain(self, connection: str, *, limit: int = 10_000) -> Drained:
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, BaseException):
             raise outcome
@@ -66,6 +70,7 @@ async def test_a_busy_or_throttled_drain_puts_the_nudge_back(monkeypatch: pytest
                                                              delay: float) -> None:
     app = App(Publisher([outcome]))
     monkeypatch.setattr(events_functions, "bridge", lambda: app)
+    monkeypatch.setattr(http, "bridge", lambda: app)  # it resolves {c}
     await FUNCTIONS["events_work"](nudge())
     ((sent, seconds),) = app.queue.sent[Queue.EVENTS]
     assert seconds == delay
@@ -75,6 +80,7 @@ async def test_a_busy_or_throttled_drain_puts_the_nudge_back(monkeypatch: pytest
 async def test_a_drained_connection_or_a_nudge_put_back_three_times_is_done(monkeypatch: pytest.MonkeyPatch) -> None:
     app = App(Publisher([Drained(5), Drained(0, busy=True)]))
     monkeypatch.setattr(events_functions, "bridge", lambda: app)
+    monkeypatch.setattr(http, "bridge", lambda: app)  # it resolves {c}
     await FUNCTIONS["events_work"](nudge())
     await FUNCTIONS["events_work"](nudge(deferrals=3))  # the minute's sweep takes over from here
     assert app.queue.sent == {}
@@ -89,6 +95,7 @@ async def test_the_feed_route_answers_a_page(monkeypatch: pytest.MonkeyPatch) ->
     app = App(Publisher())
     app.change_feed = Feed()  # type: ignore[attr-defined]
     monkeypatch.setattr(events_functions, "bridge", lambda: app)
+    monkeypatch.setattr(http, "bridge", lambda: app)  # it resolves {c}
     request = func.HttpRequest(method="GET", url="http://127.0.0.1/api/connections/contoso/events?after=abc&top=5",
                                route_params={"c": "contoso"}, params={"after": "abc", "top": "5"}, body=b"")
     response = await FUNCTIONS["change_feed"](request)
@@ -113,6 +120,7 @@ async def test_the_feed_needs_the_admin_or_devices_role(monkeypatch: pytest.Monk
     app = App(Publisher())
     app.change_feed = Feed()  # type: ignore[attr-defined]
     monkeypatch.setattr(events_functions, "bridge", lambda: app)
+    monkeypatch.setattr(http, "bridge", lambda: app)  # it resolves {c}
     monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "true")
     settings.cache_clear()
 

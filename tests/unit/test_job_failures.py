@@ -26,6 +26,7 @@ from shared.services.directory import Directory
 from shared.services.ports import Entity
 from shared.services.problems import JobProblems, lines
 from shared.services.sync import SyncService
+from shared.services.sync_jobs import SyncJobs
 from shared.topology import Table
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
 
@@ -234,8 +235,14 @@ async def test_a_sync_whose_graph_client_cannot_be_built_is_a_failed_run(monkeyp
         raise Configuration("connection 'demo' keeps its credential in Key Vault (auth.secretName) but KEY_VAULT_URL "
                             "is not set", setting="KEY_VAULT_URL")
 
-    app = SimpleNamespace(connection=lambda name: conn, directory_reader=no_reader, sync=sync,
-                          problems=JobProblems(entities, FakeClock()))
+    def unused() -> Any:
+        raise AssertionError("not needed by a run that cannot start")
+
+    async def no_passkeys(conn: Connection) -> Any:
+        raise AssertionError("a failed run reconciles no passkeys")
+
+    jobs = SyncJobs(sync=sync, notifications=unused, passkeys=unused, reader=no_reader, passkey_directory=no_passkeys)
+    app = SimpleNamespace(connection=lambda name: conn, sync_jobs=jobs, problems=JobProblems(entities, FakeClock()))
     monkeypatch.setattr(sync_functions, "bridge", lambda: app)
     monkeypatch.setattr(work, "bridge", lambda: app)
     message = WorkMessage(connection="demo", kind="sync", target="demo", idempotency_key="sync-1", correlation_id="c1")
