@@ -5,7 +5,7 @@
    in WebAuthn JSON form (base64url) with the ceremony id.
 2. `register`: the ceremony must exist, belong to the device, be unexpired and unused; the credential
    is verified locally (shared.domain.attestation) before Graph is called; the ceremony is consumed
-   with an ETag check so two requests cannot both use it; then Graph registers the passkey, and the
+   with a version check so two requests cannot both use it; then Graph registers the passkey, and the
    registry, the enrollment state and the audit log follow, the registration's events held around the
    state writes (docs/events.md).
 

@@ -77,7 +77,7 @@ class PasswordDirectory(Protocol):
 
 
 class SubjectSource(Protocol):
-    """The bridge directory as rotation reads it (users table rows of the sync feature)."""
+    """The bridge directory as rotation reads it (the users the sync feature imported)."""
 
     async def get(self, connection: str, user_id: str) -> policy.RotationSubject | None:
         """One user, or None when the bridge does not know it."""
