@@ -136,7 +136,7 @@ class RotationService:
         self._clock = clock
         self._subjects = subjects
 
-    # ------------------------------------------------------------------ state rows
+    # ------------------------------------------------------------------ state
 
     async def status_row(self, connection: str, user_id: str) -> tuple[RotationRow, str | None]:
         """The user's rotation state and its version (an empty state when none is stored)."""
