@@ -53,6 +53,8 @@ from local.servers import azurite
 from local.tls import ensure_tls
 from local.vault.process import running as vault_running
 from shared.adapters.audit import TableAuditSink, VaultAuditAnchors, VaultAuditKeys
+from shared.adapters.ceremonies import TableCeremonies
+from shared.adapters.devices import TableDeviceOperations, TableDevices, TablePasskeys
 from shared.adapters.events import TableEventOutbox
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
 from shared.adapters.passkeys import GraphPasskeyDirectory
@@ -240,9 +242,11 @@ async def warm_requests(storage: str, entra_url: str, tenant_id: str, ca: str, r
             await _timed("storage", lambda: queue.send(Queue.EVENTS, {"connection": connection}))
 
         # Events to the provider are recorded as in the app (docs/events.md): part of a registration's cost.
-        devices = DeviceService(directory=directory, entities=store, audit=audit, queue=queue, clock=clock,
+        devices = DeviceService(directory=directory, devices=TableDevices(store), passkeys=TablePasskeys(store),
+                                operations=TableDeviceOperations(store), audit=audit, queue=queue, clock=clock,
                                 events=TableEventOutbox(store, clock, nudge))
-        passkeys = PasskeyService(devices=devices, directory=directory, entities=store, audit=audit, clock=clock)
+        passkeys = PasskeyService(devices=devices, directory=directory, ceremonies=TableCeremonies(store),
+                                  passkeys=TablePasskeys(store), registry=TableDevices(store), audit=audit, clock=clock)
         entra = TimedDirectory(GraphPasskeyDirectory(graph))
         users = []
         async for page in graph.pages("/users", params={"$select": "id,userPrincipalName,displayName"}):

@@ -49,6 +49,7 @@ from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.rotation import GraphPasswordDirectory
+from shared.adapters.rotations import TableRotations
 from shared.adapters.tables import TableEntityStore
 from shared.adapters.vault import KeyVaultSecretStore
 from shared.config import Connection
@@ -219,7 +220,8 @@ class Stack:
         try:
             yield World(graph, directory,
                         SyncService(directory=directory, entities=tables, audit=audit, queue=queue, clock=clock),
-                        RotationService(secrets=secrets, entities=tables, audit=audit, queue=queue, clock=clock,
+                        RotationService(secrets=secrets, rotations=TableRotations(tables), audit=audit, queue=queue,
+                                        clock=clock,
                                         subjects=RotationSubjects(directory)),
                         GraphPasswordDirectory(graph, own_principal_id=_constant(BRIDGE_PRINCIPAL_ID), clock=clock),
                         audit, AuditQuery(AuditReader(tables), keys, anchors, clock))

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from local.memory import FakeAuditSink, FakeClock, FakeEntityStore, FakeSecretStore
+from shared.adapters.rotations import TableRotations
 from shared.config import Connection
 from shared.domain.rotation import RotationSubject, secret_name
 from shared.errors import Ambiguous, BridgeError, InvalidInput, Throttled, Transient
@@ -276,7 +277,7 @@ async def run(rotations: int = 1000, *, seed: int = 7, per_user: int = 10) -> Re
     tables = FaultyTables(dice)
     audit = FakeAuditSink()
     queue = HostQueue(clock)
-    service = RotationService(secrets=secrets, entities=tables, audit=audit, queue=queue, clock=clock,
+    service = RotationService(secrets=secrets, rotations=TableRotations(tables), audit=audit, queue=queue, clock=clock,
                               subjects=Subjects(users))
     rotation_ids: list[str] = []
     for n in range(rotations):

@@ -22,6 +22,8 @@ from typing import Any, Literal
 from shared import logs
 from shared.adapters import identity
 from shared.adapters.audit import AuditReader, TableAuditSink, VaultAuditAnchors, VaultAuditKeys
+from shared.adapters.ceremonies import TableCeremonies
+from shared.adapters.devices import TableDeviceOperations, TableDevices, TablePasskeys, TableSpentTokens
 from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.domains import GraphDomainDirectory
 from shared.adapters.events import EventGridSink, TableEventOutbox
@@ -31,8 +33,10 @@ from shared.adapters.mds import FidoMetadata
 from shared.adapters.metadata import HttpsMetadataSource
 from shared.adapters.ownership import TableGroupRecords
 from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.problems import TableJobProblems
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.rotation import GraphPasswordDirectory
+from shared.adapters.rotations import TableRotations
 from shared.adapters.scim import TableScimRepository
 from shared.adapters.subscriptions import GraphSubscriptions
 from shared.adapters.tables import TableEntityStore
@@ -356,8 +360,8 @@ class Bridge:
     def rotation(self) -> RotationService:
         """Password rotation."""
         def build() -> RotationService:
-            return RotationService(secrets=self.secrets, entities=self.entities, audit=self.audit, queue=self.queue,
-                                   clock=self.clock, subjects=RotationSubjects(self.directory),
+            return RotationService(secrets=self.secrets, rotations=TableRotations(self.entities), audit=self.audit,
+                                   queue=self.queue, clock=self.clock, subjects=RotationSubjects(self.directory),
                                    events=self.events_outbox)
         service: RotationService = self._once("rotation", build)
         return service
@@ -366,8 +370,9 @@ class Bridge:
     def devices(self) -> DeviceService:
         """The device registry."""
         def build() -> DeviceService:
-            return DeviceService(directory=self.directory, entities=self.entities, audit=self.audit,
-                                 queue=self.queue, clock=self.clock, events=self.events_outbox)
+            return DeviceService(directory=self.directory, devices=TableDevices(self.entities),
+                                 passkeys=TablePasskeys(self.entities), operations=TableDeviceOperations(self.entities),
+                                 audit=self.audit, queue=self.queue, clock=self.clock, events=self.events_outbox)
         service: DeviceService = self._once("devices", build)
         return service
 
@@ -376,7 +381,7 @@ class Bridge:
         """Password delivery to devices."""
         def build() -> PasswordDelivery:
             return PasswordDelivery(devices=self.devices, subjects=RotationSubjects(self.directory),
-                                    rotation=self.rotation, entities=self.entities, audit=self.audit,
+                                    rotation=self.rotation, spent=TableSpentTokens(self.entities), audit=self.audit,
                                     clock=self.clock)
         service: PasswordDelivery = self._once("delivery", build)
         return service
@@ -385,8 +390,10 @@ class Bridge:
     def passkeys(self) -> PasskeyService:
         """Passkey enrollment."""
         def build() -> PasskeyService:
-            return PasskeyService(devices=self.devices, directory=self.directory, entities=self.entities,
-                                  audit=self.audit, clock=self.clock, trust=self.fido_metadata,
+            return PasskeyService(devices=self.devices, directory=self.directory,
+                                  ceremonies=TableCeremonies(self.entities), passkeys=TablePasskeys(self.entities),
+                                  registry=TableDevices(self.entities), audit=self.audit, clock=self.clock,
+                                  trust=self.fido_metadata,
                                   policy_max_age=dt.timedelta(seconds=self.settings.passkey_policy_max_age_seconds))
         service: PasskeyService = self._once("passkeys", build)
         return service
@@ -459,7 +466,8 @@ class Bridge:
     @property
     def problems(self) -> JobProblems:
         """The last failure of each timer and queue job per connection, for status."""
-        problems: JobProblems = self._once("problems", lambda: JobProblems(self.entities, self.clock))
+        problems: JobProblems = self._once("problems", lambda: JobProblems(TableJobProblems(self.entities),
+                                                                                 self.clock))
         return problems
 
     # ------------------------------------------------------------------ events to the provider

@@ -227,3 +227,24 @@ def plan_reconciliation(passkeys: Sequence[PasskeyRow], in_entra: Mapping[str, C
                     fixes.append(Reconciliation(Fix.FLAG_DUPLICATE, row,
                                                 f"{len(rows)} live passkeys share {what} {key}"))
     return fixes
+
+
+class Ceremony(BaseModel):
+    """A passkey registration ceremony: the challenge Graph issued for a device's user, until it expires or is used."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    id: Annotated[str, Field(min_length=1)]
+    challenge: str
+    expires_at: Annotated[dt.datetime, Field(alias="expiresAt")]
+    user_id: Annotated[str, Field(alias="userId")]
+    device_id: Annotated[str, Field(alias="deviceId")]
+    #: Credential ids a registration under this ceremony must not repeat (the user's in Entra, the device's here).
+    excluded: tuple[str, ...] = ()
+    used: bool = False
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: dt.datetime) -> dt.datetime:
+        """A time without an offset is UTC."""
+        return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)

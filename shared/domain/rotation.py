@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from pydantic import BaseModel, ConfigDict
+
 SECRET_PREFIX = "pwd"  # noqa: S105 - a name prefix, not a secret
 STATE_TAG = "state"
 ROTATION_TAG = "rotationId"
@@ -163,3 +165,32 @@ def after_success(versions: Sequence[VersionInfo], new_version: str, *, keep_sup
             if v.state != SUPERSEDED or (not keep and v.enabled):
                 changes.append(TagChange(version=v.version, state=SUPERSEDED, enabled=None if keep else False))
     return changes
+
+
+class Status(StrEnum):
+    """Last outcome of a user's rotation, as status pages count them."""
+
+    IN_PROGRESS = "in_progress"
+    ROTATED = "rotated"
+    POSSIBLY_CURRENT = "possibly_current"
+    FAILED = "failed"
+    REFUSED = "refused"
+
+
+class RotationRow(BaseModel):
+    """A user's rotation state: the last outcome, and the lease of the rotation running now (if any)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: Status | None = None
+    reason: str | None = None
+    last_rotated_at: dt.datetime | None = None
+    last_rotation_id: str | None = None
+    last_version: str | None = None
+    attempts: int = 0
+    lease_owner: str | None = None
+    lease_until: dt.datetime | None = None
+
+    def leased_to_other(self, rotation_id: str, now: dt.datetime) -> bool:
+        """Whether another rotation holds a lease that has not run out."""
+        return self.lease_owner not in (None, rotation_id) and self.lease_until is not None and self.lease_until > now

@@ -1,9 +1,9 @@
 """Hand a user's rotated password to one of the user's devices.
 
 The device proves itself with a short-lived ES256 JWT signed by the key it registered (checked in
-`shared.domain.device_auth`); each token id is accepted once, remembered in the `usedtokens` table
-until the token could no longer pass the time checks. Only an active device of an active user in the
-rotation group receives anything, and every delivery is audited without the value.
+`shared.domain.device_auth`); each token id is accepted once, remembered (SpentTokens) until the token
+could no longer pass the time checks. Only an active device of an active user in the rotation group
+receives anything, and every delivery is audited without the value.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from typing import Any, Protocol
 
 from shared.config import Connection, PasskeyPolicy
 from shared.domain import device_auth
-from shared.errors import Conflict, Forbidden, PasskeyPending, Unauthenticated
-from shared.services.ports import AuditSink, Clock, Entity, EntityStore
+from shared.errors import Forbidden, PasskeyPending, Unauthenticated
+from shared.services.ports import AuditSink, Clock, SpentTokens
 from shared.services.rotation import DeliveredPassword, RotationService, SubjectSource
-from shared.topology import Table
 
 ACTOR_PREFIX = "device:"
 
@@ -49,11 +48,11 @@ class PasswordDelivery:
     """Authenticates a device and returns the password its user's Entra account now has."""
 
     def __init__(self, *, devices: DeviceKeys, subjects: SubjectSource, rotation: RotationService,
-                 entities: EntityStore, audit: AuditSink, clock: Clock) -> None:
+                 spent: SpentTokens, audit: AuditSink, clock: Clock) -> None:
         self._devices = devices
         self._subjects = subjects
         self._rotation = rotation
-        self._entities = entities
+        self._spent = spent
         self._audit = audit
         self._clock = clock
 
@@ -96,11 +95,7 @@ class PasswordDelivery:
     async def _spend(self, connection: str, claims: device_auth.DeviceToken) -> None:
         # Remember the token id for as long as the token could still pass the time checks.
         keep_until = claims.expires_at + device_auth.MAX_SKEW
-        entity = Entity(connection, f"{claims.device_id}:{claims.jti}",
-                        {"deviceId": claims.device_id, "keepUntil": keep_until.isoformat()})
-        try:
-            await self._entities.insert(Table.USEDTOKENS, entity)
-        except Conflict:
+        if not await self._spent.spend(connection, claims.device_id, claims.jti, keep_until):
             raise Unauthenticated("token has already been used: sign a new one with a fresh jti") from None
 
     async def _withheld(self, conn: Connection, device: RegisteredDevice, correlation_id: str) -> None:
@@ -133,12 +128,5 @@ class PasswordDelivery:
 
     async def forget_spent_tokens(self, connection: str, *, now: dt.datetime | None = None) -> int:
         """Delete remembered token ids that can no longer be replayed; returns how many."""
-        cutoff = now or self._clock.now()
-        removed = 0
-        async for found in self._entities.query(Table.USEDTOKENS, connection):
-            keep_until = dt.datetime.fromisoformat(str(found.data.get("keepUntil", "1970-01-01T00:00:00+00:00")))
-            if keep_until < cutoff:
-                await self._entities.delete(Table.USEDTOKENS, connection, found.row_key, etag=found.etag)
-                removed += 1
-        return removed
+        return await self._spent.forget(connection, now or self._clock.now())
 

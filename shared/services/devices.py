@@ -1,15 +1,14 @@
 """The device registry: register a user's device with its key, read it, and remove it.
 
 Removal answers at once with an operation id; the `device-work` queue revokes, one by one, every
-passkey the bridge registered for the device in Entra (a 404 counts as done), records progress in the
-`operations` table, moves the user's enrollment state and audits each step. Replays are harmless:
-each passkey row is deleted only after Entra confirmed, and a finished operation is not redone.
+passkey the bridge registered for the device in Entra (a 404 counts as done), records progress
+(DeviceOperations), moves the user's enrollment state and audits each step. Replays are harmless:
+each passkey record is forgotten only after Entra confirmed, and a finished operation is not redone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,7 +18,15 @@ from typing import Annotated, Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import Connection, PasskeyPolicy
-from shared.domain.devices import DevicePasskey, DeviceRow, DeviceState, PasskeyState, PublicJwk, passkey_status
+from shared.domain.devices import (
+    DevicePasskey,
+    DeviceRow,
+    DeviceState,
+    PasskeyRow,
+    PasskeyState,
+    PublicJwk,
+    passkey_status,
+)
 from shared.domain.directory import Enrollment, UserRow
 from shared.domain.events import Event, EventType, new_event
 from shared.errors import BridgeError, Conflict, InvalidInput, NotFound, root_cause, translated, worth_retrying
@@ -30,14 +37,16 @@ from shared.services.events import announce
 from shared.services.ports import (
     AuditSink,
     Clock,
-    Entity,
-    EntityStore,
+    DeviceOperations,
+    DeviceRepository,
     EventOutbox,
     GraphResponse,
     JsonObject,
+    PasskeyRepository,
+    Versioned,
     WorkQueue,
 )
-from shared.topology import Queue, Table
+from shared.topology import Queue
 
 log = logging.getLogger(__name__)
 
@@ -103,25 +112,36 @@ class PasskeyRef:
     device_id: str
     data: JsonObject
 
+    @classmethod
+    def of(cls, row: PasskeyRow) -> PasskeyRef:
+        """The reference to a registered passkey; `data` is its record in JSON form."""
+        return cls(row.method_id, row.user_id, row.device_id, row.to_row())
+
 
 class DeviceService:
     """Registers, reads and removes devices."""
 
-    def __init__(self, *, directory: Directory, entities: EntityStore, audit: AuditSink, queue: WorkQueue,
-                 clock: Clock, events: EventOutbox | None = None) -> None:
+    def __init__(self, *, directory: Directory, devices: DeviceRepository, passkeys: PasskeyRepository,
+                 operations: DeviceOperations, audit: AuditSink, queue: WorkQueue, clock: Clock,
+                 events: EventOutbox | None = None) -> None:
         self._directory = directory
         self._events = events
-        self._entities = entities
+        self._registry = devices
+        self._passkeys = passkeys
+        self._operations = operations
         self._audit = audit
         self._queue = queue
         self._clock = clock
 
     async def get(self, connection: str, device_id: str) -> DeviceRow:
         """A device; NotFound when the registry does not know it."""
-        found = await self._entities.get(Table.DEVICES, connection, device_id)
+        return (await self._found(connection, device_id)).value
+
+    async def _found(self, connection: str, device_id: str) -> Versioned[DeviceRow]:
+        found = await self._registry.get(connection, device_id)
         if found is None:
             raise NotFound(f"device {device_id!r} is not registered in connection {connection!r}")
-        return DeviceRow.model_validate({"id": device_id, **found.data})
+        return found
 
     async def registered_device(self, connection: str, device_id: str) -> RegisteredDevice | None:
         """The device and its key for request signatures (the DeviceKeys port of delivery)."""
@@ -141,19 +161,19 @@ class DeviceService:
             raise Conflict(f"user {user.upn} is {user.state.value} in the bridge directory; only active users "
                            "may register devices")
         now = self._clock.now()
-        existing = await self._entities.get(Table.DEVICES, conn.name, device_id)
+        existing = await self._registry.get(conn.name, device_id)
         if existing is not None:
-            old = DeviceRow.model_validate({"id": device_id, **existing.data})
+            old = existing.value
             if old.user_id != user.id:
                 raise Conflict(f"device {device_id!r} belongs to another user; remove it first")
             if old.state is not DeviceState.ACTIVE:
                 raise Conflict(f"device {device_id!r} is being removed ({old.state.value}); use a new device id")
         row = DeviceRow(id=device_id, user_id=user.id, display_name=body.display_name, public_key=body.public_key,
-                        registered_at=now if existing is None else existing.data.get("registeredAt", now),
-                        updated_at=now)
-        entity = Entity(conn.name, device_id, row.to_row(), existing.etag if existing else None)
-        await (self._entities.update(Table.DEVICES, entity) if existing else self._entities.insert(Table.DEVICES,
-                                                                                                    entity))
+                        registered_at=now if existing is None else existing.value.registered_at, updated_at=now)
+        if existing is None:
+            await self._registry.add(conn.name, row)
+        else:
+            await self._registry.replace(conn.name, Versioned(row, existing.version))
         if existing is None and user.enrollment is Enrollment.NOT_ENROLLED:
             await self._move_enrollment(conn.name, user, Enrollment.PAIRED_WITH_PROVIDER, cause=f"device:{device_id}")
         await self._audit.record(connection=conn.name, actor=actor, action="device.registered" if existing is None
@@ -163,12 +183,7 @@ class DeviceService:
 
     async def passkeys(self, connection: str, device_id: str) -> list[PasskeyRef]:
         """Passkeys the bridge registered for a device."""
-        found = []
-        async for row in self._entities.query(Table.PASSKEYS, connection, row_key_from=f"{device_id}:",
-                                              row_key_to=f"{device_id};"):
-            found.append(PasskeyRef(str(row.data.get("methodId", row.row_key.partition(":")[2])),
-                                    str(row.data.get("userId", "")), device_id, dict(row.data)))
-        return found
+        return [PasskeyRef.of(row) for row in await self._passkeys.of_device(connection, device_id)]
 
     async def has_passkey(self, connection: str, device_id: str) -> bool:
         """Whether a passkey the bridge registered for the device is live in Entra (as reconciliation saw it)."""
@@ -205,13 +220,11 @@ class DeviceService:
     async def skip_passkey(self, conn: Connection, device_id: str, *, reason: str, actor: str,
                            correlation_id: str) -> DeviceRow:
         """Policy `optional`: record that the device's enrollment finished without a passkey ("passkey skipped")."""
-        found = await self._entities.get(Table.DEVICES, conn.name, device_id)
-        if found is None:
-            raise NotFound(f"device {device_id!r} is not registered in connection {conn.name!r}")
-        row = DeviceRow.model_validate({"id": device_id, **found.data})
+        found = await self._found(conn.name, device_id)
+        row = found.value
         skipped = row.model_copy(update={"passkey_skipped_at": self._clock.now(), "passkey_skip_reason": reason[:500],
                                          "updated_at": self._clock.now()})
-        await self._entities.update(Table.DEVICES, Entity(conn.name, device_id, skipped.to_row(), found.etag))
+        await self._registry.replace(conn.name, Versioned(skipped, found.version))
         await self._audit.record(connection=conn.name, actor=actor, action="device.passkeySkipped", target=row.user_id,
                                  outcome="skipped", correlation_id=correlation_id,
                                  detail={"device": device_id, "reason": reason[:500]})
@@ -224,13 +237,12 @@ class DeviceService:
         if not feature.enabled or feature.policy is PasskeyPolicy.DISABLED:
             return None
         live: set[str] = set()
-        async for found in self._entities.query(Table.PASSKEYS, conn.name):
-            if found.data.get("state", PasskeyState.ACTIVE.value) == PasskeyState.ACTIVE.value:
-                live.add(str(found.data.get("deviceId") or found.row_key.partition(":")[0]))
+        async for passkey in self._passkeys.all(conn.name):
+            if passkey.value.state is PasskeyState.ACTIVE:
+                live.add(passkey.value.device_id)
         counts = {status.value: 0 for status in DevicePasskey}
         pending: list[JsonObject] = []
-        async for found in self._entities.query(Table.DEVICES, conn.name):
-            row = DeviceRow.model_validate({"id": found.row_key, **found.data})
+        async for row in self._registry.all(conn.name):
             if row.state is not DeviceState.ACTIVE:
                 continue
             status = passkey_status(row, row.id in live, feature.policy)
@@ -243,20 +255,18 @@ class DeviceService:
 
     async def remove(self, conn: Connection, device_id: str, *, actor: str, correlation_id: str) -> str:
         """Accept removal of a device; returns the operation id whose progress can be read."""
-        found = await self._entities.get(Table.DEVICES, conn.name, device_id)
-        if found is None:
-            raise NotFound(f"device {device_id!r} is not registered in connection {conn.name!r}")
-        row = DeviceRow.model_validate({"id": device_id, **found.data})
+        found = await self._found(conn.name, device_id)
+        row = found.value
         if row.removal_operation:
             return row.removal_operation  # asked twice: the same operation
         operation = f"op-{uuid.uuid4().hex[:16]}"
         passkeys = await self.passkeys(conn.name, device_id)
-        await self._entities.insert(Table.OPERATIONS, Entity(conn.name, operation, {
+        await self._operations.start(conn.name, operation, {
             "kind": "device.remove", "target": device_id, "status": "queued", "total": len(passkeys), "done": 0,
-            "createdAt": self._clock.now().isoformat()}))
+            "createdAt": self._clock.now().isoformat()})
         updated = row.model_copy(update={"state": DeviceState.REMOVING, "removal_operation": operation,
                                          "updated_at": self._clock.now()})
-        await self._entities.update(Table.DEVICES, Entity(conn.name, device_id, updated.to_row(), found.etag))
+        await self._registry.replace(conn.name, Versioned(updated, found.version))
         message = WorkMessage(connection=conn.name, kind="device.remove", target=device_id,
                               idempotency_key=operation, correlation_id=correlation_id, args={"actor": actor})
         await self._queue.send(Queue.DEVICE, message.model_dump(mode="json", by_alias=True))
@@ -267,17 +277,14 @@ class DeviceService:
 
     async def operation(self, connection: str, operation: str) -> JsonObject:
         """An operation's progress."""
-        found = await self._entities.get(Table.OPERATIONS, connection, operation)
+        found = await self._operations.get(connection, operation)
         if found is None:
             raise NotFound(f"operation {operation!r} does not exist in connection {connection!r}")
-        data = dict(found.data)
-        if isinstance(data.get("problem"), str):
-            data["problem"] = json.loads(data["problem"])
-        return {"id": operation, **data}
+        return {"id": operation, **found}
 
     async def removal_failed(self, connection: str, operation: str, err: BridgeError, *, final: bool) -> None:
         """Record why a device removal failed: `failed` with its problem when no retry follows, else still running."""
-        problem = json.dumps(root_cause(err).problem(), default=str)
+        problem = root_cause(err).problem()
         if final:
             await self._progress(connection, operation, status="failed", problem=problem)
         else:
@@ -286,14 +293,14 @@ class DeviceService:
     async def revoke_passkey(self, conn: Connection, entra: PasskeyDirectory, device_id: str, method_id: str, *,
                              actor: str, correlation_id: str) -> Revocation:
         """Revoke one passkey of a device in Entra, then forget it and move the user's enrollment state."""
-        found = await self._entities.get(Table.PASSKEYS, conn.name, f"{device_id}:{method_id}")
+        found = await self._passkeys.get(conn.name, device_id, method_id)
         if found is None:
             raise NotFound(f"passkey {method_id!r} is not registered for device {device_id!r}")
-        user_id = str(found.data.get("userId"))
+        user_id = found.value.user_id
         revocation = await entra.revoke(user_id, method_id)
-        # Recorded before the row goes: a retry finds the row, revokes again (a no-op) and records the same id.
+        # Recorded before the record goes: a retry finds it, revokes again (a no-op) and records the same id.
         await self.announce_passkey(EventType.PASSKEY_REVOKED, conn.name, user_id, device_id, method_id)
-        await self._entities.delete(Table.PASSKEYS, conn.name, f"{device_id}:{method_id}")
+        await self._passkeys.delete(conn.name, device_id, method_id)
         await self._update_enrollment(conn.name, user_id, cause=f"revoked:{method_id}")
         await self._audit.record(connection=conn.name, actor=actor, action="passkey.revoked", target=user_id,
                                  outcome=revocation.outcome, correlation_id=correlation_id,
@@ -323,11 +330,11 @@ class DeviceService:
                                      target=passkey.user_id, outcome=revocation.outcome,
                                      correlation_id=message.correlation_id, graph_request_id=revocation.request_id,
                                      detail={"device": device_id, "method": passkey.method_id})
-            await self._entities.delete(Table.PASSKEYS, conn.name, f"{device_id}:{passkey.method_id}")
+            await self._passkeys.delete(conn.name, device_id, passkey.method_id)
             done += 1
             await self._progress(conn.name, operation, done=done)
         removed = row.model_copy(update={"state": DeviceState.REMOVED, "updated_at": self._clock.now()})
-        await self._entities.upsert(Table.DEVICES, Entity(conn.name, device_id, removed.to_row()))
+        await self._registry.put(conn.name, removed)
         await self._announce_removed(conn.name, row, operation)
         await self._update_enrollment(conn.name, row.user_id, cause=f"removed:{operation}")
         await self._audit.record(connection=conn.name, actor=ACTOR, action="device.removed", target=row.user_id,
@@ -399,12 +406,12 @@ class DeviceService:
             user = await self._directory.get(connection, event.subject)
             return user is not None and user.enrollment.value == event.data.get("enrollment")
         if event.type is EventType.PASSKEY_REGISTERED:
-            # The registry row the registration wrote (PasskeyRow.row_key: device id and method id).
+            # The record the registration wrote.
             try:
-                row = await self._entities.get(Table.PASSKEYS, connection,
-                                               f"{event.data.get('deviceId')}:{event.data.get('passkeyId')}")
+                row = await self._passkeys.get(connection, str(event.data.get("deviceId")),
+                                               str(event.data.get("passkeyId")))
             except InvalidInput:
-                return False  # not a key the registry could have written
+                return False  # not ids the registry could have recorded
             return row is not None
         return False
 
@@ -418,19 +425,17 @@ class DeviceService:
         if user is None:
             return
         has_passkey = has_device = False
-        async for found in self._entities.query(Table.DEVICES, connection):
-            if found.data.get("userId") == user_id and found.data.get("state") == DeviceState.ACTIVE.value:
+        async for device in self._registry.all(connection):
+            if device.user_id == user_id and device.state is DeviceState.ACTIVE:
                 has_device = True
-                has_passkey = has_passkey or any(p.data.get("state", PasskeyState.ACTIVE.value) ==
-                                                 PasskeyState.ACTIVE.value
-                                                 for p in await self.passkeys(connection, found.row_key))
+                has_passkey = has_passkey or any(p.state is PasskeyState.ACTIVE
+                                                 for p in await self._passkeys.of_device(connection, device.id))
         state = Enrollment.PAIRED_WITH_ENTRA if has_passkey else (
             Enrollment.PAIRED_WITH_PROVIDER if has_device else Enrollment.NOT_ENROLLED)
         if user.enrollment is not state:
             await self._move_enrollment(connection, user, state, cause=cause or self._clock.now().isoformat())
 
     async def _progress(self, connection: str, operation: str, **changes: Any) -> JsonObject:
-        found = await self._entities.get(Table.OPERATIONS, connection, operation)
-        data = {**(found.data if found else {}), **changes, "updatedAt": self._clock.now().isoformat()}
-        await self._entities.upsert(Table.OPERATIONS, Entity(connection, operation, data))
-        return {"id": operation, **data}
+        progress = await self._operations.update(connection, operation,
+                                                 {**changes, "updatedAt": self._clock.now().isoformat()})
+        return {"id": operation, **progress}

@@ -5,7 +5,7 @@
    in WebAuthn JSON form (base64url) with the ceremony id.
 2. `register`: the ceremony must exist, belong to the device, be unexpired and unused; the credential
    is verified locally (shared.domain.attestation) before Graph is called; the ceremony is consumed
-   with an ETag check so two requests cannot both use it; then Graph registers the passkey, and the
+   with a version check so two requests cannot both use it; then Graph registers the passkey, and the
    registry, the enrollment state and the audit log follow, the registration's events held around the
    state writes (docs/events.md).
 
@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.config import Connection, PasskeyPolicy
 from shared.domain import attestation
 from shared.domain.devices import (
+    Ceremony,
     DeviceRow,
     DeviceState,
     Fix,
@@ -47,9 +48,17 @@ from shared.errors import BridgeError, Conflict, Forbidden, InvalidInput, NotFou
 from shared.services.audit_context import AuditContext
 from shared.services.devices import PASSKEY_RUN, DeviceService, PasskeyDirectory
 from shared.services.directory import Directory
-from shared.services.ports import AuditSink, Clock, Entity, EntityStore, JsonObject, TrustAnchorSource
+from shared.services.ports import (
+    AuditSink,
+    CeremonyRepository,
+    Clock,
+    DeviceRepository,
+    JsonObject,
+    PasskeyRepository,
+    TrustAnchorSource,
+    Versioned,
+)
 from shared.services.reconcile import Capability, Done, reconcile
-from shared.topology import Table
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +66,7 @@ ACTOR = "passkeys"
 READ_CONCURRENCY = 8
 #: Oldest copy of the tenant's FIDO2 policy a registration is checked against (PASSKEY_POLICY_MAX_AGE_SECONDS).
 POLICY_MAX_AGE = dt.timedelta(seconds=30)
-#: How long a ceremony row is kept after it expired, so a late registration still hears "expired".
+#: How long a ceremony is kept after it expired, so a late registration still hears "expired".
 CEREMONY_KEPT = dt.timedelta(days=1)
 T = TypeVar("T")
 
@@ -160,12 +169,14 @@ class ReconcileReport:
 class PasskeyService:
     """Creation options, registration and reconciliation of device-bound passkeys."""
 
-    def __init__(self, *, devices: DeviceService, directory: Directory, entities: EntityStore, audit: AuditSink,
-                 clock: Clock, policy_max_age: dt.timedelta = POLICY_MAX_AGE,
-                 trust: TrustAnchorSource | None = None) -> None:
+    def __init__(self, *, devices: DeviceService, directory: Directory, ceremonies: CeremonyRepository,
+                 passkeys: PasskeyRepository, registry: DeviceRepository, audit: AuditSink, clock: Clock,
+                 policy_max_age: dt.timedelta = POLICY_MAX_AGE, trust: TrustAnchorSource | None = None) -> None:
         self._devices = devices
         self._directory = directory
-        self._entities = entities
+        self._ceremonies = ceremonies
+        self._passkeys = passkeys
+        self._registry = registry
         self._audit = audit
         self._clock = clock
         self._policy: dict[str, tuple[dt.datetime, JsonObject]] = {}
@@ -252,14 +263,14 @@ class PasskeyService:
         ceremony = ceremony_id(user.id)
         detail = {"device": device_id, "ceremony": ceremony}
         stored, audited = await asyncio.gather(
-            self._entities.insert(Table.CEREMONIES, Entity(conn.name, ceremony, {
-                "challenge": public_key["challenge"], "expiresAt": expires, "userId": user.id, "deviceId": device_id,
-                "excluded": ",".join(excluded), "used": False})),
+            self._ceremonies.add(conn.name, Ceremony(
+                id=ceremony, challenge=public_key["challenge"], expires_at=dt.datetime.fromisoformat(
+                    expires.replace("Z", "+00:00")), user_id=user.id, device_id=device_id, excluded=tuple(excluded))),
             self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.options", target=user.id,
                                outcome="issued", correlation_id=correlation_id, detail=detail),
             return_exceptions=True)
         if isinstance(stored, BaseException):
-            # The ceremony row and its record are written together; when the row failed, the record that
+            # The ceremony and its record are written together; when the ceremony failed, the record that
             # says it was issued is followed by one that says it was not (the ceremony cannot be used).
             if not isinstance(audited, BaseException):
                 await self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.options", target=user.id,
@@ -280,7 +291,7 @@ class PasskeyService:
         named = ceremony_user(body.ceremony_id)
         device, found, user_read, policy_read = await settle(
             self._devices.get(conn.name, device_id),
-            self._entities.get(Table.CEREMONIES, conn.name, body.ceremony_id),
+            self._ceremonies.get(conn.name, body.ceremony_id),
             outcome(self._directory.get(conn.name, named)) if named else asyncio.sleep(0),
             outcome(self._tenant_policy(conn, entra)))
         self._check_device(device, device_id)
@@ -289,14 +300,14 @@ class PasskeyService:
         if isinstance(user_read, BaseException):
             raise user_read
         user = self._check_user(user_read, device_id)
-        if found is None or found.data.get("deviceId") != device_id:
+        if found is None or found.value.device_id != device_id:
             raise NotFound(f"ceremony {body.ceremony_id!r} was not issued for device {device_id!r}")
-        if found.data.get("used"):
+        if found.value.used:
             raise Conflict(f"ceremony {body.ceremony_id!r} has already been used; ask for new options")
-        if found.data.get("userId") != user.id:
+        if found.value.user_id != user.id:
             raise Conflict(f"ceremony {body.ceremony_id!r} was issued to another user of this device; ask for new "
                            "options")
-        expires = dt.datetime.fromisoformat(str(found.data["expiresAt"]).replace("Z", "+00:00"))
+        expires = found.value.expires_at
         if expires <= self._clock.now():
             raise Conflict(f"ceremony {body.ceremony_id!r} expired at {expires.isoformat()}; ask for new options")
         if isinstance(policy_read, BaseException):
@@ -304,8 +315,8 @@ class PasskeyService:
         policy = self._require_enabled_policy(policy_read)
         # The user's credentials in Entra and the device's in the registry, as the options saw them; a
         # credential registered since then went through its own ceremony, and Entra refuses a repeat.
-        known = [c for c in str(found.data.get("excluded") or "").split(",") if c]
-        challenge = str(found.data["challenge"])
+        known = list(found.value.excluded)
+        challenge = found.value.challenge
         raw_challenge = base64.urlsafe_b64decode(challenge + "=" * (-len(challenge) % 4))
 
         async def check(current: JsonObject) -> attestation.VerifiedCredential:
@@ -321,9 +332,8 @@ class PasskeyService:
             verified = await check(policy)
         except attestation.AttestationRejected as err:
             await self._refuse(conn, user.id, device_id, err.check, err.detail, correlation_id=correlation_id)
-        # Consume the ceremony before Graph so a second request with it cannot pass (the ETag decides).
-        await self._entities.update(Table.CEREMONIES, Entity(conn.name, body.ceremony_id,
-                                                             {**found.data, "used": True}, found.etag))
+        # Consume the ceremony before Graph so a second request with it cannot pass (its version decides).
+        await self._ceremonies.consume(conn.name, found)
         try:
             created = await entra.register(user.id, body.display_name, body.credential)
         except InvalidInput as refused:
@@ -354,8 +364,7 @@ class PasskeyService:
                                                          Enrollment.PAIRED_WITH_ENTRA, cause=f"registered:{method_id}"))
 
         async def write() -> None:
-            rows: list[Awaitable[Any]] = [self._entities.upsert(Table.PASSKEYS,
-                                                                Entity(conn.name, row.row_key, row.to_row()))]
+            rows: list[Awaitable[Any]] = [self._passkeys.put(conn.name, row)]
             if moved:
                 rows.append(self._directory.put(conn.name, user.model_copy(update={"enrollment":
                                                                                    Enrollment.PAIRED_WITH_ENTRA})))
@@ -388,31 +397,12 @@ class PasskeyService:
                            request_id=request_id)
 
     async def purge_ceremonies(self, connection: str) -> int:
-        """Delete ceremony rows that expired more than CEREMONY_KEPT ago, used or not; returns how many.
+        """Forget ceremonies that expired more than CEREMONY_KEPT ago, used or not; returns how many.
 
-        A ceremony is good for minutes, but each options request leaves a row; without this the table
-        would grow with every enrollment ever started.
+        A ceremony is good for minutes, but each options request leaves one; without this they would
+        pile up with every enrollment ever started.
         """
-        cutoff = self._clock.now() - CEREMONY_KEPT
-        stale = []
-        async for found in self._entities.query(Table.CEREMONIES, connection):
-            try:
-                expires = dt.datetime.fromisoformat(str(found.data.get("expiresAt")).replace("Z", "+00:00"))
-            except ValueError:
-                log.warning("ceremony %s/%s has no readable expiry; deleted", connection, found.row_key)
-                stale.append(found)
-                continue
-            if expires.tzinfo is None:
-                expires = expires.replace(tzinfo=dt.UTC)
-            if expires < cutoff:
-                stale.append(found)
-        for found in stale:
-            # The ETag keeps a ceremony that is being consumed right now (it cannot be, once expired).
-            try:
-                await self._entities.delete(Table.CEREMONIES, connection, found.row_key, etag=found.etag)
-            except Conflict:
-                continue
-        return len(stale)
+        return await self._ceremonies.purge(connection, self._clock.now() - CEREMONY_KEPT)
 
     async def reconcile(self, conn: Connection, entra: PasskeyDirectory, *, correlation_id: str) -> ReconcileReport:
         """Bring the registry and Entra's fido2Methods together for the users that have registered passkeys
@@ -432,7 +422,7 @@ class PasskeyService:
         """The registry's passkeys, each of their users' fido2Methods, the devices' states and the retired users;
         None when no passkey is registered. A user whose methods cannot be read is left out (and reported), so
         the plan leaves their passkeys alone."""
-        rows = [(e, PasskeyRow.model_validate(e.data)) async for e in self._entities.query(Table.PASSKEYS, conn.name)]
+        rows = [(found, found.value) async for found in self._passkeys.all(conn.name)]
         report.passkeys = len(rows)
         if not rows:
             return None
@@ -452,13 +442,12 @@ class PasskeyService:
                     log.warning("passkeys of %s not reconciled: %s", user_id, err.detail)
 
         await asyncio.gather(*(read(u) for u in users))
-        devices = {e.row_key: DeviceState(str(e.data.get("state", "active")))
-                   async for e in self._entities.query(Table.DEVICES, conn.name)}
+        devices = {device.id: device.state async for device in self._registry.all(conn.name)}
         retired = [u.id async for u in self._directory.all(conn.name) if u.state is UserState.REMOVED]
-        return _Registry([row for _, row in rows], {row.row_key: entity for entity, row in rows}, in_entra, devices,
+        return _Registry([row for _, row in rows], {row.row_key: found for found, row in rows}, in_entra, devices,
                          retired)
 
-    async def _fix(self, conn: Connection, entra: PasskeyDirectory, item: Reconciliation, entity: Entity,
+    async def _fix(self, conn: Connection, entra: PasskeyDirectory, item: Reconciliation, found: Versioned[PasskeyRow],
                    report: ReconcileReport) -> Done:
         """Carry out one planned fix."""
         passkey = item.passkey
@@ -466,7 +455,7 @@ class PasskeyService:
             revocation = await entra.revoke(passkey.user_id, passkey.method_id)
             await self._devices.announce_passkey(EventType.PASSKEY_REVOKED, conn.name, passkey.user_id,
                                                  passkey.device_id, passkey.method_id)
-            await self._entities.delete(Table.PASSKEYS, conn.name, passkey.row_key)
+            await self._passkeys.delete(conn.name, passkey.device_id, passkey.method_id)
             report.revoked += 1
             return Done(revocation.outcome, graph_request_id=revocation.request_id)
         if item.fix is Fix.MARK_DELETED:
@@ -474,23 +463,22 @@ class PasskeyService:
             await self._devices.announce_passkey(EventType.PASSKEY_DELETED_IN_ENTRA, conn.name, passkey.user_id,
                                                  passkey.device_id, passkey.method_id)
             marked = passkey.model_copy(update={"state": PasskeyState.DELETED_IN_ENTRA})
-            await self._entities.update(Table.PASSKEYS, Entity(conn.name, passkey.row_key, marked.to_row(),
-                                                               entity.etag))
+            await self._passkeys.replace(conn.name, Versioned(marked, found.version))
             report.marked_deleted += 1
             return Done("marked")
         flagged = passkey.model_copy(update={"duplicate": True})
-        await self._entities.update(Table.PASSKEYS, Entity(conn.name, passkey.row_key, flagged.to_row(), entity.etag))
+        await self._passkeys.replace(conn.name, Versioned(flagged, found.version))
         report.duplicates += 1
         return Done("flagged")
 
 
 @dataclass(frozen=True)
 class _Registry:
-    """What passkey reconciliation reads: the registry's rows (and their stored entities), each readable user's
+    """What passkey reconciliation reads: the registry's rows (and their stored versions), each readable user's
     method ids in Entra, the devices' states and the users removed from the bridge."""
 
     passkeys: list[PasskeyRow]
-    entities: dict[str, Entity]
+    stored: dict[str, Versioned[PasskeyRow]]
     in_entra: dict[str, set[str]]
     devices: dict[str, DeviceState]
     retired: list[str]
@@ -509,19 +497,19 @@ class _PasskeyFixes(Capability[_Registry, Reconciliation]):
         self._entra = entra
         self._report = report
         self._cause = cause
-        self._entities: dict[str, Entity] = {}
+        self._stored: dict[str, Versioned[PasskeyRow]] = {}
 
     async def read(self) -> AsyncIterator[_Registry]:
         registry = await self._service._read_registry(self._conn, self._entra, self._report)
         if registry is not None:
-            self._entities = registry.entities
+            self._stored = registry.stored
             yield registry
 
     def plan(self, batch: _Registry) -> Sequence[Reconciliation]:
         return plan_reconciliation(batch.passkeys, batch.in_entra, batch.devices, batch.retired)
 
     async def apply(self, action: Reconciliation) -> Done:
-        return await self._service._fix(self._conn, self._entra, action, self._entities[action.passkey.row_key],
+        return await self._service._fix(self._conn, self._entra, action, self._stored[action.passkey.row_key],
                                         self._report)
 
     def describe(self, action: Reconciliation) -> JsonObject:

@@ -11,18 +11,21 @@ import datetime as dt
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from shared.domain.audit import Anchor, ChainKey
+from shared.domain.devices import Ceremony, DeviceRow, PasskeyRow
 from shared.domain.enrollment import GroupRecord
 from shared.domain.events import Event
 from shared.domain.export import EntraGroup, EntraUser, Link, Sku
 from shared.domain.mds import TrustAnchors
+from shared.domain.rotation import RotationRow
 from shared.domain.scim import Kind, Stored
 from shared.topology import Queue, Table
 
 JsonObject = dict[str, Any]
 ApiVersion = Literal["v1.0", "beta"]
+V = TypeVar("V")
 
 
 class Clock(Protocol):
@@ -235,6 +238,180 @@ class BatchEntityStore(Protocol):
 
         A failed group raises; the groups written before it stay written.
         """
+        ...
+
+
+# ------------------------------------------------------------------ Repositories: devices, ceremonies, rotations
+
+
+@dataclass(frozen=True)
+class Versioned(Generic[V]):
+    """A stored value with the version it was read at (None: not stored yet).
+
+    Writing it back with that version fails with Conflict when another writer changed it in between.
+    """
+
+    value: V
+    version: str | None
+
+
+class DeviceRepository(Protocol):
+    """The device registry of every connection (shared/adapters/devices.py)."""
+
+    async def get(self, connection: str, device_id: str) -> Versioned[DeviceRow] | None:
+        """One device, or None."""
+        ...
+
+    async def add(self, connection: str, device: DeviceRow) -> None:
+        """Register a new device; Conflict when the id is taken."""
+        ...
+
+    async def replace(self, connection: str, device: Versioned[DeviceRow]) -> None:
+        """Write a device back; Conflict when it changed since it was read."""
+        ...
+
+    async def put(self, connection: str, device: DeviceRow) -> None:
+        """Write a device whatever its stored state."""
+        ...
+
+    def all(self, connection: str) -> AsyncIterator[DeviceRow]:
+        """Every device of the connection (a malformed one is logged and skipped)."""
+        ...
+
+
+class PasskeyRepository(Protocol):
+    """The passkeys the bridge registered in Entra, per device (shared/adapters/devices.py)."""
+
+    async def get(self, connection: str, device_id: str, method_id: str) -> Versioned[PasskeyRow] | None:
+        """One passkey, or None; InvalidInput when the ids cannot name a stored passkey."""
+        ...
+
+    async def of_device(self, connection: str, device_id: str) -> list[PasskeyRow]:
+        """The passkeys of one device."""
+        ...
+
+    def all(self, connection: str) -> AsyncIterator[Versioned[PasskeyRow]]:
+        """Every passkey of the connection."""
+        ...
+
+    async def put(self, connection: str, passkey: PasskeyRow) -> None:
+        """Record a passkey (replacing the record of the same device and method)."""
+        ...
+
+    async def replace(self, connection: str, passkey: Versioned[PasskeyRow]) -> None:
+        """Write a passkey back; Conflict when it changed since it was read."""
+        ...
+
+    async def delete(self, connection: str, device_id: str, method_id: str) -> None:
+        """Forget a passkey; absent counts as forgotten."""
+        ...
+
+
+class DeviceOperations(Protocol):
+    """Progress of long device operations (removals), read by their operation id (shared/adapters/devices.py)."""
+
+    async def start(self, connection: str, operation: str, progress: JsonObject) -> None:
+        """Record a new operation; Conflict when the id is taken."""
+        ...
+
+    async def get(self, connection: str, operation: str) -> JsonObject | None:
+        """An operation's progress, or None."""
+        ...
+
+    async def update(self, connection: str, operation: str, changes: Mapping[str, Any]) -> JsonObject:
+        """Merge `changes` into an operation's progress (created when absent); returns the whole progress."""
+        ...
+
+
+class CeremonyRepository(Protocol):
+    """Passkey registration ceremonies (shared/adapters/ceremonies.py)."""
+
+    async def add(self, connection: str, ceremony: Ceremony) -> None:
+        """Keep a new ceremony; Conflict when the id is taken."""
+        ...
+
+    async def get(self, connection: str, ceremony_id: str) -> Versioned[Ceremony] | None:
+        """One ceremony, or None (also for an id or a record that cannot be a ceremony)."""
+        ...
+
+    async def consume(self, connection: str, ceremony: Versioned[Ceremony]) -> None:
+        """Mark a ceremony used; Conflict when it changed since it was read (another request used it)."""
+        ...
+
+    async def purge(self, connection: str, expired_before: dt.datetime) -> int:
+        """Forget ceremonies that expired before the time (and unreadable ones); returns how many were found.
+
+        A ceremony changed since it was listed is kept."""
+        ...
+
+
+class SpentTokens(Protocol):
+    """Device token ids already accepted once (shared/adapters/devices.py)."""
+
+    async def spend(self, connection: str, device_id: str, token_id: str, keep_until: dt.datetime) -> bool:
+        """Remember a token id until `keep_until`; False when it was already spent."""
+        ...
+
+    async def forget(self, connection: str, before: dt.datetime) -> int:
+        """Forget token ids kept until before the time; returns how many."""
+        ...
+
+
+class RotationRepository(Protocol):
+    """Each user's rotation state, with the lease of the one rotation that may run (shared/adapters/rotations.py).
+
+    The lease lives in the user's row, so taking it and recording the outcome are writes of that row.
+    """
+
+    async def get(self, connection: str, user_id: str) -> Versioned[RotationRow]:
+        """The user's state (an empty row when none is stored, or when the stored one is malformed)."""
+        ...
+
+    async def rows(self, connection: str) -> dict[str, RotationRow]:
+        """Every stored state of the connection, per user id (malformed ones left out)."""
+        ...
+
+    async def claim(self, connection: str, user_id: str, seen: Versioned[RotationRow], rotation_id: str, *,
+                    now: dt.datetime, until: dt.datetime) -> Versioned[RotationRow]:
+        """Take the user's lease for `rotation_id` until `until`, marking it in progress; Conflict when another
+        rotation holds an unexpired lease or the row changed since `seen` was read."""
+        ...
+
+    async def finish(self, connection: str, user_id: str, claimed: Versioned[RotationRow],
+                     changes: Mapping[str, Any]) -> None:
+        """Record the outcome (`changes` to the row) and let the lease go; Conflict when the row changed since
+        it was claimed."""
+        ...
+
+    async def fail(self, connection: str, user_id: str, rotation_id: str, reason: str, *, now: dt.datetime) -> bool:
+        """Record a rotation as failed and let its lease go; False (nothing written) when another rotation holds
+        an unexpired lease. Conflict when the row changed while recording."""
+        ...
+
+
+@dataclass(frozen=True)
+class JobProblem:
+    """The last failure of a timer or queue job: when, under which correlation id, and its problem members."""
+
+    job: str
+    at: str
+    correlation_id: str
+    problem: JsonObject
+
+
+class JobProblemLog(Protocol):
+    """Each connection's current job problems (shared/adapters/problems.py)."""
+
+    async def put(self, connection: str, problem: JobProblem) -> None:
+        """Keep a job's problem (replacing its previous one)."""
+        ...
+
+    async def drop(self, connection: str, job: str) -> None:
+        """Forget a job's problem; absent counts as forgotten."""
+        ...
+
+    async def all(self, connection: str) -> list[JobProblem]:
+        """Every current problem of the connection's jobs."""
         ...
 
 

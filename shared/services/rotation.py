@@ -3,7 +3,7 @@
 Invariant 1 (docs/architecture.md, Invariants) shapes `rotate`: Key Vault holds every password before Graph may
 set it; Graph's definite rejections mark the version failed; an unknown outcome leaves it pending
 ("possibly current") until a later rotation succeeds. One rotation per user at a time, enforced by a
-lease on the user's row in the `rotations` table; a replayed message with the same rotation id
+lease kept in the user's rotation state (RotationRepository); a replayed message with the same rotation id
 changes nothing twice.
 """
 
@@ -13,15 +13,13 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol
-
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.config import Connection
 from shared.domain import rotation as policy
 from shared.domain.events import EventType, new_event
 from shared.domain.passwords import PasswordPolicy, banned_terms, generate
+from shared.domain.rotation import RotationRow, Status
 from shared.errors import (
     Ambiguous,
     BridgeError,
@@ -38,14 +36,16 @@ from shared.services.events import announce
 from shared.services.ports import (
     AuditSink,
     Clock,
-    Entity,
-    EntityStore,
     EventOutbox,
+    RotationRepository,
     SecretStore,
     SecretVersion,
     WorkQueue,
 )
-from shared.topology import Queue, Table
+from shared.topology import Queue
+
+__all__ = ["DeliveredPassword", "Outcome", "PasswordDirectory", "RotationRow", "RotationService",
+           "RotationSummary", "Status", "SubjectSource"]
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class PasswordDirectory(Protocol):
 
 
 class SubjectSource(Protocol):
-    """The bridge directory as rotation reads it (users table rows of the sync feature)."""
+    """The bridge directory as rotation reads it (the users the sync feature imported)."""
 
     async def get(self, connection: str, user_id: str) -> policy.RotationSubject | None:
         """One user, or None when the bridge does not know it."""
@@ -88,37 +88,12 @@ class SubjectSource(Protocol):
         ...
 
 
-class Status(StrEnum):
-    """Last outcome of a user's rotation, as status pages count them."""
-
-    IN_PROGRESS = "in_progress"
-    ROTATED = "rotated"
-    POSSIBLY_CURRENT = "possibly_current"
-    FAILED = "failed"
-    REFUSED = "refused"
-
-
 @dataclass(frozen=True)
 class RotationSummary:
     """A connection's rotation counts, and the users held back per refusal reason."""
 
     counts: dict[str, int]
     refused_reasons: dict[str, int]
-
-
-class RotationRow(BaseModel):
-    """The `rotations` table row of one user (partition = connection, row = user id)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    status: Status | None = None
-    reason: str | None = None
-    last_rotated_at: dt.datetime | None = None
-    last_rotation_id: str | None = None
-    last_version: str | None = None
-    attempts: int = 0
-    lease_owner: str | None = None
-    lease_until: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -151,34 +126,22 @@ def _versions(found: list[SecretVersion]) -> list[policy.VersionInfo]:
 class RotationService:
     """Plans and performs rotations for the connections it is given."""
 
-    def __init__(self, *, secrets: SecretStore, entities: EntityStore, audit: AuditSink, queue: WorkQueue,
+    def __init__(self, *, secrets: SecretStore, rotations: RotationRepository, audit: AuditSink, queue: WorkQueue,
                  clock: Clock, subjects: SubjectSource, events: EventOutbox | None = None) -> None:
         self._secrets = secrets
         self._events = events
-        self._entities = entities
+        self._rotations = rotations
         self._audit = audit
         self._queue = queue
         self._clock = clock
         self._subjects = subjects
 
-    # ------------------------------------------------------------------ state rows
+    # ------------------------------------------------------------------ state
 
     async def status_row(self, connection: str, user_id: str) -> tuple[RotationRow, str | None]:
-        """The user's rotation row and its ETag (an empty row when absent)."""
-        found = await self._entities.get(Table.ROTATIONS, connection, user_id)
-        if found is None:
-            return RotationRow(), None
-        try:
-            return RotationRow.model_validate(found.data), found.etag
-        except ValidationError:
-            log.warning("rotation row %s/%s is malformed; starting afresh", connection, user_id)
-            return RotationRow(), found.etag
-
-    async def _save(self, connection: str, user_id: str, row: RotationRow, etag: str | None) -> str | None:
-        entity = Entity(connection, user_id, row.model_dump(mode="json", exclude_none=True), etag)
-        saved = await (self._entities.update(Table.ROTATIONS, entity) if etag
-                       else self._entities.insert(Table.ROTATIONS, entity))
-        return saved.etag
+        """The user's rotation state and its version (an empty state when none is stored)."""
+        found = await self._rotations.get(connection, user_id)
+        return found.value, found.version
 
     # ------------------------------------------------------------------ planning
 
@@ -195,7 +158,7 @@ class RotationService:
                 continue
             if subject.user_id.lower() in excluded or subject.upn.lower() in excluded:
                 continue
-            row, _ = await self.status_row(conn.name, subject.user_id)
+            row = (await self._rotations.get(conn.name, subject.user_id)).value
             if not policy.is_due(row.last_rotated_at, interval_days=feature.interval_days, now=now):
                 continue
             # One id per user and due day: two timer runs the same day enqueue the same rotation.
@@ -212,7 +175,7 @@ class RotationService:
             raise Conflict(f"rotation is not enabled for connection {conn.name!r} (features.rotation.enabled)")
         if await self._subjects.get(conn.name, user_id) is None:
             raise NotFound(f"user {user_id} is not in the bridge directory of {conn.name!r}")
-        row, _ = await self.status_row(conn.name, user_id)
+        row = (await self._rotations.get(conn.name, user_id)).value
         wait = policy.too_soon(row.last_rotated_at, min_interval_minutes=conn.features.rotation.min_interval_minutes,
                                now=self._clock.now())
         if wait is not None:
@@ -281,15 +244,11 @@ class RotationService:
                                  outcome="failed", correlation_id=message.correlation_id,
                                  graph_request_id=err.request_id,
                                  detail={"rotationId": message.idempotency_key, "reason": reason})
-        row, etag = await self.status_row(conn.name, message.target)
-        if row.lease_owner not in (None, message.idempotency_key) and row.lease_until \
-                and row.lease_until > self._clock.now():
-            return  # another rotation owns the row; its own outcome will be recorded there
-        # A pending version stays "possibly current" in Key Vault; the row only records the failure.
-        row = row.model_copy(update={"status": Status.FAILED, "reason": reason, "lease_owner": None,
-                                     "lease_until": None, "last_rotation_id": message.idempotency_key})
+        # A pending version stays "possibly current" in Key Vault; the state only records the failure. When
+        # another rotation holds the lease, nothing is written: its own outcome will be recorded there.
         try:
-            await self._save(conn.name, message.target, row, etag)
+            await self._rotations.fail(conn.name, message.target, message.idempotency_key, reason,
+                                       now=self._clock.now())
         except Conflict:
             log.info("rotation row of %s changed while recording a failure; keeping the newer row", message.target)
 
@@ -308,12 +267,7 @@ class RotationService:
         feature = conn.features.rotation
         now = self._clock.now()
         excluded = {e.lower() for e in feature.excluded_users}
-        rows: dict[str, RotationRow] = {}
-        async for found in self._entities.query(Table.ROTATIONS, conn.name):
-            try:
-                rows[found.row_key] = RotationRow.model_validate(found.data)
-            except ValidationError:
-                continue
+        rows = await self._rotations.rows(conn.name)
         for row in rows.values():
             if row.status is not None:
                 result[row.status.value] += 1
@@ -339,17 +293,15 @@ class RotationService:
                      correlation_id: str) -> Outcome:
         """Rotate one user's password under a lease; see the module docstring for the protocol."""
         now = self._clock.now()
-        row, etag = await self.status_row(conn.name, user_id)
+        seen = await self._rotations.get(conn.name, user_id)
+        row = seen.value
         if row.last_rotation_id == rotation_id and row.status in (Status.ROTATED, Status.REFUSED, Status.FAILED):
             if row.status is Status.ROTATED and row.last_version:
                 # A replay records the event again: a worker stopped after the row and before the event.
                 await self._announce(conn.name, user_id, rotation_id, row.last_version)
             return Outcome(user_id, row.status, row.last_version, row.reason, replay=True)
-        if row.lease_owner not in (None, rotation_id) and row.lease_until and row.lease_until > now:
-            raise Conflict(f"another rotation of user {user_id} holds the lease until {row.lease_until:%H:%M:%S}")
-        row = row.model_copy(update={"lease_owner": rotation_id, "lease_until": now + LEASE,
-                                     "last_rotation_id": rotation_id, "status": Status.IN_PROGRESS})
-        etag = await self._save(conn.name, user_id, row, etag)  # Conflict here means another worker won
+        # Conflict here: another rotation holds the lease, or another worker took it first.
+        claimed = await self._rotations.claim(conn.name, user_id, seen, rotation_id, now=now, until=now + LEASE)
         try:
             outcome = await self._rotate_locked(conn, directory, user_id, rotation_id, correlation_id)
         except BridgeError as err:
@@ -359,15 +311,13 @@ class RotationService:
                 status = Status.POSSIBLY_CURRENT  # a pending version may be what Entra now holds
             else:
                 status = Status.FAILED
-            row = row.model_copy(update={"status": status, "reason": err.detail, "attempts": row.attempts + 1,
-                                         "lease_owner": None, "lease_until": None})
-            await self._save(conn.name, user_id, row, etag)
+            await self._rotations.finish(conn.name, user_id, claimed, {
+                "status": status, "reason": err.detail, "attempts": claimed.value.attempts + 1})
             raise
-        update: dict[str, object] = {"status": outcome.status, "reason": outcome.reason, "lease_owner": None,
-                                     "lease_until": None, "attempts": 0}
+        update: dict[str, object] = {"status": outcome.status, "reason": outcome.reason, "attempts": 0}
         if outcome.status is Status.ROTATED:
             update |= {"last_rotated_at": self._clock.now(), "last_version": outcome.version}
-        await self._save(conn.name, user_id, row.model_copy(update=update), etag)
+        await self._rotations.finish(conn.name, user_id, claimed, update)
         if outcome.status is Status.ROTATED and outcome.version:
             await self._announce(conn.name, user_id, rotation_id, outcome.version)
         return outcome

@@ -11,17 +11,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 from pydantic import ValidationError
 
+from shared.adapters.devices import TablePasskeys
 from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.config import Connection
-from shared.domain.devices import DeviceState, PublicJwk
+from shared.domain.devices import DeviceState, PasskeyRow, PublicJwk
 from shared.domain.directory import Enrollment, UserRow, UserState
 from shared.errors import Conflict, NotFound
 from shared.messages import WorkMessage
 from shared.services.devices import DeviceRegistration, DeviceService
 from shared.services.directory import Directory
-from shared.services.ports import Entity, GraphResponse
-from shared.topology import Queue, Table
+from shared.services.ports import GraphResponse
+from shared.topology import Queue
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
+from tests.fakes_devices import device_repositories
 
 CONN = Connection.model_validate({"name": "demo", "tenantId": "00000000-0000-0000-0000-000000000001"})
 JWK: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()))
@@ -46,7 +48,7 @@ async def world() -> tuple[DeviceService, FakeEntityStore, FakeWorkQueue, Direct
     await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example"))
     await directory.put("demo", UserRow(id="u2", upn="bob@contoso.example", state=UserState.DEACTIVATED))
     queue = FakeWorkQueue()
-    return DeviceService(directory=directory, entities=entities, audit=FakeAuditSink(), queue=queue,
+    return DeviceService(directory=directory, **device_repositories(entities), audit=FakeAuditSink(), queue=queue,
                          clock=FakeClock()), entities, queue, directory
 
 
@@ -93,7 +95,7 @@ async def test_removal_revokes_each_passkey_and_reports_progress(world: Any) -> 
     service, entities, queue, directory = world
     await service.register(CONN, "dev-1", body(), actor="t", correlation_id="c")
     for method in ("m1", "m2"):
-        await entities.insert(Table.PASSKEYS, Entity("demo", f"dev-1:{method}", {"methodId": method, "userId": "u1"}))
+        await TablePasskeys(entities).put("demo", PasskeyRow(method_id=method, user_id="u1", device_id="dev-1"))
     operation = await service.remove(CONN, "dev-1", actor="t", correlation_id="c")
     assert await service.remove(CONN, "dev-1", actor="t", correlation_id="c") == operation
     assert (await service.operation("demo", operation))["total"] == 2
@@ -113,10 +115,10 @@ async def test_a_redelivered_removal_counts_the_passkeys_a_stopped_delivery_revo
     service, entities, queue, _ = world
     await service.register(CONN, "dev-1", body(), actor="t", correlation_id="c")
     for method in ("m1", "m2", "m3"):
-        await entities.insert(Table.PASSKEYS, Entity("demo", f"dev-1:{method}", {"methodId": method, "userId": "u1"}))
+        await TablePasskeys(entities).put("demo", PasskeyRow(method_id=method, user_id="u1", device_id="dev-1"))
     operation = await service.remove(CONN, "dev-1", actor="t", correlation_id="c")
     # The first delivery revoked m1 and deleted its row, then its process stopped before recording progress.
-    await entities.delete(Table.PASSKEYS, "demo", "dev-1:m1")
+    await TablePasskeys(entities).delete("demo", "dev-1", "m1")
     assert (await service.operation("demo", operation))["done"] == 0
     message = WorkMessage.model_validate(queue.messages(Queue.DEVICE)[0])
     graph = Graph()

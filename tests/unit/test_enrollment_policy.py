@@ -36,6 +36,7 @@ from shared.services.enrollment import DeviceEnrollment
 from shared.services.passkeys import PasskeyRegistration, PasskeyService
 from shared.services.ports import GraphResponse
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
+from tests.fakes_devices import device_repositories, passkey_repositories
 from tests.unit import test_password_delivery as delivery_tests
 
 JWK: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()))
@@ -74,9 +75,10 @@ class World:
         self.audit = FakeAuditSink()
         self.graph = Graph()
         clock = FakeClock()
-        self.devices = DeviceService(directory=self.directory, entities=self.entities, audit=self.audit,
+        self.devices = DeviceService(directory=self.directory, **device_repositories(self.entities), audit=self.audit,
                                      queue=FakeWorkQueue(), clock=clock)
-        self.passkeys = PasskeyService(devices=self.devices, directory=self.directory, entities=self.entities,
+        self.passkeys = PasskeyService(devices=self.devices, directory=self.directory,
+                                       **passkey_repositories(self.entities),
                                        audit=self.audit, clock=clock)
         self.enrollment = DeviceEnrollment(passkeys=self.passkeys, devices=self.devices)
 
@@ -230,7 +232,7 @@ def delivery_world(with_passkey: bool) -> delivery_tests.World:
     world.delivery = PasswordDelivery(
         devices=Devices(RegisteredDevice("dev-1", delivery_tests.UID, True, delivery_tests.JWK),
                         with_passkey=with_passkey),
-        subjects=world.delivery._subjects, rotation=world.rotation, entities=world.delivery._entities,
+        subjects=world.delivery._subjects, rotation=world.rotation, spent=world.delivery._spent,
         audit=world.audit, clock=world.clock)
     return world
 

@@ -16,19 +16,20 @@ from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 from functions import devices as devices_functions
 from functions import sync as sync_functions
 from functions import work
+from shared.adapters.devices import TableDeviceOperations
 from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.identity import get_token, token_error
+from shared.adapters.problems import TableJobProblems
 from shared.config import Connection
 from shared.errors import BridgeError, Configuration, Gone, Stop, Transient, root_cause, translated
 from shared.messages import WorkMessage
 from shared.services.devices import DeviceService
 from shared.services.directory import Directory
-from shared.services.ports import Entity
 from shared.services.problems import JobProblems, lines
 from shared.services.sync import SyncService
 from shared.services.sync_jobs import SyncJobs
-from shared.topology import Table
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
+from tests.fakes_devices import device_repositories
 
 GOV = "https://graph.microsoft.us/.default"
 TENANT = "00000000-0000-0000-0000-000000000001"
@@ -120,7 +121,7 @@ async def test_a_delta_link_of_another_host_is_gone_before_any_request(kind: str
 
 @pytest.fixture
 def problems(monkeypatch: pytest.MonkeyPatch) -> JobProblems:
-    kept = JobProblems(FakeEntityStore(), FakeClock())
+    kept = JobProblems(TableJobProblems(FakeEntityStore()), FakeClock())
     monkeypatch.setattr(work, "bridge", lambda: SimpleNamespace(problems=kept))
     return kept
 
@@ -191,10 +192,10 @@ DEVICE_FUNCTIONS = {str(f.get_function_name()): f.get_user_function() for f in _
 async def test_a_device_removal_that_fails_shows_on_its_operation(
         monkeypatch: pytest.MonkeyPatch, error: BridgeError, dequeue_count: int, status: str, raised: bool) -> None:
     entities = FakeEntityStore()
-    devices = DeviceService(directory=Directory(entities), entities=entities, audit=FakeAuditSink(),
+    devices = DeviceService(directory=Directory(entities), **device_repositories(entities), audit=FakeAuditSink(),
                             queue=FakeWorkQueue(), clock=FakeClock())
-    kept = JobProblems(entities, FakeClock())
-    await entities.upsert(Table.OPERATIONS, Entity("demo", "op1", {"status": "queued"}))
+    kept = JobProblems(TableJobProblems(entities), FakeClock())
+    await TableDeviceOperations(entities).start("demo", "op1", {"status": "queued"})
 
     async def no_directory(conn: Connection) -> Any:
         raise error
@@ -242,7 +243,8 @@ async def test_a_sync_whose_graph_client_cannot_be_built_is_a_failed_run(monkeyp
         raise AssertionError("a failed run reconciles no passkeys")
 
     jobs = SyncJobs(sync=sync, notifications=unused, passkeys=unused, reader=no_reader, passkey_directory=no_passkeys)
-    app = SimpleNamespace(connection=lambda name: conn, sync_jobs=jobs, problems=JobProblems(entities, FakeClock()))
+    app = SimpleNamespace(connection=lambda name: conn, sync_jobs=jobs,
+                          problems=JobProblems(TableJobProblems(entities), FakeClock()))
     monkeypatch.setattr(sync_functions, "bridge", lambda: app)
     monkeypatch.setattr(work, "bridge", lambda: app)
     message = WorkMessage(connection="demo", kind="sync", target="demo", idempotency_key="sync-1", correlation_id="c1")

@@ -27,6 +27,7 @@ from shared.services.directory import Directory
 from shared.services.passkeys import PasskeyRegistration, PasskeyService
 from shared.services.ports import GraphResponse
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
+from tests.fakes_devices import device_repositories, passkey_repositories
 
 JWK: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()))
 CONN = Connection.model_validate({"name": "demo", "tenantId": "00000000-0000-0000-0000-000000000001",
@@ -89,10 +90,12 @@ async def world(trust: Anchors | None = None, max_age: float = 30) -> tuple[Pass
     directory = Directory(entities)
     await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example"))
     clock, audit = FakeClock(), FakeAuditSink()
-    devices = DeviceService(directory=directory, entities=entities, audit=audit, queue=FakeWorkQueue(), clock=clock)
+    devices = DeviceService(directory=directory, **device_repositories(entities), audit=audit, queue=FakeWorkQueue(),
+                            clock=clock)
     await devices.register(CONN, "dev-1", DeviceRegistration.model_validate(
         {"user": "u1", "displayName": "key", "publicKey": JWK}), actor="t", correlation_id="c")
-    service = PasskeyService(devices=devices, directory=directory, entities=entities, audit=audit, clock=clock,
+    service = PasskeyService(devices=devices, directory=directory, **passkey_repositories(entities), audit=audit,
+                             clock=clock,
                              policy_max_age=dt.timedelta(seconds=max_age), trust=trust)
     return service, Tenant(), clock, audit
 

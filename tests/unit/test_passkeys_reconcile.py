@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from shared.adapters.devices import TablePasskeys
 from shared.config import Connection
 from shared.domain.devices import DeviceState, Fix, PasskeyRow, PasskeyState, plan_reconciliation
 from shared.domain.directory import Enrollment, UserRow, UserState
@@ -16,9 +17,9 @@ from shared.errors import NotFound, Transient
 from shared.services.devices import DeviceRegistration, DeviceService, Revocation
 from shared.services.directory import Directory
 from shared.services.passkeys import PasskeyService
-from shared.services.ports import Entity, GraphResponse, JsonObject
-from shared.topology import Table
+from shared.services.ports import GraphResponse, JsonObject
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
+from tests.fakes_devices import device_repositories, passkey_repositories
 
 CONN = Connection.model_validate({"name": "demo", "tenantId": "00000000-0000-0000-0000-000000000001",
                                   "features": {"passkeys": {"enabled": True}}})
@@ -89,28 +90,30 @@ class Entra:
 
 
 @pytest.fixture
-async def world() -> tuple[PasskeyService, DeviceService, FakeEntityStore, Directory, FakeAuditSink]:
+async def world() -> tuple[PasskeyService, DeviceService, TablePasskeys, Directory, FakeAuditSink]:
     entities = FakeEntityStore()
     directory = Directory(entities)
     clock, audit = FakeClock(), FakeAuditSink()
     for user in ("u1", "u2", "u3"):
         await directory.put("demo", UserRow(id=user, upn=f"{user}@contoso.example"))
-    devices = DeviceService(directory=directory, entities=entities, audit=audit, queue=FakeWorkQueue(), clock=clock)
+    devices = DeviceService(directory=directory, **device_repositories(entities), audit=audit, queue=FakeWorkQueue(),
+                            clock=clock)
     for device, user in (("dev-1", "u1"), ("dev-2", "u2"), ("dev-3", "u3")):
         await devices.register(CONN, device, DeviceRegistration.model_validate(
             {"user": user, "displayName": device, "publicKey": JWK}), actor="t", correlation_id="c")
     for row in (key("m1"), key("m2", device="dev-2", user="u2"), key("m3", device="dev-3", user="u3")):
-        await entities.insert(Table.PASSKEYS, Entity("demo", row.row_key, row.to_row()))
+        await TablePasskeys(entities).put("demo", row)
     for user in ("u1", "u2", "u3"):
         found = await directory.get("demo", user)
         assert found is not None
         await directory.put("demo", found.model_copy(update={"enrollment": Enrollment.PAIRED_WITH_ENTRA}))
-    service = PasskeyService(devices=devices, directory=directory, entities=entities, audit=audit, clock=clock)
-    return service, devices, entities, directory, audit
+    service = PasskeyService(devices=devices, directory=directory, **passkey_repositories(entities), audit=audit,
+                             clock=clock)
+    return service, devices, TablePasskeys(entities), directory, audit
 
 
 async def test_reconcile_marks_revokes_and_audits(world: Any) -> None:
-    service, _, entities, directory, audit = world
+    service, _, passkeys, directory, audit = world
     u3 = await directory.get("demo", "u3")
     await directory.put("demo", u3.model_copy(update={"state": UserState.REMOVED}))
     entra = Entra({"u1": [], "u2": ["m2", "someone-elses"], "u3": ["m3"]})
@@ -118,9 +121,9 @@ async def test_reconcile_marks_revokes_and_audits(world: Any) -> None:
     assert report.as_dict() == {"users": 3, "passkeys": 3, "revoked": 1, "markedDeleted": 1, "duplicates": 0,
                                 "unreadableUsers": [], "ceremoniesPurged": 0}
     assert entra.revoked == [("u3", "m3")]
-    assert await entities.get(Table.PASSKEYS, "demo", "dev-3:m3") is None
-    marked = await entities.get(Table.PASSKEYS, "demo", "dev-1:m1")
-    assert marked.data["state"] == "deleted_in_entra"
+    assert await passkeys.get("demo", "dev-3", "m3") is None
+    marked = await passkeys.get("demo", "dev-1", "m1")
+    assert marked.value.state is PasskeyState.DELETED_IN_ENTRA
     assert (await directory.get("demo", "u1")).enrollment is Enrollment.PAIRED_WITH_PROVIDER
     assert (await directory.get("demo", "u2")).enrollment is Enrollment.PAIRED_WITH_ENTRA
     actions = [(r.action, r.target, r.outcome) for r in audit.records if r.actor == "passkeys"]
@@ -132,15 +135,15 @@ async def test_reconcile_marks_revokes_and_audits(world: Any) -> None:
 
 
 async def test_an_unreadable_user_is_left_alone_and_reported(world: Any) -> None:
-    service, _, entities, _, audit = world
+    service, _, passkeys, _, audit = world
     report = await service.reconcile(CONN, Entra({"u1": [], "u3": ["m3"]}, broken={"u2"}), correlation_id="c")
     assert report.unreadable_users == ["u2"]
-    assert (await entities.get(Table.PASSKEYS, "demo", "dev-2:m2")).data.get("state", "active") == "active"
+    assert (await passkeys.get("demo", "dev-2", "m2")).value.state is PasskeyState.ACTIVE
     assert audit.records[-1].outcome == "partial"
 
 
 async def test_a_user_deleted_in_entra_has_no_methods_left(world: Any) -> None:
-    service, _, entities, _, _ = world
+    service, _, passkeys, _, _ = world
     report = await service.reconcile(CONN, Entra({"u1": ["m1"], "u3": ["m3"]}), correlation_id="c")
     assert report.marked_deleted == 1
-    assert (await entities.get(Table.PASSKEYS, "demo", "dev-2:m2")).data["state"] == "deleted_in_entra"
+    assert (await passkeys.get("demo", "dev-2", "m2")).value.state is PasskeyState.DELETED_IN_ENTRA

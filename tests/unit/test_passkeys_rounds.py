@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from local.authenticator import SoftwareAuthenticator
+from shared.adapters.ceremonies import TableCeremonies
+from shared.adapters.devices import TableDevices
 from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.tables import storage_transport
 from shared.config import Connection
@@ -23,9 +25,10 @@ from shared.errors import Conflict, InvalidInput, NotFound, Transient
 from shared.services.devices import DeviceRegistration, DeviceService
 from shared.services.directory import Directory
 from shared.services.passkeys import PasskeyRegistration, PasskeyService, ceremony_id, ceremony_user, settle
-from shared.services.ports import Entity, GraphResponse
+from shared.services.ports import Entity, GraphResponse, Versioned
 from shared.topology import Table
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
+from tests.fakes_devices import device_repositories, passkey_repositories
 
 CONN = Connection.model_validate({"name": "demo", "tenantId": "00000000-0000-0000-0000-000000000001",
                                   "features": {"passkeys": {"enabled": True}}})
@@ -74,10 +77,12 @@ async def world() -> tuple[PasskeyService, FailingStore, FakeAuditSink, Director
     await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example"))
     audit = FakeAuditSink()
     clock = FakeClock()
-    devices = DeviceService(directory=directory, entities=entities, audit=audit, queue=FakeWorkQueue(), clock=clock)
+    devices = DeviceService(directory=directory, **device_repositories(entities), audit=audit, queue=FakeWorkQueue(),
+                            clock=clock)
     await devices.register(CONN, "dev-1", DeviceRegistration.model_validate(
         {"user": "u1", "displayName": "key", "publicKey": JWK}), actor="t", correlation_id="c")
-    return (PasskeyService(devices=devices, directory=directory, entities=entities, audit=audit, clock=clock),
+    return (PasskeyService(devices=devices, directory=directory, **passkey_repositories(entities), audit=audit,
+                           clock=clock),
             entities, audit, directory, Graph())
 
 
@@ -138,9 +143,9 @@ async def test_register_checks_the_user_before_the_ceremony_and_consumes_nothing
     await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example", state=UserState.REMOVED))
     with pytest.raises(Conflict, match="not active"):
         await service.register(CONN, GraphPasskeyDirectory(graph), "dev-1", body, correlation_id="c")
-    ceremony = await entities.get(Table.CEREMONIES, "demo", options["ceremonyId"])
+    ceremony = await TableCeremonies(entities).get("demo", options["ceremonyId"])
     assert ceremony is not None
-    assert ceremony.data["used"] is False
+    assert ceremony.value.used is False
     assert not any(call.startswith("POST") for call in graph.calls)
     await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example"))
     with pytest.raises(NotFound, match="was not issued"):
@@ -179,8 +184,9 @@ async def test_register_reads_the_device_s_new_user_when_the_device_changed_hand
     options = await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
     # The device was removed and its id registered again for another user between options and register.
     await directory.put("demo", UserRow(id="u2", upn="bob@contoso.example"))
-    device = await entities.get(Table.DEVICES, "demo", "dev-1")
-    await entities.upsert(Table.DEVICES, Entity("demo", "dev-1", {**device.data, "userId": "u2"}))
+    devices = TableDevices(entities)
+    device = await devices.get("demo", "dev-1")
+    await devices.put("demo", device.value.model_copy(update={"user_id": "u2"}))
     body = PasskeyRegistration.model_validate({"ceremonyId": options["ceremonyId"], "displayName": "k",
                                                "credential": SoftwareAuthenticator().register(options)})
     # The ceremony names u1, the device now belongs to u2: u2 is read and the ceremony refused for it.
@@ -197,12 +203,13 @@ async def test_long_expired_ceremonies_are_purged_and_recent_ones_kept(world: An
     clock.advance(days=2)
     second = await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
     # Graph's fixed expiry in the fake is 2026-01-01T00:05Z: give the second ceremony a current one.
-    row = await entities.get(Table.CEREMONIES, "demo", second["ceremonyId"])
-    await entities.upsert(Table.CEREMONIES, Entity("demo", row.row_key, {
-        **row.data, "expiresAt": (clock.now() + dt.timedelta(minutes=5)).isoformat()}))
+    ceremonies = TableCeremonies(entities)
+    row = await ceremonies.get("demo", second["ceremonyId"])
+    await ceremonies.consume("demo", Versioned(row.value.model_copy(update={
+        "expires_at": clock.now() + dt.timedelta(minutes=5)}), row.version))
     assert await service.purge_ceremonies("demo") == 2
-    assert await entities.get(Table.CEREMONIES, "demo", first["ceremonyId"]) is None
-    assert await entities.get(Table.CEREMONIES, "demo", second["ceremonyId"]) is not None
+    assert await ceremonies.get("demo", first["ceremonyId"]) is None
+    assert await ceremonies.get("demo", second["ceremonyId"]) is not None
     assert await service.purge_ceremonies("demo") == 0
 
 
@@ -223,7 +230,7 @@ async def test_a_credential_the_device_already_registered_is_refused_by_name(wor
     with pytest.raises(InvalidInput, match=r"credentialId.*already registered"):
         await service.register(CONN, GraphPasskeyDirectory(graph), "dev-1", repeat, correlation_id="c")
     assert sum(call.startswith("POST") for call in graph.calls) == posts
-    ceremony = await entities.get(Table.CEREMONIES, "demo", again["ceremonyId"])
+    ceremony = await TableCeremonies(entities).get("demo", again["ceremonyId"])
     assert ceremony is not None
-    assert ceremony.data["used"] is False
+    assert ceremony.value.used is False
     assert [r.detail["check"] for r in audit.records if r.action == "passkey.rejected"] == ["credentialId"]

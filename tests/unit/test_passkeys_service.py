@@ -21,6 +21,7 @@ from shared.services.directory import Directory
 from shared.services.passkeys import PasskeyRegistration, PasskeyService, repair_base64url
 from shared.services.ports import GraphResponse
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
+from tests.fakes_devices import device_repositories, passkey_repositories
 
 JWK: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()))
 
@@ -55,10 +56,11 @@ async def world() -> tuple[PasskeyService, Directory, Graph]:
     await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example"))
     clock = FakeClock()
     audit = FakeAuditSink()
-    devices = DeviceService(directory=directory, entities=entities, audit=audit, queue=FakeWorkQueue(), clock=clock)
+    devices = DeviceService(directory=directory, **device_repositories(entities), audit=audit, queue=FakeWorkQueue(),
+                            clock=clock)
     await devices.register(conn(), "dev-1", DeviceRegistration.model_validate(
         {"user": "u1", "displayName": "key", "publicKey": JWK}), actor="t", correlation_id="c")
-    return PasskeyService(devices=devices, directory=directory, entities=entities, audit=audit,
+    return PasskeyService(devices=devices, directory=directory, **passkey_repositories(entities), audit=audit,
                           clock=clock), directory, Graph()
 
 

@@ -13,6 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from shared.adapters.devices import TableSpentTokens
+from shared.adapters.rotations import TableRotations
 from shared.config import Connection
 from shared.domain.rotation import RotationSubject
 from shared.errors import Forbidden, Unauthenticated
@@ -57,11 +59,11 @@ class World:
         self.secrets = FakeSecretStore(self.clock)
         subjects = Subjects(RotationSubject(user_id=UID, upn="ann@contoso.example", in_rotation_group=in_group))
         entities = FakeEntityStore()
-        self.rotation = RotationService(secrets=self.secrets, entities=entities, audit=self.audit,
+        self.rotation = RotationService(secrets=self.secrets, rotations=TableRotations(entities), audit=self.audit,
                                         queue=FakeWorkQueue(), clock=self.clock, subjects=subjects)
         self.delivery = PasswordDelivery(
             devices=Devices(RegisteredDevice("dev-1", UID, device_active, JWK)), subjects=subjects,
-            rotation=self.rotation, entities=entities, audit=self.audit, clock=self.clock)
+            rotation=self.rotation, spent=TableSpentTokens(entities), audit=self.audit, clock=self.clock)
         self.directory = FakeDirectory()
 
     def token(self, **overrides: Any) -> str:

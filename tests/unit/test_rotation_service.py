@@ -13,7 +13,8 @@ from shared.domain.rotation import CURRENT, FAILED, PENDING, SUPERSEDED, Rotatio
 from shared.errors import Ambiguous, Conflict, InvalidInput, NotFound, PermissionDenied, Throttled
 from shared.services.rotation import RotationService, Status
 from shared.topology import Queue
-from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeSecretStore, FakeWorkQueue
+from tests.fakes import FakeAuditSink, FakeClock, FakeSecretStore, FakeWorkQueue
+from tests.fakes_devices import FakeRotations
 
 UID = "22222222-2222-2222-2222-222222222222"
 CONN = Connection.model_validate({
@@ -78,7 +79,7 @@ def world() -> tuple[RotationService, FakeSecretStore, FakeAuditSink, FakeWorkQu
     audit = FakeAuditSink()
     queue = FakeWorkQueue()
     subjects = Subjects(RotationSubject(user_id=UID, upn="ann.lee@contoso.example", display_name="Ann Lee"))
-    service = RotationService(secrets=secrets, entities=FakeEntityStore(), audit=audit, queue=queue, clock=clock,
+    service = RotationService(secrets=secrets, rotations=FakeRotations(), audit=audit, queue=queue, clock=clock,
                               subjects=subjects)
     return service, secrets, audit, queue, clock
 
@@ -173,10 +174,10 @@ async def test_admin_users_are_refused_naming_the_role(world) -> None:  # type: 
 
 async def test_a_held_lease_stops_a_second_rotation(world) -> None:  # type: ignore[no-untyped-def]
     service, _, _, _, _ = world
-    from shared.services.rotation import RotationRow
-
-    lease = RotationRow(lease_owner="other", lease_until=FakeClock().now() + dt.timedelta(minutes=1))
-    await service._save("demo", UID, lease, None)
+    rotations: FakeRotations = service._rotations
+    now = FakeClock().now()
+    await rotations.claim("demo", UID, await rotations.get("demo", UID), "other", now=now,
+                          until=now + dt.timedelta(minutes=1))
     with pytest.raises(Conflict, match="lease"):
         await service.rotate(CONN, FakeDirectory(), UID, rotation_id="r1", correlation_id="c1")
 

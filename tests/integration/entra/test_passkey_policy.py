@@ -39,6 +39,7 @@ from shared.services.directory import Directory
 from shared.services.passkeys import PasskeyRegistration, PasskeyService
 from shared.topology import Table
 from tests.fakes import FakeClock, FakeSecretStore
+from tests.fakes_devices import device_repositories, passkey_repositories
 
 BAN = {"isEnforced": True, "enforcementType": "block", "aaGuids": [DEFAULT_AAGUID]}
 NO_BAN = {"isEnforced": False, "enforcementType": "block", "aaGuids": []}
@@ -109,10 +110,12 @@ async def world(sim: RunningEntra, azurite_connection_string: str, tls_files: Tl
         vault = FakeSecretStore(FakeClock())  # the audit key and anchors; this test is about Graph writes
         audit = TableAuditSink(tables, clock, VaultAuditKeys(lambda: vault, clock), VaultAuditAnchors(lambda: vault))
         directory = Directory(tables)
-        devices = DeviceService(directory=directory, entities=tables, audit=audit, queue=queue, clock=clock)
+        devices = DeviceService(directory=directory, **device_repositories(tables), audit=audit, queue=queue,
+                                clock=clock)
         metadata = FidoMetadata(tables, clock, url=f"{sim.url}/mds3/",
                                 root_der=root_certificate(root_setting(tls_files)), verify=context)
-        service = PasskeyService(devices=devices, directory=directory, entities=tables, audit=audit, clock=clock,
+        service = PasskeyService(devices=devices, directory=directory, **passkey_repositories(tables), audit=audit,
+                                 clock=clock,
                                  trust=metadata)
         user = (await graph.get("/users", params={"$top": "1", "$select": "id,userPrincipalName"}))["value"][0]
         await directory.put(conn.name, UserRow(id=user["id"], upn=user["userPrincipalName"]))

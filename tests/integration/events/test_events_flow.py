@@ -22,6 +22,7 @@ from local.authenticator import SoftwareAuthenticator
 from local.eventgrid.process import RunningTopic
 from shared.adapters.events import EventGridSink, TableEventOutbox
 from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.rotations import TableRotations
 from shared.adapters.tables import TableEntityStore
 from shared.config import Connection
 from shared.domain.directory import Enrollment, UserRow
@@ -36,6 +37,7 @@ from shared.services.passkeys import PasskeyRegistration, PasskeyService
 from shared.services.rotation import RotationService
 from shared.services.sync import SyncService
 from tests.fakes import FakeAuditSink, FakeClock, FakeSecretStore, FakeWorkQueue
+from tests.fakes_devices import device_repositories, passkey_repositories
 from tests.unit.test_devices_service import JWK
 from tests.unit.test_devices_service import Graph as RevokingGraph
 from tests.unit.test_passkeys_reconcile import Entra
@@ -208,7 +210,8 @@ async def test_rotation_stopped_before_its_event_announces_it_on_the_replay(worl
     subjects = Subjects(RotationSubject(user_id=uid, upn="ann.lee@contoso.example", display_name="Ann Lee"))
 
     def service(outbox: Any) -> RotationService:
-        return RotationService(secrets=secrets, entities=world.store, audit=FakeAuditSink(), queue=FakeWorkQueue(),
+        return RotationService(secrets=secrets, rotations=TableRotations(world.store), audit=FakeAuditSink(),
+                               queue=FakeWorkQueue(),
                                clock=world.clock, subjects=subjects, events=outbox)
 
     directory = FakeDirectory()
@@ -232,9 +235,10 @@ async def test_devices_and_passkeys_announce_each_change_once(world: World) -> N
     directory = Directory(world.store)
     await directory.put(world.name, UserRow(id="u1", upn="ann@contoso.example"))
     queue = FakeWorkQueue()
-    devices = DeviceService(directory=directory, entities=world.store, audit=FakeAuditSink(), queue=queue,
+    devices = DeviceService(directory=directory, **device_repositories(world.store), audit=FakeAuditSink(), queue=queue,
                             clock=world.clock, events=world.outbox)
-    passkeys = PasskeyService(devices=devices, directory=directory, entities=world.store, audit=FakeAuditSink(),
+    passkeys = PasskeyService(devices=devices, directory=directory, **passkey_repositories(world.store),
+                              audit=FakeAuditSink(),
                               clock=world.clock)
     await devices.register(world.conn, "dev-1", DeviceRegistration.model_validate(
         {"user": "u1", "displayName": "key", "publicKey": JWK}), actor="t", correlation_id="c")
@@ -332,13 +336,15 @@ async def test_an_enrollment_move_stopped_before_its_event_is_announced_by_the_s
     await directory.put(world.name, UserRow(id="u2", upn="bob@contoso.example"))
 
     def devices(outbox: Any) -> DeviceService:
-        return DeviceService(directory=directory, entities=world.store, audit=FakeAuditSink(), queue=FakeWorkQueue(),
+        return DeviceService(directory=directory, **device_repositories(world.store), audit=FakeAuditSink(),
+                             queue=FakeWorkQueue(),
                              clock=world.clock, events=outbox)
 
     with pytest.raises(Killed):  # the user's row moved; the process stopped before the event was released
         await devices(Killable(world.outbox, kill={"release"})).register(world.conn, "dev-1", DeviceRegistration(
             user="u1", display_name="key", public_key=JWK), actor="t", correlation_id="c")
-    assert (await directory.get(world.name, "u1")).enrollment.value == "paired_with_provider"  # type: ignore[union-attr]
+    assert (await directory.get(world.name,
+                                "u1")).enrollment.value == "paired_with_provider"  # type: ignore[union-attr]
     # A hold whose write never happened (u2 is still not enrolled).
     ghost = devices(world.outbox).enrollment_event(world.name, "u2", Enrollment.NOT_ENROLLED,
                                                      Enrollment.PAIRED_WITH_ENTRA, cause="never")
@@ -363,12 +369,13 @@ class Enrolling:
     graph: RegisteringGraph
 
     def devices(self, outbox: Any = None) -> DeviceService:
-        return DeviceService(directory=self.directory, entities=self.world.store, audit=FakeAuditSink(),
+        return DeviceService(directory=self.directory, **device_repositories(self.world.store), audit=FakeAuditSink(),
                              queue=FakeWorkQueue(), clock=self.world.clock, events=outbox or self.world.outbox)
 
     async def register(self, outbox: Any = None) -> dict[str, Any]:
         w = self.world
-        passkeys = PasskeyService(devices=self.devices(outbox), directory=self.directory, entities=w.store,
+        passkeys = PasskeyService(devices=self.devices(outbox), directory=self.directory,
+                                  **passkey_repositories(w.store),
                                   audit=FakeAuditSink(), clock=w.clock)
         entra = GraphPasskeyDirectory(self.graph)
         options = await passkeys.options(w.conn, entra, "dev-1", correlation_id="c")
@@ -415,7 +422,8 @@ async def test_a_registration_stopped_before_its_writes_announces_nothing(enroll
     with pytest.raises(Killed):  # Entra holds the passkey, the events are held; stopped before the rows
         await enrolling.register(Killable(w.outbox, kill={"held"}))
     assert await enrolling.devices().passkeys(w.name, "dev-1") == []
-    assert (await enrolling.directory.get(w.name, "u1")).enrollment is Enrollment.PAIRED_WITH_PROVIDER  # type: ignore[union-attr]
+    assert (await enrolling.directory.get(w.name,
+                                          "u1")).enrollment is Enrollment.PAIRED_WITH_PROVIDER  # type: ignore[union-attr]
     assert len(await w.outbox.held(w.name)) == 1
     assert await enrolling.feed() == [PROVIDER]
     w.clock.advance(minutes=6)
@@ -431,7 +439,8 @@ async def test_a_registration_stopped_after_its_writes_is_announced_once_by_the_
     with pytest.raises(Killed):  # rows written, stopped before the release
         await enrolling.register(Killable(w.outbox, kill={"release"}))
     [passkey] = await enrolling.devices().passkeys(w.name, "dev-1")
-    assert (await enrolling.directory.get(w.name, "u1")).enrollment is Enrollment.PAIRED_WITH_ENTRA  # type: ignore[union-attr]
+    assert (await enrolling.directory.get(w.name,
+                                          "u1")).enrollment is Enrollment.PAIRED_WITH_ENTRA  # type: ignore[union-attr]
     assert await enrolling.feed() == [PROVIDER]  # held: not announced before the rows were known written
     assert await enrolling.devices().recover_enrollment_events(w.name) == 0  # too young: may be in progress
     w.clock.advance(minutes=6)

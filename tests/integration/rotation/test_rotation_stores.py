@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from shared.adapters.rotations import TableRotations
 from shared.adapters.tables import TableEntityStore
 from shared.adapters.vault import KeyVaultSecretStore
 from shared.config import Connection
@@ -41,7 +42,8 @@ async def stores(vault: VaultFixture, azurite_connection_string: str) -> AsyncIt
 def service_for(secrets: KeyVaultSecretStore, tables: TableEntityStore, user: str) -> tuple[RotationService, FakeClock]:
     clock = FakeClock()
     subjects = Subjects(RotationSubject(user_id=user, upn="kim.ito@contoso.example", display_name="Kim Ito"))
-    return RotationService(secrets=secrets, entities=tables, audit=FakeAuditSink(), queue=FakeWorkQueue(),
+    return RotationService(secrets=secrets, rotations=TableRotations(tables), audit=FakeAuditSink(),
+                           queue=FakeWorkQueue(),
                            clock=clock, subjects=subjects), clock
 
 
