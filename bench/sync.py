@@ -54,9 +54,12 @@ from local.tls import ensure_tls
 from shared.adapters.audit import TableAuditSink, VaultAuditAnchors, VaultAuditKeys
 from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
+from shared.adapters.leases import TableLeases
 from shared.adapters.ownership import TableGroupRecords
 from shared.adapters.queues import StorageWorkQueue
+from shared.adapters.syncstate import TableSyncState
 from shared.adapters.tables import TableEntityStore
+from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.services.directory import Directory
 from shared.services.enrollment_groups import EnrollmentGroups
@@ -135,8 +138,9 @@ async def open_world(tenant_id: str, entra_url: str, storage: str, ca: str) -> A
                          governor=ThrottleGovernor(tables, clock), max_wait=300)
     try:
         audit = _audit(tables, clock)
-        yield World(graph, tables, SyncService(directory=Directory(tables), entities=tables, audit=audit, queue=queue,
-                                               clock=clock, enrollment_groups=EnrollmentGroups(
+        yield World(graph, tables, SyncService(
+            directory=Directory(TableUsers(tables)), state=TableSyncState(tables), leases=TableLeases(tables, clock),
+            audit=audit, queue=queue, clock=clock, enrollment_groups=EnrollmentGroups(
                                                    TableGroupRecords(tables), audit, clock)))
     finally:
         await graph.close()

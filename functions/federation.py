@@ -82,7 +82,7 @@ _QUERY = {"issuerUri": "issuer_uri", "passiveSignInUri": "passive_sign_in_uri",
 def _service(app: Bridge, conn: Connection) -> FederationService:
     # Metadata from private or loopback addresses only for the local stand-ins (SSRF, docs/federation.md).
     metadata = HttpsMetadataSource(verify=ssl_context(app.settings), private_addresses=conn.cloud is Cloud.LOCAL)
-    return FederationService(audit=app.audit, clock=app.clock, entities=app.entities, metadata=metadata)
+    return FederationService(audit=app.audit, clock=app.clock, watched=app.federation_watch, metadata=metadata)
 
 
 async def _directory(app: Bridge, conn: Connection) -> GraphDomainDirectory:

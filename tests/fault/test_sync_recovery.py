@@ -25,7 +25,10 @@ from local.tls import TlsFiles
 from shared import bootstrap
 from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.graph import GraphGateway, SystemClock
+from shared.adapters.leases import TableLeases
+from shared.adapters.syncstate import TableSyncState
 from shared.adapters.tables import TableEntityStore
+from shared.adapters.users import TableUsers
 from shared.bootstrap import Bridge
 from shared.config import Connection, load_settings, settings
 from shared.errors import Configuration
@@ -130,8 +133,9 @@ async def test_a_delta_link_of_another_host_leads_to_one_audited_full_read(
         "features": {"sync": {"enabled": True, "groups": ["Bridge Sync"]}}})
     async with open_world(entra.tenant_id, entra.url, azurite_connection_string, str(tls_files.ca)) as world:
         audit = FakeAuditSink()
-        sync = SyncService(directory=Directory(world.tables), entities=world.tables, audit=audit, queue=FakeWorkQueue(),
-                           clock=SystemClock())
+        clock = SystemClock()
+        sync = SyncService(directory=Directory(TableUsers(world.tables)), state=TableSyncState(world.tables),
+                           leases=TableLeases(world.tables, clock), audit=audit, queue=FakeWorkQueue(), clock=clock)
 
         async def run(run_id: str) -> Any:
             return await sync.run(conn, GraphDirectoryReader(world.graph), run_id=run_id, correlation_id=run_id)

@@ -12,6 +12,7 @@ from jwt.algorithms import ECAlgorithm
 from pydantic import ValidationError
 
 from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain.devices import DeviceState, PublicJwk
 from shared.domain.directory import Enrollment, UserRow, UserState
@@ -42,7 +43,7 @@ class Graph:
 @pytest.fixture
 async def world() -> tuple[DeviceService, FakeEntityStore, FakeWorkQueue, Directory]:
     entities = FakeEntityStore()
-    directory = Directory(entities)
+    directory = Directory(TableUsers(entities))
     await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example"))
     await directory.put("demo", UserRow(id="u2", upn="bob@contoso.example", state=UserState.DEACTIVATED))
     queue = FakeWorkQueue()

@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain.devices import DeviceState, Fix, PasskeyRow, PasskeyState, plan_reconciliation
 from shared.domain.directory import Enrollment, UserRow, UserState
@@ -91,7 +92,7 @@ class Entra:
 @pytest.fixture
 async def world() -> tuple[PasskeyService, DeviceService, FakeEntityStore, Directory, FakeAuditSink]:
     entities = FakeEntityStore()
-    directory = Directory(entities)
+    directory = Directory(TableUsers(entities))
     clock, audit = FakeClock(), FakeAuditSink()
     for user in ("u1", "u2", "u3"):
         await directory.put("demo", UserRow(id=user, upn=f"{user}@contoso.example"))

@@ -21,8 +21,11 @@ import pytest
 from local.authenticator import SoftwareAuthenticator
 from local.eventgrid.process import RunningTopic
 from shared.adapters.events import EventGridSink, TableEventOutbox
+from shared.adapters.leases import TableLeases
 from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.syncstate import TableSyncState
 from shared.adapters.tables import TableEntityStore
+from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain.directory import Enrollment, UserRow
 from shared.domain.events import Event, EventType
@@ -91,7 +94,8 @@ class World:
     sender: EventGridSink
 
     def publisher(self, sender: Any = None) -> EventPublisher:
-        return EventPublisher(log_=self.outbox, sink=sender or self.sender, clock=self.clock)
+        return EventPublisher(log_=self.outbox, leases=TableLeases(self.store, self.clock), sink=sender or self.sender,
+                              clock=self.clock)
 
     async def publish(self) -> None:
         await self.publisher().drain(self.name)
@@ -128,7 +132,8 @@ async def world(azurite_connection_string: str, eventgrid: RunningTopic, tls_fil
 
 
 def sync_service(w: World, outbox: Any = None) -> SyncService:
-    return SyncService(directory=Directory(w.store), entities=w.store, audit=FakeAuditSink(), queue=FakeWorkQueue(),
+    return SyncService(directory=Directory(TableUsers(w.store)), state=TableSyncState(w.store),
+                       leases=TableLeases(w.store, w.clock), audit=FakeAuditSink(), queue=FakeWorkQueue(),
                        clock=w.clock, secrets=FakeSecretStore(w.clock), events=outbox or w.outbox)
 
 
@@ -229,7 +234,7 @@ async def test_rotation_stopped_before_its_event_announces_it_on_the_replay(worl
 
 
 async def test_devices_and_passkeys_announce_each_change_once(world: World) -> None:
-    directory = Directory(world.store)
+    directory = Directory(TableUsers(world.store))
     await directory.put(world.name, UserRow(id="u1", upn="ann@contoso.example"))
     queue = FakeWorkQueue()
     devices = DeviceService(directory=directory, entities=world.store, audit=FakeAuditSink(), queue=queue,
@@ -327,7 +332,7 @@ async def test_the_feed_returns_the_same_events_in_order_after_a_restart(world: 
 
 
 async def test_an_enrollment_move_stopped_before_its_event_is_announced_by_the_sweep(world: World) -> None:
-    directory = Directory(world.store)
+    directory = Directory(TableUsers(world.store))
     await directory.put(world.name, UserRow(id="u1", upn="ann@contoso.example"))
     await directory.put(world.name, UserRow(id="u2", upn="bob@contoso.example"))
 
@@ -385,7 +390,7 @@ class Enrolling:
 
 @pytest.fixture
 async def enrolling(world: World) -> Enrolling:
-    directory = Directory(world.store)
+    directory = Directory(TableUsers(world.store))
     await directory.put(world.name, UserRow(id="u1", upn="ann@contoso.example"))
     found = Enrolling(world, directory, RegisteringGraph())
     await found.devices().register(world.conn, "dev-1", DeviceRegistration(user="u1", display_name="key",
