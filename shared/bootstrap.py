@@ -32,6 +32,7 @@ from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.rotation import GraphPasswordDirectory
 from shared.adapters.scim import TableScimRepository
+from shared.adapters.subscription_records import TableSubscriptionRecords
 from shared.adapters.subscriptions import GraphSubscriptions
 from shared.adapters.syncstate import TableSyncState
 from shared.adapters.tables import TableEntityStore
@@ -436,7 +437,8 @@ class Bridge:
             if self.settings.notification_base_url and not self.settings.key_vault_url:
                 raise Configuration("change notifications keep their clientState in Key Vault: set KEY_VAULT_URL "
                                     "(or unset NOTIFICATION_BASE_URL)", setting="KEY_VAULT_URL")
-            return NotificationService(sync=self.sync, entities=self.entities, secrets_store=self.secrets,
+            return NotificationService(sync=self.sync, subscriptions=TableSubscriptionRecords(self.entities),
+                                       leases=self.leases, secrets_store=self.secrets,
                                        audit=self.audit, clock=self.clock,
                                        base_url=self.settings.notification_base_url, queue=self.queue,
                                        users=self.directory)

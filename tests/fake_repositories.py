@@ -160,3 +160,20 @@ class FakeLeases:
         found = self.held.get((lease.scope, lease.key))
         if found is not None and found.etag == lease.etag:
             del self.held[(lease.scope, lease.key)]
+
+
+class FakeSubscriptionRecords:
+    """Implements SubscriptionRecords in a dict."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str], JsonObject] = {}
+
+    async def get(self, connection: str, key: str) -> JsonObject | None:
+        found = self.records.get((connection, key))
+        return dict(found) if found is not None else None
+
+    async def put(self, connection: str, key: str, record: JsonObject) -> None:
+        self.records[(connection, key)] = dict(record)
+
+    async def forget(self, connection: str, key: str) -> None:
+        self.records.pop((connection, key), None)

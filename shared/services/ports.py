@@ -460,6 +460,23 @@ class FederationWatch(Protocol):
         ...
 
 
+class SubscriptionRecords(Protocol):
+    """The Graph change-notification subscriptions recorded per connection, by key: `groups`, `users`
+    (shared/adapters/subscription_records.py)."""
+
+    async def get(self, connection: str, key: str) -> JsonObject | None:
+        """One subscription's record, or None."""
+        ...
+
+    async def put(self, connection: str, key: str, record: JsonObject) -> None:
+        """Create or replace a subscription's record."""
+        ...
+
+    async def forget(self, connection: str, key: str) -> None:
+        """Drop a subscription's record; absent counts as dropped."""
+        ...
+
+
 # ----------------------------------------------------------------------------- Audit
 
 
