@@ -157,7 +157,7 @@ class _Imported:
 
 @dataclass
 class SyncReport:
-    """What one run did (also the `lastRun` row of `syncstate`)."""
+    """What one run did (also what `SyncStateRepository.put_run` records)."""
 
     run_id: str
     connection: str
