@@ -459,7 +459,7 @@ async def test_a_registration_whose_enrollment_write_failed_announces_only_the_p
         async def put(self, connection: str, row: UserRow) -> None:
             raise Transient("the users table did not answer")
 
-    real, enrolling.directory = enrolling.directory, Failing(w.store)
+    real, enrolling.directory = enrolling.directory, Failing(TableUsers(w.store))
     with pytest.raises(Transient):  # the registry row is written, the user's row is not
         await enrolling.register()
     enrolling.directory = real
