@@ -277,7 +277,7 @@ class Bridge:
 
     @property
     def leases(self) -> TableLeases:
-        """The leases of sync runs and event publishers (table `leases`)."""
+        """The leases of sync runs, event publishers and runs queued by a notification (table `leases`)."""
         leases: TableLeases = self._once("leases", lambda: TableLeases(self.entities, self.clock))
         return leases
 
