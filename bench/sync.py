@@ -64,7 +64,6 @@ from shared.config import Connection
 from shared.services.directory import Directory
 from shared.services.enrollment_groups import EnrollmentGroups
 from shared.services.sync import SyncReport, SyncService
-from shared.topology import Table
 from tests.fakes import FakeSecretStore
 
 #: The 100,000-user import's goal (docs/sync.md: the larger of Graph's paging and Azurite's writes),
@@ -184,16 +183,12 @@ async def measure(world: World, conn: Connection, admin: Admin, run_id: str, *, 
 
 
 async def tree_groups(tables: TableEntityStore, connection_name: str) -> dict[str, list[str]]:
-    """Direct user members of the groups under the sync group (from the sync's `groups` table)."""
-    state = await tables.get(Table.SYNCSTATE, connection_name, "delta")
-    rotation_root = str(state.data.get("rotationRoot") or "") if state else ""
-    found: dict[str, list[str]] = {}
-    async for row in tables.query(Table.GROUPS, connection_name):
-        if row.row_key.startswith(f"{rotation_root}.") and rotation_root:
-            continue
-        group = row.row_key.partition(".")[0]
-        found.setdefault(group, []).extend(u for u in str(row.data.get("users") or "").split(",") if u)
-    return found
+    """Direct user members of the groups under the sync group (from the group tree the sync stored)."""
+    state = await TableSyncState(tables).delta(connection_name)
+    if state is None:
+        return {}
+    return {group: sorted(users) for group, users in state.tree.users.items()
+            if group != state.rotation_root}
 
 
 def make_changes(admin: Admin, groups: dict[str, list[str]], count: int, round_no: int) -> None:
