@@ -305,8 +305,8 @@ async def test_the_threshold_is_relative_to_the_kept_directory_size() -> None:
     service, _directory = world()
     entra = fresh(40)
     await run(service, entra)
-    state = await service._state._entities.get(Table.SYNCSTATE, "demo", "delta")
-    assert (state.data["rows"], state.data["inScope"]) == (40, 40)
+    state = await service._state.delta("demo")
+    assert (state.rows, state.in_scope) == (40, 40)
     for uid in [f"u{i:04d}" for i in range(0, 40, 3)][:5]:  # 5 of 40: above 10%
         entra.remove_member("gA", uid)
     report = await run(service, entra, conn(removalThreshold={"percent": 10, "absolute": 1000}))
@@ -314,20 +314,20 @@ async def test_the_threshold_is_relative_to_the_kept_directory_size() -> None:
     assert "10% of 40" in (report.alert or "")
     report = await run(service, entra, conn(removalThreshold={"percent": 15, "absolute": 1000}))
     assert (report.outcome, report.removed) == ("completed", 5)
-    state = await service._state._entities.get(Table.SYNCSTATE, "demo", "delta")
-    assert (state.data["rows"], state.data["inScope"]) == (40, 35)
+    state = await service._state.delta("demo")
+    assert (state.rows, state.in_scope) == (40, 35)
 
 
 async def test_a_state_stored_without_counts_is_counted_once() -> None:
     service, _ = world()
     entra = fresh()
     await run(service, entra)
-    stored = await service._state._entities.get(Table.SYNCSTATE, "demo", "delta")
-    data = {k: v for k, v in stored.data.items() if k not in ("rows", "inScope")}
-    await service._state._entities.upsert(Table.SYNCSTATE, Entity("demo", "delta", data))
+    stored = await service._state.delta("demo")
+    stored.rows = stored.in_scope = None  # as a version that did not keep them stored it
+    await service._state.save_delta("demo", stored, changed=(), gone=(), full=False)
     assert (await run(service, entra)).unchanged == 30
-    stored = await service._state._entities.get(Table.SYNCSTATE, "demo", "delta")
-    assert (stored.data["rows"], stored.data["inScope"]) == (30, 30)
+    stored = await service._state.delta("demo")
+    assert (stored.rows, stored.in_scope) == (30, 30)
 
 
 # ----------------------------------------------------------------------------- rows read: O(changes)
