@@ -28,6 +28,7 @@ from local.servers import azurite
 from local.tls import ensure_tls
 from shared.adapters.events import EventGridSink, TableEventOutbox
 from shared.adapters.graph import SystemClock
+from shared.adapters.leases import TableLeases
 from shared.adapters.tables import TableEntityStore
 from shared.domain.events import EventType, new_event
 from shared.services.events import EventPublisher
@@ -49,7 +50,7 @@ async def measure(storage: str, topic: RunningTopic, changes: int, producers: in
     clock = SystemClock()
     outbox = TableEventOutbox(store, clock, nudge)
     sender = EventGridSink(topic.endpoint, key=topic.key, verify=str(topic.tls.ca))
-    publisher = EventPublisher(log_=outbox, sink=sender, clock=clock)
+    publisher = EventPublisher(log_=outbox, leases=TableLeases(store, clock), sink=sender, clock=clock)
     recorded: dict[str, float] = {}
     delivered: dict[str, float] = {}
     published = 0

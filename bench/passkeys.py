@@ -60,6 +60,7 @@ from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
 from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.tables import TableEntityStore
+from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain import attestation
 from shared.domain.directory import UserRow
@@ -237,7 +238,7 @@ async def warm_requests(storage: str, entra_url: str, tenant_id: str, ca: str, r
         store = TimedStore(tables)
         vault = FakeSecretStore()  # the audit key and anchors; the vault is not what this bench measures
         audit = TableAuditSink(store, clock, VaultAuditKeys(lambda: vault, clock), VaultAuditAnchors(lambda: vault))
-        directory = Directory(store)
+        directory = Directory(TableUsers(store))
         async def nudge(connection: str) -> None:  # the events publisher's queue message, a storage wait
             await _timed("storage", lambda: queue.send(Queue.EVENTS, {"connection": connection}))
 

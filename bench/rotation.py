@@ -47,10 +47,13 @@ from local.vault.process import running as vault_running
 from shared.adapters.audit import AuditReader, TableAuditSink, VaultAuditAnchors, VaultAuditKeys
 from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
+from shared.adapters.leases import TableLeases
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.rotation import GraphPasswordDirectory
 from shared.adapters.rotations import TableRotations
+from shared.adapters.syncstate import TableSyncState
 from shared.adapters.tables import TableEntityStore
+from shared.adapters.users import TableUsers
 from shared.adapters.vault import KeyVaultSecretStore
 from shared.config import Connection
 from shared.errors import BridgeError
@@ -216,10 +219,11 @@ class Stack:
                              max_concurrency=workers, max_wait=300)
         keys, anchors = VaultAuditKeys(lambda: secrets, clock), VaultAuditAnchors(lambda: secrets)
         audit = TableAuditSink(tables, clock, keys, anchors)
-        directory = Directory(tables)
+        directory = Directory(TableUsers(tables))
         try:
             yield World(graph, directory,
-                        SyncService(directory=directory, entities=tables, audit=audit, queue=queue, clock=clock),
+                        SyncService(directory=directory, state=TableSyncState(tables),
+                                    leases=TableLeases(tables, clock), audit=audit, queue=queue, clock=clock),
                         RotationService(secrets=secrets, rotations=TableRotations(tables), audit=audit, queue=queue,
                                         clock=clock,
                                         subjects=RotationSubjects(directory)),

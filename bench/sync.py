@@ -55,14 +55,16 @@ from local.tls import ensure_tls
 from shared.adapters.audit import TableAuditSink, VaultAuditAnchors, VaultAuditKeys
 from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
+from shared.adapters.leases import TableLeases
 from shared.adapters.ownership import TableGroupRecords
 from shared.adapters.queues import StorageWorkQueue
+from shared.adapters.syncstate import TableSyncState
 from shared.adapters.tables import TableEntityStore
+from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.services.directory import Directory
 from shared.services.enrollment_groups import EnrollmentGroups
 from shared.services.sync import SyncReport, SyncService
-from shared.topology import Table
 
 #: The 100,000-user import's goal (docs/sync.md: the larger of Graph's paging and Azurite's writes),
 #: scaled with the tenant's size.
@@ -135,8 +137,9 @@ async def open_world(tenant_id: str, entra_url: str, storage: str, ca: str) -> A
                          governor=ThrottleGovernor(tables, clock), max_wait=300)
     try:
         audit = _audit(tables, clock)
-        yield World(graph, tables, SyncService(directory=Directory(tables), entities=tables, audit=audit, queue=queue,
-                                               clock=clock, enrollment_groups=EnrollmentGroups(
+        yield World(graph, tables, SyncService(
+            directory=Directory(TableUsers(tables)), state=TableSyncState(tables), leases=TableLeases(tables, clock),
+            audit=audit, queue=queue, clock=clock, enrollment_groups=EnrollmentGroups(
                                                    TableGroupRecords(tables), audit, clock)))
     finally:
         await graph.close()
@@ -180,16 +183,12 @@ async def measure(world: World, conn: Connection, admin: Admin, run_id: str, *, 
 
 
 async def tree_groups(tables: TableEntityStore, connection_name: str) -> dict[str, list[str]]:
-    """Direct user members of the groups under the sync group (from the sync's `groups` table)."""
-    state = await tables.get(Table.SYNCSTATE, connection_name, "delta")
-    rotation_root = str(state.data.get("rotationRoot") or "") if state else ""
-    found: dict[str, list[str]] = {}
-    async for row in tables.query(Table.GROUPS, connection_name):
-        if row.row_key.startswith(f"{rotation_root}.") and rotation_root:
-            continue
-        group = row.row_key.partition(".")[0]
-        found.setdefault(group, []).extend(u for u in str(row.data.get("users") or "").split(",") if u)
-    return found
+    """Direct user members of the groups under the sync group (from the group tree the sync stored)."""
+    state = await TableSyncState(tables).delta(connection_name)
+    if state is None:
+        return {}
+    return {group: sorted(users) for group, users in state.tree.users.items()
+            if group != state.rotation_root}
 
 
 def make_changes(admin: Admin, groups: dict[str, list[str]], count: int, round_no: int) -> None:

@@ -28,7 +28,9 @@ from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.domains import GraphDomainDirectory
 from shared.adapters.events import EventGridSink, TableEventOutbox
 from shared.adapters.export import GraphExportDirectory
+from shared.adapters.federation_watch import TableFederationWatch
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
+from shared.adapters.leases import TableLeases
 from shared.adapters.mds import FidoMetadata
 from shared.adapters.metadata import HttpsMetadataSource
 from shared.adapters.ownership import TableGroupRecords
@@ -38,8 +40,11 @@ from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.rotation import GraphPasswordDirectory
 from shared.adapters.rotations import TableRotations
 from shared.adapters.scim import TableScimRepository
+from shared.adapters.subscription_records import TableSubscriptionRecords
 from shared.adapters.subscriptions import GraphSubscriptions
+from shared.adapters.syncstate import TableSyncState
 from shared.adapters.tables import TableEntityStore
+from shared.adapters.users import TableUsers
 from shared.adapters.vault import KeyVaultSecretStore
 from shared.config import Cloud, Connection, Settings, settings
 from shared.errors import Configuration, NotFound
@@ -53,7 +58,7 @@ from shared.services.enrollment import DeviceEnrollment
 from shared.services.enrollment_groups import EnrollmentGroups
 from shared.services.events import ChangeFeed, EventPublisher
 from shared.services.export import ExportService
-from shared.services.federation import FederationService, watch_rows
+from shared.services.federation import FederationService
 from shared.services.notifications import NotificationService
 from shared.services.passkeys import PasskeyService
 from shared.services.poison import PoisonService
@@ -134,7 +139,7 @@ class ConnectionScope:
     def federation(self) -> FederationService:
         """Domain federation with this connection's metadata source."""
         app = self.app
-        return FederationService(audit=app.audit, clock=app.clock, entities=app.entities, metadata=self.metadata)
+        return FederationService(audit=app.audit, clock=app.clock, watched=app.federation_watch, metadata=self.metadata)
 
 
 class Bridge:
@@ -346,7 +351,7 @@ class Bridge:
     @property
     def directory(self) -> Directory:
         """The bridge directory (users table)."""
-        directory: Directory = self._once("directory", lambda: Directory(self.entities))
+        directory: Directory = self._once("directory", lambda: Directory(TableUsers(self.entities)))
         return directory
 
     @property
@@ -355,6 +360,18 @@ class Bridge:
         # Rotation is read only when asked for: it needs Key Vault.
         users: UserQueries = self._once("users", lambda: UserQueries(self.directory, lambda: self.rotation))
         return users
+
+    @property
+    def leases(self) -> TableLeases:
+        """The leases of sync runs, event publishers and runs queued by a notification (table `leases`)."""
+        leases: TableLeases = self._once("leases", lambda: TableLeases(self.entities, self.clock))
+        return leases
+
+    @property
+    def federation_watch(self) -> TableFederationWatch:
+        """What the federation watch found per domain."""
+        watch: TableFederationWatch = self._once("federation_watch", lambda: TableFederationWatch(self.entities))
+        return watch
 
     @property
     def rotation(self) -> RotationService:
@@ -419,8 +436,9 @@ class Bridge:
     def sync(self) -> SyncService:
         """User and group sync."""
         def build() -> SyncService:
-            return SyncService(directory=self.directory, entities=self.entities, audit=self.audit, queue=self.queue,
-                               clock=self.clock, secrets=self.secrets if self.settings.key_vault_url else None,
+            return SyncService(directory=self.directory, state=TableSyncState(self.entities), leases=self.leases,
+                               audit=self.audit, queue=self.queue, clock=self.clock,
+                               secrets=self.secrets if self.settings.key_vault_url else None,
                                enrollment_groups=self.enrollment_groups, events=self.events_outbox)
         service: SyncService = self._once("sync", build)
         return service
@@ -438,12 +456,10 @@ class Bridge:
     def status(self) -> StatusService:
         """Connection status at a glance."""
         def build() -> StatusService:
-            async def watch(connection: str) -> list[dict[str, Any]]:
-                return await watch_rows(self.entities, connection)
-
             # Rotation is built only when a connection has it on: it needs Key Vault.
             return StatusService(sync=self.sync, rotation=lambda: self.rotation, directory=self.directory,
-                                 federation_watch=watch, writes_paused_until=self.governor.pause_until,
+                                 federation_watch=self.federation_watch.rows,
+                                 writes_paused_until=self.governor.pause_until,
                                  passkey_enrollment=self.devices.passkey_enrollment,
                                  job_problems=self.problems.all, export=self.export.summary)
         service: StatusService = self._once("status", build)
@@ -502,7 +518,7 @@ class Bridge:
     def event_publisher(self) -> EventPublisher:
         """Publishes the outbox to Event Grid."""
         def build() -> EventPublisher:
-            return EventPublisher(log_=self.events_outbox, sink=self.event_sink, clock=self.clock)
+            return EventPublisher(log_=self.events_outbox, leases=self.leases, sink=self.event_sink, clock=self.clock)
         publisher: EventPublisher = self._once("event_publisher", build)
         return publisher
 
@@ -519,7 +535,8 @@ class Bridge:
             if self.settings.notification_base_url and not self.settings.key_vault_url:
                 raise Configuration("change notifications keep their clientState in Key Vault: set KEY_VAULT_URL "
                                     "(or unset NOTIFICATION_BASE_URL)", setting="KEY_VAULT_URL")
-            return NotificationService(sync=self.sync, entities=self.entities, secrets_store=self.secrets,
+            return NotificationService(sync=self.sync, subscriptions=TableSubscriptionRecords(self.entities),
+                                       leases=self.leases, secrets_store=self.secrets,
                                        audit=self.audit, clock=self.clock,
                                        base_url=self.settings.notification_base_url, queue=self.queue,
                                        users=self.directory)

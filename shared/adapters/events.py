@@ -8,7 +8,7 @@ entity-group transaction, https://learn.microsoft.com/rest/api/storageservices/p
   the same transaction as a ready `e|` row and deleted once the event is published;
 - `h|<run>|<event id>`: an event of a run, held until the run is released;
 - `s|<sequence>`: the change feed, written in the same transaction as the `e|` row gets its sequence;
-- `seq`: the next feed sequence; `lease`: the one publisher of the connection.
+- `seq`: the next feed sequence. The one publisher of a connection holds its lease in shared/adapters/leases.py.
 
 Publishing uses azure-eventgrid's EventGridPublisherClient with azure-core's CloudEvent, on a topic's
 key (`aeg-sas-key`, local stand-in) or the app's identity (the EventGrid Data Sender role).
@@ -17,7 +17,6 @@ key (`aeg-sas-key`, local stand-in) or the app's identity (the EventGrid Data Se
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -51,7 +50,6 @@ PUBLISH_BATCH = 100
 # Two rows per event (e| and s|, or e| and q|) and 100 rows per transaction: 50 events per transaction.
 _PAIRS = 50
 _SEQ = "seq"
-_LEASE = "lease"
 Nudge = Callable[[str], Awaitable[None]]
 _ORDER = itertools.count()
 
@@ -155,28 +153,6 @@ class TableEventOutbox:
             await self._nudge(connection)
 
     # ------------------------------------------------------------------ EventLog
-
-    async def lease(self, connection: str, owner: str, seconds: float) -> bool:
-        """Take or extend the publishing lease of `connection` (ETag-guarded)."""
-        now = self._clock.now()
-        found = await self._entities.get(Table.EVENTS, connection, _LEASE)
-        if found is not None and found.data.get("owner") != owner and \
-                dt.datetime.fromisoformat(str(found.data.get("until"))) > now:
-            return False
-        row = Entity(connection, _LEASE, {"owner": owner, "until": (now + dt.timedelta(seconds=seconds)).isoformat()},
-                     found.etag if found else None)
-        try:
-            await (self._entities.update(Table.EVENTS, row) if found else self._entities.insert(Table.EVENTS, row))
-        except Conflict:
-            return False
-        return True
-
-    async def unlease(self, connection: str, owner: str) -> None:
-        """Give the lease back if it is still ours."""
-        found = await self._entities.get(Table.EVENTS, connection, _LEASE)
-        if found is not None and found.data.get("owner") == owner:
-            with contextlib.suppress(Conflict):
-                await self._entities.delete(Table.EVENTS, connection, _LEASE, etag=found.etag)
 
     async def pending(self, connection: str, limit: int) -> list[Pending]:
         """Ready events in the order they were recorded (each `q|` row carries its event: one query)."""

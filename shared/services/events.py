@@ -25,7 +25,7 @@ from shared.domain.directory import UserRow, UserState
 from shared.domain.events import RETENTION, Event, EventType, digest, new_event
 from shared.domain.sync import SyncPlan
 from shared.errors import InvalidInput, Throttled
-from shared.services.ports import Clock, EventLog, EventOutbox, EventSink, FeedItem
+from shared.services.ports import Clock, EventLog, EventOutbox, EventSink, FeedItem, Leases
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 ROUND = 100
 #: How long one drain may hold the connection's lease.
 LEASE_SECONDS = 60.0
+#: The scope of a connection's publishing lease (shared.services.ports.Leases).
+LEASE_SCOPE = "events"
 MAX_TOP = 1000
 #: A nudge that finds another publisher at work comes back this often, then the sweep takes over.
 MAX_DEFERRALS = 3
@@ -49,8 +51,9 @@ class Drained:
 class EventPublisher:
     """Publishes each connection's pending events, one publisher per connection at a time."""
 
-    def __init__(self, *, log_: EventLog, sink: EventSink | None, clock: Clock) -> None:
+    def __init__(self, *, log_: EventLog, leases: Leases, sink: EventSink | None, clock: Clock) -> None:
         self._log = log_
+        self._leases = leases
         self._sink = sink
         self._clock = clock
 
@@ -67,7 +70,8 @@ class EventPublisher:
     async def drain(self, connection: str, *, limit: int = 10_000) -> Drained:
         """Publish pending events of `connection` until none is left (or `limit`)."""
         owner = uuid.uuid4().hex
-        if not await self._log.lease(connection, owner, LEASE_SECONDS):
+        lease = await self._leases.take(LEASE_SCOPE, connection, owner, LEASE_SECONDS)
+        if lease is None:
             return Drained(0, busy=True)
         done = 0
         try:
@@ -82,9 +86,9 @@ class EventPublisher:
                     await self._sink.publish(events)
                 await self._log.published(connection, [p.ticket for p in pending])
                 done += len(events)
-                await self._log.lease(connection, owner, LEASE_SECONDS)
+                lease = await self._leases.take(LEASE_SCOPE, connection, owner, LEASE_SECONDS) or lease
         finally:
-            await self._log.unlease(connection, owner)
+            await self._leases.release(lease)
         if done:
             log.info("events: %d published for %s", done, connection)
         return Drained(done)

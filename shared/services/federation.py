@@ -12,13 +12,10 @@ from shared.config import Connection
 from shared.domain import federation as rules
 from shared.domain.metadata import IdpMetadata, MetadataError, certificate_key, parse_metadata
 from shared.errors import BridgeError, Conflict, InvalidInput, NotFound
-from shared.services.ports import AuditSink, Clock, Entity, EntityStore, GraphResponse, JsonObject
-from shared.topology import Table
+from shared.services.ports import AuditSink, Clock, FederationWatch, GraphResponse, JsonObject
 
 log = logging.getLogger(__name__)
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-#: Watch rows live beside sync's state rows, one per federated domain: `federation-<domain>`.
-WATCH_PREFIX = "federation-"
 COMPARED = ("issuerUri", "passiveSignInUri", "signingCertificate", "nextSigningCertificate")
 
 
@@ -92,10 +89,10 @@ class Resolved:
 class FederationService:
     """Compatibility reports, federation, defederation and the certificate watch of a connection's domains."""
 
-    def __init__(self, *, audit: AuditSink, clock: Clock, entities: EntityStore, metadata: MetadataSource) -> None:
+    def __init__(self, *, audit: AuditSink, clock: Clock, watched: FederationWatch, metadata: MetadataSource) -> None:
         self._audit = audit
         self._clock = clock
-        self._entities = entities
+        self._watched = watched
         self._metadata = metadata
 
     # ------------------------------------------------------------------ inputs
@@ -213,7 +210,7 @@ class FederationService:
                                  outcome="managed" if still is None else "still-federated",
                                  correlation_id=correlation_id, graph_request_id=response.request_id,
                                  detail={"domain": domain, "issuerUri": current.get("issuerUri")})
-        await self._entities.delete(Table.SYNCSTATE, conn.name, WATCH_PREFIX + domain)
+        await self._watched.forget(conn.name, domain)
         if still is not None:
             raise Conflict(f"Graph accepted the removal of {domain}'s federation but still reads it back")
         return {"domain": domain, "authenticationType": (after or {}).get("authenticationType"),
@@ -243,8 +240,7 @@ class FederationService:
         config = await directory.federation(domain)
         if config is None:
             return {"domain": domain, "problem": "federated but without a federation configuration"}
-        row = await self._entities.get(Table.SYNCSTATE, conn.name, WATCH_PREFIX + domain)
-        state: dict[str, Any] = dict(row.data) if row else {}
+        state: dict[str, Any] = await self._watched.get(conn.name, domain) or {}
         state.pop("problem", None)
         problems: list[str] = []
         url = str(state.get("metadataUrl") or "")
@@ -310,13 +306,12 @@ class FederationService:
 
     async def watch_status(self, connection: str) -> list[JsonObject]:
         """The watch rows of a connection's federated domains (for the status route)."""
-        return await watch_rows(self._entities, connection)
+        return await self._watched.rows(connection)
 
     async def _save_watch(self, connection: str, domain: str, data: Mapping[str, Any], *,
                           replace: bool = False) -> None:
-        row = None if replace else await self._entities.get(Table.SYNCSTATE, connection, WATCH_PREFIX + domain)
-        merged = {**(row.data if row else {}), **data, "domain": domain}
-        await self._entities.upsert(Table.SYNCSTATE, Entity(connection, WATCH_PREFIX + domain, merged))
+        found = None if replace else await self._watched.get(connection, domain)
+        await self._watched.put(connection, domain, {**(found or {}), **data, "domain": domain})
 
     # ------------------------------------------------------------------ guards
 
@@ -331,13 +326,6 @@ class FederationService:
     def _enabled(conn: Connection) -> None:
         if not conn.features.federation.enabled:
             raise Conflict(f"federation is not enabled for connection {conn.name!r} (features.federation.enabled)")
-
-
-async def watch_rows(entities: EntityStore, connection: str) -> list[JsonObject]:
-    """What the last federation_monitor run found per federated domain: certificate thumbprints, expiry,
-    the alert threshold reached (30, 7 or 1 days) and any problem. The status route shows them."""
-    return [dict(row.data) async for row in entities.query(
-        Table.SYNCSTATE, connection, row_key_from=WATCH_PREFIX, row_key_to=WATCH_PREFIX[:-1] + ".")]
 
 
 def _same(key: str, have: Any, want: Any) -> bool:

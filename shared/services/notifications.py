@@ -25,6 +25,7 @@ import hmac
 import logging
 import secrets
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,9 +33,9 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import Connection
-from shared.errors import BridgeError, Conflict, Forbidden, NotFound, PermissionDenied
-from shared.services.ports import AuditSink, Clock, Entity, EntityStore, JsonObject, SecretStore, WorkQueue
-from shared.topology import Queue, Table
+from shared.errors import BridgeError, Forbidden, NotFound, PermissionDenied
+from shared.services.ports import AuditSink, Clock, JsonObject, Leases, SecretStore, SubscriptionRecords, WorkQueue
+from shared.topology import Queue
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ LIFETIME = dt.timedelta(minutes=MAX_MINUTES - 60)
 RENEW_BEFORE = dt.timedelta(days=3)
 #: A queued-run marker older than this is taken as lost (its message poisoned or dropped).
 MARKER_STALE = dt.timedelta(minutes=15)
-MARKER = "notify.queued"
+#: The lease scope (shared.services.ports.Leases) marking a run queued by a notification and not yet started.
+QUEUED_SCOPE = "notified"
 #: The connection's clientState is read from Key Vault at most this often (and again on a mismatch,
 #: at most every REREAD_SECONDS, so forged traffic cannot turn into vault reads).
 SECRET_TTL_SECONDS = 300.0
@@ -197,13 +199,14 @@ def notification_urls(base_url: str, connection: str) -> tuple[str, str]:
 class NotificationService:
     """Keeps each connection's subscriptions and turns valid notifications into (coalesced) sync runs."""
 
-    def __init__(self, *, sync: SyncRequester, entities: EntityStore, secrets_store: SecretStore,
-                 audit: AuditSink, clock: Clock, base_url: str | None, queue: WorkQueue | None = None,
-                 users: UserLookup | None = None) -> None:
+    def __init__(self, *, sync: SyncRequester, subscriptions: SubscriptionRecords, leases: Leases,
+                 secrets_store: SecretStore, audit: AuditSink, clock: Clock, base_url: str | None,
+                 queue: WorkQueue | None = None, users: UserLookup | None = None) -> None:
         self._sync = sync
         self._users = users
         self._queue = queue
-        self._entities = entities
+        self._subscriptions = subscriptions
+        self._leases = leases
         self._secrets = secrets_store
         self._audit = audit
         self._clock = clock
@@ -250,9 +253,9 @@ class NotificationService:
         """The subscriptions recorded for a connection, by key (`groups`, `users`)."""
         found: dict[str, JsonObject] = {}
         for want in WANTED:
-            row = await self._entities.get(Table.SYNCSTATE, connection, f"subscription.{want.key}")
+            row = await self._subscriptions.get(connection, want.key)
             if row is not None:
-                found[want.key] = dict(row.data)
+                found[want.key] = row
         return found
 
     async def maintain(self, conn: Connection, api: SubscriptionApi, *, correlation_id: str) -> MaintainReport:
@@ -292,8 +295,8 @@ class NotificationService:
             except PermissionDenied as err:
                 # The users subscription is optional: a tenant that does not grant it keeps the groups one.
                 report.problems.append(f"{want.key}: {err.detail}")
-                await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, f"subscription.{want.key}", {
-                    "resource": want.resource, "problem": err.detail, "checkedAt": now.isoformat()}))
+                await self._subscriptions.put(conn.name, want.key, {
+                    "resource": want.resource, "problem": err.detail, "checkedAt": now.isoformat()})
         await self._drop_orphans(conn, api, url, report, correlation_id)
         return report
 
@@ -327,7 +330,7 @@ class NotificationService:
         data: JsonObject = {"subscriptionId": sub.id, "resource": want.resource, "changeType": want.change_type,
                             "expires": sub.expires.isoformat(), "notificationUrl": url, "checkedAt": now}
         data["renewedAt" if renewed else "createdAt"] = now
-        await self._entities.upsert(Table.SYNCSTATE, Entity(connection, f"subscription.{want.key}", data))
+        await self._subscriptions.put(connection, want.key, data)
 
     async def remove(self, conn: Connection, api: SubscriptionApi, *, correlation_id: str) -> list[str]:
         """Delete the connection's subscriptions at Graph and their records (uninstall)."""
@@ -340,7 +343,7 @@ class NotificationService:
                                          target=str(row.get("resource") or key), outcome="removed",
                                          correlation_id=correlation_id,
                                          detail={"subscriptionId": str(row["subscriptionId"])})
-            await self._entities.delete(Table.SYNCSTATE, conn.name, f"subscription.{key}")
+            await self._subscriptions.forget(conn.name, key)
         self._state.pop(conn.name, None)
         return removed
 
@@ -466,38 +469,24 @@ class NotificationService:
 
     async def queue_sync(self, conn: Connection, *, correlation_id: str) -> str | None:
         """Queue an incremental sync unless one is queued and not yet started; the run id, or None."""
-        now = self._clock.now()
-        marker = Entity(conn.name, MARKER, {"queuedAt": now.isoformat(), "correlationId": correlation_id})
-        try:
-            await self._entities.insert(Table.SYNCSTATE, marker)
-        except Conflict:
-            found = await self._entities.get(Table.SYNCSTATE, conn.name, MARKER)
-            if found is not None:
-                queued_at = dt.datetime.fromisoformat(str(found.data.get("queuedAt")))
-                if now - queued_at < MARKER_STALE:
-                    return None
-                try:
-                    await self._entities.update(Table.SYNCSTATE, Entity(conn.name, MARKER, marker.data, found.etag))
-                except (Conflict, NotFound):
-                    return None  # another notification took it over just now
-            else:
-                try:
-                    await self._entities.insert(Table.SYNCSTATE, marker)
-                except Conflict:
-                    return None
+        if not await self._mark_queued(conn.name):
+            return None
         try:
             return await self._sync.request(conn, actor=ACTOR, correlation_id=correlation_id, notified=True)
         except BaseException:
             await self.release(conn.name)
             raise
 
+    async def _mark_queued(self, connection: str) -> bool:
+        """Mark a run as queued by a notification (a lease MARKER_STALE long, freed when the run starts); False
+        when one is queued already. A mark older than MARKER_STALE is of a run that was lost: taken over."""
+        owner = uuid.uuid4().hex
+        return await self._leases.take(QUEUED_SCOPE, connection, owner, MARKER_STALE.total_seconds()) is not None
+
     async def requeue(self, conn: Connection, message: JsonObject, *, correlation_id: str) -> bool:
         """A notified run found another run holding the lease: send it again in REQUEUE_SECONDS, unless a run
         is already queued (that one reads the change too). True when sent again."""
-        marker = Entity(conn.name, MARKER, {"queuedAt": self._clock.now().isoformat(), "correlationId": correlation_id})
-        try:
-            await self._entities.insert(Table.SYNCSTATE, marker)
-        except Conflict:
+        if not await self._mark_queued(conn.name):
             return False
         if self._queue is None:
             await self.release(conn.name)
@@ -511,15 +500,17 @@ class NotificationService:
 
     async def release(self, connection: str) -> None:
         """A queued run is starting: the next notification queues another one."""
-        await self._entities.delete(Table.SYNCSTATE, connection, MARKER)  # a missing row counts as deleted
+        held = await self._leases.holder(QUEUED_SCOPE, connection)
+        if held is not None:
+            await self._leases.release(held)
 
     async def status(self, connection: str) -> JsonObject:
         """The recorded subscriptions and whether a run is queued by a notification."""
-        marker = await self._entities.get(Table.SYNCSTATE, connection, MARKER)
+        marker = await self._leases.holder(QUEUED_SCOPE, connection)
         subs: dict[str, Any] = {}
         for key, row in (await self.recorded(connection)).items():
             subs[key] = {k: row[k] for k in ("subscriptionId", "resource", "changeType", "expires", "createdAt",
                                              "renewedAt", "problem") if row.get(k)}
         return {"enabled": bool(self.base_url), "subscriptions": subs,
-                "queuedAt": marker.data.get("queuedAt") if marker else None}
+                "queuedAt": (marker.until - MARKER_STALE).isoformat() if marker else None}
 

@@ -8,19 +8,21 @@ taxonomy of `shared.errors`, never an SDK exception.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from shared.domain.audit import Anchor, ChainKey
 from shared.domain.devices import Ceremony, DeviceRow, PasskeyRow
+from shared.domain.directory import UserRow
 from shared.domain.enrollment import GroupRecord
 from shared.domain.events import Event
 from shared.domain.export import EntraGroup, EntraUser, Link, Sku
 from shared.domain.mds import TrustAnchors
 from shared.domain.rotation import RotationRow
 from shared.domain.scim import Kind, Stored
+from shared.domain.sync import GroupTree
 from shared.topology import Queue, Table
 
 JsonObject = dict[str, Any]
@@ -464,6 +466,194 @@ class GroupRecords(Protocol):
         ...
 
 
+# ----------------------------------------------------------------------------- Repositories: directory and sync
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A lease held: who holds what until when, and the version it was written with (for renew and release)."""
+
+    scope: str
+    key: str
+    owner: str
+    until: dt.datetime
+    etag: str | None = None
+
+
+class Leases(Protocol):
+    """Exclusive, expiring leases, one per (scope, key): a sync run of a connection, a connection's event
+    publisher. Every change is guarded by the version it was read with, so two takers never both win."""
+
+    async def take(self, scope: str, key: str, owner: str, seconds: float) -> Lease | None:
+        """Take the lease for `seconds` when it is free, expired or already `owner`'s (then it is extended);
+        None when another owner holds it."""
+        ...
+
+    async def holder(self, scope: str, key: str) -> Lease | None:
+        """Who holds the lease now (an expired or released lease counts as free: None)."""
+        ...
+
+    async def renew(self, lease: Lease, seconds: float) -> Lease:
+        """Extend a lease still held as `lease`; Conflict when it was taken over or dropped since."""
+        ...
+
+    async def release(self, lease: Lease) -> None:
+        """Give a lease back if it is still held as `lease` (else nothing changes)."""
+        ...
+
+
+class UserRepository(Protocol):
+    """The bridge directory: one row per user of a connection (shared/adapters/users.py).
+
+    Writes are grouped by `batch_key`: rows of the same key, at most `batch_rows` of them, are written by
+    one all-or-nothing `put_many`.
+    """
+
+    #: The most rows one all-or-nothing `put_many` takes.
+    batch_rows: int
+
+    async def get(self, connection: str, user_id: str) -> UserRow | None:
+        """One user by object id, or None."""
+        ...
+
+    async def get_many(self, connection: str, user_ids: Iterable[str]) -> dict[str, UserRow]:
+        """Some users by object id (absent ones left out), read side by side."""
+        ...
+
+    def scan(self, connection: str) -> AsyncIterator[UserRow]:
+        """Every user of the connection, once, in a stable order, holding only a part of them at a time."""
+        ...
+
+    async def is_empty(self, connection: str) -> bool:
+        """Whether the connection has no user."""
+        ...
+
+    async def count(self, connection: str) -> int:
+        """How many users the connection has."""
+        ...
+
+    def batch_key(self, connection: str, user_id: str) -> str:
+        """Which write group a user's row belongs to."""
+        ...
+
+    async def put(self, connection: str, row: UserRow) -> None:
+        """Create or replace a user's row."""
+        ...
+
+    async def put_many(self, connection: str, rows: Sequence[UserRow]) -> None:
+        """Create or replace rows; the rows of one `batch_key`, up to `batch_rows`, all or none. A failure
+        raises; groups written before it stay written."""
+        ...
+
+    async def delete(self, connection: str, user_id: str) -> None:
+        """Forget a user; absent counts as deleted."""
+        ...
+
+
+@dataclass
+class DeltaState:
+    """Where an incremental sync run starts from: the delta links, the group tree and the directory's size."""
+
+    sync_roots: list[str]
+    rotation_root: str | None
+    users_link: str
+    group_links: list[dict[str, Any]]  # [{"ids": [...], "link": "..."}]
+    tree: GroupTree
+    #: Users of the connection in the directory, and users in scope: kept by each run, so an incremental
+    #: run knows the directory's size (the removal threshold is relative to it) without reading it.
+    rows: int | None = None
+    in_scope: int | None = None
+    #: Changes whenever the state is stored: a process that stored this version may keep the tree it holds.
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class EnrollmentDelta:
+    """The groups/delta link that follows the enrollment-state groups `ids` (changes made by others)."""
+
+    ids: list[str]
+    link: str
+
+
+class SyncStateRepository(Protocol):
+    """What sync keeps between runs of a connection (shared/adapters/syncstate.py)."""
+
+    async def delta(self, connection: str) -> DeltaState | None:
+        """The stored delta links and group tree, or None (the next run is a full one)."""
+        ...
+
+    async def save_delta(self, connection: str, state: DeltaState, *, changed: Collection[str],
+                         gone: Collection[str], full: bool) -> None:
+        """Store `state`: of its tree only the `changed` groups (every group when `full`, dropping the rest),
+        forgetting the `gone` ones. Sets `state.version`; the tree must not change afterwards."""
+        ...
+
+    async def forget_delta(self, connection: str) -> None:
+        """Drop the delta links: the next run reads everything again."""
+        ...
+
+    async def last_run(self, connection: str, *, dry_run: bool = False) -> JsonObject | None:
+        """The last recorded run (camelCase members, nested values as JSON values), or None."""
+        ...
+
+    async def put_run(self, connection: str, report: JsonObject, *, dry_run: bool = False) -> None:
+        """Record a run's report (the form `last_run` returns)."""
+        ...
+
+    async def enrollment_delta(self, connection: str) -> EnrollmentDelta | None:
+        """The kept link of the enrollment-state groups, or None."""
+        ...
+
+    async def put_enrollment_delta(self, connection: str, delta: EnrollmentDelta) -> None:
+        """Keep the link of the enrollment-state groups."""
+        ...
+
+    async def enrollment_pending(self, connection: str) -> bool:
+        """Whether an update of the enrollment-state groups failed since the last complete one."""
+        ...
+
+    async def set_enrollment_pending(self, connection: str, run_id: str | None) -> None:
+        """Mark that an update failed (`run_id`), or clear the mark (None)."""
+        ...
+
+
+class FederationWatch(Protocol):
+    """What the federation watch found of each domain of a connection (shared/adapters/federation_watch.py)."""
+
+    async def rows(self, connection: str) -> list[JsonObject]:
+        """Every watched domain's record, by domain name."""
+        ...
+
+    async def get(self, connection: str, domain: str) -> JsonObject | None:
+        """One domain's record, or None."""
+        ...
+
+    async def put(self, connection: str, domain: str, record: JsonObject) -> None:
+        """Create or replace a domain's record."""
+        ...
+
+    async def forget(self, connection: str, domain: str) -> None:
+        """Drop a domain's record; absent counts as dropped."""
+        ...
+
+
+class SubscriptionRecords(Protocol):
+    """The Graph change-notification subscriptions recorded per connection, by key: `groups`, `users`
+    (shared/adapters/subscription_records.py)."""
+
+    async def get(self, connection: str, key: str) -> JsonObject | None:
+        """One subscription's record, or None."""
+        ...
+
+    async def put(self, connection: str, key: str, record: JsonObject) -> None:
+        """Create or replace a subscription's record."""
+        ...
+
+    async def forget(self, connection: str, key: str) -> None:
+        """Drop a subscription's record; absent counts as dropped."""
+        ...
+
+
 # ----------------------------------------------------------------------------- Audit
 
 
@@ -555,14 +745,6 @@ class EventOutbox(Protocol):
 
 class EventLog(Protocol):
     """The outbox as the publisher and the change feed see it."""
-
-    async def lease(self, connection: str, owner: str, seconds: float) -> bool:
-        """Take (or extend) the connection's publishing lease; False when another owner holds it."""
-        ...
-
-    async def unlease(self, connection: str, owner: str) -> None:
-        """Give the lease back."""
-        ...
 
     async def pending(self, connection: str, limit: int) -> list[Pending]:
         """The oldest recorded events not yet published, in the order they were recorded."""

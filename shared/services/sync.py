@@ -7,7 +7,7 @@ the `groups/delta` rounds of the groups under the sync groups, and recompute eff
 locally (shared.domain.sync.GroupTree). Any failed or incomplete page aborts the run before anything is
 written. Then plan (shared.domain.sync), stop with an alert if removals exceed the threshold, write rows,
 carry out the removal behaviour, keep the enrollment-state groups, and only then store the new delta
-links and tree in `syncstate` / `groups`, so a run that stops early is read again next time.
+links and tree (shared.services.ports.SyncStateRepository), so a run that stops early is read again next time.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import logging
 import time
 import uuid
@@ -44,24 +43,27 @@ from shared.domain.sync import (
     scope_among,
     user_changes,
 )
-from shared.errors import BridgeError, Conflict, Gone, NotFound, Stop, Throttled, Transient, root_cause, translated
+from shared.errors import BridgeError, Conflict, Gone, Stop, Throttled, Transient, root_cause, translated
 from shared.messages import WorkMessage
-from shared.services.directory import Directory, partition_of
+from shared.services.directory import Directory
 from shared.services.enrollment_groups import EnrollmentGroups, GroupWriter
 from shared.services.events import recover_user_events, user_events
 from shared.services.ports import (
-    TRANSACTION_ROWS,
     AuditSink,
-    BatchEntityStore,
     Clock,
-    Entity,
-    EntityStore,
+    DeltaState,
+    EnrollmentDelta,
     EventOutbox,
     JsonObject,
+    Lease,
+    Leases,
     SecretStore,
+    SyncStateRepository,
     WorkQueue,
 )
-from shared.topology import Queue, Table
+from shared.topology import Queue
+
+__all__ = ["DeltaState", "SyncReport", "SyncService", "SyncStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -70,24 +72,16 @@ log = logging.getLogger(__name__)
 LEASE = dt.timedelta(minutes=2)
 #: A live run renews its lease this often.
 LEASE_RENEWAL = dt.timedelta(seconds=30)
+#: The scope of a connection's sync lease (shared.services.ports.Leases).
+LEASE_SCOPE = "sync"
 ACTOR = "sync"
-#: The rows of `syncstate` that keep the last real run and the last dry run of a connection.
-LAST_RUN, LAST_DRY_RUN = "lastRun", "lastDryRun"
 #: Planned ids kept per kind (add, update, remove) for `GET connections/{c}/runs/{runId}`.
 PLANNED_IDS_KEPT = 100
 WRITE_CONCURRENCY = 16
-#: Transactions in flight at once, spread over the directory's partitions (shared.services.directory.SHARDS).
+#: All-or-nothing writes of user rows in flight at once (shared.services.ports.UserRepository.put_many).
 BATCH_CONCURRENCY = 4
 #: Removals (secret soft-delete, audit record) carried out at once.
 REMOVAL_CONCURRENCY = 8
-_EPOCH = "1970-01-01T00:00:00+00:00"
-#: Member ids per stored tree row: a Table string property holds 32K characters (64 KiB UTF-16).
-TREE_IDS_PER_ROW = 800
-_STATE_ROW = "delta"
-#: A `syncstate` row saying that an update of the enrollment-state groups failed: the next run checks every user.
-_ENROLLMENT_PENDING = "enrollmentPending"
-#: The `syncstate` row keeping the groups/delta link of the enrollment-state groups (drift made by others).
-_ENROLLMENT_DELTA = "enrollmentDelta"
 #: Users planned together on a full run: the size of a `transitiveMembers` page.
 PAGE_USERS = 999
 #: Planned pages waiting for the writer on a full run: reads stay at most this far ahead of writes.
@@ -135,34 +129,6 @@ class DirectoryReader(Protocol):
 
 
 @dataclass
-class DeltaState:
-    """What an incremental run starts from (the `delta` row of `syncstate` plus the stored tree)."""
-
-    sync_roots: list[str]
-    rotation_root: str | None
-    users_link: str
-    group_links: list[dict[str, Any]]  # [{"ids": [...], "link": "..."}]
-    tree: GroupTree
-    tree_parts: dict[str, int] = field(default_factory=dict)
-    #: Rows of the connection in the `users` table, and users in scope: kept by each run, so an incremental
-    #: run knows the directory's size (the removal threshold is relative to it) without reading it.
-    rows: int | None = None
-    in_scope: int | None = None
-    #: Changes whenever the tree is stored: a process that stored this version may use the tree it holds.
-    version: str = ""
-
-    def row(self) -> JsonObject:
-        """The stored form of the links (the tree lives in the `groups` table)."""
-        data: JsonObject = {"syncRoots": json.dumps(self.sync_roots), "rotationRoot": self.rotation_root or "",
-                            "usersLink": self.users_link, "groupLinks": json.dumps(self.group_links)}
-        if self.rows is not None and self.in_scope is not None:
-            data["rows"], data["inScope"] = self.rows, self.in_scope
-        if self.version:
-            data["treeVersion"] = self.version
-        return data
-
-
-@dataclass
 class ReadResult:
     """A complete incremental read of Entra for one run: the changes, and the users they concern."""
 
@@ -191,7 +157,7 @@ class _Imported:
 
 @dataclass
 class SyncReport:
-    """What one run did (also the `lastRun` row of `syncstate`)."""
+    """What one run did (also what `SyncStateRepository.put_run` records)."""
 
     run_id: str
     connection: str
@@ -219,13 +185,8 @@ class SyncReport:
     problem: dict[str, object] | None = None
 
     def row(self) -> JsonObject:
-        """The stored form (camelCase, nested values as JSON text as Table storage requires)."""
-        data = {_camel(k): v for k, v in asdict(self).items() if v is not None}
-        data["planned"] = json.dumps(self.planned)
-        data["plannedIds"] = json.dumps(self.planned_ids)
-        if self.problem is not None:
-            data["problem"] = json.dumps(self.problem, default=str)
-        return data
+        """The recorded form: camelCase members, absent ones left out."""
+        return {_camel(k): v for k, v in asdict(self).items() if v is not None}
 
     def failed(self, err: BridgeError) -> None:
         """Record that the run ended on `err` (unless it already recorded why it stopped)."""
@@ -258,8 +219,8 @@ class SyncStatus:
 class _Lease:
     """The connection's sync lease while a run holds it: renewed in the background, lost when taken over."""
 
-    def __init__(self, etag: str | None) -> None:
-        self.etag = etag
+    def __init__(self, held: Lease) -> None:
+        self.held = held
         self.lost = False
         self.ended = asyncio.Event()
 
@@ -272,8 +233,6 @@ class _Run:
     reader: DirectoryReader
     report: SyncReport
     dry_run: bool
-    #: Rows of an earlier layout may still wait to be moved (a dry run does not move them).
-    earlier: bool
     lease: _Lease
     progress: Progress | None
     correlation_id: str
@@ -291,22 +250,19 @@ def _camel(name: str) -> str:
 class SyncService:
     """Runs syncs for connections."""
 
-    def __init__(self, *, directory: Directory, entities: EntityStore, audit: AuditSink, queue: WorkQueue,
-                 clock: Clock, secrets: SecretStore | None = None,
+    def __init__(self, *, directory: Directory, state: SyncStateRepository, leases: Leases, audit: AuditSink,
+                 queue: WorkQueue, clock: Clock, secrets: SecretStore | None = None,
                  enrollment_groups: EnrollmentGroups | None = None, events: EventOutbox | None = None) -> None:
         self._directory = directory
         self._events = events
-        self._entities = entities
+        self._state = state
+        self._leases = leases
         self._audit = audit
         self._queue = queue
         self._clock = clock
         self._secrets = secrets
         #: The enrollment-state groups, kept by each run when given.
         self.enrollment_groups = enrollment_groups
-        #: The tree each connection's last run in this process stored: (version, tree, rows per group).
-        self._trees: dict[str, tuple[str, GroupTree, dict[str, int]]] = {}
-        #: Connections whose rows of earlier layouts this process has moved already.
-        self._placed: set[str] = set()
 
     # ------------------------------------------------------------------ planning runs
 
@@ -327,27 +283,15 @@ class SyncService:
 
     async def last_run(self, connection: str, *, dry_run: bool = False) -> JsonObject | None:
         """The last real run of a connection (`lastRun`), or its last dry run (`lastDryRun`), if any."""
-        found = await self._entities.get(Table.SYNCSTATE, connection, LAST_DRY_RUN if dry_run else LAST_RUN)
-        if not found:
-            return None
-        data = dict(found.data)
-        for key in ("planned", "plannedIds", "problem"):
-            if isinstance(data.get(key), str):
-                data[key] = json.loads(data[key])
-        if isinstance(data.get("planned"), dict) and any(isinstance(v, list) for v in data["planned"].values()):
-            # Rows written before counts were kept held the ids themselves.
-            data["plannedIds"], data["planned"] = data["planned"], {k: len(v) for k, v in data["planned"].items()}
-        return data
+        return await self._state.last_run(connection, dry_run=dry_run)
 
     async def status(self, connection: str) -> SyncStatus:
         """The last run and whether a run is alive now: "running" comes from a live lease, never from a record."""
         last = await self.last_run(connection)
-        lease = await self._entities.get(Table.LEASES, connection, "sync")
+        lease = await self._leases.holder(LEASE_SCOPE, connection)
         running: JsonObject | None = None
-        if lease is not None and lease.data.get("owner"):
-            until = dt.datetime.fromisoformat(str(lease.data.get("until") or _EPOCH))
-            if until > self._clock.now():
-                running = {"runId": lease.data["owner"], "leaseUntil": until.isoformat()}
+        if lease is not None:
+            running = {"runId": lease.owner, "leaseUntil": lease.until.isoformat()}
         if last is not None and last.get("outcome") == "running" and (running is None or
                                                                       running["runId"] != last.get("runId")):
             # Written by a version that stored a run's state before its end: the run is gone.
@@ -360,7 +304,7 @@ class SyncService:
         report = SyncReport(run_id=run_id, connection=conn.name, started_at=self._clock.now().isoformat())
         problem = translated(err)
         report.failed(problem)
-        await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, LAST_RUN, report.row()))
+        await self._state.put_run(conn.name, report.row())
         await self._audit.record(connection=conn.name, actor=ACTOR, action="sync.failed", target=conn.name,
                                  outcome="failed", correlation_id=correlation_id, graph_request_id=problem.request_id,
                                  detail={"runId": run_id, "reason": problem.detail})
@@ -380,20 +324,12 @@ class SyncService:
         renewal = asyncio.get_running_loop().create_task(self._keep_lease(conn.name, run_id, lease))
         try:
             if not dry_run:
-                if conn.name not in self._placed:
-                    # 17 empty reads once the rows are moved: made once per connection and process.
-                    await self._directory.move_earlier_rows(conn.name)
-                    self._placed.add(conn.name)
-                earlier = False
-
                 async def stored(ids: Collection[str]) -> Mapping[str, UserRow]:
                     return await self._directory.get_many(conn.name, ids)
 
                 # Events held by a run that stopped: released when the stored row proves the change.
                 await recover_user_events(self._events, conn.name, stored)
-            else:
-                earlier = await self._directory.has_earlier_rows(conn.name)
-            run = _Run(conn=conn, reader=reader, report=report, dry_run=dry_run, earlier=earlier, lease=lease,
+            run = _Run(conn=conn, reader=reader, report=report, dry_run=dry_run, lease=lease,
                        progress=progress, correlation_id=correlation_id)
             incremental: tuple[ReadResult, SyncPlan, dict[str, UserRow]] | None = None
             imported: _Imported | None = None
@@ -450,8 +386,7 @@ class SyncService:
             extra = getattr(writer, "resource_units", 0) if writer is not None and id(writer) != id(reader) else 0
             report.resource_units = reader.resource_units + (extra if isinstance(extra, int) else 0)
             report.duration_seconds = round(time.monotonic() - started, 3)
-            kept = LAST_DRY_RUN if dry_run else LAST_RUN
-            await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, kept, report.row()))
+            await self._state.put_run(conn.name, report.row(), dry_run=dry_run)
             await self._release_lease(conn.name, lease)
         await self._audit.record(connection=conn.name, actor=ACTOR, action="sync.completed", target=conn.name,
                                  outcome=report.outcome, correlation_id=correlation_id,
@@ -518,7 +453,7 @@ class SyncService:
             if held and report.errors == failed_before:
                 await self._release(run, [report.run_id])  # else the next run proves each one
             read.state.rows = (read.state.rows or 0) + len(changes.add)
-            await self._save_state(conn.name, read.state, dirty=read.dirty, gone=read.gone_groups, full=False)
+            await self._state.save_delta(conn.name, read.state, changed=read.dirty, gone=read.gone_groups, full=False)
             if conn.features.passkeys.enabled and writer is not None:
                 moves = {row.id: (_target(before.get(row.id)), _target(row))
                          for row in (*changes.add, *changes.update, *changes.remove)}
@@ -539,7 +474,7 @@ class SyncService:
         concerned = {uid for uid in read.affected
                      if uid in read.changed or uid in read.deleted or members.get(uid) != was_in_scope.get(uid)
                      or (uid in rotation_members) != (uid in was_rotating)}
-        rows = await self._directory.get_many(conn.name, concerned, earlier=run.earlier)
+        rows = await self._directory.get_many(conn.name, concerned)
         run.report.rows_read = len(concerned)
         attributes = {uid: EntraUser.from_row(row) for uid, row in rows.items()}
         for uid, change in read.changed.items():
@@ -556,7 +491,7 @@ class SyncService:
                 if uid in concerned and uid in attributes and uid not in read.deleted}
         if state.rows is None or state.in_scope is None:
             # A state stored before the counts were kept: counted once, then kept by every run.
-            state.rows = sum([1 async for _ in self._directory.scan(conn.name)])
+            state.rows = await self._directory.count(conn.name)
             state.in_scope = len(scope(before, state.sync_roots))
         changes = plan(rows, seen, rotation_members=rotation_members, removal=conn.features.sync.removal,
                        threshold=conn.features.sync.removal_threshold, now=self._clock.now(),
@@ -579,12 +514,11 @@ class SyncService:
         roots = [*sync_roots, *([rotation_root] if rotation_root else [])]
         links = await self._read_groups(reader, tree, set(roots))
         rotation_members = frozenset(tree.effective(rotation_root)) if rotation_root else frozenset[str]()
-        empty = not run.earlier and await self._directory.is_empty(conn.name)
+        empty = await self._directory.is_empty(conn.name)
         # Against a directory that holds rows, the stored rows' digests tell which users changed: only their
-        # rows are read again (for what only the bridge keeps: first seen, enrollment). A dry run that finds
-        # rows of an earlier layout reads every user's row instead.
+        # rows are read again (for what only the bridge keeps: first seen, enrollment).
         digests: RowDigests | None = None
-        if not empty and not run.earlier:
+        if not empty:
             digests = RowDigests()
             async for row in self._directory.scan(conn.name):
                 digests.add(row)
@@ -628,7 +562,7 @@ class SyncService:
                 wanted = [uid for uid in users if stored[uid] is not None]
             else:
                 same, wanted = set(), ([] if empty else list(users))
-            before = await self._directory.get_many(conn.name, wanted, earlier=run.earlier) if wanted else {}
+            before = await self._directory.get_many(conn.name, wanted) if wanted else {}
             report.rows_read += len(wanted)
             changes = plan(before, users, rotation_members=rotation_members, removal=conn.features.sync.removal,
                            threshold=conn.features.sync.removal_threshold, now=now)
@@ -684,8 +618,8 @@ class SyncService:
         return _Imported(state=state, seen=seen, dirty=tree.groups())
 
     async def _drain(self, run: _Run, queue: asyncio.Queue[list[UserRow] | None]) -> None:
-        """Write planned rows as they come: a partition's rows go as one transaction once there are
-        TRANSACTION_ROWS of them (the rest at the end), BATCH_CONCURRENCY transactions at a time."""
+        """Write planned rows as they come: the rows of one write group go as one all-or-nothing write once
+        there are as many as it takes (the rest at the end), BATCH_CONCURRENCY writes at a time."""
         conn, report = run.conn, run.report
         pending: dict[str, list[UserRow]] = {}
         semaphore = asyncio.Semaphore(BATCH_CONCURRENCY)
@@ -715,11 +649,11 @@ class SyncService:
         try:
             while (rows := await queue.get()) is not None:
                 for row in rows:
-                    partition = partition_of(conn.name, row.id)
-                    chunk = pending.setdefault(partition, [])
+                    key = self._directory.batch_key(conn.name, row.id)
+                    chunk = pending.setdefault(key, [])
                     chunk.append(row)
-                    if len(chunk) >= TRANSACTION_ROWS:
-                        await start(pending.pop(partition))
+                    if len(chunk) >= self._directory.batch_rows:
+                        await start(pending.pop(key))
             for chunk in pending.values():
                 await start(chunk)
             pending.clear()
@@ -772,7 +706,7 @@ class SyncService:
             await self._release(run, [key])
         report.added, report.updated = report.planned.get("add", 0), report.planned.get("update", 0)
         imported.state.rows = size + report.added
-        await self._save_state(conn.name, imported.state, dirty=imported.dirty, gone=set(), full=True)
+        await self._state.save_delta(conn.name, imported.state, changed=imported.dirty, gone=set(), full=True)
         if conn.features.passkeys.enabled and writer is not None:
             await self._enrollment(conn, writer, run.reader, report, run.correlation_id, moves=None)
         report.outcome = "completed"
@@ -785,7 +719,7 @@ class SyncService:
         sync_roots = [await reader.group_id(name) for name in conn.features.sync.groups]
         rotation = conn.features.rotation
         rotation_root = await reader.group_id(rotation.group) if rotation.enabled and rotation.group else None
-        state = None if full else await self._load_state(conn.name)
+        state = None if full else await self._state.delta(conn.name)
         if state is not None and (state.sync_roots != sync_roots or state.rotation_root != rotation_root):
             report.resynced = "the sync or rotation groups changed"
             state = None
@@ -845,94 +779,16 @@ class SyncService:
         if progress:
             progress("read", len(affected), len(affected))
         new_state = DeltaState(sync_roots=state.sync_roots, rotation_root=state.rotation_root,
-                               users_link=users.link, group_links=links, tree=tree, tree_parts=state.tree_parts,
-                               rows=state.rows, in_scope=state.in_scope)
+                               users_link=users.link, group_links=links, tree=tree,
+                               rows=state.rows, in_scope=state.in_scope, version=state.version)
         return ReadResult(state=new_state, before=state.tree, changed=changed, deleted=deleted, dirty=dirty,
                           gone_groups=gone, affected=affected, mode="incremental")
 
-    # ------------------------------------------------------------------ delta state and tree
-
-    async def _load_state(self, connection: str) -> DeltaState | None:
-        found = await self._entities.get(Table.SYNCSTATE, connection, _STATE_ROW)
-        if found is None or not found.data.get("usersLink"):
-            return None
-        data = found.data
-        version = str(data.get("treeVersion") or "")
-        cached = self._trees.get(connection)
-        if version and cached is not None and cached[0] == version:
-            tree, parts = cached[1], dict(cached[2])
-        else:
-            tree, parts = await self._load_tree(connection)
-        return DeltaState(sync_roots=list(json.loads(str(data.get("syncRoots") or "[]"))),
-                          rotation_root=str(data.get("rotationRoot") or "") or None,
-                          users_link=str(data["usersLink"]),
-                          group_links=list(json.loads(str(data.get("groupLinks") or "[]"))),
-                          tree=tree, tree_parts=parts,
-                          rows=int(str(data["rows"])) if data.get("rows") is not None else None,
-                          in_scope=int(str(data["inScope"])) if data.get("inScope") is not None else None)
-
-    async def _load_tree(self, connection: str) -> tuple[GroupTree, dict[str, int]]:
-        """The stored tree (`groups` table) and the number of rows of each group."""
-        tree = GroupTree()
-        parts: dict[str, int] = {}
-        async for row in self._entities.query(Table.GROUPS, connection):
-            group, _, _ = row.row_key.partition(".")
-            tree.add_group(group)
-            parts[group] = parts.get(group, 0) + 1
-            users = str(row.data.get("users") or "")
-            tree.users[group].update(u for u in users.split(",") if u)
-            children = str(row.data.get("groups") or "")
-            tree.children[group].update(g for g in children.split(",") if g)
-        return tree, parts
-
-    async def _save_state(self, connection: str, state: DeltaState, *, dirty: set[str], gone: set[str],
-                          full: bool) -> None:
-        writes: list[Entity] = []
-        deletes: list[str] = []
-        parts = {} if full else dict(state.tree_parts)
-        for group in gone:
-            deletes += [f"{group}.{n:04d}" for n in range(parts.pop(group, 0))]
-        for group in dirty:
-            users = sorted(state.tree.users.get(group, set()))
-            runs = [users[i:i + TREE_IDS_PER_ROW] for i in range(0, len(users), TREE_IDS_PER_ROW)] or [[]]
-            for n, run in enumerate(runs):
-                data: JsonObject = {"users": ",".join(run)}
-                if n == 0:
-                    data["groups"] = ",".join(sorted(state.tree.children.get(group, set())))
-                writes.append(Entity(connection, f"{group}.{n:04d}", data))
-            deletes += [f"{group}.{n:04d}" for n in range(len(runs), parts.get(group, 0))]
-            parts[group] = len(runs)
-        if full:
-            # Every row this tree does not write goes: groups no longer under the roots, and the extra rows
-            # of a group that shrank since the tree was last stored.
-            written = {e.row_key for e in writes}
-            deletes += [row.row_key async for row in self._entities.query(Table.GROUPS, connection)
-                        if row.row_key not in written]
-        semaphore = asyncio.Semaphore(WRITE_CONCURRENCY)
-
-        async def put(entity: Entity) -> None:
-            async with semaphore:
-                await self._entities.upsert(Table.GROUPS, entity)
-
-        async def drop(key: str) -> None:
-            async with semaphore:
-                await self._entities.delete(Table.GROUPS, connection, key)
-
-        if isinstance(self._entities, BatchEntityStore) and writes:
-            # A tree row holds up to 32K characters: 50 of them stay well under a transaction's 4 MiB.
-            for start in range(0, len(writes), 50):
-                await self._entities.upsert_many(Table.GROUPS, writes[start:start + 50])
-            writes = []
-        await asyncio.gather(*(put(e) for e in writes), *(drop(k) for k in set(deletes)))
-        state.tree_parts = parts
-        state.version = uuid.uuid4().hex
-        await self._entities.upsert(Table.SYNCSTATE, Entity(connection, _STATE_ROW, state.row()))
-        # Kept for the next run in this process: it forks the tree, so this one is never changed.
-        self._trees[connection] = (state.version, state.tree, parts)
+    # ------------------------------------------------------------------ delta state
 
     async def forget_state(self, connection: str) -> None:
         """Drop the delta links so the next run reads everything again."""
-        await self._entities.delete(Table.SYNCSTATE, connection, _STATE_ROW)
+        await self._state.forget_delta(connection)
 
     # ------------------------------------------------------------------ applying
 
@@ -965,9 +821,9 @@ class SyncService:
         report.removed = len(changes.remove)
 
     async def _write(self, conn: Connection, chunk: list[UserRow], report: SyncReport) -> None:
-        """Write rows of one partition: one storage transaction (Table storage takes 100 rows of a partition
-        at once); an upsert is safe to repeat, so a dropped connection or a busy answer gets one more try, and
-        a refused transaction is written row by row, so a bad row costs one error."""
+        """Write one write group's rows all or nothing (`Directory.batches`); a write is safe to repeat, so a
+        dropped connection or a busy answer gets one more try, and a refused group is written row by row, so a
+        bad row costs one error."""
         try:
             try:
                 await self._directory.put_many(conn.name, chunk)
@@ -1008,7 +864,7 @@ class SyncService:
         link on the three groups. An incremental run moves only the users whose group this run changed, then
         reads that link: members added or removed since by anyone else are put back as their rows say (point
         reads of those users only). Every user is reconciled again when a group went missing, the link cannot
-        be followed, or an earlier run's update failed (an `enrollmentPending` row).
+        be followed, or an earlier run's update failed (marked pending in the sync state).
         """
         if self.enrollment_groups is None:
             return
@@ -1016,15 +872,14 @@ class SyncService:
         run_id = report.run_id
         try:
             if moves is not None:
-                pending = await self._entities.get(Table.SYNCSTATE, conn.name, _ENROLLMENT_PENDING)
+                pending = await self._state.enrollment_pending(conn.name)
                 present = await groups.present(conn, writer, correlation_id=correlation_id, run_id=run_id)
                 ids = await groups.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
-                kept = await self._entities.get(Table.SYNCSTATE, conn.name, _ENROLLMENT_DELTA)
-                if (pending is None and present and kept is not None
-                        and json.loads(str(kept.data.get("ids") or "[]")) == sorted(ids.values())):
+                kept = await self._state.enrollment_delta(conn.name)
+                if not pending and present and kept is not None and kept.ids == sorted(ids.values()):
                     moved = await groups.move_users(conn, writer, moves, correlation_id=correlation_id, run_id=run_id)
-                    repaired = await self._repair(conn, groups, writer, reader, report, ids,
-                                                  str(kept.data.get("link") or ""), correlation_id)
+                    repaired = await self._repair(conn, groups, writer, reader, report, ids, kept.link,
+                                                  correlation_id)
                     if repaired is not None:
                         report.enrollment_changes = moved.changes + repaired
                         return
@@ -1033,17 +888,15 @@ class SyncService:
             report.enrollment_changes = changes.changes
             ids = await groups.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
             first = await reader.groups_delta(ids=sorted(ids.values()))
-            await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, _ENROLLMENT_DELTA, {
-                "ids": json.dumps(sorted(ids.values())), "link": first.link}))
-            await self._entities.delete(Table.SYNCSTATE, conn.name, _ENROLLMENT_PENDING)
+            await self._state.put_enrollment_delta(conn.name, EnrollmentDelta(sorted(ids.values()), first.link))
+            await self._state.set_enrollment_pending(conn.name, None)
         except BridgeError as err:
             # The directory is already right; every user's group is checked on the next run.
             report.errors += 1
             report.alert = f"enrollment-state groups not updated: {err.detail}"
             log.warning("sync of %s: %s", conn.name, report.alert)
             with contextlib.suppress(BridgeError):
-                await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, _ENROLLMENT_PENDING,
-                                                                    {"runId": run_id}))
+                await self._state.set_enrollment_pending(conn.name, run_id)
 
     async def _repair(self, conn: Connection, groups: EnrollmentGroups, writer: GroupWriter, reader: DirectoryReader,
                       report: SyncReport, ids: Mapping[Enrollment, str], link: str, correlation_id: str) -> int | None:
@@ -1068,26 +921,19 @@ class SyncService:
         report.rows_read += len(seen)
         changes = await groups.repair(conn, writer, seen, rows, correlation_id=correlation_id,
                                                       run_id=report.run_id)
-        await self._entities.upsert(Table.SYNCSTATE, Entity(conn.name, _ENROLLMENT_DELTA, {
-            "ids": json.dumps(sorted(ids.values())), "link": read.link}))
+        await self._state.put_enrollment_delta(conn.name, EnrollmentDelta(sorted(ids.values()), read.link))
         return changes.changes
 
     # ------------------------------------------------------------------ the lease
 
-    async def _take_lease(self, connection: str, run_id: str) -> str | None:
-        now = self._clock.now()
-        data = {"owner": run_id, "until": (now + LEASE).isoformat()}
-        found = await self._entities.get(Table.LEASES, connection, "sync")
-        if found is None:
-            try:
-                return (await self._entities.insert(Table.LEASES, Entity(connection, "sync", data))).etag
-            except Conflict:
-                raise Conflict(f"a sync of {connection!r} has just started; try again later") from None
-        until = dt.datetime.fromisoformat(str(found.data.get("until") or _EPOCH))
-        if found.data.get("owner") not in (None, "", run_id) and until > now:
-            raise Conflict(f"a sync of {connection!r} ({found.data.get('owner')}) is running until "
-                           f"{until:%H:%M:%S} UTC")
-        return (await self._entities.update(Table.LEASES, Entity(connection, "sync", data, found.etag))).etag
+    async def _take_lease(self, connection: str, run_id: str) -> Lease:
+        taken = await self._leases.take(LEASE_SCOPE, connection, run_id, LEASE.total_seconds())
+        if taken is not None:
+            return taken
+        holder = await self._leases.holder(LEASE_SCOPE, connection)
+        if holder is None:
+            raise Conflict(f"a sync of {connection!r} has just started; try again later")
+        raise Conflict(f"a sync of {connection!r} ({holder.owner}) is running until {holder.until:%H:%M:%S} UTC")
 
     async def _keep_lease(self, connection: str, run_id: str, lease: _Lease) -> None:
         """Renew the lease while the run lives; a lease taken over by another run is marked lost."""
@@ -1097,11 +943,9 @@ class SyncService:
                 return
             except TimeoutError:
                 pass
-            data = {"owner": run_id, "until": (self._clock.now() + LEASE).isoformat()}
             try:
-                lease.etag = (await self._entities.update(Table.LEASES, Entity(connection, "sync", data,
-                                                                               lease.etag))).etag
-            except (Conflict, NotFound):
+                lease.held = await self._leases.renew(lease.held, LEASE.total_seconds())
+            except Conflict:
                 lease.lost = True
                 log.warning("the sync lease of %s was taken over while run %s was reading", connection, run_id)
             except BridgeError as err:
@@ -1111,7 +955,6 @@ class SyncService:
         if lease.lost:
             return
         try:
-            await self._entities.update(Table.LEASES, Entity(connection, "sync", {"owner": "", "until": _EPOCH},
-                                                             lease.etag))
+            await self._leases.release(lease.held)
         except BridgeError:
-            log.info("the sync lease of %s was taken over; leaving it", connection)
+            log.info("the sync lease of %s could not be given back; it expires", connection)

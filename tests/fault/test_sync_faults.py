@@ -16,6 +16,7 @@ from bench.sync import World, open_world
 from local.entra.demo import BRIDGE_CLIENT_ID, generated_tenant
 from local.entra.process import RunningEntra, running
 from shared.adapters.directory import GraphDirectoryReader
+from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain.directory import UserRow, UserState
 from shared.errors import Stop
@@ -50,7 +51,7 @@ async def _run(world: World, conn: Connection, *, full: bool = False) -> SyncRep
 
 
 async def _rows(world: World, conn: Connection) -> dict[str, UserRow]:
-    return {row.id: row async for row in Directory(world.tables).all(conn.name)}
+    return {row.id: row async for row in Directory(TableUsers(world.tables)).all(conn.name)}
 
 
 def _faults(sim: RunningEntra, settings: dict[str, Any]) -> None:

@@ -25,15 +25,15 @@ from local.tls import TlsFiles
 from shared import bootstrap
 from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.graph import GraphGateway, SystemClock
-from shared.adapters.tables import TableEntityStore
+from shared.adapters.leases import TableLeases
+from shared.adapters.syncstate import TableSyncState
+from shared.adapters.users import TableUsers
 from shared.bootstrap import Bridge
 from shared.config import Connection, load_settings, settings
 from shared.errors import Configuration
 from shared.messages import WorkMessage
 from shared.services.directory import Directory
-from shared.services.ports import Entity
 from shared.services.sync import SyncService
-from shared.topology import Table
 from tests.fakes import FakeAuditSink, FakeWorkQueue
 from tests.fixtures.entra import EntraFixture
 from tests.fixtures.vault import VaultFixture
@@ -130,8 +130,9 @@ async def test_a_delta_link_of_another_host_leads_to_one_audited_full_read(
         "features": {"sync": {"enabled": True, "groups": ["Bridge Sync"]}}})
     async with open_world(entra.tenant_id, entra.url, azurite_connection_string, str(tls_files.ca)) as world:
         audit = FakeAuditSink()
-        sync = SyncService(directory=Directory(world.tables), entities=world.tables, audit=audit, queue=FakeWorkQueue(),
-                           clock=SystemClock())
+        clock = SystemClock()
+        sync = SyncService(directory=Directory(TableUsers(world.tables)), state=TableSyncState(world.tables),
+                           leases=TableLeases(world.tables, clock), audit=audit, queue=FakeWorkQueue(), clock=clock)
 
         async def run(run_id: str) -> Any:
             return await sync.run(conn, GraphDirectoryReader(world.graph), run_id=run_id, correlation_id=run_id)
@@ -139,14 +140,16 @@ async def test_a_delta_link_of_another_host_leads_to_one_audited_full_read(
         first = await run("r1")
         assert (first.outcome, first.mode) == ("completed", "full")
         # The stack restarted on another port: the stored links name the old one.
-        tables: TableEntityStore = world.tables
-        state = await tables.get(Table.SYNCSTATE, conn.name, "delta")
+        kept = TableSyncState(world.tables)
+        state = await kept.delta(conn.name)
         assert state is not None
         here = entra.url.rstrip("/")
-        moved = {k: (v.replace(here, "https://127.0.0.1:1") if isinstance(v, str) else v)
-                 for k, v in state.data.items()}
-        assert moved["usersLink"] != state.data["usersLink"]
-        await tables.upsert(Table.SYNCSTATE, Entity(conn.name, "delta", moved))
+        moved = state.users_link.replace(here, "https://127.0.0.1:1")
+        assert moved != state.users_link
+        state.users_link = moved
+        state.group_links = [{**e, "link": str(e["link"]).replace(here, "https://127.0.0.1:1")}
+                             for e in state.group_links]
+        await kept.save_delta(conn.name, state, changed=(), gone=(), full=False)
         report = await run("r2")
         assert (report.outcome, report.mode, report.added, report.removed) == ("completed", "full", 0, 0)
         assert report.resynced is not None

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from shared.adapters.devices import TablePasskeys
 from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain.devices import DeviceState, PasskeyRow, PublicJwk
 from shared.domain.directory import Enrollment, UserRow, UserState
@@ -44,7 +45,7 @@ class Graph:
 @pytest.fixture
 async def world() -> tuple[DeviceService, FakeEntityStore, FakeWorkQueue, Directory]:
     entities = FakeEntityStore()
-    directory = Directory(entities)
+    directory = Directory(TableUsers(entities))
     await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example"))
     await directory.put("demo", UserRow(id="u2", upn="bob@contoso.example", state=UserState.DEACTIVATED))
     queue = FakeWorkQueue()

@@ -17,6 +17,7 @@ from jwt.algorithms import ECAlgorithm
 from functions.http import problem
 from local.authenticator import SoftwareAuthenticator
 from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.users import TableUsers
 from shared.config import Connection, PasskeyPolicy
 from shared.domain.devices import DevicePasskey, DeviceRow, passkey_status
 from shared.domain.directory import UserRow
@@ -71,7 +72,7 @@ class Graph:
 class World:
     def __init__(self) -> None:
         self.entities = FakeEntityStore()
-        self.directory = Directory(self.entities)
+        self.directory = Directory(TableUsers(self.entities))
         self.audit = FakeAuditSink()
         self.graph = Graph()
         clock = FakeClock()

@@ -12,6 +12,7 @@ from shared.adapters.events import TableEventOutbox
 from shared.domain.events import Event, EventRefused, EventType, new_event
 from shared.errors import InvalidInput, Throttled
 from shared.services.events import ChangeFeed, EventPublisher, decode_cursor, encode_cursor
+from tests.fake_repositories import FakeLeases
 from tests.fakes import FakeClock, FakeEntityStore
 
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -89,11 +90,13 @@ class Sink:
 async def test_a_throttled_topic_leaves_events_pending_and_the_lease_free() -> None:
     clock = FakeClock()
     outbox = TableEventOutbox(FakeEntityStore(), clock)
+    leases = FakeLeases(clock)
     await outbox.record([event(1), event(2)])
     with pytest.raises(Throttled):
-        await EventPublisher(log_=outbox, sink=Sink(Throttled("busy", retry_after=3)), clock=clock).drain("contoso")
+        await EventPublisher(log_=outbox, leases=leases, sink=Sink(Throttled("busy", retry_after=3)),
+                             clock=clock).drain("contoso")
     sink = Sink()
-    drained = await EventPublisher(log_=outbox, sink=sink, clock=clock).drain("contoso")
+    drained = await EventPublisher(log_=outbox, leases=leases, sink=sink, clock=clock).drain("contoso")
     assert drained.published == 2
     assert sink.sent == [event(1).id, event(2).id]
     assert await outbox.pending("contoso", 10) == []
@@ -105,17 +108,19 @@ async def test_a_throttled_topic_leaves_events_pending_and_the_lease_free() -> N
 async def test_a_second_publisher_waits_for_the_lease() -> None:
     clock = FakeClock()
     outbox = TableEventOutbox(FakeEntityStore(), clock)
+    leases = FakeLeases(clock)
     await outbox.record([event(1)])
-    assert await outbox.lease("contoso", "other", 60)
-    assert (await EventPublisher(log_=outbox, sink=Sink(), clock=clock).drain("contoso")).busy
+    assert await leases.take("events", "contoso", "other", 60)
+    assert (await EventPublisher(log_=outbox, leases=leases, sink=Sink(), clock=clock).drain("contoso")).busy
     clock.advance(seconds=61)  # a lease that was not given back expires
-    assert (await EventPublisher(log_=outbox, sink=Sink(), clock=clock).drain("contoso")).published == 1
+    assert (await EventPublisher(log_=outbox, leases=leases, sink=Sink(), clock=clock).drain("contoso")).published == 1
 
 
 async def test_events_past_thirty_days_are_purged_from_the_feed() -> None:
     clock = FakeClock()
     outbox = TableEventOutbox(FakeEntityStore(), clock)
-    publisher = EventPublisher(log_=outbox, sink=None, clock=clock)
+    leases = FakeLeases(clock)
+    publisher = EventPublisher(log_=outbox, leases=leases, sink=None, clock=clock)
     await outbox.record([event(1)])
     await publisher.drain("contoso")
     clock.advance(days=29)

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.federation_watch import TableFederationWatch
 from shared.config import Connection
 from shared.domain.federation import AppAccess
 from shared.errors import Conflict, NotFound
-from shared.services.federation import FederationService, IdpRequest, watch_rows
+from shared.services.federation import FederationService, IdpRequest
 from shared.services.ports import GraphResponse, JsonObject
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore
 from tests.integration.entra.test_federation import idp_certificate
@@ -78,7 +79,7 @@ class NoMetadata:
 
 
 def service(clock: FakeClock, audit: FakeAuditSink, entities: FakeEntityStore) -> FederationService:
-    return FederationService(audit=audit, clock=clock, entities=entities, metadata=NoMetadata())
+    return FederationService(audit=audit, clock=clock, watched=TableFederationWatch(entities), metadata=NoMetadata())
 
 
 def explicit(certificate: str) -> IdpRequest:
@@ -155,7 +156,7 @@ async def test_the_monitor_alerts_30_7_and_1_days_before_expiry_once_each() -> N
     assert alert.actor == "federation_monitor"
     assert set(alert.detail) >= {"domain", "signingCertificate", "expiresOn", "daysLeft", "threshold"}
     # The status route shows the monitor's row: the threshold reached and the problem.
-    [row] = await watch_rows(entities, CONN.name)
+    [row] = await TableFederationWatch(entities).rows(CONN.name)
     assert (row["domain"], row["alertedThreshold"]) == (DOMAIN, 0)
     assert "expired" in row["problem"]
     assert "no next certificate is known" in row["problem"]

@@ -19,7 +19,10 @@ from functions import work
 from shared.adapters.devices import TableDeviceOperations
 from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.identity import get_token, token_error
+from shared.adapters.leases import TableLeases
 from shared.adapters.problems import TableJobProblems
+from shared.adapters.syncstate import TableSyncState
+from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.errors import BridgeError, Configuration, Gone, Stop, Transient, root_cause, translated
 from shared.messages import WorkMessage
@@ -192,8 +195,8 @@ DEVICE_FUNCTIONS = {str(f.get_function_name()): f.get_user_function() for f in _
 async def test_a_device_removal_that_fails_shows_on_its_operation(
         monkeypatch: pytest.MonkeyPatch, error: BridgeError, dequeue_count: int, status: str, raised: bool) -> None:
     entities = FakeEntityStore()
-    devices = DeviceService(directory=Directory(entities), **device_repositories(entities), audit=FakeAuditSink(),
-                            queue=FakeWorkQueue(), clock=FakeClock())
+    devices = DeviceService(directory=Directory(TableUsers(entities)), **device_repositories(entities),
+                            audit=FakeAuditSink(), queue=FakeWorkQueue(), clock=FakeClock())
     kept = JobProblems(TableJobProblems(entities), FakeClock())
     await TableDeviceOperations(entities).start("demo", "op1", {"status": "queued"})
 
@@ -226,8 +229,9 @@ SYNC_FUNCTIONS = {str(f.get_function_name()): f.get_user_function() for f in _ap
 async def test_a_sync_whose_graph_client_cannot_be_built_is_a_failed_run(monkeypatch: pytest.MonkeyPatch) -> None:
     entities = FakeEntityStore()
     audit = FakeAuditSink()
-    sync = SyncService(directory=Directory(entities), entities=entities, audit=audit, queue=FakeWorkQueue(),
-                       clock=FakeClock())
+    clock = FakeClock()
+    sync = SyncService(directory=Directory(TableUsers(entities)), state=TableSyncState(entities),
+                       leases=TableLeases(entities, clock), audit=audit, queue=FakeWorkQueue(), clock=clock)
     conn = Connection.model_validate({"name": "demo", "tenantId": TENANT, "auth": {
         "kind": "clientSecret", "clientId": TENANT, "secretName": "bridge-secret"},
         "features": {"sync": {"enabled": True, "groups": ["Sync"]}}})

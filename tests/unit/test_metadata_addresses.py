@@ -11,7 +11,8 @@ import pytest
 from shared.adapters.metadata import HttpsMetadataSource, refusal, system_resolver
 from shared.errors import InvalidInput, Transient
 from shared.services.federation import FederationService, IdpRequest
-from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore
+from tests.fake_repositories import FakeFederationWatch
+from tests.fakes import FakeAuditSink, FakeClock
 
 REFUSED = {
     "https://10.0.0.1/m.xml": "private",
@@ -90,7 +91,7 @@ def test_public_addresses_are_allowed(address: str) -> None:
 
 
 async def test_the_federation_service_reports_the_refusal_as_the_metadata_problem() -> None:
-    service = FederationService(audit=FakeAuditSink(), clock=FakeClock(), entities=FakeEntityStore(),
+    service = FederationService(audit=FakeAuditSink(), clock=FakeClock(), watched=FakeFederationWatch(),
                                 metadata=HttpsMetadataSource(resolver=_nowhere))
     resolved = await service.resolve(IdpRequest(metadata_url="https://[::ffff:169.254.169.254]/metadata/identity"))
     assert resolved.inputs is None

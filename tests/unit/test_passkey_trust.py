@@ -17,6 +17,7 @@ from jwt.algorithms import ECAlgorithm
 from local.authenticator import DEFAULT_AAGUID, TEST_ROOT_NAME, AttestationRoot, SoftwareAuthenticator
 from local.mds import local_blob, root_setting
 from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain.attestation import AttestationRejected, KeyRestrictions, verify
 from shared.domain.directory import UserRow
@@ -87,7 +88,7 @@ def test_anchors() -> TrustAnchors:
 async def world(trust: Anchors | None = None, max_age: float = 30) -> tuple[PasskeyService, Tenant, FakeClock,
                                                                            FakeAuditSink]:
     entities = FakeEntityStore()
-    directory = Directory(entities)
+    directory = Directory(TableUsers(entities))
     await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example"))
     clock, audit = FakeClock(), FakeAuditSink()
     devices = DeviceService(directory=directory, **device_repositories(entities), audit=audit, queue=FakeWorkQueue(),

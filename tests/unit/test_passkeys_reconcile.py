@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from shared.adapters.devices import TablePasskeys
+from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain.devices import DeviceState, Fix, PasskeyRow, PasskeyState, plan_reconciliation
 from shared.domain.directory import Enrollment, UserRow, UserState
@@ -92,7 +93,7 @@ class Entra:
 @pytest.fixture
 async def world() -> tuple[PasskeyService, DeviceService, TablePasskeys, Directory, FakeAuditSink]:
     entities = FakeEntityStore()
-    directory = Directory(entities)
+    directory = Directory(TableUsers(entities))
     clock, audit = FakeClock(), FakeAuditSink()
     for user in ("u1", "u2", "u3"):
         await directory.put("demo", UserRow(id=user, upn=f"{user}@contoso.example"))

@@ -18,6 +18,7 @@ from shared.adapters.ceremonies import TableCeremonies
 from shared.adapters.devices import TableDevices
 from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.tables import storage_transport
+from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain import attestation
 from shared.domain.directory import UserRow, UserState
@@ -73,7 +74,7 @@ class FailingStore(FakeEntityStore):
 @pytest.fixture
 async def world() -> tuple[PasskeyService, FailingStore, FakeAuditSink, Directory, Graph]:
     entities = FailingStore()
-    directory = Directory(entities)
+    directory = Directory(TableUsers(entities))
     await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example"))
     audit = FakeAuditSink()
     clock = FakeClock()

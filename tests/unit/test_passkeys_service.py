@@ -13,6 +13,7 @@ from jwt.algorithms import ECAlgorithm
 
 from local.authenticator import SoftwareAuthenticator
 from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain.directory import Enrollment, UserRow
 from shared.errors import Conflict, Forbidden, InvalidInput
@@ -52,7 +53,7 @@ class Graph:
 @pytest.fixture
 async def world() -> tuple[PasskeyService, Directory, Graph]:
     entities = FakeEntityStore()
-    directory = Directory(entities)
+    directory = Directory(TableUsers(entities))
     await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example"))
     clock = FakeClock()
     audit = FakeAuditSink()

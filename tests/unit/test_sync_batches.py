@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from shared.adapters.leases import TableLeases
+from shared.adapters.syncstate import TableSyncState
+from shared.adapters.users import TableUsers
 from shared.errors import InvalidInput, Transient
-from shared.services.directory import SHARDS, Directory, partition_of
+from shared.services.directory import Directory
 from shared.services.ports import Entity
 from shared.services.sync import SyncService
 from shared.topology import Table
@@ -46,22 +49,26 @@ def _tenant(count: int) -> FakeEntra:
 
 async def test_users_are_written_in_transactions_and_a_dropped_one_is_tried_again() -> None:
     store = BatchingStore(drops=1)
-    directory = Directory(store)
-    service = SyncService(directory=directory, entities=store, audit=FakeAuditSink(), queue=FakeWorkQueue(),
-                          clock=FakeClock())
+    users = TableUsers(store)
+    directory = Directory(users)
+    clock = FakeClock()
+    service = SyncService(directory=directory, state=TableSyncState(store), leases=TableLeases(store, clock),
+                          audit=FakeAuditSink(), queue=FakeWorkQueue(), clock=clock)
     report = await service.run(conn(), _tenant(250), run_id="r1", correlation_id="c1")
     assert (report.outcome, report.added, report.errors) == ("completed", 250, 0)
     # One transaction per partition of the directory (250 users over 16 partitions), none lost to the drop.
     assert sum(store.transactions) == 250
-    assert len(store.transactions) == len({partition_of("demo", r.id) async for r in directory.all("demo")}) <= SHARDS
+    partitions = {users.partition_of("demo", r.id) async for r in directory.all("demo")}
+    assert len(store.transactions) == len(partitions) <= users.partitions
     assert len([r async for r in directory.all("demo")]) == 250
 
 
 async def test_a_refused_transaction_falls_back_to_single_rows() -> None:
     store = BatchingStore(refuse="u0007")
-    directory = Directory(store)
-    service = SyncService(directory=directory, entities=store, audit=FakeAuditSink(), queue=FakeWorkQueue(),
-                          clock=FakeClock())
+    directory = Directory(TableUsers(store))
+    clock = FakeClock()
+    service = SyncService(directory=directory, state=TableSyncState(store), leases=TableLeases(store, clock),
+                          audit=FakeAuditSink(), queue=FakeWorkQueue(), clock=clock)
     report = await service.run(conn(), _tenant(150), run_id="r1", correlation_id="c1")
     # The fake accepts the row on its own: every user is stored, none counted as an error.
     assert (report.outcome, report.added, report.errors) == ("completed", 150, 0)

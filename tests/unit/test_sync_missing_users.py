@@ -3,6 +3,9 @@ and comes back active when restored into a sync group."""
 
 from __future__ import annotations
 
+from shared.adapters.leases import TableLeases
+from shared.adapters.syncstate import TableSyncState
+from shared.adapters.users import TableUsers
 from shared.domain.directory import UserState
 from shared.services.directory import Directory
 from shared.services.sync import SyncService
@@ -12,9 +15,10 @@ from tests.unit.test_sync_service import SYNC, FakeEntra, conn, user
 
 async def test_a_deleted_user_stays_missing_then_returns_when_restored() -> None:
     store = FakeEntityStore()
-    directory = Directory(store)
-    service = SyncService(directory=directory, entities=store, audit=FakeAuditSink(), queue=FakeWorkQueue(),
-                          clock=FakeClock())
+    directory = Directory(TableUsers(store))
+    clock = FakeClock()
+    service = SyncService(directory=directory, state=TableSyncState(store), leases=TableLeases(store, clock),
+                          audit=FakeAuditSink(), queue=FakeWorkQueue(), clock=clock)
     entra = FakeEntra()
     for n in range(20):
         entra.add_user(user(n), SYNC)

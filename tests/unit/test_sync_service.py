@@ -10,12 +10,15 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.leases import TableLeases
+from shared.adapters.syncstate import TableSyncState
+from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain.directory import UserState
 from shared.errors import BridgeError, Configuration, Conflict, Gone, Stop, Transient, root_cause
 from shared.services import sync as sync_service
 from shared.services.directory import Directory
-from shared.services.ports import Entity, JsonObject
+from shared.services.ports import JsonObject
 from shared.services.sync import LEASE, DeltaRead, SyncService
 from shared.topology import Table
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeSecretStore, FakeWorkQueue
@@ -162,10 +165,11 @@ def tenant(n: int = 30) -> FakeEntra:
 def world() -> tuple[SyncService, Directory, FakeAuditSink, FakeSecretStore, FakeClock]:
     clock = FakeClock()
     entities = FakeEntityStore()
-    directory = Directory(entities)
+    directory = Directory(TableUsers(entities))
     audit = FakeAuditSink()
     secrets = FakeSecretStore(clock)
-    return SyncService(directory=directory, entities=entities, audit=audit, queue=FakeWorkQueue(), clock=clock,
+    return SyncService(directory=directory, state=TableSyncState(entities), leases=TableLeases(entities, clock),
+                       audit=audit, queue=FakeWorkQueue(), clock=clock,
                        secrets=secrets), directory, audit, secrets, clock
 
 
@@ -337,7 +341,7 @@ async def test_dry_run_writes_nothing(world: Any) -> None:
     report = await service.run(conn(), tenant(10), run_id="r1", correlation_id="c", dry_run=True)
     assert (report.outcome, report.added) == ("dry-run", 10)
     assert await rows(directory) == {}
-    assert service._entities.tables.get(Table.GROUPS, {}) == {}
+    assert service._state._entities.tables.get(Table.GROUPS, {}) == {}
 
 
 async def test_one_run_at_a_time(world: Any) -> None:
@@ -357,14 +361,14 @@ async def test_the_tree_of_a_large_group_is_stored_in_several_rows(world: Any) -
         entra.groups["gB"].append(f"u{i:04d}")
     await service.run(conn(removalThreshold={"percent": 100, "absolute": 5000}), entra, run_id="r1",
                       correlation_id="c")
-    stored = [k for (_, k) in service._entities.tables[Table.GROUPS] if k.startswith("gB.")]
+    stored = [k for (_, k) in service._state._entities.tables[Table.GROUPS] if k.startswith("gB.")]
     assert len(stored) == 3
     for uid in [f"u{i:04d}" for i in range(1000)]:
         entra.remove_member("gB", uid)
     report = await service.run(conn(removalThreshold={"percent": 100, "absolute": 5000}), entra, run_id="r2",
                                correlation_id="c")
     assert (report.mode, report.removed) == ("incremental", 1000)
-    stored = [k for (_, k) in service._entities.tables[Table.GROUPS] if k.startswith("gB.")]
+    stored = [k for (_, k) in service._state._entities.tables[Table.GROUPS] if k.startswith("gB.")]
     assert len(stored) == 2
     assert (await service.run(conn(), entra, run_id="r3", correlation_id="c")).unchanged == 1000
 
@@ -437,7 +441,7 @@ async def test_running_comes_from_a_live_lease_only(world: Any) -> None:
 
 async def test_a_run_record_left_as_running_by_a_dead_run_shows_as_failed(world: Any) -> None:
     service, _, _, _, _ = world
-    await service._entities.upsert(Table.SYNCSTATE, Entity("demo", "lastRun", {"runId": "r0", "outcome": "running"}))
+    await service._state.put_run("demo", {"runId": "r0", "outcome": "running"})
     status = await service.status("demo")
     assert status.last_run is not None
     assert status.last_run["outcome"] == "failed"
@@ -466,13 +470,13 @@ async def test_a_long_run_renews_its_lease_and_releases_it(world: Any, monkeypat
     async def meanwhile() -> None:
         clock.advance(seconds=LEASE.total_seconds() - 1)
         await asyncio.sleep(0.1)
-        seen.append(str((await service._entities.get(Table.LEASES, "demo", "sync")).data["until"]))
+        seen.append(str((await service._state._entities.get(Table.LEASES, "demo", "sync")).data["until"]))
 
     entra = SlowEntra(meanwhile)
     entra.groups, entra.accounts = tenant(3).groups, tenant(3).accounts
     assert (await service.run(conn(), entra, run_id="r1", correlation_id="c1")).outcome == "completed"
     assert seen == [(clock.now() + LEASE).isoformat()]  # renewed from the new now, not left at the first until
-    lease = await service._entities.get(Table.LEASES, "demo", "sync")
+    lease = await service._state._entities.get(Table.LEASES, "demo", "sync")
     assert lease.data["owner"] == ""
     assert (await service.status("demo")).running is None
 
@@ -491,5 +495,5 @@ async def test_a_run_whose_lease_was_taken_over_writes_nothing(world: Any, monke
     with pytest.raises(Conflict, match="taken over"):
         await service.run(conn(), entra, run_id="r1", correlation_id="c1")
     assert await rows(directory) == {}
-    assert (await service._entities.get(Table.LEASES, "demo", "sync")).data["owner"] == "thief"
+    assert (await service._state._entities.get(Table.LEASES, "demo", "sync")).data["owner"] == "thief"
     assert (await service.last_run("demo"))["outcome"] == "failed"

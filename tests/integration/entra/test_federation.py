@@ -32,7 +32,8 @@ from shared.config import Connection
 from shared.domain.federation import IdpInputs
 from shared.errors import Conflict, InvalidInput, Transient
 from shared.services.federation import FederationService, IdpRequest
-from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore
+from tests.fake_repositories import FakeFederationWatch
+from tests.fakes import FakeAuditSink, FakeClock
 from tests.fixtures.entra import EntraFixture
 
 _KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -125,8 +126,8 @@ CONN = Connection.model_validate({"name": "demo", "tenantId": "8f1c2d3e-4b5a-4c6
 
 
 def service_for(tls_files: TlsFiles, clock: FakeClock, audit: FakeAuditSink,
-                entities: FakeEntityStore | None = None) -> FederationService:
-    return FederationService(audit=audit, clock=clock, entities=entities or FakeEntityStore(),
+                watched: FakeFederationWatch | None = None) -> FederationService:
+    return FederationService(audit=audit, clock=clock, watched=watched or FakeFederationWatch(),
                              metadata=HttpsMetadataSource(verify=tls_files.client_context(), timeout=2.0,
                                                                   private_addresses=True))
 
@@ -177,8 +178,8 @@ async def test_federate_from_metadata_then_watch_rollover_and_alerts(
 
     now = dt.datetime.now(dt.UTC)
     directory = GraphDomainDirectory(graph, claims=graph.token_claims)
-    audit, clock, entities = FakeAuditSink(), FakeClock(now), FakeEntityStore()
-    service = service_for(tls_files, clock, audit, entities)
+    audit, clock, watched = FakeAuditSink(), FakeClock(now), FakeFederationWatch()
+    service = service_for(tls_files, clock, audit, watched)
     current, upcoming = idp_certificate(40), idp_certificate(400, starts=30)
     issuer = "http://idp.example/adfs/services/trust"
     metadata_server.documents["/FederationMetadata.xml"] = metadata_xml(issuer, [current]).encode()

@@ -14,11 +14,13 @@ from typing import Any
 import pytest
 
 from local.entra.demo import DEMO_TENANT_ID
+from shared.adapters.leases import TableLeases
+from shared.adapters.subscription_records import TableSubscriptionRecords
 from shared.adapters.subscriptions import GraphSubscriptions
 from shared.config import Connection
 from shared.errors import Forbidden
 from shared.services.notifications import (
-    MARKER,
+    QUEUED_SCOPE,
     NotificationCollection,
     NotificationService,
     SubscriptionApi,
@@ -81,8 +83,10 @@ class Bridge:
 def bridge(entra_inprocess: InProcessEntra, receiver: Receiver) -> Bridge:
     entities, vault, audit = FakeEntityStore(), FakeSecretStore(), FakeAuditSink()
     runs, users = Requests(), KnownUsers()
-    service = NotificationService(sync=runs, entities=entities, secrets_store=vault, audit=audit,
-                                  clock=SystemClock(), base_url=receiver.url, users=users)
+    clock = SystemClock()
+    service = NotificationService(sync=runs, subscriptions=TableSubscriptionRecords(entities),
+                                  leases=TableLeases(entities, clock), secrets_store=vault, audit=audit, clock=clock,
+                                   base_url=receiver.url, users=users)
     api = GraphSubscriptions(SimGraph(entra_inprocess))
     conns = {c.name: c for c in (_conn("a"), _conn("b"))}
 
@@ -132,9 +136,10 @@ async def test_handshake_then_a_membership_change_queues_one_incremental_sync(
     await _add_members(entra_inprocess, 1)
     await settle(lambda: bridge.runs.runs)
     assert bridge.runs.runs == ["a"]
-    # Graph's body is never stored: the only row written is the queued-run marker.
+    # Graph's body is never stored: the only rows written are the subscriptions and the queued-run mark.
     rows = {k for (p, k) in bridge.entities.tables[Table.SYNCSTATE] if p == "a"}
-    assert rows == {"subscription.groups", "subscription.users", MARKER}
+    assert rows == {"subscription.groups", "subscription.users"}
+    assert {k for k in bridge.entities.tables[Table.LEASES]} == {("a", QUEUED_SCOPE)}
     assert not any(state in json.dumps(r.detail) for r in bridge.audit.records)
 
 
@@ -184,7 +189,7 @@ async def test_forged_missing_and_other_connections_notifications_are_refused_an
         await bridge.service.lifecycle(b, body(subscriptionId=sub_a, clientState=state_a, lifecycleEvent="missed"),
                                        _api(bridge), correlation_id="swap")
     assert bridge.runs.runs == []
-    assert not any(k == MARKER for (_, k) in bridge.entities.tables[Table.SYNCSTATE])
+    assert not bridge.entities.tables.get(Table.LEASES)
     refused = [r for r in bridge.audit.records if r.action == "notification.refused"]
     assert len(refused) == len(forged) + 2
     assert {r.connection for r in refused} == {"a", "b"}
@@ -290,8 +295,9 @@ async def test_a_run_meeting_a_held_lease_comes_back_soon_unless_another_is_queu
     from tests.fakes import FakeClock, FakeWorkQueue
 
     entities, queue, clock, runs = FakeEntityStore(), FakeWorkQueue(), FakeClock(), Requests()
-    service = NotificationService(sync=runs, entities=entities, secrets_store=FakeSecretStore(), audit=FakeAuditSink(),
-                                  clock=clock, base_url="https://bridge.example", queue=queue)
+    service = NotificationService(sync=runs, subscriptions=TableSubscriptionRecords(entities),
+                                  leases=TableLeases(entities, clock), secrets_store=FakeSecretStore(),
+                                  audit=FakeAuditSink(), clock=clock, base_url="https://bridge.example", queue=queue)
     conn = _conn("a")
     message = {"connection": "a", "kind": "sync", "args": {"notified": True}}
     assert await service.requeue(conn, message, correlation_id="c")

@@ -30,6 +30,7 @@ from shared.adapters.mds import HEAD, PARTITION, FidoMetadata
 from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.tables import TableEntityStore
+from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain.directory import UserRow
 from shared.domain.mds import root_certificate
@@ -109,7 +110,7 @@ async def world(sim: RunningEntra, azurite_connection_string: str, tls_files: Tl
     try:
         vault = FakeSecretStore(FakeClock())  # the audit key and anchors; this test is about Graph writes
         audit = TableAuditSink(tables, clock, VaultAuditKeys(lambda: vault, clock), VaultAuditAnchors(lambda: vault))
-        directory = Directory(tables)
+        directory = Directory(TableUsers(tables))
         devices = DeviceService(directory=directory, **device_repositories(tables), audit=audit, queue=queue,
                                 clock=clock)
         metadata = FidoMetadata(tables, clock, url=f"{sim.url}/mds3/",

@@ -21,9 +21,12 @@ import pytest
 from local.authenticator import SoftwareAuthenticator
 from local.eventgrid.process import RunningTopic
 from shared.adapters.events import EventGridSink, TableEventOutbox
+from shared.adapters.leases import TableLeases
 from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.rotations import TableRotations
+from shared.adapters.syncstate import TableSyncState
 from shared.adapters.tables import TableEntityStore
+from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain.directory import Enrollment, UserRow
 from shared.domain.events import Event, EventType
@@ -93,7 +96,8 @@ class World:
     sender: EventGridSink
 
     def publisher(self, sender: Any = None) -> EventPublisher:
-        return EventPublisher(log_=self.outbox, sink=sender or self.sender, clock=self.clock)
+        return EventPublisher(log_=self.outbox, leases=TableLeases(self.store, self.clock), sink=sender or self.sender,
+                              clock=self.clock)
 
     async def publish(self) -> None:
         await self.publisher().drain(self.name)
@@ -130,7 +134,8 @@ async def world(azurite_connection_string: str, eventgrid: RunningTopic, tls_fil
 
 
 def sync_service(w: World, outbox: Any = None) -> SyncService:
-    return SyncService(directory=Directory(w.store), entities=w.store, audit=FakeAuditSink(), queue=FakeWorkQueue(),
+    return SyncService(directory=Directory(TableUsers(w.store)), state=TableSyncState(w.store),
+                       leases=TableLeases(w.store, w.clock), audit=FakeAuditSink(), queue=FakeWorkQueue(),
                        clock=w.clock, secrets=FakeSecretStore(w.clock), events=outbox or w.outbox)
 
 
@@ -232,7 +237,7 @@ async def test_rotation_stopped_before_its_event_announces_it_on_the_replay(worl
 
 
 async def test_devices_and_passkeys_announce_each_change_once(world: World) -> None:
-    directory = Directory(world.store)
+    directory = Directory(TableUsers(world.store))
     await directory.put(world.name, UserRow(id="u1", upn="ann@contoso.example"))
     queue = FakeWorkQueue()
     devices = DeviceService(directory=directory, **device_repositories(world.store), audit=FakeAuditSink(), queue=queue,
@@ -331,7 +336,7 @@ async def test_the_feed_returns_the_same_events_in_order_after_a_restart(world: 
 
 
 async def test_an_enrollment_move_stopped_before_its_event_is_announced_by_the_sweep(world: World) -> None:
-    directory = Directory(world.store)
+    directory = Directory(TableUsers(world.store))
     await directory.put(world.name, UserRow(id="u1", upn="ann@contoso.example"))
     await directory.put(world.name, UserRow(id="u2", upn="bob@contoso.example"))
 
@@ -392,7 +397,7 @@ class Enrolling:
 
 @pytest.fixture
 async def enrolling(world: World) -> Enrolling:
-    directory = Directory(world.store)
+    directory = Directory(TableUsers(world.store))
     await directory.put(world.name, UserRow(id="u1", upn="ann@contoso.example"))
     found = Enrolling(world, directory, RegisteringGraph())
     await found.devices().register(world.conn, "dev-1", DeviceRegistration(user="u1", display_name="key",
@@ -463,7 +468,7 @@ async def test_a_registration_whose_enrollment_write_failed_announces_only_the_p
         async def put(self, connection: str, row: UserRow) -> None:
             raise Transient("the users table did not answer")
 
-    real, enrolling.directory = enrolling.directory, Failing(w.store)
+    real, enrolling.directory = enrolling.directory, Failing(TableUsers(w.store))
     with pytest.raises(Transient):  # the registry row is written, the user's row is not
         await enrolling.register()
     enrolling.directory = real

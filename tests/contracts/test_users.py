@@ -1,0 +1,75 @@
+"""The UserRepository contract, on the in-memory stand-in and on the Table adapter over Azurite."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from shared.adapters.users import TableUsers
+from shared.domain.directory import UserRow
+from shared.services.directory import Directory
+from shared.services.ports import UserRepository
+from tests.fake_repositories import FakeUsers
+
+
+@pytest.fixture(params=["memory", "table"])
+def users(request: pytest.FixtureRequest) -> UserRepository:
+    if request.param == "memory":
+        return FakeUsers()
+    # Few partitions: the scan of a connection bigger than a page is read partition by partition.
+    return TableUsers(request.getfixturevalue("store"), partitions=8)
+
+
+@pytest.fixture
+def conn() -> str:
+    return f"conn{uuid.uuid4().hex[:8]}"
+
+
+def _row(n: int, **update: object) -> UserRow:
+    return UserRow(id=f"{n:08x}-0000-0000-0000-000000000000", upn=f"user{n}@contoso.example").model_copy(
+        update=update)
+
+
+async def test_a_row_is_written_read_replaced_and_deleted(users: UserRepository, conn: str) -> None:
+    assert await users.is_empty(conn)
+    assert await users.get(conn, _row(1).id) is None
+    await users.put(conn, _row(1))
+    assert await users.get(conn, _row(1).id) == _row(1)
+    await users.put(conn, _row(1, upn="renamed@contoso.example"))
+    found = await users.get(conn, _row(1).id)
+    assert found is not None
+    assert found.upn == "renamed@contoso.example"
+    await users.delete(conn, _row(1).id)
+    await users.delete(conn, _row(1).id)  # absent counts as deleted
+    assert await users.get(conn, _row(1).id) is None
+    assert await users.is_empty(conn)
+
+
+async def test_many_rows_by_id_leave_absent_ones_out(users: UserRepository, conn: str) -> None:
+    await users.put_many(conn, [_row(n) for n in range(10)])
+    found = await users.get_many(conn, [_row(2).id, _row(5).id, _row(99).id, _row(2).id])
+    assert found == {_row(2).id: _row(2), _row(5).id: _row(5)}
+
+
+async def test_batches_are_written_whole_and_scanned_once_each(users: UserRepository, conn: str) -> None:
+    rows = [_row(n) for n in range(1_250)]
+    directory = Directory(users)
+    batches = directory.batches(conn, rows)
+    for batch in batches:
+        assert 0 < len(batch) <= users.batch_rows
+        assert len({users.batch_key(conn, r.id) for r in batch}) == 1
+        await users.put_many(conn, batch)
+    await users.put(f"{conn}x", _row(5_000))  # another connection, whose name extends this one's
+    scanned = [r.id async for r in users.scan(conn)]
+    assert sorted(scanned) == sorted(r.id for r in rows)
+    assert scanned == [r.id async for r in users.scan(conn)]  # a stable order
+    assert await users.count(conn) == 1_250
+    assert not await users.is_empty(conn)
+
+
+async def test_a_connections_rows_are_its_own(users: UserRepository, conn: str) -> None:
+    await users.put(conn, _row(1))
+    assert await users.get(f"{conn}x", _row(1).id) is None
+    assert await users.is_empty(f"{conn}x")
+    assert users.batch_key(conn, _row(1).id) != users.batch_key(f"{conn}x", _row(1).id)
