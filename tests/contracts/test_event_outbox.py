@@ -54,20 +54,6 @@ async def test_held_events_wait_for_their_run(event_outbox: Outbox) -> None:
     assert await event_outbox.held(conn) == {}
 
 
-async def test_the_lease_has_one_owner_until_it_expires_or_is_given_back(event_outbox: Outbox,
-                                                                         contract_clock: FakeClock) -> None:
-    conn = connection()
-    assert await event_outbox.lease(conn, "a", 60)
-    assert not await event_outbox.lease(conn, "b", 60)
-    assert await event_outbox.lease(conn, "a", 60)  # extended
-    await event_outbox.unlease(conn, "b")  # not b's to give
-    assert not await event_outbox.lease(conn, "b", 60)
-    contract_clock.advance(seconds=61)
-    assert await event_outbox.lease(conn, "b", 60)
-    await event_outbox.unlease(conn, "b")
-    assert await event_outbox.lease(conn, "a", 60)
-
-
 async def test_sequencing_gives_each_event_one_place_and_the_feed_pages(event_outbox: Outbox) -> None:
     conn = connection()
     await event_outbox.record([event(conn, n) for n in range(1, 6)])

@@ -38,7 +38,7 @@ class Publisher(EventPublisher):
     """The publisher whose drains answer `outcomes` in turn."""
 
     def __init__(self, outcomes: list[Any] | None = None) -> None:
-        super().__init__(log_=None, sink=None, clock=FakeClock())  # type: ignore[arg-type]
+        super().__init__(log_=None, leases=None, sink=None, clock=FakeClock())  # type: ignore[arg-type]
         self.outcomes = outcomes or []
 
     async def drain(self, connection: str, *, limit: int = 10_000) -> Drained:
