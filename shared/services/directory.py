@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 
 from pydantic import ValidationError
 
@@ -194,15 +194,19 @@ class Directory:
         return [group[start:start + TRANSACTION_ROWS] for group in by_partition.values()
                 for start in range(0, len(group), TRANSACTION_ROWS)]
 
-    async def put_many(self, connection: str, rows: Sequence[UserRow]) -> None:
+    async def put_many(self, connection: str, rows: Sequence[UserRow], *, new: Collection[str] | None = None) -> None:
         """Create or replace many rows: in transactions of up to 100 rows of a partition when the store has
         them, else one by one. Give it one of `batches` to make it a single transaction.
 
+        With `new` (the ids of the rows known not to be stored yet), the others are known to be stored:
+        each row is then inserted or replaced as such, not looked up by the store first (Azurite scans the
+        row's partition for every lookup). A row that turns out otherwise fails its transaction.
         A failure raises; rows of earlier transactions stay written.
         """
         entities = [Entity(partition_of(connection, row.id), row.id, row.to_row()) for row in rows]
         if isinstance(self._entities, BatchEntityStore):
-            await self._entities.upsert_many(Table.USERS, entities)
+            exists = None if new is None else {row.id: row.id not in new for row in rows}
+            await self._entities.upsert_many(Table.USERS, entities, exists=exists)
             return
         for entity in entities:
             await self._entities.upsert(Table.USERS, entity)

@@ -97,6 +97,14 @@ Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
+class _Planned:
+    """A page of a full run's planned rows on their way to the writer, and which of them are additions."""
+
+    rows: list[UserRow]
+    new: set[str]
+
+
+@dataclass(frozen=True)
 class DeltaRead:
     """A complete delta round: every item of every page, and the deltaLink for the next round."""
 
@@ -596,10 +604,10 @@ class SyncService:
         pages: list[str] = []  # the keys of the pages whose events are held
         planned = {"add": 0, "update": 0}
         ids: dict[str, list[str]] = {"add": [], "update": [], "remove": []}
-        queue: asyncio.Queue[list[UserRow] | None] = asyncio.Queue(maxsize=QUEUE_PAGES)
+        queue: asyncio.Queue[_Planned | None] = asyncio.Queue(maxsize=QUEUE_PAGES)
         drain = None if run.dry_run else asyncio.get_running_loop().create_task(self._drain(run, queue))
 
-        async def offer(rows: list[UserRow] | None) -> None:
+        async def offer(rows: _Planned | None) -> None:
             if drain is None:
                 return
             if drain.done():
@@ -645,7 +653,7 @@ class SyncService:
                     key = f"{report.run_id}.{len(pages):06d}"
                     if await self._hold(run, key, before, changes):
                         pages.append(key)
-                await offer([*changes.add, *changes.update])
+                await offer(_Planned([*changes.add, *changes.update], {row.id for row in changes.add}))
             if run.progress:
                 run.progress("read", len(seen), 0)
 
@@ -683,19 +691,20 @@ class SyncService:
                            group_links=links, tree=tree, in_scope=len(seen))
         return _Imported(state=state, seen=seen, dirty=tree.groups())
 
-    async def _drain(self, run: _Run, queue: asyncio.Queue[list[UserRow] | None]) -> None:
+    async def _drain(self, run: _Run, queue: asyncio.Queue[_Planned | None]) -> None:
         """Write planned rows as they come: a partition's rows go as one transaction once there are
         TRANSACTION_ROWS of them (the rest at the end), BATCH_CONCURRENCY transactions at a time."""
         conn, report = run.conn, run.report
         pending: dict[str, list[UserRow]] = {}
+        new: set[str] = set()  # the ids of pending rows planned as additions
         semaphore = asyncio.Semaphore(BATCH_CONCURRENCY)
         in_flight: set[asyncio.Task[None]] = set()
         done = 0
 
-        async def send(chunk: list[UserRow]) -> None:
+        async def send(chunk: list[UserRow], added: set[str]) -> None:
             nonlocal done
             try:
-                await self._write(conn, chunk, report)
+                await self._write(conn, chunk, report, new=added)
             finally:
                 semaphore.release()
             done += len(chunk)
@@ -706,15 +715,18 @@ class SyncService:
             if run.lease.lost:
                 raise Conflict(f"the sync lease of {conn.name!r} was taken over by another run; nothing more written")
             await semaphore.acquire()
-            task = asyncio.get_running_loop().create_task(send(chunk))
+            added = {row.id for row in chunk if row.id in new}
+            new.difference_update(added)
+            task = asyncio.get_running_loop().create_task(send(chunk, added))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
             for finished in [t for t in list(in_flight) if t.done()]:
                 finished.result()
 
         try:
-            while (rows := await queue.get()) is not None:
-                for row in rows:
+            while (planned := await queue.get()) is not None:
+                new.update(planned.new)
+                for row in planned.rows:
                     partition = partition_of(conn.name, row.id)
                     chunk = pending.setdefault(partition, [])
                     chunk.append(row)
@@ -942,10 +954,12 @@ class SyncService:
         done = 0
         semaphore = asyncio.Semaphore(BATCH_CONCURRENCY)
 
+        new = {row.id for row in changes.add}
+
         async def write(chunk: list[UserRow]) -> None:
             nonlocal done
             async with semaphore:
-                await self._write(conn, chunk, report)
+                await self._write(conn, chunk, report, new=new)
                 done += len(chunk)
                 if progress:
                     progress("write", done, len(rows))
@@ -964,16 +978,22 @@ class SyncService:
         await asyncio.gather(*(remove(row) for row in changes.remove))
         report.removed = len(changes.remove)
 
-    async def _write(self, conn: Connection, chunk: list[UserRow], report: SyncReport) -> None:
+    async def _write(self, conn: Connection, chunk: list[UserRow], report: SyncReport, *,
+                     new: Collection[str] | None = None) -> None:
         """Write rows of one partition: one storage transaction (Table storage takes 100 rows of a partition
         at once); an upsert is safe to repeat, so a dropped connection or a busy answer gets one more try, and
-        a refused transaction is written row by row, so a bad row costs one error."""
+        a refused transaction is written row by row, so a bad row costs one error.
+
+        With `new` (the planned additions; every other row was read, so it is stored) the rows are inserted
+        or replaced as such instead of inserted-or-replaced; a row that turned out otherwise (a write of
+        another process between the read and this one) fails the transaction, and the row-by-row retry
+        inserts or replaces it."""
         try:
             try:
-                await self._directory.put_many(conn.name, chunk)
+                await self._directory.put_many(conn.name, chunk, new=new)
             except (Transient, Throttled) as err:
                 await asyncio.sleep(min(getattr(err, "retry_after", 0.0) or 0.5, 5.0))
-                await self._directory.put_many(conn.name, chunk)
+                await self._directory.put_many(conn.name, chunk, new=new)
         except BridgeError as err:
             log.info("a batch of %d users was refused (%s); writing them one by one", len(chunk), err.detail)
             for row in chunk:
