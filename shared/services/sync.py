@@ -955,6 +955,12 @@ class SyncService:
         semaphore = asyncio.Semaphore(BATCH_CONCURRENCY)
 
         new = {row.id for row in changes.add}
+        removed = {row.id for row in changes.remove}
+        removing = asyncio.Semaphore(REMOVAL_CONCURRENCY)
+
+        async def remove(row: UserRow) -> None:
+            async with removing:
+                await self._remove(conn, row, correlation_id)
 
         async def write(chunk: list[UserRow]) -> None:
             nonlocal done
@@ -963,19 +969,14 @@ class SyncService:
                 done += len(chunk)
                 if progress:
                     progress("write", done, len(rows))
+            # The chunk's removed users are stored: their removals (secret, audit) start while other
+            # transactions are still being written. Each is its own audit chain (by target) and secret.
+            await asyncio.gather(*(remove(row) for row in chunk if row.id in removed))
 
         await asyncio.gather(*(write(batch) for batch in self._directory.batches(conn.name, rows)))
         if progress:
             progress("write", len(rows), len(rows))
         report.added, report.updated = len(changes.add), len(changes.update)
-        removing = asyncio.Semaphore(REMOVAL_CONCURRENCY)
-
-        async def remove(row: UserRow) -> None:
-            async with removing:
-                await self._remove(conn, row, correlation_id)
-
-        # Each removal is its own audit chain (by target) and secret: independent of the others.
-        await asyncio.gather(*(remove(row) for row in changes.remove))
         report.removed = len(changes.remove)
 
     async def _write(self, conn: Connection, chunk: list[UserRow], report: SyncReport, *,
