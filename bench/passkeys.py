@@ -144,8 +144,9 @@ class TimedStore:
     async def delete(self, table: Table, partition_key: str, row_key: str, *, etag: str | None = None) -> None:
         await _timed(self._kind, lambda: self._inner.delete(table, partition_key, row_key, etag=etag))
 
-    async def upsert_many(self, table: Table, entities: Sequence[Entity]) -> None:
-        await _timed(self._kind, lambda: self._inner.upsert_many(table, entities))
+    async def upsert_many(self, table: Table, entities: Sequence[Entity], *,
+                          exists: Mapping[str, bool] | None = None) -> None:
+        await _timed(self._kind, lambda: self._inner.upsert_many(table, entities, exists=exists))
 
     async def query(self, table: Table, partition_key: str, *, row_key_from: str | None = None,
                     row_key_to: str | None = None, limit: int | None = None) -> AsyncIterator[Entity]:

@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,9 @@ from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.services.directory import Directory
 from shared.services.enrollment_groups import EnrollmentGroups
+from shared.services.ports import Entity
 from shared.services.sync import SyncReport, SyncService
+from shared.topology import Table
 
 #: The 100,000-user import's goal (docs/sync.md: the larger of Graph's paging and Azurite's writes),
 #: scaled with the tenant's size.
@@ -115,12 +117,72 @@ def _audit(tables: TableEntityStore, clock: SystemClock) -> TableAuditSink:
     vault = FakeSecretStore()
     return TableAuditSink(tables, clock, VaultAuditKeys(lambda: vault, clock), VaultAuditAnchors(lambda: vault))
 
+class _Busy:
+    """Wall time during which at least one request of a kind was in flight, and how many were made."""
+
+    def __init__(self) -> None:
+        self.seconds, self.count, self._open, self._since = 0.0, 0, 0, 0.0
+
+    @contextlib.asynccontextmanager
+    async def timing(self, count: int = 1) -> AsyncIterator[None]:
+        if self._open == 0:
+            self._since = time.perf_counter()
+        self._open += 1
+        try:
+            yield
+        finally:
+            self._open -= 1
+            self.count += count
+            if self._open == 0:
+                self.seconds += time.perf_counter() - self._since
+
+
+class TimedTables(TableEntityStore):
+    """The Table adapter, timing its point reads, its transactions and its other writes: where a run's
+    storage time goes (Azurite serves one request at a time, so the three add up to its share)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reads, self.transactions, self.writes = _Busy(), _Busy(), _Busy()
+
+    def busy(self) -> tuple[float, float, float]:
+        return self.reads.seconds, self.transactions.seconds, self.writes.seconds
+
+    def counts(self) -> tuple[int, int, int]:
+        return self.reads.count, self.transactions.count, self.writes.count
+
+    async def get(self, table: Table, partition_key: str, row_key: str) -> Entity | None:
+        async with self.reads.timing():
+            return await super().get(table, partition_key, row_key)
+
+    async def upsert_many(self, table: Table, entities: Sequence[Entity], *,
+                          exists: Mapping[str, bool] | None = None) -> None:
+        async with self.transactions.timing(len(entities)):
+            await super().upsert_many(table, entities, exists=exists)
+
+    async def insert(self, table: Table, entity: Entity) -> Entity:
+        async with self.writes.timing():
+            return await super().insert(table, entity)
+
+    async def upsert(self, table: Table, entity: Entity) -> Entity:
+        async with self.writes.timing():
+            return await super().upsert(table, entity)
+
+    async def update(self, table: Table, entity: Entity) -> Entity:
+        async with self.writes.timing():
+            return await super().update(table, entity)
+
+    async def delete(self, table: Table, partition_key: str, row_key: str, *, etag: str | None = None) -> None:
+        async with self.writes.timing():
+            await super().delete(table, partition_key, row_key, etag=etag)
+
+
 @dataclass
 class World:
     """The production adapters and the sync service on one stack."""
 
     graph: GraphGateway
-    tables: TableEntityStore
+    tables: TimedTables
     sync: SyncService
 
 
@@ -128,7 +190,8 @@ class World:
 async def open_world(tenant_id: str, entra_url: str, storage: str, ca: str) -> AsyncIterator[World]:
     """Adapters and services as the function app builds them, closed afterwards."""
     clock = SystemClock()
-    tables = TableEntityStore.from_connection_string(storage)
+    tables = TimedTables.from_connection_string(storage)
+    assert isinstance(tables, TimedTables)
     queue = StorageWorkQueue.from_connection_string(storage)
     credential = ClientSecretCredential(tenant_id, BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET, authority=entra_url,
                                         connection_verify=ca)
@@ -158,6 +221,10 @@ class Measured:
     requests: float
     throttled: float
     rows_read: int
+    #: Wall seconds with a point read, a transaction, another write in flight; how many of each (rows for
+    #: transactions).
+    busy: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    counts: tuple[int, int, int] = (0, 0, 0)
 
 
 def cpu_seconds() -> float:
@@ -170,16 +237,20 @@ async def measure(world: World, conn: Connection, admin: Admin, run_id: str, *, 
     """Run one sync and read the simulator's counters around it."""
     before = admin("GET", "/_sim/counters", None)
     rows = world.tables.rows_read
+    busy, counts = world.tables.busy(), world.tables.counts()
     started, cpu = time.perf_counter(), cpu_seconds()
     report = await world.sync.run(conn, GraphDirectoryReader(world.graph), run_id=run_id, correlation_id=run_id,
                                   dry_run=dry_run)
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     rows = world.tables.rows_read - rows
+    busy = tuple(b - a for a, b in zip(busy, world.tables.busy(), strict=True))  # type: ignore[assignment]
+    counts = tuple(b - a for a, b in zip(counts, world.tables.counts(), strict=True))  # type: ignore[assignment]
     after = admin("GET", "/_sim/counters", None)
     if report.outcome != ("dry-run" if dry_run else "completed"):
         raise SystemExit(f"sync {run_id} ended {report.outcome}: {report.alert}")
     return Measured(report, seconds, cpu, after["resourceUnits"] - before["resourceUnits"],
-                    after["requests"] - before["requests"], after["throttled"] - before["throttled"], rows)
+                    after["requests"] - before["requests"], after["throttled"] - before["throttled"], rows,
+                    busy, counts)
 
 
 async def tree_groups(tables: TableEntityStore, connection_name: str) -> dict[str, list[str]]:
@@ -296,7 +367,9 @@ async def scenarios(users: int, changes: list[int], read_only: bool, tenant_id: 
             line = (f"sync {users} incremental, {count} changes: {run.seconds:.2f} s (own CPU "
                     f"{run.cpu_seconds:.1f} s), {run.resource_units:.0f} RU, {run.requests:.0f} Graph requests, "
                     f"rows read {run.rows_read}{per_change} (added {run.report.added}, updated {run.report.updated}, "
-                    f"removed {run.report.removed}, unchanged {run.report.unchanged}, mode {run.report.mode})")
+                    f"removed {run.report.removed}, unchanged {run.report.unchanged}, mode {run.report.mode}; "
+                    f"storage busy: {run.counts[0]} point reads {run.busy[0]:.2f} s, {run.counts[1]} rows in "
+                    f"transactions {run.busy[1]:.2f} s, {run.counts[2]} other writes {run.busy[2]:.2f} s)")
             ratios = {f"rows {count}": run.rows_read / allowed}
             if count == 0:
                 ratios[f"time {count}"] = run.seconds / IDLE_TARGET_S

@@ -4,9 +4,14 @@ azure-data-tables builds and parses this body with Python's `email` package, whi
 of CPU per row and made a 100,000-user import CPU-bound in our own process. The format is small and
 documented (https://learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions),
 so the Table adapter writes it here and sends it like its other entity requests
-(shared.adapters.table_rest: the SDK's authentication policy, azure-core's retries). Only Insert Or
-Replace Entity is needed
-(https://learn.microsoft.com/rest/api/storageservices/insert-or-replace-entity).
+(shared.adapters.table_rest: the SDK's authentication policy, azure-core's retries). Three operations
+are used: Insert Or Replace Entity
+(https://learn.microsoft.com/rest/api/storageservices/insert-or-replace-entity) for a row that may or
+may not exist, Insert Entity (https://learn.microsoft.com/rest/api/storageservices/insert-entity) for
+a row known to be new, and Update Entity with `If-Match: *`
+(https://learn.microsoft.com/rest/api/storageservices/update-entity2) for a row known to exist. On
+Azure each is one entity operation; Azurite looks the row up once for an insert or an update and twice
+for an insert-or-replace, a scan of the row's partition each time.
 
 Property values follow the JSON payload format
 (https://learn.microsoft.com/rest/api/storageservices/payload-format-for-table-service-operations):
@@ -79,16 +84,26 @@ def entity_json(properties: Mapping[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
-def _operation(account_url: str, table: str, entity: Mapping[str, Any], content_id: int, boundary: str) -> bytes:
+#: What a transaction does with a row: insert or replace it (UPSERT), insert it (INSERT, refused with
+#: 409 when it exists) or replace it (UPDATE, refused with 404 when it does not).
+UPSERT, INSERT, UPDATE = "upsert", "insert", "update"
+
+
+def _operation(account_url: str, table: str, entity: Mapping[str, Any], content_id: int, boundary: str,
+               kind: str = UPSERT) -> bytes:
     body = entity_json(entity).encode()
-    address = (f"{account_url}/{table}(PartitionKey='{key_literal(entity['PartitionKey'])}',"
-               f"RowKey='{key_literal(entity['RowKey'])}')")
+    if kind == INSERT:
+        request = f"POST {account_url}/{table} HTTP/1.1\r\n"
+    else:
+        address = (f"{account_url}/{table}(PartitionKey='{key_literal(entity['PartitionKey'])}',"
+                   f"RowKey='{key_literal(entity['RowKey'])}')")
+        request = f"PUT {address} HTTP/1.1\r\n" + ("If-Match: *\r\n" if kind == UPDATE else "")
     head = (f"--{boundary}\r\n"
             "Content-Type: application/http\r\n"
             "Content-Transfer-Encoding: binary\r\n"
             f"Content-ID: {content_id}\r\n"
             "\r\n"
-            f"PUT {address} HTTP/1.1\r\n"
+            f"{request}"
             "Content-Type: application/json\r\n"
             "Accept: application/json;odata=nometadata\r\n"
             "Prefer: return-no-content\r\n"
@@ -107,9 +122,11 @@ class Transaction:
     rows: int
 
 
-def upsert_transactions(account_url: str, table: str, entities: Sequence[Mapping[str, Any]]) -> Iterator[Transaction]:
-    """Insert Or Replace transactions for `entities` (one partition, each row once), split so that each
-    holds at most TRANSACTION_ROWS operations and MAX_PAYLOAD bytes.
+def upsert_transactions(account_url: str, table: str, entities: Sequence[Mapping[str, Any]],
+                        kinds: Sequence[str] | None = None) -> Iterator[Transaction]:
+    """Transactions writing `entities` (one partition, each row once), split so that each holds at most
+    TRANSACTION_ROWS operations and MAX_PAYLOAD bytes. `kinds` gives each entity's operation (UPSERT,
+    INSERT or UPDATE); without it every row is inserted or replaced.
 
     Raises ValueError for a single entity that alone exceeds the payload limit.
     """
@@ -119,15 +136,16 @@ def upsert_transactions(account_url: str, table: str, entities: Sequence[Mapping
     changeset = f"changeset_{uuid.uuid4()}"
     # Envelope: the batch part's headers and the two closing delimiters.
     envelope = 200 + 2 * len(changeset)
-    for entity in entities:
-        operation = _operation(account_url, table, entity, len(operations) + 1, changeset)
+    for n, entity in enumerate(entities):
+        kind = kinds[n] if kinds is not None else UPSERT
+        operation = _operation(account_url, table, entity, len(operations) + 1, changeset, kind)
         if envelope + len(operation) > MAX_PAYLOAD:
             raise ValueError(f"row {entity['RowKey']!r} is {len(operation)} bytes; a transaction holds "
                              f"{MAX_PAYLOAD} bytes")
         if operations and (len(operations) == TRANSACTION_ROWS or envelope + size + len(operation) > MAX_PAYLOAD):
             yield _transaction(operations, changeset)
             operations, size, changeset = [], 0, f"changeset_{uuid.uuid4()}"
-            operation = _operation(account_url, table, entity, 1, changeset)
+            operation = _operation(account_url, table, entity, 1, changeset, kind)
         operations.append(operation)
         size += len(operation)
     if operations:

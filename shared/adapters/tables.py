@@ -61,6 +61,13 @@ _READ = {"Accept": MINIMAL_METADATA}
 _WRITE = {"Accept": _NO_METADATA, "Content-Type": "application/json", "Prefer": "return-no-content"}
 
 
+def _kind(exists: bool | None) -> str:
+    """The transaction operation for what a caller knows of a row: it exists, it does not, or nothing."""
+    if exists is None:
+        return table_batch.UPSERT
+    return table_batch.UPDATE if exists else table_batch.INSERT
+
+
 def check_key(kind: str, value: str) -> str:
     """Reject a PartitionKey/RowKey that Table storage would refuse, naming the key."""
     if not value or len(value) > 1024 or _FORBIDDEN_KEY.search(value):
@@ -255,10 +262,15 @@ class TableEntityStore:
         NotFound when the row is gone."""
         return await self._write("PUT", table, entity, address=True, if_match=entity.etag or "*")
 
-    async def upsert_many(self, table: Table, entities: Sequence[Entity]) -> None:
+    async def upsert_many(self, table: Table, entities: Sequence[Entity], *,
+                          exists: Mapping[str, bool] | None = None) -> None:
         """Create or replace rows in entity-group transactions of up to 100 rows of one partition.
 
-        A row key given twice keeps its last version (a transaction may touch a row once). The
+        A row key given twice keeps its last version (a transaction may touch a row once). `exists`
+        says, by row key, what the caller knows of a row: True, it exists (Update Entity, any version:
+        a transaction that finds it gone fails with NotFound); False, it does not (Insert Entity:
+        Conflict if it does). Other rows are inserted or replaced. Each is one operation on Azure;
+        Azurite looks a row up once for an insert or update and twice for an insert-or-replace. The
         transactions are encoded by shared.adapters.table_batch.
         """
         name = await self._table(table)
@@ -267,8 +279,9 @@ class TableEntityStore:
             partitions.setdefault(entity.partition_key, {})[entity.row_key] = entity
         prepared = {partition: [_to_properties(e) for e in rows.values()] for partition, rows in partitions.items()}
         for partition, rows in prepared.items():
+            kinds = None if not exists else [_kind(exists.get(row["RowKey"])) for row in rows]
             try:
-                transactions = list(table_batch.upsert_transactions(self._rest.account_url, name, rows))
+                transactions = list(table_batch.upsert_transactions(self._rest.account_url, name, rows, kinds))
             except ValueError as exc:
                 raise InvalidInput(str(exc), field="entity") from None
             sent = 0

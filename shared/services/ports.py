@@ -235,9 +235,12 @@ TRANSACTION_ROWS = 100
 class BatchEntityStore(Protocol):
     """An EntityStore that can also write many rows of one partition in few requests."""
 
-    async def upsert_many(self, table: Table, entities: Sequence[Entity]) -> None:
+    async def upsert_many(self, table: Table, entities: Sequence[Entity], *,
+                          exists: Mapping[str, bool] | None = None) -> None:
         """Create or replace rows, in all-or-nothing groups of up to TRANSACTION_ROWS rows of one partition.
 
+        `exists` tells, by row key, rows known to exist (True: replaced, NotFound if gone) or known to be
+        new (False: inserted, Conflict if present); the others are inserted or replaced.
         A failed group raises; the groups written before it stay written.
         """
         ...

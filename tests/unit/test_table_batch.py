@@ -116,3 +116,17 @@ def test_a_failed_answer_names_the_code_and_the_operation() -> None:
 def test_an_unreadable_error_body_still_fails() -> None:
     failed = table_batch.failure([Part(status=500, body=b"<html>oops</html>")], 1)
     assert failed == table_batch.Failure(status=500, code="Unknown", index=None)
+
+
+def test_rows_known_new_are_inserts_and_rows_known_stored_are_updates_of_any_version() -> None:
+    rows = [{"PartitionKey": "p", "RowKey": key, "n": n} for n, key in enumerate(("a", "b", "c"))]
+    kinds = [table_batch.INSERT, table_batch.UPDATE, table_batch.UPSERT]
+    (transaction,) = table_batch.upsert_transactions(ACCOUNT, "users", rows, kinds)
+    body = transaction.body.decode()
+    # Insert Entity posts to the table; Update Entity and Insert Or Replace put to the entity's address,
+    # and only the update carries If-Match (https://learn.microsoft.com/rest/api/storageservices/update-entity2).
+    assert f"POST {ACCOUNT}/users HTTP/1.1\r\nContent-Type: application/json\r\n" in body
+    assert f"PUT {ACCOUNT}/users(PartitionKey='p',RowKey='b') HTTP/1.1\r\nIf-Match: *\r\n" in body
+    assert f"PUT {ACCOUNT}/users(PartitionKey='p',RowKey='c') HTTP/1.1\r\nContent-Type: application/json\r\n" in body
+    assert body.count("If-Match") == 1
+    assert '"RowKey":"a"' in body  # an insert names its keys in the body

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from shared.adapters.tables import TableEntityStore
-from shared.errors import InvalidInput
+from shared.errors import Conflict, InvalidInput, NotFound
 from shared.services.ports import BatchEntityStore, Entity
 from shared.topology import Table
 
@@ -27,6 +27,25 @@ async def test_upsert_many_writes_every_row_of_every_partition(store: TableEntit
     assert len(found_b) == 7
     assert found_a["u0001"] == {"upn": "again@contoso.example"}
     assert found_a["u0002"] == {"upn": "u2@contoso.example", "groups": ["g1"]}
+
+
+async def test_rows_known_new_are_inserted_and_rows_known_stored_replaced(store: TableEntityStore) -> None:
+    pk = f"conn-{uuid.uuid4().hex[:8]}.001"
+    await store.upsert(Table.USERS, Entity(pk, "stored", {"upn": "old@contoso.example", "extra": 1}))
+    rows = [Entity(pk, "stored", {"upn": "new@contoso.example"}), Entity(pk, "fresh", {"upn": "f@contoso.example"}),
+            Entity(pk, "either", {"upn": "e@contoso.example"})]
+    await store.upsert_many(Table.USERS, rows, exists={"stored": True, "fresh": False})
+    found = {e.row_key: e.data async for e in store.query(Table.USERS, pk)}
+    assert found == {"stored": {"upn": "new@contoso.example"}, "fresh": {"upn": "f@contoso.example"},
+                     "either": {"upn": "e@contoso.example"}}
+    # What the caller knew turned out wrong: the whole transaction is refused, nothing of it written.
+    with pytest.raises(Conflict):
+        await store.upsert_many(Table.USERS, [Entity(pk, "other", {"a": 1}), Entity(pk, "fresh", {"a": 2})],
+                                exists={"other": False, "fresh": False})
+    with pytest.raises(NotFound):
+        await store.upsert_many(Table.USERS, [Entity(pk, "other", {"a": 1}), Entity(pk, "gone", {"a": 2})],
+                                exists={"gone": True})
+    assert {e.row_key async for e in store.query(Table.USERS, pk)} == {"stored", "fresh", "either"}
 
 
 async def test_upsert_many_refuses_a_bad_row_before_sending(store: TableEntityStore) -> None:
