@@ -54,7 +54,7 @@ from local.vault.process import running as vault_running
 from shared.adapters.audit import TableAuditSink, VaultAuditAnchors, VaultAuditKeys
 from shared.adapters.events import TableEventOutbox
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
-from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.tables import TableEntityStore
 from shared.config import Connection

@@ -14,7 +14,7 @@ from functions import answers
 from functions.http import ADMIN, Call, Plain, Reply, route
 from functions.work import job
 from shared import logs
-from shared.adapters.domains import GraphDomainDirectory
+from shared.adapters.graph.domains import GraphDomainDirectory
 from shared.adapters.identity import ssl_context
 from shared.adapters.metadata import HttpsMetadataSource
 from shared.bootstrap import Bridge, bridge

@@ -20,17 +20,17 @@ from typing import Any, Literal
 from shared import logs
 from shared.adapters import identity
 from shared.adapters.audit import AuditReader, TableAuditSink, VaultAuditAnchors, VaultAuditKeys
-from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.events import EventGridSink, TableEventOutbox
 from shared.adapters.export import GraphExportDirectory
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
+from shared.adapters.graph.fido2 import GraphPasskeyDirectory
+from shared.adapters.graph.passwords import GraphPasswordDirectory
+from shared.adapters.graph.subscriptions import GraphSubscriptions
+from shared.adapters.graph.users import GraphDirectoryReader
 from shared.adapters.mds import FidoMetadata
 from shared.adapters.ownership import TableGroupRecords
-from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.queues import StorageWorkQueue
-from shared.adapters.rotation import GraphPasswordDirectory
 from shared.adapters.scim import TableScimRepository
-from shared.adapters.subscriptions import GraphSubscriptions
 from shared.adapters.tables import TableEntityStore
 from shared.adapters.vault import KeyVaultSecretStore
 from shared.config import Cloud, Connection, Settings, settings

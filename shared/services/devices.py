@@ -68,7 +68,7 @@ class Revocation:
 
 
 class PasskeyDirectory(Protocol):
-    """Entra's FIDO2 provisioning API as devices and passkeys need it (shared/adapters/passkeys.py)."""
+    """Entra's FIDO2 provisioning API as devices and passkeys need it (shared/adapters/graph/fido2.py)."""
 
     async def creation_options(self, user_id: str, timeout_minutes: int = 5) -> JsonObject:
         """Graph's webauthnCredentialCreationOptions for a user."""

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 @runtime_checkable
 class GroupWriter(Protocol):
-    """What the enrollment-state groups need from Entra (implemented in shared/adapters/directory.py)."""
+    """What the enrollment-state groups need from Entra (implemented in shared/adapters/graph/users.py)."""
 
     async def find_groups(self, display_name: str) -> list[str]:
         """Ids of the groups with exactly this display name."""

@@ -79,7 +79,7 @@ class Subscription:
 
 
 class SubscriptionApi(Protocol):
-    """Graph's /subscriptions (shared/adapters/subscriptions.py)."""
+    """Graph's /subscriptions (shared/adapters/graph/subscriptions.py)."""
 
     async def create(self, *, resource: str, change_type: str, notification_url: str, lifecycle_url: str,
                      expires: dt.datetime, client_state: str) -> Subscription:

@@ -13,7 +13,7 @@
    registry; passkeys of removed devices or removed users still in Entra are revoked, passkeys deleted
    in Entra are marked, duplicates are flagged, and every fix is audited.
 
-Entra is reached through the PasskeyDirectory port (shared/adapters/passkeys.py implements it on Graph).
+Entra is reached through the PasskeyDirectory port (shared/adapters/graph/fido2.py implements it on Graph).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ ACTOR = "rotation"
 
 
 class PasswordDirectory(Protocol):
-    """What rotation needs from Entra (implemented on GraphApi in shared/adapters/rotation.py)."""
+    """What rotation needs from Entra (implemented on GraphApi in shared/adapters/graph/passwords.py)."""
 
     async def reset(self, user_id: str, password: str) -> str | None:
         """PATCH passwordProfile; returns Graph's request-id. InvalidInput for a definite 400."""

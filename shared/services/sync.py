@@ -105,7 +105,7 @@ class DeltaRead:
 
 
 class DirectoryReader(Protocol):
-    """What sync reads from Entra (implemented on GraphApi in shared/adapters/directory.py)."""
+    """What sync reads from Entra (implemented on GraphApi in shared/adapters/graph/users.py)."""
 
     resource_units: int
 

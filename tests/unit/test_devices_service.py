@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 from pydantic import ValidationError
 
-from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.config import Connection
 from shared.domain.devices import DeviceState, PublicJwk
 from shared.domain.directory import Enrollment, UserRow, UserState

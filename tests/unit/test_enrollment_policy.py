@@ -16,7 +16,7 @@ from jwt.algorithms import ECAlgorithm
 
 from functions.http import problem
 from local.authenticator import SoftwareAuthenticator
-from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.config import Connection, PasskeyPolicy
 from shared.domain.devices import DevicePasskey, DeviceRow, passkey_status
 from shared.domain.directory import UserRow

@@ -16,7 +16,7 @@ from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 from functions import devices as devices_functions
 from functions import sync as sync_functions
 from functions import work
-from shared.adapters.directory import GraphDirectoryReader
+from shared.adapters.graph.users import GraphDirectoryReader
 from shared.adapters.identity import get_token, token_error
 from shared.config import Connection
 from shared.errors import BridgeError, Configuration, Gone, Stop, Transient, root_cause, translated

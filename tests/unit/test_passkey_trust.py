@@ -16,7 +16,7 @@ from jwt.algorithms import ECAlgorithm
 
 from local.authenticator import DEFAULT_AAGUID, TEST_ROOT_NAME, AttestationRoot, SoftwareAuthenticator
 from local.mds import local_blob, root_setting
-from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.config import Connection
 from shared.domain.attestation import AttestationRejected, KeyRestrictions, verify
 from shared.domain.directory import UserRow

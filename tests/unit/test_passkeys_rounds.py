@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from local.authenticator import SoftwareAuthenticator
-from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.adapters.tables import storage_transport
 from shared.config import Connection
 from shared.domain import attestation

@@ -24,7 +24,7 @@ from local.entra.demo import BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET, GRAPH_PERMI
 from local.entra.process import RunningEntra, running
 from local.mds import root_setting
 from local.tls import TlsFiles
-from shared.adapters.passkeys import GraphPasskeyDirectory, unwrapped
+from shared.adapters.graph.fido2 import GraphPasskeyDirectory, unwrapped
 from shared.domain.mds import MetadataRejected, TrustAnchors, root_certificate
 
 POLICY = "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2"

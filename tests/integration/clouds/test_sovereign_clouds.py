@@ -23,8 +23,8 @@ from msgraph_core import GraphClientFactory
 
 from local.entra.demo import IDENTITY_CLIENT_ID
 from shared import bootstrap
-from shared.adapters import graph as graph_adapter
 from shared.adapters import identity
+from shared.adapters.graph import gateway as graph_adapter
 from shared.config import Cloud, Connection, Settings, cloud_profile, load_settings
 from shared.errors import Configuration
 from tests.fakes import FakeClock, FakeSecretStore

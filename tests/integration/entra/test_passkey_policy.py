@@ -26,8 +26,8 @@ from local.mds import root_setting
 from local.tls import TlsFiles
 from shared.adapters.audit import TableAuditSink, VaultAuditAnchors, VaultAuditKeys
 from shared.adapters.graph import GraphGateway, ThrottleGovernor
+from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.adapters.mds import HEAD, PARTITION, FidoMetadata
-from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.tables import TableEntityStore
 from shared.config import Connection

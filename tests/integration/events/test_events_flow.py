@@ -21,7 +21,7 @@ import pytest
 from local.authenticator import SoftwareAuthenticator
 from local.eventgrid.process import RunningTopic
 from shared.adapters.events import EventGridSink, TableEventOutbox
-from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.adapters.tables import TableEntityStore
 from shared.config import Connection
 from shared.domain.directory import Enrollment, UserRow

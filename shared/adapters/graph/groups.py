@@ -1,13 +1,11 @@
-"""What sync reads from, and writes to, Entra's directory, on the GraphApi port.
+"""Entra's groups on the Graph gateway: group lookups, transitive members, groups/delta rounds, and the
+writes of the enrollment-state groups.
 
-Reads (https://learn.microsoft.com/graph/delta-query-overview, .../graph/api/user-delta,
-.../graph/api/group-delta, .../graph/api/group-list-transitivemembers):
+Reads (https://learn.microsoft.com/graph/delta-query-overview, .../graph/api/group-delta,
+.../graph/api/group-list-transitivemembers):
 - user attributes of a sync group: `transitiveMembers/microsoft.graph.user`, 999 per page;
 - the group tree and its changes: `groups/delta` with `$select=members` and `$filter=id eq '...' or ...`
-  (at most 50 ids per query); the first round lists every direct member, later rounds only changes;
-- attribute changes and deletions: `users/delta` started with `$deltatoken=latest` (no objects, a link
-  from now), so a tenant of any size costs one page when nothing changed;
-- users newly in scope: `/users?$filter=id in (...)`, 15 ids per clause.
+  (at most 50 ids per query); the first round lists every direct member, later rounds only changes.
 Writes (enrollment-state groups, https://learn.microsoft.com/graph/api/group-post-groups,
 .../graph/api/group-post-members, .../graph/api/group-delete-members): create a security group, add
 members 20 at a time with `members@odata.bind`, remove one with `DELETE .../members/{id}/$ref`.
@@ -22,7 +20,7 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from urllib.parse import urlsplit
 
-from shared.domain.odata import any_of, quote
+from shared.domain.odata import quote
 from shared.domain.sync import USER_FIELDS
 from shared.errors import Configuration, Conflict, Gone, NotFound, Stop
 from shared.services.ports import GraphApi, JsonObject
@@ -41,8 +39,8 @@ BIND_MAX = 20
 _PAGE_SIZE = {"Prefer": "odata.maxpagesize=999"}
 
 
-class GraphDirectoryReader:
-    """Implements shared.services.sync.DirectoryReader and shared.services.directory.GroupWriter."""
+class GraphGroupDirectory:
+    """Implements the group half of DirectoryReader and the GroupWriter port."""
 
     def __init__(self, graph: GraphApi) -> None:
         self._graph = graph
@@ -91,28 +89,6 @@ class GraphDirectoryReader:
             raise ValueError("groups_delta needs ids or a link")
         clause = " or ".join(f"id eq {quote(i)}" for i in ids)
         return await self._delta("/groups/delta", {"$select": "members,displayName", "$filter": clause})
-
-    # ------------------------------------------------------------------ users
-
-    async def users_delta_latest(self) -> str:
-        """A users/delta link from now, with the attributes sync keeps."""
-        read = await self._delta("/users/delta", {"$select": ",".join(USER_FIELDS), "$deltatoken": "latest"})
-        return read.link
-
-    async def users_delta(self, link: str) -> DeltaRead:
-        """Users changed or deleted since `link`."""
-        return await self._delta(link, None)
-
-    async def users(self, ids: Sequence[str]) -> list[JsonObject]:
-        """The attributes of these users (absent ones are left out)."""
-        found: list[JsonObject] = []
-        for start in range(0, len(ids), IN_CLAUSE_MAX):
-            params = {"$filter": any_of("id", list(ids[start:start + IN_CLAUSE_MAX])),
-                      "$select": ",".join(USER_FIELDS)}
-            async for page in self._graph.pages("/users", params=params):
-                self._count(RU_USERS_PAGE)
-                found.extend(page["value"])
-        return found
 
     async def _delta(self, path: str, params: dict[str, str] | None) -> DeltaRead:
         if "://" in path and _origin(path) != self._host:
