@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from functions import answers
 from functions.http import ADMIN, Plain, Reply, route, validation_errors
 from shared import logs
+from shared.adapters.graph.organization import GraphOrganization
 from shared.bootstrap import bridge
 from shared.errors import InvalidInput
 from shared.services.connections import CertificateRequest, ConnectionTester
@@ -23,7 +24,7 @@ async def test_connection(call: Plain) -> Reply:
     app = bridge()
     conn = app.connection(call.params["c"])
     gateway = await app.graph(conn)
-    report = await ConnectionTester(gateway, gateway.token_claims).test(conn)
+    report = await ConnectionTester(GraphOrganization(gateway), gateway.token_claims).test(conn)
     return Reply(200, report.as_json())
 
 

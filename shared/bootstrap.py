@@ -21,8 +21,8 @@ from shared import logs
 from shared.adapters import identity
 from shared.adapters.audit import AuditReader, TableAuditSink, VaultAuditAnchors, VaultAuditKeys
 from shared.adapters.events import EventGridSink, TableEventOutbox
-from shared.adapters.export import GraphExportDirectory
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
+from shared.adapters.graph.export import GraphExportDirectory
 from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.adapters.graph.passwords import GraphPasswordDirectory
 from shared.adapters.graph.subscriptions import GraphSubscriptions

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from shared.adapters.graph.organization import GraphOrganization
 from shared.bootstrap import Bridge
 from shared.config import load_settings
 from shared.errors import BridgeError, Configuration, InvalidInput, NotFound
@@ -214,7 +215,7 @@ async def doctor(bridge: Bridge, name: str) -> Outcome:
     """The connection test as a table."""
     conn = bridge.connection(name)
     gateway = await bridge.graph(conn)
-    report = await ConnectionTester(gateway, gateway.token_claims).test(conn)
+    report = await ConnectionTester(GraphOrganization(gateway), gateway.token_claims).test(conn)
     lines = [f"connection {conn.name} (tenant {conn.tenant_id}, cloud {conn.cloud.value})"]
     token = report.token
     lines.append(f"token: {'obtained' if token.get('obtained') else 'FAILED'}; app {token.get('appId')}; "

@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,8 +32,9 @@ from shared.services.ports import (
     Entity,
     EntityStore,
     EventOutbox,
-    GraphResponse,
     JsonObject,
+    PasskeyDirectory,
+    Revocation,
     WorkQueue,
 )
 from shared.topology import Queue, Table
@@ -57,38 +58,6 @@ class DeviceRegistration(BaseModel):
     user: Annotated[str, Field(min_length=1, max_length=256, description="object id or UPN")]
     display_name: Annotated[str, Field(alias="displayName", min_length=1, max_length=256)]
     public_key: Annotated[PublicJwk, Field(alias="publicKey")]
-
-
-@dataclass(frozen=True)
-class Revocation:
-    """What revoking one passkey in Entra came to."""
-
-    outcome: str  # revoked | already-gone
-    request_id: str | None
-
-
-class PasskeyDirectory(Protocol):
-    """Entra's FIDO2 provisioning API as devices and passkeys need it (shared/adapters/graph/fido2.py)."""
-
-    async def creation_options(self, user_id: str, timeout_minutes: int = 5) -> JsonObject:
-        """Graph's webauthnCredentialCreationOptions for a user."""
-        ...
-
-    async def register(self, user_id: str, display_name: str, credential: JsonObject) -> GraphResponse:
-        """Register an attested credential; the response body is the new fido2AuthenticationMethod."""
-        ...
-
-    async def methods(self, user_id: str) -> list[JsonObject]:
-        """Every fido2AuthenticationMethod of the user."""
-        ...
-
-    async def revoke(self, user_id: str, method_id: str) -> Revocation:
-        """Delete one method (already gone counts as revoked)."""
-        ...
-
-    async def policy(self) -> JsonObject:
-        """The tenant's FIDO2 method configuration."""
-        ...
 
 
 @dataclass(frozen=True)

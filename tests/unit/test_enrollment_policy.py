@@ -35,7 +35,7 @@ from shared.services.directory import Directory
 from shared.services.enrollment import DeviceEnrollment
 from shared.services.passkeys import PasskeyRegistration, PasskeyService
 from shared.services.ports import GraphResponse
-from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
+from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue, PathGraph
 from tests.unit import test_password_delivery as delivery_tests
 
 JWK: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()))
@@ -88,7 +88,7 @@ class World:
 
     async def attempt(self, connection: Connection, **authenticator: Any) -> tuple[PasskeyRegistration, Any]:
         """Options, then a registration with a software authenticator; returns the body and the outcome."""
-        entra = GraphPasskeyDirectory(self.graph)
+        entra = GraphPasskeyDirectory(PathGraph(self.graph))
         options = await self.passkeys.options(connection, entra, "dev-1", correlation_id="c")
         body = PasskeyRegistration.model_validate({
             "ceremonyId": options["ceremonyId"], "displayName": "Ann's key",
@@ -168,7 +168,7 @@ async def test_optional_request_errors_are_not_skipped(world: World) -> None:
     body, created = await world.attempt(optional)
     assert created["passkey"] == "registered"
     # A replayed ceremony and an unknown one are the caller's mistakes, not a refused passkey.
-    entra = GraphPasskeyDirectory(world.graph)
+    entra = GraphPasskeyDirectory(PathGraph(world.graph))
     with pytest.raises(Conflict, match="already been used"):
         await world.enrollment.register(optional, entra, "dev-1", body, correlation_id="c")
     forged = body.model_copy(update={"ceremony_id": "cer-" + "0" * 32 + "-u1"})

@@ -26,7 +26,7 @@ from shared.services.devices import DeviceRegistration, DeviceService
 from shared.services.directory import Directory
 from shared.services.passkeys import PasskeyRegistration, PasskeyService
 from shared.services.ports import GraphResponse
-from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
+from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue, PathGraph
 
 JWK: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()))
 CONN = Connection.model_validate({"name": "demo", "tenantId": "00000000-0000-0000-0000-000000000001",
@@ -99,7 +99,7 @@ async def world(trust: Anchors | None = None, max_age: float = 30) -> tuple[Pass
 
 async def register(service: PasskeyService, tenant: Tenant,
                    authenticator: SoftwareAuthenticator | None = None) -> dict[str, Any]:
-    entra = GraphPasskeyDirectory(tenant)
+    entra = GraphPasskeyDirectory(PathGraph(tenant))
     options = await service.options(CONN, entra, "dev-1", correlation_id="c")
     credential = (authenticator or SoftwareAuthenticator()).register(options)
     body = PasskeyRegistration.model_validate({"ceremonyId": options["ceremonyId"], "displayName": "key",
