@@ -352,7 +352,7 @@ def method_of(request: RequestInformation) -> str:
 
 
 class GraphGateway:
-    """Implements shared.services.ports.GraphApi for one connection."""
+    """Implements GraphApi for one connection."""
 
     def __init__(self, *, connection: str, tenant_id: str, credential: AsyncTokenCredential, graph_base: str,
                  scope: str, verify: Any = True, governor: ThrottleGovernor | None = None, dry_run: bool = False,

@@ -55,7 +55,7 @@ _KINDS = {"#microsoft.graph.user": "user", "#microsoft.graph.group": "group"}
 
 def sync_user(item: JsonObject) -> SyncUser:
     """A user object of a Graph answer as sync keeps it."""
-    return SyncUser.from_graph(item, "").with_groups(frozenset())
+    return SyncUser.from_graph(item, "")
 
 
 def member_change(item: JsonObject) -> MemberChange:
