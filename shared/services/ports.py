@@ -193,6 +193,8 @@ class Fido2Method:
     display_name: str | None = None
     aaguid: str | None = None
     model: str | None = None
+    #: "attested" or "notAttested".
+    attestation_level: str | None = None
     #: ISO 8601, as Entra gave it.
     created: str | None = None
     #: Graph's request-id of the call that returned it.

@@ -77,7 +77,8 @@ def fido2_method(body: JsonObject | None, request_id: str | None = None) -> Fido
         return str(value) if value is not None else None
 
     return Fido2Method(id=str(body.get("id") or ""), display_name=text("displayName"), aaguid=text("aaGuid"),
-                       model=text("model"), created=text("createdDateTime"), request_id=request_id)
+                       model=text("model"), attestation_level=text("attestationLevel"), created=text("createdDateTime"),
+                       request_id=request_id)
 
 
 class GraphPasskeyDirectory:
