@@ -46,8 +46,8 @@ from local.entra.demo import BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET, DEMO_DOMAIN
 from local.entra.process import running as entra_running
 from local.servers import azurite
 from local.tls import ensure_tls
-from shared.adapters.export import GraphExportDirectory
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
+from shared.adapters.graph.export import GraphExportDirectory
 from shared.adapters.scim import TableScimRepository
 from shared.adapters.tables import TableEntityStore
 from shared.config import Connection

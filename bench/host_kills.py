@@ -46,7 +46,7 @@ from local.entra.demo import BRIDGE_PRINCIPAL_ID, IDENTITY_PRINCIPAL_ID
 from local.host.process import RunningHost, running_instances, write_settings
 from local.tls import TlsFiles
 from shared.adapters.audit import AuditReader
-from shared.adapters.directory import GraphDirectoryReader
+from shared.adapters.graph.users import GraphDirectoryReader
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.tables import TableEntityStore
 from shared.config import Connection

@@ -57,7 +57,7 @@ from shared.adapters.ceremonies import TableCeremonies
 from shared.adapters.devices import TableDeviceOperations, TableDevices, TablePasskeys
 from shared.adapters.events import TableEventOutbox
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
-from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.tables import TableEntityStore
 from shared.adapters.users import TableUsers

@@ -45,11 +45,11 @@ from local.servers import azurite
 from local.tls import ensure_tls
 from local.vault.process import running as vault_running
 from shared.adapters.audit import AuditReader, TableAuditSink, VaultAuditAnchors, VaultAuditKeys
-from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
+from shared.adapters.graph.passwords import GraphPasswordDirectory
+from shared.adapters.graph.users import GraphDirectoryReader
 from shared.adapters.leases import TableLeases
 from shared.adapters.queues import StorageWorkQueue
-from shared.adapters.rotation import GraphPasswordDirectory
 from shared.adapters.rotations import TableRotations
 from shared.adapters.syncstate import TableSyncState
 from shared.adapters.tables import TableEntityStore

@@ -35,7 +35,7 @@ from local.servers import azurite
 from local.tls import ensure_tls
 from local.vault.process import running as vault_running
 from shared.adapters.audit import AuditReader
-from shared.adapters.directory import GraphDirectoryReader
+from shared.adapters.graph.users import GraphDirectoryReader
 from shared.adapters.tables import TableEntityStore
 from shared.config import Connection
 from shared.errors import BridgeError

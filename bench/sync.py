@@ -53,8 +53,8 @@ from local.memory import FakeSecretStore
 from local.servers import azurite
 from local.tls import ensure_tls
 from shared.adapters.audit import TableAuditSink, VaultAuditAnchors, VaultAuditKeys
-from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
+from shared.adapters.graph.users import GraphDirectoryReader
 from shared.adapters.leases import TableLeases
 from shared.adapters.ownership import TableGroupRecords
 from shared.adapters.queues import StorageWorkQueue

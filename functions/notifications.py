@@ -22,7 +22,8 @@ from shared import logs
 from shared.bootstrap import bridge
 from shared.config import Connection, settings
 from shared.errors import BridgeError, InvalidInput, PayloadTooLarge
-from shared.services.notifications import NotificationCollection, Outcome, SubscriptionApi
+from shared.services.notifications import NotificationCollection, Outcome
+from shared.services.ports import SubscriptionApi
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)

@@ -24,24 +24,25 @@ from shared.adapters import identity
 from shared.adapters.audit import AuditReader, TableAuditSink, VaultAuditAnchors, VaultAuditKeys
 from shared.adapters.ceremonies import TableCeremonies
 from shared.adapters.devices import TableDeviceOperations, TableDevices, TablePasskeys, TableSpentTokens
-from shared.adapters.directory import GraphDirectoryReader
-from shared.adapters.domains import GraphDomainDirectory
 from shared.adapters.events import EventGridSink, TableEventOutbox
-from shared.adapters.export import GraphExportDirectory
 from shared.adapters.federation_watch import TableFederationWatch
 from shared.adapters.graph import GraphGateway, SystemClock, ThrottleGovernor
+from shared.adapters.graph.domains import GraphDomainDirectory
+from shared.adapters.graph.export import GraphExportDirectory
+from shared.adapters.graph.fido2 import GraphPasskeyDirectory
+from shared.adapters.graph.organization import GraphOrganization
+from shared.adapters.graph.passwords import GraphPasswordDirectory
+from shared.adapters.graph.subscriptions import GraphSubscriptions
+from shared.adapters.graph.users import GraphDirectoryReader
 from shared.adapters.leases import TableLeases
 from shared.adapters.mds import FidoMetadata
 from shared.adapters.metadata import HttpsMetadataSource
 from shared.adapters.ownership import TableGroupRecords
-from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.problems import TableJobProblems
 from shared.adapters.queues import StorageWorkQueue
-from shared.adapters.rotation import GraphPasswordDirectory
 from shared.adapters.rotations import TableRotations
 from shared.adapters.scim import TableScimRepository
 from shared.adapters.subscription_records import TableSubscriptionRecords
-from shared.adapters.subscriptions import GraphSubscriptions
 from shared.adapters.syncstate import TableSyncState
 from shared.adapters.tables import TableEntityStore
 from shared.adapters.users import TableUsers
@@ -127,7 +128,7 @@ class ConnectionScope:
     @cached_property
     def tester(self) -> ConnectionTester:
         """The connection test: token, one read, permissions and roles per feature."""
-        return ConnectionTester(self.gateway, self.gateway.token_claims)
+        return ConnectionTester(GraphOrganization(self.gateway), self.gateway.token_claims)
 
     @cached_property
     def metadata(self) -> HttpsMetadataSource:

@@ -8,6 +8,7 @@ The storage, vault, queue and audit stand-ins live in `local/memory.py`, which b
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -136,3 +137,54 @@ class FakeExportDirectory:
             raise NotFound(f"{member_id} is not a member")
         self.members[group_id].discard(member_id)
         return self._written("group.removeMember", group_id)
+
+
+class PathGraph:
+    """The Graph adapters' gateway over a fake that answers by path (`get(path)`, `send(method, path, body=)`).
+
+    The adapters build their requests with msgraph-sdk's request builders; this turns each into the path
+    relative to the version root (without the function-call `()` the builders write) and its query into
+    `params`, so a fake written against paths keeps working.
+    """
+
+    base = "https://graph.test"
+
+    def __init__(self, fake: Any) -> None:
+        from shared.adapters.graph.gateway import request_builders
+
+        self.fake = fake
+        self.requests = request_builders(self.base)
+
+    @staticmethod
+    def _split(request: Any) -> tuple[str, dict[str, str]]:
+        from urllib.parse import parse_qsl, urlsplit
+
+        from shared.adapters.graph.gateway import url_of
+
+        url = url_of(request, "")
+        if url.startswith(("https://", "http://")):
+            return url, {}
+        parts = urlsplit(url)
+        return parts.path.replace("()", ""), dict(parse_qsl(parts.query))
+
+    async def get(self, request: Any, **options: Any) -> JsonObject:
+        path, params = self._split(request)
+        found: JsonObject = await self.fake.get(path, **({"params": params} if params else {}), **options)
+        return found
+
+    async def pages(self, request: Any, **options: Any) -> AsyncIterator[JsonObject]:
+        path, params = self._split(request)
+        async for page in self.fake.pages(path, **({"params": params} if params else {}), **options):
+            yield page
+
+    async def send(self, request: Any, **options: Any) -> Any:
+        from shared.adapters.graph.gateway import body_of, method_of
+
+        path, params = self._split(request)
+        return await self.fake.send(method_of(request), path, body=body_of(request),
+                                    **({"params": params} if params else {}), **options)
+
+    def url(self, request: Any, *, api: str = "v1.0", relative: bool = False) -> str:
+        from shared.adapters.graph.gateway import url_of
+
+        return url_of(request, "" if relative else f"{self.base}/{api}")

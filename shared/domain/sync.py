@@ -221,20 +221,38 @@ class RowDigests:
 
 # ----------------------------------------------------------------------------- the group tree
 
-USER_TYPE = "#microsoft.graph.user"
-GROUP_TYPE = "#microsoft.graph.group"
 #: Graph's limit on ids in one filtered groups/delta query (https://learn.microsoft.com/graph/api/group-delta).
 DELTA_FILTER_MAX = 50
 
 
-def member_kind(item: Mapping[str, object]) -> str | None:
-    """"user", "group", or None for members sync ignores (devices, service principals, contacts)."""
-    kind = str(item.get("@odata.type") or "")
-    if kind == GROUP_TYPE:
-        return "group"
-    if kind == USER_TYPE or (not kind and "userPrincipalName" in item):
-        return "user"
-    return None
+@dataclass(frozen=True, slots=True)
+class MemberChange:
+    """One direct member in a group's delta: added (or listed), or removed."""
+
+    id: str
+    #: "user", "group", or None for members sync ignores (devices, service principals, contacts); a removed
+    #: member's type is sometimes left out by Graph.
+    kind: str | None
+    removed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GroupChange:
+    """One group in a groups/delta round: deleted, or its direct members added and removed."""
+
+    id: str
+    removed: bool = False
+    members: tuple[MemberChange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UserChange:
+    """One user in a users/delta round: deleted, or the attributes of USER_FIELDS that changed."""
+
+    id: str
+    removed: bool = False
+    #: Attribute name (as USER_FIELDS names it) -> new value; only those Graph reported.
+    attributes: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -309,27 +327,25 @@ class GroupTree:
             self.shared.discard(group)
         return gone
 
-    def apply_members(self, group_id: str, members: Sequence[Mapping[str, object]]) -> tuple[set[str], set[str]]:
-        """Apply one group's `members@delta`; returns (groups newly nested, users added)."""
+    def apply_members(self, group_id: str, members: Sequence[MemberChange]) -> tuple[set[str], set[str]]:
+        """Apply one group's member changes; returns (groups newly nested, users added)."""
         self.add_group(group_id)
         self._own(group_id)
         new_groups: set[str] = set()
         new_users: set[str] = set()
         for item in members:
-            member = str(item.get("id") or "")
+            member = item.id
             if not member:
                 continue
-            removed = "@removed" in item
-            kind = member_kind(item)
-            if removed:
+            if item.removed:
                 # A removed member's type is sometimes left out: drop it from both sides.
                 self.users[group_id].discard(member)
                 self.children[group_id].discard(member)
-            elif kind == "user":
+            elif item.kind == "user":
                 if member not in self.users[group_id]:
                     new_users.add(member)
                 self.users[group_id].add(member)
-            elif kind == "group":
+            elif item.kind == "group":
                 if member not in self.children[group_id]:
                     new_groups.add(member)
                 self.children[group_id].add(member)
@@ -413,21 +429,22 @@ class SeenIds:
         return at < len(self._keys) and self._keys[at] == key
 
 
-def user_changes(items: Iterable[Mapping[str, object]]) -> tuple[dict[str, Mapping[str, object]], set[str]]:
+def user_changes(items: Iterable[UserChange]) -> tuple[dict[str, Mapping[str, object]], set[str]]:
     """A users/delta read -> (changed users by id, ids deleted in Entra). The same user may appear twice."""
     changed: dict[str, Mapping[str, object]] = {}
     deleted: set[str] = set()
     for item in items:
-        user_id = str(item.get("id") or "")
+        user_id = item.id
         if not user_id:
             continue
-        if "@removed" in item:
+        if item.removed:
             deleted.add(user_id)
             changed.pop(user_id, None)
         else:
             deleted.discard(user_id)
             merged = dict(changed.get(user_id, {}))
-            merged.update(item)
+            merged.update(item.attributes)
+            merged["id"] = user_id
             changed[user_id] = merged
     return changed, deleted
 

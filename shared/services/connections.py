@@ -11,7 +11,7 @@ from typing import Any
 from shared.config import CertificateAuth, Connection
 from shared.domain import certificates, permissions
 from shared.errors import BridgeError, Configuration, InvalidInput, NotFound
-from shared.services.ports import Clock, GraphApi, JsonObject, SecretStore
+from shared.services.ports import Clock, JsonObject, SecretStore, TenantDirectory
 
 #: Obtains a token with a PEM certificate and key for a client id; returns the token's claims (never the token).
 CertificateTokenCheck = Callable[[Connection, str, str], Awaitable[dict[str, Any]]]
@@ -41,10 +41,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 class ConnectionTester:
-    """Runs the connection test with a gateway and the claims of its token."""
+    """Runs the connection test with the tenant's directory and the claims of the connection's token."""
 
-    def __init__(self, graph: GraphApi, claims: Callable[[], Awaitable[dict[str, Any]]]) -> None:
-        self._graph = graph
+    def __init__(self, tenant: TenantDirectory, claims: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        self._tenant = tenant
         self._claims = claims
 
     async def test(self, conn: Connection) -> ConnectionReport:
@@ -66,9 +66,8 @@ class ConnectionTester:
             result.problems.append(f"the token is for tenant {claims.get('tid')}, not {conn.tenant_id} (tenantId)")
         started = time.monotonic()
         try:
-            org = await self._graph.get("/organization", params={"$select": "id,displayName"})
-            first = (org.get("value") or [{}])[0]
-            result.read = {"ok": True, "organization": first.get("displayName"),
+            organization = await self._tenant.organization()
+            result.read = {"ok": True, "organization": organization.display_name,
                            "milliseconds": round((time.monotonic() - started) * 1000, 1)}
         except BridgeError as err:
             result.read = {"ok": False, "error": err.detail}
@@ -92,7 +91,7 @@ class ConnectionTester:
                      result: ConnectionReport) -> list[str]:
         """The directory roles (of those that matter) the app's service principal holds.
 
-        Read through /directoryRoles and their members, which needs RoleManagement.Read.Directory
+        Read through the activated directory roles and their members, which needs RoleManagement.Read.Directory
         (https://learn.microsoft.com/graph/api/directoryrole-list-members); the features that need a role
         ask for that permission anyway, so the report itself asks for nothing more.
         """
@@ -106,27 +105,18 @@ class ConnectionTester:
         interesting = permissions.roles_that_satisfy(needed)
         held: list[str] = []
         try:
-            async for page in self._graph.pages("/directoryRoles", params={"$select": "id,displayName"}):
-                for role in page["value"]:
-                    name = str(role.get("displayName") or "")
-                    if name in interesting and await self._holds(str(role.get("id")), principal):
-                        held.append(name)
+            for role in await self._tenant.directory_roles():
+                if role.display_name in interesting and principal in await self._tenant.role_member_ids(role.id):
+                    held.append(role.display_name)
         except BridgeError as err:
             result.problems.append(f"cannot read the app's directory roles: {err.detail}")
         result.token["directoryRoles"] = sorted(held)
         return held
 
-    async def _holds(self, role_id: str, principal: str) -> bool:
-        async for page in self._graph.pages(f"/directoryRoles/{role_id}/members", params={"$select": "id"}):
-            if any(str(member.get("id")) == principal for member in page["value"]):
-                return True
-        return False
-
     async def _passkey_policy(self, result: ConnectionReport) -> JsonObject:
         # https://learn.microsoft.com/graph/api/fido2authenticationmethodconfiguration-get
-        path = "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2"
         try:
-            policy = await self._graph.get(path)
+            policy = await self._tenant.passkey_policy()
         except BridgeError as err:
             result.problems.append(f"cannot read the FIDO2 policy: {err.detail}")
             return {"readable": False}

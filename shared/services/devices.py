@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,9 +40,10 @@ from shared.services.ports import (
     DeviceOperations,
     DeviceRepository,
     EventOutbox,
-    GraphResponse,
     JsonObject,
+    PasskeyDirectory,
     PasskeyRepository,
+    Revocation,
     Versioned,
     WorkQueue,
 )
@@ -69,38 +70,6 @@ class DeviceRegistration(BaseModel):
     user: Annotated[str, Field(min_length=1, max_length=256, description="object id or UPN")]
     display_name: Annotated[str, Field(alias="displayName", min_length=1, max_length=256)]
     public_key: Annotated[PublicJwk, Field(alias="publicKey")]
-
-
-@dataclass(frozen=True)
-class Revocation:
-    """What revoking one passkey in Entra came to."""
-
-    outcome: str  # revoked | already-gone
-    request_id: str | None
-
-
-class PasskeyDirectory(Protocol):
-    """Entra's FIDO2 provisioning API as devices and passkeys need it (shared/adapters/passkeys.py)."""
-
-    async def creation_options(self, user_id: str, timeout_minutes: int = 5) -> JsonObject:
-        """Graph's webauthnCredentialCreationOptions for a user."""
-        ...
-
-    async def register(self, user_id: str, display_name: str, credential: JsonObject) -> GraphResponse:
-        """Register an attested credential; the response body is the new fido2AuthenticationMethod."""
-        ...
-
-    async def methods(self, user_id: str) -> list[JsonObject]:
-        """Every fido2AuthenticationMethod of the user."""
-        ...
-
-    async def revoke(self, user_id: str, method_id: str) -> Revocation:
-        """Delete one method (already gone counts as revoked)."""
-        ...
-
-    async def policy(self) -> JsonObject:
-        """The tenant's FIDO2 method configuration."""
-        ...
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ import logging
 
 from shared.config import Connection, PasskeyPolicy
 from shared.errors import BridgeError, Conflict, InvalidInput, PasskeySkipped, Transient
-from shared.services.devices import DeviceService, PasskeyDirectory, Revocation
+from shared.services.devices import DeviceService
 from shared.services.passkeys import PasskeyRegistration, PasskeyService
-from shared.services.ports import GraphResponse, JsonObject
+from shared.services.ports import CreationOptions, Fido2Method, JsonObject, PasskeyDirectory, Revocation
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +32,17 @@ class _Watched:
         self._entra = entra
         self.refused: BridgeError | None = None
 
-    async def creation_options(self, user_id: str, timeout_minutes: int = 5) -> JsonObject:
+    async def creation_options(self, user_id: str, timeout_minutes: int = 5) -> CreationOptions:
         return await self._entra.creation_options(user_id, timeout_minutes)
 
-    async def register(self, user_id: str, display_name: str, credential: JsonObject) -> GraphResponse:
+    async def register(self, user_id: str, display_name: str, credential: JsonObject) -> Fido2Method:
         try:
             return await self._entra.register(user_id, display_name, credential)
         except BridgeError as err:
             self.refused = err
             raise
 
-    async def methods(self, user_id: str) -> list[JsonObject]:
+    async def methods(self, user_id: str) -> list[Fido2Method]:
         return await self._entra.methods(user_id)
 
     async def revoke(self, user_id: str, method_id: str) -> Revocation:

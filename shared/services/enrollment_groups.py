@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 from shared.config import Connection
 from shared.domain import enrollment
@@ -13,43 +12,10 @@ from shared.domain.directory import Enrollment, UserRow
 from shared.domain.enrollment import GroupRecord, MemberChange, MembershipPlan, Ownership
 from shared.errors import Configuration, NotFound, Stop
 from shared.services.audit_context import AuditContext
-from shared.services.ports import AuditSink, Clock, GroupRecords, JsonObject
+from shared.services.ports import AuditSink, Clock, GroupRecords, GroupWriter, JsonObject
 from shared.services.reconcile import Capability, Done, reconcile
 
 log = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class GroupWriter(Protocol):
-    """What the enrollment-state groups need from Entra (implemented in shared/adapters/directory.py)."""
-
-    async def find_groups(self, display_name: str) -> list[str]:
-        """Ids of the groups with exactly this display name."""
-        ...
-
-    async def create_group(self, display_name: str, mail_nickname: str, description: str) -> str:
-        """Create a security group; returns its id."""
-        ...
-
-    async def member_ids(self, group_id: str) -> set[str]:
-        """Ids of the group's direct members."""
-        ...
-
-    async def add_members(self, group_id: str, user_ids: Sequence[str]) -> None:
-        """Add users to a group."""
-        ...
-
-    async def remove_member(self, group_id: str, user_id: str) -> None:
-        """Remove one member; absent counts as removed."""
-        ...
-
-    async def delete_group(self, group_id: str) -> None:
-        """Delete a group; absent counts as deleted."""
-        ...
-
-    async def group(self, group_id: str) -> JsonObject | None:
-        """The group's id, displayName, description and mailNickname; None when it does not exist."""
-        ...
 
 
 @dataclass(frozen=True)

@@ -12,47 +12,11 @@ from shared.config import Connection
 from shared.domain import federation as rules
 from shared.domain.metadata import IdpMetadata, MetadataError, certificate_key, parse_metadata
 from shared.errors import BridgeError, Conflict, InvalidInput, NotFound
-from shared.services.ports import AuditSink, Clock, FederationWatch, GraphResponse, JsonObject
+from shared.services.ports import AuditSink, Clock, DomainDirectory, FederationWatch, JsonObject
 
 log = logging.getLogger(__name__)
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 COMPARED = ("issuerUri", "passiveSignInUri", "signingCertificate", "nextSigningCertificate")
-
-
-class DomainDirectory(Protocol):
-    """Entra's domains and federation configuration, as this service needs them."""
-
-    async def domain(self, name: str) -> JsonObject | None:
-        """The domain, or None when the tenant has no such domain."""
-        ...
-
-    async def domains(self) -> list[JsonObject]:
-        """Every domain of the tenant."""
-        ...
-
-    async def federation(self, name: str) -> JsonObject | None:
-        """The domain's internalDomainFederation, or None."""
-        ...
-
-    async def people_on_domain(self, name: str) -> tuple[list[str], int]:
-        """UPNs of admin role holders on the domain, and the count of synced users on it."""
-        ...
-
-    async def app_access(self) -> rules.AppAccess:
-        """The bridge's application permissions and directory roles."""
-        ...
-
-    async def create_federation(self, name: str, body: JsonObject) -> GraphResponse:
-        """Create the configuration."""
-        ...
-
-    async def update_federation(self, name: str, config_id: str, body: JsonObject) -> GraphResponse:
-        """Update the configuration."""
-        ...
-
-    async def delete_federation(self, name: str, config_id: str) -> GraphResponse:
-        """Delete the configuration."""
-        ...
 
 
 class MetadataSource(Protocol):

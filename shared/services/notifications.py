@@ -34,7 +34,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import Connection
 from shared.errors import BridgeError, Forbidden, NotFound, PermissionDenied
-from shared.services.ports import AuditSink, Clock, JsonObject, Leases, SecretStore, SubscriptionRecords, WorkQueue
+from shared.services.ports import (
+    AuditSink,
+    Clock,
+    JsonObject,
+    Leases,
+    SecretStore,
+    Subscription,
+    SubscriptionApi,
+    SubscriptionRecords,
+    WorkQueue,
+)
 from shared.topology import Queue
 
 log = logging.getLogger(__name__)
@@ -68,41 +78,6 @@ class Want:
 
 
 WANTED = (Want("groups", "groups", "updated"), Want("users", "users", "updated,deleted"))
-
-
-@dataclass(frozen=True)
-class Subscription:
-    """A subscription as Graph describes it."""
-
-    id: str
-    resource: str
-    expires: dt.datetime
-    notification_url: str
-
-
-class SubscriptionApi(Protocol):
-    """Graph's /subscriptions (shared/adapters/subscriptions.py)."""
-
-    async def create(self, *, resource: str, change_type: str, notification_url: str, lifecycle_url: str,
-                     expires: dt.datetime, client_state: str) -> Subscription:
-        """A new subscription; Graph validates the URLs first."""
-        ...
-
-    async def renew(self, subscription_id: str, expires: dt.datetime) -> Subscription:
-        """Move the expiry; NotFound when gone."""
-        ...
-
-    async def reauthorize(self, subscription_id: str) -> None:
-        """Reauthorize; NotFound when gone."""
-        ...
-
-    async def delete(self, subscription_id: str) -> None:
-        """Remove (gone counts as removed)."""
-        ...
-
-    async def list(self) -> list[Subscription]:
-        """The app's subscriptions."""
-        ...
 
 
 class UserLookup(Protocol):

@@ -13,7 +13,7 @@
    registry; passkeys of removed devices or removed users still in Entra are revoked, passkeys deleted
    in Entra are marked, duplicates are flagged, and every fix is audited.
 
-Entra is reached through the PasskeyDirectory port (shared/adapters/passkeys.py implements it on Graph).
+Entra is reached through the PasskeyDirectory port (shared/adapters/graph/fido2.py implements it on Graph).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import copy
 import datetime as dt
 import logging
 import uuid
@@ -46,14 +47,16 @@ from shared.domain.directory import Enrollment, UserRow, UserState
 from shared.domain.events import EventType
 from shared.errors import BridgeError, Conflict, Forbidden, InvalidInput, NotFound
 from shared.services.audit_context import AuditContext
-from shared.services.devices import PASSKEY_RUN, DeviceService, PasskeyDirectory
+from shared.services.devices import PASSKEY_RUN, DeviceService
 from shared.services.directory import Directory
 from shared.services.ports import (
     AuditSink,
     CeremonyRepository,
     Clock,
+    CreationOptions,
     DeviceRepository,
     JsonObject,
+    PasskeyDirectory,
     PasskeyRepository,
     TrustAnchorSource,
     Versioned,
@@ -90,15 +93,6 @@ def repair_base64url(value: str) -> str:
     except (binascii.Error, ValueError):
         return text
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def webauthn_json(value: Any) -> Any:
-    """Graph's options without its `@odata.*` annotations, which no WebAuthn client expects."""
-    if isinstance(value, dict):
-        return {k: webauthn_json(v) for k, v in value.items() if not k.startswith("@odata.")}
-    if isinstance(value, list):
-        return [webauthn_json(v) for v in value]
-    return value
 
 
 def trust_word(trusted: bool | None) -> str:
@@ -235,7 +229,7 @@ class PasskeyService:
         self._check_device(device, device_id)
         timeout = conn.features.passkeys.challenge_timeout_minutes
 
-        async def from_entra() -> JsonObject:
+        async def from_entra() -> CreationOptions:
             await self._check_tenant_policy(conn, entra)
             return await entra.creation_options(device.user_id, timeout)
 
@@ -246,7 +240,7 @@ class PasskeyService:
             from_entra(), return_exceptions=True)
         user = self._check_user(raised(user_read), device_id)
         body, own = raised(entra_read), raised(own_read)
-        public_key = webauthn_json(dict(body.get("publicKey") or {}))
+        public_key = copy.deepcopy(body.public_key)
         if not public_key.get("challenge"):
             raise InvalidInput("Graph returned creation options without a challenge")
         public_key["challenge"] = repair_base64url(str(public_key["challenge"]))
@@ -254,7 +248,7 @@ class PasskeyService:
             public_key["user"]["id"] = repair_base64url(str(public_key["user"]["id"]))
         public_key["excludeCredentials"] = [{**c, "id": repair_base64url(str(c.get("id", "")))}
                                             for c in public_key.get("excludeCredentials") or []]
-        expires = str(body.get("challengeTimeoutDateTime") or
+        expires = str(body.challenge_expires or
                       (self._clock.now() + dt.timedelta(minutes=timeout)).isoformat())
         # The credentials a registration must not repeat: the user's in Entra (excludeCredentials) and the
         # device's in the registry, kept with the ceremony so that registering reads none of them again.
@@ -347,8 +341,7 @@ class PasskeyService:
                                    request_id=refused.request_id, by="entra")
             await self._refuse(conn, user.id, device_id, "credential", f"Entra refused it: {refused.detail}",
                                correlation_id=correlation_id, request_id=refused.request_id, by="entra")
-        method = created.body or {}
-        method_id = str(method.get("id") or "")
+        method_id = created.id
         if not method_id:
             raise InvalidInput("Graph registered the passkey but returned no method id")
         row = PasskeyRow(method_id=method_id, user_id=user.id, device_id=device_id,
@@ -381,7 +374,7 @@ class PasskeyService:
         return {"id": method_id, "deviceId": device_id, "aaguid": verified.aaguid, "displayName": body.display_name,
                 "credentialId": verified.credential_id, "attestation": verified.attestation_type,
                 "attestationTrust": trust_word(verified.trusted),
-                "model": method.get("model"), "createdDateTime": method.get("createdDateTime")}
+                "model": created.model, "createdDateTime": created.created}
 
     async def _refuse(self, conn: Connection, user_id: str, device_id: str, check: str, reason: str, *,
                       correlation_id: str, request_id: str | None = None, by: str = "bridge") -> NoReturn:
@@ -434,7 +427,7 @@ class PasskeyService:
         async def read(user_id: str) -> None:
             async with semaphore:
                 try:
-                    in_entra[user_id] = {str(m.get("id")) for m in await entra.methods(user_id)}
+                    in_entra[user_id] = {m.id for m in await entra.methods(user_id)}
                 except NotFound:
                     in_entra[user_id] = set()  # the user is gone from Entra, and so are the methods
                 except BridgeError as err:

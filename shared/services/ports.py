@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
+from shared.domain import federation as federation_rules
+from shared.domain import sync as sync_rules
 from shared.domain.audit import Anchor, ChainKey
 from shared.domain.devices import Ceremony, DeviceRow, PasskeyRow
 from shared.domain.directory import UserRow
@@ -22,7 +24,10 @@ from shared.domain.export import EntraGroup, EntraUser, Link, Sku
 from shared.domain.mds import TrustAnchors
 from shared.domain.rotation import RotationRow
 from shared.domain.scim import Kind, Stored
+from shared.domain.sync import GroupChange as GroupChange
 from shared.domain.sync import GroupTree
+from shared.domain.sync import MemberChange as MemberChange
+from shared.domain.sync import UserChange as UserChange
 from shared.topology import Queue, Table
 
 JsonObject = dict[str, Any]
@@ -74,42 +79,270 @@ class BatchResult:
     request_id: str | None = None
 
 
-class GraphApi(Protocol):
-    """One connection's door to Microsoft Graph.
+# ----------------------------------------------------------------------------- Entra, as the services need it
+#
+# Implemented on Microsoft Graph in shared/adapters/graph/ (one module per Graph area). The values are the
+# bridge's own: no service reads Graph's JSON ('@odata.*', '@removed', 'members@delta').
 
-    Paths are relative to the version root ("/users/delta"). Writes are refused (and logged as
-    planned) in dry-run. Throttling is honoured inside; errors arrive as the taxonomy, keeping Graph's
-    request-id.
-    """
+T = TypeVar("T")
+#: A user as sync reads it from Entra (its `groups` filled in by sync).
+SyncUser = sync_rules.EntraUser
 
-    #: Graph's root URL, without a trailing slash: the cloud's Graph host, or the local simulator's.
-    base: str
 
-    async def get(self, path: str, *, params: Mapping[str, str] | None = None,
-                  headers: Mapping[str, str] | None = None, api: ApiVersion = "v1.0") -> JsonObject:
-        """GET one resource; NotFound for 404."""
+@dataclass(frozen=True)
+class DeltaRead(Generic[T]):
+    """A complete delta round: every item of every page, and the deltaLink for the next round."""
+
+    items: list[T]
+    link: str
+
+
+class DirectoryReader(Protocol):
+    """What sync reads from Entra (shared/adapters/graph/users.py and groups.py)."""
+
+    resource_units: int
+
+    async def group_id(self, name_or_id: str) -> str:
+        """Object id of a group named by id or display name."""
         ...
 
-    def pages(self, path: str, *, params: Mapping[str, str] | None = None,
-              headers: Mapping[str, str] | None = None, api: ApiVersion = "v1.0") -> AsyncIterator[JsonObject]:
-        """Yield every page (the whole JSON page, with `value` and `@odata.*Link`) following nextLink.
-
-        A page without `value`, or a failed page, raises Stop: the read is incomplete.
-        """
+    def transitive_users(self, group_id: str) -> AsyncIterator[SyncUser]:
+        """Every user of a group, nested groups included (their `groups` left empty)."""
         ...
 
-    async def send(self, method: Literal["POST", "PATCH", "PUT", "DELETE"], path: str, *,
-                   body: JsonObject | None = None, params: Mapping[str, str] | None = None,
-                   headers: Mapping[str, str] | None = None, api: ApiVersion = "v1.0") -> GraphResponse:
-        """A write. A lost response raises Ambiguous; in dry-run nothing is sent."""
+    async def groups_delta(self, ids: Sequence[str] | None = None, link: str | None = None) -> DeltaRead[GroupChange]:
+        """A first groups/delta round for `ids` (with members), or the next round from `link`; Gone on 410."""
         ...
 
-    async def batch(self, items: Sequence[BatchItem], *, api: ApiVersion = "v1.0") -> list[BatchResult]:
-        """Send items in batches of 20, retrying throttled and transient items on their own."""
+    async def users_delta_latest(self) -> str:
+        """A users/delta link from now."""
         ...
 
-    def absolute_url(self, path: str, *, api: ApiVersion = "v1.0") -> str:
-        """`path` as an absolute URL on this connection's Graph host (for `@odata.bind` and `@odata.id`)."""
+    async def users_delta(self, link: str) -> DeltaRead[UserChange]:
+        """Users changed or deleted since `link`; Gone on 410."""
+        ...
+
+    async def users(self, ids: Sequence[str]) -> list[SyncUser]:
+        """The attributes of these users (absent ones left out)."""
+        ...
+
+
+@runtime_checkable
+class GroupWriter(Protocol):
+    """What the enrollment-state groups need from Entra (shared/adapters/graph/groups.py)."""
+
+    async def find_groups(self, display_name: str) -> list[str]:
+        """Ids of the groups with exactly this display name."""
+        ...
+
+    async def create_group(self, display_name: str, mail_nickname: str, description: str) -> str:
+        """Create a security group; returns its id."""
+        ...
+
+    async def member_ids(self, group_id: str) -> set[str]:
+        """Ids of the group's direct members."""
+        ...
+
+    async def add_members(self, group_id: str, user_ids: Sequence[str]) -> None:
+        """Add users to a group."""
+        ...
+
+    async def remove_member(self, group_id: str, user_id: str) -> None:
+        """Remove one member; absent counts as removed."""
+        ...
+
+    async def delete_group(self, group_id: str) -> None:
+        """Delete a group; absent counts as deleted."""
+        ...
+
+    async def group(self, group_id: str) -> JsonObject | None:
+        """The group's id, displayName, description and mailNickname; None when it does not exist."""
+        ...
+
+
+class PasswordDirectory(Protocol):
+    """What rotation needs from Entra (shared/adapters/graph/passwords.py)."""
+
+    async def reset(self, user_id: str, password: str) -> str | None:
+        """Set the password; returns Graph's request-id. InvalidInput for a definite 400."""
+        ...
+
+    async def admin_roles(self, user_id: str) -> frozenset[str]:
+        """Display names of the directory roles the user holds."""
+        ...
+
+    async def app_roles(self) -> frozenset[str]:
+        """Display names of the directory roles the bridge's own identity holds."""
+        ...
+
+    async def tenant_name(self) -> str:
+        """The organisation's display name (a banned term for passwords)."""
+        ...
+
+
+@dataclass(frozen=True)
+class CreationOptions:
+    """Entra's creation options for a passkey: the WebAuthn `publicKey` options, and when the challenge expires."""
+
+    #: PublicKeyCredentialCreationOptions in WebAuthn's JSON form (https://www.w3.org/TR/webauthn-3/).
+    public_key: JsonObject
+    #: ISO 8601, as Entra gave it; None when it gave none.
+    challenge_expires: str | None = None
+
+
+@dataclass(frozen=True)
+class Fido2Method:
+    """A passkey (fido2AuthenticationMethod) registered in Entra."""
+
+    id: str
+    display_name: str | None = None
+    aaguid: str | None = None
+    model: str | None = None
+    #: "attested" or "notAttested".
+    attestation_level: str | None = None
+    #: ISO 8601, as Entra gave it.
+    created: str | None = None
+    #: Graph's request-id of the call that returned it.
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """What revoking one passkey in Entra came to."""
+
+    outcome: str  # revoked | already-gone
+    request_id: str | None
+
+
+class PasskeyDirectory(Protocol):
+    """Entra's FIDO2 provisioning API as devices and passkeys need it (shared/adapters/graph/fido2.py)."""
+
+    async def creation_options(self, user_id: str, timeout_minutes: int = 5) -> CreationOptions:
+        """Creation options for a user."""
+        ...
+
+    async def register(self, user_id: str, display_name: str, credential: JsonObject) -> Fido2Method:
+        """Register an attested credential; returns the new method."""
+        ...
+
+    async def methods(self, user_id: str) -> list[Fido2Method]:
+        """Every passkey method of the user."""
+        ...
+
+    async def revoke(self, user_id: str, method_id: str) -> Revocation:
+        """Delete one method (already gone counts as revoked)."""
+        ...
+
+    async def policy(self) -> JsonObject:
+        """The tenant's FIDO2 method configuration (state, isSelfServiceRegistrationAllowed, keyRestrictions...)."""
+        ...
+
+
+class DomainDirectory(Protocol):
+    """Entra's domains and federation configuration (shared/adapters/graph/domains.py)."""
+
+    async def domain(self, name: str) -> JsonObject | None:
+        """The domain, or None when the tenant has no such domain."""
+        ...
+
+    async def domains(self) -> list[JsonObject]:
+        """Every domain of the tenant."""
+        ...
+
+    async def federation(self, name: str) -> JsonObject | None:
+        """The domain's internalDomainFederation, or None."""
+        ...
+
+    async def people_on_domain(self, name: str) -> tuple[list[str], int]:
+        """UPNs of admin role holders on the domain, and the count of synced users on it."""
+        ...
+
+    async def app_access(self) -> federation_rules.AppAccess:
+        """The bridge's application permissions and directory roles."""
+        ...
+
+    async def create_federation(self, name: str, body: JsonObject) -> GraphResponse:
+        """Create the configuration."""
+        ...
+
+    async def update_federation(self, name: str, config_id: str, body: JsonObject) -> GraphResponse:
+        """Update the configuration."""
+        ...
+
+    async def delete_federation(self, name: str, config_id: str) -> GraphResponse:
+        """Delete the configuration."""
+        ...
+
+
+@dataclass(frozen=True)
+class Organization:
+    """The tenant's organization object, as a connection test shows it."""
+
+    id: str
+    display_name: str | None
+
+
+@dataclass(frozen=True)
+class DirectoryRole:
+    """An activated directory role."""
+
+    id: str
+    display_name: str
+
+
+class TenantDirectory(Protocol):
+    """The organization and its directory roles, as the connection test reads them
+    (shared/adapters/graph/organization.py)."""
+
+    async def organization(self) -> Organization:
+        """The tenant's organization."""
+        ...
+
+    async def directory_roles(self) -> list[DirectoryRole]:
+        """Every activated directory role."""
+        ...
+
+    async def role_member_ids(self, role_id: str) -> set[str]:
+        """Object ids of a role's direct members."""
+        ...
+
+    async def passkey_policy(self) -> JsonObject:
+        """The tenant's FIDO2 method configuration."""
+        ...
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A change-notification subscription as Graph describes it."""
+
+    id: str
+    resource: str
+    expires: dt.datetime
+    notification_url: str
+
+
+class SubscriptionApi(Protocol):
+    """Graph's change-notification subscriptions (shared/adapters/graph/subscriptions.py)."""
+
+    async def create(self, *, resource: str, change_type: str, notification_url: str, lifecycle_url: str,
+                     expires: dt.datetime, client_state: str) -> Subscription:
+        """A new subscription; Graph validates the URLs first."""
+        ...
+
+    async def renew(self, subscription_id: str, expires: dt.datetime) -> Subscription:
+        """Move the expiry; NotFound when gone."""
+        ...
+
+    async def reauthorize(self, subscription_id: str) -> None:
+        """Reauthorize; NotFound when gone."""
+        ...
+
+    async def delete(self, subscription_id: str) -> None:
+        """Remove (gone counts as removed)."""
+        ...
+
+    async def list(self) -> list[Subscription]:
+        """The app's subscriptions."""
         ...
 
 
@@ -851,7 +1084,7 @@ class Written:
 
 
 class ExportDirectory(Protocol):
-    """Entra as the export engine reads and writes it (shared/adapters/export.py)."""
+    """Entra as the export engine reads and writes it (shared/adapters/graph/export.py)."""
 
     async def verified_domains(self) -> list[str]:
         """The tenant's verified domain names."""

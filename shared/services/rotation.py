@@ -37,6 +37,7 @@ from shared.services.ports import (
     AuditSink,
     Clock,
     EventOutbox,
+    PasswordDirectory,
     RotationRepository,
     SecretStore,
     SecretVersion,
@@ -54,26 +55,6 @@ MAX_DEFINITE_REJECTIONS = 3
 #: How often one message may be put back for throttling or a held lease before it counts as failed.
 MAX_DEFERRALS = 20
 ACTOR = "rotation"
-
-
-class PasswordDirectory(Protocol):
-    """What rotation needs from Entra (implemented on GraphApi in shared/adapters/rotation.py)."""
-
-    async def reset(self, user_id: str, password: str) -> str | None:
-        """PATCH passwordProfile; returns Graph's request-id. InvalidInput for a definite 400."""
-        ...
-
-    async def admin_roles(self, user_id: str) -> frozenset[str]:
-        """Display names of the directory roles the user holds."""
-        ...
-
-    async def app_roles(self) -> frozenset[str]:
-        """Display names of the directory roles the bridge's own identity holds."""
-        ...
-
-    async def tenant_name(self) -> str:
-        """The organisation's display name (a banned term for passwords)."""
-        ...
 
 
 class SubjectSource(Protocol):

@@ -18,9 +18,9 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from shared.config import Connection
 from shared.domain import rotation as rotation_policy
@@ -46,14 +46,16 @@ from shared.domain.sync import (
 from shared.errors import BridgeError, Conflict, Gone, Stop, Throttled, Transient, root_cause, translated
 from shared.messages import WorkMessage
 from shared.services.directory import Directory
-from shared.services.enrollment_groups import EnrollmentGroups, GroupWriter
+from shared.services.enrollment_groups import EnrollmentGroups
 from shared.services.events import recover_user_events, user_events
 from shared.services.ports import (
     AuditSink,
     Clock,
     DeltaState,
+    DirectoryReader,
     EnrollmentDelta,
     EventOutbox,
+    GroupWriter,
     JsonObject,
     Lease,
     Leases,
@@ -88,44 +90,6 @@ PAGE_USERS = 999
 QUEUE_PAGES = 4
 
 Progress = Callable[[str, int, int], None]
-
-
-@dataclass(frozen=True)
-class DeltaRead:
-    """A complete delta round: every item of every page, and the deltaLink for the next round."""
-
-    items: list[JsonObject]
-    link: str
-
-
-class DirectoryReader(Protocol):
-    """What sync reads from Entra (implemented on GraphApi in shared/adapters/directory.py)."""
-
-    resource_units: int
-
-    async def group_id(self, name_or_id: str) -> str:
-        """Object id of a group named by id or display name."""
-        ...
-
-    def transitive_users(self, group_id: str) -> AsyncIterator[JsonObject]:
-        """Every user of a group, nested groups included."""
-        ...
-
-    async def groups_delta(self, ids: Sequence[str] | None = None, link: str | None = None) -> DeltaRead:
-        """A first groups/delta round for `ids` (with members), or the next round from `link`; Gone on 410."""
-        ...
-
-    async def users_delta_latest(self) -> str:
-        """A users/delta link from now."""
-        ...
-
-    async def users_delta(self, link: str) -> DeltaRead:
-        """Users changed or deleted since `link`; Gone on 410."""
-        ...
-
-    async def users(self, ids: Sequence[str]) -> list[JsonObject]:
-        """The attributes of these users (absent ones left out)."""
-        ...
 
 
 @dataclass
@@ -485,8 +449,8 @@ class SyncService:
         missing = sorted(uid for uid in members if uid in concerned and uid not in attributes
                          and uid not in read.deleted)
         if missing:
-            for item in await run.reader.users(missing):
-                attributes[str(item["id"])] = EntraUser.from_graph(item, "")
+            for user in await run.reader.users(missing):
+                attributes[user.id] = user
         seen = {uid: attributes[uid].with_groups(roots) for uid, roots in members.items()
                 if uid in concerned and uid in attributes and uid not in read.deleted}
         if state.rows is None or state.in_scope is None:
@@ -546,13 +510,13 @@ class SyncService:
                 drain.result()  # the writer failed: its error ends the run
                 raise Stop("the writer of the import stopped before the read ended")
 
-        async def page(items: list[JsonObject], position: int) -> None:
-            by_id = {str(item["id"]): item for item in items}
+        async def page(items: list[EntraUser], position: int) -> None:
+            by_id = {user.id: user for user in items}
             members = scope_among(tree, sync_roots, by_id)
             # A user in several sync groups is planned with the first of them that lists it.
             chosen = {uid: r for uid, r in members.items()
                       if position < 0 or not any(sync_roots.index(root) < position for root in r)}
-            users = {uid: EntraUser.from_graph(by_id[uid], "").with_groups(r) for uid, r in chosen.items()}
+            users = {uid: by_id[uid].with_groups(r) for uid, r in chosen.items()}
             now = self._clock.now()
             if digests is not None:
                 stored = {uid: digests.get(uid) for uid in users}
@@ -585,7 +549,7 @@ class SyncService:
 
         try:
             for position, root in enumerate(sync_roots):
-                batch: list[JsonObject] = []
+                batch: list[EntraUser] = []
                 async for item in reader.transitive_users(root):
                     batch.append(item)
                     if len(batch) >= PAGE_USERS:
@@ -736,8 +700,8 @@ class SyncService:
                     tree.add_group(group)
                 read = await reader.groups_delta(ids=ids)
                 for item in read.items:
-                    if "@removed" not in item and item.get("id"):
-                        nested, _ = tree.apply_members(str(item["id"]), item.get("members@delta") or [])
+                    if not item.removed and item.id:
+                        nested, _ = tree.apply_members(item.id, item.members)
                         found |= nested
                 links.append({"ids": ids, "link": read.link})
             frontier = found - tree.groups()
@@ -754,15 +718,15 @@ class SyncService:
         for entry in state.group_links:
             read = await reader.groups_delta(link=str(entry["link"]))
             for item in read.items:
-                group = str(item.get("id") or "")
+                group = item.id
                 if not group or group not in tree.users:
                     continue
                 dirty.add(group)
-                if "@removed" in item:
+                if item.removed:
                     # A deleted group has no members any more; its parents report the removal too.
                     tree.clear(group)
                     continue
-                new_groups, _ = tree.apply_members(group, item.get("members@delta") or [])
+                new_groups, _ = tree.apply_members(group, item.members)
                 nested |= new_groups
             links.append({"ids": entry["ids"], "link": read.link})
         if deleted:
@@ -909,14 +873,14 @@ class SyncService:
         state_of = {group_id: state for state, group_id in ids.items()}
         seen: dict[str, dict[Enrollment, bool]] = {}
         for item in read.items:
-            state = state_of.get(str(item.get("id") or ""))
+            state = state_of.get(item.id)
             if state is None:
                 continue
-            if "@removed" in item:
+            if item.removed:
                 return None
-            for member in item.get("members@delta") or []:
-                if member.get("id"):
-                    seen.setdefault(str(member["id"]), {})[state] = "@removed" not in member
+            for member in item.members:
+                if member.id:
+                    seen.setdefault(member.id, {})[state] = not member.removed
         rows = await self._directory.get_many(conn.name, seen)
         report.rows_read += len(seen)
         changes = await groups.repair(conn, writer, seen, rows, correlation_id=correlation_id,

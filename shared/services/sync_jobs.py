@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable
 from shared.config import Connection
 from shared.errors import Conflict
 from shared.messages import WorkMessage
-from shared.services.devices import PasskeyDirectory
 from shared.services.notifications import NotificationService
 from shared.services.passkeys import PasskeyService, ReconcileReport
-from shared.services.sync import DirectoryReader, SyncService
+from shared.services.ports import DirectoryReader, PasskeyDirectory
+from shared.services.sync import SyncService
 
 log = logging.getLogger(__name__)
 

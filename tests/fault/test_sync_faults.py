@@ -15,7 +15,7 @@ import pytest
 from bench.sync import World, open_world
 from local.entra.demo import BRIDGE_CLIENT_ID, generated_tenant
 from local.entra.process import RunningEntra, running
-from shared.adapters.directory import GraphDirectoryReader
+from shared.adapters.graph.users import GraphDirectoryReader
 from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain.directory import UserRow, UserState

@@ -23,8 +23,8 @@ from functions import sync as sync_functions
 from local.entra.demo import BRIDGE_CLIENT_ID
 from local.tls import TlsFiles
 from shared import bootstrap
-from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.graph import GraphGateway, SystemClock
+from shared.adapters.graph.users import GraphDirectoryReader
 from shared.adapters.leases import TableLeases
 from shared.adapters.syncstate import TableSyncState
 from shared.adapters.users import TableUsers

@@ -12,7 +12,7 @@ from jwt.algorithms import ECAlgorithm
 from pydantic import ValidationError
 
 from shared.adapters.devices import TablePasskeys
-from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain.devices import DeviceState, PasskeyRow, PublicJwk
@@ -23,7 +23,7 @@ from shared.services.devices import DeviceRegistration, DeviceService
 from shared.services.directory import Directory
 from shared.services.ports import GraphResponse
 from shared.topology import Queue
-from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
+from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue, PathGraph
 from tests.fakes_devices import device_repositories
 
 CONN = Connection.model_validate({"name": "demo", "tenantId": "00000000-0000-0000-0000-000000000001"})
@@ -102,13 +102,13 @@ async def test_removal_revokes_each_passkey_and_reports_progress(world: Any) -> 
     assert (await service.operation("demo", operation))["total"] == 2
     message = WorkMessage.model_validate(queue.messages(Queue.DEVICE)[0])
     graph = Graph(gone={"m2"})
-    result = await service.complete_removal(CONN, GraphPasskeyDirectory(graph), message)  # type: ignore[arg-type]
+    result = await service.complete_removal(CONN, GraphPasskeyDirectory(PathGraph(graph)), message)  # type: ignore[arg-type]
     assert (result["status"], result["done"]) == ("completed", 2)
     assert graph.deleted == ["/users/u1/authentication/fido2Methods/m1"]
     assert (await service.get("demo", "dev-1")).state is DeviceState.REMOVED
     assert await service.passkeys("demo", "dev-1") == []
     assert (await directory.get("demo", "u1")).enrollment is Enrollment.NOT_ENROLLED
-    again = await service.complete_removal(CONN, GraphPasskeyDirectory(graph), message)  # type: ignore[arg-type]
+    again = await service.complete_removal(CONN, GraphPasskeyDirectory(PathGraph(graph)), message)  # type: ignore[arg-type]
     assert again["status"] == "completed"
 
 
@@ -123,6 +123,6 @@ async def test_a_redelivered_removal_counts_the_passkeys_a_stopped_delivery_revo
     assert (await service.operation("demo", operation))["done"] == 0
     message = WorkMessage.model_validate(queue.messages(Queue.DEVICE)[0])
     graph = Graph()
-    result = await service.complete_removal(CONN, GraphPasskeyDirectory(graph), message)  # type: ignore[arg-type]
+    result = await service.complete_removal(CONN, GraphPasskeyDirectory(PathGraph(graph)), message)  # type: ignore[arg-type]
     assert (result["status"], result["done"], result["total"]) == ("completed", 3, 3)
     assert graph.deleted == [f"/users/u1/authentication/fido2Methods/{m}" for m in ("m2", "m3")]

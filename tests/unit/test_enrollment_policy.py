@@ -16,7 +16,7 @@ from jwt.algorithms import ECAlgorithm
 
 from functions.http import problem
 from local.authenticator import SoftwareAuthenticator
-from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.adapters.users import TableUsers
 from shared.config import Connection, PasskeyPolicy
 from shared.domain.devices import DevicePasskey, DeviceRow, passkey_status
@@ -36,7 +36,7 @@ from shared.services.directory import Directory
 from shared.services.enrollment import DeviceEnrollment
 from shared.services.passkeys import PasskeyRegistration, PasskeyService
 from shared.services.ports import GraphResponse
-from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
+from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue, PathGraph
 from tests.fakes_devices import device_repositories, passkey_repositories
 from tests.unit import test_password_delivery as delivery_tests
 
@@ -91,7 +91,7 @@ class World:
 
     async def attempt(self, connection: Connection, **authenticator: Any) -> tuple[PasskeyRegistration, Any]:
         """Options, then a registration with a software authenticator; returns the body and the outcome."""
-        entra = GraphPasskeyDirectory(self.graph)
+        entra = GraphPasskeyDirectory(PathGraph(self.graph))
         options = await self.passkeys.options(connection, entra, "dev-1", correlation_id="c")
         body = PasskeyRegistration.model_validate({
             "ceremonyId": options["ceremonyId"], "displayName": "Ann's key",
@@ -171,7 +171,7 @@ async def test_optional_request_errors_are_not_skipped(world: World) -> None:
     body, created = await world.attempt(optional)
     assert created["passkey"] == "registered"
     # A replayed ceremony and an unknown one are the caller's mistakes, not a refused passkey.
-    entra = GraphPasskeyDirectory(world.graph)
+    entra = GraphPasskeyDirectory(PathGraph(world.graph))
     with pytest.raises(Conflict, match="already been used"):
         await world.enrollment.register(optional, entra, "dev-1", body, correlation_id="c")
     forged = body.model_copy(update={"ceremony_id": "cer-" + "0" * 32 + "-u1"})

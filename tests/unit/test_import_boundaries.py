@@ -138,6 +138,12 @@ def test_triggers_are_short() -> None:
     assert _long_triggers() == []
 
 
+def test_adapters_take_types_from_the_ports_never_from_a_service_module() -> None:
+    services = [f"shared.services.{p.stem}" for p in (ROOT / "shared/services").glob("*.py")
+                if p.stem not in ("ports", "__init__")]
+    assert _violations("shared/adapters", tuple(services)) == []
+
+
 def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     sample = tmp_path / "x.py"
     sample.write_text("import azure.identity\nfrom shared.adapters import graph\n")

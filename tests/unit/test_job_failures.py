@@ -17,7 +17,8 @@ from functions import devices as devices_functions
 from functions import sync as sync_functions
 from functions import work
 from shared.adapters.devices import TableDeviceOperations
-from shared.adapters.directory import GraphDirectoryReader
+from shared.adapters.graph.gateway import request_builders
+from shared.adapters.graph.users import GraphDirectoryReader
 from shared.adapters.identity import get_token, token_error
 from shared.adapters.leases import TableLeases
 from shared.adapters.problems import TableJobProblems
@@ -98,9 +99,10 @@ class LinkGraph:
 
     def __init__(self, base: str) -> None:
         self.base = base
+        self.requests = request_builders(base)
         self.paths: list[str] = []
 
-    async def pages(self, path: str, *, params: Mapping[str, str] | None = None,
+    async def pages(self, path: Any, *, params: Mapping[str, str] | None = None,
                     headers: Mapping[str, str] | None = None, api: str = "v1.0") -> AsyncIterator[dict[str, Any]]:
         self.paths.append(path)
         yield {"value": [], "@odata.deltaLink": f"{self.base}/v1.0/users/delta?$deltatoken=next"}

@@ -16,7 +16,7 @@ from jwt.algorithms import ECAlgorithm
 
 from local.authenticator import DEFAULT_AAGUID, TEST_ROOT_NAME, AttestationRoot, SoftwareAuthenticator
 from local.mds import local_blob, root_setting
-from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain.attestation import AttestationRejected, KeyRestrictions, verify
@@ -27,7 +27,7 @@ from shared.services.devices import DeviceRegistration, DeviceService
 from shared.services.directory import Directory
 from shared.services.passkeys import PasskeyRegistration, PasskeyService
 from shared.services.ports import GraphResponse
-from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
+from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue, PathGraph
 from tests.fakes_devices import device_repositories, passkey_repositories
 
 JWK: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()))
@@ -103,7 +103,7 @@ async def world(trust: Anchors | None = None, max_age: float = 30) -> tuple[Pass
 
 async def register(service: PasskeyService, tenant: Tenant,
                    authenticator: SoftwareAuthenticator | None = None) -> dict[str, Any]:
-    entra = GraphPasskeyDirectory(tenant)
+    entra = GraphPasskeyDirectory(PathGraph(tenant))
     options = await service.options(CONN, entra, "dev-1", correlation_id="c")
     credential = (authenticator or SoftwareAuthenticator()).register(options)
     body = PasskeyRegistration.model_validate({"ceremonyId": options["ceremonyId"], "displayName": "key",

@@ -18,7 +18,7 @@ from shared.errors import NotFound, Transient
 from shared.services.devices import DeviceRegistration, DeviceService, Revocation
 from shared.services.directory import Directory
 from shared.services.passkeys import PasskeyService
-from shared.services.ports import GraphResponse, JsonObject
+from shared.services.ports import Fido2Method, GraphResponse, JsonObject
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
 from tests.fakes_devices import device_repositories, passkey_repositories
 
@@ -75,12 +75,12 @@ class Entra:
     async def register(self, user_id: str, display_name: str, credential: JsonObject) -> GraphResponse:
         raise AssertionError("not used")
 
-    async def methods(self, user_id: str) -> list[JsonObject]:
+    async def methods(self, user_id: str) -> list[Fido2Method]:
         if user_id in self.broken:
             raise Transient("Graph is unavailable")
         if user_id not in self.methods_of:
             raise NotFound(f"user {user_id} does not exist")
-        return [{"id": m} for m in self.methods_of[user_id]]
+        return [Fido2Method(m) for m in self.methods_of[user_id]]
 
     async def revoke(self, user_id: str, method_id: str) -> Revocation:
         self.revoked.append((user_id, method_id))

@@ -16,7 +16,7 @@ from jwt.algorithms import ECAlgorithm
 from local.authenticator import SoftwareAuthenticator
 from shared.adapters.ceremonies import TableCeremonies
 from shared.adapters.devices import TableDevices
-from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.adapters.tables import storage_transport
 from shared.adapters.users import TableUsers
 from shared.config import Connection
@@ -28,7 +28,7 @@ from shared.services.directory import Directory
 from shared.services.passkeys import PasskeyRegistration, PasskeyService, ceremony_id, ceremony_user, settle
 from shared.services.ports import Entity, GraphResponse, Versioned
 from shared.topology import Table
-from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
+from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue, PathGraph
 from tests.fakes_devices import device_repositories, passkey_repositories
 
 CONN = Connection.model_validate({"name": "demo", "tenantId": "00000000-0000-0000-0000-000000000001",
@@ -109,7 +109,7 @@ async def test_options_for_an_inactive_user_store_nothing_even_when_entra_answer
     service, entities, audit, directory, graph = world
     await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example", state=UserState.DEACTIVATED))
     with pytest.raises(Conflict, match="not active"):
-        await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+        await service.options(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
     assert entities.tables.get(Table.CEREMONIES, {}) == {}
     assert "passkey.options" not in audit.actions()
 
@@ -118,19 +118,19 @@ async def test_a_ceremony_that_could_not_be_stored_is_audited_as_failed(world: A
     service, entities, audit, _, graph = world
     entities.failing = Table.CEREMONIES
     with pytest.raises(Transient):
-        await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+        await service.options(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
     outcomes = [(r.action, r.outcome) for r in audit.records if r.action == "passkey.options"]
     assert outcomes == [("passkey.options", "issued"), ("passkey.options", "failed")]
 
 
 async def test_a_registration_in_entra_is_audited_even_when_the_registry_row_fails(world: Any) -> None:
     service, entities, audit, _, graph = world
-    options = await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+    options = await service.options(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
     body = PasskeyRegistration.model_validate({"ceremonyId": options["ceremonyId"], "displayName": "k",
                                                "credential": SoftwareAuthenticator().register(options)})
     entities.failing = Table.PASSKEYS
     with pytest.raises(Transient):
-        await service.register(CONN, GraphPasskeyDirectory(graph), "dev-1", body, correlation_id="c")
+        await service.register(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", body, correlation_id="c")
     registered = [r for r in audit.records if r.action == "passkey.registered"]
     assert len(registered) == 1
     assert registered[0].graph_request_id == "req-1"
@@ -138,19 +138,19 @@ async def test_a_registration_in_entra_is_audited_even_when_the_registry_row_fai
 
 async def test_register_checks_the_user_before_the_ceremony_and_consumes_nothing_on_refusal(world: Any) -> None:
     service, entities, _, directory, graph = world
-    options = await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+    options = await service.options(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
     body = PasskeyRegistration.model_validate({"ceremonyId": options["ceremonyId"], "displayName": "k",
                                                "credential": SoftwareAuthenticator().register(options)})
     await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example", state=UserState.REMOVED))
     with pytest.raises(Conflict, match="not active"):
-        await service.register(CONN, GraphPasskeyDirectory(graph), "dev-1", body, correlation_id="c")
+        await service.register(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", body, correlation_id="c")
     ceremony = await TableCeremonies(entities).get("demo", options["ceremonyId"])
     assert ceremony is not None
     assert ceremony.value.used is False
     assert not any(call.startswith("POST") for call in graph.calls)
     await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example"))
     with pytest.raises(NotFound, match="was not issued"):
-        await service.register(CONN, GraphPasskeyDirectory(graph), "dev-1",
+        await service.register(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1",
                                body.model_copy(update={"ceremony_id": "cer-unknown"}), correlation_id="c")
 
 
@@ -182,7 +182,7 @@ def test_a_ceremony_id_names_its_user_and_other_forms_name_nobody() -> None:
 
 async def test_register_reads_the_device_s_new_user_when_the_device_changed_hands(world: Any) -> None:
     service, entities, _, directory, graph = world
-    options = await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+    options = await service.options(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
     # The device was removed and its id registered again for another user between options and register.
     await directory.put("demo", UserRow(id="u2", upn="bob@contoso.example"))
     devices = TableDevices(entities)
@@ -192,17 +192,17 @@ async def test_register_reads_the_device_s_new_user_when_the_device_changed_hand
                                                "credential": SoftwareAuthenticator().register(options)})
     # The ceremony names u1, the device now belongs to u2: u2 is read and the ceremony refused for it.
     with pytest.raises(Conflict, match="issued to another user"):
-        await service.register(CONN, GraphPasskeyDirectory(graph), "dev-1", body, correlation_id="c")
+        await service.register(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", body, correlation_id="c")
     assert not any(call.startswith("POST") for call in graph.calls)
 
 
 async def test_long_expired_ceremonies_are_purged_and_recent_ones_kept(world: Any) -> None:
     service, entities, _, _, graph = world
     clock: FakeClock = service._clock  # the clock the service reads
-    first = await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+    first = await service.options(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
     await entities.upsert(Table.CEREMONIES, Entity("demo", "cer-broken", {"expiresAt": "not a time"}))
     clock.advance(days=2)
-    second = await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+    second = await service.options(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
     # Graph's fixed expiry in the fake is 2026-01-01T00:05Z: give the second ceremony a current one.
     ceremonies = TableCeremonies(entities)
     row = await ceremonies.get("demo", second["ceremonyId"])
@@ -220,16 +220,16 @@ async def test_a_credential_the_device_already_registered_is_refused_by_name(wor
     service, entities, audit, _, graph = world
     authenticator = SoftwareAuthenticator()
     same = os.urandom(32)
-    options = await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+    options = await service.options(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
     first = PasskeyRegistration.model_validate({"ceremonyId": options["ceremonyId"], "displayName": "k",
                                                 "credential": authenticator.register(options, credential_id=same)})
-    await service.register(CONN, GraphPasskeyDirectory(graph), "dev-1", first, correlation_id="c")
-    again = await service.options(CONN, GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+    await service.register(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", first, correlation_id="c")
+    again = await service.options(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
     repeat = PasskeyRegistration.model_validate({"ceremonyId": again["ceremonyId"], "displayName": "k",
                                                  "credential": authenticator.register(again, credential_id=same)})
     posts = sum(call.startswith("POST") for call in graph.calls)
     with pytest.raises(InvalidInput, match=r"credentialId.*already registered"):
-        await service.register(CONN, GraphPasskeyDirectory(graph), "dev-1", repeat, correlation_id="c")
+        await service.register(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", repeat, correlation_id="c")
     assert sum(call.startswith("POST") for call in graph.calls) == posts
     ceremony = await TableCeremonies(entities).get("demo", again["ceremonyId"])
     assert ceremony is not None

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from local.authenticator import SoftwareAuthenticator
-from shared.adapters.passkeys import GraphPasskeyDirectory
+from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain.directory import Enrollment, UserRow
@@ -21,7 +21,7 @@ from shared.services.devices import DeviceRegistration, DeviceService
 from shared.services.directory import Directory
 from shared.services.passkeys import PasskeyRegistration, PasskeyService, repair_base64url
 from shared.services.ports import GraphResponse
-from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
+from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue, PathGraph
 from tests.fakes_devices import device_repositories, passkey_repositories
 
 JWK: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()))
@@ -71,32 +71,32 @@ def test_graphs_padded_base64_is_repaired() -> None:
 
 async def test_options_then_register_moves_the_user_to_paired_with_entra(world: Any) -> None:
     service, directory, graph = world
-    options = await service.options(conn(), GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+    options = await service.options(conn(), GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
     assert "=" not in options["publicKey"]["challenge"]
     assert options["publicKey"]["excludeCredentials"][0]["id"] == "ab-_cQ"
     credential = SoftwareAuthenticator().register(options)
     body = PasskeyRegistration.model_validate({"ceremonyId": options["ceremonyId"], "displayName": "Ann's key",
                                                "credential": credential})
-    result = await service.register(conn(), GraphPasskeyDirectory(graph), "dev-1", body, correlation_id="c")
+    result = await service.register(conn(), GraphPasskeyDirectory(PathGraph(graph)), "dev-1", body, correlation_id="c")
     assert result["id"] == "method-1"
     assert graph.posted[0]["publicKeyCredential"]["id"] == credential["id"]
     assert (await directory.get("demo", "u1")).enrollment is Enrollment.PAIRED_WITH_ENTRA
     with pytest.raises(Conflict, match="already been used"):
-        await service.register(conn(), GraphPasskeyDirectory(graph), "dev-1", body, correlation_id="c")
+        await service.register(conn(), GraphPasskeyDirectory(PathGraph(graph)), "dev-1", body, correlation_id="c")
 
 
 async def test_a_bad_credential_is_refused_before_graph(world: Any) -> None:
     service, _, graph = world
-    options = await service.options(conn(), GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+    options = await service.options(conn(), GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
     credential = SoftwareAuthenticator(origin="https://evil.example").register(options)
     body = PasskeyRegistration.model_validate({"ceremonyId": options["ceremonyId"], "displayName": "k",
                                                "credential": credential})
     with pytest.raises(InvalidInput, match=r"clientData\.origin"):
-        await service.register(conn(), GraphPasskeyDirectory(graph), "dev-1", body, correlation_id="c")
+        await service.register(conn(), GraphPasskeyDirectory(PathGraph(graph)), "dev-1", body, correlation_id="c")
     assert graph.posted == []
 
 
 async def test_disabled_policy_is_forbidden(world: Any) -> None:
     service, _, graph = world
     with pytest.raises(Forbidden, match="disabled"):
-        await service.options(conn("disabled"), GraphPasskeyDirectory(graph), "dev-1", correlation_id="c")
+        await service.options(conn("disabled"), GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")

@@ -23,8 +23,8 @@ from shared.domain.directory import Enrollment, UserState
 from shared.domain.sync import GroupTree, SeenIds, affected_users
 from shared.services.directory import Directory
 from shared.services.enrollment_groups import EnrollmentGroups
-from shared.services.ports import Entity
-from shared.services.sync import DeltaRead, SyncReport, SyncService
+from shared.services.ports import DeltaRead, Entity, GroupChange, MemberChange, SyncUser
+from shared.services.sync import SyncReport, SyncService
 from shared.topology import Table
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeSecretStore, FakeWorkQueue
 from tests.unit.test_enrollment_uninstall import Groups
@@ -101,11 +101,12 @@ class Tenant(FakeEntra):
             if group in self.groups:
                 self.add_member(group, user_id)
 
-    async def groups_delta(self, ids: Sequence[str] | None = None, link: str | None = None) -> DeltaRead:
+    async def groups_delta(self, ids: Sequence[str] | None = None,
+                           link: str | None = None) -> DeltaRead[GroupChange]:
         read = await super().groups_delta(ids, link)
         if link and not self.expired:
             _, since, wanted = link.split("|")
-            gone = [{"id": g, "@removed": {"reason": "deleted"}} for at, g in self.deleted_groups
+            gone = [GroupChange(g, removed=True) for at, g in self.deleted_groups
                     if at >= int(since) and g in wanted.split(",")]
             return DeltaRead([*read.items, *gone], read.link)
         return read
@@ -528,7 +529,7 @@ async def test_drift_made_by_hand_is_repaired_from_the_groups_delta_reading_only
 def test_a_forked_tree_copies_only_the_groups_it_changes() -> None:
     old = GroupTree({"r": {"a"}, "x": {"b"}, "y": {"c"}}, {"r": {"x", "y"}, "x": set(), "y": set()})
     new = old.fork()
-    new.apply_members("x", [{"@odata.type": "#microsoft.graph.user", "id": "d"}])
+    new.apply_members("x", [MemberChange("d", "user")])
     new.remove_users({"c"})
     new.clear("r")
     assert (old.users, old.children["r"]) == ({"r": {"a"}, "x": {"b"}, "y": {"c"}}, {"x", "y"})
@@ -608,7 +609,7 @@ class StreamedTenant(Tenant):
         self.store = store
         self.stored_while_reading: list[int] = []
 
-    async def transitive_users(self, group_id: str) -> AsyncIterator[dict[str, Any]]:
+    async def transitive_users(self, group_id: str) -> AsyncIterator[SyncUser]:
         n = 0
         async for item in super().transitive_users(group_id):
             n += 1

@@ -18,8 +18,8 @@ from shared.domain.directory import UserState
 from shared.errors import BridgeError, Configuration, Conflict, Gone, Stop, Transient, root_cause
 from shared.services import sync as sync_service
 from shared.services.directory import Directory
-from shared.services.ports import JsonObject
-from shared.services.sync import LEASE, DeltaRead, SyncService
+from shared.services.ports import DeltaRead, GroupChange, JsonObject, MemberChange, SyncUser, UserChange
+from shared.services.sync import LEASE, SyncService
 from shared.topology import Table
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeSecretStore, FakeWorkQueue
 
@@ -88,9 +88,8 @@ class FakeEntra:
         if self.fail == name:
             raise Stop(f"a page of {name} has no 'value'")
 
-    def _ref(self, member: str) -> JsonObject:
-        kind = "group" if member in self.groups else "user"
-        return {"@odata.type": f"#microsoft.graph.{kind}", "id": member}
+    def _ref(self, member: str, removed: bool = False) -> MemberChange:
+        return MemberChange(member, "group" if member in self.groups else "user", removed)
 
     async def group_id(self, name_or_id: str) -> str:
         return NAMES.get(name_or_id, name_or_id)
@@ -106,34 +105,36 @@ class FakeEntra:
                 found.append(member)
         return found
 
-    async def transitive_users(self, group_id: str) -> AsyncIterator[JsonObject]:
+    async def transitive_users(self, group_id: str) -> AsyncIterator[SyncUser]:
         self._check("transitive_users")
         for uid in dict.fromkeys(self._transitive(group_id)):
-            yield dict(self.accounts[uid])
+            yield SyncUser.from_graph(self.accounts[uid], "")
 
-    async def groups_delta(self, ids: Sequence[str] | None = None, link: str | None = None) -> DeltaRead:
+    async def groups_delta(self, ids: Sequence[str] | None = None,
+                           link: str | None = None) -> DeltaRead[GroupChange]:
         self._check("groups_delta")
         if link:
             if self.expired:
                 raise Gone("groups delta token expired")
             _, since, wanted = link.split("|")
             chosen = set(wanted.split(","))
-            items: dict[str, JsonObject] = {}
+            items: dict[str, list[MemberChange]] = {}
             for kind, gid, added, removed in self.log[int(since):]:
                 if kind == "group" and gid in chosen:
-                    item = items.setdefault(gid, {"id": gid, "members@delta": []})
-                    item["members@delta"] += [self._ref(m) for m in added]
-                    item["members@delta"] += [{**self._ref(m), "@removed": {"reason": "deleted"}} for m in removed]
-            return DeltaRead(list(items.values()), f"g|{len(self.log)}|{wanted}")
+                    members = items.setdefault(gid, [])
+                    members += [self._ref(m) for m in added]
+                    members += [self._ref(m, removed=True) for m in removed]
+            return DeltaRead([GroupChange(g, members=tuple(m)) for g, m in items.items()],
+                             f"g|{len(self.log)}|{wanted}")
         assert ids
-        found = [{"id": g, "members@delta": [self._ref(m) for m in self.groups[g]]} for g in ids if g in self.groups]
+        found = [GroupChange(g, members=tuple(self._ref(m) for m in self.groups[g])) for g in ids if g in self.groups]
         return DeltaRead(found, f"g|{len(self.log)}|{','.join(ids)}")
 
     async def users_delta_latest(self) -> str:
         self._check("users_delta_latest")
         return f"u|{len(self.log)}"
 
-    async def users_delta(self, link: str) -> DeltaRead:
+    async def users_delta(self, link: str) -> DeltaRead[UserChange]:
         self._check("users_delta")
         if self.expired:
             raise Gone("users delta token expired")
@@ -141,13 +142,13 @@ class FakeEntra:
         items = []
         for kind, uid, _, _ in self.log[since:]:
             if kind == "user":
-                items.append(dict(self.accounts[uid]) if uid in self.accounts
-                             else {"id": uid, "@removed": {"reason": "deleted"}})
+                items.append(UserChange(uid, attributes=dict(self.accounts[uid])) if uid in self.accounts
+                             else UserChange(uid, removed=True))
         return DeltaRead(items, f"u|{len(self.log)}")
 
-    async def users(self, ids: Sequence[str]) -> list[JsonObject]:
+    async def users(self, ids: Sequence[str]) -> list[SyncUser]:
         self._check("users")
-        return [dict(self.accounts[i]) for i in ids if i in self.accounts]
+        return [SyncUser.from_graph(self.accounts[i], "") for i in ids if i in self.accounts]
 
 
 def tenant(n: int = 30) -> FakeEntra:

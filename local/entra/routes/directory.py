@@ -106,7 +106,8 @@ def routes(sim: Simulator) -> list[Route]:
         body = await json_body(request)
         allowed = {"accountEnabled", "usageLocation", "displayName", "passwordProfile", "givenName", "surname",
                    "department", "employeeId"}
-        unknown = set(body) - allowed
+        # The SDKs send the entity's type with every body (msgraph-sdk's serializer writes it).
+        unknown = set(body) - allowed - {"@odata.type"}
         if unknown:
             raise GraphError(400, "Request_BadRequest", f"Property '{sorted(unknown)[0]}' is read-only or unknown.")
         if "passwordProfile" in body:
@@ -146,7 +147,7 @@ def routes(sim: Simulator) -> list[Route]:
         body = await json_body(request)
         known = {"accountEnabled", "displayName", "mailNickname", "userPrincipalName", "passwordProfile",
                  "givenName", "surname", "usageLocation", "department", "employeeId", "mail"}
-        unknown = set(body) - known
+        unknown = set(body) - known - {"@odata.type"}
         if unknown:
             raise GraphError(400, "Request_BadRequest", f"Property '{sorted(unknown)[0]}' does not exist on type "
                              "'microsoft.graph.user'.")

@@ -276,6 +276,8 @@ def routes(sim: Simulator) -> list[Route]:
             found.append(Route(f"/{version}{path}", graph_route(sim, handler, **options), methods=methods))
 
         add(f"{base}/creationOptions", creation_options, ["GET"], permissions=PASSKEY_WRITE)
+        # The function call with no argument, as msgraph-sdk's request builder spells it.
+        add(f"{base}/creationOptions()", creation_options, ["GET"], permissions=PASSKEY_WRITE)
         add(f"{base}/creationOptions({{args}})", creation_options, ["GET"], permissions=PASSKEY_WRITE)
         add(base, register, ["POST"], permissions=PASSKEY_WRITE, write=True)
         add(base, list_methods, ["GET"], permissions=PASSKEY_READ)

@@ -113,7 +113,7 @@ def routes(sim: Simulator) -> list[Route]:
     async def patch_group(request: Request, caller: Caller) -> None:
         group = group_or_404(request.path_params["id"])
         body = await json_body(request)
-        unknown = set(body) - {"displayName", "description", "members@odata.bind", "mailNickname"}
+        unknown = set(body) - {"displayName", "description", "members@odata.bind", "mailNickname", "@odata.type"}
         if unknown:
             raise GraphError(400, "Request_BadRequest", f"Property '{sorted(unknown)[0]}' is read-only or unknown.")
         binds = body.get("members@odata.bind")

@@ -366,7 +366,7 @@ def routes(sim: Simulator) -> list[Route]:
     async def update(request: Request, caller: Caller) -> dict[str, Any]:
         sub = owned(caller, request.path_params["id"])
         body = await json_body(request)
-        unknown = set(body) - {"expirationDateTime", "notificationUrl", "lifecycleNotificationUrl"}
+        unknown = set(body) - {"expirationDateTime", "notificationUrl", "lifecycleNotificationUrl", "@odata.type"}
         if unknown:
             raise GraphError(400, "InvalidRequest", f"Only expirationDateTime and notificationUrl can be updated, "
                                                     f"not {', '.join(sorted(unknown))}.")

@@ -20,7 +20,7 @@ from local.authenticator import TEST_ROOT_NAME, AttestationRoot, SoftwareAuthent
 from local.entra.process import RunningEntra
 from local.mds import root_setting
 from local.tls import TlsFiles
-from shared.adapters.passkeys import GraphPasskeyDirectory, unwrapped
+from shared.adapters.graph.fido2 import GraphPasskeyDirectory, unwrapped
 from shared.domain.mds import MetadataRejected, TrustAnchors, root_certificate
 from tests.conformance.entra_fido2.graph_calls import (
     DOCUMENTED_REGISTRATION,
@@ -31,6 +31,7 @@ from tests.conformance.entra_fido2.graph_calls import (
     graph_error,
     options_for,
 )
+from tests.fakes import PathGraph
 
 
 def test_creation_options_v1_has_the_documented_shape(graph: httpx.Client, users: list[str]) -> None:
@@ -86,14 +87,14 @@ def test_the_bridge_reads_creation_options_whichever_way_graph_wraps_them(graph:
         async def get(self, path: str, *, api: str = "v1.0", **_: Any) -> dict[str, Any]:
             return answers[api]
 
-    directory = GraphPasskeyDirectory(Recorded())  # type: ignore[arg-type]
+    directory = GraphPasskeyDirectory(PathGraph(Recorded()))  # type: ignore[arg-type]
     v1 = asyncio.run(directory.creation_options(users[0]))
     beta = asyncio.run(directory.creation_options(users[0], 10))
     for options in (v1, beta):
-        assert options["publicKey"]["challenge"]
-        assert options["publicKey"]["rp"]["id"] == "login.microsoftonline.com"
-        assert options["challengeTimeoutDateTime"]
-    assert beta["publicKey"]["timeout"] == 10 * 60000
+        assert options.public_key["challenge"]
+        assert options.public_key["rp"]["id"] == "login.microsoftonline.com"
+        assert options.challenge_expires
+    assert beta.public_key["timeout"] == 10 * 60000
     assert unwrapped({"publicKey": {"x": 1}, "value": {"y": 2}}) == {"publicKey": {"x": 1}, "value": {"y": 2}}
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bench.sync import open_world
-from shared.adapters.directory import GraphDirectoryReader
+from shared.adapters.graph.users import GraphDirectoryReader
 from shared.config import Connection
 from shared.domain.directory import Enrollment
 from shared.domain.enrollment import Ownership

@@ -13,7 +13,7 @@ import pytest
 
 from bench.sync import open_world
 from local.entra.demo import DEMO_DOMAIN, EXPORT_PERMISSIONS, GRAPH_PERMISSIONS
-from shared.adapters.export import GraphExportDirectory
+from shared.adapters.graph.export import GraphExportDirectory
 from shared.adapters.scim import TableScimRepository
 from shared.config import Connection
 from shared.domain.scim import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA

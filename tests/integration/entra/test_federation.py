@@ -25,8 +25,8 @@ from local.entra.demo import DEMO_DOMAIN
 from local.servers import free_port
 from local.tls import TlsFiles
 from shared.adapters import metadata
-from shared.adapters.domains import GraphDomainDirectory
 from shared.adapters.graph import GraphGateway
+from shared.adapters.graph.domains import GraphDomainDirectory
 from shared.adapters.metadata import HttpsMetadataSource
 from shared.config import Connection
 from shared.domain.federation import IdpInputs

@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from local.entra.demo import GRAPH_PERMISSIONS
 from local.servers import ROOT
 from shared.adapters.graph import GraphGateway, ThrottleGovernor
+from shared.adapters.graph.organization import GraphOrganization
 from shared.adapters.tables import TableEntityStore
 from shared.config import Connection
 from shared.errors import Stop
@@ -205,7 +206,7 @@ async def test_connection_report_names_missing_permissions_and_roles(entra: Entr
     entra.admin("PATCH", f"/_sim/apps/{entra.client_id}", {"graphRoles": reduced, "directoryRoles": []})
     try:
         gateway = make_gateway(entra, tls_files)
-        report = await ConnectionTester(gateway, gateway.token_claims).test(conn)
+        report = await ConnectionTester(GraphOrganization(gateway), gateway.token_claims).test(conn)
         await gateway.close()
     finally:
         entra.admin("PATCH", f"/_sim/apps/{entra.client_id}", {"graphRoles": GRAPH_PERMISSIONS,

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from local.entra.demo import DEMO_TENANT_ID
+from shared.adapters.graph.subscriptions import GraphSubscriptions
 from shared.adapters.leases import TableLeases
 from shared.adapters.subscription_records import TableSubscriptionRecords
-from shared.adapters.subscriptions import GraphSubscriptions
 from shared.config import Connection
 from shared.errors import Forbidden
 from shared.services.notifications import (

@@ -26,8 +26,8 @@ from local.mds import root_setting
 from local.tls import TlsFiles
 from shared.adapters.audit import TableAuditSink, VaultAuditAnchors, VaultAuditKeys
 from shared.adapters.graph import GraphGateway, ThrottleGovernor
+from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.adapters.mds import HEAD, PARTITION, FidoMetadata
-from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.queues import StorageWorkQueue
 from shared.adapters.tables import TableEntityStore
 from shared.adapters.users import TableUsers
@@ -177,8 +177,8 @@ async def test_enforced_attestation_trusts_only_roots_of_the_served_metadata(wor
     head = await world.tables.get(Table.FIDOMETADATA, PARTITION, HEAD)
     assert head is not None
     assert head.data["url"] == f"{world.sim.url}/mds3/"
-    listed = {m["id"]: m for m in await world.entra.methods(world.user_id)}
-    assert listed[registered["id"]]["attestationLevel"] == "attested"
+    listed = {m.id: m for m in await world.entra.methods(world.user_id)}
+    assert listed[registered["id"]].attestation_level == "attested"
 
 
 async def test_a_blob_over_one_row_is_kept_in_table_storage(azurite_connection_string: str) -> None:

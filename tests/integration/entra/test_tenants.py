@@ -21,8 +21,8 @@ import pytest
 
 from bench.rotation import Stack, _connection
 from local.entra.demo import SECOND_TENANT_ID
-from shared.adapters.directory import GraphDirectoryReader
 from shared.adapters.graph import ThrottleGovernor
+from shared.adapters.graph.users import GraphDirectoryReader
 from shared.adapters.tables import TableEntityStore
 from shared.errors import BridgeError
 from tests.fixtures.entra import EntraFixture

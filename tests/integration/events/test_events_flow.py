@@ -21,8 +21,8 @@ import pytest
 from local.authenticator import SoftwareAuthenticator
 from local.eventgrid.process import RunningTopic
 from shared.adapters.events import EventGridSink, TableEventOutbox
+from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.adapters.leases import TableLeases
-from shared.adapters.passkeys import GraphPasskeyDirectory
 from shared.adapters.rotations import TableRotations
 from shared.adapters.syncstate import TableSyncState
 from shared.adapters.tables import TableEntityStore
@@ -39,7 +39,7 @@ from shared.services.events import ChangeFeed, EventPublisher
 from shared.services.passkeys import PasskeyRegistration, PasskeyService
 from shared.services.rotation import RotationService
 from shared.services.sync import SyncService
-from tests.fakes import FakeAuditSink, FakeClock, FakeSecretStore, FakeWorkQueue
+from tests.fakes import FakeAuditSink, FakeClock, FakeSecretStore, FakeWorkQueue, PathGraph
 from tests.fakes_devices import device_repositories, passkey_repositories
 from tests.unit.test_devices_service import JWK
 from tests.unit.test_devices_service import Graph as RevokingGraph
@@ -248,13 +248,13 @@ async def test_devices_and_passkeys_announce_each_change_once(world: World) -> N
     await devices.register(world.conn, "dev-1", DeviceRegistration.model_validate(
         {"user": "u1", "displayName": "key", "publicKey": JWK}), actor="t", correlation_id="c")
     graph = RegisteringGraph()
-    entra = GraphPasskeyDirectory(graph)
+    entra = GraphPasskeyDirectory(PathGraph(graph))
     for _ in range(2):
         options = await passkeys.options(world.conn, entra, "dev-1", correlation_id="c")
         credential = SoftwareAuthenticator().register(options)
         await passkeys.register(world.conn, entra, "dev-1", PasskeyRegistration.model_validate(
             {"ceremonyId": options["ceremonyId"], "displayName": "k", "credential": credential}), correlation_id="c")
-    revoking = GraphPasskeyDirectory(RevokingGraph())
+    revoking = GraphPasskeyDirectory(PathGraph(RevokingGraph()))
     await devices.revoke_passkey(world.conn, revoking, "dev-1", "method-1", actor="t", correlation_id="c")
     # Entra lost method-2: reconciliation marks it, and says so once even when run twice.
     await passkeys.reconcile(world.conn, Entra({"u1": []}), correlation_id="c1")
@@ -382,7 +382,7 @@ class Enrolling:
         passkeys = PasskeyService(devices=self.devices(outbox), directory=self.directory,
                                   **passkey_repositories(w.store),
                                   audit=FakeAuditSink(), clock=w.clock)
-        entra = GraphPasskeyDirectory(self.graph)
+        entra = GraphPasskeyDirectory(PathGraph(self.graph))
         options = await passkeys.options(w.conn, entra, "dev-1", correlation_id="c")
         credential = SoftwareAuthenticator().register(options)
         return await passkeys.register(w.conn, entra, "dev-1", PasskeyRegistration.model_validate(

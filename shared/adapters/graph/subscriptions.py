@@ -1,4 +1,4 @@
-"""Graph change-notification subscriptions on the GraphApi port.
+"""Graph change-notification subscriptions on the Graph gateway (implements SubscriptionApi).
 
 - Create: https://learn.microsoft.com/graph/api/subscription-post-subscriptions (Graph first calls the
   notificationUrl with a validationToken; a failed validation is a 400). Permissions (application):
@@ -7,6 +7,9 @@
 - Reauthorize: https://learn.microsoft.com/graph/api/subscription-reauthorize.
 - Delete: https://learn.microsoft.com/graph/api/subscription-delete; list:
   https://learn.microsoft.com/graph/api/subscription-list (the calling app's own subscriptions).
+
+Requests are built with msgraph-sdk's request builders and its `Subscription` model; answers are parsed
+into the model too (a few calls a day per connection).
 """
 
 from __future__ import annotations
@@ -14,29 +17,25 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 
+from msgraph.generated.models.subscription import Subscription as GraphSubscription
+
+from shared.adapters.graph.gateway import GraphApi
+from shared.adapters.graph.organization import parsed
 from shared.errors import Configuration, InvalidInput, NotFound, PermissionDenied
-from shared.services.notifications import Subscription
-from shared.services.ports import GraphApi, JsonObject
+from shared.services.ports import JsonObject, Subscription
 
 #: The least privileged application permission Microsoft lists for subscribing to each resource.
 PERMISSION = {"groups": "Group.Read.All", "users": "User.Read.All"}
 
 
-def _time(value: object) -> dt.datetime:
-    text = str(value or "").replace("Z", "+00:00")
-    if "." in text:
-        head, _, tail = text.partition(".")
-        digits = "".join(c for c in tail if c.isdigit())
-        text = f"{head}.{digits[:6]}{tail[len(digits):]}"
-    moment = dt.datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-
-
 def _subscription(body: JsonObject | None) -> Subscription:
-    body = body or {}
-    return Subscription(id=str(body["id"]), resource=str(body.get("resource") or ""),
-                        expires=_time(body.get("expirationDateTime")),
-                        notification_url=str(body.get("notificationUrl") or ""))
+    model: GraphSubscription = parsed(body or {}, GraphSubscription)
+    if not model.id or model.expiration_date_time is None:
+        raise InvalidInput("Graph answered a subscription without an id or expirationDateTime")
+    expires = model.expiration_date_time
+    return Subscription(id=str(model.id), resource=str(model.resource or ""),
+                        expires=expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC),
+                        notification_url=str(model.notification_url or ""))
 
 
 class GraphSubscriptions:
@@ -44,16 +43,17 @@ class GraphSubscriptions:
 
     def __init__(self, graph: GraphApi) -> None:
         self._graph = graph
+        self._requests = graph.requests
 
     async def create(self, *, resource: str, change_type: str, notification_url: str, lifecycle_url: str,
                      expires: dt.datetime, client_state: str) -> Subscription:
         """A new subscription (Graph validates both URLs before answering)."""
-        body: JsonObject = {"changeType": change_type, "notificationUrl": notification_url,
-                            "lifecycleNotificationUrl": lifecycle_url, "resource": resource,
-                            "expirationDateTime": expires.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
-                            "clientState": client_state, "latestSupportedTlsVersion": "v1_2"}
+        body = GraphSubscription(change_type=change_type, notification_url=notification_url,
+                                 lifecycle_notification_url=lifecycle_url, resource=resource,
+                                 expiration_date_time=expires.astimezone(dt.UTC), client_state=client_state,
+                                 latest_supported_tls_version="v1_2")
         try:
-            answer = await self._graph.send("POST", "/subscriptions", body=body)
+            answer = await self._graph.send(self._requests.subscriptions.to_post_request_information(body))
         except PermissionDenied as err:
             permission = PERMISSION.get(resource.split("/", 1)[0], "")
             raise PermissionDenied(f"Graph refused a subscription to {resource}: grant the application permission "
@@ -68,22 +68,25 @@ class GraphSubscriptions:
 
     async def renew(self, subscription_id: str, expires: dt.datetime) -> Subscription:
         """Move the expiry; NotFound when Graph no longer has the subscription."""
-        answer = await self._graph.send("PATCH", f"/subscriptions/{subscription_id}", body={
-            "expirationDateTime": expires.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")})
+        answer = await self._graph.send(self._requests.subscriptions.by_subscription_id(subscription_id)
+                                        .to_patch_request_information(GraphSubscription(
+                                            expiration_date_time=expires.astimezone(dt.UTC))))
         return _subscription(answer.body)
 
     async def reauthorize(self, subscription_id: str) -> None:
         """Answer a reauthorizationRequired event; NotFound when the subscription is gone."""
-        await self._graph.send("POST", f"/subscriptions/{subscription_id}/reauthorize")
+        await self._graph.send(self._requests.subscriptions.by_subscription_id(subscription_id)
+                               .reauthorize.to_post_request_information())
 
     async def delete(self, subscription_id: str) -> None:
         """Remove a subscription; one already gone counts as removed."""
         with contextlib.suppress(NotFound):
-            await self._graph.send("DELETE", f"/subscriptions/{subscription_id}")
+            await self._graph.send(self._requests.subscriptions.by_subscription_id(subscription_id)
+                                   .to_delete_request_information())
 
     async def list(self) -> list[Subscription]:
         """The app's subscriptions in the tenant."""
         found: list[Subscription] = []
-        async for page in self._graph.pages("/subscriptions"):
+        async for page in self._graph.pages(self._requests.subscriptions.to_get_request_information()):
             found += [_subscription(item) for item in page.get("value") or [] if isinstance(item, dict)]
         return found

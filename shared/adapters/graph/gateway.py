@@ -1,9 +1,12 @@
 """The Graph gateway: every call the bridge makes to Microsoft Graph goes through here.
 
-Requests go through the Graph SDK's HTTP client (msgraph-core's GraphClientFactory: Graph's
-middleware, telemetry headers and redirects) with a bearer token from azure-identity. The SDK's
-request adapter is not in the path: it models each request and opens a tracing span per middleware,
-which cost more CPU per call than the call's own HTTP work. The gateway adds what the features need
+Requests are described by msgraph-sdk: each area module (users.py, groups.py, fido2.py, ...) asks the
+gateway's GraphServiceClient for a request builder and hands the gateway the RequestInformation it
+produces (method, URL from the builder's template, headers, the model serialized as the body). The
+gateway sends it through the Graph SDK's HTTP client (msgraph-core's GraphClientFactory: Graph's
+middleware, telemetry headers and redirects) with a bearer token from azure-identity. The request
+adapter's own send is not in the path: it opens a tracing span per middleware and parses every answer
+into models, which cost more CPU per call than the call's own HTTP work. The gateway adds what the features need
 and the SDK does not give: retries we control (429, 503, 504, dropped
 connections, honouring `Retry-After`), a throttle governor shared by every instance through the
 `throttle` table (one write budget per tenant at Graph's bound, and one instance's 429 pauses that
@@ -26,7 +29,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal, cast
+from typing import Any, Protocol, cast
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
@@ -34,7 +37,12 @@ import httpx
 import jwt
 from azure.core.credentials_async import AsyncTokenCredential
 from httpx_aiohttp import AiohttpTransport
+from kiota_abstractions.authentication import AnonymousAuthenticationProvider
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from kiota_abstractions.request_information import RequestInformation
 from kiota_http.middleware.options import RetryHandlerOption
+from msgraph.graph_request_adapter import GraphRequestAdapter
+from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory  # type: ignore[import-untyped]
 
 from shared.adapters.identity import get_token
@@ -63,6 +71,10 @@ from shared.services.ports import (
     JsonObject,
 )
 from shared.topology import Table
+
+#: What a request may be given as: built by a request builder, or an absolute link Graph gave
+#: (`@odata.nextLink`, a stored `@odata.deltaLink`).
+Request = RequestInformation | str
 
 log = logging.getLogger(__name__)
 #: Operational events for Application Insights (shared/adapters/telemetry.py): the alerts read them.
@@ -258,8 +270,89 @@ def graph_http_client(verify: Any = True, *, timeout: float = 60.0) -> httpx.Asy
     return cast(httpx.AsyncClient, GraphClientFactory.create_with_default_middleware(client=client, options=options))
 
 
+def request_builders(graph_root: str, client: httpx.AsyncClient | None = None) -> GraphServiceClient:
+    """A GraphServiceClient whose request builders describe requests to `graph_root` (v1.0).
+
+    Only its builders are used (to_*_request_information); the gateway sends what they build. The base URL
+    is set explicitly, without a trailing slash: the client would otherwise take the global cloud's.
+    """
+    adapter = GraphRequestAdapter(AnonymousAuthenticationProvider(), client=client or httpx.AsyncClient())
+    adapter.base_url = f"{graph_root.rstrip('/')}/v1.0"
+    return GraphServiceClient(request_adapter=adapter)
+
+
+def select(builder: Any, fields: Sequence[str] | None = None, **query: Any) -> RequestConfiguration[Any]:
+    """The RequestConfiguration of a builder's GET: `$select` of `fields`, and other query parameters by the
+    builder's own names (filter, top, expand...)."""
+    params_class = next(getattr(type(builder), name) for name in dir(type(builder))
+                        if name.endswith("GetQueryParameters"))
+    return RequestConfiguration(query_parameters=params_class(select=list(fields) if fields else None, **query))
+
+
+class GraphApi(Protocol):
+    """One connection's door to Microsoft Graph, as the area modules use it (GraphGateway implements it).
+
+    Requests come from the request builders of `requests`; an absolute link Graph gave may stand for a GET.
+    Writes are refused (and logged as planned) in dry-run. Throttling is honoured inside; errors arrive as the
+    taxonomy, keeping Graph's request-id.
+    """
+
+    #: Graph's root URL, without a trailing slash: the cloud's Graph host, or the local simulator's.
+    base: str
+    #: msgraph-sdk's request builders for this connection.
+    requests: GraphServiceClient
+
+    async def get(self, request: Request, *, headers: Mapping[str, str] | None = None,
+                  api: ApiVersion = "v1.0") -> JsonObject:
+        """GET one resource; NotFound for 404."""
+        ...
+
+    def pages(self, request: Request, *, headers: Mapping[str, str] | None = None,
+              api: ApiVersion = "v1.0") -> AsyncIterator[JsonObject]:
+        """Yield every page (the whole JSON page, with `value` and `@odata.*Link`) following nextLink.
+
+        A page without `value`, or a failed page, raises Stop: the read is incomplete.
+        """
+        ...
+
+    async def send(self, request: RequestInformation, *, api: ApiVersion = "v1.0") -> GraphResponse:
+        """A write. A lost response raises Ambiguous; in dry-run nothing is sent."""
+        ...
+
+    async def batch(self, items: Sequence[BatchItem], *, api: ApiVersion = "v1.0") -> list[BatchResult]:
+        """Send items in batches of 20, retrying throttled and transient items on their own."""
+        ...
+
+    def url(self, request: RequestInformation, *, api: ApiVersion = "v1.0", relative: bool = False) -> str:
+        """The request's URL on this connection's Graph host (for `@odata.bind` and `@odata.id`), or relative
+        to the version root (a `$batch` item's `url`)."""
+        ...
+
+
+def url_of(request: Request, root: str) -> str:
+    """The URL a request builder's RequestInformation stands for, under `root` (the version root, or "")."""
+    if isinstance(request, str):
+        return request
+    request.path_parameters = {**request.path_parameters, "baseurl": root}
+    return str(request.url).replace(" ", "%20")
+
+
+def body_of(request: RequestInformation) -> JsonObject | None:
+    """The JSON body a request builder serialized, or None."""
+    if not request.content:
+        return None
+    parsed = json.loads(request.content)
+    return parsed if isinstance(parsed, dict) else None
+
+
+def method_of(request: RequestInformation) -> str:
+    """The request's HTTP method."""
+    method = request.http_method
+    return str(method.value if method is not None else "GET")
+
+
 class GraphGateway:
-    """Implements shared.services.ports.GraphApi for one connection."""
+    """Implements GraphApi for one connection."""
 
     def __init__(self, *, connection: str, tenant_id: str, credential: AsyncTokenCredential, graph_base: str,
                  scope: str, verify: Any = True, governor: ThrottleGovernor | None = None, dry_run: bool = False,
@@ -271,6 +364,8 @@ class GraphGateway:
         self._base = graph_base.rstrip("/")
         self.base = self._base
         self._http = graph_http_client(verify)
+        #: msgraph-sdk's request builders, on a request adapter over this gateway's HTTP client.
+        self.requests = request_builders(self._base, self._http)
         self._credential = credential
         self._scope = scope
         self._governor = governor or ThrottleGovernor(None)
@@ -300,7 +395,8 @@ class GraphGateway:
         """
         started = time.perf_counter()
         with contextlib.suppress(PermissionDenied):
-            await self.get("/organization", params={"$select": "id"})
+            organization = self.requests.organization
+            await self.get(organization.to_get_request_information(select(organization, ["id"])))
         return time.perf_counter() - started
 
     def _throttled(self, request: str, retry_after: float) -> None:
@@ -317,19 +413,21 @@ class GraphGateway:
 
     # ------------------------------------------------------------------ the port
 
-    async def get(self, path: str, *, params: Mapping[str, str] | None = None,
+    async def get(self, request: Request, *, params: Mapping[str, str] | None = None,
                   headers: Mapping[str, str] | None = None, api: ApiVersion = "v1.0") -> JsonObject:
-        """GET one resource."""
-        response = await self._call("GET", self._url(path, params, api), headers=headers)
+        """GET one resource (a path string, relative to the version root, is for tools and tests)."""
+        response = await self._call("GET", self._url(request, api, params), headers=self._headers(request, headers))
         return response.body or {}
 
-    async def pages(self, path: str, *, params: Mapping[str, str] | None = None,
+    async def pages(self, request: Request, *, params: Mapping[str, str] | None = None,
                     headers: Mapping[str, str] | None = None, api: ApiVersion = "v1.0") -> AsyncIterator[JsonObject]:
         """Every page, following @odata.nextLink; an incomplete read raises Stop."""
-        url: str | None = self._url(path, params, api)
+        url: str | None = self._url(request, api, params)
+        path = _path_of(url or "")
+        sent = self._headers(request, headers)
         while url:
             try:
-                response = await self._call("GET", url, headers=headers)
+                response = await self._call("GET", url, headers=sent)
             except Gone:
                 raise
             except BridgeError as err:
@@ -342,15 +440,23 @@ class GraphGateway:
             next_link = page.get("@odata.nextLink")
             url = str(next_link) if next_link else None
 
-    async def send(self, method: Literal["POST", "PATCH", "PUT", "DELETE"], path: str, *,
+    async def send(self, request: RequestInformation | str, path: str | None = None, *,
                    body: JsonObject | None = None, params: Mapping[str, str] | None = None,
                    headers: Mapping[str, str] | None = None, api: ApiVersion = "v1.0") -> GraphResponse:
-        """One write; refused and logged as planned in dry-run."""
-        url = self._url(path, params, api)
+        """One write, as a request builder described it; refused and logged as planned in dry-run.
+
+        Tools and tests may give a method and a path relative to the version root instead, with a JSON body.
+        """
+        if isinstance(request, str):
+            method, url, sent = request, self._url(path or "", api, params), headers
+        else:
+            method, url, body, sent = method_of(request), self._url(request, api), body_of(request), \
+                self._headers(request, headers)
         if self.dry_run:
-            log.info("dry-run: would %s %s", method, path)
-            return GraphResponse(status=_DRY_RUN_STATUS, body={"dryRun": True, "method": method, "path": path})
-        return await self._call(method, url, body=body, headers=headers)
+            log.info("dry-run: would %s %s", method, _path_of(url))
+            return GraphResponse(status=_DRY_RUN_STATUS, body={"dryRun": True, "method": method,
+                                                               "path": _path_of(url)})
+        return await self._call(method, url, body=body, headers=sent)
 
     async def batch(self, items: Sequence[BatchItem], *, api: ApiVersion = "v1.0") -> list[BatchResult]:
         """Send items 20 at a time; throttled or transient items are retried on their own."""
@@ -368,20 +474,33 @@ class GraphGateway:
             results.update(await self._batch_chunk(chunk, api))
         return [results[i] for i in ids]
 
-    def absolute_url(self, path: str, *, api: ApiVersion = "v1.0") -> str:
-        """`path` as an absolute URL on this connection's Graph host (its cloud's, never the global one)."""
-        return self._url(path, None, api)
+    def url(self, request: RequestInformation, *, api: ApiVersion = "v1.0", relative: bool = False) -> str:
+        """The request's URL on this connection's Graph host (its cloud's, never the global one), or relative
+        to the version root."""
+        return url_of(request, "" if relative else f"{self._base}/{api}")
 
     # ------------------------------------------------------------------ internals
 
-    def _url(self, path: str, params: Mapping[str, str] | None, api: ApiVersion) -> str:
-        if path.startswith("https://") or path.startswith("http://"):
-            url = path  # a nextLink or deltaLink, already complete
+    def _url(self, request: Request, api: ApiVersion, params: Mapping[str, str] | None = None) -> str:
+        if not isinstance(request, str):
+            return url_of(request, f"{self._base}/{api}")
+        if request.startswith(("https://", "http://")):
+            url = request  # a link Graph gave (nextLink, deltaLink), already complete
         else:
-            url = f"{self._base}/{api}{path if path.startswith('/') else '/' + path}"
+            url = f"{self._base}/{api}{request if request.startswith('/') else '/' + request}"
         if params:
             url += ("&" if "?" in url else "?") + urlencode(params, safe="$,'()/:@ ")
         return url.replace(" ", "%20")
+
+    @staticmethod
+    def _headers(request: Request, extra: Mapping[str, str] | None) -> dict[str, str] | None:
+        sent: dict[str, str] = {}
+        if not isinstance(request, str):
+            # The builder's headers (Accept), without the body's Content-Type: _send_once sets it.
+            sent = {k: ", ".join(sorted(v)) for k, v in request.headers.get_all().items() if k != "content-type"}
+        if extra:
+            sent.update(extra)
+        return sent or None
 
     async def _call(self, method: str, url: str, *, body: JsonObject | None = None,
                     headers: Mapping[str, str] | None = None) -> GraphResponse:

@@ -6,6 +6,9 @@
 - groups: group-post-groups, group-list (`$filter` on displayName), group-delete, group-post-members
   (`members/$ref`), group-delete-members.
 - domains: organization-get (`verifiedDomains`).
+
+Requests are built with msgraph-sdk's request builders (bodies as its `User` and `Group` models, carrying the
+properties the export rules chose); SKUs and domains come from licenses.py and organization.py.
 """
 
 from __future__ import annotations
@@ -14,13 +17,21 @@ import contextlib
 import time
 from typing import Any
 
+from msgraph.generated.models.group import Group
+from msgraph.generated.models.reference_create import ReferenceCreate
+from msgraph.generated.models.user import User
+
+from shared.adapters.graph.gateway import GraphApi, select
+from shared.adapters.graph.licenses import GraphLicenses
+from shared.adapters.graph.organization import GraphOrganization
 from shared.domain.export import EntraGroup, EntraUser, Sku
 from shared.domain.odata import quote
 from shared.errors import Conflict, NotFound
-from shared.services.ports import GraphApi, GraphResponse, JsonObject, Written
+from shared.services.ports import GraphResponse, JsonObject, Written
 
-_USER_SELECT = "id,userPrincipalName,mail,employeeId,accountEnabled,usageLocation,displayName,assignedLicenses"
-_GROUP_SELECT = "id,displayName,mailNickname,mail,mailEnabled,securityEnabled,groupTypes"
+_USER_SELECT = ["id", "userPrincipalName", "mail", "employeeId", "accountEnabled", "usageLocation", "displayName",
+                "assignedLicenses"]
+_GROUP_SELECT = ["id", "displayName", "mailNickname", "mail", "mailEnabled", "securityEnabled", "groupTypes"]
 _USER_KEYS = {"userPrincipalName", "mail", "employeeId"}
 DOMAINS_TTL = 60.0
 
@@ -51,6 +62,9 @@ class GraphExportDirectory:
 
     def __init__(self, graph: GraphApi, *, domains_ttl: float = DOMAINS_TTL) -> None:
         self._graph = graph
+        self._requests = graph.requests
+        self._licenses = GraphLicenses(graph)
+        self._organization = GraphOrganization(graph)
         self._domains_ttl = domains_ttl
         self._domains: tuple[float, list[str]] | None = None
 
@@ -63,23 +77,19 @@ class GraphExportDirectory:
         now = time.monotonic()
         if self._domains is not None and now - self._domains[0] < self._domains_ttl:
             return list(self._domains[1])
-        body = await self._graph.get("/organization", params={"$select": "verifiedDomains"})
-        found = [str(d["name"]) for org in body.get("value") or [] for d in org.get("verifiedDomains") or []
-                 if d.get("name")]
+        found = await self._organization.verified_domains()
         self._domains = (now, found)
         return list(found)
 
     async def skus(self) -> list[Sku]:
         """Subscribed SKUs with free seats = prepaidUnits.enabled - consumedUnits."""
-        body = await self._graph.get("/subscribedSkus")
-        return [Sku(str(s.get("skuId")), str(s.get("skuPartNumber") or ""),
-                    int((s.get("prepaidUnits") or {}).get("enabled", 0)) - int(s.get("consumedUnits") or 0))
-                for s in body.get("value") or []]
+        return await self._licenses.skus()
 
     async def user(self, user_id: str) -> EntraUser | None:
         """A user by id, or None."""
         try:
-            return _user(await self._graph.get(f"/users/{user_id}", params={"$select": _USER_SELECT}))
+            builder = self._requests.users.by_user_id(user_id)
+            return _user(await self._graph.get(builder.to_get_request_information(select(builder, _USER_SELECT))))
         except NotFound:
             return None
 
@@ -87,71 +97,79 @@ class GraphExportDirectory:
         """The user whose attribute equals value (the first, by Graph's order), or None."""
         if attribute not in _USER_KEYS:
             raise ValueError(f"users are not looked up by {attribute}")
-        body = await self._graph.get("/users", params={"$filter": f"{attribute} eq {quote(value)}",
-                                                       "$select": _USER_SELECT})
+        users = self._requests.users
+        body = await self._graph.get(users.to_get_request_information(select(
+            users, _USER_SELECT, filter=f"{attribute} eq {quote(value)}")))
         values = body.get("value") or []
         return _user(values[0]) if values else None
 
     async def create_user(self, body: JsonObject) -> Written:
         """Create a user (the body carries its one-time password; it is not kept anywhere)."""
-        return _written(await self._graph.send("POST", "/users", body=body))
+        return _written(await self._graph.send(self._requests.users.to_post_request_information(
+            User(additional_data=dict(body)))))
 
     async def update_user(self, user_id: str, body: JsonObject) -> Written:
         """PATCH a user."""
-        return _written(await self._graph.send("PATCH", f"/users/{user_id}", body=body))
+        return _written(await self._graph.send(self._requests.users.by_user_id(user_id).to_patch_request_information(
+            User(additional_data=dict(body)))))
 
     async def delete_user(self, user_id: str) -> Written:
         """Delete a user; absent counts as deleted."""
         try:
-            return _written(await self._graph.send("DELETE", f"/users/{user_id}"))
+            return _written(await self._graph.send(
+                self._requests.users.by_user_id(user_id).to_delete_request_information()))
         except NotFound:
             return Written(None, None)
 
     async def assign_license(self, user_id: str, sku_id: str) -> Written:
         """Add one license, removing none."""
-        response = await self._graph.send("POST", f"/users/{user_id}/assignLicense",
-                                          body={"addLicenses": [{"skuId": sku_id, "disabledPlans": []}],
-                                                "removeLicenses": []})
-        return Written(None, response.request_id)
+        return await self._licenses.assign(user_id, sku_id)
 
     async def groups_named(self, display_name: str) -> list[EntraGroup]:
         """Every group of this displayName."""
         found: list[EntraGroup] = []
-        async for page in self._graph.pages("/groups", params={"$filter": f"displayName eq {quote(display_name)}",
-                                                               "$select": _GROUP_SELECT}):
+        groups = self._requests.groups
+        async for page in self._graph.pages(groups.to_get_request_information(select(
+                groups, _GROUP_SELECT, filter=f"displayName eq {quote(display_name)}"))):
             found.extend(_group(g) for g in page["value"])
         return found
 
     async def group(self, group_id: str) -> EntraGroup | None:
         """A group by id, or None."""
         try:
-            return _group(await self._graph.get(f"/groups/{group_id}", params={"$select": _GROUP_SELECT}))
+            builder = self._requests.groups.by_group_id(group_id)
+            return _group(await self._graph.get(builder.to_get_request_information(select(builder, _GROUP_SELECT))))
         except NotFound:
             return None
 
     async def create_group(self, body: JsonObject) -> Written:
         """Create a group."""
-        return _written(await self._graph.send("POST", "/groups", body=body))
+        return _written(await self._graph.send(self._requests.groups.to_post_request_information(
+            Group(additional_data=dict(body)))))
 
     async def delete_group(self, group_id: str) -> Written:
         """Delete a group; absent counts as deleted."""
         try:
-            return _written(await self._graph.send("DELETE", f"/groups/{group_id}"))
+            return _written(await self._graph.send(
+                self._requests.groups.by_group_id(group_id).to_delete_request_information()))
         except NotFound:
             return Written(None, None)
 
     async def member_ids(self, group_id: str) -> set[str]:
         """Direct members' ids."""
         ids: set[str] = set()
-        async for page in self._graph.pages(f"/groups/{group_id}/members", params={"$select": "id", "$top": "999"}):
+        members = self._requests.groups.by_group_id(group_id).members
+        async for page in self._graph.pages(members.to_get_request_information(select(members, ["id"], top=999))):
             ids.update(str(m["id"]) for m in page["value"])
         return ids
 
     async def add_member(self, group_id: str, member_id: str) -> Written:
         """Add a member; already a member counts as added."""
-        ref = self._graph.absolute_url(f"/directoryObjects/{member_id}")
+        ref = self._graph.url(self._requests.directory_objects.by_directory_object_id(member_id)
+                              .to_get_request_information())
         try:
-            response = await self._graph.send("POST", f"/groups/{group_id}/members/$ref", body={"@odata.id": ref})
+            response = await self._graph.send(self._requests.groups.by_group_id(group_id).members.ref
+                                              .to_post_request_information(ReferenceCreate(odata_id=ref)))
         except Conflict:
             return Written(None, None)
         return Written(None, response.request_id)
@@ -159,6 +177,7 @@ class GraphExportDirectory:
     async def remove_member(self, group_id: str, member_id: str) -> Written:
         """Remove a member; absent counts as removed."""
         with contextlib.suppress(NotFound):
-            response = await self._graph.send("DELETE", f"/groups/{group_id}/members/{member_id}/$ref")
+            response = await self._graph.send(self._requests.groups.by_group_id(group_id).members
+                                              .by_directory_object_id(member_id).ref.to_delete_request_information())
             return Written(None, response.request_id)
         return Written(None, None)

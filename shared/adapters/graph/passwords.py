@@ -1,8 +1,9 @@
-"""Entra's side of password rotation, on the GraphApi port.
+"""Entra's side of password rotation, on the Graph gateway.
 
-Implements `shared.services.rotation.PasswordDirectory`. The reads that do not change between
-rotations (the bridge's own directory roles, the organisation's name) are cached for a few minutes:
-a rotation run over thousands of users then spends Graph's budget on the writes that matter.
+Implements the PasswordDirectory port; the roles and the organisation are read through organization.py.
+The reads that do not change between rotations (the bridge's own directory roles, the organisation's
+name) are cached for a few minutes: a rotation run over thousands of users then spends Graph's budget
+on the writes that matter.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable
 
-from shared.services.ports import Clock, GraphApi
+from msgraph.generated.models.password_profile import PasswordProfile
+from msgraph.generated.models.user import User
+
+from shared.adapters.graph.gateway import GraphApi
+from shared.adapters.graph.organization import GraphOrganization
+from shared.services.ports import Clock
 
 #: How long the app's own roles and the tenant name are trusted before they are read again.
 CACHE_FOR = dt.timedelta(minutes=5)
@@ -22,6 +28,7 @@ class GraphPasswordDirectory:
 
     def __init__(self, graph: GraphApi, *, own_principal_id: Callable[[], Awaitable[str]], clock: Clock) -> None:
         self._graph = graph
+        self._organization = GraphOrganization(graph)
         self._own_principal_id = own_principal_id
         self._clock = clock
         self._lock = asyncio.Lock()
@@ -33,9 +40,9 @@ class GraphPasswordDirectory:
         """Set the user's password without forcing a change at next sign-in; returns Graph's request-id."""
         # https://learn.microsoft.com/graph/api/user-update (passwordProfile; 204 No Content on success).
         # Needs User-PasswordProfile.ReadWrite.All and a directory role allowed to reset the target.
-        response = await self._graph.send("PATCH", f"/users/{user_id}", body={
-            "passwordProfile": {"forceChangePasswordNextSignIn": False, "password": password},
-        })
+        request = self._graph.requests.users.by_user_id(user_id).to_patch_request_information(User(
+            password_profile=PasswordProfile(force_change_password_next_sign_in=False, password=password)))
+        response = await self._graph.send(request)
         return response.request_id
 
     async def admin_roles(self, user_id: str) -> frozenset[str]:
@@ -50,7 +57,7 @@ class GraphPasswordDirectory:
         snapshot = await self._roles_snapshot()
         if snapshot is None:
             # https://learn.microsoft.com/graph/api/user-list-transitivememberof (cast to directoryRole).
-            return await self._role_names(f"/users/{user_id}/transitiveMemberOf/microsoft.graph.directoryRole")
+            return await self._organization.roles_of_user(user_id)
         return snapshot.get(user_id, frozenset())
 
     async def _roles_snapshot(self) -> dict[str, frozenset[str]] | None:
@@ -61,14 +68,10 @@ class GraphPasswordDirectory:
             holders: dict[str, set[str]] = {}
             through_groups = False
             # https://learn.microsoft.com/graph/api/directoryrole-list and directoryrole-list-members
-            async for page in self._graph.pages("/directoryRoles", params={"$select": "id,displayName"}):
-                for role in page["value"]:
-                    async for members in self._graph.pages(f"/directoryRoles/{role['id']}/members",
-                                                            params={"$select": "id"}):
-                        for member in members["value"]:
-                            if str(member.get("@odata.type", "")).endswith("group"):
-                                through_groups = True
-                            holders.setdefault(str(member["id"]), set()).add(str(role["displayName"]))
+            for role in await self._organization.directory_roles():
+                for member, is_group in await self._organization.role_members(role.id):
+                    through_groups = through_groups or is_group
+                    holders.setdefault(member, set()).add(role.display_name)
             snapshot = None if through_groups else {k: frozenset(v) for k, v in holders.items()}
             self._roles = (now, snapshot)
             return snapshot
@@ -80,8 +83,7 @@ class GraphPasswordDirectory:
             if self._app_roles is None or now - self._app_roles[0] > CACHE_FOR:
                 principal = await self._own_principal_id()
                 # https://learn.microsoft.com/graph/api/serviceprincipal-list-transitivememberof
-                roles = await self._role_names(
-                    f"/servicePrincipals/{principal}/transitiveMemberOf/microsoft.graph.directoryRole")
+                roles = await self._organization.roles_of_principal(principal)
                 self._app_roles = (now, roles)
             return self._app_roles[1]
 
@@ -91,13 +93,6 @@ class GraphPasswordDirectory:
             now = self._clock.now()
             if self._tenant_name is None or now - self._tenant_name[0] > CACHE_FOR:
                 # https://learn.microsoft.com/graph/api/organization-list
-                body = await self._graph.get("/organization", params={"$select": "displayName"})
-                orgs = body.get("value") or [{}]
-                self._tenant_name = (now, str(orgs[0].get("displayName") or ""))
+                organization = await self._organization.organization()
+                self._tenant_name = (now, organization.display_name or "")
             return self._tenant_name[1]
-
-    async def _role_names(self, path: str) -> frozenset[str]:
-        names: set[str] = set()
-        async for page in self._graph.pages(path, params={"$select": "displayName"}):
-            names.update(str(item["displayName"]) for item in page.get("value", []) if item.get("displayName"))
-        return frozenset(names)

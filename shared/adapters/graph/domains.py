@@ -1,4 +1,4 @@
-"""Entra's domains and their federation configuration, on the GraphApi port.
+"""Entra's domains and their federation configuration, on the Graph gateway (implements DomainDirectory).
 
 Reads: https://learn.microsoft.com/graph/api/domain-get, domain-list,
 domain-list-federationconfiguration (a collection of at most one internalDomainFederation),
@@ -6,6 +6,9 @@ directoryrole-list and directoryrole-list-members (who holds a role), user-list 
 onPremisesSyncEnabled). Writes: domain-post-federationconfiguration (201),
 internaldomainfederation-update (PATCH, 204) and internaldomainfederation-delete (204).
 The bridge's own access is read from its token's `roles` and its service principal's directory roles.
+Requests are built with msgraph-sdk's request builders (the federation bodies as its
+`InternalDomainFederation` model); the domain and the configuration are handed to the federation rules
+as Graph's properties (shared/domain/federation.py reads them by Graph's names).
 """
 
 from __future__ import annotations
@@ -13,11 +16,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from msgraph.generated.models.internal_domain_federation import InternalDomainFederation
+
+from shared.adapters.graph.gateway import GraphApi, select
+from shared.adapters.graph.organization import GraphOrganization
 from shared.domain.federation import AppAccess
 from shared.errors import BridgeError, NotFound
-from shared.services.ports import GraphApi, GraphResponse, JsonObject
+from shared.services.ports import GraphResponse, JsonObject
 
-_USER_FIELDS = {"$select": "id,userPrincipalName,onPremisesSyncEnabled", "$top": "999"}
+_USER_FIELDS = ["id", "userPrincipalName", "onPremisesSyncEnabled"]
 
 
 class GraphDomainDirectory:
@@ -25,20 +32,23 @@ class GraphDomainDirectory:
 
     def __init__(self, graph: GraphApi, *, claims: Callable[[], Awaitable[dict[str, Any]]]) -> None:
         self._graph = graph
+        self._requests = graph.requests
+        self._organization = GraphOrganization(graph)
         self._claims = claims
 
     async def domain(self, name: str) -> JsonObject | None:
         """The domain, or None when the tenant has no such domain."""
         try:
-            return await self._graph.get(f"/domains/{name}")
+            return _properties(await self._graph.get(
+                self._requests.domains.by_domain_id(name).to_get_request_information()))
         except NotFound:
             return None
 
     async def domains(self) -> list[JsonObject]:
         """Every domain of the tenant."""
         found: list[JsonObject] = []
-        async for page in self._graph.pages("/domains"):
-            found.extend(page["value"])
+        async for page in self._graph.pages(self._requests.domains.to_get_request_information()):
+            found.extend(_properties(item) for item in page["value"])
         return found
 
     async def federation(self, name: str) -> JsonObject | None:
@@ -48,27 +58,27 @@ class GraphDomainDirectory:
         collection means the same.
         """
         try:
-            page = await self._graph.get(f"/domains/{name}/federationConfiguration")
+            page = await self._graph.get(self._requests.domains.by_domain_id(name).federation_configuration
+                                         .to_get_request_information())
         except NotFound:
             return None
         values = page.get("value") or []
-        return dict(values[0]) if values else None
+        return _properties(values[0]) if values else None
 
     async def people_on_domain(self, name: str) -> tuple[list[str], int]:
         """UPNs of admin role holders signing in on the domain, and how many users on it are synced."""
         suffix = "@" + name.lower()
         users: dict[str, tuple[str, bool]] = {}
-        async for page in self._graph.pages("/users", params=_USER_FIELDS):
+        users_list = self._requests.users
+        async for page in self._graph.pages(users_list.to_get_request_information(
+                select(users_list, _USER_FIELDS, top=999))):
             for user in page["value"]:
                 upn = str(user.get("userPrincipalName") or "")
                 if upn.lower().endswith(suffix):
                     users[str(user["id"])] = (upn, user.get("onPremisesSyncEnabled") is True)
         admins: set[str] = set()
-        async for page in self._graph.pages("/directoryRoles", params={"$select": "id,displayName"}):
-            for role in page["value"]:
-                async for members in self._graph.pages(f"/directoryRoles/{role['id']}/members",
-                                                       params={"$select": "id"}):
-                    admins.update(str(m["id"]) for m in members["value"] if str(m["id"]) in users)
+        for role in await self._organization.directory_roles():
+            admins.update(m for m in await self._organization.role_member_ids(role.id) if m in users)
         return sorted(users[a][0] for a in admins), sum(1 for _, synced in users.values() if synced)
 
     async def app_access(self) -> AppAccess:
@@ -77,24 +87,37 @@ class GraphDomainDirectory:
         roles: list[str] = []
         principal = str(claims.get("oid") or "")
         if principal:
-            path = f"/servicePrincipals/{principal}/transitiveMemberOf/microsoft.graph.directoryRole"
             try:
-                async for page in self._graph.pages(path, params={"$select": "displayName"}):
-                    roles.extend(str(r["displayName"]) for r in page["value"] if r.get("displayName"))
+                roles = list(await self._organization.roles_of_principal(principal))
             except BridgeError:
                 roles = []  # reading roles needs RoleManagement.Read.Directory; the permission check still stands
         return AppAccess(tuple(sorted(str(r) for r in claims.get("roles") or [])), tuple(sorted(roles)))
 
     async def create_federation(self, name: str, body: JsonObject) -> GraphResponse:
         """POST the configuration (201)."""
-        return await self._graph.send("POST", f"/domains/{name}/federationConfiguration",
-                                      body={"@odata.type": "#microsoft.graph.internalDomainFederation", **body})
+        return await self._graph.send(self._requests.domains.by_domain_id(name).federation_configuration
+                                      .to_post_request_information(_federation(body)))
 
     async def update_federation(self, name: str, config_id: str, body: JsonObject) -> GraphResponse:
         """PATCH the configuration (200 with the updated object)."""
-        return await self._graph.send("PATCH", f"/domains/{name}/federationConfiguration/{config_id}",
-                                      body={"@odata.type": "#microsoft.graph.internalDomainFederation", **body})
+        return await self._graph.send(self._configuration(name, config_id).to_patch_request_information(
+            _federation(body)))
 
     async def delete_federation(self, name: str, config_id: str) -> GraphResponse:
         """DELETE the configuration (204); the domain becomes Managed."""
-        return await self._graph.send("DELETE", f"/domains/{name}/federationConfiguration/{config_id}")
+        return await self._graph.send(self._configuration(name, config_id).to_delete_request_information())
+
+    def _configuration(self, name: str, config_id: str) -> Any:
+        return (self._requests.domains.by_domain_id(name).federation_configuration
+                .by_internal_domain_federation_id(config_id))
+
+
+def _properties(body: JsonObject) -> JsonObject:
+    """A Graph object's properties, without its annotations."""
+    return {k: v for k, v in body.items() if not k.startswith("@odata.")}
+
+
+def _federation(body: JsonObject) -> InternalDomainFederation:
+    """The federation properties as msgraph's model; its serializer writes them by Graph's names, with the
+    `@odata.type` Graph asks for. Properties the model does not name (beta's passwordResetUri) go as they are."""
+    return InternalDomainFederation(additional_data=dict(body))
