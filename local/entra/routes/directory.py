@@ -217,7 +217,8 @@ def routes(sim: Simulator) -> list[Route]:
     async def get_group(request: Request, caller: Caller) -> dict[str, Any]:
         g = group_or_404(request.path_params["id"])
         return {"id": g.id, "displayName": g.displayName, "mailNickname": g.mailNickname,
-                "securityEnabled": g.securityEnabled, "mailEnabled": g.mailEnabled, "groupTypes": g.groupTypes}
+                "securityEnabled": g.securityEnabled, "mailEnabled": g.mailEnabled, "groupTypes": g.groupTypes,
+                "description": g.description}
 
     async def transitive_users(request: Request, caller: Caller) -> dict[str, Any]:
         group = group_or_404(request.path_params["id"])

@@ -34,7 +34,7 @@ from msgraph.generated.models.reference_create import ReferenceCreate
 from shared.adapters.graph.gateway import GraphApi, Request, select
 from shared.domain.odata import quote
 from shared.domain.sync import USER_FIELDS, GroupChange, MemberChange
-from shared.errors import Configuration, Conflict, Gone, NotFound, Stop
+from shared.errors import BridgeError, Configuration, Conflict, Gone, InvalidInput, NotFound, Stop
 from shared.services.ports import DeltaRead, JsonObject, SyncUser
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -204,14 +204,17 @@ class GraphGroupDirectory:
             try:
                 await self._graph.send(group.to_patch_request_information(
                     Group(additional_data={"members@odata.bind": refs})))
-            except Conflict:
+            except (Conflict, InvalidInput) as err:
+                if not already_member(err):
+                    raise
                 # Someone added one of them meanwhile: add one by one, skipping those already in.
                 for ref in refs:
                     try:
                         await self._graph.send(group.members.ref.to_post_request_information(
                             ReferenceCreate(odata_id=ref)))
-                    except Conflict:
-                        continue
+                    except (Conflict, InvalidInput) as one:
+                        if not already_member(one):
+                            raise
             self._count(2)
 
     async def remove_member(self, group_id: str, user_id: str) -> None:
@@ -230,6 +233,12 @@ class GraphGroupDirectory:
     def _count(self, units: int) -> None:
         self.resource_units += units
         self.requests += 1
+
+
+def already_member(err: BridgeError) -> bool:
+    """Graph's refusal to add a member that is already in the group: a 400 "One or more added object references
+    already exist" (https://learn.microsoft.com/graph/api/group-post-members), or a 409."""
+    return isinstance(err, Conflict) or (isinstance(err, InvalidInput) and "already exist" in str(err))
 
 
 def _parsed(body: JsonObject, model: Any) -> Any:
