@@ -16,6 +16,8 @@ import base64
 import copy
 import datetime as dt
 import itertools
+import json
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -24,7 +26,17 @@ from typing import Any
 from shared.domain.export import EntraGroup, EntraUser, Sku
 from shared.domain.federation import AppAccess
 from shared.domain.sync import USER_FIELDS, GroupChange, MemberChange, UserChange
-from shared.errors import Ambiguous, BridgeError, Configuration, Conflict, Gone, InvalidInput, NotFound, Throttled
+from shared.errors import (
+    Ambiguous,
+    BridgeError,
+    Configuration,
+    Conflict,
+    Gone,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Throttled,
+)
 from shared.services.ports import (
     CreationOptions,
     DeltaRead,
@@ -129,6 +141,9 @@ class MemoryTenant:
         self.passwords: dict[str, str] = {}
         self.fido2: dict[str, list[Fido2Method]] = {}
         self.fido2_policy: JsonObject = copy.deepcopy(OPEN_POLICY)
+        #: Credential id (base64url) of each passkey method, and the challenges issued: user, expiry.
+        self.credential_ids: dict[str, str] = {}
+        self.challenges: dict[str, tuple[str, dt.datetime]] = {}
         #: Checks a registration as Entra would, after the fake's own (raise InvalidInput to refuse).
         self.attestation: Callable[[str, JsonObject, JsonObject], None] | None = None
         self.domains: dict[str, JsonObject] = {}
@@ -141,6 +156,8 @@ class MemoryTenant:
         self.skus: dict[str, JsonObject] = {E3: {"skuId": E3, "skuPartNumber": "ENTERPRISEPACK", "enabled": 10}}
         self.subscriptions: dict[str, Subscription] = {}
         self.faults = GraphFaults()
+        #: The tenant's clock (challenge expiry, subscription limits); tests may replace it.
+        self.now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
         self._ids = itertools.count(1)
 
     # ------------------------------------------------------------------ as an admin changes it
@@ -493,16 +510,32 @@ class MemoryPasswords(_View):
         return self.tenant.name
 
 
-def _graph_base64(raw: bytes) -> str:
-    """Standard, padded base64, as Graph writes WebAuthn's binary values."""
-    return base64.b64encode(raw).decode()
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    """Either base64 alphabet, with or without padding."""
+    return base64.urlsafe_b64decode(text.replace("+", "-").replace("/", "_").rstrip("=") + "=" * (-len(text) % 4))
 
 
 class MemoryPasskeys(_View):
-    """PasskeyDirectory: options carry a fresh challenge and the user's methods as excludeCredentials;
-    `register` refuses when the policy is off (or `tenant.attestation` refuses)."""
+    """PasskeyDirectory as Entra's provisioning API behaves: the policy must be on with self-service set up
+    (PermissionDenied otherwise); options carry a fresh base64url challenge and the user's credentials as
+    excludeCredentials in padded standard base64 (Graph's quirk); `register` takes only a challenge issued
+    to that user, once, and a credential not registered before. `tenant.attestation`, when set, checks the
+    rest (raise InvalidInput to refuse)."""
 
     area = "passkeys"
+
+    def _allowed(self) -> JsonObject:
+        policy = self.tenant.fido2_policy
+        if policy.get("state") != "enabled":
+            raise PermissionDenied("Graph: 403 accessDenied: The FIDO2 authentication method is disabled by policy.")
+        if policy.get("isSelfServiceRegistrationAllowed") is False:
+            raise PermissionDenied("Graph: 403 accessDenied: Passkey provisioning requires 'Allow self-service set "
+                                   "up' in the FIDO2 authentication method policy.")
+        return policy
 
     async def creation_options(self, user_id: str, timeout_minutes: int = 5) -> CreationOptions:
         self._call("creation_options")
@@ -510,39 +543,58 @@ class MemoryPasskeys(_View):
         if not 5 <= timeout_minutes <= 43200:
             raise InvalidInput(f"challengeTimeoutMinutes must be 5 to 43,200, not {timeout_minutes}",
                                field="features.passkeys.challengeTimeoutMinutes")
-        expires = dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=timeout_minutes)
-        exclude = [{"id": m.id, "type": "public-key"} for m in self.tenant.fido2.get(user_id, [])]
+        self._allowed()
+        challenge = _b64url(os.urandom(32))
+        expires = self.tenant.now() + dt.timedelta(minutes=timeout_minutes)
+        self.tenant.challenges[challenge] = (user_id, expires)
+        exclude = [{"id": base64.b64encode(_unb64(self.tenant.credential_ids[m.id])).decode(), "type": "public-key",
+                    "transports": []} for m in self.tenant.fido2.get(user_id, [])]
         return CreationOptions(public_key={
-            "challenge": _graph_base64(uuid.uuid4().bytes + uuid.uuid4().bytes),
+            "challenge": challenge, "timeout": timeout_minutes * 60000, "attestation": "direct",
             "rp": {"id": "login.microsoftonline.com", "name": "Microsoft"},
-            "user": {"id": _graph_base64(user_id.encode()), "name": user["userPrincipalName"],
+            "user": {"id": _b64url(user_id.encode()), "name": user["userPrincipalName"],
                      "displayName": user.get("displayName") or ""},
             "pubKeyCredParams": [{"type": "public-key", "alg": -7}, {"type": "public-key", "alg": -257}],
-            "timeout": timeout_minutes * 60000, "excludeCredentials": exclude,
+            "excludeCredentials": exclude,
             "authenticatorSelection": {"authenticatorAttachment": "cross-platform", "requireResidentKey": True,
-                                       "userVerification": "required"},
-            "attestation": "direct"}, challenge_expires=expires.isoformat().replace("+00:00", "Z"))
+                                       "userVerification": "required"}},
+            challenge_expires=expires.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
     async def register(self, user_id: str, display_name: str, credential: JsonObject) -> Fido2Method:
         self._call("register")
         self.tenant.user_or_404(user_id)
-        policy = self.tenant.fido2_policy
-        if policy.get("state") != "enabled":
-            raise InvalidInput("The passkey (FIDO2) authentication method is disabled for this user.")
+        policy = self._allowed()
+        try:
+            client_data = json.loads(_unb64(str(credential["response"]["clientDataJSON"])))
+            challenge = _b64url(_unb64(str(client_data["challenge"])))
+            credential_id = _b64url(_unb64(str(credential.get("rawId") or credential["id"])))
+        except (KeyError, TypeError, ValueError):
+            raise InvalidInput("Graph: 400 invalidRequest: The publicKeyCredential could not be parsed.") from None
+        issued = self.tenant.challenges.get(challenge)
+        if issued is None or issued[0] != user_id:
+            raise InvalidInput("Graph: 400 invalidRequest: The challenge was not issued for this user.")
+        if issued[1] < self.tenant.now():
+            raise InvalidInput("Graph: 400 invalidRequest: The challenge has expired.")
+        if credential_id in self.tenant.credential_ids.values():
+            raise InvalidInput("Graph: 400 invalidRequest: The passkey could not be registered: the credential is "
+                               "already registered.")
         if self.tenant.attestation is not None:
             self.tenant.attestation(user_id, credential, copy.deepcopy(policy))
-        method = Fido2Method(id=str(credential.get("id") or self.tenant.new_id()), display_name=display_name,
-                             aaguid="00000000-0000-0000-0000-000000000000", model=None,
+        del self.tenant.challenges[challenge]
+        method = Fido2Method(id=_b64url(os.urandom(24)), display_name=display_name,
+                             aaguid="00000000-0000-0000-0000-000000000000", model="Memory authenticator",
                              attestation_level="attested" if policy.get("isAttestationEnforced") else "notAttested",
-                             created=dt.datetime.now(dt.UTC).isoformat(), request_id=self.tenant.request_id())
+                             created=self.tenant.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                             request_id=self.tenant.request_id())
         self.tenant.fido2.setdefault(user_id, []).append(method)
+        self.tenant.credential_ids[method.id] = credential_id
         self._done("register")
         return method
 
     async def methods(self, user_id: str) -> list[Fido2Method]:
         self._call("methods")
         self.tenant.user_or_404(user_id)
-        return list(self.tenant.fido2.get(user_id, []))
+        return [replace(m, request_id=None) for m in self.tenant.fido2.get(user_id, [])]
 
     async def revoke(self, user_id: str, method_id: str) -> Revocation:
         self._call("revoke")
@@ -550,6 +602,7 @@ class MemoryPasskeys(_View):
         if not any(m.id == method_id for m in methods):
             return Revocation("already-gone", self.tenant.request_id())
         self.tenant.fido2[user_id] = [m for m in methods if m.id != method_id]
+        self.tenant.credential_ids.pop(method_id, None)
         self._done("revoke")
         return Revocation("revoked", self.tenant.request_id())
 
@@ -697,12 +750,8 @@ class MemorySubscriptions(_View):
 
     area = "subscriptions"
 
-    def __init__(self, tenant: MemoryTenant, *, now: Callable[[], dt.datetime] | None = None) -> None:
-        super().__init__(tenant)
-        self._now = now or (lambda: dt.datetime.now(dt.UTC))
-
     def _expiry(self, expires: dt.datetime) -> dt.datetime:
-        if expires > self._now() + dt.timedelta(minutes=MAX_MINUTES):
+        if expires > self.tenant.now() + dt.timedelta(minutes=MAX_MINUTES):
             raise InvalidInput("Subscription expiration can only be 41760 minutes in the future.")
         return expires.astimezone(dt.UTC)
 

@@ -23,7 +23,8 @@ async def test_a_password_against_the_rules_is_invalid_input(graph: GraphSubject
 
 async def test_admin_roles_are_read_directly_held(graph: GraphSubject) -> None:
     # The adapter keeps a snapshot of the roles for a few minutes: the role is given before the first read.
-    user, other = await graph.admin.add_user(graph.unique("helpdesk")), await graph.admin.add_user(graph.unique("plain"))
+    user = await graph.admin.add_user(graph.unique("helpdesk"))
+    other = await graph.admin.add_user(graph.unique("plain"))
     await graph.admin.grant_role("Helpdesk Administrator", user)
     try:
         assert "Helpdesk Administrator" in await graph.passwords.admin_roles(user)
