@@ -155,6 +155,8 @@ class MemoryTenant:
         self.app_permissions: list[str] = []
         self.skus: dict[str, JsonObject] = {E3: {"skuId": E3, "skuPartNumber": "ENTERPRISEPACK", "enabled": 10}}
         self.subscriptions: dict[str, Subscription] = {}
+        #: Notification URLs that fail Graph's validation call.
+        self.unreachable: set[str] = set()
         self.faults = GraphFaults()
         #: The tenant's clock (challenge expiry, subscription limits); tests may replace it.
         self.now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
@@ -741,27 +743,39 @@ class MemoryOrganization(_View):
         return copy.deepcopy(self.tenant.fido2_policy)
 
 
-#: Graph's longest subscription to users and groups (https://learn.microsoft.com/graph/api/resources/subscription).
-MAX_MINUTES = 41760
+#: Graph's longest subscription to users and groups, and the shortest it grants
+#: (https://learn.microsoft.com/graph/api/resources/subscription).
+MAX_MINUTES, MIN_MINUTES = 41760, 45
 
 
 class MemorySubscriptions(_View):
-    """SubscriptionApi: Graph's refusals of a non-https URL and of an expiry past its maximum."""
+    """SubscriptionApi: Graph validates the notification URLs (one in `tenant.unreachable` fails it), refuses an
+    expiry past its maximum or in the past, and moves one under 45 minutes to 45 minutes."""
 
     area = "subscriptions"
 
     def _expiry(self, expires: dt.datetime) -> dt.datetime:
-        if expires > self.tenant.now() + dt.timedelta(minutes=MAX_MINUTES):
-            raise InvalidInput("Subscription expiration can only be 41760 minutes in the future.")
-        return expires.astimezone(dt.UTC)
+        now = self.tenant.now()
+        if expires > now + dt.timedelta(minutes=MAX_MINUTES, seconds=5):
+            raise InvalidInput(f"Subscription expiration can only be {MAX_MINUTES} minutes in the future.")
+        if expires <= now:
+            raise InvalidInput("Subscription expiration must be in the future.")
+        return max(expires, now + dt.timedelta(minutes=MIN_MINUTES)).astimezone(dt.UTC)
 
     async def create(self, *, resource: str, change_type: str, notification_url: str, lifecycle_url: str,
                      expires: dt.datetime, client_state: str) -> Subscription:
         self._call("create")
-        if not notification_url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
-            raise Configuration(f"Graph refused the subscription to {resource}: the notification URL must be https",
-                                setting="NOTIFICATION_BASE_URL")
-        found = Subscription(self.tenant.new_id(), resource, self._expiry(expires), notification_url)
+        try:
+            for url in (notification_url, lifecycle_url):
+                if not url.startswith("https://") and not url.startswith(("http://127.0.0.1", "http://localhost")):
+                    raise InvalidInput(f"The notification URL {url} must be an https URL.")
+                if url in self.tenant.unreachable:
+                    raise InvalidInput(f"Subscription validation request failed for {url}: the endpoint could not "
+                                       "be reached.")
+            found = Subscription(self.tenant.new_id(), resource, self._expiry(expires), notification_url)
+        except InvalidInput as err:
+            raise Configuration(f"Graph refused the subscription to {resource}: {err.detail}",
+                                setting="NOTIFICATION_BASE_URL") from None
         self.tenant.subscriptions[found.id] = found
         self._done("create")
         return found
@@ -769,7 +783,7 @@ class MemorySubscriptions(_View):
     def _get(self, subscription_id: str) -> Subscription:
         found = self.tenant.subscriptions.get(subscription_id)
         if found is None:
-            raise NotFound(f"The object was not found: subscription {subscription_id}")
+            raise NotFound(f"The object was not found. Subscription '{subscription_id}'.")
         return found
 
     async def renew(self, subscription_id: str, expires: dt.datetime) -> Subscription:
