@@ -27,7 +27,7 @@ from typing import IO, Any
 MAX_CHANGES = 200_000
 #: A user's fields, in the order of the tenant file and of Graph's answers.
 USER_FIELDS = ("id", "userPrincipalName", "displayName", "mail", "accountEnabled", "onPremisesSyncEnabled",
-               "usageLocation", "givenName", "surname", "assignedLicenses")
+               "usageLocation", "givenName", "surname", "assignedLicenses", "employeeId")
 #: Users (lines) per write when a tenant file is written.
 WRITE_CHUNK = 5000
 #: How Tenant.write lays out a tenant file: the first line ends with USERS_LINE, then one user per

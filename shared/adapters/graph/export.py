@@ -22,11 +22,12 @@ from msgraph.generated.models.reference_create import ReferenceCreate
 from msgraph.generated.models.user import User
 
 from shared.adapters.graph.gateway import GraphApi, select
+from shared.adapters.graph.groups import already_member
 from shared.adapters.graph.licenses import GraphLicenses
 from shared.adapters.graph.organization import GraphOrganization
 from shared.domain.export import EntraGroup, EntraUser, Sku
 from shared.domain.odata import quote
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, InvalidInput, NotFound
 from shared.services.ports import GraphResponse, JsonObject, Written
 
 _USER_SELECT = ["id", "userPrincipalName", "mail", "employeeId", "accountEnabled", "usageLocation", "displayName",
@@ -170,7 +171,9 @@ class GraphExportDirectory:
         try:
             response = await self._graph.send(self._requests.groups.by_group_id(group_id).members.ref
                                               .to_post_request_information(ReferenceCreate(odata_id=ref)))
-        except Conflict:
+        except (Conflict, InvalidInput) as err:
+            if not already_member(err):
+                raise
             return Written(None, None)
         return Written(None, response.request_id)
 
