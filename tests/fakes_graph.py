@@ -38,6 +38,7 @@ from shared.errors import (
     Throttled,
 )
 from shared.services.ports import (
+    Clock,
     CreationOptions,
     DeltaRead,
     DirectoryRole,
@@ -129,7 +130,7 @@ class MemoryTenant:
     """An Entra tenant in memory. Change it as an admin would (`add_user`, `add_member`, ...) or through the ports."""
 
     def __init__(self, *, name: str = "Contoso", domains: Sequence[str] = ("contoso.example",),
-                 tenant_id: str = "00000000-0000-0000-0000-000000000001") -> None:
+                 tenant_id: str = "00000000-0000-0000-0000-000000000001", clock: Clock | None = None) -> None:
         self.tenant_id = tenant_id
         self.name = name
         self.users: dict[str, JsonObject] = {}
@@ -159,7 +160,7 @@ class MemoryTenant:
         self.unreachable: set[str] = set()
         self.faults = GraphFaults()
         #: The tenant's clock (challenge expiry, subscription limits); tests may replace it.
-        self.now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+        self.now: Callable[[], dt.datetime] = clock.now if clock else lambda: dt.datetime.now(dt.UTC)
         self._ids = itertools.count(1)
 
     # ------------------------------------------------------------------ as an admin changes it
@@ -236,6 +237,14 @@ class MemoryTenant:
                 self.remove_member(group, group_id)
         self.log.append(_Change("group", group_id))
         return True
+
+    def add_passkey(self, user_id: str, credential_id: str, display_name: str = "Security key") -> Fido2Method:
+        """A passkey the user already has (its credential id in base64url)."""
+        method = Fido2Method(id=f"method-{next(self._ids)}", display_name=display_name,
+                             aaguid="00000000-0000-0000-0000-000000000000", attestation_level="notAttested")
+        self.fido2.setdefault(user_id, []).append(method)
+        self.credential_ids[method.id] = credential_id
+        return method
 
     def expire_delta(self) -> None:
         """Every delta link issued so far now answers Gone."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
 import json
 import os
@@ -16,7 +15,6 @@ from jwt.algorithms import ECAlgorithm
 from local.authenticator import SoftwareAuthenticator
 from shared.adapters.ceremonies import TableCeremonies
 from shared.adapters.devices import TableDevices
-from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.adapters.tables import storage_transport
 from shared.adapters.users import TableUsers
 from shared.config import Connection
@@ -26,31 +24,15 @@ from shared.errors import Conflict, InvalidInput, NotFound, Transient
 from shared.services.devices import DeviceRegistration, DeviceService
 from shared.services.directory import Directory
 from shared.services.passkeys import PasskeyRegistration, PasskeyService, ceremony_id, ceremony_user, settle
-from shared.services.ports import Entity, GraphResponse, Versioned
+from shared.services.ports import Entity, Versioned
 from shared.topology import Table
-from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue, PathGraph
+from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
 from tests.fakes_devices import device_repositories, passkey_repositories
+from tests.fakes_graph import MemoryTenant
 
 CONN = Connection.model_validate({"name": "demo", "tenantId": "00000000-0000-0000-0000-000000000001",
                                   "features": {"passkeys": {"enabled": True}}})
 JWK: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()))
-
-
-class Graph:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    async def get(self, path: str, **_: Any) -> dict[str, Any]:
-        self.calls.append(f"GET {path}")
-        if path.endswith("fido2"):
-            return {"state": "enabled", "isSelfServiceRegistrationAllowed": True}
-        return {"challengeTimeoutDateTime": "2026-01-01T00:05:00Z", "publicKey": {
-            "challenge": base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("="),
-            "rp": {"id": "login.microsoftonline.com"}}}
-
-    async def send(self, method: str, path: str, **_: Any) -> GraphResponse:
-        self.calls.append(f"{method} {path}")
-        return GraphResponse(201, {"id": "method-1"}, request_id="req-1")
 
 
 class FailingStore(FakeEntityStore):
@@ -72,7 +54,7 @@ class FailingStore(FakeEntityStore):
 
 
 @pytest.fixture
-async def world() -> tuple[PasskeyService, FailingStore, FakeAuditSink, Directory, Graph]:
+async def world() -> tuple[PasskeyService, FailingStore, FakeAuditSink, Directory, MemoryTenant]:
     entities = FailingStore()
     directory = Directory(TableUsers(entities))
     await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example"))
@@ -84,7 +66,14 @@ async def world() -> tuple[PasskeyService, FailingStore, FakeAuditSink, Director
         {"user": "u1", "displayName": "key", "publicKey": JWK}), actor="t", correlation_id="c")
     return (PasskeyService(devices=devices, directory=directory, **passkey_repositories(entities), audit=audit,
                            clock=clock),
-            entities, audit, directory, Graph())
+            entities, audit, directory, tenant(clock))
+
+
+def tenant(clock: FakeClock) -> MemoryTenant:
+    """Entra with Ann (u1), on the test's clock."""
+    entra = MemoryTenant(clock=clock)
+    entra.add_user(id="u1", userPrincipalName="ann@contoso.example")
+    return entra
 
 
 async def test_settle_waits_for_every_call_and_raises_the_first_failure_in_argument_order() -> None:
@@ -109,7 +98,7 @@ async def test_options_for_an_inactive_user_store_nothing_even_when_entra_answer
     service, entities, audit, directory, graph = world
     await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example", state=UserState.DEACTIVATED))
     with pytest.raises(Conflict, match="not active"):
-        await service.options(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
+        await service.options(CONN, graph.passkeys(), "dev-1", correlation_id="c")
     assert entities.tables.get(Table.CEREMONIES, {}) == {}
     assert "passkey.options" not in audit.actions()
 
@@ -118,39 +107,39 @@ async def test_a_ceremony_that_could_not_be_stored_is_audited_as_failed(world: A
     service, entities, audit, _, graph = world
     entities.failing = Table.CEREMONIES
     with pytest.raises(Transient):
-        await service.options(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
+        await service.options(CONN, graph.passkeys(), "dev-1", correlation_id="c")
     outcomes = [(r.action, r.outcome) for r in audit.records if r.action == "passkey.options"]
     assert outcomes == [("passkey.options", "issued"), ("passkey.options", "failed")]
 
 
 async def test_a_registration_in_entra_is_audited_even_when_the_registry_row_fails(world: Any) -> None:
     service, entities, audit, _, graph = world
-    options = await service.options(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
+    options = await service.options(CONN, graph.passkeys(), "dev-1", correlation_id="c")
     body = PasskeyRegistration.model_validate({"ceremonyId": options["ceremonyId"], "displayName": "k",
                                                "credential": SoftwareAuthenticator().register(options)})
     entities.failing = Table.PASSKEYS
     with pytest.raises(Transient):
-        await service.register(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", body, correlation_id="c")
+        await service.register(CONN, graph.passkeys(), "dev-1", body, correlation_id="c")
     registered = [r for r in audit.records if r.action == "passkey.registered"]
     assert len(registered) == 1
-    assert registered[0].graph_request_id == "req-1"
+    assert registered[0].graph_request_id == graph.fido2["u1"][0].request_id
 
 
 async def test_register_checks_the_user_before_the_ceremony_and_consumes_nothing_on_refusal(world: Any) -> None:
     service, entities, _, directory, graph = world
-    options = await service.options(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
+    options = await service.options(CONN, graph.passkeys(), "dev-1", correlation_id="c")
     body = PasskeyRegistration.model_validate({"ceremonyId": options["ceremonyId"], "displayName": "k",
                                                "credential": SoftwareAuthenticator().register(options)})
     await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example", state=UserState.REMOVED))
     with pytest.raises(Conflict, match="not active"):
-        await service.register(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", body, correlation_id="c")
+        await service.register(CONN, graph.passkeys(), "dev-1", body, correlation_id="c")
     ceremony = await TableCeremonies(entities).get("demo", options["ceremonyId"])
     assert ceremony is not None
     assert ceremony.value.used is False
-    assert not any(call.startswith("POST") for call in graph.calls)
+    assert graph.faults.count("passkeys.register") == 0
     await directory.put("demo", UserRow(id="u1", upn="ann@contoso.example"))
     with pytest.raises(NotFound, match="was not issued"):
-        await service.register(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1",
+        await service.register(CONN, graph.passkeys(), "dev-1",
                                body.model_copy(update={"ceremony_id": "cer-unknown"}), correlation_id="c")
 
 
@@ -182,7 +171,7 @@ def test_a_ceremony_id_names_its_user_and_other_forms_name_nobody() -> None:
 
 async def test_register_reads_the_device_s_new_user_when_the_device_changed_hands(world: Any) -> None:
     service, entities, _, directory, graph = world
-    options = await service.options(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
+    options = await service.options(CONN, graph.passkeys(), "dev-1", correlation_id="c")
     # The device was removed and its id registered again for another user between options and register.
     await directory.put("demo", UserRow(id="u2", upn="bob@contoso.example"))
     devices = TableDevices(entities)
@@ -192,18 +181,18 @@ async def test_register_reads_the_device_s_new_user_when_the_device_changed_hand
                                                "credential": SoftwareAuthenticator().register(options)})
     # The ceremony names u1, the device now belongs to u2: u2 is read and the ceremony refused for it.
     with pytest.raises(Conflict, match="issued to another user"):
-        await service.register(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", body, correlation_id="c")
-    assert not any(call.startswith("POST") for call in graph.calls)
+        await service.register(CONN, graph.passkeys(), "dev-1", body, correlation_id="c")
+    assert graph.faults.count("passkeys.register") == 0
 
 
 async def test_long_expired_ceremonies_are_purged_and_recent_ones_kept(world: Any) -> None:
     service, entities, _, _, graph = world
     clock: FakeClock = service._clock  # the clock the service reads
-    first = await service.options(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
+    first = await service.options(CONN, graph.passkeys(), "dev-1", correlation_id="c")
     await entities.upsert(Table.CEREMONIES, Entity("demo", "cer-broken", {"expiresAt": "not a time"}))
     clock.advance(days=2)
-    second = await service.options(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
-    # Graph's fixed expiry in the fake is 2026-01-01T00:05Z: give the second ceremony a current one.
+    second = await service.options(CONN, graph.passkeys(), "dev-1", correlation_id="c")
+    # Give the second ceremony a current expiry.
     ceremonies = TableCeremonies(entities)
     row = await ceremonies.get("demo", second["ceremonyId"])
     await ceremonies.consume("demo", Versioned(row.value.model_copy(update={
@@ -215,22 +204,22 @@ async def test_long_expired_ceremonies_are_purged_and_recent_ones_kept(world: An
 
 
 async def test_a_credential_the_device_already_registered_is_refused_by_name(world: Any) -> None:
-    # The fake Graph lists no excludeCredentials: the registry's row, read with the options, is what
-    # catches the repeat, and the registration reads no passkey rows itself.
+    # The registry's row, read with the options, is what catches the repeat (before Entra would), and the
+    # registration reads no passkey rows itself.
     service, entities, audit, _, graph = world
     authenticator = SoftwareAuthenticator()
     same = os.urandom(32)
-    options = await service.options(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
+    options = await service.options(CONN, graph.passkeys(), "dev-1", correlation_id="c")
     first = PasskeyRegistration.model_validate({"ceremonyId": options["ceremonyId"], "displayName": "k",
                                                 "credential": authenticator.register(options, credential_id=same)})
-    await service.register(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", first, correlation_id="c")
-    again = await service.options(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", correlation_id="c")
+    await service.register(CONN, graph.passkeys(), "dev-1", first, correlation_id="c")
+    again = await service.options(CONN, graph.passkeys(), "dev-1", correlation_id="c")
     repeat = PasskeyRegistration.model_validate({"ceremonyId": again["ceremonyId"], "displayName": "k",
                                                  "credential": authenticator.register(again, credential_id=same)})
-    posts = sum(call.startswith("POST") for call in graph.calls)
+    posts = graph.faults.count("passkeys.register")
     with pytest.raises(InvalidInput, match=r"credentialId.*already registered"):
-        await service.register(CONN, GraphPasskeyDirectory(PathGraph(graph)), "dev-1", repeat, correlation_id="c")
-    assert sum(call.startswith("POST") for call in graph.calls) == posts
+        await service.register(CONN, graph.passkeys(), "dev-1", repeat, correlation_id="c")
+    assert graph.faults.count("passkeys.register") == posts
     ceremony = await TableCeremonies(entities).get("demo", again["ceremonyId"])
     assert ceremony is not None
     assert ceremony.value.used is False
