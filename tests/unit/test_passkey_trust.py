@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
-import os
 from typing import Any
 
 import pytest
@@ -16,7 +14,6 @@ from jwt.algorithms import ECAlgorithm
 
 from local.authenticator import DEFAULT_AAGUID, TEST_ROOT_NAME, AttestationRoot, SoftwareAuthenticator
 from local.mds import local_blob, root_setting
-from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain.attestation import AttestationRejected, KeyRestrictions, verify
@@ -26,9 +23,9 @@ from shared.errors import InvalidInput, Transient
 from shared.services.devices import DeviceRegistration, DeviceService
 from shared.services.directory import Directory
 from shared.services.passkeys import PasskeyRegistration, PasskeyService
-from shared.services.ports import GraphResponse
-from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue, PathGraph
+from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
 from tests.fakes_devices import device_repositories, passkey_repositories
+from tests.fakes_graph import MemoryTenant
 
 JWK: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()))
 CONN = Connection.model_validate({"name": "demo", "tenantId": "00000000-0000-0000-0000-000000000001",
@@ -36,36 +33,34 @@ CONN = Connection.model_validate({"name": "demo", "tenantId": "00000000-0000-000
 BAN = {"isEnforced": True, "enforcementType": "block", "aaGuids": [DEFAULT_AAGUID]}
 
 
-class Tenant:
-    """Graph with a policy that changes under the bridge: Graph itself always applies the current one."""
+def entra_checks(user_id: str, credential: dict[str, Any], policy: dict[str, Any]) -> None:
+    """Entra's own checks of a registration, minus the challenge it keeps to itself: the policy it holds now."""
+    data = {"id": credential["id"], "rawId": credential["id"], "type": "public-key",
+            "response": credential["response"]}
+    try:
+        challenge = CollectedClientData(websafe_decode(data["response"]["clientDataJSON"])).challenge
+        verify(data, challenge=challenge, restrictions=KeyRestrictions.from_policy(policy))
+    except AttestationRejected as err:
+        raise InvalidInput(f"Graph POST /users/{user_id}/authentication/fido2Methods: 400 invalidRequest: The passkey "
+                           f"could not be registered: {err}", request_id="graph-req-400") from None
 
-    def __init__(self) -> None:
-        self.policy: dict[str, Any] = {"state": "enabled", "isSelfServiceRegistrationAllowed": True,
-                                       "isAttestationEnforced": False, "keyRestrictions": {"isEnforced": False}}
-        self.policy_reads = 0
-        self.posts = 0
 
-    async def get(self, path: str, **_: Any) -> dict[str, Any]:
-        if path.endswith("fido2"):
-            self.policy_reads += 1
-            return json.loads(json.dumps(self.policy))
-        return {"challengeTimeoutDateTime": "2026-01-01T00:05:00Z", "publicKey": {
-            "challenge": base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("="),
-            "rp": {"id": "login.microsoftonline.com"}, "excludeCredentials": []}}
+def entra(clock: FakeClock) -> MemoryTenant:
+    """Ann (u1) in a tenant whose policy can change under the bridge: Graph itself always applies the current one."""
+    tenant = MemoryTenant(clock=clock)
+    tenant.add_user(id="u1", userPrincipalName="ann@contoso.example")
+    tenant.attestation = entra_checks
+    return tenant
 
-    async def send(self, method: str, path: str, *, body: dict[str, Any] | None = None, **_: Any) -> GraphResponse:
-        self.posts += 1
-        credential = (body or {})["publicKeyCredential"]
-        data = {"id": credential["id"], "rawId": credential["id"], "type": "public-key",
-                "response": credential["response"]}
-        try:
-            # Graph's own checks, minus the challenge it keeps to itself.
-            challenge = CollectedClientData(websafe_decode(data["response"]["clientDataJSON"])).challenge
-            verify(data, challenge=challenge, restrictions=KeyRestrictions.from_policy(self.policy))
-        except AttestationRejected as err:
-            raise InvalidInput(f"Graph POST {path}: 400 invalidRequest: The passkey could not be registered: {err}",
-                               request_id="graph-req-400") from None
-        return GraphResponse(201, {"id": f"method-{self.posts}"}, request_id="graph-req-201")
+
+def posts(tenant: MemoryTenant) -> int:
+    """Registrations sent to Entra."""
+    return tenant.faults.count("passkeys.register")
+
+
+def policy_reads(tenant: MemoryTenant) -> int:
+    """Reads of the FIDO2 policy."""
+    return tenant.faults.count("passkeys.policy")
 
 
 class Anchors:
@@ -85,7 +80,7 @@ def test_anchors() -> TrustAnchors:
     return TrustAnchors.from_blob(local_blob(), root_certificate(root_setting()))
 
 
-async def world(trust: Anchors | None = None, max_age: float = 30) -> tuple[PasskeyService, Tenant, FakeClock,
+async def world(trust: Anchors | None = None, max_age: float = 30) -> tuple[PasskeyService, MemoryTenant, FakeClock,
                                                                            FakeAuditSink]:
     entities = FakeEntityStore()
     directory = Directory(TableUsers(entities))
@@ -98,42 +93,42 @@ async def world(trust: Anchors | None = None, max_age: float = 30) -> tuple[Pass
     service = PasskeyService(devices=devices, directory=directory, **passkey_repositories(entities), audit=audit,
                              clock=clock,
                              policy_max_age=dt.timedelta(seconds=max_age), trust=trust)
-    return service, Tenant(), clock, audit
+    return service, entra(clock), clock, audit
 
 
-async def register(service: PasskeyService, tenant: Tenant,
+async def register(service: PasskeyService, tenant: MemoryTenant,
                    authenticator: SoftwareAuthenticator | None = None) -> dict[str, Any]:
-    entra = GraphPasskeyDirectory(PathGraph(tenant))
-    options = await service.options(CONN, entra, "dev-1", correlation_id="c")
+    directory = tenant.passkeys()
+    options = await service.options(CONN, directory, "dev-1", correlation_id="c")
     credential = (authenticator or SoftwareAuthenticator()).register(options)
     body = PasskeyRegistration.model_validate({"ceremonyId": options["ceremonyId"], "displayName": "key",
                                                "credential": credential})
-    return await service.register(CONN, entra, "dev-1", body, correlation_id="c")
+    return await service.register(CONN, directory, "dev-1", body, correlation_id="c")
 
 
 async def test_a_ban_older_than_the_max_age_is_honoured_without_a_graph_write() -> None:
     service, tenant, clock, _ = await world()
     await register(service, tenant)
-    tenant.policy["keyRestrictions"] = BAN
+    tenant.fido2_policy["keyRestrictions"] = BAN
     clock.advance(seconds=30)
     with pytest.raises(InvalidInput) as caught:
         await register(service, tenant)
     assert caught.value.field == "credential (aaguid)"
-    assert tenant.posts == 1, "refused here, before Graph"
+    assert posts(tenant) == 1, "refused here, before Graph"
 
 
 async def test_graphs_refusal_of_a_fresh_ban_is_the_bridges_refusal_and_the_next_one_stays_here() -> None:
     service, tenant, clock, audit = await world()
     await register(service, tenant)
-    tenant.policy["keyRestrictions"] = BAN  # set a second ago: the bridge's copy does not know it yet
+    tenant.fido2_policy["keyRestrictions"] = BAN  # set a second ago: the bridge's copy does not know it yet
     clock.advance(seconds=1)
     with pytest.raises(InvalidInput) as from_graph:
         await register(service, tenant)
-    assert tenant.posts == 2
+    assert posts(tenant) == 2
     clock.advance(seconds=1)
     with pytest.raises(InvalidInput) as from_bridge:
         await register(service, tenant)
-    assert tenant.posts == 2, "the policy was read again when Graph refused: no second write"
+    assert posts(tenant) == 2, "the policy was read again when Graph refused: no second write"
     assert type(from_graph.value) is type(from_bridge.value)
     assert from_graph.value.type_uri == from_bridge.value.type_uri
     assert from_graph.value.field == from_bridge.value.field == "credential (aaguid)"
@@ -147,23 +142,21 @@ async def test_graphs_refusal_of_a_fresh_ban_is_the_bridges_refusal_and_the_next
 async def test_the_policy_is_read_once_within_the_max_age() -> None:
     service, tenant, clock, _ = await world(max_age=30)
     await register(service, tenant)
-    reads = tenant.policy_reads
+    reads = policy_reads(tenant)
     clock.advance(seconds=29)
     await register(service, tenant)
-    assert tenant.policy_reads == reads
+    assert policy_reads(tenant) == reads
     clock.advance(seconds=1)
     await register(service, tenant)
-    assert tenant.policy_reads == reads + 1
+    assert policy_reads(tenant) == reads + 1
 
 
 async def test_a_refusal_graph_explains_otherwise_still_names_entra() -> None:
     service, tenant, _, _ = await world()
 
-    async def refuse(*_: Any, **__: Any) -> GraphResponse:
-        raise InvalidInput("Graph POST /users/u1/authentication/fido2Methods: 400 invalidRequest: The challenge "
-                           "has expired.", request_id="r-1")
-
-    tenant.send = refuse  # type: ignore[method-assign]
+    tenant.faults.fail("passkeys.register", InvalidInput(
+        "Graph POST /users/u1/authentication/fido2Methods: 400 invalidRequest: The challenge has expired.",
+        request_id="r-1"))
     with pytest.raises(InvalidInput, match=r"Entra refused it: .*challenge has expired") as caught:
         await register(service, tenant)
     assert caught.value.field == "credential"
@@ -173,12 +166,12 @@ async def test_a_refusal_graph_explains_otherwise_still_names_entra() -> None:
 async def test_enforced_attestation_needs_a_root_from_the_metadata(test_anchors: TrustAnchors) -> None:
     trust = Anchors(test_anchors)
     service, tenant, _, audit = await world(trust)
-    tenant.policy["isAttestationEnforced"] = True
+    tenant.fido2_policy["isAttestationEnforced"] = True
     forged = SoftwareAuthenticator(fmt="packed-x5c", root=AttestationRoot.generate(TEST_ROOT_NAME))
     with pytest.raises(InvalidInput) as caught:
         await register(service, tenant, forged)
     assert caught.value.field == "credential (attestationStatement.x5c)"
-    assert tenant.posts == 0
+    assert posts(tenant) == 0
     result = await register(service, tenant, SoftwareAuthenticator(fmt="packed-x5c"))
     assert (result["attestation"], result["attestationTrust"]) == ("basic", "trusted")
     assert audit.records[-1].action == "passkey.registered"
@@ -196,7 +189,7 @@ async def test_metadata_is_read_only_when_attestation_is_enforced(test_anchors: 
 async def test_no_metadata_with_enforced_attestation_is_a_503_not_an_acceptance() -> None:
     trust = Anchors(Transient("no FIDO metadata to check attestation against: FIDO_MDS_URL answered 502"))
     service, tenant, _, _ = await world(trust)
-    tenant.policy["isAttestationEnforced"] = True
+    tenant.fido2_policy["isAttestationEnforced"] = True
     with pytest.raises(Transient, match="FIDO_MDS_URL"):
         await register(service, tenant, SoftwareAuthenticator(fmt="packed-x5c"))
-    assert tenant.posts == 0
+    assert posts(tenant) == 0
