@@ -5,9 +5,7 @@ withholds its password. Tried as a provider would get it wrong: replays, unknown
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 from typing import Any
 
 import pytest
@@ -16,7 +14,6 @@ from jwt.algorithms import ECAlgorithm
 
 from functions.http import problem
 from local.authenticator import SoftwareAuthenticator
-from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.adapters.users import TableUsers
 from shared.config import Connection, PasskeyPolicy
 from shared.domain.devices import DevicePasskey, DeviceRow, passkey_status
@@ -35,9 +32,9 @@ from shared.services.devices import DeviceRegistration, DeviceService
 from shared.services.directory import Directory
 from shared.services.enrollment import DeviceEnrollment
 from shared.services.passkeys import PasskeyRegistration, PasskeyService
-from shared.services.ports import GraphResponse
-from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue, PathGraph
+from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
 from tests.fakes_devices import device_repositories, passkey_repositories
+from tests.fakes_graph import MemoryTenant
 from tests.unit import test_password_delivery as delivery_tests
 
 JWK: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()))
@@ -48,34 +45,14 @@ def conn(policy: str = "optional", **passkeys: Any) -> Connection:
                                       "features": {"passkeys": {"enabled": True, "policy": policy, **passkeys}}})
 
 
-class Graph:
-    """Graph's FIDO2 API; `refuse` is raised by the registration POST."""
-
-    def __init__(self) -> None:
-        self.posted: list[dict[str, Any]] = []
-        self.refuse: BridgeError | None = None
-
-    async def get(self, path: str, **_: Any) -> dict[str, Any]:
-        if path.endswith("fido2"):
-            return {"state": "enabled", "isSelfServiceRegistrationAllowed": True, "isAttestationEnforced": False,
-                    "keyRestrictions": {"isEnforced": False}}
-        return {"challengeTimeoutDateTime": "2026-01-01T00:05:00Z", "publicKey": {
-            "challenge": base64.b64encode(os.urandom(32)).decode(), "rp": {"id": "login.microsoftonline.com"}}}
-
-    async def send(self, method: str, path: str, *, body: dict[str, Any] | None = None, **_: Any) -> GraphResponse:
-        if self.refuse is not None:
-            raise self.refuse
-        self.posted.append(body or {})
-        return GraphResponse(201, {"id": f"method-{len(self.posted)}"}, request_id="req-1")
-
-
 class World:
     def __init__(self) -> None:
         self.entities = FakeEntityStore()
         self.directory = Directory(TableUsers(self.entities))
         self.audit = FakeAuditSink()
-        self.graph = Graph()
         clock = FakeClock()
+        self.graph = MemoryTenant(clock=clock)
+        self.graph.add_user(id="u1", userPrincipalName="ann@contoso.example")
         self.devices = DeviceService(directory=self.directory, **device_repositories(self.entities), audit=self.audit,
                                      queue=FakeWorkQueue(), clock=clock)
         self.passkeys = PasskeyService(devices=self.devices, directory=self.directory,
@@ -91,7 +68,7 @@ class World:
 
     async def attempt(self, connection: Connection, **authenticator: Any) -> tuple[PasskeyRegistration, Any]:
         """Options, then a registration with a software authenticator; returns the body and the outcome."""
-        entra = GraphPasskeyDirectory(PathGraph(self.graph))
+        entra = self.graph.passkeys()
         options = await self.passkeys.options(connection, entra, "dev-1", correlation_id="c")
         body = PasskeyRegistration.model_validate({
             "ceremonyId": options["ceremonyId"], "displayName": "Ann's key",
@@ -117,7 +94,7 @@ async def test_optional_a_refused_passkey_is_skippable_and_the_device_enrolled_w
     _, outcome = await world.attempt(optional, origin="https://evil.example")
     assert isinstance(outcome, PasskeySkipped)
     assert isinstance(outcome.cause, InvalidInput)
-    assert world.graph.posted == []
+    assert world.graph.faults.count("passkeys.register") == 0
     assert await world.status(optional) is DevicePasskey.SKIPPED
     body = json.loads(problem(outcome, instance="/x", correlation_id="c").get_body())
     assert body["type"] == "urn:entra-bridge:problem:passkey-skipped"
@@ -147,7 +124,8 @@ async def test_optional_a_refused_passkey_is_skippable_and_the_device_enrolled_w
 
 
 async def test_optional_graphs_refusal_of_the_key_is_skippable(world: World) -> None:
-    world.graph.refuse = InvalidInput("Graph refused the key: the AAGUID is blocked", request_id="req-9")
+    world.graph.faults.fail("passkeys.register",
+                            InvalidInput("Graph refused the key: the AAGUID is blocked", request_id="req-9"))
     _, outcome = await world.attempt(conn("optional"))
     assert isinstance(outcome, PasskeySkipped)
     # The bridge answers Graph's refusal as its own (the same problem type), keeping Entra's words and request id.
@@ -159,7 +137,7 @@ async def test_optional_graphs_refusal_of_the_key_is_skippable(world: World) -> 
 
 @pytest.mark.parametrize("failure", [Transient("Graph answered 503"), NotFound("the user is gone")])
 async def test_optional_outages_and_other_failures_are_not_skipped(world: World, failure: BridgeError) -> None:
-    world.graph.refuse = failure
+    world.graph.faults.fail("passkeys.register", failure)
     _, outcome = await world.attempt(conn("optional"))
     assert outcome is failure
     assert await world.status(conn("optional")) is DevicePasskey.PENDING
@@ -171,7 +149,7 @@ async def test_optional_request_errors_are_not_skipped(world: World) -> None:
     body, created = await world.attempt(optional)
     assert created["passkey"] == "registered"
     # A replayed ceremony and an unknown one are the caller's mistakes, not a refused passkey.
-    entra = GraphPasskeyDirectory(PathGraph(world.graph))
+    entra = world.graph.passkeys()
     with pytest.raises(Conflict, match="already been used"):
         await world.enrollment.register(optional, entra, "dev-1", body, correlation_id="c")
     forged = body.model_copy(update={"ceremony_id": "cer-" + "0" * 32 + "-u1"})
@@ -185,7 +163,7 @@ async def test_required_keeps_the_device_pending_until_its_passkey_is_registered
     _, outcome = await world.attempt(required, origin="https://evil.example")
     assert isinstance(outcome, InvalidInput)
     assert not isinstance(outcome, PasskeySkipped)
-    world.graph.refuse = InvalidInput("Graph refused the key")
+    world.graph.faults.fail("passkeys.register", InvalidInput("Graph refused the key"))
     _, outcome = await world.attempt(required)
     assert isinstance(outcome, InvalidInput)
     assert not isinstance(outcome, PasskeySkipped)
@@ -197,7 +175,6 @@ async def test_required_keeps_the_device_pending_until_its_passkey_is_registered
     assert summary["devices"] == {"pending": 1, "registered": 0, "skipped": 0}
     assert [d["deviceId"] for d in summary["pendingPasskey"]] == ["dev-1"]
 
-    world.graph.refuse = None
     _, created = await world.attempt(required)
     assert created["passkey"] == "registered"
     summary = await world.devices.passkey_enrollment(required)
