@@ -238,12 +238,13 @@ class MemoryTenant:
         self.log.append(_Change("group", group_id))
         return True
 
-    def add_passkey(self, user_id: str, credential_id: str, display_name: str = "Security key") -> Fido2Method:
+    def add_passkey(self, user_id: str, credential_id: str | None = None, display_name: str = "Security key", *,
+                    method_id: str | None = None) -> Fido2Method:
         """A passkey the user already has (its credential id in base64url)."""
-        method = Fido2Method(id=f"method-{next(self._ids)}", display_name=display_name,
+        method = Fido2Method(id=method_id or f"method-{next(self._ids)}", display_name=display_name,
                              aaguid="00000000-0000-0000-0000-000000000000", attestation_level="notAttested")
         self.fido2.setdefault(user_id, []).append(method)
-        self.credential_ids[method.id] = credential_id
+        self.credential_ids[method.id] = credential_id or _b64url(os.urandom(32))
         return method
 
     def expire_delta(self) -> None:

@@ -12,7 +12,6 @@ from jwt.algorithms import ECAlgorithm
 from pydantic import ValidationError
 
 from shared.adapters.devices import TablePasskeys
-from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain.devices import DeviceState, PasskeyRow, PublicJwk
@@ -21,25 +20,22 @@ from shared.errors import Conflict, NotFound
 from shared.messages import WorkMessage
 from shared.services.devices import DeviceRegistration, DeviceService
 from shared.services.directory import Directory
-from shared.services.ports import GraphResponse
 from shared.topology import Queue
-from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue, PathGraph
+from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
 from tests.fakes_devices import device_repositories
+from tests.fakes_graph import MemoryTenant
 
 CONN = Connection.model_validate({"name": "demo", "tenantId": "00000000-0000-0000-0000-000000000001"})
 JWK: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()))
 
 
-class Graph:
-    def __init__(self, gone: set[str] | None = None) -> None:
-        self.deleted: list[str] = []
-        self.gone = gone or set()
-
-    async def send(self, method: str, path: str, **_: Any) -> GraphResponse:
-        if path.rsplit("/", 1)[1] in self.gone:
-            raise NotFound("not found", request_id="r404")
-        self.deleted.append(path)
-        return GraphResponse(status=204, request_id="r204")
+def entra(*methods: str) -> MemoryTenant:
+    """Ann (u1) with these passkeys in Entra."""
+    tenant = MemoryTenant()
+    tenant.add_user(id="u1", userPrincipalName="ann@contoso.example")
+    for method in methods:
+        tenant.add_passkey("u1", method_id=method)
+    return tenant
 
 
 @pytest.fixture
@@ -101,14 +97,15 @@ async def test_removal_revokes_each_passkey_and_reports_progress(world: Any) -> 
     assert await service.remove(CONN, "dev-1", actor="t", correlation_id="c") == operation
     assert (await service.operation("demo", operation))["total"] == 2
     message = WorkMessage.model_validate(queue.messages(Queue.DEVICE)[0])
-    graph = Graph(gone={"m2"})
-    result = await service.complete_removal(CONN, GraphPasskeyDirectory(PathGraph(graph)), message)  # type: ignore[arg-type]
+    graph = entra("m1")  # m2 is already gone from Entra
+    result = await service.complete_removal(CONN, graph.passkeys(), message)
     assert (result["status"], result["done"]) == ("completed", 2)
-    assert graph.deleted == ["/users/u1/authentication/fido2Methods/m1"]
+    assert graph.fido2["u1"] == []
+    assert graph.faults.count("passkeys.revoke") == 2
     assert (await service.get("demo", "dev-1")).state is DeviceState.REMOVED
     assert await service.passkeys("demo", "dev-1") == []
     assert (await directory.get("demo", "u1")).enrollment is Enrollment.NOT_ENROLLED
-    again = await service.complete_removal(CONN, GraphPasskeyDirectory(PathGraph(graph)), message)  # type: ignore[arg-type]
+    again = await service.complete_removal(CONN, graph.passkeys(), message)
     assert again["status"] == "completed"
 
 
@@ -122,7 +119,8 @@ async def test_a_redelivered_removal_counts_the_passkeys_a_stopped_delivery_revo
     await TablePasskeys(entities).delete("demo", "dev-1", "m1")
     assert (await service.operation("demo", operation))["done"] == 0
     message = WorkMessage.model_validate(queue.messages(Queue.DEVICE)[0])
-    graph = Graph()
-    result = await service.complete_removal(CONN, GraphPasskeyDirectory(PathGraph(graph)), message)  # type: ignore[arg-type]
+    graph = entra("m2", "m3")
+    result = await service.complete_removal(CONN, graph.passkeys(), message)
     assert (result["status"], result["done"], result["total"]) == ("completed", 3, 3)
-    assert graph.deleted == [f"/users/u1/authentication/fido2Methods/{m}" for m in ("m2", "m3")]
+    assert graph.fido2["u1"] == []
+    assert graph.faults.count("passkeys.revoke") == 2, "m1, revoked by the stopped delivery, is not asked again"
