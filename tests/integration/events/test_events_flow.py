@@ -21,7 +21,6 @@ import pytest
 from local.authenticator import SoftwareAuthenticator
 from local.eventgrid.process import RunningTopic
 from shared.adapters.events import EventGridSink, TableEventOutbox
-from shared.adapters.graph.fido2 import GraphPasskeyDirectory
 from shared.adapters.leases import TableLeases
 from shared.adapters.rotations import TableRotations
 from shared.adapters.syncstate import TableSyncState
@@ -39,12 +38,10 @@ from shared.services.events import ChangeFeed, EventPublisher
 from shared.services.passkeys import PasskeyRegistration, PasskeyService
 from shared.services.rotation import RotationService
 from shared.services.sync import SyncService
-from tests.fakes import FakeAuditSink, FakeClock, FakeSecretStore, FakeWorkQueue, PathGraph
+from tests.fakes import FakeAuditSink, FakeClock, FakeSecretStore, FakeWorkQueue
 from tests.fakes_devices import device_repositories, passkey_repositories
+from tests.fakes_graph import MemoryTenant
 from tests.unit.test_devices_service import JWK
-from tests.unit.test_devices_service import Graph as RevokingGraph
-from tests.unit.test_passkeys_reconcile import Entra
-from tests.unit.test_passkeys_service import Graph as RegisteringGraph
 from tests.unit.test_rotation_service import FakeDirectory, Subjects
 from tests.unit.test_sync_service import FakeEntra, user
 
@@ -247,22 +244,24 @@ async def test_devices_and_passkeys_announce_each_change_once(world: World) -> N
                               clock=world.clock)
     await devices.register(world.conn, "dev-1", DeviceRegistration.model_validate(
         {"user": "u1", "displayName": "key", "publicKey": JWK}), actor="t", correlation_id="c")
-    graph = RegisteringGraph()
-    entra = GraphPasskeyDirectory(PathGraph(graph))
+    graph = entra_of(world)
+    entra = graph.passkeys()
+    registered: list[str] = []
     for _ in range(2):
         options = await passkeys.options(world.conn, entra, "dev-1", correlation_id="c")
         credential = SoftwareAuthenticator().register(options)
-        await passkeys.register(world.conn, entra, "dev-1", PasskeyRegistration.model_validate(
+        made = await passkeys.register(world.conn, entra, "dev-1", PasskeyRegistration.model_validate(
             {"ceremonyId": options["ceremonyId"], "displayName": "k", "credential": credential}), correlation_id="c")
-    revoking = GraphPasskeyDirectory(PathGraph(RevokingGraph()))
-    await devices.revoke_passkey(world.conn, revoking, "dev-1", "method-1", actor="t", correlation_id="c")
-    # Entra lost method-2: reconciliation marks it, and says so once even when run twice.
-    await passkeys.reconcile(world.conn, Entra({"u1": []}), correlation_id="c1")
-    await passkeys.reconcile(world.conn, Entra({"u1": []}), correlation_id="c2")
+        registered.append(str(made["id"]))
+    await devices.revoke_passkey(world.conn, entra, "dev-1", registered[0], actor="t", correlation_id="c")
+    # Entra lost the second: reconciliation marks it, and says so once even when run twice.
+    graph.fido2["u1"] = []
+    await passkeys.reconcile(world.conn, entra, correlation_id="c1")
+    await passkeys.reconcile(world.conn, entra, correlation_id="c2")
     operation = await devices.remove(world.conn, "dev-1", actor="t", correlation_id="c")
     message = WorkMessage.model_validate(queue.messages(next(iter(queue.sent)))[0])
-    await devices.complete_removal(world.conn, revoking, message)
-    await devices.complete_removal(world.conn, revoking, message)  # redelivered: announced once
+    await devices.complete_removal(world.conn, entra, message)
+    await devices.complete_removal(world.conn, entra, message)  # redelivered: announced once
     await world.publish()
     got = await world.delivered(10)
     kinds = Counter(e["type"] for e in got)
@@ -365,13 +364,20 @@ async def test_an_enrollment_move_stopped_before_its_event_is_announced_by_the_s
         ("bridge.enrollment.changed", "u1", "paired_with_provider")]
 
 
+def entra_of(world: World) -> MemoryTenant:
+    """Entra with Ann (u1), on the world's clock."""
+    tenant = MemoryTenant(clock=world.clock)
+    tenant.add_user(id="u1", userPrincipalName="ann@contoso.example")
+    return tenant
+
+
 @dataclass
 class Enrolling:
     """A device of user u1 registered in the bridge, and what registers its passkeys."""
 
     world: World
     directory: Directory
-    graph: RegisteringGraph
+    graph: MemoryTenant
 
     def devices(self, outbox: Any = None) -> DeviceService:
         return DeviceService(directory=self.directory, **device_repositories(self.world.store), audit=FakeAuditSink(),
@@ -382,7 +388,7 @@ class Enrolling:
         passkeys = PasskeyService(devices=self.devices(outbox), directory=self.directory,
                                   **passkey_repositories(w.store),
                                   audit=FakeAuditSink(), clock=w.clock)
-        entra = GraphPasskeyDirectory(PathGraph(self.graph))
+        entra = self.graph.passkeys()
         options = await passkeys.options(w.conn, entra, "dev-1", correlation_id="c")
         credential = SoftwareAuthenticator().register(options)
         return await passkeys.register(w.conn, entra, "dev-1", PasskeyRegistration.model_validate(
@@ -399,7 +405,7 @@ class Enrolling:
 async def enrolling(world: World) -> Enrolling:
     directory = Directory(TableUsers(world.store))
     await directory.put(world.name, UserRow(id="u1", upn="ann@contoso.example"))
-    found = Enrolling(world, directory, RegisteringGraph())
+    found = Enrolling(world, directory, entra_of(world))
     await found.devices().register(world.conn, "dev-1", DeviceRegistration(user="u1", display_name="key",
                                                                            public_key=JWK),
                                    actor="t", correlation_id="c")
