@@ -66,28 +66,32 @@ class _Fault:
     kind: str  # fail | throttle | unknown
     times: int
     error: BridgeError | None = None
+    key: str | None = None
 
 
 @dataclass
 class GraphFaults:
-    """Faults the next calls meet, by call name ("passkeys.register"); every call is recorded in `calls`."""
+    """Faults the next calls meet, by call name ("passkeys.register"); every call is recorded in `calls`.
+
+    `key` limits a fault to calls about one object: the call's first argument (a user id for the passkey
+    calls, a group id for members, ...). `times=-1` keeps the fault for every call."""
 
     calls: list[str] = field(default_factory=list)
     _set: dict[str, list[_Fault]] = field(default_factory=dict)
 
-    def fail(self, call: str, error: BridgeError, *, times: int = 1) -> None:
+    def fail(self, call: str, error: BridgeError, *, times: int = 1, key: str | None = None) -> None:
         """The next `times` calls raise `error` without changing anything."""
-        self._set.setdefault(call, []).append(_Fault("fail", times, error))
+        self._set.setdefault(call, []).append(_Fault("fail", times, error, key))
 
-    def throttle(self, call: str, *, times: int = 1, retry_after: float = 5.0) -> None:
+    def throttle(self, call: str, *, times: int = 1, retry_after: float = 5.0, key: str | None = None) -> None:
         """The next `times` calls are throttled (Throttled, as the gateway raises after its retries)."""
         self._set.setdefault(call, []).append(_Fault("throttle", times, Throttled(
-            f"Graph throttled {call}", retry_after=retry_after)))
+            f"Graph throttled {call}", retry_after=retry_after), key))
 
-    def unknown(self, call: str, *, times: int = 1) -> None:
+    def unknown(self, call: str, *, times: int = 1, key: str | None = None) -> None:
         """The next `times` writes happen, but the caller is told Ambiguous (a 504 with the write applied)."""
         self._set.setdefault(call, []).append(_Fault("unknown", times, Ambiguous(
-            f"Graph timed out on {call}; the write may have happened")))
+            f"Graph timed out on {call}; the write may have happened"), key))
 
     def clear(self) -> None:
         """No more faults."""
@@ -97,23 +101,23 @@ class GraphFaults:
         """How many times `call` was made."""
         return self.calls.count(call)
 
-    def _take(self, call: str, kinds: tuple[str, ...]) -> _Fault | None:
+    def _take(self, call: str, kinds: tuple[str, ...], key: str | None) -> _Fault | None:
         for fault in self._set.get(call, []):
-            if fault.kind in kinds and fault.times > 0:
-                fault.times -= 1
+            if fault.kind in kinds and fault.times != 0 and fault.key in (None, key):
+                fault.times -= 1 if fault.times > 0 else 0
                 return fault
         return None
 
-    def before(self, call: str) -> None:
+    def before(self, call: str, key: str | None = None) -> None:
         """Called first by every port method."""
         self.calls.append(call)
-        fault = self._take(call, ("fail", "throttle"))
+        fault = self._take(call, ("fail", "throttle"), key)
         if fault is not None and fault.error is not None:
             raise fault.error
 
-    def after(self, call: str) -> None:
+    def after(self, call: str, key: str | None = None) -> None:
         """Called by writes once applied."""
-        fault = self._take(call, ("unknown",))
+        fault = self._take(call, ("unknown",), key)
         if fault is not None and fault.error is not None:
             raise fault.error
 
@@ -337,11 +341,11 @@ class _View:
         self.tenant = tenant
         self.faults = tenant.faults
 
-    def _call(self, name: str) -> None:
-        self.faults.before(f"{self.area}.{name}")
+    def _call(self, name: str, key: str | None = None) -> None:
+        self.faults.before(f"{self.area}.{name}", key)
 
-    def _done(self, name: str) -> None:
-        self.faults.after(f"{self.area}.{name}")
+    def _done(self, name: str, key: str | None = None) -> None:
+        self.faults.after(f"{self.area}.{name}", key)
 
 
 def _sync_user(item: JsonObject) -> SyncUser:
@@ -361,7 +365,7 @@ class MemoryDirectory(_View):
         self.resource_units += units
 
     async def group_id(self, name_or_id: str) -> str:
-        self._call("group_id")
+        self._call("group_id", name_or_id)
         if name_or_id in self.tenant.groups:
             return name_or_id
         found = await self.find_groups(name_or_id)
@@ -384,7 +388,7 @@ class MemoryDirectory(_View):
         return found
 
     async def transitive_users(self, group_id: str) -> AsyncIterator[SyncUser]:
-        self._call("transitive_users")
+        self._call("transitive_users", group_id)
         self.tenant.group_or_404(group_id)
         self._spend(4)
         for user_id in dict.fromkeys(self._transitive(group_id, {group_id})):
@@ -465,30 +469,30 @@ class MemoryDirectory(_View):
         return group_id
 
     async def member_ids(self, group_id: str) -> set[str]:
-        self._call("member_ids")
+        self._call("member_ids", group_id)
         self.tenant.group_or_404(group_id)
         return set(self.tenant.members[group_id])
 
     async def add_members(self, group_id: str, user_ids: Sequence[str]) -> None:
-        self._call("add_members")
+        self._call("add_members", group_id)
         self.tenant.group_or_404(group_id)
         for user_id in user_ids:
             self.tenant.user_or_404(user_id)
             self.tenant.add_member(group_id, user_id)
-        self._done("add_members")
+        self._done("add_members", group_id)
 
     async def remove_member(self, group_id: str, user_id: str) -> None:
-        self._call("remove_member")
+        self._call("remove_member", group_id)
         self.tenant.remove_member(group_id, user_id)
-        self._done("remove_member")
+        self._done("remove_member", group_id)
 
     async def delete_group(self, group_id: str) -> None:
-        self._call("delete_group")
+        self._call("delete_group", group_id)
         self.tenant.delete_group(group_id)
-        self._done("delete_group")
+        self._done("delete_group", group_id)
 
     async def group(self, group_id: str) -> JsonObject | None:
-        self._call("group")
+        self._call("group", group_id)
         group = self.tenant.groups.get(group_id)
         if group is None:
             return None
@@ -501,16 +505,16 @@ class MemoryPasswords(_View):
     area = "passwords"
 
     async def reset(self, user_id: str, password: str) -> str | None:
-        self._call("reset")
+        self._call("reset", user_id)
         self.tenant.user_or_404(user_id)
         if len(password) < 8:
             raise InvalidInput("The specified password does not comply with password complexity requirements.")
         self.tenant.passwords[user_id] = password
-        self._done("reset")
+        self._done("reset", user_id)
         return self.tenant.request_id()
 
     async def admin_roles(self, user_id: str) -> frozenset[str]:
-        self._call("admin_roles")
+        self._call("admin_roles", user_id)
         return self.tenant.roles_of(user_id)
 
     async def app_roles(self) -> frozenset[str]:
@@ -550,7 +554,7 @@ class MemoryPasskeys(_View):
         return policy
 
     async def creation_options(self, user_id: str, timeout_minutes: int = 5) -> CreationOptions:
-        self._call("creation_options")
+        self._call("creation_options", user_id)
         user = self.tenant.user_or_404(user_id)
         if not 5 <= timeout_minutes <= 43200:
             raise InvalidInput(f"challengeTimeoutMinutes must be 5 to 43,200, not {timeout_minutes}",
@@ -573,7 +577,7 @@ class MemoryPasskeys(_View):
             challenge_expires=expires.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
     async def register(self, user_id: str, display_name: str, credential: JsonObject) -> Fido2Method:
-        self._call("register")
+        self._call("register", user_id)
         self.tenant.user_or_404(user_id)
         policy = self._allowed()
         try:
@@ -600,22 +604,22 @@ class MemoryPasskeys(_View):
                              request_id=self.tenant.request_id())
         self.tenant.fido2.setdefault(user_id, []).append(method)
         self.tenant.credential_ids[method.id] = credential_id
-        self._done("register")
+        self._done("register", user_id)
         return method
 
     async def methods(self, user_id: str) -> list[Fido2Method]:
-        self._call("methods")
+        self._call("methods", user_id)
         self.tenant.user_or_404(user_id)
         return [replace(m, request_id=None) for m in self.tenant.fido2.get(user_id, [])]
 
     async def revoke(self, user_id: str, method_id: str) -> Revocation:
-        self._call("revoke")
+        self._call("revoke", user_id)
         methods = self.tenant.fido2.get(user_id, [])
         if not any(m.id == method_id for m in methods):
             return Revocation("already-gone", self.tenant.request_id())
         self.tenant.fido2[user_id] = [m for m in methods if m.id != method_id]
         self.tenant.credential_ids.pop(method_id, None)
-        self._done("revoke")
+        self._done("revoke", user_id)
         return Revocation("revoked", self.tenant.request_id())
 
     async def policy(self) -> JsonObject:
@@ -741,7 +745,7 @@ class MemoryOrganization(_View):
                 for name in self.tenant.roles]
 
     async def role_member_ids(self, role_id: str) -> set[str]:
-        self._call("role_member_ids")
+        self._call("role_member_ids", role_id)
         name = next((n for n, i in self.tenant.role_ids.items() if i == role_id), None)
         if name is None:
             raise NotFound(f"Resource '{role_id}' does not exist or one of its queried reference-property objects "
@@ -797,20 +801,20 @@ class MemorySubscriptions(_View):
         return found
 
     async def renew(self, subscription_id: str, expires: dt.datetime) -> Subscription:
-        self._call("renew")
+        self._call("renew", subscription_id)
         renewed = replace(self._get(subscription_id), expires=self._expiry(expires))
         self.tenant.subscriptions[subscription_id] = renewed
-        self._done("renew")
+        self._done("renew", subscription_id)
         return renewed
 
     async def reauthorize(self, subscription_id: str) -> None:
-        self._call("reauthorize")
+        self._call("reauthorize", subscription_id)
         self._get(subscription_id)
 
     async def delete(self, subscription_id: str) -> None:
-        self._call("delete")
+        self._call("delete", subscription_id)
         self.tenant.subscriptions.pop(subscription_id, None)
-        self._done("delete")
+        self._done("delete", subscription_id)
 
     async def list(self) -> list[Subscription]:
         self._call("list")
@@ -839,8 +843,8 @@ class MemoryExport(_View):
     area = "export"
     _KEYS = frozenset({"userPrincipalName", "mail", "employeeId"})
 
-    def _written(self, name: str, object_id: str | None = None) -> Written:
-        self._done(name)
+    def _written(self, name: str, object_id: str | None = None, *, key: str | None = None) -> Written:
+        self._done(name, key)
         return Written(object_id, self.tenant.request_id())
 
     async def verified_domains(self) -> list[str]:
@@ -854,7 +858,7 @@ class MemoryExport(_View):
         return [Sku(sku, str(s["skuPartNumber"]), int(s["enabled"]) - used[sku]) for sku, s in self.tenant.skus.items()]
 
     async def user(self, user_id: str) -> EntraUser | None:
-        self._call("user")
+        self._call("user", user_id)
         found = self.tenant.users.get(user_id)
         return _entra_user(found) if found is not None else None
 
@@ -878,20 +882,20 @@ class MemoryExport(_View):
         return self._written("create_user", user_id)
 
     async def update_user(self, user_id: str, body: JsonObject) -> Written:
-        self._call("update_user")
+        self._call("update_user", user_id)
         self.tenant.user_or_404(user_id)
         self.tenant.update_user(user_id, **{k: v for k, v in body.items() if k != "passwordProfile"})
-        return self._written("update_user")
+        return self._written("update_user", key=user_id)
 
     async def delete_user(self, user_id: str) -> Written:
-        self._call("delete_user")
+        self._call("delete_user", user_id)
         if user_id not in self.tenant.users:
             return Written(None, None)
         self.tenant.delete_user(user_id)
-        return self._written("delete_user")
+        return self._written("delete_user", key=user_id)
 
     async def assign_license(self, user_id: str, sku_id: str) -> Written:
-        self._call("assign_license")
+        self._call("assign_license", user_id)
         user = self.tenant.user_or_404(user_id)
         if sku_id not in self.tenant.skus:
             raise InvalidInput(f"License {sku_id} does not correspond to a valid company License.")
@@ -902,7 +906,7 @@ class MemoryExport(_View):
             if next(s for s in await self.skus() if s.sku_id == sku_id).free <= 0:
                 raise InvalidInput("License assignment failed because there are no available licenses.")
             self.tenant.update_user(user_id, assignedLicenses=[*licenses, sku_id])
-        return self._written("assign_license")
+        return self._written("assign_license", key=user_id)
 
     async def groups_named(self, display_name: str) -> list[EntraGroup]:
         self._call("groups_named")
@@ -910,7 +914,7 @@ class MemoryExport(_View):
                 if str(g["displayName"]).lower() == display_name.lower()]
 
     async def group(self, group_id: str) -> EntraGroup | None:
-        self._call("group")
+        self._call("group", group_id)
         found = self.tenant.groups.get(group_id)
         return _entra_group(found) if found is not None else None
 
@@ -921,18 +925,18 @@ class MemoryExport(_View):
         return self._written("create_group", group_id)
 
     async def delete_group(self, group_id: str) -> Written:
-        self._call("delete_group")
+        self._call("delete_group", group_id)
         if not self.tenant.delete_group(group_id):
             return Written(None, None)
-        return self._written("delete_group")
+        return self._written("delete_group", key=group_id)
 
     async def member_ids(self, group_id: str) -> set[str]:
-        self._call("member_ids")
+        self._call("member_ids", group_id)
         self.tenant.group_or_404(group_id)
         return set(self.tenant.members[group_id])
 
     async def add_member(self, group_id: str, member_id: str) -> Written:
-        self._call("add_member")
+        self._call("add_member", group_id)
         self.tenant.group_or_404(group_id)
         if member_id == group_id:
             raise InvalidInput("A group cannot be a member of itself.")
@@ -941,10 +945,10 @@ class MemoryExport(_View):
                            "are not present.")
         if not self.tenant.add_member(group_id, member_id):
             return Written(None, None)
-        return self._written("add_member")
+        return self._written("add_member", key=group_id)
 
     async def remove_member(self, group_id: str, member_id: str) -> Written:
-        self._call("remove_member")
+        self._call("remove_member", group_id)
         if not self.tenant.remove_member(group_id, member_id):
             return Written(None, None)
-        return self._written("remove_member")
+        return self._written("remove_member", key=group_id)

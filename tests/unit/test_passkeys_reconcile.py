@@ -14,13 +14,13 @@ from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain.devices import DeviceState, Fix, PasskeyRow, PasskeyState, plan_reconciliation
 from shared.domain.directory import Enrollment, UserRow, UserState
-from shared.errors import NotFound, Transient
-from shared.services.devices import DeviceRegistration, DeviceService, Revocation
+from shared.errors import Transient
+from shared.services.devices import DeviceRegistration, DeviceService
 from shared.services.directory import Directory
 from shared.services.passkeys import PasskeyService
-from shared.services.ports import Fido2Method, GraphResponse, JsonObject
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
 from tests.fakes_devices import device_repositories, passkey_repositories
+from tests.fakes_graph import MemoryTenant
 
 CONN = Connection.model_validate({"name": "demo", "tenantId": "00000000-0000-0000-0000-000000000001",
                                   "features": {"passkeys": {"enabled": True}}})
@@ -61,33 +61,21 @@ def test_shared_credential_ids_are_duplicates_across_devices() -> None:
     assert sorted(f.passkey.method_id for f in fixes if f.fix is Fix.FLAG_DUPLICATE) == ["m1", "m2"]
 
 
-class Entra:
-    """A fake of the PasskeyDirectory port."""
+def entra(methods: dict[str, list[str]], broken: set[str] | None = None) -> MemoryTenant:
+    """Entra with these users and their passkeys; reading a `broken` user's methods fails."""
+    tenant = MemoryTenant()
+    for user, ids in methods.items():
+        tenant.add_user(id=user)
+        for method in ids:
+            tenant.add_passkey(user, method_id=method)
+    for user in broken or set():
+        tenant.faults.fail("passkeys.methods", Transient("Graph is unavailable"), times=-1, key=user)
+    return tenant
 
-    def __init__(self, methods: dict[str, list[str]], broken: set[str] | None = None) -> None:
-        self.methods_of = methods
-        self.broken = broken or set()
-        self.revoked: list[tuple[str, str]] = []
 
-    async def creation_options(self, user_id: str, timeout_minutes: int = 5) -> JsonObject:
-        raise AssertionError("not used")
-
-    async def register(self, user_id: str, display_name: str, credential: JsonObject) -> GraphResponse:
-        raise AssertionError("not used")
-
-    async def methods(self, user_id: str) -> list[Fido2Method]:
-        if user_id in self.broken:
-            raise Transient("Graph is unavailable")
-        if user_id not in self.methods_of:
-            raise NotFound(f"user {user_id} does not exist")
-        return [Fido2Method(m) for m in self.methods_of[user_id]]
-
-    async def revoke(self, user_id: str, method_id: str) -> Revocation:
-        self.revoked.append((user_id, method_id))
-        return Revocation("revoked", "req-del")
-
-    async def policy(self) -> JsonObject:
-        return {"state": "enabled"}
+def revoked(tenant: MemoryTenant) -> int:
+    """Revocations asked of Entra."""
+    return tenant.faults.count("passkeys.revoke")
 
 
 @pytest.fixture
@@ -117,11 +105,12 @@ async def test_reconcile_marks_revokes_and_audits(world: Any) -> None:
     service, _, passkeys, directory, audit = world
     u3 = await directory.get("demo", "u3")
     await directory.put("demo", u3.model_copy(update={"state": UserState.REMOVED}))
-    entra = Entra({"u1": [], "u2": ["m2", "someone-elses"], "u3": ["m3"]})
-    report = await service.reconcile(CONN, entra, correlation_id="c")
+    tenant = entra({"u1": [], "u2": ["m2", "someone-elses"], "u3": ["m3"]})
+    report = await service.reconcile(CONN, tenant.passkeys(), correlation_id="c")
     assert report.as_dict() == {"users": 3, "passkeys": 3, "revoked": 1, "markedDeleted": 1, "duplicates": 0,
                                 "unreadableUsers": [], "ceremoniesPurged": 0}
-    assert entra.revoked == [("u3", "m3")]
+    assert revoked(tenant) == 1
+    assert tenant.fido2["u3"] == []
     assert await passkeys.get("demo", "dev-3", "m3") is None
     marked = await passkeys.get("demo", "dev-1", "m1")
     assert marked.value.state is PasskeyState.DELETED_IN_ENTRA
@@ -131,13 +120,14 @@ async def test_reconcile_marks_revokes_and_audits(world: Any) -> None:
     assert ("passkey.deleted_in_entra", "u1", "marked") in actions
     assert ("passkey.revoked", "u3", "revoked") in actions
     assert actions[-1] == ("passkeys.reconciled", "demo", "completed")
-    again = await service.reconcile(CONN, entra, correlation_id="c")
+    again = await service.reconcile(CONN, tenant.passkeys(), correlation_id="c")
     assert (again.revoked, again.marked_deleted) == (0, 0)  # a second run finds nothing new
 
 
 async def test_an_unreadable_user_is_left_alone_and_reported(world: Any) -> None:
     service, _, passkeys, _, audit = world
-    report = await service.reconcile(CONN, Entra({"u1": [], "u3": ["m3"]}, broken={"u2"}), correlation_id="c")
+    tenant = entra({"u1": [], "u2": ["m2"], "u3": ["m3"]}, broken={"u2"})
+    report = await service.reconcile(CONN, tenant.passkeys(), correlation_id="c")
     assert report.unreadable_users == ["u2"]
     assert (await passkeys.get("demo", "dev-2", "m2")).value.state is PasskeyState.ACTIVE
     assert audit.records[-1].outcome == "partial"
@@ -145,6 +135,6 @@ async def test_an_unreadable_user_is_left_alone_and_reported(world: Any) -> None
 
 async def test_a_user_deleted_in_entra_has_no_methods_left(world: Any) -> None:
     service, _, passkeys, _, _ = world
-    report = await service.reconcile(CONN, Entra({"u1": ["m1"], "u3": ["m3"]}), correlation_id="c")
+    report = await service.reconcile(CONN, entra({"u1": ["m1"], "u3": ["m3"]}).passkeys(), correlation_id="c")
     assert report.marked_deleted == 1
     assert (await passkeys.get("demo", "dev-2", "m2")).value.state is PasskeyState.DELETED_IN_ENTRA
