@@ -13,6 +13,7 @@ id derived from the resource's version, so a redelivery announces nothing new.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,6 +34,10 @@ ACTOR = "export"
 THRESHOLD_SETTING = "features.export.removalThreshold"
 #: Rounds of one run: a group waiting for a member user applied in the same run is planned again after it.
 ROUNDS = 3
+#: Holds of `export.applied` events are named by this prefix and the event id (docs/events.md).
+EXPORT_RUN = "export-"
+#: A held `export.applied` younger than this may belong to a change still being applied.
+HOLD_AGE = dt.timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -230,6 +235,39 @@ class ExportService:
                          change=f"{read.pending.kind}/{read.pending.scim_id}@{version}", time=self._clock.now(),
                          resourceType=read.pending.kind, scimId=read.pending.scim_id, version=version)
 
+    async def recover_events(self, connection: str) -> int:
+        """Release the `export.applied` events a process stopped between a change's writes and their release left
+        held, when the stored link shows the change applied; drop the others (docs/events.md). Only holds older
+        than HOLD_AGE are judged, so a change being applied is left alone; a change applied later (its message
+        delivered again, or replayed from the poison queue) holds and releases its event anew. Returns how
+        many were released."""
+        if self._events is None or self._clock is None:
+            return 0
+        cutoff = self._clock.now() - HOLD_AGE
+        released = 0
+        for run, held in (await self._events.held(connection)).items():
+            if not run.startswith(EXPORT_RUN) or any(e.time > cutoff for e in held):
+                continue
+            proven = {e.id for e in held if await self._applied(connection, e)}
+            await self._events.release(connection, run, proven)
+            released += len(proven)
+        return released
+
+    async def _applied(self, connection: str, event: Event) -> bool:
+        """Whether the stored link shows the change a held `export.applied` announces: `end` stores the link
+        with the version applied only after every write of the change (0 for a deletion, whose change it
+        then drops)."""
+        kind, version = event.data.get("resourceType"), event.data.get("version")
+        if event.type is not EventType.EXPORT_APPLIED or kind not in ("Users", "Groups"):
+            return False
+        link = await self._repo.link(connection, kind, event.subject)
+        if link is None:
+            return False
+        if version != "deleted":
+            return str(link.applied_version) == version
+        return (link.applied_version == 0 and await self._repo.get(connection, kind, event.subject) is None
+                and not any((c.kind, c.scim_id) == (kind, event.subject) for c in await self._repo.changes(connection)))
+
     async def pending(self, conn: Connection, entra: ExportDirectory) -> list[Plan]:
         """The plan of every pending change (dry-run: nothing is written)."""
         return [applied.plan for applied in (await self.run(conn, entra, dry_run=True)).applied]
@@ -376,4 +414,4 @@ class _Export(Capability[_Read, Step]):
 
 def _run_of(event: Event) -> str:
     """The hold of one change's event (docs/events.md)."""
-    return f"export-{event.id}"
+    return f"{EXPORT_RUN}{event.id}"
