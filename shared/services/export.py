@@ -95,11 +95,13 @@ class ExportService:
     """Applies SCIM changes to Entra with the connection's export rules."""
 
     def __init__(self, repository: ScimRepository, audit: AuditSink, *, events: EventOutbox | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, dry_run: bool = False) -> None:
         self._repo = repository
         self._audit = audit
         self._events = events
         self._clock = clock
+        #: The app-wide DRY_RUN setting; a connection's own `dryRun` counts too.
+        self._dry_run = dry_run
 
     async def plan(self, conn: Connection, entra: ExportDirectory, kind: Kind, scim_id: str, *,
                    settle_members: str | None = None) -> Plan:
@@ -159,7 +161,9 @@ class ExportService:
                     request_id: str, change_id: str | None = None, dry_run: bool = False) -> Applied:
         """Apply one change as a run of its own: read and plan, check the threshold, then make each write
         with an audit record carrying the SCIM request's id. A member user not yet applied is applied first;
-        a member group not in Entra yet raises Transient (the change is delivered again)."""
+        a member group not in Entra yet raises Transient (the change is delivered again). A dry run (asked,
+        or set for the connection or the app) plans and writes nothing."""
+        dry_run = dry_run or conn.dry_run or self._dry_run
         job = _Export(self, conn, entra, [_Pending(kind, scim_id, request_id, (change_id,) if change_id else ())],
                       settle=not dry_run)
         stopped = await self._run(conn, job, request_id, dry_run=dry_run)
@@ -174,7 +178,9 @@ class ExportService:
                   correlation_id: str = "export-run") -> ExportRun:
         """Apply every pending change in one run, oldest first: the removal threshold counts the removals of
         all of them together. A group waiting for a member user of the same run is planned again once that
-        user is applied; what still waits stays pending. A dry run plans and writes nothing."""
+        user is applied; what still waits stays pending. A dry run (asked, or set for the connection or the app)
+        plans and writes nothing."""
+        dry_run = dry_run or conn.dry_run or self._dry_run
         waiting: list[_Pending] = []
         for change in await self._repo.changes(conn.name):
             same = next((p for p in waiting if (p.kind, p.scim_id) == (change.kind, change.scim_id)), None)

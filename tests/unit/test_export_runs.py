@@ -253,3 +253,17 @@ async def test_a_deletion_stopped_before_its_release_is_announced_by_the_sweep_o
     assert await world.engine.recover_events("c1") == 1
     [_, deleted] = [p.event for p in await world.outbox.pending("c1", 100) if p.event.type is EventType.EXPORT_APPLIED]
     assert deleted.data == {"resourceType": "Users", "scimId": ada, "version": "deleted"}
+
+
+@pytest.mark.parametrize("where", ["connection", "app"])
+async def test_a_dry_run_connection_or_app_applies_nothing(where: str) -> None:
+    world = World()
+    conn = world.conn.model_copy(update={"dry_run": True}) if where == "connection" else world.conn
+    engine = ExportService(world.repo, world.audit, events=world.outbox, clock=world.clock, dry_run=where == "app")
+    ada = await world.user("ada@contoso.example")
+    applied = await engine.apply(conn, world.entra, "Users", ada, request_id="r1")
+    assert applied.dry_run
+    assert [s.action for s in applied.plan.steps] == ["user.create"]
+    assert world.entra.writes == []
+    assert await world.announced() == []
+    assert len(await engine.changes("c1")) == 1  # still pending
