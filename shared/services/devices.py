@@ -150,6 +150,10 @@ class DeviceService:
                                  detail={"device": device_id})
         return row, existing is None
 
+    async def states(self, connection: str) -> dict[str, DeviceState]:
+        """Every registered device's state, by device id."""
+        return {device.id: device.state async for device in self._registry.all(connection)}
+
     async def passkeys(self, connection: str, device_id: str) -> list[PasskeyRef]:
         """Passkeys the bridge registered for a device."""
         return [PasskeyRef.of(row) for row in await self._passkeys.of_device(connection, device_id)]

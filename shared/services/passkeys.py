@@ -54,7 +54,6 @@ from shared.services.ports import (
     CeremonyRepository,
     Clock,
     CreationOptions,
-    DeviceRepository,
     JsonObject,
     PasskeyDirectory,
     PasskeyRepository,
@@ -164,13 +163,12 @@ class PasskeyService:
     """Creation options, registration and reconciliation of device-bound passkeys."""
 
     def __init__(self, *, devices: DeviceService, directory: Directory, ceremonies: CeremonyRepository,
-                 passkeys: PasskeyRepository, registry: DeviceRepository, audit: AuditSink, clock: Clock,
+                 passkeys: PasskeyRepository, audit: AuditSink, clock: Clock,
                  policy_max_age: dt.timedelta = POLICY_MAX_AGE, trust: TrustAnchorSource | None = None) -> None:
         self._devices = devices
         self._directory = directory
         self._ceremonies = ceremonies
         self._passkeys = passkeys
-        self._registry = registry
         self._audit = audit
         self._clock = clock
         self._policy: dict[str, tuple[dt.datetime, JsonObject]] = {}
@@ -435,7 +433,7 @@ class PasskeyService:
                     log.warning("passkeys of %s not reconciled: %s", user_id, err.detail)
 
         await asyncio.gather(*(read(u) for u in users))
-        devices = {device.id: device.state async for device in self._registry.all(conn.name)}
+        devices = await self._devices.states(conn.name)
         retired = [u.id async for u in self._directory.all(conn.name) if u.state is UserState.REMOVED]
         return _Registry([row for _, row in rows], {row.row_key: found for found, row in rows}, in_entra, devices,
                          retired)
