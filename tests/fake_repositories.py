@@ -16,7 +16,6 @@ from shared.services.ports import (
     EnrollmentDelta,
     JsonObject,
     Lease,
-    Versioned,
 )
 
 _versions = itertools.count(1)
@@ -29,8 +28,6 @@ class FakeUsers:
 
     def __init__(self, *, groups: int = 16) -> None:
         self.rows: dict[str, dict[str, UserRow]] = {}
-        #: Kept counts per connection, with their version.
-        self.counts: dict[str, tuple[dict[str, int], str]] = {}
         self.groups = groups
 
     def batch_key(self, connection: str, user_id: str) -> str:
@@ -64,17 +61,6 @@ class FakeUsers:
 
     async def delete(self, connection: str, user_id: str) -> None:
         self.rows.get(connection, {}).pop(user_id, None)
-
-    async def state_counts(self, connection: str) -> Versioned[dict[str, int]] | None:
-        found = self.counts.get(connection)
-        return Versioned(dict(found[0]), found[1]) if found else None
-
-    async def put_state_counts(self, connection: str, counts: Versioned[dict[str, int]]) -> Versioned[dict[str, int]]:
-        found = self.counts.get(connection)
-        if (found[1] if found else None) != counts.version:
-            raise Conflict(f"the user counts of {connection} changed meanwhile")
-        self.counts[connection] = (dict(counts.value), str(next(_versions)))
-        return Versioned(dict(counts.value), self.counts[connection][1])
 
 
 class FakeSyncState:

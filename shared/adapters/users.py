@@ -9,8 +9,7 @@ A Table storage partition serves about 2,000 entities per second
 the account's 20,000 entities/s instead. Azurite looks a row up by scanning its partition, so its cost
 per write grows with the partition: 256 partitions of a 100,000-user connection write about four times
 as fast there as 16 did. Connection names are slugs without dots, so one connection's partitions
-(`{connection}.` up to `{connection}/`) never meet another's. The kept number of users per state is
-one row of partition `{connection}` (outside that range), row key `stateCounts`, guarded by its ETag.
+(`{connection}.` up to `{connection}/`) never meet another's.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from pydantic import ValidationError
 
 from shared.domain.directory import UserRow
-from shared.services.ports import TRANSACTION_ROWS, BatchEntityStore, Entity, EntityStore, Versioned
+from shared.services.ports import TRANSACTION_ROWS, BatchEntityStore, Entity, EntityStore
 from shared.topology import Table
 
 log = logging.getLogger(__name__)
@@ -36,8 +35,6 @@ RANGE_PAGE = 1000
 POINT_READ_CONCURRENCY = 32
 #: Partitions read side by side by `scan`, which holds only those partitions' rows.
 SCAN_CONCURRENCY = 4
-#: The row of a connection's kept counts, in the partition named by the connection alone.
-COUNTS_ROW = "stateCounts"
 
 
 class TableUsers:
@@ -127,20 +124,6 @@ class TableUsers:
     async def delete(self, connection: str, user_id: str) -> None:
         """Delete a user's row."""
         await self._entities.delete(Table.USERS, self.partition_of(connection, user_id), user_id)
-
-    async def state_counts(self, connection: str) -> Versioned[dict[str, int]] | None:
-        """One point read of the counts row."""
-        found = await self._entities.get(Table.USERS, connection, COUNTS_ROW)
-        if found is None:
-            return None
-        return Versioned({k: int(v) for k, v in found.data.items() if isinstance(v, int)}, found.etag)
-
-    async def put_state_counts(self, connection: str, counts: Versioned[dict[str, int]]) -> Versioned[dict[str, int]]:
-        """Insert the counts row, or replace it at its ETag (Conflict from the store when it moved)."""
-        row = Entity(connection, COUNTS_ROW, dict(counts.value), counts.version)
-        written = await (self._entities.insert(Table.USERS, row) if counts.version is None
-                         else self._entities.update(Table.USERS, row))
-        return Versioned(dict(counts.value), written.etag)
 
     def _entity(self, connection: str, row: UserRow) -> Entity:
         return Entity(self.partition_of(connection, row.id), row.id, row.to_row())

@@ -785,16 +785,6 @@ class UserRepository(Protocol):
         """Forget a user; absent counts as deleted."""
         ...
 
-    async def state_counts(self, connection: str) -> Versioned[dict[str, int]] | None:
-        """The kept number of users per state (`UserState` values) and in all (`total`), or None when the
-        connection's users were never counted."""
-        ...
-
-    async def put_state_counts(self, connection: str, counts: Versioned[dict[str, int]]) -> Versioned[dict[str, int]]:
-        """Keep counts: created when `counts.version` is None, else replaced if still at that version;
-        Conflict when another writer kept others in between. Returns them with their new version."""
-        ...
-
 
 @dataclass
 class DeltaState:

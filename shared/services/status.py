@@ -91,13 +91,11 @@ class StatusService:
                                     "change what the reason names, or remove these users from the rotation group "
                                     "(docs/rotation.md)")
                             for reason, count in sorted(summary.refused_reasons.items()))
-        # Kept by the directory's writes (one read, no user row): shared/services/directory.py.
-        counts = await self._directory.counts(conn.name)
-        users: dict[str, int] = {camel(k): v for k, v in (counts or {"total": 0}).items()}
-        if counts is None and last_sync is not None:
-            problems.append(Problem("users", "the users are not counted yet",
-                                    "the next write of a user, full sync or rotation scan counts them "
-                                    "(docs/sync.md)"))
+        users: dict[str, int] = {"total": 0}
+        async for row in self._directory.all(conn.name):
+            users["total"] += 1
+            key = camel(row.state.value)
+            users[key] = users.get(key, 0) + 1
         federation = None
         if conn.features.federation.enabled:
             federation = [{camel(k): v for k, v in row.items()} for row in await self._watch(conn.name)]

@@ -8,9 +8,8 @@ import pytest
 
 from shared.adapters.users import TableUsers
 from shared.domain.directory import UserRow
-from shared.errors import Conflict
 from shared.services.directory import Directory
-from shared.services.ports import UserRepository, Versioned
+from shared.services.ports import UserRepository
 from tests.fake_repositories import FakeUsers
 
 
@@ -74,23 +73,3 @@ async def test_a_connections_rows_are_its_own(users: UserRepository, conn: str) 
     assert await users.get(f"{conn}x", _row(1).id) is None
     assert await users.is_empty(f"{conn}x")
     assert users.batch_key(conn, _row(1).id) != users.batch_key(f"{conn}x", _row(1).id)
-
-
-async def test_the_kept_counts_are_created_replaced_at_their_version_and_a_connections_own(
-        users: UserRepository, conn: str) -> None:
-    assert await users.state_counts(conn) is None
-    first = await users.put_state_counts(conn, Versioned({"total": 2, "active": 2}, None))
-    assert await users.state_counts(conn) == first
-    assert first.value == {"total": 2, "active": 2}
-    with pytest.raises(Conflict):
-        await users.put_state_counts(conn, Versioned({"total": 9}, None))  # another writer created them first
-    second = await users.put_state_counts(conn, Versioned({"total": 3, "active": 2, "removed": 1}, first.version))
-    assert second.version != first.version
-    with pytest.raises(Conflict):
-        await users.put_state_counts(conn, Versioned({"total": 0}, first.version))  # moved meanwhile
-    assert (await users.state_counts(conn)) == second
-    assert await users.state_counts(f"{conn}x") is None
-    # The counts are not a user: scans, counts and emptiness leave them out.
-    assert [r async for r in users.scan(conn)] == []
-    assert await users.is_empty(conn)
-    assert await users.count(conn) == 0
