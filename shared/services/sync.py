@@ -651,6 +651,7 @@ class _Rows:
     #: A full run's page: handed to the run's writer, which writes while the next pages are read.
     queued: bool = False
     kind: str = "write"
+    #: The connection (the target of a failed write's audit record).
     target: str = ""
     removals: int = 0
 
@@ -1034,7 +1035,7 @@ class _SyncRun(Capability[_Batch, _Action]):
                 ids[kind] += [r.id for r in rows][:PLANNED_IDS_KEPT - len(ids[kind])]
             if not changes.add and not changes.update:
                 return []
-            return [_Rows(SyncPlan(add=changes.add, update=changes.update), queued=True)]
+            return [_Rows(SyncPlan(add=changes.add, update=changes.update), queued=True, target=conn.name)]
         changes = plan(batch.rows, batch.seen, rotation_members=batch.rotation_members, removal=removal,
                        threshold=threshold, now=self.service._clock.now(),
                        deleted_in_entra=frozenset(batch.read.deleted), size=batch.size)
@@ -1043,7 +1044,7 @@ class _SyncRun(Capability[_Batch, _Action]):
         self.size = batch.size
         self.service._planned(self.report, changes)
         self.report.unchanged = max(batch.in_scope - len(changes.add) - len(changes.update), 0)
-        actions: list[_Action] = [_Rows(SyncPlan(add=changes.add, update=changes.update))] \
+        actions: list[_Action] = [_Rows(SyncPlan(add=changes.add, update=changes.update), target=conn.name)] \
             if changes.add or changes.update else []
         return [*actions, *(_Removal(row) for row in changes.remove)]
 
