@@ -21,7 +21,8 @@ Every job that makes a system equal to what the bridge knows has the same shape,
    raised, or with `keep_going` the run goes on to the next action. `Capability.begin` and
    `Capability.end` bracket each batch's actions (hold events before the writes, release them and
    store what was written after; `end` is not called for a batch whose apply failed).
-7. **report**: counts per action kind, planned and applied, the failures, the removals, the dry-run
+7. **finish**: `Capability.finish`, still under the lease, stores what the run read (delta links) last.
+8. **report**: counts per action kind, planned and applied, the failures, the removals, the dry-run
    flag and why the run stopped.
 
 How sync runs on it (shared/services/sync.py): the run lease is the connection's `sync` lease (the `Leases`
@@ -33,8 +34,8 @@ as its last batch, which it reaches only after every page was read and written, 
 the sweep and every removal unplanned. The removals are then checked against the threshold (`Limit`
 wraps shared.domain.sync.blocked: active users leaving, relative to the directory's kept size) and
 applied last, `concurrency` at a time, each with its audit record; `begin` holds a batch's events and
-`end` releases them. The delta links are stored by the caller after the report, so a run that stopped
-is read again.
+`end` releases them. `finish` stores the delta links last, under the lease, so a run that stopped is
+read again.
 """
 
 from __future__ import annotations
@@ -204,6 +205,10 @@ class Capability(ABC, Generic[B, A]):
     async def end(self, batch: B, actions: Sequence[A]) -> None:
         """After every action of a batch was applied (store the state, release the events)."""
 
+    async def finish(self, report: Report[A]) -> None:
+        """After every batch was applied, still under the lease (not after a dry run or a stopped run): store
+        what the run read, such as delta links, last."""
+
 
 async def reconcile(capability: Capability[B, A], audit: AuditContext, *, dry_run: bool = False,
                     limit: Limit | None = None, lease: Lease | None = None, stream: bool = False,
@@ -239,6 +244,7 @@ async def reconcile(capability: Capability[B, A], audit: AuditContext, *, dry_ru
             return report
         for batch, actions in held:
             await _apply_batch(capability, audit, batch, actions, report, keep_going, concurrency)
+        await capability.finish(report)
     return report
 
 

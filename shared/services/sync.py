@@ -64,7 +64,7 @@ from shared.services.ports import (
     SyncStateRepository,
     WorkQueue,
 )
-from shared.services.reconcile import Capability, Done, ThresholdExceeded, reconcile
+from shared.services.reconcile import Capability, Done, Report, ThresholdExceeded, reconcile
 from shared.topology import Queue
 
 __all__ = ["DeltaState", "SyncReport", "SyncService", "SyncStatus"]
@@ -297,9 +297,10 @@ class SyncService:
         lease = _RunLease(self, conn.name, run_id)
         audit = AuditContext(self._audit, connection=conn.name, actor=ACTOR, correlation_id=correlation_id,
                              run_id=run_id)
-        job = _SyncRun(self, conn, reader, report, audit, lease, dry_run=dry_run, full=full, progress=progress)
+        job = _SyncRun(self, conn, reader, report, audit, lease, dry_run=dry_run, full=full, progress=progress,
+                       groups=writer)
         try:
-            await self._reconcile(job, writer)
+            await self._reconcile(job)
         except Exception as exc:
             if lease.held is None:
                 raise  # the lease was not taken (another run holds it): nothing of this run happened
@@ -328,8 +329,8 @@ class SyncService:
         await audit.flush()  # the end of a run anchors its audit chains (docs/audit.md)
         return report
 
-    async def _reconcile(self, job: _SyncRun, writer: GroupWriter | None) -> None:
-        """Run `job` on the engine, then store what it read (delta links last) and keep the enrollment groups."""
+    async def _reconcile(self, job: _SyncRun) -> None:
+        """Run `job` on the engine (which ends an applied run with `_store`), then fill in the report."""
         conn, report = job.conn, job.report
         try:
             engine = await reconcile(job, job.audit, dry_run=job.dry_run, limit=job.limit, lease=job.lease,
@@ -351,12 +352,21 @@ class SyncService:
         if engine.stopped:  # a dry run over the threshold
             await self._blocked(job, engine.stopped)
             return
+        report.added, report.updated = job.changes_added, job.changes_updated
+        if job.delta is not None:
+            changes = job.changes
+            report.added, report.updated, report.removed = len(changes.add), len(changes.update), len(changes.remove)
+        elif job.sweep is not None:
+            report.removed = len(job.sweep.removals)
+        if job.dry_run:
+            report.outcome = "dry-run"
+
+    async def _store(self, job: _SyncRun) -> None:
+        """The end of an applied run, still under its lease: store the new state (delta links last of what the
+        run read), then keep the enrollment-state groups."""
+        conn, report, writer = job.conn, job.report, job.groups
         delta, changes = job.delta, job.changes
         if delta is not None:
-            report.added, report.updated, report.removed = len(changes.add), len(changes.update), len(changes.remove)
-            if job.dry_run:
-                report.outcome = "dry-run"
-                return
             read = delta.read
             read.state.rows = (read.state.rows or 0) + len(changes.add)
             await self._state.save_delta(conn.name, read.state, changed=read.dirty, gone=read.gone_groups, full=False)
@@ -364,18 +374,13 @@ class SyncService:
                 moves = {row.id: (_target(delta.rows.get(row.id)), _target(row))
                          for row in (*changes.add, *changes.update, *changes.remove)}
                 await self._enrollment(conn, writer, job.reader, report, job.audit.correlation_id, moves=moves)
-            report.outcome = "completed"
-            return
-        if job.sweep is None or job.state is None or job.size is None:
-            raise BridgeError("the full read ended without its sweep")
-        report.removed = len(job.sweep.removals)
-        if job.dry_run:
-            report.outcome = "dry-run"
-            return
-        job.state.rows = job.size + report.added
-        await self._state.save_delta(conn.name, job.state, changed=job.state.tree.groups(), gone=set(), full=True)
-        if conn.features.passkeys.enabled and writer is not None:
-            await self._enrollment(conn, writer, job.reader, report, job.audit.correlation_id, moves=None)
+        else:
+            if job.sweep is None or job.state is None or job.size is None:
+                raise BridgeError("the full read ended without its sweep")
+            job.state.rows = job.size + job.changes_added
+            await self._state.save_delta(conn.name, job.state, changed=job.state.tree.groups(), gone=set(), full=True)
+            if conn.features.passkeys.enabled and writer is not None:
+                await self._enrollment(conn, writer, job.reader, report, job.audit.correlation_id, moves=None)
         report.outcome = "completed"
 
     async def _hold(self, connection: str, key: str, before: Mapping[str, UserRow], changes: SyncPlan) -> bool:
@@ -809,7 +814,7 @@ class _SyncRun(Capability[_Batch, _Action]):
 
     def __init__(self, service: SyncService, conn: Connection, reader: DirectoryReader, report: SyncReport,
                  audit: AuditContext, lease: _RunLease, *, dry_run: bool, full: bool,
-                 progress: Progress | None) -> None:
+                 progress: Progress | None, groups: GroupWriter | None) -> None:
         self.service = service
         self.conn = conn
         self.reader = reader
@@ -819,6 +824,8 @@ class _SyncRun(Capability[_Batch, _Action]):
         self.dry_run = dry_run
         self.full = full
         self.progress = progress
+        #: Where the enrollment-state groups are kept (None: not kept by this run).
+        self.groups = groups
         #: Set once the read ended: a failure before it aborts the run, nothing removed.
         self.read_done = False
         self.delta: _Delta | None = None
@@ -1106,6 +1113,9 @@ class _SyncRun(Capability[_Batch, _Action]):
     async def end(self, batch: _Batch, actions: Sequence[_Action]) -> None:
         if not isinstance(batch, _Page) and self._held is not None and self.report.errors == self._errors:
             await self.service._release(self.conn.name, [self._held])  # else the next run proves each one
+
+    async def finish(self, report: Report[_Action]) -> None:
+        await self.service._store(self)
 
     async def _write_all(self, rows: list[UserRow]) -> None:
         service, progress = self.service, self.progress

@@ -14,7 +14,7 @@ import pytest
 
 from shared.errors import Stop, Transient
 from shared.services.audit_context import AuditContext
-from shared.services.reconcile import Capability, Done, Threshold, ThresholdExceeded, reconcile
+from shared.services.reconcile import Capability, Done, Report, Threshold, ThresholdExceeded, reconcile
 from tests.fakes import FakeAuditSink
 
 
@@ -265,3 +265,33 @@ async def test_a_batch_that_opts_out_of_streaming_waits_for_the_threshold() -> N
         await reconcile(job, context(FakeAuditSink()), limit=Threshold(2, "features.thing.removalThreshold"),
                         stream=True)
     assert job.have == {"x", "y", "z"}  # not even the page's addition
+
+
+@dataclass
+class Finishing(Members):
+    """Members that store what they read when the run ends."""
+
+    async def finish(self, report: Report[Move]) -> None:
+        self.events.append(f"finish {sum(report.applied.values())}")
+
+
+async def test_finish_ends_an_applied_run_under_the_lease_and_never_a_dry_or_stopped_one() -> None:
+    order: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def lease() -> AsyncIterator[None]:
+        order.append("taken")
+        yield
+        order.append("given back")
+
+    job = Finishing([["a"]], have={"old"})
+    job.events = order
+    await reconcile(job, context(FakeAuditSink()), lease=lease)
+    assert order[-2:] == ["finish 2", "given back"]
+    dry = Finishing([["a"]])
+    await reconcile(dry, context(FakeAuditSink()), dry_run=True)
+    assert dry.events == []
+    stopped = Finishing([["a"]], have={"x", "y", "z"})
+    with pytest.raises(ThresholdExceeded):
+        await reconcile(stopped, context(FakeAuditSink()), limit=Threshold(2, "features.thing.removalThreshold"))
+    assert not [e for e in stopped.events if e.startswith("finish")]
