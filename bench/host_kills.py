@@ -46,13 +46,17 @@ from local.entra.demo import BRIDGE_PRINCIPAL_ID, IDENTITY_PRINCIPAL_ID
 from local.host.process import RunningHost, running_instances, write_settings
 from local.tls import TlsFiles
 from shared.adapters.audit import AuditReader
+from shared.adapters.events import TableEventOutbox
 from shared.adapters.graph.users import GraphDirectoryReader
+from shared.adapters.leases import TableLeases
 from shared.adapters.queues import StorageWorkQueue
+from shared.adapters.syncstate import TableSyncState
 from shared.adapters.tables import TableEntityStore
 from shared.config import Connection
+from shared.domain.events import EventType
 from shared.messages import WorkMessage
 from shared.services.rotation import Status
-from shared.topology import Queue, Table
+from shared.topology import Queue
 
 #: Users in the demo tenant's sync groups (nested).
 DEMO_SYNC_USERS = 160
@@ -245,6 +249,7 @@ async def sync_exercise(stack: Stack, conn: Connection, *, tls: TlsFiles, entra_
         function_key=key, master_key=master)
     queue = StorageWorkQueue.from_connection_string(stack.storage)
     tables = TableEntityStore.from_connection_string(stack.storage)
+    leases, state = TableLeases(tables, _WallClock()), TableSyncState(tables)
     entra_admin("PUT", "/_sim/faults", SLOW_READS)
     try:
         with contextlib.ExitStack() as hosts:
@@ -257,20 +262,20 @@ async def sync_exercise(stack: Stack, conn: Connection, *, tls: TlsFiles, entra_
                 mode="json", by_alias=True))
             deadline = time.monotonic() + patience
             while time.monotonic() < deadline:
-                held = await tables.get(Table.LEASES, conn.name, "sync")
-                if held is not None and held.data.get("owner") == run_id:
+                held = await leases.holder("sync", conn.name)
+                if held is not None and held.owner == run_id:
                     break
                 await asyncio.sleep(0.1)
             await asyncio.sleep(1.0)  # well into the read
             kill(first)
-            last = await tables.get(Table.SYNCSTATE, conn.name, "lastRun")
-            report.killed_mid_run = last is None or last.data.get("runId") != run_id
+            last = await state.last_run(conn.name)
+            report.killed_mid_run = last is None or last.get("runId") != run_id
             killed = time.monotonic()
             hosts.enter_context(running(settings_file=settings, function_key=key, master_key=master,
                                         log_path=folder / conn.name / "host-1.log", env=instance_environment(1)))
             while time.monotonic() < killed + patience:
-                last = await tables.get(Table.SYNCSTATE, conn.name, "lastRun")
-                if last is not None and last.data.get("runId") == run_id and last.data.get("outcome") == "completed":
+                last = await state.last_run(conn.name)
+                if last is not None and last.get("runId") == run_id and last.get("outcome") == "completed":
                     report.converged_seconds = time.monotonic() - killed
                     break
                 await asyncio.sleep(0.5)
@@ -286,6 +291,13 @@ async def sync_exercise(stack: Stack, conn: Connection, *, tls: TlsFiles, entra_
     finally:
         await tables.close()
     return report
+
+
+class _WallClock:
+    """The time now, for the leases adapter."""
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
 
 
 #: Injected latency of Graph's passkey deletions, so that a kill lands while a device's passkeys are revoked.
@@ -410,11 +422,13 @@ async def removal_exercise(stack: Stack, conn: Connection, *, tls: TlsFiles, ent
         report.audited = dict(collections.Counter(str(r.detail.get("method")) for r in records
                                                   if r.action == "passkey.revoked"))
         report.removed_audited = sum(r.action == "device.removed" for r in records)
-        revoked = [row.data["event"] async for row in tables.query(Table.EVENTS, conn.name)
-                   if row.row_key.startswith("e|") and row.data.get("type") == "passkey.revoked"]
-        events = [json.loads(e) if isinstance(e, str) else e for e in revoked]
-        report.events = dict(collections.Counter(str(e["data"]["passkeyId"]) for e in events
-                                                 if e["data"].get("deviceId") == device))
+        # Every event recorded: those still waiting for the publisher and those in the feed, once per id.
+        outbox = TableEventOutbox(tables, _WallClock())
+        recorded = {p.event.id: p.event for p in await outbox.pending(conn.name, 10_000)}
+        recorded.update({i.event.id: i.event for i in await outbox.feed(conn.name, 0, 10_000)})
+        report.events = dict(collections.Counter(str(e.data["passkeyId"]) for e in recorded.values()
+                                                 if e.type is EventType.PASSKEY_REVOKED
+                                                 and e.data.get("deviceId") == device))
     finally:
         await tables.close()
     return report

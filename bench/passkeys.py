@@ -248,7 +248,7 @@ async def warm_requests(storage: str, entra_url: str, tenant_id: str, ca: str, r
                                 operations=TableDeviceOperations(store), audit=audit, queue=queue, clock=clock,
                                 events=TableEventOutbox(store, clock, nudge))
         passkeys = PasskeyService(devices=devices, directory=directory, ceremonies=TableCeremonies(store),
-                                  passkeys=TablePasskeys(store), registry=TableDevices(store), audit=audit, clock=clock)
+                                  passkeys=TablePasskeys(store), audit=audit, clock=clock)
         entra = TimedDirectory(GraphPasskeyDirectory(graph))
         users = []
         async for page in graph.pages("/users", params={"$select": "id,userPrincipalName,displayName"}):

@@ -38,11 +38,13 @@ async def events_work(msg: func.QueueMessage) -> None:
 @bp.function_name("events_timer")
 @bp.timer_trigger(arg_name="timer", schedule="%EVENTS_SCHEDULE%", run_on_startup=False)
 async def events_timer(timer: func.TimerRequest) -> None:
-    """The safety net: release enrollment events a stopped process left held, and publish what a nudge missed."""
+    """The safety net: release the enrollment, passkey and export events a stopped process left held when their
+    change is stored (drop the others), and publish what a nudge missed."""
     app = bridge()
     with logs.correlation(str(uuid.uuid4())):
         for conn in app.connections():
             await app.devices.recover_enrollment_events(conn.name)
+            await app.export.recover_events(conn.name)
             await app.event_publisher.drain(conn.name)
 
 

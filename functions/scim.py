@@ -203,6 +203,5 @@ async def export_work(msg: func.QueueMessage) -> None:
             kind: Kind = "Groups" if message.args.get("resourceType") == "Groups" else "Users"
             applied = await app.export.apply(conn, await app.export_directory(conn), kind, message.target,
                                              request_id=message.correlation_id,
-                                             change_id=str(message.args.get("change") or message.idempotency_key),
-                                             dry_run=conn.dry_run or app.settings.dry_run)
+                                             change_id=str(message.args.get("change") or message.idempotency_key))
             log.info("export of %s %s: %s", kind, message.target, applied.as_dict())

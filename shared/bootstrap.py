@@ -410,7 +410,7 @@ class Bridge:
         def build() -> PasskeyService:
             return PasskeyService(devices=self.devices, directory=self.directory,
                                   ceremonies=TableCeremonies(self.entities), passkeys=TablePasskeys(self.entities),
-                                  registry=TableDevices(self.entities), audit=self.audit, clock=self.clock,
+                                  audit=self.audit, clock=self.clock,
                                   trust=self.fido_metadata,
                                   policy_max_age=dt.timedelta(seconds=self.settings.passkey_policy_max_age_seconds))
         service: PasskeyService = self._once("passkeys", build)
@@ -567,7 +567,7 @@ class Bridge:
         """The export engine (docs/export.md)."""
         def build() -> ExportService:
             return ExportService(TableScimRepository(self.entities), self.audit, events=self.events_outbox,
-                                 clock=self.clock)
+                                 clock=self.clock, dry_run=self.settings.dry_run)
         service: ExportService = self._once("export", build)
         return service
 

@@ -239,5 +239,4 @@ def device_repositories(entities: EntityStore) -> dict[str, Any]:
 
 def passkey_repositories(entities: EntityStore) -> dict[str, Any]:
     """PasskeyService's repositories: the Table adapters over one entity store."""
-    return {"ceremonies": TableCeremonies(entities), "passkeys": TablePasskeys(entities),
-            "registry": TableDevices(entities)}
+    return {"ceremonies": TableCeremonies(entities), "passkeys": TablePasskeys(entities)}

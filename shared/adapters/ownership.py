@@ -2,8 +2,6 @@
 
 Implements shared.services.ports.GroupRecords. Rows: `syncstate` table, partition = connection, row
 `enrollmentGroup.{object id}`, one per group, written as soon as the group is created or adopted.
-Earlier versions kept one row `enrollmentGroups` (state -> id, name, created); it is turned into
-records the first time they are read, `created` meaning owned.
 """
 
 from __future__ import annotations
@@ -12,17 +10,13 @@ import logging
 
 from pydantic import ValidationError
 
-from shared.domain.directory import Enrollment
-from shared.domain.enrollment import GroupRecord, Ownership
-from shared.errors import Conflict
+from shared.domain.enrollment import GroupRecord
 from shared.services.ports import Entity, EntityStore
 from shared.topology import Table
 
 log = logging.getLogger(__name__)
 
 PREFIX = "enrollmentGroup."
-#: The row of earlier versions.
-LEGACY_ROW = "enrollmentGroups"
 
 
 def _row_key(group_id: str) -> str:
@@ -37,7 +31,6 @@ class TableGroupRecords:
 
     async def records(self, connection: str) -> list[GroupRecord]:
         """Every recorded group of the connection (a malformed row is logged and skipped)."""
-        await self._migrate(connection)
         found: list[GroupRecord] = []
         # Row keys after the prefix are object ids; "enrollmentGroup/" is the next key after every one.
         async for row in self._entities.query(Table.SYNCSTATE, connection, row_key_from=PREFIX,
@@ -55,22 +48,3 @@ class TableGroupRecords:
     async def forget(self, connection: str, group_id: str) -> None:
         """Drop a group's record; absent counts as dropped."""
         await self._entities.delete(Table.SYNCSTATE, connection, _row_key(group_id))
-
-    async def _migrate(self, connection: str) -> None:
-        legacy = await self._entities.get(Table.SYNCSTATE, connection, LEGACY_ROW)
-        if legacy is None:
-            return
-        states = {s.value for s in Enrollment}
-        for state, value in legacy.data.items():
-            if state not in states or not isinstance(value, dict) or not value.get("id"):
-                continue
-            record = GroupRecord(id=str(value["id"]), name=str(value.get("name") or ""), state=Enrollment(state),
-                                 ownership=Ownership.OWNED if value.get("created") else Ownership.ADOPTED)
-            # A record written since (by id) is newer than the old row and wins.
-            if await self._entities.get(Table.SYNCSTATE, connection, _row_key(record.id)) is None:
-                await self.put(connection, record)
-        try:
-            await self._entities.delete(Table.SYNCSTATE, connection, LEGACY_ROW, etag=legacy.etag)
-        except Conflict:
-            return  # another process moved it (or an older version rewrote it): read again next time
-        log.info("enrollment-state groups of %s moved to one record per group", connection)

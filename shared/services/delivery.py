@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from shared.config import Connection, PasskeyPolicy
 from shared.domain import device_auth
 from shared.errors import Forbidden, PasskeyPending, Unauthenticated
+from shared.services.audit_context import AuditContext
 from shared.services.ports import AuditSink, Clock, SpentTokens
 from shared.services.rotation import DeliveredPassword, RotationService, SubjectSource
 
@@ -62,23 +63,22 @@ class PasswordDelivery:
         device, claims = await self._authenticate(conn, device_id, authorization, url, correlation_id)
         await self._spend(conn.name, claims)
         refusal = await self._refusal(conn, device)
+        audit = AuditContext(self._audit, connection=conn.name, actor=f"{ACTOR_PREFIX}{device_id}",
+                             correlation_id=correlation_id)
         if refusal:
-            await self._audit.record(connection=conn.name, actor=f"{ACTOR_PREFIX}{device_id}",
-                                     action="password.delivery", target=device.user_id, outcome="forbidden",
-                                     correlation_id=correlation_id, detail={"reason": refusal, "device": device_id})
+            await audit.record("password.delivery", device.user_id, "forbidden", reason=refusal, device=device_id)
             raise Forbidden(refusal)
         await self._withheld(conn, device, correlation_id)
         delivered = await self._rotation.read_for_device(conn, device.user_id)
-        await self._audit.record(connection=conn.name, actor=f"{ACTOR_PREFIX}{device_id}",
-                                 action="password.delivered", target=device.user_id, outcome="delivered",
-                                 correlation_id=correlation_id, vault_version=delivered.version,
-                                 detail={"device": device_id,
-                                         "possiblyCurrent": [v for v, _ in delivered.possibly_current]})
+        await audit.record("password.delivered", device.user_id, "delivered", vault_version=delivered.version,
+                           device=device_id, possiblyCurrent=[v for v, _ in delivered.possibly_current])
         return delivered
 
     async def _authenticate(self, conn: Connection, device_id: str, authorization: str | None, url: str,
                             correlation_id: str) -> tuple[RegisteredDevice, device_auth.DeviceToken]:
         device = await self._devices.registered_device(conn.name, device_id)
+        audit = AuditContext(self._audit, connection=conn.name, actor=f"{ACTOR_PREFIX}{device_id}",
+                             correlation_id=correlation_id)
         try:
             token = device_auth.bearer(authorization)
             if device is None:
@@ -87,9 +87,7 @@ class PasswordDelivery:
             return device, device_auth.verify(token, jwk=dict(device.public_jwk), device_id=device_id,
                                               audience=url, now=self._clock.now())
         except device_auth.DeviceAuthError as err:
-            await self._audit.record(connection=conn.name, actor=f"{ACTOR_PREFIX}{device_id}",
-                                     action="password.delivery", target=device_id, outcome="unauthenticated",
-                                     correlation_id=correlation_id, detail={"reason": str(err)})
+            await audit.record("password.delivery", device_id, "unauthenticated", reason=str(err))
             raise Unauthenticated(str(err)) from None
 
     async def _spend(self, connection: str, claims: device_auth.DeviceToken) -> None:
@@ -105,10 +103,10 @@ class PasswordDelivery:
             feature.withhold_passwords_until_passkey
         if not withholding or await self._devices.has_passkey(conn.name, device.device_id):
             return
-        await self._audit.record(connection=conn.name, actor=f"{ACTOR_PREFIX}{device.device_id}",
-                                 action="password.delivery", target=device.user_id, outcome="withheld",
-                                 correlation_id=correlation_id,
-                                 detail={"reason": "passkey pending", "device": device.device_id})
+        audit = AuditContext(self._audit, connection=conn.name, actor=f"{ACTOR_PREFIX}{device.device_id}",
+                             correlation_id=correlation_id)
+        await audit.record("password.delivery", device.user_id, "withheld", reason="passkey pending",
+                           device=device.device_id)
         raise PasskeyPending(f"device {device.device_id!r} has no passkey registered in Entra yet, and passkeys are "
                              "required with passwords withheld until then (features.passkeys.policy 'required', "
                              "features.passkeys.withholdPasswordsUntilPasskey): register its passkey first",

@@ -31,6 +31,7 @@ from shared.domain.directory import Enrollment, UserRow
 from shared.domain.events import Event, EventType, new_event
 from shared.errors import BridgeError, Conflict, InvalidInput, NotFound, root_cause, translated, worth_retrying
 from shared.messages import WorkMessage
+from shared.services.audit_context import AuditContext
 from shared.services.delivery import RegisteredDevice
 from shared.services.directory import Directory
 from shared.services.events import announce
@@ -145,10 +146,14 @@ class DeviceService:
             await self._registry.replace(conn.name, Versioned(row, existing.version))
         if existing is None and user.enrollment is Enrollment.NOT_ENROLLED:
             await self._move_enrollment(conn.name, user, Enrollment.PAIRED_WITH_PROVIDER, cause=f"device:{device_id}")
-        await self._audit.record(connection=conn.name, actor=actor, action="device.registered" if existing is None
-                                 else "device.updated", target=user.id, outcome="ok", correlation_id=correlation_id,
-                                 detail={"device": device_id})
+        audit = AuditContext(self._audit, connection=conn.name, actor=actor, correlation_id=correlation_id)
+        await audit.record("device.registered" if existing is None
+                                 else "device.updated", user.id, "ok", device=device_id)
         return row, existing is None
+
+    async def states(self, connection: str) -> dict[str, DeviceState]:
+        """Every registered device's state, by device id."""
+        return {device.id: device.state async for device in self._registry.all(connection)}
 
     async def passkeys(self, connection: str, device_id: str) -> list[PasskeyRef]:
         """Passkeys the bridge registered for a device."""
@@ -194,9 +199,8 @@ class DeviceService:
         skipped = row.model_copy(update={"passkey_skipped_at": self._clock.now(), "passkey_skip_reason": reason[:500],
                                          "updated_at": self._clock.now()})
         await self._registry.replace(conn.name, Versioned(skipped, found.version))
-        await self._audit.record(connection=conn.name, actor=actor, action="device.passkeySkipped", target=row.user_id,
-                                 outcome="skipped", correlation_id=correlation_id,
-                                 detail={"device": device_id, "reason": reason[:500]})
+        audit = AuditContext(self._audit, connection=conn.name, actor=actor, correlation_id=correlation_id)
+        await audit.record("device.passkeySkipped", row.user_id, "skipped", device=device_id, reason=reason[:500])
         return skipped
 
     async def passkey_enrollment(self, conn: Connection) -> JsonObject | None:
@@ -239,9 +243,9 @@ class DeviceService:
         message = WorkMessage(connection=conn.name, kind="device.remove", target=device_id,
                               idempotency_key=operation, correlation_id=correlation_id, args={"actor": actor})
         await self._queue.send(Queue.DEVICE, message.model_dump(mode="json", by_alias=True))
-        await self._audit.record(connection=conn.name, actor=actor, action="device.removal.requested",
-                                 target=row.user_id, outcome="queued", correlation_id=correlation_id,
-                                 detail={"device": device_id, "operation": operation, "passkeys": len(passkeys)})
+        audit = AuditContext(self._audit, connection=conn.name, actor=actor, correlation_id=correlation_id)
+        await audit.record("device.removal.requested", row.user_id, "queued", device=device_id, operation=operation,
+                           passkeys=len(passkeys))
         return operation
 
     async def operation(self, connection: str, operation: str) -> JsonObject:
@@ -271,10 +275,9 @@ class DeviceService:
         await self.announce_passkey(EventType.PASSKEY_REVOKED, conn.name, user_id, device_id, method_id)
         await self._passkeys.delete(conn.name, device_id, method_id)
         await self._update_enrollment(conn.name, user_id, cause=f"revoked:{method_id}")
-        await self._audit.record(connection=conn.name, actor=actor, action="passkey.revoked", target=user_id,
-                                 outcome=revocation.outcome, correlation_id=correlation_id,
-                                 graph_request_id=revocation.request_id,
-                                 detail={"device": device_id, "method": method_id})
+        audit = AuditContext(self._audit, connection=conn.name, actor=actor, correlation_id=correlation_id)
+        await audit.record("passkey.revoked", user_id, revocation.outcome, graph_request_id=revocation.request_id,
+                           device=device_id, method=method_id)
         return revocation
 
     async def complete_removal(self, conn: Connection, entra: PasskeyDirectory, message: WorkMessage) -> JsonObject:
@@ -291,14 +294,13 @@ class DeviceService:
         # the rows still held say how many of the operation's passkeys are gone (none is added while removing).
         done = max(int(progress.get("done", 0)), int(progress.get("total", 0)) - len(passkeys))
         await self._progress(conn.name, operation, status="running")
+        audit = AuditContext(self._audit, connection=conn.name, actor=ACTOR, correlation_id=message.correlation_id)
         for passkey in passkeys:
             revocation = await entra.revoke(passkey.user_id, passkey.method_id)
             await self.announce_passkey(EventType.PASSKEY_REVOKED, conn.name, passkey.user_id, device_id,
                                         passkey.method_id)
-            await self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.revoked",
-                                     target=passkey.user_id, outcome=revocation.outcome,
-                                     correlation_id=message.correlation_id, graph_request_id=revocation.request_id,
-                                     detail={"device": device_id, "method": passkey.method_id})
+            await audit.record("passkey.revoked", passkey.user_id, revocation.outcome,
+                               graph_request_id=revocation.request_id, device=device_id, method=passkey.method_id)
             await self._passkeys.delete(conn.name, device_id, passkey.method_id)
             done += 1
             await self._progress(conn.name, operation, done=done)
@@ -306,9 +308,8 @@ class DeviceService:
         await self._registry.put(conn.name, removed)
         await self._announce_removed(conn.name, row, operation)
         await self._update_enrollment(conn.name, row.user_id, cause=f"removed:{operation}")
-        await self._audit.record(connection=conn.name, actor=ACTOR, action="device.removed", target=row.user_id,
-                                 outcome="removed", correlation_id=message.correlation_id,
-                                 detail={"device": device_id, "operation": operation, "passkeysRevoked": done})
+        await audit.record("device.removed", row.user_id, "removed", device=device_id, operation=operation,
+                           passkeysRevoked=done)
         return await self._progress(conn.name, operation, status="completed", done=done)
 
     async def update_enrollment(self, connection: str, user_id: str, *, cause: str = "") -> None:

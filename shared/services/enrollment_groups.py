@@ -216,7 +216,7 @@ class EnrollmentGroups:
         configured = {state: enrollment.group_name(names, state) for state in Enrollment}
         plan = enrollment.plan_uninstall(await self._records.records(conn.name), names)
         # A record says "owned", but a record is only storage: the group itself must still look like the
-        # bridge's before it is deleted (a record from an older version, or written by someone else, may lie).
+        # bridge's before it is deleted (a record written by someone else may lie).
         unrecognised = []
         for record in plan.delete:
             found = await writer.group(record.id)

@@ -13,6 +13,7 @@ id derived from the resource's version, so a redelivery announces nothing new.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,6 +34,10 @@ ACTOR = "export"
 THRESHOLD_SETTING = "features.export.removalThreshold"
 #: Rounds of one run: a group waiting for a member user applied in the same run is planned again after it.
 ROUNDS = 3
+#: Holds of `export.applied` events are named by this prefix and the event id (docs/events.md).
+EXPORT_RUN = "export-"
+#: A held `export.applied` younger than this may belong to a change still being applied.
+HOLD_AGE = dt.timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -90,11 +95,13 @@ class ExportService:
     """Applies SCIM changes to Entra with the connection's export rules."""
 
     def __init__(self, repository: ScimRepository, audit: AuditSink, *, events: EventOutbox | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, dry_run: bool = False) -> None:
         self._repo = repository
         self._audit = audit
         self._events = events
         self._clock = clock
+        #: The app-wide DRY_RUN setting; a connection's own `dryRun` counts too.
+        self._dry_run = dry_run
 
     async def plan(self, conn: Connection, entra: ExportDirectory, kind: Kind, scim_id: str, *,
                    settle_members: str | None = None) -> Plan:
@@ -154,7 +161,9 @@ class ExportService:
                     request_id: str, change_id: str | None = None, dry_run: bool = False) -> Applied:
         """Apply one change as a run of its own: read and plan, check the threshold, then make each write
         with an audit record carrying the SCIM request's id. A member user not yet applied is applied first;
-        a member group not in Entra yet raises Transient (the change is delivered again)."""
+        a member group not in Entra yet raises Transient (the change is delivered again). A dry run (asked,
+        or set for the connection or the app) plans and writes nothing."""
+        dry_run = dry_run or conn.dry_run or self._dry_run
         job = _Export(self, conn, entra, [_Pending(kind, scim_id, request_id, (change_id,) if change_id else ())],
                       settle=not dry_run)
         stopped = await self._run(conn, job, request_id, dry_run=dry_run)
@@ -169,7 +178,9 @@ class ExportService:
                   correlation_id: str = "export-run") -> ExportRun:
         """Apply every pending change in one run, oldest first: the removal threshold counts the removals of
         all of them together. A group waiting for a member user of the same run is planned again once that
-        user is applied; what still waits stays pending. A dry run plans and writes nothing."""
+        user is applied; what still waits stays pending. A dry run (asked, or set for the connection or the app)
+        plans and writes nothing."""
+        dry_run = dry_run or conn.dry_run or self._dry_run
         waiting: list[_Pending] = []
         for change in await self._repo.changes(conn.name):
             same = next((p for p in waiting if (p.kind, p.scim_id) == (change.kind, change.scim_id)), None)
@@ -229,6 +240,39 @@ class ExportService:
         return new_event(EventType.EXPORT_APPLIED, connection=conn.name, subject=read.pending.scim_id,
                          change=f"{read.pending.kind}/{read.pending.scim_id}@{version}", time=self._clock.now(),
                          resourceType=read.pending.kind, scimId=read.pending.scim_id, version=version)
+
+    async def recover_events(self, connection: str) -> int:
+        """Release the `export.applied` events a process stopped between a change's writes and their release left
+        held, when the stored link shows the change applied; drop the others (docs/events.md). Only holds older
+        than HOLD_AGE are judged, so a change being applied is left alone; a change applied later (its message
+        delivered again, or replayed from the poison queue) holds and releases its event anew. Returns how
+        many were released."""
+        if self._events is None or self._clock is None:
+            return 0
+        cutoff = self._clock.now() - HOLD_AGE
+        released = 0
+        for run, held in (await self._events.held(connection)).items():
+            if not run.startswith(EXPORT_RUN) or any(e.time > cutoff for e in held):
+                continue
+            proven = {e.id for e in held if await self._applied(connection, e)}
+            await self._events.release(connection, run, proven)
+            released += len(proven)
+        return released
+
+    async def _applied(self, connection: str, event: Event) -> bool:
+        """Whether the stored link shows the change a held `export.applied` announces: `end` stores the link
+        with the version applied only after every write of the change (0 for a deletion, whose change it
+        then drops)."""
+        kind, version = event.data.get("resourceType"), event.data.get("version")
+        if event.type is not EventType.EXPORT_APPLIED or kind not in ("Users", "Groups"):
+            return False
+        link = await self._repo.link(connection, kind, event.subject)
+        if link is None:
+            return False
+        if version != "deleted":
+            return str(link.applied_version) == version
+        return (link.applied_version == 0 and await self._repo.get(connection, kind, event.subject) is None
+                and not any((c.kind, c.scim_id) == (kind, event.subject) for c in await self._repo.changes(connection)))
 
     async def pending(self, conn: Connection, entra: ExportDirectory) -> list[Plan]:
         """The plan of every pending change (dry-run: nothing is written)."""
@@ -376,4 +420,4 @@ class _Export(Capability[_Read, Step]):
 
 def _run_of(event: Event) -> str:
     """The hold of one change's event (docs/events.md)."""
-    return f"export-{event.id}"
+    return f"{EXPORT_RUN}{event.id}"

@@ -12,6 +12,7 @@ from shared.config import Connection
 from shared.domain import federation as rules
 from shared.domain.metadata import IdpMetadata, MetadataError, certificate_key, parse_metadata
 from shared.errors import BridgeError, Conflict, InvalidInput, NotFound
+from shared.services.audit_context import AuditContext
 from shared.services.ports import AuditSink, Clock, DomainDirectory, FederationWatch, JsonObject
 
 log = logging.getLogger(__name__)
@@ -147,9 +148,8 @@ class FederationService:
         if force_reason:
             detail["forcedPast"] = [c.name for c in blocking]
             detail["forceReason"] = force_reason
-        await self._audit.record(connection=conn.name, actor=actor, action="federation.set", target=domain,
-                                 outcome=outcome, correlation_id=correlation_id, graph_request_id=response.request_id,
-                                 detail=detail)
+        audit = AuditContext(self._audit, connection=conn.name, actor=actor, correlation_id=correlation_id)
+        await audit.record("federation.set", domain, outcome, graph_request_id=response.request_id, **detail)
         await self._save_watch(conn.name, domain, {"metadataUrl": request.metadata_url or "",
                                                    "issuerUri": inputs.issuer_uri})
         if mismatched:
@@ -170,10 +170,9 @@ class FederationService:
             raise Conflict(f"{domain} is not federated")
         response = await directory.delete_federation(domain, str(current["id"]))
         after, still = await directory.domain(domain), await directory.federation(domain)
-        await self._audit.record(connection=conn.name, actor=actor, action="federation.removed", target=domain,
-                                 outcome="managed" if still is None else "still-federated",
-                                 correlation_id=correlation_id, graph_request_id=response.request_id,
-                                 detail={"domain": domain, "issuerUri": current.get("issuerUri")})
+        audit = AuditContext(self._audit, connection=conn.name, actor=actor, correlation_id=correlation_id)
+        await audit.record("federation.removed", domain, "managed" if still is None else "still-federated",
+                           graph_request_id=response.request_id, domain=domain, issuerUri=current.get("issuerUri"))
         await self._watched.forget(conn.name, domain)
         if still is not None:
             raise Conflict(f"Graph accepted the removal of {domain}'s federation but still reads it back")
@@ -223,6 +222,8 @@ class FederationService:
         except ValueError as err:
             problems.append(f"signing certificate: {err}")
             expiry = None
+        audit = AuditContext(self._audit, connection=conn.name, actor="federation_monitor",
+                             correlation_id=correlation_id)
         if expiry is not None:
             thumb = _thumb(signing)
             # 30, 7 and 1 days before expiry, and once more (threshold 0) when it has expired.
@@ -231,13 +232,10 @@ class FederationService:
             if threshold is not None and (alerted is None or threshold < int(alerted)):
                 days = (expiry - now).total_seconds() / 86400
                 next_thumb = _thumb(config.get("nextSigningCertificate"))
-                await self._audit.record(connection=conn.name, actor="federation_monitor",
-                                         action="federation.certificate.expiring", target=domain,
-                                         outcome="expired" if days <= 0 else f"{threshold}d",
-                                         correlation_id=correlation_id,
-                                         detail={"domain": domain, "signingCertificate": thumb,
-                                                 "expiresOn": expiry.isoformat(), "daysLeft": round(days, 1),
-                                                 "threshold": threshold, "nextSigningCertificate": next_thumb})
+                await audit.record("federation.certificate.expiring", domain,
+                                   "expired" if days <= 0 else f"{threshold}d", domain=domain, signingCertificate=thumb,
+                                   expiresOn=expiry.isoformat(), daysLeft=round(days, 1), threshold=threshold,
+                                   nextSigningCertificate=next_thumb)
                 state.update(alertedThreshold=threshold, alertedThumbprint=thumb)
             if threshold is not None:
                 problems.append(f"the signing certificate {'expired' if expiry <= now else 'expires'} on "
@@ -257,14 +255,13 @@ class FederationService:
         after = await directory.federation(domain) or {}
         ok = _same("signingCertificate", after.get("signingCertificate"), plan.signing_certificate) and _same(
             "nextSigningCertificate", after.get("nextSigningCertificate"), plan.next_signing_certificate)
-        await self._audit.record(connection=conn.name, actor="federation_monitor",
-                                 action="federation.certificate.rollover", target=domain,
-                                 outcome="updated" if ok else "mismatch", correlation_id=correlation_id,
-                                 graph_request_id=response.request_id,
-                                 detail={"domain": domain, "reason": plan.reason,
-                                         "signingCertificate": _thumb(plan.signing_certificate),
-                                         "nextSigningCertificate": _thumb(plan.next_signing_certificate),
-                                         "previousSigningCertificate": _thumb(config.get("signingCertificate"))})
+        audit = AuditContext(self._audit, connection=conn.name, actor="federation_monitor",
+                             correlation_id=correlation_id)
+        await audit.record("federation.certificate.rollover", domain, "updated" if ok else "mismatch",
+                           graph_request_id=response.request_id, domain=domain, reason=plan.reason,
+                           signingCertificate=_thumb(plan.signing_certificate),
+                           nextSigningCertificate=_thumb(plan.next_signing_certificate),
+                           previousSigningCertificate=_thumb(config.get("signingCertificate")))
         if not ok:
             raise Conflict(f"Graph accepted the certificate rollover of {domain} but reads back other certificates")
 

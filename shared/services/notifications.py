@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import Connection
 from shared.errors import BridgeError, Forbidden, NotFound, PermissionDenied
+from shared.services.audit_context import AuditContext
 from shared.services.ports import (
     AuditSink,
     Clock,
@@ -244,6 +245,7 @@ class NotificationService:
         url, _ = notification_urls(self.base_url, conn.name)
         recorded = await self.recorded(conn.name)
         now = self._clock.now()
+        audit = AuditContext(self._audit, connection=conn.name, actor=ACTOR, correlation_id=correlation_id)
         for want in WANTED:
             row = recorded.get(want.key)
             try:
@@ -256,9 +258,8 @@ class NotificationService:
                         sub = await api.renew(str(row["subscriptionId"]), now + LIFETIME)
                         await self._record(conn.name, want, sub, url, renewed=True)
                         report.renewed.append(want.key)
-                        await self._audit.record(connection=conn.name, actor=ACTOR, action="notifications.renewed",
-                                                 target=want.resource, outcome="renewed", correlation_id=correlation_id,
-                                                 detail={"subscriptionId": sub.id, "expires": sub.expires.isoformat()})
+                        await audit.record("notifications.renewed", want.resource, "renewed", subscriptionId=sub.id,
+                                           expires=sub.expires.isoformat())
                         continue
                     except NotFound:
                         log.info("the %s subscription of %s is gone at Graph; subscribing again", want.key, conn.name)
@@ -279,13 +280,12 @@ class NotificationService:
                             correlation_id: str) -> None:
         """Delete subscriptions to this connection's URL that are not recorded (a create whose answer was lost)."""
         kept = {str(r.get("subscriptionId")) for r in (await self.recorded(conn.name)).values()}
+        audit = AuditContext(self._audit, connection=conn.name, actor=ACTOR, correlation_id=correlation_id)
         for sub in await api.list():
             if sub.notification_url == url and sub.id not in kept:
                 await api.delete(sub.id)
                 report.removed.append(f"unrecorded {sub.resource} {sub.id}")
-                await self._audit.record(connection=conn.name, actor=ACTOR, action="notifications.removed",
-                                         target=sub.resource, outcome="unrecorded", correlation_id=correlation_id,
-                                         detail={"subscriptionId": sub.id})
+                await audit.record("notifications.removed", sub.resource, "unrecorded", subscriptionId=sub.id)
 
     async def _subscribe(self, conn: Connection, api: SubscriptionApi, want: Want, client_state: str,
                          correlation_id: str) -> Subscription:
@@ -295,9 +295,9 @@ class NotificationService:
                                lifecycle_url=lifecycle, expires=self._clock.now() + LIFETIME,
                                client_state=client_state)
         await self._record(conn.name, want, sub, url, renewed=False)
-        await self._audit.record(connection=conn.name, actor=ACTOR, action="notifications.subscribed",
-                                 target=want.resource, outcome="created", correlation_id=correlation_id,
-                                 detail={"subscriptionId": sub.id, "expires": sub.expires.isoformat()})
+        audit = AuditContext(self._audit, connection=conn.name, actor=ACTOR, correlation_id=correlation_id)
+        await audit.record("notifications.subscribed", want.resource, "created", subscriptionId=sub.id,
+                           expires=sub.expires.isoformat())
         return sub
 
     async def _record(self, connection: str, want: Want, sub: Subscription, url: str, *, renewed: bool) -> None:
@@ -310,14 +310,13 @@ class NotificationService:
     async def remove(self, conn: Connection, api: SubscriptionApi, *, correlation_id: str) -> list[str]:
         """Delete the connection's subscriptions at Graph and their records (uninstall)."""
         removed: list[str] = []
+        audit = AuditContext(self._audit, connection=conn.name, actor=ACTOR, correlation_id=correlation_id)
         for key, row in (await self.recorded(conn.name)).items():
             if row.get("subscriptionId"):
                 await api.delete(str(row["subscriptionId"]))
                 removed.append(key)
-                await self._audit.record(connection=conn.name, actor=ACTOR, action="notifications.removed",
-                                         target=str(row.get("resource") or key), outcome="removed",
-                                         correlation_id=correlation_id,
-                                         detail={"subscriptionId": str(row["subscriptionId"])})
+                await audit.record("notifications.removed", str(row.get("resource") or key), "removed",
+                                   subscriptionId=str(row["subscriptionId"]))
             await self._subscriptions.forget(conn.name, key)
         self._state.pop(conn.name, None)
         return removed
@@ -355,10 +354,9 @@ class NotificationService:
 
     async def refused(self, conn: Connection, reasons: list[str], correlation_id: str, *, lifecycle: bool) -> None:
         """Audit refused notifications (the reasons, never the values sent)."""
-        await self._audit.record(connection=conn.name, actor=ACTOR, action="notification.refused", target=conn.name,
-                                 outcome="refused", correlation_id=correlation_id,
-                                 detail={"count": len(reasons), "reasons": sorted(set(reasons)),
-                                         "lifecycle": lifecycle})
+        audit = AuditContext(self._audit, connection=conn.name, actor=ACTOR, correlation_id=correlation_id)
+        await audit.record("notification.refused", conn.name, "refused", count=len(reasons),
+                           reasons=sorted(set(reasons)), lifecycle=lifecycle)
         log.warning("refused %d notification(s) for %s: %s", len(reasons), conn.name, ", ".join(sorted(set(reasons))))
 
     async def notified(self, conn: Connection, body: NotificationCollection, *, correlation_id: str) -> Outcome:
@@ -400,6 +398,7 @@ class NotificationService:
                             "clientState")
         recorded = {str(r.get("subscriptionId")): key for key, r in (await self.recorded(conn.name)).items()}
         run = False
+        audit = AuditContext(self._audit, connection=conn.name, actor=ACTOR, correlation_id=correlation_id)
         for item in valid:
             event = item.lifecycle_event or ""
             if event not in LIFECYCLE_EVENTS:
@@ -408,9 +407,8 @@ class NotificationService:
             key = recorded.get(item.subscription_id, "")
             want = next((w for w in WANTED if w.key == key), None)
             outcome.events.append(event)
-            await self._audit.record(connection=conn.name, actor=ACTOR, action="notification.lifecycle",
-                                     target=want.resource if want else conn.name, outcome=event,
-                                     correlation_id=correlation_id, detail={"subscriptionId": item.subscription_id})
+            await audit.record("notification.lifecycle", want.resource if want else conn.name, event,
+                               subscriptionId=item.subscription_id)
             if event == "missed":
                 run = True
             elif event == "reauthorizationRequired":

@@ -54,7 +54,6 @@ from shared.services.ports import (
     CeremonyRepository,
     Clock,
     CreationOptions,
-    DeviceRepository,
     JsonObject,
     PasskeyDirectory,
     PasskeyRepository,
@@ -164,13 +163,12 @@ class PasskeyService:
     """Creation options, registration and reconciliation of device-bound passkeys."""
 
     def __init__(self, *, devices: DeviceService, directory: Directory, ceremonies: CeremonyRepository,
-                 passkeys: PasskeyRepository, registry: DeviceRepository, audit: AuditSink, clock: Clock,
+                 passkeys: PasskeyRepository, audit: AuditSink, clock: Clock,
                  policy_max_age: dt.timedelta = POLICY_MAX_AGE, trust: TrustAnchorSource | None = None) -> None:
         self._devices = devices
         self._directory = directory
         self._ceremonies = ceremonies
         self._passkeys = passkeys
-        self._registry = registry
         self._audit = audit
         self._clock = clock
         self._policy: dict[str, tuple[dt.datetime, JsonObject]] = {}
@@ -256,20 +254,18 @@ class PasskeyService:
                                  [str(p.data.get("credentialId")) for p in own if p.data.get("credentialId")])
         ceremony = ceremony_id(user.id)
         detail = {"device": device_id, "ceremony": ceremony}
+        audit = AuditContext(self._audit, connection=conn.name, actor=ACTOR, correlation_id=correlation_id)
         stored, audited = await asyncio.gather(
             self._ceremonies.add(conn.name, Ceremony(
                 id=ceremony, challenge=public_key["challenge"], expires_at=dt.datetime.fromisoformat(
                     expires.replace("Z", "+00:00")), user_id=user.id, device_id=device_id, excluded=tuple(excluded))),
-            self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.options", target=user.id,
-                               outcome="issued", correlation_id=correlation_id, detail=detail),
+            audit.record("passkey.options", user.id, "issued", **detail),
             return_exceptions=True)
         if isinstance(stored, BaseException):
             # The ceremony and its record are written together; when the ceremony failed, the record that
             # says it was issued is followed by one that says it was not (the ceremony cannot be used).
             if not isinstance(audited, BaseException):
-                await self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.options", target=user.id,
-                                         outcome="failed", correlation_id=correlation_id,
-                                         detail={**detail, "reason": type(stored).__name__})
+                await audit.record("passkey.options", user.id, "failed", **{**detail, "reason": type(stored).__name__})
             raise stored
         if isinstance(audited, BaseException):
             raise audited
@@ -363,13 +359,11 @@ class PasskeyService:
                                                                                    Enrollment.PAIRED_WITH_ENTRA})))
             await settle(*rows)
 
+        audit = AuditContext(self._audit, connection=conn.name, actor=ACTOR, correlation_id=correlation_id)
         await settle(
-            self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.registered", target=user.id,
-                               outcome="registered", correlation_id=correlation_id,
-                               graph_request_id=created.request_id,
-                               detail={"device": device_id, "method": method_id, "aaguid": verified.aaguid,
-                                       "attestation": verified.attestation_type,
-                                       "attestationTrust": trust_word(verified.trusted)}),
+            audit.record("passkey.registered", user.id, "registered", graph_request_id=created.request_id,
+                         device=device_id, method=method_id, aaguid=verified.aaguid,
+                         attestation=verified.attestation_type, attestationTrust=trust_word(verified.trusted)),
             self._devices.with_events(conn.name, f"{PASSKEY_RUN}{events[0].id}", events, write))
         return {"id": method_id, "deviceId": device_id, "aaguid": verified.aaguid, "displayName": body.display_name,
                 "credentialId": verified.credential_id, "attestation": verified.attestation_type,
@@ -382,9 +376,8 @@ class PasskeyService:
         detail = {"device": device_id, "check": check, "reason": reason}
         if by != "bridge":
             detail["refusedBy"] = by
-        await self._audit.record(connection=conn.name, actor=ACTOR, action="passkey.rejected", target=user_id,
-                                 outcome="rejected", correlation_id=correlation_id, graph_request_id=request_id,
-                                 detail=detail)
+        audit = AuditContext(self._audit, connection=conn.name, actor=ACTOR, correlation_id=correlation_id)
+        await audit.record("passkey.rejected", user_id, "rejected", graph_request_id=request_id, **detail)
         raise InvalidInput(f"passkey rejected: {check}: {reason}",
                            field="credential" if check == "credential" else f"credential ({check})",
                            request_id=request_id)
@@ -435,7 +428,7 @@ class PasskeyService:
                     log.warning("passkeys of %s not reconciled: %s", user_id, err.detail)
 
         await asyncio.gather(*(read(u) for u in users))
-        devices = {device.id: device.state async for device in self._registry.all(conn.name)}
+        devices = await self._devices.states(conn.name)
         retired = [u.id async for u in self._directory.all(conn.name) if u.state is UserState.REMOVED]
         return _Registry([row for _, row in rows], {row.row_key: found for found, row in rows}, in_entra, devices,
                          retired)

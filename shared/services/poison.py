@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.services.audit_context import AuditContext
 from shared.services.ports import AuditSink, PoisonMessage, PoisonQueues
 from shared.topology import Queue
 
@@ -47,10 +48,10 @@ class PoisonService:
         taken = await self._queues.take_poison(queue, ids, replay=replay)
         for message in taken:
             body = message.body or {}
-            await self._audit.record(
-                connection=str(body.get("connection") or NO_CONNECTION), actor=actor,
-                action="poison.replayed" if replay else "poison.dropped", target=message.id,
-                outcome="completed", correlation_id=correlation_id,
-                detail={"queue": queue.value, "kind": body.get("kind"), "messageTarget": body.get("target"),
-                        "idempotencyKey": body.get("idempotencyKey"), "dequeueCount": message.dequeue_count})
+            # Each message names its own connection: one context per record.
+            audit = AuditContext(self._audit, connection=str(body.get("connection") or NO_CONNECTION), actor=actor,
+                                 correlation_id=correlation_id)
+            await audit.record("poison.replayed" if replay else "poison.dropped", message.id, "completed",
+                               queue=queue.value, kind=body.get("kind"), messageTarget=body.get("target"),
+                               idempotencyKey=body.get("idempotencyKey"), dequeueCount=message.dequeue_count)
         return taken

@@ -21,23 +21,26 @@ Every job that makes a system equal to what the bridge knows has the same shape,
    raised, or with `keep_going` the run goes on to the next action. `Capability.begin` and
    `Capability.end` bracket each batch's actions (hold events before the writes, release them and
    store what was written after; `end` is not called for a batch whose apply failed).
-7. **report**: counts per action kind, planned and applied, the failures, the removals, the dry-run
+7. **finish**: `Capability.finish`, still under the lease, stores what the run read (delta links) last.
+8. **report**: counts per action kind, planned and applied, the failures, the removals, the dry-run
    flag and why the run stopped.
 
-How sync maps onto it (shared/services/sync.py, once its storage moves behind repositories): an
-incremental run reads `users/delta` and the groups' delta rounds as one batch, plans it, and applies it
-as a plain (non-streaming) run. A full run is a *streaming* run (`stream=True`): `read` yields each
-page of `transitiveMembers` as a batch, and the engine applies each page's actions that remove nothing
-as soon as the page is planned (rows of users in scope), while actions that remove are held back;
-`read` yields the sweep of stored rows no longer read as its last batch, which it reaches only after
-every page was read, so a failed page leaves the sweep and every removal unplanned. After the read the
-held removals are checked against the threshold (`Limit` wraps shared.domain.sync.blocked, relative to
-the directory's size) and applied last, each batch's `end` storing its rows and releasing its events.
-The delta links are stored by the caller after the report, so a run that stopped is read again.
+How sync runs on it (shared/services/sync.py): the run lease is the connection's `sync` lease (the `Leases`
+port), renewed in the background. An incremental run reads `users/delta` and the groups' delta rounds as one
+batch that opts out of streaming (`Capability.streamed`), so nothing of it is written before the threshold.
+A full run streams: `read` yields each page of `transitiveMembers` as a batch, whose rows the engine hands
+to a writer that writes while the next pages are read, and yields the sweep of stored rows no longer read
+as its last batch, which it reaches only after every page was read and written, so a failed page leaves
+the sweep and every removal unplanned. The removals are then checked against the threshold (`Limit`
+wraps shared.domain.sync.blocked: active users leaving, relative to the directory's kept size) and
+applied last, `concurrency` at a time, each with its audit record; `begin` holds a batch's events and
+`end` releases them. `finish` stores the delta links last, under the lease, so a run that stopped is
+read again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
@@ -183,6 +186,11 @@ class Capability(ABC, Generic[B, A]):
     async def apply(self, action: A) -> Done | None:
         """Carry out one action; None when there was nothing to do."""
 
+    def streamed(self, batch: B) -> bool:
+        """Whether a streaming run applies this batch's actions that remove nothing as soon as it is planned
+        (a batch that says no is held whole until the read is complete and the threshold is checked)."""
+        return True
+
     def describe(self, action: A) -> Mapping[str, Any]:
         """The audit detail of an action (ids, counts, reasons; never a secret)."""
         return {}
@@ -197,12 +205,19 @@ class Capability(ABC, Generic[B, A]):
     async def end(self, batch: B, actions: Sequence[A]) -> None:
         """After every action of a batch was applied (store the state, release the events)."""
 
+    async def finish(self, report: Report[A]) -> None:
+        """After every batch was applied, still under the lease (not after a dry run or a stopped run): store
+        what the run read, such as delta links, last."""
+
 
 async def reconcile(capability: Capability[B, A], audit: AuditContext, *, dry_run: bool = False,
                     limit: Limit | None = None, lease: Lease | None = None, stream: bool = False,
-                    keep_going: bool = False) -> Report[A]:
+                    keep_going: bool = False, concurrency: int = 1) -> Report[A]:
     """Run a capability: lease, read and plan, threshold, then apply each action with its audit record
-    (or, in a dry run, only plan). See the module's docstring for the order and what stops a run."""
+    (or, in a dry run, only plan). See the module's docstring for the order and what stops a run.
+
+    `concurrency`: how many actions of one batch are applied at once (independent actions: each its own
+    audit chain); a failure is raised once the batch's other actions in flight have ended."""
     report: Report[A] = Report(dry_run=dry_run)
     async with lease() if lease is not None else contextlib.nullcontext():
         held: list[tuple[B, list[A]]] = []
@@ -211,10 +226,10 @@ async def reconcile(capability: Capability[B, A], audit: AuditContext, *, dry_ru
             report.planned(actions)
             if dry_run:
                 continue
-            if stream:
+            if stream and capability.streamed(batch):
                 later = [a for a in actions if a.removals]
                 await _apply_batch(capability, audit, batch, [a for a in actions if not a.removals], report,
-                                   keep_going)
+                                   keep_going, concurrency)
                 if later:
                     held.append((batch, later))
             else:
@@ -228,36 +243,54 @@ async def reconcile(capability: Capability[B, A], audit: AuditContext, *, dry_ru
         if dry_run:
             return report
         for batch, actions in held:
-            await _apply_batch(capability, audit, batch, actions, report, keep_going)
+            await _apply_batch(capability, audit, batch, actions, report, keep_going, concurrency)
+        await capability.finish(report)
     return report
 
 
 async def _apply_batch(capability: Capability[B, A], audit: AuditContext, batch: B, actions: Sequence[A],
-                       report: Report[A], keep_going: bool) -> None:
+                       report: Report[A], keep_going: bool, concurrency: int) -> None:
     audit = capability.context(batch, audit)
     await capability.begin(batch, actions)
-    failed = False
-    for action in actions:
-        detail = dict(capability.describe(action))
-        try:
-            done = await capability.apply(action)
-        except Exception as exc:
-            error = f"{exc.title}: {exc.detail}" if isinstance(exc, BridgeError) else type(exc).__name__
-            title = exc.title if isinstance(exc, BridgeError) else type(exc).__name__
-            request_id = exc.request_id if isinstance(exc, BridgeError) else None
-            await audit.record(capability.audit_prefix + action.kind, action.target, "failed",
-                               graph_request_id=request_id, **{**detail, "error": title})
-            report.failures.append(Failure(action.kind, action.target, error))
-            if not keep_going or not isinstance(exc, BridgeError):
-                raise
-            failed = True
-            continue
-        if done is None:
-            report.unchanged += 1
-            continue
-        report.applied[action.kind] += 1
-        await audit.record(capability.audit_prefix + action.kind, done.target or action.target, done.outcome,
-                           graph_request_id=done.graph_request_id, vault_version=done.vault_version,
-                           **{**detail, **done.detail})
-    if not failed:
+    if concurrency <= 1:
+        applied = [await _apply_one(capability, audit, action, report, keep_going) for action in actions]
+    else:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(action: A) -> bool:
+            async with gate:
+                return await _apply_one(capability, audit, action, report, keep_going)
+
+        outcomes = await asyncio.gather(*(one(action) for action in actions), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        applied = [bool(outcome) for outcome in outcomes]
+    if all(applied):
         await capability.end(batch, actions)
+
+
+async def _apply_one(capability: Capability[B, A], audit: AuditContext, action: A, report: Report[A],
+                     keep_going: bool) -> bool:
+    """Apply and audit one action; False when it failed and the run goes on (`keep_going`)."""
+    detail = dict(capability.describe(action))
+    try:
+        done = await capability.apply(action)
+    except Exception as exc:
+        error = f"{exc.title}: {exc.detail}" if isinstance(exc, BridgeError) else type(exc).__name__
+        title = exc.title if isinstance(exc, BridgeError) else type(exc).__name__
+        request_id = exc.request_id if isinstance(exc, BridgeError) else None
+        await audit.record(capability.audit_prefix + action.kind, action.target, "failed",
+                           graph_request_id=request_id, **{**detail, "error": title})
+        report.failures.append(Failure(action.kind, action.target, error))
+        if not keep_going or not isinstance(exc, BridgeError):
+            raise
+        return False
+    if done is None:
+        report.unchanged += 1
+        return True
+    report.applied[action.kind] += 1
+    await audit.record(capability.audit_prefix + action.kind, done.target or action.target, done.outcome,
+                       graph_request_id=done.graph_request_id, vault_version=done.vault_version,
+                       **{**detail, **done.detail})
+    return True

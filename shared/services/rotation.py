@@ -32,6 +32,7 @@ from shared.errors import (
     translated,
 )
 from shared.messages import WorkMessage
+from shared.services.audit_context import AuditContext
 from shared.services.events import announce
 from shared.services.ports import (
     AuditSink,
@@ -167,8 +168,8 @@ class RotationService:
         message = WorkMessage(connection=conn.name, kind="rotate", target=user_id, idempotency_key=rotation_id,
                               correlation_id=correlation_id, args={"actor": actor})
         await self._queue.send(Queue.ROTATION, message.model_dump(mode="json", by_alias=True))
-        await self._audit.record(connection=conn.name, actor=actor, action="rotation.requested", target=user_id,
-                                 outcome="queued", correlation_id=correlation_id, detail={"rotationId": rotation_id})
+        audit = AuditContext(self._audit, connection=conn.name, actor=actor, correlation_id=correlation_id)
+        await audit.record("rotation.requested", user_id, "queued", rotationId=rotation_id)
         return rotation_id
 
     # ------------------------------------------------------------------ queue work
@@ -186,10 +187,9 @@ class RotationService:
         rotation_id = message.idempotency_key
         user_id = message.target
         deferrals = int(message.args.get("deferrals", 0))
-        await self._audit.record(connection=conn.name, actor=ACTOR, action="rotation.attempt", target=user_id,
-                                 outcome="started", correlation_id=message.correlation_id,
-                                 detail={"rotationId": rotation_id, "attempt": dequeue_count,
-                                         "deferrals": deferrals})
+        audit = AuditContext(self._audit, connection=conn.name, actor=ACTOR, correlation_id=message.correlation_id)
+        await audit.record("rotation.attempt", user_id, "started", rotationId=rotation_id, attempt=dequeue_count,
+                           deferrals=deferrals)
         try:
             return await self.rotate(conn, directory, user_id, rotation_id=rotation_id,
                                      correlation_id=message.correlation_id)
@@ -201,10 +201,8 @@ class RotationService:
             again = message.model_copy(update={"args": {**message.args, "deferrals": deferrals + 1}})
             await self._queue.send(Queue.ROTATION, again.model_dump(mode="json", by_alias=True),
                                    delay_seconds=max(1.0, delay))
-            await self._audit.record(connection=conn.name, actor=ACTOR, action="rotation.deferred", target=user_id,
-                                     outcome=err.slug, correlation_id=message.correlation_id,
-                                     detail={"rotationId": rotation_id, "delaySeconds": round(max(1.0, delay), 3),
-                                             "reason": err.detail})
+            await audit.record("rotation.deferred", user_id, err.slug, rotationId=rotation_id,
+                               delaySeconds=round(max(1.0, delay), 3), reason=err.detail)
             return None
         except BridgeError as err:
             if not err.retryable:
@@ -221,10 +219,9 @@ class RotationService:
 
     async def _give_up(self, conn: Connection, message: WorkMessage, err: BridgeError, why: str) -> None:
         reason = f"{err.title}: {err.detail} ({why})"
-        await self._audit.record(connection=conn.name, actor=ACTOR, action="rotation.failed", target=message.target,
-                                 outcome="failed", correlation_id=message.correlation_id,
-                                 graph_request_id=err.request_id,
-                                 detail={"rotationId": message.idempotency_key, "reason": reason})
+        audit = AuditContext(self._audit, connection=conn.name, actor=ACTOR, correlation_id=message.correlation_id)
+        await audit.record("rotation.failed", message.target, "failed", graph_request_id=err.request_id,
+                           rotationId=message.idempotency_key, reason=reason)
         # A pending version stays "possibly current" in Key Vault; the state only records the failure. When
         # another rotation holds the lease, nothing is written: its own outcome will be recorded there.
         try:
@@ -319,10 +316,9 @@ class RotationService:
         subject = policy.RotationSubject(**{**subject.__dict__, "admin_roles": admin_roles})
         refused = policy.refusal(subject, excluded=feature.excluded_users, writeback_path=feature.writeback_path,
                                  app_roles=await directory.app_roles())
+        audit = AuditContext(self._audit, connection=conn.name, actor=ACTOR, correlation_id=correlation_id)
         if refused is not None:
-            await self._audit.record(connection=conn.name, actor=ACTOR, action="rotation.refused", target=user_id,
-                                     outcome="refused", correlation_id=correlation_id,
-                                     detail={"reason": refused.value, "rotationId": rotation_id})
+            await audit.record("rotation.refused", user_id, "refused", reason=refused.value, rotationId=rotation_id)
             return Outcome(user_id, Status.REFUSED, reason=refused.value)
 
         name = policy.secret_name(conn.name, user_id)
@@ -333,44 +329,34 @@ class RotationService:
             tags = {policy.STATE_TAG: policy.PENDING, policy.ROTATION_TAG: rotation_id,
                     policy.ROTATED_AT_TAG: self._clock.now().isoformat(), policy.USER_TAG: user_id}
             pending = await self._secrets.put(name, password, tags=tags, content_type="password")
-            await self._audit.record(connection=conn.name, actor=ACTOR, action="vault.put", target=user_id,
-                                     outcome="pending", correlation_id=correlation_id, vault_version=pending.version,
-                                     detail={"secret": name, "rotationId": rotation_id})
+            await audit.record("vault.put", user_id, "pending", vault_version=pending.version, secret=name,
+                               rotationId=rotation_id)
             try:
                 request_id = await directory.reset(user_id, password)
             except InvalidInput as err:
                 # Graph definitely refused this password: it can never be current.
                 await self._mark(name, pending, policy.FAILED, enabled=False)
-                await self._audit.record(connection=conn.name, actor=ACTOR, action="graph.password.reset",
-                                         target=user_id, outcome="rejected", correlation_id=correlation_id,
-                                         graph_request_id=err.request_id, vault_version=pending.version,
-                                         detail={"reason": err.detail})
+                await audit.record("graph.password.reset", user_id, "rejected", graph_request_id=err.request_id,
+                                   vault_version=pending.version, reason=err.detail)
                 last_rejection = err.detail
                 continue
             except (Throttled, PermissionDenied) as err:
                 # Neither was applied: a 429 or 403 is answered before any change is made.
                 await self._mark(name, pending, policy.FAILED, enabled=False)
-                await self._audit.record(connection=conn.name, actor=ACTOR, action="graph.password.reset",
-                                         target=user_id, outcome=err.slug, correlation_id=correlation_id,
-                                         graph_request_id=err.request_id, vault_version=pending.version,
-                                         detail={"reason": err.detail})
+                await audit.record("graph.password.reset", user_id, err.slug, graph_request_id=err.request_id,
+                                   vault_version=pending.version, reason=err.detail)
                 raise
             except (Ambiguous, Transient) as err:
-                await self._audit.record(connection=conn.name, actor=ACTOR, action="graph.password.reset",
-                                         target=user_id, outcome="unknown", correlation_id=correlation_id,
-                                         graph_request_id=err.request_id, vault_version=pending.version,
-                                         detail={"reason": err.detail, "versionState": "possibly current"})
+                await audit.record("graph.password.reset", user_id, "unknown", graph_request_id=err.request_id,
+                                   vault_version=pending.version, reason=err.detail, versionState="possibly current")
                 raise
             # One record audits the Graph write and the promotion (it carries Graph's request id).
             await self._promote(name, pending.version, keep=feature.keep_superseded)
-            await self._audit.record(connection=conn.name, actor=ACTOR, action="rotation.completed", target=user_id,
-                                     outcome="rotated", correlation_id=correlation_id,
-                                     graph_request_id=request_id, vault_version=pending.version,
-                                     detail={"rotationId": rotation_id})
+            await audit.record("rotation.completed", user_id, "rotated", graph_request_id=request_id,
+                               vault_version=pending.version, rotationId=rotation_id)
             return Outcome(user_id, Status.ROTATED, version=pending.version)
         reason = f"Graph rejected {MAX_DEFINITE_REJECTIONS} generated passwords: {last_rejection}"
-        await self._audit.record(connection=conn.name, actor=ACTOR, action="rotation.failed", target=user_id,
-                                 outcome="failed", correlation_id=correlation_id, detail={"reason": reason})
+        await audit.record("rotation.failed", user_id, "failed", reason=reason)
         return Outcome(user_id, Status.FAILED, reason=reason)
 
     async def _mark(self, name: str, version: SecretVersion, state: str, *, enabled: bool | None = None) -> None:

@@ -1,4 +1,4 @@
-"""User and group sync: read the sync groups, plan, then apply under a lease.
+"""User and group sync on the reconcile engine (shared.services.reconcile): lease, read, plan, threshold, apply.
 
 Order of a run: take the connection's lease (one run at a time); read Entra - the first run (or a
 resync after a delta token expired, 410) reads the group tree with a first `groups/delta` round per
@@ -8,6 +8,8 @@ locally (shared.domain.sync.GroupTree). Any failed or incomplete page aborts the
 written. Then plan (shared.domain.sync), stop with an alert if removals exceed the threshold, write rows,
 carry out the removal behaviour, keep the enrollment-state groups, and only then store the new delta
 links and tree (shared.services.ports.SyncStateRepository), so a run that stops early is read again next time.
+The engine holds the lease, checks the threshold, applies and audits each removal, and reports; the rules
+of the plan are shared.domain.sync, and `_SyncRun` below is the sync's read, plan and apply.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -45,6 +47,7 @@ from shared.domain.sync import (
 )
 from shared.errors import BridgeError, Conflict, Gone, Stop, Throttled, Transient, root_cause, translated
 from shared.messages import WorkMessage
+from shared.services.audit_context import AuditContext
 from shared.services.directory import Directory
 from shared.services.enrollment_groups import EnrollmentGroups
 from shared.services.events import recover_user_events, user_events
@@ -63,6 +66,7 @@ from shared.services.ports import (
     SyncStateRepository,
     WorkQueue,
 )
+from shared.services.reconcile import Capability, Done, Report, ThresholdExceeded, reconcile
 from shared.topology import Queue
 
 __all__ = ["DeltaState", "SyncReport", "SyncService", "SyncStatus"]
@@ -106,17 +110,6 @@ class ReadResult:
     #: Users whose row may change: in the users delta, or whose membership differs between the trees.
     affected: set[str]
     mode: str
-
-
-@dataclass
-class _Imported:
-    """What the streamed part of a full run leaves for its end: the new state and the ids it read."""
-
-    state: DeltaState
-    seen: SeenIds
-    dirty: set[str]
-    #: Rows of the connection before the run (counted by the sweep).
-    rows_before: int = 0
 
 
 @dataclass
@@ -180,28 +173,6 @@ class SyncStatus:
         return []
 
 
-class _Lease:
-    """The connection's sync lease while a run holds it: renewed in the background, lost when taken over."""
-
-    def __init__(self, held: Lease) -> None:
-        self.held = held
-        self.lost = False
-        self.ended = asyncio.Event()
-
-
-@dataclass
-class _Run:
-    """One run's inputs, handed to its steps."""
-
-    conn: Connection
-    reader: DirectoryReader
-    report: SyncReport
-    dry_run: bool
-    lease: _Lease
-    progress: Progress | None
-    correlation_id: str
-
-
 def _target(row: UserRow | None) -> Enrollment | None:
     return target(row) if row is not None else None
 
@@ -241,8 +212,9 @@ class SyncService:
                               correlation_id=correlation_id, args={"actor": actor, "dryRun": dry_run, "full": full,
                                     **({"notified": True} if notified else {})})
         await self._queue.send(Queue.SYNC, message.model_dump(mode="json", by_alias=True))
-        await self._audit.record(connection=conn.name, actor=actor, action="sync.requested", target=conn.name,
-                                 outcome="queued", correlation_id=correlation_id, detail={"runId": run_id})
+        audit = AuditContext(self._audit, connection=conn.name, actor=actor, correlation_id=correlation_id,
+                             run_id=run_id)
+        await audit.record("sync.requested", conn.name, "queued")
         return run_id
 
     async def last_run(self, connection: str, *, dry_run: bool = False) -> JsonObject | None:
@@ -269,9 +241,10 @@ class SyncService:
         problem = translated(err)
         report.failed(problem)
         await self._state.put_run(conn.name, report.row())
-        await self._audit.record(connection=conn.name, actor=ACTOR, action="sync.failed", target=conn.name,
-                                 outcome="failed", correlation_id=correlation_id, graph_request_id=problem.request_id,
-                                 detail={"runId": run_id, "reason": problem.detail})
+        audit = AuditContext(self._audit, connection=conn.name, actor=ACTOR, correlation_id=correlation_id,
+                             run_id=run_id)
+        await audit.record("sync.failed", conn.name, "failed", graph_request_id=problem.request_id,
+                           reason=problem.detail)
         return report
 
     # ------------------------------------------------------------------ one run
@@ -279,106 +252,115 @@ class SyncService:
     async def run(self, conn: Connection, reader: DirectoryReader, *, run_id: str, correlation_id: str,
                   dry_run: bool = False, progress: Progress | None = None, full: bool = False,
                   groups: GroupWriter | None = None) -> SyncReport:
-        """One sync of `conn`: incremental when a delta state exists, full otherwise (or when asked)."""
+        """One sync of `conn` on the reconcile engine: incremental when a delta state exists, full otherwise (or
+        when asked). The delta links are stored after the engine's report, so a run that stopped is read again."""
         started = time.monotonic()
         report = SyncReport(run_id=run_id, connection=conn.name, started_at=self._clock.now().isoformat())
         dry_run = dry_run or conn.dry_run
         writer = groups if groups is not None else (reader if isinstance(reader, GroupWriter) else None)
-        lease = _Lease(await self._take_lease(conn.name, run_id))
-        renewal = asyncio.get_running_loop().create_task(self._keep_lease(conn.name, run_id, lease))
+        lease = _RunLease(self, conn.name, run_id)
+        audit = AuditContext(self._audit, connection=conn.name, actor=ACTOR, correlation_id=correlation_id,
+                             run_id=run_id)
+        job = _SyncRun(self, conn, reader, report, audit, lease, dry_run=dry_run, full=full, progress=progress,
+                       groups=writer)
         try:
-            if not dry_run:
-                async def stored(ids: Collection[str]) -> Mapping[str, UserRow]:
-                    return await self._directory.get_many(conn.name, ids)
-
-                # Events held by a run that stopped: released when the stored row proves the change.
-                await recover_user_events(self._events, conn.name, stored)
-            run = _Run(conn=conn, reader=reader, report=report, dry_run=dry_run, lease=lease,
-                       progress=progress, correlation_id=correlation_id)
-            incremental: tuple[ReadResult, SyncPlan, dict[str, UserRow]] | None = None
-            imported: _Imported | None = None
-            try:
-                sync_roots, rotation_root, state = await self._start(conn, reader, report, full)
-                if state is not None:
-                    try:
-                        incremental = await self._plan_incremental(run, state)
-                    except Gone as err:
-                        report.resynced = f"a delta link cannot be used any more (expired, or for another Graph " \
-                                          f"host): {err.detail}"
-                        log.info("sync of %s: %s; reading everything again", conn.name, report.resynced)
-                if incremental is None:
-                    if report.resynced:
-                        await self._resynced(run)
-                    imported = await self._import(run, sync_roots, rotation_root)
-            except BridgeError as err:
-                cause = root_cause(err)
-                if not (cause.retryable or isinstance(cause, Stop)):
-                    raise  # no read can be made (a token, a permission, a missing group): the run failed
-                report.outcome = "aborted"
-                report.alert = f"incomplete read, nothing removed: {err.detail}"
-                report.errors += 1
-                await self._audit.record(connection=conn.name, actor=ACTOR, action="sync.aborted", target=conn.name,
-                                         outcome="aborted", correlation_id=correlation_id,
-                                         graph_request_id=err.request_id, detail={"runId": run_id,
-                                                                                  "reason": err.detail})
-                report.problem = root_cause(err).problem()
-                raise Stop(report.alert, request_id=err.request_id) from err
-            if incremental is not None:
-                read, changes, before = incremental
-                await self._finish_incremental(run, writer, read, changes, before)
-            elif imported is not None:
-                await self._finish_import(run, writer, imported)
+            await self._reconcile(job)
         except Exception as exc:
+            if lease.held is None:
+                raise  # the lease was not taken (another run holds it): nothing of this run happened
             failure = translated(exc)
             if failure is not exc:
                 log.exception("sync %s of %s failed unexpectedly", run_id, conn.name)
             if report.outcome == "running":
-                await self._audit.record(connection=conn.name, actor=ACTOR, action="sync.failed", target=conn.name,
-                                         outcome="failed", correlation_id=correlation_id,
-                                         graph_request_id=failure.request_id,
-                                         detail={"runId": run_id, "reason": failure.detail})
+                await audit.record("sync.failed", conn.name, "failed", graph_request_id=failure.request_id,
+                                   reason=failure.detail)
             report.failed(failure)
             if failure is exc:
                 raise
             raise failure from exc
         finally:
-            lease.ended.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewal
-            if report.outcome == "running":  # cancelled (the host's timeout, a shutdown)
-                report.failed(BridgeError("the run was interrupted before it ended (functionTimeout or a restart)"))
-            extra = getattr(writer, "resource_units", 0) if writer is not None and id(writer) != id(reader) else 0
-            report.resource_units = reader.resource_units + (extra if isinstance(extra, int) else 0)
-            report.duration_seconds = round(time.monotonic() - started, 3)
-            await self._state.put_run(conn.name, report.row(), dry_run=dry_run)
-            await self._release_lease(conn.name, lease)
-        await self._audit.record(connection=conn.name, actor=ACTOR, action="sync.completed", target=conn.name,
-                                 outcome=report.outcome, correlation_id=correlation_id,
-                                 detail={"runId": run_id, "mode": report.mode, "added": report.added,
-                                         "updated": report.updated, "removed": report.removed,
-                                         "unchanged": report.unchanged, "missingInEntra": report.missing_in_entra})
-        await self._audit.flush()  # the end of a run anchors its audit chains (docs/audit.md)
+            await job.close()
+            if lease.held is not None:
+                if report.outcome == "running":  # cancelled (the host's timeout, a shutdown)
+                    report.failed(BridgeError("the run was interrupted before it ended (functionTimeout or a restart)"))
+                extra = getattr(writer, "resource_units", 0) if writer is not None and id(writer) != id(reader) else 0
+                report.resource_units = reader.resource_units + (extra if isinstance(extra, int) else 0)
+                report.duration_seconds = round(time.monotonic() - started, 3)
+                await self._state.put_run(conn.name, report.row(), dry_run=dry_run)
+        await audit.record("sync.completed", conn.name, report.outcome, mode=report.mode, added=report.added,
+                           updated=report.updated, removed=report.removed, unchanged=report.unchanged,
+                           missingInEntra=report.missing_in_entra)
+        await audit.flush()  # the end of a run anchors its audit chains (docs/audit.md)
         return report
 
-    async def _resynced(self, run: _Run) -> None:
-        await self._audit.record(connection=run.conn.name, actor=ACTOR, action="sync.resync", target=run.conn.name,
-                                 outcome="full", correlation_id=run.correlation_id,
-                                 detail={"runId": run.report.run_id, "reason": run.report.resynced})
+    async def _reconcile(self, job: _SyncRun) -> None:
+        """Run `job` on the engine (which ends an applied run with `_store`), then fill in the report."""
+        conn, report = job.conn, job.report
+        try:
+            engine = await reconcile(job, job.audit, dry_run=job.dry_run, limit=job.limit, lease=job.lease,
+                                     stream=True, concurrency=REMOVAL_CONCURRENCY)
+        except ThresholdExceeded as stop:
+            await self._blocked(job, stop.detail)
+            return
+        except BridgeError as err:
+            cause = root_cause(err)
+            if job.lease.held is None or job.read_done or not (cause.retryable or isinstance(cause, Stop)):
+                raise  # no read can be made (a token, a permission, a missing group): the run failed
+            report.outcome = "aborted"
+            report.alert = f"incomplete read, nothing removed: {err.detail}"
+            report.errors += 1
+            await job.audit.record("sync.aborted", conn.name, "aborted", graph_request_id=err.request_id,
+                                   reason=err.detail)
+            report.problem = cause.problem()
+            raise Stop(report.alert, request_id=err.request_id) from err
+        if engine.stopped:  # a dry run over the threshold
+            await self._blocked(job, engine.stopped)
+            return
+        report.added, report.updated = job.changes_added, job.changes_updated
+        if job.delta is not None:
+            changes = job.changes
+            report.added, report.updated, report.removed = len(changes.add), len(changes.update), len(changes.remove)
+        elif job.sweep is not None:
+            report.removed = len(job.sweep.removals)
+        if job.dry_run:
+            report.outcome = "dry-run"
 
-    async def _hold(self, run: _Run, key: str, before: Mapping[str, UserRow], changes: SyncPlan) -> bool:
+    async def _store(self, job: _SyncRun) -> None:
+        """The end of an applied run, still under its lease: store the new state (delta links last of what the
+        run read), then keep the enrollment-state groups."""
+        conn, report, writer = job.conn, job.report, job.groups
+        delta, changes = job.delta, job.changes
+        if delta is not None:
+            read = delta.read
+            read.state.rows = (read.state.rows or 0) + len(changes.add)
+            await self._state.save_delta(conn.name, read.state, changed=read.dirty, gone=read.gone_groups, full=False)
+            if conn.features.passkeys.enabled and writer is not None:
+                moves = {row.id: (_target(delta.rows.get(row.id)), _target(row))
+                         for row in (*changes.add, *changes.update, *changes.remove)}
+                await self._enrollment(conn, writer, job.reader, report, job.audit.correlation_id, moves=moves)
+        else:
+            if job.sweep is None or job.state is None or job.size is None:
+                raise BridgeError("the full read ended without its sweep")
+            job.state.rows = job.size + job.changes_added
+            await self._state.save_delta(conn.name, job.state, changed=job.state.tree.groups(), gone=set(), full=True)
+            if conn.features.passkeys.enabled and writer is not None:
+                await self._enrollment(conn, writer, job.reader, report, job.audit.correlation_id, moves=None)
+        report.outcome = "completed"
+
+    async def _hold(self, connection: str, key: str, before: Mapping[str, UserRow], changes: SyncPlan) -> bool:
         """Hold the events of `changes` under `key` until their rows are written; whether any were held."""
         if self._events is None:
             return False
-        events = user_events(run.conn.name, before, changes, self._clock.now())
+        events = user_events(connection, before, changes, self._clock.now())
         if events:
-            await self._events.hold(run.conn.name, key, events)
+            await self._events.hold(connection, key, events)
         return bool(events)
 
-    async def _release(self, run: _Run, keys: Sequence[str]) -> None:
+    async def _release(self, connection: str, keys: Sequence[str]) -> None:
         """The rows of these held events are written: record them for publishing."""
         if self._events is not None:
             for key in keys:
-                await self._events.release(run.conn.name, key)
+                await self._events.release(connection, key)
 
     def _planned(self, report: SyncReport, changes: SyncPlan) -> None:
         report.missing_in_entra = sum(1 for r in changes.remove if r.state is UserState.MISSING_IN_ENTRA)
@@ -387,294 +369,10 @@ class SyncService:
                               "update": [r.id for r in changes.update][:PLANNED_IDS_KEPT],
                               "remove": [r.id for r in changes.remove][:PLANNED_IDS_KEPT]}
 
-    async def _blocked(self, run: _Run, reason: str) -> None:
-        run.report.outcome, run.report.alert = "blocked", reason
-        await self._audit.record(connection=run.conn.name, actor=ACTOR, action="sync.blocked", target=run.conn.name,
-                                 outcome="blocked", correlation_id=run.correlation_id,
-                                 detail={"runId": run.report.run_id, "reason": reason})
-        log.error("sync of %s blocked: %s", run.conn.name, reason)
-
-    # ------------------------------------------------------------------ an incremental run
-
-    async def _finish_incremental(self, run: _Run, writer: GroupWriter | None, read: ReadResult, changes: SyncPlan,
-                                  before: dict[str, UserRow]) -> None:
-        """Apply an incremental plan: only the changed rows are written, only the changed users moved."""
-        conn, report = run.conn, run.report
-        report.mode = "incremental"
-        self._planned(report, changes)
-        if changes.blocked:
-            await self._blocked(run, changes.blocked)
-        elif run.dry_run:
-            report.outcome = "dry-run"
-            report.added, report.updated, report.removed = len(changes.add), len(changes.update), len(changes.remove)
-        else:
-            if run.lease.lost:
-                raise Conflict(f"the sync lease of {conn.name!r} was taken over by another run; nothing written")
-            # The run's events are held until its rows are written (docs/events.md, "exactly once").
-            held = await self._hold(run, report.run_id, before, changes)
-            failed_before = report.errors
-            await self._apply(conn, changes, report, run.correlation_id, run.progress)
-            if held and report.errors == failed_before:
-                await self._release(run, [report.run_id])  # else the next run proves each one
-            read.state.rows = (read.state.rows or 0) + len(changes.add)
-            await self._state.save_delta(conn.name, read.state, changed=read.dirty, gone=read.gone_groups, full=False)
-            if conn.features.passkeys.enabled and writer is not None:
-                moves = {row.id: (_target(before.get(row.id)), _target(row))
-                         for row in (*changes.add, *changes.update, *changes.remove)}
-                await self._enrollment(conn, writer, run.reader, report, run.correlation_id, moves=moves)
-            report.outcome = "completed"
-
-    async def _plan_incremental(self, run: _Run, state: DeltaState) -> tuple[ReadResult, SyncPlan, dict[str, UserRow]]:
-        """Read the changes, then plan from the rows of the users they concern only (point reads)."""
-        conn = run.conn
-        read = await self._read_incremental(run.reader, state, run.progress)
-        tree, before, rotation = read.state.tree, read.before, state.rotation_root
-        members = scope_among(tree, state.sync_roots, read.affected)
-        was_in_scope = scope_among(before, state.sync_roots, read.affected)
-        rotation_members = frozenset(tree.among(rotation, read.affected)) if rotation else frozenset[str]()
-        was_rotating = before.among(rotation, read.affected) if rotation else set()
-        # A user the tree changes only moved within the same sync groups and rotation group (e.g. between
-        # nested groups) keeps the row it has: it is not read.
-        concerned = {uid for uid in read.affected
-                     if uid in read.changed or uid in read.deleted or members.get(uid) != was_in_scope.get(uid)
-                     or (uid in rotation_members) != (uid in was_rotating)}
-        rows = await self._directory.get_many(conn.name, concerned)
-        run.report.rows_read = len(concerned)
-        attributes = {uid: EntraUser.from_row(row) for uid, row in rows.items()}
-        for uid, change in read.changed.items():
-            if uid in attributes:
-                attributes[uid] = attributes[uid].updated(change)
-            elif change.get("userPrincipalName"):
-                attributes[uid] = EntraUser.from_graph(change, "")
-        missing = sorted(uid for uid in members if uid in concerned and uid not in attributes
-                         and uid not in read.deleted)
-        if missing:
-            for user in await run.reader.users(missing):
-                attributes[user.id] = user
-        seen = {uid: attributes[uid].with_groups(roots) for uid, roots in members.items()
-                if uid in concerned and uid in attributes and uid not in read.deleted}
-        if state.rows is None or state.in_scope is None:
-            # A state stored before the counts were kept: counted once, then kept by every run.
-            state.rows = await self._directory.count(conn.name)
-            state.in_scope = len(scope(before, state.sync_roots))
-        changes = plan(rows, seen, rotation_members=rotation_members, removal=conn.features.sync.removal,
-                       threshold=conn.features.sync.removal_threshold, now=self._clock.now(),
-                       deleted_in_entra=frozenset(read.deleted), size=state.rows)
-        read.state.rows = state.rows
-        read.state.in_scope = state.in_scope - sum(1 for uid in was_in_scope if uid in concerned) + len(seen)
-        run.report.unchanged = max(read.state.in_scope - len(changes.add) - len(changes.update), 0)
-        return read, changes, rows
-
-    # ------------------------------------------------------------------ a full run, streamed
-
-    async def _import(self, run: _Run, sync_roots: list[str], rotation_root: str | None) -> _Imported:
-        """Read every user of the sync groups page by page; plan and write each page as it comes (writes overlap
-        the next reads, through a queue of at most QUEUE_PAGES pages). Only the tree and the ids read are kept."""
-        conn, report, reader = run.conn, run.report, run.reader
-        report.mode = "full"
-        # The users link is taken first: a change made while the tree is read shows up again next run.
-        users_link = await reader.users_delta_latest()
-        tree = GroupTree()
-        roots = [*sync_roots, *([rotation_root] if rotation_root else [])]
-        links = await self._read_groups(reader, tree, set(roots))
-        rotation_members = frozenset(tree.effective(rotation_root)) if rotation_root else frozenset[str]()
-        empty = await self._directory.is_empty(conn.name)
-        # Against a directory that holds rows, the stored rows' digests tell which users changed: only their
-        # rows are read again (for what only the bridge keeps: first seen, enrollment).
-        digests: RowDigests | None = None
-        if not empty:
-            digests = RowDigests()
-            async for row in self._directory.scan(conn.name):
-                digests.add(row)
-            report.rows_read += len(digests)
-        if not run.dry_run:
-            # Rows are written as they are read: until this run stores its own state, the next run is a full one.
-            await self.forget_state(conn.name)
-        seen = SeenIds()
-        pages: list[str] = []  # the keys of the pages whose events are held
-        planned = {"add": 0, "update": 0}
-        ids: dict[str, list[str]] = {"add": [], "update": [], "remove": []}
-        queue: asyncio.Queue[list[UserRow] | None] = asyncio.Queue(maxsize=QUEUE_PAGES)
-        drain = None if run.dry_run else asyncio.get_running_loop().create_task(self._drain(run, queue))
-
-        async def offer(rows: list[UserRow] | None) -> None:
-            if drain is None:
-                return
-            if drain.done():
-                drain.result()
-                raise Stop("the writer of the import stopped before the read ended")
-            put = asyncio.ensure_future(queue.put(rows))
-            done, _ = await asyncio.wait({put, drain}, return_when=asyncio.FIRST_COMPLETED)
-            if put not in done:  # the writer ended first: only by failing
-                put.cancel()
-                drain.result()  # the writer failed: its error ends the run
-                raise Stop("the writer of the import stopped before the read ended")
-
-        async def page(items: list[EntraUser], position: int) -> None:
-            by_id = {user.id: user for user in items}
-            members = scope_among(tree, sync_roots, by_id)
-            # A user in several sync groups is planned with the first of them that lists it.
-            chosen = {uid: r for uid, r in members.items()
-                      if position < 0 or not any(sync_roots.index(root) < position for root in r)}
-            users = {uid: by_id[uid].with_groups(r) for uid, r in chosen.items()}
-            now = self._clock.now()
-            if digests is not None:
-                stored = {uid: digests.get(uid) for uid in users}
-                same = {uid for uid, user in users.items() if stored[uid] is not None and stored[uid] == row_digest(
-                    new_row(None, user, in_rotation_group=uid in rotation_members, now=now))}
-                users = {uid: user for uid, user in users.items() if uid not in same}
-                wanted = [uid for uid in users if stored[uid] is not None]
-            else:
-                same, wanted = set(), ([] if empty else list(users))
-            before = await self._directory.get_many(conn.name, wanted) if wanted else {}
-            report.rows_read += len(wanted)
-            changes = plan(before, users, rotation_members=rotation_members, removal=conn.features.sync.removal,
-                           threshold=conn.features.sync.removal_threshold, now=now)
-            for uid in chosen:
-                seen.add(uid)
-            planned["add"] += len(changes.add)
-            planned["update"] += len(changes.update)
-            report.unchanged += changes.unchanged + len(same)
-            for kind, rows in (("add", changes.add), ("update", changes.update)):
-                ids[kind] += [r.id for r in rows][:PLANNED_IDS_KEPT - len(ids[kind])]
-            if changes.add or changes.update:
-                if not run.dry_run:
-                    # Held per page, so releasing them never holds the whole directory's events at once.
-                    key = f"{report.run_id}.{len(pages):06d}"
-                    if await self._hold(run, key, before, changes):
-                        pages.append(key)
-                await offer([*changes.add, *changes.update])
-            if run.progress:
-                run.progress("read", len(seen), 0)
-
-        try:
-            for position, root in enumerate(sync_roots):
-                batch: list[EntraUser] = []
-                async for item in reader.transitive_users(root):
-                    batch.append(item)
-                    if len(batch) >= PAGE_USERS:
-                        await page(batch, position)
-                        batch = []
-                if batch:
-                    await page(batch, position)
-            # Users in the tree that the transitive reads did not list (Graph is eventually consistent).
-            missing = sorted({uid for group in tree.reachable(sync_roots) for uid in tree.users[group]
-                              if uid not in seen})
-            for start in range(0, len(missing), PAGE_USERS):
-                found = await reader.users(missing[start:start + PAGE_USERS])
-                if found:
-                    await page(found, -1)
-            await offer(None)
-            if drain is not None:
-                failed_before = report.errors
-                await drain
-                if report.errors == failed_before:
-                    await self._release(run, pages)  # else the next run proves each one
-        finally:
-            if drain is not None and not drain.done():
-                drain.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await drain
-        report.planned = {**planned, "remove": 0}
-        report.planned_ids = ids
-        state = DeltaState(sync_roots=sync_roots, rotation_root=rotation_root, users_link=users_link,
-                           group_links=links, tree=tree, in_scope=len(seen))
-        return _Imported(state=state, seen=seen, dirty=tree.groups())
-
-    async def _drain(self, run: _Run, queue: asyncio.Queue[list[UserRow] | None]) -> None:
-        """Write planned rows as they come: the rows of one write group go as one all-or-nothing write once
-        there are as many as it takes (the rest at the end), BATCH_CONCURRENCY writes at a time."""
-        conn, report = run.conn, run.report
-        pending: dict[str, list[UserRow]] = {}
-        semaphore = asyncio.Semaphore(BATCH_CONCURRENCY)
-        in_flight: set[asyncio.Task[None]] = set()
-        done = 0
-
-        async def send(chunk: list[UserRow]) -> None:
-            nonlocal done
-            try:
-                await self._write(conn, chunk, report)
-            finally:
-                semaphore.release()
-            done += len(chunk)
-            if run.progress:
-                run.progress("write", done, done)
-
-        async def start(chunk: list[UserRow]) -> None:
-            if run.lease.lost:
-                raise Conflict(f"the sync lease of {conn.name!r} was taken over by another run; nothing more written")
-            await semaphore.acquire()
-            task = asyncio.get_running_loop().create_task(send(chunk))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
-            for finished in [t for t in list(in_flight) if t.done()]:
-                finished.result()
-
-        try:
-            while (rows := await queue.get()) is not None:
-                for row in rows:
-                    key = self._directory.batch_key(conn.name, row.id)
-                    chunk = pending.setdefault(key, [])
-                    chunk.append(row)
-                    if len(chunk) >= self._directory.batch_rows:
-                        await start(pending.pop(key))
-            for chunk in pending.values():
-                await start(chunk)
-            pending.clear()
-            if in_flight:
-                await asyncio.gather(*in_flight)
-        finally:
-            for task in in_flight:
-                task.cancel()
-
-    async def _finish_import(self, run: _Run, writer: GroupWriter | None, imported: _Imported) -> None:
-        """The end of a full run: sweep the stored rows for users no longer read, then remove them (within the
-        threshold), store the state, keep the enrollment-state groups."""
-        conn, report = run.conn, run.report
-        removal, threshold = conn.features.sync.removal, conn.features.sync.removal_threshold
-        removals: list[UserRow] = []
-        originals: dict[str, UserRow] = {}  # the stored rows of the removals, for their events
-        departures = rows = 0
-        async for row in self._directory.scan(conn.name):
-            rows += 1
-            if row.id in imported.seen:
-                continue
-            gone = removed_row(row, removal, deleted=False)
-            if gone is None:
-                continue
-            if row.state is UserState.ACTIVE:
-                departures += 1
-            if departures <= threshold.absolute:  # beyond it the run is blocked whatever the size: keep no more
-                removals.append(gone)
-                originals[row.id] = row
-        size = rows - (0 if run.dry_run else report.planned.get("add", 0))
-        report.planned["remove"] = len(removals) if departures <= threshold.absolute else departures
-        report.planned_ids["remove"] = [r.id for r in removals][:PLANNED_IDS_KEPT]
-        report.missing_in_entra = sum(1 for r in removals if r.state is UserState.MISSING_IN_ENTRA)
-        # The rows of the users read are written already (a dry run only counts them).
-        report.added, report.updated = report.planned.get("add", 0), report.planned.get("update", 0)
-        reason = blocked(departures, size, threshold)
-        if reason:
-            await self._blocked(run, reason)
-            return
-        if run.dry_run:
-            report.outcome, report.removed = "dry-run", len(removals)
-            return
-        if run.lease.lost:
-            raise Conflict(f"the sync lease of {conn.name!r} was taken over by another run; nothing removed")
-        key = f"{report.run_id}.removals"
-        held = await self._hold(run, key, originals, SyncPlan(remove=removals))
-        failed_before = report.errors
-        await self._apply(conn, SyncPlan(remove=removals), report, run.correlation_id, run.progress)
-        if held and report.errors == failed_before:
-            await self._release(run, [key])
-        report.added, report.updated = report.planned.get("add", 0), report.planned.get("update", 0)
-        imported.state.rows = size + report.added
-        await self._state.save_delta(conn.name, imported.state, changed=imported.dirty, gone=set(), full=True)
-        if conn.features.passkeys.enabled and writer is not None:
-            await self._enrollment(conn, writer, run.reader, report, run.correlation_id, moves=None)
-        report.outcome = "completed"
-
+    async def _blocked(self, job: _SyncRun, reason: str) -> None:
+        job.report.outcome, job.report.alert = "blocked", reason
+        await job.audit.record("sync.blocked", job.conn.name, "blocked", reason=reason)
+        log.error("sync of %s blocked: %s", job.conn.name, reason)
     # ------------------------------------------------------------------ reading
 
     async def _start(self, conn: Connection, reader: DirectoryReader, report: SyncReport,
@@ -754,35 +452,7 @@ class SyncService:
         """Drop the delta links so the next run reads everything again."""
         await self._state.forget_delta(connection)
 
-    # ------------------------------------------------------------------ applying
-
-    async def _apply(self, conn: Connection, changes: SyncPlan, report: SyncReport, correlation_id: str,
-                     progress: Progress | None) -> None:
-        rows = [*changes.add, *changes.update, *changes.remove]
-        done = 0
-        semaphore = asyncio.Semaphore(BATCH_CONCURRENCY)
-
-        async def write(chunk: list[UserRow]) -> None:
-            nonlocal done
-            async with semaphore:
-                await self._write(conn, chunk, report)
-                done += len(chunk)
-                if progress:
-                    progress("write", done, len(rows))
-
-        await asyncio.gather(*(write(batch) for batch in self._directory.batches(conn.name, rows)))
-        if progress:
-            progress("write", len(rows), len(rows))
-        report.added, report.updated = len(changes.add), len(changes.update)
-        removing = asyncio.Semaphore(REMOVAL_CONCURRENCY)
-
-        async def remove(row: UserRow) -> None:
-            async with removing:
-                await self._remove(conn, row, correlation_id)
-
-        # Each removal is its own audit chain (by target) and secret: independent of the others.
-        await asyncio.gather(*(remove(row) for row in changes.remove))
-        report.removed = len(changes.remove)
+    # ------------------------------------------------------------------ writing
 
     async def _write(self, conn: Connection, chunk: list[UserRow], report: SyncReport) -> None:
         """Write one write group's rows all or nothing (`Directory.batches`); a write is safe to repeat, so a
@@ -802,22 +472,6 @@ class SyncService:
                 except BridgeError as single:
                     report.errors += 1
                     log.warning("could not store user %s: %s", row.id, single.detail)
-
-    async def _remove(self, conn: Connection, row: UserRow, correlation_id: str) -> None:
-        detail: dict[str, Any] = {"state": row.state.value, "removal": conn.features.sync.removal.value}
-        if row.state is UserState.REMOVED:
-            if self._secrets is not None:
-                # Soft delete: recoverable for the vault's retention period; never purged by the bridge.
-                try:
-                    await self._secrets.delete(rotation_policy.secret_name(conn.name, row.id))
-                    detail["secretSoftDeleted"] = True
-                except BridgeError as err:
-                    detail["secretError"] = err.detail
-            # The passkeys service revokes what the bridge registered for removed users after the run.
-            detail["passkeysToRevoke"] = True
-        action = "user.missingInEntra" if row.state is UserState.MISSING_IN_ENTRA else "user.removed"
-        await self._audit.record(connection=conn.name, actor=ACTOR, action=action, target=row.id,
-                                 outcome=row.state.value, correlation_id=correlation_id, detail=detail)
 
     async def _enrollment(self, conn: Connection, writer: GroupWriter, reader: DirectoryReader, report: SyncReport,
                           correlation_id: str, *,
@@ -899,26 +553,552 @@ class SyncService:
             raise Conflict(f"a sync of {connection!r} has just started; try again later")
         raise Conflict(f"a sync of {connection!r} ({holder.owner}) is running until {holder.until:%H:%M:%S} UTC")
 
-    async def _keep_lease(self, connection: str, run_id: str, lease: _Lease) -> None:
+
+class _RunLease:
+    """The connection's sync lease as the engine's lease hook: taken as the run starts (Conflict while another
+    live run holds it), renewed in the background, given back at the end; `lost` once another run took it."""
+
+    def __init__(self, service: SyncService, connection: str, run_id: str) -> None:
+        self._service = service
+        self.connection = connection
+        self.run_id = run_id
+        #: The lease as last written; None until it was taken.
+        self.held: Lease | None = None
+        self.lost = False
+
+    def check(self, what: str) -> None:
+        """Raise Conflict when another run took the lease over (`what`: what this run leaves unwritten)."""
+        if self.lost:
+            raise Conflict(f"the sync lease of {self.connection!r} was taken over by another run; {what}")
+
+    @contextlib.asynccontextmanager
+    async def __call__(self) -> AsyncIterator[None]:
+        self.held = await self._service._take_lease(self.connection, self.run_id)
+        ended = asyncio.Event()
+        renewal = asyncio.get_running_loop().create_task(self._keep(ended))
+        try:
+            yield
+        finally:
+            ended.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+            await self._release()
+
+    async def _keep(self, ended: asyncio.Event) -> None:
         """Renew the lease while the run lives; a lease taken over by another run is marked lost."""
-        while not lease.lost:
+        leases = self._service._leases
+        while not self.lost and self.held is not None:
             try:
-                await asyncio.wait_for(lease.ended.wait(), LEASE_RENEWAL.total_seconds())
+                await asyncio.wait_for(ended.wait(), LEASE_RENEWAL.total_seconds())
                 return
             except TimeoutError:
                 pass
             try:
-                lease.held = await self._leases.renew(lease.held, LEASE.total_seconds())
+                self.held = await leases.renew(self.held, LEASE.total_seconds())
             except Conflict:
-                lease.lost = True
-                log.warning("the sync lease of %s was taken over while run %s was reading", connection, run_id)
+                self.lost = True
+                log.warning("the sync lease of %s was taken over while run %s was reading", self.connection,
+                            self.run_id)
             except BridgeError as err:
-                log.warning("the sync lease of %s could not be renewed (%s); trying again", connection, err.detail)
+                log.warning("the sync lease of %s could not be renewed (%s); trying again", self.connection,
+                            err.detail)
 
-    async def _release_lease(self, connection: str, lease: _Lease) -> None:
-        if lease.lost:
+    async def _release(self) -> None:
+        if self.lost or self.held is None:
             return
         try:
-            await self._leases.release(lease.held)
+            await self._service._leases.release(self.held)
         except BridgeError:
-            log.info("the sync lease of %s could not be given back; it expires", connection)
+            log.info("the sync lease of %s could not be given back; it expires", self.connection)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Rows of users in scope to write (added or updated): one action, written in all-or-nothing groups."""
+
+    changes: SyncPlan
+    #: A full run's page: handed to the run's writer, which writes while the next pages are read.
+    queued: bool = False
+    kind: str = "write"
+    #: The connection (the target of a failed write's audit record).
+    target: str = ""
+    removals: int = 0
+
+    @property
+    def rows(self) -> list[UserRow]:
+        """The rows to write."""
+        return [*self.changes.add, *self.changes.update]
+
+
+@dataclass(frozen=True)
+class _Removal:
+    """A user no longer in scope (or deleted in Entra): its row in its removed state, its secret, its record."""
+
+    row: UserRow
+    removals: int = 1
+
+    @property
+    def kind(self) -> str:
+        """The audit action."""
+        return "user.missingInEntra" if self.row.state is UserState.MISSING_IN_ENTRA else "user.removed"
+
+    @property
+    def target(self) -> str:
+        """The user."""
+        return self.row.id
+
+
+_Action = _Rows | _Removal
+
+
+@dataclass
+class _Delta:
+    """An incremental run's one batch: the complete read, and the rows and attributes of the users it concerns."""
+
+    read: ReadResult
+    rows: dict[str, UserRow]
+    seen: dict[str, EntraUser]
+    rotation_members: frozenset[str]
+    #: The directory's size (the threshold is relative to it), and the users in scope before the run.
+    size: int
+    in_scope: int
+    concerned: set[str]
+
+
+@dataclass
+class _Page:
+    """A page of a full run: the users read, and the stored rows of those whose row may change."""
+
+    number: int
+    before: dict[str, UserRow]
+    users: dict[str, EntraUser]
+    now: dt.datetime
+
+
+@dataclass
+class _Sweep:
+    """The last batch of a full run, read once every page was: the stored rows of users no longer read."""
+
+    removals: list[UserRow]
+    #: The stored rows of the removals, for their events.
+    originals: dict[str, UserRow]
+
+
+_Batch = _Delta | _Page | _Sweep
+
+
+class _Writer:
+    """A full run's writer: rows of one write group go as one all-or-nothing write once there are as many as it
+    takes (the rest at the end), BATCH_CONCURRENCY writes at a time, while the reader stays at most QUEUE_PAGES
+    pages ahead."""
+
+    def __init__(self, job: _SyncRun) -> None:
+        self._job = job
+        self._queue: asyncio.Queue[list[UserRow] | None] = asyncio.Queue(maxsize=QUEUE_PAGES)
+        self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def offer(self, rows: list[UserRow] | None) -> None:
+        """Queue a page's rows (None: the read ended); the writer's error when it failed."""
+        if self._task.done():
+            self._task.result()
+            raise Stop("the writer of the import stopped before the read ended")
+        put = asyncio.ensure_future(self._queue.put(rows))
+        done, _ = await asyncio.wait({put, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if put not in done:  # the writer ended first: only by failing
+            put.cancel()
+            self._task.result()  # the writer failed: its error ends the run
+            raise Stop("the writer of the import stopped before the read ended")
+
+    async def finish(self) -> None:
+        """Write what is queued and wait for every write."""
+        await self.offer(None)
+        await self._task
+
+    async def close(self) -> None:
+        """Stop writing (a run that ended early)."""
+        if not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _drain(self) -> None:
+        job = self._job
+        directory, connection = job.service._directory, job.conn.name
+        pending: dict[str, list[UserRow]] = {}
+        semaphore = asyncio.Semaphore(BATCH_CONCURRENCY)
+        in_flight: set[asyncio.Task[None]] = set()
+        done = 0
+
+        async def send(chunk: list[UserRow]) -> None:
+            nonlocal done
+            try:
+                await job.service._write(job.conn, chunk, job.report)
+            finally:
+                semaphore.release()
+            done += len(chunk)
+            if job.progress:
+                job.progress("write", done, done)
+
+        async def start(chunk: list[UserRow]) -> None:
+            job.lease.check("nothing more written")
+            await semaphore.acquire()
+            task = asyncio.get_running_loop().create_task(send(chunk))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+            for finished in [t for t in list(in_flight) if t.done()]:
+                finished.result()
+
+        try:
+            while (rows := await self._queue.get()) is not None:
+                for row in rows:
+                    key = directory.batch_key(connection, row.id)
+                    chunk = pending.setdefault(key, [])
+                    chunk.append(row)
+                    if len(chunk) >= directory.batch_rows:
+                        await start(pending.pop(key))
+            for chunk in pending.values():
+                await start(chunk)
+            pending.clear()
+            if in_flight:
+                await asyncio.gather(*in_flight)
+        finally:
+            for task in in_flight:
+                task.cancel()
+
+
+class _SyncRun(Capability[_Batch, _Action]):
+    """One sync run on the reconcile engine (shared.services.reconcile).
+
+    An incremental run reads its changes as one batch (`_Delta`), held whole until the threshold is checked. A
+    full run streams: each page (`_Page`) is planned as it is read and its rows handed to the writer; the sweep
+    of stored rows no longer read (`_Sweep`) comes last, once every page was read and written, and its removals
+    wait for the threshold. The removal threshold counts the run's departures (active users leaving) against
+    the directory's kept size (shared.domain.sync.blocked).
+    """
+
+    def __init__(self, service: SyncService, conn: Connection, reader: DirectoryReader, report: SyncReport,
+                 audit: AuditContext, lease: _RunLease, *, dry_run: bool, full: bool,
+                 progress: Progress | None, groups: GroupWriter | None) -> None:
+        self.service = service
+        self.conn = conn
+        self.reader = reader
+        self.report = report
+        self.audit = audit
+        self.lease = lease
+        self.dry_run = dry_run
+        self.full = full
+        self.progress = progress
+        #: Where the enrollment-state groups are kept (None: not kept by this run).
+        self.groups = groups
+        #: Set once the read ended: a failure before it aborts the run, nothing removed.
+        self.read_done = False
+        self.delta: _Delta | None = None
+        self.changes = SyncPlan()
+        #: A full run's new state, the ids it read, its sweep.
+        self.state: DeltaState | None = None
+        self.sweep: _Sweep | None = None
+        self.departures = 0
+        self.size: int | None = None
+        self.writer: _Writer | None = None
+        self._rotation_members = frozenset[str]()
+        self._pages: list[str] = []  # the keys of the pages whose events are held
+        self._held: str | None = None
+        self._errors = 0
+        self._seen = SeenIds()
+        self.changes_added = 0
+        self.changes_updated = 0
+
+    # ------------------------------------------------------------------ read
+
+    async def read(self) -> AsyncIterator[_Batch]:
+        conn, report, service = self.conn, self.report, self.service
+        if not self.dry_run:
+            async def stored(ids: Collection[str]) -> Mapping[str, UserRow]:
+                return await service._directory.get_many(conn.name, ids)
+
+            # Events held by a run that stopped: released when the stored row proves the change.
+            await recover_user_events(service._events, conn.name, stored)
+        sync_roots, rotation_root, state = await service._start(conn, self.reader, report, self.full)
+        if state is not None:
+            try:
+                self.delta = await self._read_delta(state)
+            except Gone as err:
+                report.resynced = f"a delta link cannot be used any more (expired, or for another Graph " \
+                                  f"host): {err.detail}"
+                log.info("sync of %s: %s; reading everything again", conn.name, report.resynced)
+            else:
+                yield self.delta
+                self.read_done = True
+                return
+        if report.resynced:
+            await self.audit.record("sync.resync", conn.name, "full", reason=report.resynced)
+        async for page in self._import(sync_roots, rotation_root):
+            yield page
+        self.sweep = await self._sweep()
+        yield self.sweep
+        self.read_done = True
+
+    async def _read_delta(self, state: DeltaState) -> _Delta:
+        """Read the changes, then the rows of the users they concern only (point reads)."""
+        conn, service, reader = self.conn, self.service, self.reader
+        read = await service._read_incremental(reader, state, self.progress)
+        self.report.mode = "incremental"
+        tree, before, rotation = read.state.tree, read.before, state.rotation_root
+        members = scope_among(tree, state.sync_roots, read.affected)
+        was_in_scope = scope_among(before, state.sync_roots, read.affected)
+        rotation_members = frozenset(tree.among(rotation, read.affected)) if rotation else frozenset[str]()
+        was_rotating = before.among(rotation, read.affected) if rotation else set()
+        # A user the tree changes only moved within the same sync groups and rotation group (e.g. between
+        # nested groups) keeps the row it has: it is not read.
+        concerned = {uid for uid in read.affected
+                     if uid in read.changed or uid in read.deleted or members.get(uid) != was_in_scope.get(uid)
+                     or (uid in rotation_members) != (uid in was_rotating)}
+        rows = await service._directory.get_many(conn.name, concerned)
+        self.report.rows_read = len(concerned)
+        attributes = {uid: EntraUser.from_row(row) for uid, row in rows.items()}
+        for uid, change in read.changed.items():
+            if uid in attributes:
+                attributes[uid] = attributes[uid].updated(change)
+            elif change.get("userPrincipalName"):
+                attributes[uid] = EntraUser.from_graph(change, "")
+        missing = sorted(uid for uid in members if uid in concerned and uid not in attributes
+                         and uid not in read.deleted)
+        if missing:
+            for user in await reader.users(missing):
+                attributes[user.id] = user
+        seen = {uid: attributes[uid].with_groups(roots) for uid, roots in members.items()
+                if uid in concerned and uid in attributes and uid not in read.deleted}
+        if state.rows is None or state.in_scope is None:
+            # A state stored before the counts were kept: counted once, then kept by every run.
+            state.rows = await service._directory.count(conn.name)
+            state.in_scope = len(scope(before, state.sync_roots))
+        read.state.rows = state.rows
+        in_scope = state.in_scope - sum(1 for uid in was_in_scope if uid in concerned) + len(seen)
+        read.state.in_scope = in_scope
+        return _Delta(read=read, rows=rows, seen=seen, rotation_members=rotation_members, size=state.rows,
+                      in_scope=in_scope, concerned=concerned)
+
+    async def _import(self, sync_roots: list[str], rotation_root: str | None) -> AsyncIterator[_Page]:
+        """Read every user of the sync groups page by page; only the tree and the ids read are kept."""
+        conn, report, reader, service = self.conn, self.report, self.reader, self.service
+        report.mode = "full"
+        # The users link is taken first: a change made while the tree is read shows up again next run.
+        users_link = await reader.users_delta_latest()
+        tree = GroupTree()
+        roots = [*sync_roots, *([rotation_root] if rotation_root else [])]
+        links = await service._read_groups(reader, tree, set(roots))
+        self._rotation_members = frozenset(tree.effective(rotation_root)) if rotation_root else frozenset[str]()
+        empty = await service._directory.is_empty(conn.name)
+        # Against a directory that holds rows, the stored rows' digests tell which users changed: only their
+        # rows are read again (for what only the bridge keeps: first seen, enrollment).
+        digests: RowDigests | None = None
+        if not empty:
+            digests = RowDigests()
+            async for row in service._directory.scan(conn.name):
+                digests.add(row)
+            report.rows_read += len(digests)
+        errors = report.errors
+        if not self.dry_run:
+            # Rows are written as they are read: until this run stores its own state, the next run is a full one.
+            await service.forget_state(conn.name)
+            self.writer = _Writer(self)
+        seen = SeenIds()
+        report.planned_ids = {"add": [], "update": [], "remove": []}
+        number = 0
+
+        async def page(items: list[EntraUser], position: int) -> _Page:
+            nonlocal number
+            by_id = {user.id: user for user in items}
+            members = scope_among(tree, sync_roots, by_id)
+            # A user in several sync groups is planned with the first of them that lists it.
+            chosen = {uid: r for uid, r in members.items()
+                      if position < 0 or not any(sync_roots.index(root) < position for root in r)}
+            users = {uid: by_id[uid].with_groups(r) for uid, r in chosen.items()}
+            now = service._clock.now()
+            if digests is not None:
+                stored = {uid: digests.get(uid) for uid in users}
+                same = {uid for uid, user in users.items() if stored[uid] is not None and stored[uid] == row_digest(
+                    new_row(None, user, in_rotation_group=uid in self._rotation_members, now=now))}
+                users = {uid: user for uid, user in users.items() if uid not in same}
+                wanted = [uid for uid in users if stored[uid] is not None]
+            else:
+                same, wanted = set(), ([] if empty else list(users))
+            before = await service._directory.get_many(conn.name, wanted) if wanted else {}
+            report.rows_read += len(wanted)
+            report.unchanged += len(same)
+            for uid in chosen:
+                seen.add(uid)
+            if self.progress:
+                self.progress("read", len(seen), 0)
+            number += 1
+            return _Page(number=number, before=before, users=users, now=now)
+
+        for position, root in enumerate(sync_roots):
+            batch: list[EntraUser] = []
+            async for item in reader.transitive_users(root):
+                batch.append(item)
+                if len(batch) >= PAGE_USERS:
+                    yield await page(batch, position)
+                    batch = []
+            if batch:
+                yield await page(batch, position)
+        # Users in the tree that the transitive reads did not list (Graph is eventually consistent).
+        missing = sorted({uid for group in tree.reachable(sync_roots) for uid in tree.users[group] if uid not in seen})
+        for start in range(0, len(missing), PAGE_USERS):
+            found = await reader.users(missing[start:start + PAGE_USERS])
+            if found:
+                yield await page(found, -1)
+        if self.writer is not None:
+            await self.writer.finish()
+            if report.errors == errors:
+                await service._release(conn.name, self._pages)  # else the next run proves each one
+        self.state = DeltaState(sync_roots=sync_roots, rotation_root=rotation_root, users_link=users_link,
+                                group_links=links, tree=tree, in_scope=len(seen))
+        self._seen = seen
+
+    async def _sweep(self) -> _Sweep:
+        """The stored rows of users no longer read (every row was written, so the count is the directory's)."""
+        conn, report = self.conn, self.report
+        removal, threshold = conn.features.sync.removal, conn.features.sync.removal_threshold
+        removals: list[UserRow] = []
+        originals: dict[str, UserRow] = {}
+        departures = rows = 0
+        async for row in self.service._directory.scan(conn.name):
+            rows += 1
+            if row.id in self._seen:
+                continue
+            gone = removed_row(row, removal, deleted=False)
+            if gone is None:
+                continue
+            if row.state is UserState.ACTIVE:
+                departures += 1
+            if departures <= threshold.absolute:  # beyond it the run is blocked whatever the size: keep no more
+                removals.append(gone)
+                originals[row.id] = row
+        self.departures = departures
+        self.size = rows - (0 if self.dry_run else self.changes_added)
+        report.planned = {"add": self.changes_added, "update": self.changes_updated,
+                          "remove": len(removals) if departures <= threshold.absolute else departures}
+        report.planned_ids["remove"] = [r.id for r in removals][:PLANNED_IDS_KEPT]
+        report.missing_in_entra = sum(1 for r in removals if r.state is UserState.MISSING_IN_ENTRA)
+        # The rows of the users read are written already (a dry run only counts them).
+        report.added, report.updated = self.changes_added, self.changes_updated
+        return _Sweep(removals=removals, originals=originals)
+
+    # ------------------------------------------------------------------ plan
+
+    def streamed(self, batch: _Batch) -> bool:
+        return not isinstance(batch, _Delta)
+
+    def plan(self, batch: _Batch) -> Sequence[_Action]:
+        conn = self.conn
+        removal, threshold = conn.features.sync.removal, conn.features.sync.removal_threshold
+        if isinstance(batch, _Sweep):
+            return [_Removal(row) for row in batch.removals]
+        if isinstance(batch, _Page):
+            changes = plan(batch.before, batch.users, rotation_members=self._rotation_members, removal=removal,
+                           threshold=threshold, now=batch.now)
+            self.changes_added += len(changes.add)
+            self.changes_updated += len(changes.update)
+            self.report.unchanged += changes.unchanged
+            ids = self.report.planned_ids
+            for kind, rows in (("add", changes.add), ("update", changes.update)):
+                ids[kind] += [r.id for r in rows][:PLANNED_IDS_KEPT - len(ids[kind])]
+            if not changes.add and not changes.update:
+                return []
+            return [_Rows(SyncPlan(add=changes.add, update=changes.update), queued=True, target=conn.name)]
+        changes = plan(batch.rows, batch.seen, rotation_members=batch.rotation_members, removal=removal,
+                       threshold=threshold, now=self.service._clock.now(),
+                       deleted_in_entra=frozenset(batch.read.deleted), size=batch.size)
+        self.changes = changes
+        self.departures = sum(1 for r in changes.remove if batch.rows[r.id].state is UserState.ACTIVE)
+        self.size = batch.size
+        self.service._planned(self.report, changes)
+        self.report.unchanged = max(batch.in_scope - len(changes.add) - len(changes.update), 0)
+        actions: list[_Action] = [_Rows(SyncPlan(add=changes.add, update=changes.update), target=conn.name)] \
+            if changes.add or changes.update else []
+        return [*actions, *(_Removal(row) for row in changes.remove)]
+
+    def limit(self, removals: int) -> str | None:
+        """The engine's Limit: the run's departures against the directory's kept size."""
+        if self.size is None:
+            return None
+        return blocked(self.departures, self.size, self.conn.features.sync.removal_threshold)
+
+    # ------------------------------------------------------------------ apply
+
+    async def begin(self, batch: _Batch, actions: Sequence[_Action]) -> None:
+        """Hold the batch's events before its writes (docs/events.md, "exactly once"), then write the rows of its
+        removals."""
+        removals = [a.row for a in actions if isinstance(a, _Removal)]
+        rows = [a for a in actions if isinstance(a, _Rows)]
+        changes = SyncPlan(add=[r for a in rows for r in a.changes.add],
+                           update=[r for a in rows for r in a.changes.update], remove=removals)
+        if isinstance(batch, _Page):
+            # Held per page, so releasing them never holds the whole directory's events at once.
+            key = f"{self.report.run_id}.{batch.number - 1:06d}"
+            if await self.service._hold(self.conn.name, key, batch.before, changes):
+                self._pages.append(key)
+            return
+        self.lease.check("nothing removed" if isinstance(batch, _Sweep) else "nothing written")
+        key = f"{self.report.run_id}.removals" if isinstance(batch, _Sweep) else self.report.run_id
+        before = batch.originals if isinstance(batch, _Sweep) else batch.rows
+        self._held = key if await self.service._hold(self.conn.name, key, before, changes) else None
+        self._errors = self.report.errors
+        if removals:
+            await self._write_all(removals)
+
+    async def apply(self, action: _Action) -> Done | None:
+        if isinstance(action, _Rows):
+            if action.queued and self.writer is not None:
+                await self.writer.offer(action.rows)
+            else:
+                await self._write_all(action.rows)
+            return None
+        row = action.row
+        detail: dict[str, Any] = {}
+        if row.state is UserState.REMOVED:
+            if self.service._secrets is not None:
+                # Soft delete: recoverable for the vault's retention period; never purged by the bridge.
+                try:
+                    await self.service._secrets.delete(rotation_policy.secret_name(self.conn.name, row.id))
+                    detail["secretSoftDeleted"] = True
+                except BridgeError as err:
+                    detail["secretError"] = err.detail
+            # The passkeys service revokes what the bridge registered for removed users after the run.
+            detail["passkeysToRevoke"] = True
+        return Done(outcome=row.state.value, detail=detail)
+
+    def describe(self, action: _Action) -> Mapping[str, Any]:
+        if isinstance(action, _Removal):
+            return {"state": action.row.state.value, "removal": self.conn.features.sync.removal.value}
+        return {}
+
+    async def end(self, batch: _Batch, actions: Sequence[_Action]) -> None:
+        if not isinstance(batch, _Page) and self._held is not None and self.report.errors == self._errors:
+            await self.service._release(self.conn.name, [self._held])  # else the next run proves each one
+
+    async def finish(self, report: Report[_Action]) -> None:
+        await self.service._store(self)
+
+    async def _write_all(self, rows: list[UserRow]) -> None:
+        service, progress = self.service, self.progress
+        done = 0
+        semaphore = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+        async def write(chunk: list[UserRow]) -> None:
+            nonlocal done
+            async with semaphore:
+                await service._write(self.conn, chunk, self.report)
+                done += len(chunk)
+                if progress:
+                    progress("write", done, len(rows))
+
+        await asyncio.gather(*(write(batch) for batch in service._directory.batches(self.conn.name, rows)))
+        if progress:
+            progress("write", len(rows), len(rows))
+
+    async def close(self) -> None:
+        """Stop the writer of a run that ended early."""
+        if self.writer is not None:
+            await self.writer.close()

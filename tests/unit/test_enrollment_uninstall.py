@@ -247,8 +247,8 @@ async def test_a_recorded_group_deleted_in_entra_is_made_again(world: tuple[Fake
 
 async def test_a_group_recorded_as_owned_that_is_not_the_bridges_is_left(
         world: tuple[FakeBridge, FakeAuditSink]) -> None:
-    """A record is only storage: an older version's record (which marked an adopted group as created) or a
-    forged one must not make uninstall delete a group the bridge did not create."""
+    """A record is only storage: a forged one must not make uninstall delete a group the bridge did not
+    create."""
     fake, audit = world
     await fake.enrollment_groups.ensure(CONN, fake.writer, correlation_id="c1", run_id="run-1")
     fake.writer.groups["theirs"] = ("Payroll admins", {"u7"})
@@ -274,19 +274,6 @@ async def test_two_groups_with_the_name_name_the_setting(world: tuple[FakeBridge
     fake.writer.groups["a"] = fake.writer.groups["b"] = (names.paired_with_provider, set())
     with pytest.raises(Configuration, match=r"features\.passkeys\.enrollmentGroups\.pairedWithProvider"):
         await fake.enrollment_groups.ensure(CONN, fake.writer, correlation_id="c")
-
-
-async def test_records_of_earlier_versions_are_read_as_owned_or_adopted() -> None:
-    store = FakeEntityStore()
-
-    await store.upsert(Table.SYNCSTATE, Entity("contoso", "enrollmentGroups", {
-        "not_enrolled": {"id": "g1", "name": "Bridge - Not yet enrolled", "created": True},
-        "paired_with_entra": {"id": "x", "name": "Theirs", "created": False}}))
-    records = {r.id: r for r in await TableGroupRecords(store).records("contoso")}
-    assert {g: (r.ownership, r.state) for g, r in records.items()} == {
-        "g1": (Ownership.OWNED, Enrollment.NOT_ENROLLED), "x": (Ownership.ADOPTED, Enrollment.PAIRED_WITH_ENTRA)}
-    assert await store.get(Table.SYNCSTATE, "contoso", "enrollmentGroups") is None
-    assert len(await TableGroupRecords(store).records("contoso")) == 2
 
 
 # ----------------------------------------------------------------------------- the command line

@@ -1,9 +1,11 @@
 """Export on the reconcile engine (shared/services/export.py): a run over every pending change counts the removals
 of all of them against removalThreshold, a group waiting for a member user of the same run follows it, a dry
-run writes nothing, and each applied change is announced once as `export.applied`."""
+run writes nothing, and each applied change is announced once as `export.applied`, also when the process stopped
+between the change's writes and the release of its event (the events sweep judges the hold)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import pytest
@@ -11,12 +13,44 @@ import pytest
 from shared.adapters.events import TableEventOutbox
 from shared.adapters.scim import TableScimRepository
 from shared.config import Connection
-from shared.domain.events import EventType
+from shared.domain.events import Event, EventType
 from shared.domain.scim import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA
 from shared.errors import PermissionDenied
 from shared.services.export import ExportService
 from shared.services.scim import ScimService
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeExportDirectory, FakeWorkQueue
+
+
+class Stopped(BaseException):
+    """The process stopped here (a BaseException: no `except Exception` turns it into a failure)."""
+
+
+class Stopping:
+    """The outbox, stopping the process once at `at`."""
+
+    def __init__(self, outbox: TableEventOutbox, at: str) -> None:
+        self.outbox = outbox
+        self.at: str | None = at
+
+    def _maybe(self, name: str) -> None:
+        if self.at == name:
+            self.at = None
+            raise Stopped(name)
+
+    async def record(self, events: Sequence[Event]) -> int:
+        return await self.outbox.record(events)
+
+    async def hold(self, connection: str, run: str, events: Sequence[Event]) -> None:
+        await self.outbox.hold(connection, run, events)
+        self._maybe("held")
+
+    async def held(self, connection: str) -> dict[str, list[Event]]:
+        return await self.outbox.held(connection)
+
+    async def release(self, connection: str, run: str, ids: Collection[str] | None = None, *,
+                      held: Sequence[Event] | None = None) -> None:
+        self._maybe("release")
+        await self.outbox.release(connection, run, ids, held=held)
 
 
 class World:
@@ -27,13 +61,17 @@ class World:
             "name": "c1", "tenantId": "11111111-2222-3333-4444-555555555555",
             "features": {"export": {"enabled": True, "usageLocation": "CH", **export}}})
         entities = FakeEntityStore()
-        clock = FakeClock()
+        self.clock = clock = FakeClock()
         self.repo = TableScimRepository(entities)
         self.scim = ScimService(self.repo, FakeWorkQueue(), clock)
         self.audit = FakeAuditSink()
         self.outbox = TableEventOutbox(entities, clock)
         self.engine = ExportService(self.repo, self.audit, events=self.outbox, clock=clock)
         self.entra = FakeExportDirectory()
+
+    def stopping(self, at: str) -> ExportService:
+        """The engine on an outbox that stops the process at `at` (after the hold is stored: "held"; or "release")."""
+        return ExportService(self.repo, self.audit, events=Stopping(self.outbox, at), clock=self.clock)
 
     async def domains(self) -> list[str]:
         return await self.entra.verified_domains()
@@ -143,3 +181,89 @@ async def test_a_failed_write_is_audited_and_announces_nothing() -> None:
     assert (failed.action, failed.outcome, failed.correlation_id) == ("export.user.create", "failed", "r1")
     assert await world.announced() == []
     assert list(await world.outbox.held("c1")) != []  # held: a redelivery applies the change and releases it
+
+
+async def test_a_change_stopped_before_its_release_is_announced_once_by_the_sweep() -> None:
+    world = World()
+    ada = await world.user("ada@contoso.example")
+    with pytest.raises(Stopped):  # Entra written and the link stored; stopped before the event's release
+        await world.stopping("release").apply(world.conn, world.entra, "Users", ada, request_id="r1")
+    assert len(world.entra.users) == 1
+    assert await world.announced() == []
+    assert await world.engine.recover_events("c1") == 0  # too young: may be a change still being applied
+    assert list(await world.outbox.held("c1")) != []
+    world.clock.advance(minutes=6)
+    assert await world.engine.recover_events("c1") == 1
+    assert await world.outbox.held("c1") == {}
+    assert await world.engine.recover_events("c1") == 0
+    await world.engine.apply(world.conn, world.entra, "Users", ada, request_id="r1")  # the message comes back
+    assert await world.announced() == [ada]
+
+
+async def test_a_change_stopped_before_its_writes_has_its_hold_dropped() -> None:
+    world = World()
+    ada = await world.user("ada@contoso.example")
+    with pytest.raises(Stopped):  # held, nothing written
+        await world.stopping("held").apply(world.conn, world.entra, "Users", ada, request_id="r1")
+    assert world.entra.writes == []
+    world.clock.advance(minutes=6)
+    assert await world.engine.recover_events("c1") == 0
+    assert await world.outbox.held("c1") == {}
+    assert await world.announced() == []
+    await world.engine.apply(world.conn, world.entra, "Users", ada, request_id="r1")  # the redelivery applies it
+    assert await world.announced() == [ada]
+
+
+async def test_a_change_that_ends_in_the_poison_queue_has_its_hold_dropped() -> None:
+    world = World()
+    ada = await world.user("ada@contoso.example")
+    create = world.entra.create_user
+
+    async def refused(body: Any) -> Any:
+        raise PermissionDenied("User.ReadWrite.All is missing")
+
+    world.entra.create_user = refused  # type: ignore[method-assign]
+    for _ in range(5):  # every delivery fails; the host moves the message to the poison queue
+        with pytest.raises(PermissionDenied):
+            await world.engine.apply(world.conn, world.entra, "Users", ada, request_id="r1")
+    world.clock.advance(minutes=6)
+    assert await world.engine.recover_events("c1") == 0
+    assert await world.outbox.held("c1") == {}
+    assert await world.announced() == []
+    world.entra.create_user = create  # type: ignore[method-assign]
+    await world.engine.apply(world.conn, world.entra, "Users", ada, request_id="r1")  # replayed from the poison queue
+    assert await world.announced() == [ada]
+
+
+async def test_a_deletion_stopped_before_its_release_is_announced_by_the_sweep_once_its_change_is_dropped() -> None:
+    world = World()
+    ada = await world.user("ada@contoso.example")
+    await world.engine.run(world.conn, world.entra)
+    await world.scim.delete(world.conn, "Users", ada, if_match=None, request_id="r2")
+    [change] = await world.engine.changes("c1")
+    with pytest.raises(Stopped):  # stopped before anything of the deletion was written: not proven
+        await world.stopping("held").apply(world.conn, world.entra, "Users", ada, request_id="r2", change_id=change.id)
+    world.clock.advance(minutes=6)
+    assert await world.engine.recover_events("c1") == 0
+    with pytest.raises(Stopped):  # the deletion applied and its change dropped; stopped before the release
+        await world.stopping("release").apply(world.conn, world.entra, "Users", ada, request_id="r2",
+                                              change_id=change.id)
+    assert await world.engine.changes("c1") == []
+    world.clock.advance(minutes=6)
+    assert await world.engine.recover_events("c1") == 1
+    [_, deleted] = [p.event for p in await world.outbox.pending("c1", 100) if p.event.type is EventType.EXPORT_APPLIED]
+    assert deleted.data == {"resourceType": "Users", "scimId": ada, "version": "deleted"}
+
+
+@pytest.mark.parametrize("where", ["connection", "app"])
+async def test_a_dry_run_connection_or_app_applies_nothing(where: str) -> None:
+    world = World()
+    conn = world.conn.model_copy(update={"dry_run": True}) if where == "connection" else world.conn
+    engine = ExportService(world.repo, world.audit, events=world.outbox, clock=world.clock, dry_run=where == "app")
+    ada = await world.user("ada@contoso.example")
+    applied = await engine.apply(conn, world.entra, "Users", ada, request_id="r1")
+    assert applied.dry_run
+    assert [s.action for s in applied.plan.steps] == ["user.create"]
+    assert world.entra.writes == []
+    assert await world.announced() == []
+    assert len(await engine.changes("c1")) == 1  # still pending

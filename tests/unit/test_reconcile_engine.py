@@ -5,6 +5,7 @@ held around the run."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ import pytest
 
 from shared.errors import Stop, Transient
 from shared.services.audit_context import AuditContext
-from shared.services.reconcile import Capability, Done, Threshold, ThresholdExceeded, reconcile
+from shared.services.reconcile import Capability, Done, Report, Threshold, ThresholdExceeded, reconcile
 from tests.fakes import FakeAuditSink
 
 
@@ -212,3 +213,85 @@ async def test_the_lease_is_held_around_the_run() -> None:
     with pytest.raises(Held):
         await reconcile(busy, context(FakeAuditSink()), lease=taken)
     assert busy.have == set()
+
+
+@dataclass
+class Slow(Members):
+    """Members whose applies take a moment, counting how many run at once."""
+
+    running: int = 0
+    most: int = 0
+    held_whole: bool = False
+
+    async def apply(self, action: Move) -> Done | None:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await asyncio.sleep(0.01)
+        self.running -= 1
+        return await super().apply(action)
+
+    def streamed(self, batch: list[str]) -> bool:
+        return not self.held_whole
+
+
+async def test_a_batch_applies_up_to_concurrency_actions_at_once_each_audited() -> None:
+    audit = FakeAuditSink()
+    job = Slow([[f"m{i}" for i in range(10)]])
+    report = await reconcile(job, context(audit), concurrency=4)
+    assert job.most == 4
+    assert report.applied == {"add": 10}
+    assert sorted(r.target for r in audit.records) == sorted(f"m{i}" for i in range(10))
+    # begin and end bracket the whole batch
+    assert job.events[0] == "begin 10"
+    assert job.events.index("end 10") == 11
+    one = Slow([["a", "b", "c"]])
+    await reconcile(one, context(FakeAuditSink()))
+    assert one.most == 1
+
+
+async def test_a_failure_among_concurrent_actions_is_audited_and_raised_once_the_others_ended() -> None:
+    audit = FakeAuditSink()
+    job = Slow([["a", "b", "c"]], refuse={"b"})
+    with pytest.raises(Transient, match="refused b"):
+        await reconcile(job, context(audit), concurrency=3)
+    assert job.have == {"a", "c"}
+    assert sorted((r.target, r.outcome) for r in audit.records) == [("a", "done"), ("b", "failed"), ("c", "done")]
+    assert "end 3" not in job.events
+
+
+async def test_a_batch_that_opts_out_of_streaming_waits_for_the_threshold() -> None:
+    job = Slow([["a"]], have={"x", "y", "z"}, held_whole=True)
+    with pytest.raises(ThresholdExceeded):
+        await reconcile(job, context(FakeAuditSink()), limit=Threshold(2, "features.thing.removalThreshold"),
+                        stream=True)
+    assert job.have == {"x", "y", "z"}  # not even the page's addition
+
+
+@dataclass
+class Finishing(Members):
+    """Members that store what they read when the run ends."""
+
+    async def finish(self, report: Report[Move]) -> None:
+        self.events.append(f"finish {sum(report.applied.values())}")
+
+
+async def test_finish_ends_an_applied_run_under_the_lease_and_never_a_dry_or_stopped_one() -> None:
+    order: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def lease() -> AsyncIterator[None]:
+        order.append("taken")
+        yield
+        order.append("given back")
+
+    job = Finishing([["a"]], have={"old"})
+    job.events = order
+    await reconcile(job, context(FakeAuditSink()), lease=lease)
+    assert order[-2:] == ["finish 2", "given back"]
+    dry = Finishing([["a"]])
+    await reconcile(dry, context(FakeAuditSink()), dry_run=True)
+    assert dry.events == []
+    stopped = Finishing([["a"]], have={"x", "y", "z"})
+    with pytest.raises(ThresholdExceeded):
+        await reconcile(stopped, context(FakeAuditSink()), limit=Threshold(2, "features.thing.removalThreshold"))
+    assert not [e for e in stopped.events if e.startswith("finish")]

@@ -223,7 +223,8 @@ async def test_a_user_deleted_in_entra_then_restored_from_deleted_items() -> Non
 
 
 async def test_a_deleted_nested_group_takes_its_users_out_of_scope() -> None:
-    service, directory = world()
+    store = CountingStore()
+    service, directory = world(store)
     entra = fresh()
     await run(service, entra)
     entra.add_member("gB", "u0002")  # a user of gC also in gB stays
@@ -233,7 +234,9 @@ async def test_a_deleted_nested_group_takes_its_users_out_of_scope() -> None:
     assert report.removed == 9
     assert stored["u0002"].state is UserState.ACTIVE
     assert stored["u0005"].state is UserState.DEACTIVATED
-    assert not any(key.startswith("gC.") for (_, key) in service._state._entities.tables[Table.GROUPS])
+    kept = await TableSyncState(store).delta("demo")  # as another process reads it
+    assert kept is not None
+    assert "gC" not in kept.tree.groups()
     await assert_consistent(service, entra, conn(removalThreshold={"percent": 50, "absolute": 1000}))
 
 
@@ -394,7 +397,8 @@ async def test_enrollment_groups_follow_the_changed_users_only() -> None:
 @pytest.mark.parametrize("seed", range(12))
 async def test_random_changes_leave_what_a_full_run_would(seed: int) -> None:
     rng = random.Random(seed)
-    service, _ = world()
+    store = CountingStore()
+    service, _ = world(store)
     entra = Tenant()
     entra.groups = {SYNC: ["gA", "gB"], SYNC2: ["gF"], "gA": ["gC"], "gB": [], "gC": ["gD"], "gD": [], "gF": [],
                     "outside": ["gE"], "gE": [], ROTATION: ["gE"]}
@@ -403,7 +407,6 @@ async def test_random_changes_leave_what_a_full_run_would(seed: int) -> None:
         entra.accounts[f"u{i:04d}"] = user(i)
         entra.groups[rng.choice(groups)].append(f"u{i:04d}")
     connection = two_roots(removalThreshold={"percent": 100, "absolute": 1000})
-    store = service._state._entities
     await run(service, entra, connection)
     next_user = 100
     for round_ in range(4):
@@ -546,10 +549,9 @@ async def test_a_full_run_over_a_directory_reads_again_only_the_rows_that_change
     await run(service, entra)
     entra.update_user("u0003", displayName="Renamed")
     entra.add_user(user(900), "gB")
-    paired = await store.get(Table.USERS, TableUsers(store).partition_of("demo", "u0007"), "u0007")
+    paired = await directory.get("demo", "u0007")
     assert paired is not None
-    await store.upsert(Table.USERS, Entity(paired.partition_key, paired.row_key,
-                                           {**paired.data, "enrollment": "paired_with_entra"}))
+    await directory.put("demo", paired.model_copy(update={"enrollment": Enrollment.PAIRED_WITH_ENTRA}))
     store.reset()
     report = await run(service, entra, full=True)
     assert (report.added, report.updated, report.unchanged) == (1, 1, 299)
@@ -593,7 +595,9 @@ async def test_a_full_run_drops_the_tree_rows_of_a_group_that_shrank() -> None:
         entra.remove_member("gB", uid)
     entra.expired = True
     assert (await run(service, entra, wide)).removed == 1000
-    assert sorted(k for (_, k) in store.tables[Table.GROUPS] if k.startswith("gB.")) == ["gB.0000", "gB.0001"]
+    kept = await TableSyncState(store).delta("demo")  # as another process reads it: no row of the larger group
+    assert kept is not None
+    assert kept.tree.users["gB"] == {f"u{i:04d}" for i in range(1000, 2000)}
     entra.expired = False
     fresh_service, _ = world(store)
     entra.update_user("u1999", displayName="Last")
@@ -615,7 +619,7 @@ class StreamedTenant(Tenant):
             n += 1
             if n % 500 == 0:
                 await asyncio.sleep(0.01)  # a page's latency: the writer runs meanwhile
-                self.stored_while_reading.append(len(self.store.tables.get(Table.USERS, {})))
+                self.stored_while_reading.append(await TableUsers(self.store).count("demo"))
             yield item
 
 

@@ -39,6 +39,10 @@ async def test_a_full_run_then_incremental_runs_on_the_fakes(fakes: Any) -> None
     assert "u0900" in stored
     assert (await service.last_run("demo"))["runId"] == "r2"
     assert await leases.holder("sync", "demo") is None  # given back
+    # The engine audits each removal through the run's bound context.
+    removed = [r for r in service._audit.records if r.action == "user.removed"]
+    assert [(r.target, r.outcome, r.correlation_id, r.detail["runId"]) for r in removed] == [
+        ("u0000", "deactivated", "c2", "r2")]
 
 
 async def test_a_held_lease_refuses_a_second_run(fakes: Any) -> None:

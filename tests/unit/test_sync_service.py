@@ -20,7 +20,6 @@ from shared.services import sync as sync_service
 from shared.services.directory import Directory
 from shared.services.ports import DeltaRead, GroupChange, JsonObject, MemberChange, SyncUser, UserChange
 from shared.services.sync import LEASE, SyncService
-from shared.topology import Table
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeSecretStore, FakeWorkQueue
 
 SYNC = "11111111-0000-4000-8000-000000000001"
@@ -162,14 +161,30 @@ def tenant(n: int = 30) -> FakeEntra:
     return entra
 
 
+@dataclass
+class Stored:
+    """The repositories a sync service of `world` keeps its state and lease in, for tests to read through."""
+
+    clock: FakeClock
+    state: TableSyncState
+    leases: TableLeases
+    users: TableUsers
+
+
 @pytest.fixture
-def world() -> tuple[SyncService, Directory, FakeAuditSink, FakeSecretStore, FakeClock]:
+def stored() -> Stored:
     clock = FakeClock()
     entities = FakeEntityStore()
-    directory = Directory(TableUsers(entities))
+    return Stored(clock, TableSyncState(entities), TableLeases(entities, clock), TableUsers(entities))
+
+
+@pytest.fixture
+def world(stored: Stored) -> tuple[SyncService, Directory, FakeAuditSink, FakeSecretStore, FakeClock]:
+    clock = stored.clock
+    directory = Directory(stored.users)
     audit = FakeAuditSink()
     secrets = FakeSecretStore(clock)
-    return SyncService(directory=directory, state=TableSyncState(entities), leases=TableLeases(entities, clock),
+    return SyncService(directory=directory, state=stored.state, leases=stored.leases,
                        audit=audit, queue=FakeWorkQueue(), clock=clock,
                        secrets=secrets), directory, audit, secrets, clock
 
@@ -337,12 +352,12 @@ async def test_leaving_the_rotation_group_stops_rotation(world: Any) -> None:
     assert stored["u0005"].in_rotation_group
 
 
-async def test_dry_run_writes_nothing(world: Any) -> None:
+async def test_dry_run_writes_nothing(world: Any, stored: Stored) -> None:
     service, directory, _, _, _ = world
     report = await service.run(conn(), tenant(10), run_id="r1", correlation_id="c", dry_run=True)
     assert (report.outcome, report.added) == ("dry-run", 10)
     assert await rows(directory) == {}
-    assert service._state._entities.tables.get(Table.GROUPS, {}) == {}
+    assert await stored.state.delta("demo") is None  # no links, no group tree
 
 
 async def test_one_run_at_a_time(world: Any) -> None:
@@ -354,7 +369,8 @@ async def test_one_run_at_a_time(world: Any) -> None:
     assert (await service.run(conn(), tenant(1), run_id="r1", correlation_id="c")).outcome == "completed"
 
 
-async def test_the_tree_of_a_large_group_is_stored_in_several_rows(world: Any) -> None:
+async def test_the_tree_of_a_large_group_is_kept_and_shrinks(world: Any, stored: Stored) -> None:
+    # How the adapter spreads a large group over rows is its own test (tests/integration/storage).
     service, _, _, _, _ = world
     entra = tenant(0)
     for i in range(2000):
@@ -362,15 +378,17 @@ async def test_the_tree_of_a_large_group_is_stored_in_several_rows(world: Any) -
         entra.groups["gB"].append(f"u{i:04d}")
     await service.run(conn(removalThreshold={"percent": 100, "absolute": 5000}), entra, run_id="r1",
                       correlation_id="c")
-    stored = [k for (_, k) in service._state._entities.tables[Table.GROUPS] if k.startswith("gB.")]
-    assert len(stored) == 3
+    kept = await stored.state.delta("demo")
+    assert kept is not None
+    assert len(kept.tree.users["gB"]) == 2000
     for uid in [f"u{i:04d}" for i in range(1000)]:
         entra.remove_member("gB", uid)
     report = await service.run(conn(removalThreshold={"percent": 100, "absolute": 5000}), entra, run_id="r2",
                                correlation_id="c")
     assert (report.mode, report.removed) == ("incremental", 1000)
-    stored = [k for (_, k) in service._state._entities.tables[Table.GROUPS] if k.startswith("gB.")]
-    assert len(stored) == 2
+    kept = await stored.state.delta("demo")
+    assert kept is not None
+    assert kept.tree.users["gB"] == {f"u{i:04d}" for i in range(1000, 2000)}
     assert (await service.run(conn(), entra, run_id="r3", correlation_id="c")).unchanged == 1000
 
 
@@ -463,26 +481,29 @@ class SlowEntra(FakeEntra):
         return await super().group_id(name_or_id)
 
 
-async def test_a_long_run_renews_its_lease_and_releases_it(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_long_run_renews_its_lease_and_releases_it(world: Any, stored: Stored,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     service, _, _, _, clock = world
     monkeypatch.setattr(sync_service, "LEASE_RENEWAL", dt.timedelta(milliseconds=10))
-    seen: list[str] = []
+    seen: list[dt.datetime] = []
 
     async def meanwhile() -> None:
         clock.advance(seconds=LEASE.total_seconds() - 1)
         await asyncio.sleep(0.1)
-        seen.append(str((await service._state._entities.get(Table.LEASES, "demo", "sync")).data["until"]))
+        held = await stored.leases.holder("sync", "demo")
+        assert held is not None
+        seen.append(held.until)
 
     entra = SlowEntra(meanwhile)
     entra.groups, entra.accounts = tenant(3).groups, tenant(3).accounts
     assert (await service.run(conn(), entra, run_id="r1", correlation_id="c1")).outcome == "completed"
-    assert seen == [(clock.now() + LEASE).isoformat()]  # renewed from the new now, not left at the first until
-    lease = await service._state._entities.get(Table.LEASES, "demo", "sync")
-    assert lease.data["owner"] == ""
+    assert seen == [clock.now() + LEASE]  # renewed from the new now, not left at the first until
+    assert await stored.leases.holder("sync", "demo") is None  # given back
     assert (await service.status("demo")).running is None
 
 
-async def test_a_run_whose_lease_was_taken_over_writes_nothing(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_run_whose_lease_was_taken_over_writes_nothing(world: Any, stored: Stored,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     service, directory, _, _, clock = world
     monkeypatch.setattr(sync_service, "LEASE_RENEWAL", dt.timedelta(milliseconds=10))
 
@@ -496,5 +517,7 @@ async def test_a_run_whose_lease_was_taken_over_writes_nothing(world: Any, monke
     with pytest.raises(Conflict, match="taken over"):
         await service.run(conn(), entra, run_id="r1", correlation_id="c1")
     assert await rows(directory) == {}
-    assert (await service._state._entities.get(Table.LEASES, "demo", "sync")).data["owner"] == "thief"
+    held = await stored.leases.holder("sync", "demo")
+    assert held is not None
+    assert held.owner == "thief"
     assert (await service.last_run("demo"))["outcome"] == "failed"

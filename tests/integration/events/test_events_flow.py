@@ -23,6 +23,7 @@ from local.eventgrid.process import RunningTopic
 from shared.adapters.events import EventGridSink, TableEventOutbox
 from shared.adapters.leases import TableLeases
 from shared.adapters.rotations import TableRotations
+from shared.adapters.scim import TableScimRepository
 from shared.adapters.syncstate import TableSyncState
 from shared.adapters.tables import TableEntityStore
 from shared.adapters.users import TableUsers
@@ -30,15 +31,18 @@ from shared.config import Connection
 from shared.domain.directory import Enrollment, UserRow
 from shared.domain.events import Event, EventType
 from shared.domain.rotation import RotationSubject
+from shared.domain.scim import USER_SCHEMA
 from shared.errors import Transient
 from shared.messages import WorkMessage
 from shared.services.devices import DeviceRegistration, DeviceService
 from shared.services.directory import Directory
-from shared.services.events import ChangeFeed, EventPublisher
+from shared.services.events import ChangeFeed, EventPublisher, recover_user_events
+from shared.services.export import ExportService
 from shared.services.passkeys import PasskeyRegistration, PasskeyService
 from shared.services.rotation import RotationService
+from shared.services.scim import ScimService
 from shared.services.sync import SyncService
-from tests.fakes import FakeAuditSink, FakeClock, FakeSecretStore, FakeWorkQueue
+from tests.fakes import FakeAuditSink, FakeClock, FakeExportDirectory, FakeSecretStore, FakeWorkQueue
 from tests.fakes_devices import device_repositories, passkey_repositories
 from tests.fakes_graph import MemoryTenant
 from tests.unit.test_devices_service import JWK
@@ -362,6 +366,50 @@ async def test_an_enrollment_move_stopped_before_its_event_is_announced_by_the_s
     got = await world.delivered(1)
     assert [(e["type"], e["subject"], e["data"]["enrollment"]) for e in got] == [
         ("bridge.enrollment.changed", "u1", "paired_with_provider")]
+
+
+async def test_an_export_change_killed_between_hold_and_release_is_announced_once_by_the_sweep(world: World) -> None:
+    conn = world.conn.model_copy(update={"features": world.conn.features.model_copy(update={
+        "export": world.conn.features.export.model_copy(update={"enabled": True})})})
+    repo = TableScimRepository(world.store)
+    entra = FakeExportDirectory()
+
+    async def domains() -> list[str]:
+        return await entra.verified_domains()
+
+    def export(outbox: Any) -> ExportService:
+        return ExportService(repo, FakeAuditSink(), events=outbox, clock=world.clock)
+
+    scim = ScimService(repo, FakeWorkQueue(), world.clock)
+    ada = (await scim.create(conn, "Users", {"schemas": [USER_SCHEMA], "userName": "ada@contoso.example"},
+                             request_id="r1", domains=domains)).id
+    bob = (await scim.create(conn, "Users", {"schemas": [USER_SCHEMA], "userName": "bob@contoso.example"},
+                             request_id="r2", domains=domains)).id
+    with pytest.raises(Killed):  # ada is in Entra and her link stored; killed before the event's release
+        await export(Killable(world.outbox, kill={"release"})).apply(conn, entra, "Users", ada, request_id="r1")
+    with pytest.raises(Killed):  # bob's event held; killed before his writes
+        await export(Killable(world.outbox, kill={"held"})).apply(conn, entra, "Users", bob, request_id="r2")
+    assert sorted(u.user_principal_name for u in entra.users.values()) == ["ada@contoso.example"]
+    assert len(await world.outbox.held(world.name)) == 2
+    world.clock.advance(minutes=6)
+    # The sync's and the devices' sweeps leave export holds to the export engine.
+    assert await recover_user_events(world.outbox, world.name, lambda ids: _no_rows()) == 0
+    assert len(await world.outbox.held(world.name)) == 2
+    assert await export(world.outbox).recover_events(world.name) == 1
+    assert await world.outbox.held(world.name) == {}
+    await world.publish()
+    got = await world.delivered(1)
+    assert [(e["type"], e["subject"], e["data"]["version"]) for e in got] == [("bridge.export.applied", ada, "1")]
+    # The messages come back: ada's announces nothing new, bob's is applied and announced once.
+    await export(world.outbox).apply(conn, entra, "Users", ada, request_id="r1")
+    await export(world.outbox).apply(conn, entra, "Users", bob, request_id="r2")
+    await world.publish()
+    got = await world.delivered(2)
+    assert sorted(e["subject"] for e in got) == sorted([ada, bob])
+
+
+async def _no_rows() -> dict[str, UserRow]:
+    return {}
 
 
 def entra_of(world: World) -> MemoryTenant:
