@@ -141,8 +141,10 @@ class MemoryTenant:
         self.groups: dict[str, JsonObject] = {}
         self.members: dict[str, list[str]] = {}
         self.log: list[_Change] = []
-        #: Delta links issued before this point answer Gone (as after Graph dropped its sync state).
+        #: Delta links issued before this point answer Gone (as after Graph dropped its sync state); while
+        #: `delta_gone` is set, every link does.
         self.delta_floor = 0
+        self.delta_gone = False
         self.passwords: dict[str, str] = {}
         self.fido2: dict[str, list[Fido2Method]] = {}
         self.fido2_policy: JsonObject = copy.deepcopy(OPEN_POLICY)
@@ -215,7 +217,7 @@ class MemoryTenant:
 
     def add_member(self, group_id: str, member_id: str) -> bool:
         """Add a direct member; False when it already was one."""
-        members = self.members[group_id]
+        members = self.members.setdefault(group_id, [])
         if member_id in members:
             return False
         members.append(member_id)
@@ -233,7 +235,7 @@ class MemoryTenant:
 
     def delete_group(self, group_id: str) -> bool:
         """Delete a group (it leaves the groups it was in); False when there was none."""
-        if self.groups.pop(group_id, None) is None:
+        if self.groups.pop(group_id, None) is None and group_id not in self.members:
             return False
         self.members.pop(group_id, None)
         for group, members in self.members.items():
@@ -341,11 +343,14 @@ class _View:
         self.tenant = tenant
         self.faults = tenant.faults
 
+    def _name(self, name: str) -> str:
+        return f"{self.area}.{name}" if self.area else name
+
     def _call(self, name: str, key: str | None = None) -> None:
-        self.faults.before(f"{self.area}.{name}", key)
+        self.faults.before(self._name(name), key)
 
     def _done(self, name: str, key: str | None = None) -> None:
-        self.faults.after(f"{self.area}.{name}", key)
+        self.faults.after(self._name(name), key)
 
 
 def _sync_user(item: JsonObject) -> SyncUser:
@@ -379,7 +384,7 @@ class MemoryDirectory(_View):
     def _transitive(self, group_id: str, seen: set[str]) -> list[str]:
         found: list[str] = []
         for member in self.tenant.members.get(group_id, []):
-            if member in self.tenant.groups:
+            if member in self.tenant.members:
                 if member not in seen:
                     seen.add(member)
                     found += self._transitive(member, seen)
@@ -389,20 +394,21 @@ class MemoryDirectory(_View):
 
     async def transitive_users(self, group_id: str) -> AsyncIterator[SyncUser]:
         self._call("transitive_users", group_id)
-        self.tenant.group_or_404(group_id)
+        if group_id not in self.tenant.members:
+            self.tenant.group_or_404(group_id)
         self._spend(4)
         for user_id in dict.fromkeys(self._transitive(group_id, {group_id})):
             yield _sync_user(self.tenant.users[user_id])
 
     def _member(self, member_id: str, removed: bool = False) -> MemberChange:
-        kind = "group" if member_id in self.tenant.groups else "user" if member_id in self.tenant.users else None
+        kind = "group" if member_id in self.tenant.members else "user" if member_id in self.tenant.users else None
         return MemberChange(member_id, kind if kind or not removed else "user", removed)
 
     def _since(self, link: str, kind: str) -> tuple[int, str]:
         prefix, position, ids = [*link.split("|"), "", ""][:3]
         if prefix != f"memory:{kind}":
             raise Gone(f"not a {kind} delta link of this tenant")
-        if int(position) < self.tenant.delta_floor:
+        if self.tenant.delta_gone or int(position) < self.tenant.delta_floor:
             raise Gone(f"the {kind} delta token has expired")
         return int(position), ids
 
@@ -422,7 +428,7 @@ class MemoryDirectory(_View):
                 members = changed.setdefault(change.id, [])
                 members += [self._member(m) for m in change.added]
                 members += [self._member(m, removed=True) for m in change.removed]
-                if change.id not in tenant.groups:
+                if change.id not in tenant.members:
                     deleted.add(change.id)
             items = [GroupChange(g, removed=True) if g in deleted else GroupChange(g, members=tuple(m))
                      for g, m in changed.items()]
@@ -430,7 +436,7 @@ class MemoryDirectory(_View):
         if not ids:
             raise ValueError("groups_delta needs ids or a link")
         found = [GroupChange(g, members=tuple(self._member(m) for m in tenant.members[g]))
-                 for g in ids if g in tenant.groups]
+                 for g in ids if g in tenant.members]
         return DeltaRead(found, f"memory:groups|{len(tenant.log)}|{','.join(ids)}")
 
     async def users_delta_latest(self) -> str:

@@ -23,7 +23,7 @@ from shared.domain.directory import Enrollment, UserState
 from shared.domain.sync import GroupTree, SeenIds, affected_users
 from shared.services.directory import Directory
 from shared.services.enrollment_groups import EnrollmentGroups
-from shared.services.ports import DeltaRead, Entity, GroupChange, MemberChange, SyncUser
+from shared.services.ports import Entity, MemberChange, SyncUser
 from shared.services.sync import SyncReport, SyncService
 from shared.topology import Table
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeSecretStore, FakeWorkQueue
@@ -70,19 +70,13 @@ class Tenant(FakeEntra):
 
     def __init__(self) -> None:
         super().__init__()
-        self.deleted_groups: list[tuple[int, str]] = []
         self.recycle: dict[str, Any] = {}
 
     async def group_id(self, name_or_id: str) -> str:
         return {"Bridge Sync": SYNC, "Bridge Sync 2": SYNC2, "Bridge Rotation": ROTATION}.get(name_or_id, name_or_id)
 
     def delete_group(self, group: str) -> None:
-        for parent, members in self.groups.items():
-            if group in members:
-                self.remove_member(parent, group)
-        del self.groups[group]
-        self.deleted_groups.append((len(self.log), group))
-        self.log.append(("deleted-group", group, [], []))
+        self.tenant.delete_group(group)
 
     def move_group(self, group: str, old: str, new: str) -> None:
         self.remove_member(old, group)
@@ -95,21 +89,10 @@ class Tenant(FakeEntra):
     def restore_user(self, user_id: str) -> None:
         """Restored from deleted items: the account and its memberships come back."""
         groups, account = self.recycle.pop(user_id)
-        self.accounts[user_id] = account
-        self.log.append(("user", user_id, [], []))
+        self.tenant.add_user(account)
         for group in groups:
             if group in self.groups:
                 self.add_member(group, user_id)
-
-    async def groups_delta(self, ids: Sequence[str] | None = None,
-                           link: str | None = None) -> DeltaRead[GroupChange]:
-        read = await super().groups_delta(ids, link)
-        if link and not self.expired:
-            _, since, wanted = link.split("|")
-            gone = [GroupChange(g, removed=True) for at, g in self.deleted_groups
-                    if at >= int(since) and g in wanted.split(",")]
-            return DeltaRead([*read.items, *gone], read.link)
-        return read
 
 
 def fresh(n: int = 30) -> Tenant:

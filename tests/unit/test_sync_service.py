@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -15,12 +15,13 @@ from shared.adapters.syncstate import TableSyncState
 from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain.directory import UserState
-from shared.errors import BridgeError, Configuration, Conflict, Gone, Stop, Transient, root_cause
+from shared.errors import BridgeError, Configuration, Conflict, Stop, Transient, root_cause
 from shared.services import sync as sync_service
 from shared.services.directory import Directory
-from shared.services.ports import DeltaRead, GroupChange, JsonObject, MemberChange, SyncUser, UserChange
+from shared.services.ports import DeltaRead, GroupChange, JsonObject, SyncUser, UserChange
 from shared.services.sync import LEASE, SyncService
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeSecretStore, FakeWorkQueue
+from tests.fakes_graph import MemoryTenant
 
 SYNC = "11111111-0000-4000-8000-000000000001"
 ROTATION = "11111111-0000-4000-8000-000000000002"
@@ -40,114 +41,96 @@ def user(n: int, **extra: Any) -> JsonObject:
             "accountEnabled": True, **extra}
 
 
-@dataclass
 class FakeEntra:
-    """A tenant behind the DirectoryReader port, with a change log for delta rounds."""
+    """The shared memory tenant (tests/fakes_graph.py) behind the DirectoryReader port, by the names these tests
+    use: `accounts` (users by id, Graph's properties), `groups` (direct members by group id), `fail` (a call whose
+    page stops the read), `expired` (every delta link answers Gone) and `calls` (the port calls made)."""
 
-    accounts: dict[str, JsonObject] = field(default_factory=dict)
-    groups: dict[str, list[str]] = field(default_factory=dict)
-    log: list[tuple[str, str, list[str], list[str]]] = field(default_factory=list)  # kind, id, added, removed
-    expired: bool = False
-    fail: str | None = None
-    resource_units: int = 0
-    calls: list[str] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.tenant = MemoryTenant()
+        self.reader = self.tenant.directory()
+        self.fail: str | None = None
+        #: The port calls made, by name.
+        self.calls: list[str] = []
+
+    @property
+    def accounts(self) -> dict[str, JsonObject]:
+        return self.tenant.users
+
+    @accounts.setter
+    def accounts(self, value: dict[str, JsonObject]) -> None:
+        self.tenant.users = value
+
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        return self.tenant.members
+
+    @groups.setter
+    def groups(self, value: dict[str, list[str]]) -> None:
+        self.tenant.members = value
+
+    @property
+    def expired(self) -> bool:
+        return self.tenant.delta_gone
+
+    @expired.setter
+    def expired(self, value: bool) -> None:
+        self.tenant.delta_gone = value
+
+    @property
+    def resource_units(self) -> int:
+        return self.reader.resource_units
+
+    @resource_units.setter
+    def resource_units(self, value: int) -> None:
+        self.reader.resource_units = value
 
     # -- changes, as an admin would make them
     def add_user(self, item: JsonObject, *groups: str) -> None:
-        self.accounts[item["id"]] = item
-        self.log.append(("user", item["id"], [], []))
-        for group in groups:
-            self.add_member(group, item["id"])
+        self.tenant.add_user(item, *groups)
 
     def add_member(self, group: str, member: str) -> None:
-        self.groups.setdefault(group, [])
-        if member not in self.groups[group]:
-            self.groups[group].append(member)
-            self.log.append(("group", group, [member], []))
+        self.tenant.add_member(group, member)
 
     def remove_member(self, group: str, member: str) -> None:
-        self.groups[group].remove(member)
-        self.log.append(("group", group, [], [member]))
+        self.tenant.remove_member(group, member)
 
     def update_user(self, user_id: str, **changes: Any) -> None:
-        self.accounts[user_id].update(changes)
-        self.log.append(("user", user_id, [], []))
+        self.tenant.update_user(user_id, **changes)
 
     def delete_user(self, user_id: str) -> None:
-        del self.accounts[user_id]
-        self.log.append(("user", user_id, [], []))
-        for group, members in self.groups.items():
-            if user_id in members:
-                self.remove_member(group, user_id)
+        self.tenant.delete_user(user_id)
 
     # -- the port
     def _check(self, name: str) -> None:
         self.calls.append(name)
-        self.resource_units += 1
         if self.fail == name:
             raise Stop(f"a page of {name} has no 'value'")
-
-    def _ref(self, member: str, removed: bool = False) -> MemberChange:
-        return MemberChange(member, "group" if member in self.groups else "user", removed)
 
     async def group_id(self, name_or_id: str) -> str:
         return NAMES.get(name_or_id, name_or_id)
 
-    def _transitive(self, group: str, seen: set[str] | None = None) -> list[str]:
-        seen = seen if seen is not None else set()
-        found: list[str] = []
-        for member in self.groups.get(group, []):
-            if member in self.groups and member not in seen:
-                seen.add(member)
-                found += self._transitive(member, seen)
-            elif member in self.accounts:
-                found.append(member)
-        return found
-
     async def transitive_users(self, group_id: str) -> AsyncIterator[SyncUser]:
         self._check("transitive_users")
-        for uid in dict.fromkeys(self._transitive(group_id)):
-            yield SyncUser.from_graph(self.accounts[uid], "")
+        async for found in self.reader.transitive_users(group_id):
+            yield found
 
     async def groups_delta(self, ids: Sequence[str] | None = None,
                            link: str | None = None) -> DeltaRead[GroupChange]:
         self._check("groups_delta")
-        if link:
-            if self.expired:
-                raise Gone("groups delta token expired")
-            _, since, wanted = link.split("|")
-            chosen = set(wanted.split(","))
-            items: dict[str, list[MemberChange]] = {}
-            for kind, gid, added, removed in self.log[int(since):]:
-                if kind == "group" and gid in chosen:
-                    members = items.setdefault(gid, [])
-                    members += [self._ref(m) for m in added]
-                    members += [self._ref(m, removed=True) for m in removed]
-            return DeltaRead([GroupChange(g, members=tuple(m)) for g, m in items.items()],
-                             f"g|{len(self.log)}|{wanted}")
-        assert ids
-        found = [GroupChange(g, members=tuple(self._ref(m) for m in self.groups[g])) for g in ids if g in self.groups]
-        return DeltaRead(found, f"g|{len(self.log)}|{','.join(ids)}")
+        return await self.reader.groups_delta(ids, link)
 
     async def users_delta_latest(self) -> str:
         self._check("users_delta_latest")
-        return f"u|{len(self.log)}"
+        return await self.reader.users_delta_latest()
 
     async def users_delta(self, link: str) -> DeltaRead[UserChange]:
         self._check("users_delta")
-        if self.expired:
-            raise Gone("users delta token expired")
-        since = int(link.split("|")[1])
-        items = []
-        for kind, uid, _, _ in self.log[since:]:
-            if kind == "user":
-                items.append(UserChange(uid, attributes=dict(self.accounts[uid])) if uid in self.accounts
-                             else UserChange(uid, removed=True))
-        return DeltaRead(items, f"u|{len(self.log)}")
+        return await self.reader.users_delta(link)
 
     async def users(self, ids: Sequence[str]) -> list[SyncUser]:
         self._check("users")
-        return [SyncUser.from_graph(self.accounts[i], "") for i in ids if i in self.accounts]
+        return await self.reader.users(ids)
 
 
 def tenant(n: int = 30) -> FakeEntra:
@@ -301,8 +284,7 @@ async def test_removals_above_the_threshold_stop_the_run_and_are_read_again(worl
     service, directory, audit, _, _ = world
     entra = tenant(100)
     await service.run(conn(), entra, run_id="r1", correlation_id="c1")
-    entra.groups[SYNC].remove("gA")
-    entra.log.append(("group", SYNC, [], ["gA"]))
+    entra.remove_member(SYNC, "gA")
     report = await service.run(conn(), entra, run_id="r2", correlation_id="c2")
     assert report.outcome == "blocked"
     assert "removalThreshold" in (report.alert or "")
