@@ -235,6 +235,9 @@ class ExportGroupRules(_Doc):
     remove_duplicates: Annotated[bool, Field(alias="removeDuplicates")] = False
     #: The kind of group created: a security group, or a Microsoft 365 group (groupTypes Unified, mail-enabled).
     kind: Literal["security", "microsoft365"] = "security"
+    #: Object ids of the users or service principals made owners of each group the bridge creates
+    #: (`owners@odata.bind` on create, at most 20: https://learn.microsoft.com/graph/api/group-post-groups).
+    owners: Annotated[list[Annotated[str, Field(pattern=GUID)]], Field(max_length=20)] = Field(default_factory=list)
 
 
 class ExportFeature(_Doc):
@@ -252,6 +255,9 @@ class ExportFeature(_Doc):
     delete_users: Annotated[bool, Field(alias="deleteUsers")] = False
     #: More removals than this in one change stop it (docs/architecture.md, invariant 4).
     removal_threshold: Annotated[int, Field(alias="removalThreshold", ge=0)] = 100
+    #: Users the bridge creates: `password` (a random one, changed at first sign-in) or `passwordless` (a random
+    #: one no one can use or is asked to change, for a Temporary Access Pass and passkey onboarding).
+    new_users: Annotated[Literal["password", "passwordless"], Field(alias="newUsers")] = "password"
     groups: ExportGroupRules = ExportGroupRules()
 
 

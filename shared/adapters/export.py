@@ -2,9 +2,10 @@
 
 - users: https://learn.microsoft.com/graph/api/user-post-users (accountEnabled, displayName, mailNickname,
   userPrincipalName, passwordProfile required), user-list (`$filter` eq on userPrincipalName, mail,
-  employeeId), user-update, user-delete, user-assignlicense; subscribedsku-list for free seats.
-- groups: group-post-groups, group-list (`$filter` on displayName), group-delete, group-post-members
-  (`members/$ref`), group-delete-members.
+  employeeId), user-update, user-delete, user-assignlicense; subscribedsku-list for free seats; user-list-manager,
+  user-post-manager (`PUT manager/$ref`), user-delete-manager.
+- groups: group-post-groups (`owners@odata.bind`), group-list (`$filter` on displayName), group-update,
+  group-delete, group-post-members (`members/$ref`), group-delete-members, group-list-owners, group-post-owners.
 - domains: organization-get (`verifiedDomains`).
 """
 
@@ -14,13 +15,14 @@ import contextlib
 import time
 from typing import Any
 
-from shared.domain.export import EntraGroup, EntraUser, Sku
+from shared.domain.export import USER_PROPERTIES, EntraGroup, EntraUser, Sku
 from shared.domain.odata import quote
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, InvalidInput, NotFound
 from shared.services.ports import GraphApi, GraphResponse, JsonObject, Written
 
-_USER_SELECT = "id,userPrincipalName,mail,employeeId,accountEnabled,usageLocation,displayName,assignedLicenses"
-_GROUP_SELECT = "id,displayName,mailNickname,mail,mailEnabled,securityEnabled,groupTypes"
+_USER_SELECT = ",".join(["id", "userPrincipalName", "accountEnabled", "usageLocation", "assignedLicenses",
+                         *USER_PROPERTIES])
+_GROUP_SELECT = "id,displayName,mailNickname,mail,mailEnabled,securityEnabled,groupTypes,description"
 _USER_KEYS = {"userPrincipalName", "mail", "employeeId"}
 DOMAINS_TTL = 60.0
 
@@ -30,7 +32,8 @@ def _user(body: JsonObject) -> EntraUser:
                      mail=body.get("mail"), employee_id=body.get("employeeId"),
                      account_enabled=body.get("accountEnabled") is not False, usage_location=body.get("usageLocation"),
                      display_name=body.get("displayName"),
-                     licenses=tuple(str(a.get("skuId")) for a in body.get("assignedLicenses") or []))
+                     licenses=tuple(str(a.get("skuId")) for a in body.get("assignedLicenses") or []),
+                     properties={k: body.get(k) for k in USER_PROPERTIES})
 
 
 def _group(body: JsonObject) -> EntraGroup:
@@ -38,7 +41,8 @@ def _group(body: JsonObject) -> EntraGroup:
                       mail_nickname=body.get("mailNickname"), mail=body.get("mail"),
                       mail_enabled=body.get("mailEnabled") is True,
                       security_enabled=body.get("securityEnabled") is True,
-                      group_types=tuple(str(t) for t in body.get("groupTypes") or []))
+                      group_types=tuple(str(t) for t in body.get("groupTypes") or []),
+                      description=body.get("description"))
 
 
 def _written(response: GraphResponse) -> Written:
@@ -129,9 +133,54 @@ class GraphExportDirectory:
         except NotFound:
             return None
 
-    async def create_group(self, body: JsonObject) -> Written:
-        """Create a group."""
+    async def create_group(self, body: JsonObject, *, owners: tuple[str, ...] = ()) -> Written:
+        """Create a group; owners are bound in the same request (`owners@odata.bind`, group-post-groups)."""
+        if owners:
+            body = {**body, "owners@odata.bind": [self._graph.absolute_url(f"/directoryObjects/{o}") for o in owners]}
         return _written(await self._graph.send("POST", "/groups", body=body))
+
+    async def update_group(self, group_id: str, body: JsonObject) -> Written:
+        """PATCH a group (group-update)."""
+        return _written(await self._graph.send("PATCH", f"/groups/{group_id}", body=body))
+
+    async def owner_ids(self, group_id: str) -> set[str]:
+        """The owners' ids (group-list-owners)."""
+        ids: set[str] = set()
+        async for page in self._graph.pages(f"/groups/{group_id}/owners", params={"$select": "id"}):
+            ids.update(str(m["id"]) for m in page["value"])
+        return ids
+
+    async def add_owner(self, group_id: str, owner_id: str) -> Written:
+        """Add an owner (group-post-owners); already an owner counts as added."""
+        ref = self._graph.absolute_url(f"/directoryObjects/{owner_id}")
+        try:
+            response = await self._graph.send("POST", f"/groups/{group_id}/owners/$ref", body={"@odata.id": ref})
+        except InvalidInput as exc:
+            if "already exist" not in exc.detail:
+                raise
+            return Written(None, None)
+        return Written(None, response.request_id)
+
+    async def manager_id(self, user_id: str) -> str | None:
+        """The manager's id (user-list-manager), None when the user has none (404)."""
+        try:
+            body = await self._graph.get(f"/users/{user_id}/manager", params={"$select": "id"})
+        except NotFound:
+            return None
+        return str(body["id"]) if body.get("id") else None
+
+    async def set_manager(self, user_id: str, manager_id: str) -> Written:
+        """Set the manager (user-post-manager: `PUT manager/$ref`)."""
+        ref = self._graph.absolute_url(f"/users/{manager_id}")
+        response = await self._graph.send("PUT", f"/users/{user_id}/manager/$ref", body={"@odata.id": ref})
+        return Written(None, response.request_id)
+
+    async def remove_manager(self, user_id: str) -> Written:
+        """Clear the manager (user-delete-manager); none counts as cleared."""
+        with contextlib.suppress(NotFound):
+            response = await self._graph.send("DELETE", f"/users/{user_id}/manager/$ref")
+            return Written(None, response.request_id)
+        return Written(None, None)
 
     async def delete_group(self, group_id: str) -> Written:
         """Delete a group; absent counts as deleted."""

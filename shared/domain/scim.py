@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import ValidationError
 from scim2_models import (
+    URN,
     Context,
     EnterpriseUser,
+    Extension,
     Group,
     PatchOp,
     ResourceType,
@@ -31,6 +33,8 @@ KINDS: tuple[Kind, ...] = ("Users", "Groups")
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+#: The bridge's Group extension: what Entra keeps of a group that the core Group schema has no attribute for.
+GROUP_EXTENSION_SCHEMA = "urn:entra-bridge:params:scim:schemas:extension:2.0:Group"
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
 LIST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 #: RFC 7644 section 3.4.2.4: the service provider may cap `count`.
@@ -39,8 +43,21 @@ MAX_COUNT = 200
 MAX_BULK_OPERATIONS = 100
 MAX_BULK_BYTES = 1_048_576
 
+
+
+class BridgeGroup(Extension):
+    """The group's Entra `description` (RFC 7643 section 3.3 lets a service provider extend a resource)."""
+
+    __schema__ = URN(GROUP_EXTENSION_SCHEMA)
+
+    description: str | None = None
+    """The Entra group's description (docs/export.md)."""
+
+
 UserModel = User[EnterpriseUser]
-_MODELS: dict[Kind, Any] = {"Users": UserModel, "Groups": Group}
+# scim2-models takes extensions on any resource; its Group is not declared generic, hence the cast.
+GroupModel: Any = cast(Any, Group)[BridgeGroup]
+_MODELS: dict[Kind, Any] = {"Users": UserModel, "Groups": GroupModel}
 _RESOURCE_NAMES: dict[Kind, str] = {"Users": "User", "Groups": "Group"}
 
 
@@ -242,9 +259,9 @@ def resource_types(base_url: str) -> list[dict[str, Any]]:
 
 
 def schemas(base_url: str) -> list[dict[str, Any]]:
-    """The User, enterprise User and Group schemas (RFC 7643 section 7)."""
+    """The User, enterprise User, Group and the bridge's Group extension schemas (RFC 7643 section 7)."""
     found = []
-    for model in (UserModel, EnterpriseUser, Group):
+    for model in (UserModel, EnterpriseUser, GroupModel, BridgeGroup):
         data: dict[str, Any] = model.to_schema().model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
         data["meta"] = {"resourceType": "Schema", "location": f"{base_url}/Schemas/{data['id']}"}
         found.append(data)

@@ -15,7 +15,18 @@ from typing import Any
 
 from shared.config import Connection
 from shared.domain import passwords
-from shared.domain.export import NEW, Link, Plan, Step, mapping_key, plan_group, plan_user
+from shared.domain.export import (
+    NEW,
+    EntraUser,
+    Link,
+    Manager,
+    Plan,
+    Step,
+    manager_of,
+    mapping_key,
+    plan_group,
+    plan_user,
+)
 from shared.domain.scim import Kind
 from shared.errors import BridgeError, Conflict, InvalidInput, NotFound, Transient
 from shared.services.ports import AuditSink, ExportChange, ExportDirectory, ScimRepository
@@ -65,8 +76,10 @@ class ExportService:
                 if found is not None and link is not None and link.entra_id is None and link.created:
                     link = replace(link, entra_id=found.id)  # a create whose answer was lost
             skus = await entra.skus() if rules.default_license_sku and attributes is not None else []
-            verified = await entra.verified_domains() if found is None and attributes is not None else []
-            return plan_user(scim_id, attributes, link, found, rules=rules, verified=verified, skus=skus)
+            verified = await entra.verified_domains() if attributes is not None else []
+            manager = await self._manager(conn, entra, attributes, link, found)
+            return plan_user(scim_id, attributes, link, found, rules=rules, verified=verified, skus=skus,
+                             manager=manager)
         display_name = str((attributes or {}).get("displayName") or "")
         named = await entra.groups_named(display_name) if display_name else []
         if link and link.entra_id and all(g.id != link.entra_id for g in named):
@@ -97,8 +110,32 @@ class ExportService:
             # Only a name with several groups needs to know which of them the bridge created.
             owned = {link_.entra_id for link_ in await self._repo.links(conn.name)
                      if link_.kind == "Groups" and link_.created and link_.entra_id}
-        plan = plan_group(scim_id, attributes, link, named, current, wanted, rules=rules, created_by_bridge=owned)
+        owners = await entra.owner_ids(link.entra_id) if rules.groups.owners and link and link.created and \
+            link.entra_id and current is not None else None
+        plan = plan_group(scim_id, attributes, link, named, current, wanted, rules=rules, created_by_bridge=owned,
+                          owners=owners)
         return replace(plan, problems=(*plan.problems, *held)) if held else plan
+
+    async def _manager(self, conn: Connection, entra: ExportDirectory, attributes: dict[str, Any] | None,
+                       link: Link | None, found: EntraUser | None) -> Manager:
+        """The manager the SCIM user wants (its Entra id once its own change is applied) and the one Entra has
+        (read only when it may have to change: a manager wanted, or one to clear on a user the bridge created)."""
+        if attributes is None or attributes.get("active") is False:
+            return Manager()
+        wanted_scim = manager_of(attributes)
+        created = bool(link and link.created)
+        current = await entra.manager_id(found.id) if found is not None and (wanted_scim or created) else None
+        if wanted_scim is None:
+            return Manager(None, current)
+        manager_link = await self._repo.link(conn.name, "Users", wanted_scim)
+        if manager_link is not None and manager_link.entra_id:
+            return Manager(manager_link.entra_id, current)
+        if manager_link is None or not manager_link.applied_version:
+            if await self._repo.get(conn.name, "Users", wanted_scim) is not None:
+                return Manager(None, current, pending=True)
+            return Manager(None, current, problem=f"manager {wanted_scim} is not a User of this service")
+        return Manager(None, current, problem=f"manager {wanted_scim} is not in Entra "
+                                              f"({'; '.join(manager_link.problems) or 'not exported'})")
 
     async def apply(self, conn: Connection, entra: ExportDirectory, kind: Kind, scim_id: str, *,
                     request_id: str, change_id: str | None = None, dry_run: bool = False) -> Applied:
@@ -133,6 +170,9 @@ class ExportService:
         stored = await self._repo.get(conn.name, kind, scim_id)
         link = replace(link, problems=plan.problems, applied_version=stored.version if stored else 0)
         await self._repo.put_link(conn.name, link)
+        if plan.retry:
+            await self._audit.flush()
+            raise Transient(plan.retry)
         if change_id:
             await self._repo.drop_change(conn.name, change_id)
         if plan.problems:
@@ -149,15 +189,20 @@ class ExportService:
             if step.action == "link":
                 return step.target
             if step.action == "user.create":
-                body = dict(step.detail["body"])
-                body["passwordProfile"] = {"forceChangePasswordNextSignIn": True, "password": passwords.generate(
-                    passwords.PasswordPolicy(), banned=passwords.banned_terms([str(body.get("userPrincipalName")),
-                                                                             str(body.get("displayName"))]))}
-                result = await entra.create_user(body)
+                result = await entra.create_user(self._new_user(conn, dict(step.detail["body"])))
             elif step.action == "group.create":
-                result = await entra.create_group(dict(step.detail["body"]))
+                result = await entra.create_group(dict(step.detail["body"]),
+                                                  owners=tuple(step.detail.get("owners") or ()))
             elif step.action == "user.update":
                 result = await entra.update_user(subject, dict(step.detail["body"]))
+            elif step.action == "user.setManager":
+                result = await entra.set_manager(subject, str(step.detail["manager"]))
+            elif step.action == "user.removeManager":
+                result = await entra.remove_manager(subject)
+            elif step.action == "group.update":
+                result = await entra.update_group(subject, dict(step.detail["body"]))
+            elif step.action == "group.addOwner":
+                result = await entra.add_owner(subject, str(step.detail["owner"]))
             elif step.action == "user.disable":
                 result = await entra.update_user(subject, {"accountEnabled": False})
             elif step.action == "user.delete":
@@ -182,6 +227,21 @@ class ExportService:
                                  target=result.id or subject, outcome="done", correlation_id=request_id,
                                  graph_request_id=result.request_id, detail=detail)
         return result.id
+
+    @staticmethod
+    def _new_user(conn: Connection, body: dict[str, Any]) -> dict[str, Any]:
+        """A created user's body with its password profile: Graph requires a password on create
+        (https://learn.microsoft.com/graph/api/user-post-users). It is random and kept nowhere; `passwordless`
+        asks for no change of it and lets it not expire, so the user onboards with a Temporary Access Pass and a
+        passkey and never meets a password prompt (docs/export.md)."""
+        password = passwords.generate(passwords.PasswordPolicy(), banned=passwords.banned_terms(
+            [str(body.get("userPrincipalName")), str(body.get("displayName"))]))
+        if conn.features.export.new_users == "passwordless":
+            body["passwordProfile"] = {"forceChangePasswordNextSignIn": False, "password": password}
+            body["passwordPolicies"] = "DisablePasswordExpiration"
+        else:
+            body["passwordProfile"] = {"forceChangePasswordNextSignIn": True, "password": password}
+        return body
 
     async def pending(self, conn: Connection, entra: ExportDirectory) -> list[Plan]:
         """The plan of every pending change (dry-run: nothing is written)."""

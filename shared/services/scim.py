@@ -15,7 +15,7 @@ from typing import Any
 
 from shared.config import Connection
 from shared.domain import scim
-from shared.domain.export import domain_of, upn_for, upn_problem
+from shared.domain.export import check_group, check_user, domain_of, manager_of, upn_for, upn_problem
 from shared.domain.scim import Kind, ScimError, Stored
 from shared.errors import Conflict
 from shared.messages import WorkMessage
@@ -123,8 +123,10 @@ class ScimService:
 
     async def _check_references(self, conn: Connection, kind: Kind, attributes: Mapping[str, Any], domains: Domains,
                                 *, current: Stored | None = None) -> None:
-        """Members must be this service's Users or Groups; a user's UPN must be on a verified domain."""
+        """Members must be this service's Users or Groups; a user's values must be ones Entra takes, its manager a
+        User of this service and its UPN on a verified domain."""
         if kind == "Groups":
+            check_group(attributes)
             for member in attributes.get("members") or []:
                 value = str(member["value"])
                 if await self._repo.get(conn.name, "Users", value) is None and \
@@ -132,6 +134,11 @@ class ScimService:
                     raise ScimError(400, f"members: {value!r} is not a User or Group of this service",
                                     "invalidValue")
             return
+        check_user(attributes, current.id if current is not None else None)
+        manager = manager_of(attributes)
+        if manager is not None and await self._repo.get(conn.name, "Users", manager) is None:
+            raise ScimError(400, f"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager: {manager!r} is "
+                                 "not a User of this service", "invalidValue")
         rules = conn.features.export
         if rules.username_mapping not in ("upn", "userNameAtDomain"):
             return

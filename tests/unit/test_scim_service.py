@@ -35,7 +35,7 @@ def world() -> tuple[ScimService, FakeEntityStore, FakeWorkQueue]:
 def _user(name: str = "ada@contoso.example", **extra: Any) -> dict[str, Any]:
     return {"schemas": [USER_SCHEMA, ENTERPRISE_SCHEMA], "userName": name, "active": True,
             "name": {"givenName": "Ada", "familyName": "Lovelace"},
-            ENTERPRISE_SCHEMA: {"employeeNumber": "42", "department": "R&D", "manager": {"value": "m-1"}}, **extra}
+            ENTERPRISE_SCHEMA: {"employeeNumber": "42", "department": "R&D"}, **extra}
 
 
 def _rows(entities: FakeEntityStore) -> int:

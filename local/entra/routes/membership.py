@@ -29,6 +29,8 @@ GROUP_CREATE = ("Group.Create", "Group.ReadWrite.All", "Directory.ReadWrite.All"
 GROUP_WRITE = ("Group.ReadWrite.All", "Directory.ReadWrite.All")
 MEMBER_WRITE = ("GroupMember.ReadWrite.All", "Group.ReadWrite.All", "Directory.ReadWrite.All")
 MAX_BIND = 20
+#: A group's description takes at most 1,024 characters (group resource, properties).
+DESCRIPTION_LENGTH = 1024
 ALREADY_MEMBER = ("One or more added object references already exist for the following modified properties: "
                   "'members'.")
 
@@ -71,8 +73,15 @@ def routes(sim: Simulator) -> list[Route]:
                 "proxyAddresses": [f"SMTP:{group.mail}"] if group.mail else [],
                 "description": group.description}
 
+    def check_description(body: dict[str, Any]) -> None:
+        value = body.get("description")
+        if value is not None and (not isinstance(value, str) or len(value) > DESCRIPTION_LENGTH):
+            raise GraphError(400, "Request_BadRequest", "Invalid value specified for property 'description' of "
+                             "resource 'Group'.")
+
     async def create_group(request: Request, caller: Caller) -> JSONResponse:
         body = await json_body(request)
+        check_description(body)
         for name in ("displayName", "mailNickname"):
             if not isinstance(body.get(name), str) or not body[name].strip():
                 raise GraphError(400, "Request_BadRequest", f"Invalid value specified for property '{name}' of "
@@ -116,6 +125,10 @@ def routes(sim: Simulator) -> list[Route]:
         unknown = set(body) - {"displayName", "description", "members@odata.bind", "mailNickname"}
         if unknown:
             raise GraphError(400, "Request_BadRequest", f"Property '{sorted(unknown)[0]}' is read-only or unknown.")
+        check_description(body)
+        if "displayName" in body and (not isinstance(body["displayName"], str) or not body["displayName"].strip()):
+            raise GraphError(400, "Request_BadRequest", "Invalid value specified for property 'displayName' of "
+                             "resource 'Group'.")
         binds = body.get("members@odata.bind")
         if binds is not None:
             if not isinstance(binds, list) or not binds or len(binds) > MAX_BIND:
