@@ -270,9 +270,8 @@ def _property_changes(wanted: Mapping[str, Any], found: EntraUser, *, clear: boo
     """The properties to PATCH: those that differ; values the SCIM user lacks are cleared only with `clear`."""
     changes: dict[str, Any] = {}
     for key, value in wanted.items():
-        have = found.properties.get(key, [] if key == "businessPhones" else None)
-        if key == "displayName":
-            have = found.display_name
+        dedicated = {"displayName": found.display_name, "mail": found.mail, "employeeId": found.employee_id}
+        have = dedicated[key] if key in dedicated else found.properties.get(key)
         if value in (None, []) and not clear:
             continue
         if (value or None) != (have or None):

@@ -9,7 +9,7 @@ import pytest
 
 from shared.adapters.scim import TableScimRepository
 from shared.config import Connection
-from shared.domain.scim import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, ScimError
+from shared.domain.scim import ENTERPRISE_SCHEMA, GROUP_EXTENSION_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, ScimError
 from shared.services.scim import BulkRunner, ScimService
 from shared.topology import Queue, Table
 from tests.fakes import FakeClock, FakeEntityStore, FakeWorkQueue
@@ -96,6 +96,30 @@ async def test_create_get_filter_page_patch_put_delete(world: Any) -> None:
      "active"),
     ("Groups", {"schemas": [GROUP_SCHEMA], "displayName": "G", "members": [{"value": "nobody"}]}, "invalidValue",
      "nobody"),
+    # Each exported attribute's values that Entra would refuse (docs/export.md, Rules applied in Entra).
+    ("Users", _user(title="t" * 129), "invalidValue", "title"),
+    ("Users", {**_user(), "name": {"givenName": "g" * 65}}, "invalidValue", "name.givenName"),
+    ("Users", {**_user(), "name": {"familyName": "f" * 65}}, "invalidValue", "name.familyName"),
+    ("Users", _user(displayName="d" * 257), "invalidValue", "displayName"),
+    ("Users", _user(emails=[{"value": "adà@contoso.example", "primary": True}]), "invalidValue", "emails"),
+    ("Users", _user(emails=[{"value": "not-an-address"}]), "invalidValue", "emails"),
+    ("Users", _user(phoneNumbers=[{"value": "1" * 65, "type": "work"}]), "invalidValue", "phoneNumbers"),
+    ("Users", _user(phoneNumbers=[{"value": "1" * 65, "type": "mobile"}]), "invalidValue", "mobile"),
+    ("Users", _user(addresses=[{"type": "work", "postalCode": "9" * 41}]), "invalidValue", "postalCode"),
+    ("Users", _user(addresses=[{"type": "work", "locality": "c" * 129}]), "invalidValue", "locality"),
+    ("Users", _user(addresses=[{"type": "work", "streetAddress": "s" * 1025}]), "invalidValue", "streetAddress"),
+    ("Users", _user(addresses=[{"type": "work", "country": 7}]), "invalidValue", "country"),
+    ("Users", _user(**{ENTERPRISE_SCHEMA: {"employeeNumber": "1" * 17}}), "invalidValue", "employeeNumber"),
+    ("Users", _user(**{ENTERPRISE_SCHEMA: {"department": "d" * 65}}), "invalidValue", "department"),
+    ("Users", _user(**{ENTERPRISE_SCHEMA: {"organization": "o" * 65}}), "invalidValue", "organization"),
+    ("Users", _user(**{ENTERPRISE_SCHEMA: {"manager": {"value": "nobody"}}}), "invalidValue", "nobody"),
+    ("Users", _user(**{ENTERPRISE_SCHEMA: {"manager": "boss"}}), "invalidValue", "manager"),
+    ("Groups", {"schemas": [GROUP_SCHEMA, GROUP_EXTENSION_SCHEMA], "displayName": "G",
+                GROUP_EXTENSION_SCHEMA: {"description": "x" * 1025}}, "invalidValue", "description"),
+    ("Groups", {"schemas": [GROUP_SCHEMA, GROUP_EXTENSION_SCHEMA], "displayName": "G",
+                GROUP_EXTENSION_SCHEMA: {"description": "d", "owners": []}}, "invalidSyntax", "owners"),
+    ("Groups", {"schemas": [GROUP_SCHEMA, GROUP_EXTENSION_SCHEMA], "displayName": "G",
+                GROUP_EXTENSION_SCHEMA: {"description": 5}}, "invalidValue", "description"),
 ])
 async def test_bad_resources_are_refused_naming_the_problem(world: Any, kind: Any, payload: dict[str, Any],
                                                             scim_type: str, named: str) -> None:
