@@ -43,14 +43,16 @@ def routes(sim: Simulator) -> list[Route]:
         found: Group = core_group_or_404(tenant, key)
         return found
 
-    def object_id(request: Request, reference: Any) -> str:
+    def object_id(request: Request, reference: Any, *, principals: bool = False) -> str:
         """The object id at the end of a directoryObjects URL on the Graph host the request was sent to
-        (a reference to another cloud's Graph names no object of this tenant), a user or group."""
+        (a reference to another cloud's Graph names no object of this tenant), a user or group (or, for owners,
+        a service principal)."""
         if not isinstance(reference, str) or not reference.startswith(
                 tuple(origin + "/" for origin in sim.graph_origins(request))):
             raise GraphError(400, "Request_BadRequest", "Invalid URL format specified in @odata.bind for members.")
         found = reference.rstrip("/").rsplit("/", 1)[-1]
-        if found not in tenant.users and found not in tenant.groups:
+        if found not in tenant.users and found not in tenant.groups and not (
+                principals and tenant.app_by_principal(found) is not None):
             raise GraphError(404, "Request_ResourceNotFound", f"Resource '{found}' does not exist or one of its "
                              "queried reference-property objects are not present.")
         return found
@@ -97,7 +99,7 @@ def routes(sim: Simulator) -> list[Route]:
         owner_binds = body.get("owners@odata.bind") or []
         if not isinstance(owner_binds, list) or len(owner_binds) > MAX_BIND:
             raise GraphError(400, "Request_BadRequest", f"At most {MAX_BIND} owners can be added in one request.")
-        owners = [object_id(request, ref) for ref in owner_binds]
+        owners = [object_id(request, ref, principals=True) for ref in owner_binds]
         if any(o not in tenant.users and tenant.app_by_principal(o) is None for o in owners):
             raise GraphError(400, "Request_BadRequest", "Owners must be users or service principals.")
         group = Group(id=new_id(), displayName=body["displayName"], mailNickname=body["mailNickname"],
@@ -180,7 +182,7 @@ def routes(sim: Simulator) -> list[Route]:
 
     async def add_owner(request: Request, caller: Caller) -> None:
         group = group_or_404(request.path_params["id"])
-        owner = object_id(request, (await json_body(request)).get("@odata.id"))
+        owner = object_id(request, (await json_body(request)).get("@odata.id"), principals=True)
         if owner in group.owners:
             raise GraphError(400, "Request_BadRequest", "One or more added object references already exist for the "
                              "following modified properties: 'owners'.")
