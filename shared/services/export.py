@@ -33,6 +33,8 @@ from shared.services.ports import AuditSink, ExportChange, ExportDirectory, Scim
 
 log = logging.getLogger(__name__)
 ACTOR = "export"
+#: Members above which a group's plan reads every link of the connection at once.
+BULK_LINKS = 500
 
 
 @dataclass(frozen=True)
@@ -89,12 +91,18 @@ class ExportService:
             any(g.id == link.entra_id for g in named) else None
         wanted: set[str] = set()
         held: list[str] = []
-        for member in (attributes or {}).get("members") or []:
+        members = (attributes or {}).get("members") or []
+        # A large group's links are read in one query rather than one read per member.
+        links = {(x.kind, x.scim_id): x for x in await self._repo.links(conn.name)} if len(members) > BULK_LINKS \
+            else None
+        for member in members:
             value = str(member.get("value"))
             member_kind: Kind = "Groups" if member.get("type") == "Group" else "Users"
-            member_link = await self._repo.link(conn.name, member_kind, value)
+            member_link = links.get((member_kind, value)) if links is not None else \
+                await self._repo.link(conn.name, member_kind, value)
             if member_link is None and member_kind == "Users":
-                member_link = await self._repo.link(conn.name, "Groups", value)
+                member_link = links.get(("Groups", value)) if links is not None else \
+                    await self._repo.link(conn.name, "Groups", value)
             if member_link is None or (not member_link.entra_id and not member_link.applied_version):
                 if settle_members and await self._repo.get(conn.name, "Users", value) is not None:
                     member_link = (await self.apply(conn, entra, "Users", value, request_id=settle_members)).plan.link
