@@ -11,7 +11,15 @@ import pytest
 from shared.adapters.scim import TableScimRepository
 from shared.config import Connection
 from shared.domain.export import Link, Plan, Step, thresholded_run
-from shared.domain.scim import ENTERPRISE_SCHEMA, GROUP_EXTENSION_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, Kind, ScimError
+from shared.domain.scim import (
+    ENTERPRISE_SCHEMA,
+    GROUP_EXTENSION_SCHEMA,
+    GROUP_SCHEMA,
+    USER_SCHEMA,
+    Kind,
+    ScimError,
+    Stored,
+)
 from shared.errors import Transient
 from shared.services.export import ExportService
 from shared.services.ports import JsonObject, Written
@@ -431,3 +439,16 @@ def test_removals_are_counted_across_the_pending_changes_of_a_run() -> None:
     assert "3 removals across 3 pending changes" in checked[0].problems[-1]
     assert checked[3] == create
     assert thresholded_run(deletes[:2], rules) == deletes[:2]
+
+
+async def test_a_group_of_50000_members_is_exported() -> None:
+    world = World()
+    ids = [f"s{i:05d}" for i in range(50_000)]
+    for i, scim_id in enumerate(ids):
+        await world.repo.put_link("c1", Link("Users", scim_id, f"e{i}", True, (), 1))
+    group = Stored("Groups", "big", {"schemas": [GROUP_SCHEMA], "displayName": "Everyone",
+                                     "members": [{"value": i} for i in ids]}, 1, "t", "t")
+    await world.repo.create("c1", group, "")
+    applied = await world.apply("Groups", "big")
+    assert len(world.entra.members[str(applied.plan.link.entra_id)]) == 50_000
+    assert (await world.apply("Groups", "big")).written == 0
