@@ -26,6 +26,7 @@ from shared.domain.export import (
     mapping_key,
     plan_group,
     plan_user,
+    thresholded_run,
 )
 from shared.domain.scim import Kind
 from shared.errors import BridgeError, Conflict, InvalidInput, NotFound, Transient
@@ -105,7 +106,14 @@ class ExportService:
                     await self._repo.link(conn.name, "Groups", value)
             if member_link is None or (not member_link.entra_id and not member_link.applied_version):
                 if settle_members and await self._repo.get(conn.name, "Users", value) is not None:
-                    member_link = (await self.apply(conn, entra, "Users", value, request_id=settle_members)).plan.link
+                    try:
+                        member_link = (await self.apply(conn, entra, "Users", value,
+                                                        request_id=settle_members)).plan.link
+                    except Transient:
+                        # Written, but its manager is not in Entra yet: the member is, which is what the group needs.
+                        member_link = await self._repo.link(conn.name, "Users", value)
+                        if member_link is None or not member_link.entra_id:
+                            raise
                 else:
                     # The member's own change has not reached Entra yet: deliver this one again later.
                     raise Transient(f"member {value} of group {scim_id} is not in Entra yet; the change is retried")
@@ -263,7 +271,7 @@ class ExportService:
                 plans.append(await self.plan(conn, entra, change.kind, change.scim_id))
             except Transient as exc:
                 plans.append(Plan(change.kind, change.scim_id, (), (exc.detail,), Link(change.kind, change.scim_id)))
-        return plans
+        return thresholded_run(plans, conn.features.export)
 
     async def changes(self, connection: str) -> list[ExportChange]:
         """Received changes not yet applied, oldest first."""

@@ -452,3 +452,14 @@ async def test_a_group_of_50000_members_is_exported() -> None:
     applied = await world.apply("Groups", "big")
     assert len(world.entra.members[str(applied.plan.link.entra_id)]) == 50_000
     assert (await world.apply("Groups", "big")).written == 0
+
+
+async def test_the_pending_listing_counts_removals_across_changes() -> None:
+    world = World(removalThreshold=1)
+    users = [await world.user(f"u{i}@contoso.example", employeeNumber=str(i)) for i in range(2)]
+    for user in users:
+        await world.apply("Users", user)
+        await world.scim.delete(world.conn, "Users", user, if_match=None, request_id=f"d-{user}")
+    plans = [p for p in await world.engine.pending(world.conn, world.entra) if p.scim_id in users]
+    assert [p.stopped for p in plans] == [True, True]
+    assert all("2 removals across 2 pending changes" in p.problems[-1] for p in plans)
