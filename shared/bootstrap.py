@@ -445,7 +445,8 @@ class Bridge:
     def export(self) -> ExportService:
         """The export engine (docs/export.md)."""
         def build() -> ExportService:
-            return ExportService(TableScimRepository(self.entities), self.audit)
+            return ExportService(TableScimRepository(self.entities), self.audit, events=self.events_outbox,
+                                 clock=self.clock)
         service: ExportService = self._once("export", build)
         return service
 

@@ -269,15 +269,17 @@ async def export(bridge: Bridge, name: str, *, dry_run: bool) -> Outcome:
         data = {"dryRun": True, "plans": [{"resourceType": p.kind, "id": p.scim_id, "steps": [
             s.describe() for s in p.steps], "problems": list(p.problems), "stopped": p.stopped} for p in plans]}
         return Outcome(0, data, lines)
-    applied = []
-    for change in await bridge.export.changes(conn.name):
-        done = await bridge.export.apply(conn, entra, change.kind, change.scim_id, request_id=change.request_id,
-                                         change_id=change.id)
-        applied.append(done.as_dict())
+    # One run over every pending change: the removal threshold counts their removals together.
+    run = await bridge.export.run(conn, entra, correlation_id=f"cli-export-{uuid.uuid4().hex[:8]}")
+    body = run.as_dict()
+    applied = body["applied"]
     lines = [f"{len(applied)} changes applied"] + [
         f"{a['resourceType']} {a['id']}: {a['written']} writes" + (f"; problems: {'; '.join(a['problems'])}"
                                                                      if a["problems"] else "") for a in applied]
-    return Outcome(1 if any(a["problems"] for a in applied) else 0, {"applied": applied}, lines)
+    lines += [f"{w['resourceType']} {w['id']}: still pending; {'; '.join(w['problems'])}" for w in body["waiting"]]
+    lines += [f"stopped: {run.stopped}"] if run.stopped else []
+    failed = run.stopped or body["waiting"] or any(a["problems"] for a in applied)
+    return Outcome(1 if failed else 0, body, lines)
 
 
 def _group_line(group: dict[str, Any]) -> str:

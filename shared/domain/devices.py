@@ -172,6 +172,21 @@ class Reconciliation:
     passkey: PasskeyRow
     reason: str
 
+    @property
+    def kind(self) -> str:
+        """What the fix does, as its audit action names it (`passkey.` + kind)."""
+        return {Fix.REVOKE: "revoked", Fix.MARK_DELETED: "deleted_in_entra", Fix.FLAG_DUPLICATE: "duplicate"}[self.fix]
+
+    @property
+    def target(self) -> str:
+        """The passkey's user."""
+        return self.passkey.user_id
+
+    @property
+    def removals(self) -> int:
+        """A revocation removes a passkey from Entra; marking and flagging remove nothing."""
+        return 1 if self.fix is Fix.REVOKE else 0
+
 
 def plan_reconciliation(passkeys: Sequence[PasskeyRow], in_entra: Mapping[str, Collection[str]],
                         device_states: Mapping[str, DeviceState],

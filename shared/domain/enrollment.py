@@ -72,12 +72,73 @@ def plan_membership(rows: Iterable[UserRow], current: Mapping[Enrollment, set[st
         state = target(row)
         if state is not None:
             wanted[state].add(row.id)
+    return plan_wanted(wanted, current)
+
+
+def plan_wanted(wanted: Mapping[Enrollment, set[str]], current: Mapping[Enrollment, set[str]]) -> MembershipPlan:
+    """Members to add and remove so each group's members (`current`) become the users `wanted` in it."""
     result = MembershipPlan()
     for state in Enrollment:
-        have = current.get(state, set())
-        result.add[state] = sorted(wanted[state] - have)
-        result.remove[state] = sorted(have - wanted[state])
+        have, want = current.get(state, set()), wanted.get(state, set())
+        result.add[state] = sorted(want - have)
+        result.remove[state] = sorted(have - want)
     return result
+
+
+def plan_repair(seen: Mapping[str, Mapping[Enrollment, bool]],
+                goals: Mapping[str, Enrollment | None]) -> MembershipPlan:
+    """Undo what others changed in the groups: `seen` is, for each user a groups/delta round reported, whether
+    they are now in each group it reported on; `goals` the group each of those users belongs in (none: absent)."""
+    result = MembershipPlan()
+    for user_id, memberships in sorted(seen.items()):
+        goal = goals.get(user_id)
+        for state, member in memberships.items():
+            if member and state is not goal:
+                result.remove[state].append(user_id)
+            elif not member and state is goal:
+                result.add[state].append(user_id)
+    return result
+
+
+def plan_moves(moves: Mapping[str, tuple[Enrollment | None, Enrollment | None]]) -> MembershipPlan:
+    """Moves of the users whose target group changed (user id -> (group before, group now))."""
+    result = MembershipPlan()
+    for user_id, (before, after) in sorted(moves.items()):
+        if before is after:
+            continue
+        if after is not None:
+            result.add[after].append(user_id)
+        if before is not None:
+            result.remove[before].append(user_id)
+    return result
+
+
+@dataclass(frozen=True)
+class MemberChange:
+    """One group's membership change, as the reconcile engine applies and audits it."""
+
+    state: Enrollment
+    group_id: str
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+
+    kind = "members"
+
+    @property
+    def target(self) -> str:
+        """The group."""
+        return self.group_id
+
+    @property
+    def removals(self) -> int:
+        """Members removed."""
+        return len(self.removed)
+
+
+def member_changes(ids: Mapping[Enrollment, str], plan: MembershipPlan) -> list[MemberChange]:
+    """The plan as one change per group that has something to add or remove, in the order of `ids`."""
+    return [MemberChange(state, group_id, tuple(plan.add[state]), tuple(plan.remove[state]))
+            for state, group_id in ids.items() if plan.add[state] or plan.remove[state]]
 
 
 def plan_move(user_id: str, to: Enrollment | None) -> MembershipPlan:

@@ -36,7 +36,7 @@ class EventType(StrEnum):
     PASSKEY_DELETED_IN_ENTRA = "passkey.deletedInEntra"
     DEVICE_REMOVED = "device.removed"
     ENROLLMENT_CHANGED = "enrollment.changed"
-    #: Reserved for the export feature (DESIGN section 10); nothing emits it yet.
+    #: A received SCIM change applied to Entra (shared/services/export.py).
     EXPORT_APPLIED = "export.applied"
 
     @property

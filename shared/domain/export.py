@@ -18,6 +18,8 @@ from shared.domain.scim import ENTERPRISE_SCHEMA, GROUP_EXTENSION_SCHEMA, Kind, 
 Action = Literal["user.create", "user.update", "user.disable", "user.delete", "user.assignLicense",
                  "user.setManager", "user.removeManager", "group.create", "group.update", "group.delete",
                  "group.addMember", "group.removeMember", "group.addOwner", "link"]
+#: Actions that remove: the removal threshold counts them across a run (shared/services/export.py).
+REMOVALS = frozenset({"user.delete", "user.disable", "group.delete", "group.removeMember"})
 #: The target of a step that acts on the object a previous step of the same plan creates.
 NEW = "(new)"
 #: mailNickname: ASCII letters and digits and a few marks, at most 64 characters
@@ -106,6 +108,16 @@ class Step:
     target: str
     detail: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def kind(self) -> str:
+        """The action, as the reconcile engine counts and audits it (`export.` + kind)."""
+        return self.action
+
+    @property
+    def removals(self) -> int:
+        """1 for a deletion, a disable or a member removal; the engine's threshold counts them over a run."""
+        return 1 if self.action in REMOVALS else 0
+
     def describe(self) -> str:
         """One line for the dry-run listing."""
         extra = ", ".join(f"{k}={v}" for k, v in self.detail.items() if k != "body")
@@ -128,8 +140,7 @@ class Plan:
     @property
     def removals(self) -> int:
         """Deletions, disables and member removals in this plan."""
-        return sum(1 for s in self.steps if s.action in ("user.delete", "user.disable", "group.delete",
-                                                          "group.removeMember"))
+        return sum(s.removals for s in self.steps)
 
 
 def mail_nickname(text: str) -> str:
@@ -396,7 +407,7 @@ def plan_group(scim_id: str, attributes: Mapping[str, Any] | None, link: Link | 
     if attributes is None:
         if linked is not None and link.created:
             deletion = (Step("group.delete", linked.id, {"displayName": linked.display_name}),)
-            return _thresholded(Plan("Groups", scim_id, deletion, (), link), rules)
+            return Plan("Groups", scim_id, deletion, (), link)
         return Plan("Groups", scim_id, (), (), link)
     display_name = str(attributes.get("displayName") or "")
     description = group_description(attributes)
@@ -453,26 +464,5 @@ def plan_group(scim_id: str, attributes: Mapping[str, Any] | None, link: Link | 
         steps.append(Step("group.addMember", target_id, {"member": member}))
     for member in sorted(current - wanted_members):
         steps.append(Step("group.removeMember", target_id, {"member": member}))
-    return _thresholded(Plan("Groups", scim_id, tuple(steps), tuple(problems), link), rules)
+    return Plan("Groups", scim_id, tuple(steps), tuple(problems), link)
 
-
-def thresholded_run(plans: Sequence[Plan], rules: ExportFeature) -> list[Plan]:
-    """Removals counted across the plans of one run (the pending changes applied together): more than
-    removalThreshold in all stops every plan that removes anything, so many small DELETEs cannot pass one by one
-    what one large change could not (docs/export.md)."""
-    total = sum(p.removals for p in plans)
-    if total <= rules.removal_threshold:
-        return list(plans)
-    problem = (f"{total} removals across {sum(1 for p in plans if p.removals)} pending changes exceed "
-               f"features.export.removalThreshold {rules.removal_threshold}: none of them applied; raise the "
-               "threshold or check the source")
-    return [replace(p, steps=(), problems=(*p.problems, problem), stopped=True) if p.removals else p for p in plans]
-
-
-def _thresholded(plan: Plan, rules: ExportFeature) -> Plan:
-    """A plan that removes more than removalThreshold objects is stopped: nothing of it is applied."""
-    if plan.removals <= rules.removal_threshold:
-        return plan
-    problem = (f"{plan.removals} removals exceed features.export.removalThreshold {rules.removal_threshold}: "
-               "nothing applied; raise the threshold or check the source")
-    return replace(plan, steps=(), problems=(*plan.problems, problem), stopped=True)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from shared.config import Connection
 from shared.domain import enrollment
 from shared.domain.directory import Enrollment, UserRow
-from shared.domain.enrollment import GroupRecord, Ownership
+from shared.domain.enrollment import GroupRecord, MemberChange, MembershipPlan, Ownership
 from shared.errors import Configuration, NotFound, Stop
+from shared.services.audit_context import AuditContext
 from shared.services.ports import AuditSink, Clock, GroupRecords, JsonObject
+from shared.services.reconcile import Capability, Done, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,7 @@ class EnrollmentGroups:
                      run_id: str = "") -> dict[Enrollment, str]:
         """The id of each group: the recorded one for its configured name, else one found by that name
         (adopted, or owned if the bridge recorded it before), else a new one (owned)."""
+        audit = self._context(conn, correlation_id, run_id)
         records = await self._records.records(conn.name)
         names = conn.features.passkeys.enrollment_groups
         ids: dict[Enrollment, str] = {}
@@ -104,17 +107,23 @@ class EnrollmentGroups:
             name = enrollment.group_name(names, state)
             current = enrollment.in_use(records, state, name)
             if current is None:
-                current = await self._record(conn, writer, state, name, records, correlation_id, run_id)
+                current = await self._record(conn, writer, state, name, records, audit)
                 records = [r for r in records if r.id != current.id] + [current]
             ids[state] = current.id
         return ids
 
+    def _context(self, conn: Connection, correlation_id: str, run_id: str = "", actor: str = "sync") -> AuditContext:
+        """The audit context of one call: its connection, actor, correlation id and run."""
+        return AuditContext(self._audit, connection=conn.name, actor=actor, correlation_id=correlation_id,
+                            run_id=run_id)
+
     async def _record(self, conn: Connection, writer: GroupWriter, state: Enrollment, name: str,
-                      records: list[GroupRecord], correlation_id: str, run_id: str) -> GroupRecord:
+                      records: list[GroupRecord], audit: AuditContext) -> GroupRecord:
         found = await writer.find_groups(name)
         if len(found) > 1:
             raise Configuration(f"{len(found)} groups are named {name!r}; keep one or rename "
                                 f"features.passkeys.enrollmentGroups.{_alias(state)}", setting="CONNECTIONS")
+        run_id = audit.run_id
         detail: JsonObject = {"name": name, "state": state.value, "runId": run_id}
         earlier = next((r for r in records if found and r.id == found[0]), None)
         if earlier is not None:
@@ -128,10 +137,9 @@ class EnrollmentGroups:
             record = enrollment.GroupRecord(id=found[0], name=name, state=state, ownership=Ownership.ADOPTED,
                                             recorded_at=self._clock.now(), run_id=run_id)
             await self._records.put(conn.name, record)
-            await self._audit.record(connection=conn.name, actor="sync", action="enrollmentGroup.adopted",
-                                     target=record.id, outcome="adopted", correlation_id=correlation_id,
-                                     detail={**detail, "reason": "a group with the configured name already existed; "
-                                             "the bridge uses it and will never delete it"})
+            await audit.record("enrollmentGroup.adopted", record.id, "adopted", **detail,
+                               reason="a group with the configured name already existed; the bridge uses it and "
+                               "will never delete it")
             return record
         group_id = await writer.create_group(name, enrollment.mail_nickname(state), enrollment.description(state))
         if not group_id:
@@ -140,8 +148,7 @@ class EnrollmentGroups:
                                         recorded_at=self._clock.now(), run_id=run_id)
         # Recorded before anything else happens, so uninstall can find it by id whatever it is called later.
         await self._records.put(conn.name, record)
-        await self._audit.record(connection=conn.name, actor="sync", action="enrollmentGroup.created",
-                                 target=group_id, outcome="created", correlation_id=correlation_id, detail=detail)
+        await audit.record("enrollmentGroup.created", group_id, "created", **detail)
         return record
 
     async def reconcile(self, conn: Connection, writer: GroupWriter, rows: Iterable[UserRow] | AsyncIterable[UserRow],
@@ -151,33 +158,29 @@ class EnrollmentGroups:
         `rows` are every row of the directory (streamed: only their ids are kept). A recorded group deleted
         in Entra since is forgotten (audited `enrollmentGroup.missing`) and made again, or adopted, by name.
         """
-        ids = await self.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
-        current: dict[Enrollment, set[str]] = {}
-        for state, group_id in ids.items():
-            try:
-                current[state] = await writer.member_ids(group_id)
-            except NotFound:
-                await self._records.forget(conn.name, group_id)
-                await self._audit.record(connection=conn.name, actor="sync", action="enrollmentGroup.missing",
-                                         target=group_id, outcome="forgotten", correlation_id=correlation_id,
-                                         detail={"state": state.value, "runId": run_id,
-                                                 "reason": "the recorded group no longer exists in Entra"})
-        if len(current) < len(ids):
+        audit = self._context(conn, correlation_id, run_id)
+
+        async def read() -> tuple[dict[Enrollment, str], MembershipPlan]:
             ids = await self.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
+            current: dict[Enrollment, set[str]] = {}
             for state, group_id in ids.items():
-                if state not in current:
+                try:
                     current[state] = await writer.member_ids(group_id)
-        wanted: dict[Enrollment, set[str]] = {state: set() for state in Enrollment}
-        async for row in _rows(rows):
-            goal = enrollment.target(row)
-            if goal is not None:
-                wanted[goal].add(row.id)
-        changes = enrollment.MembershipPlan()
-        for state in Enrollment:
-            changes.add[state] = sorted(wanted[state] - current.get(state, set()))
-            changes.remove[state] = sorted(current.get(state, set()) - wanted[state])
-        await self._apply(conn, writer, ids, changes, correlation_id)
-        return changes
+                except NotFound:
+                    await self._forget_missing(conn, audit, state, group_id)
+            if len(current) < len(ids):
+                ids = await self.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
+                for state, group_id in ids.items():
+                    if state not in current:
+                        current[state] = await writer.member_ids(group_id)
+            wanted: dict[Enrollment, set[str]] = {state: set() for state in Enrollment}
+            async for row in _rows(rows):
+                goal = enrollment.target(row)
+                if goal is not None:
+                    wanted[goal].add(row.id)
+            return ids, enrollment.plan_wanted(wanted, current)
+
+        return await self._run(writer, audit, read)
 
     async def present(self, conn: Connection, writer: GroupWriter, *, correlation_id: str,
                       run_id: str = "") -> bool:
@@ -188,52 +191,45 @@ class EnrollmentGroups:
         for state, group_id in ids.items():
             if await writer.group(group_id) is None:
                 present = False
-                await self._records.forget(conn.name, group_id)
-                await self._audit.record(connection=conn.name, actor="sync", action="enrollmentGroup.missing",
-                                         target=group_id, outcome="forgotten", correlation_id=correlation_id,
-                                         detail={"state": state.value, "runId": run_id,
-                                                 "reason": "the recorded group no longer exists in Entra"})
+                await self._forget_missing(conn, self._context(conn, correlation_id, run_id), state, group_id)
         return present
+
+    async def _forget_missing(self, conn: Connection, audit: AuditContext, state: Enrollment, group_id: str) -> None:
+        """Forget a recorded group deleted in Entra since (it is made again, or adopted, by name)."""
+        await self._records.forget(conn.name, group_id)
+        await audit.record("enrollmentGroup.missing", group_id, "forgotten", state=state.value, runId=audit.run_id,
+                           reason="the recorded group no longer exists in Entra")
 
     async def move_users(self, conn: Connection, writer: GroupWriter,
                          moves: Mapping[str, tuple[Enrollment | None, Enrollment | None]], *,
                          correlation_id: str, run_id: str = "") -> enrollment.MembershipPlan:
         """Move the users whose target group changed in this run (user id -> (group before, group now)):
         out of the group before, into the group now. Groups that were equal to the states before stay so."""
-        ids = await self.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
-        changes = enrollment.MembershipPlan()
-        for user_id, (before, after) in sorted(moves.items()):
-            if before is after:
-                continue
-            if after is not None:
-                changes.add[after].append(user_id)
-            if before is not None:
-                changes.remove[before].append(user_id)
-        await self._apply(conn, writer, ids, changes, correlation_id)
-        return changes
+        async def read() -> tuple[dict[Enrollment, str], MembershipPlan]:
+            ids = await self.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
+            return ids, enrollment.plan_moves(moves)
+
+        return await self._run(writer, self._context(conn, correlation_id, run_id), read)
 
     async def move(self, conn: Connection, writer: GroupWriter, user_id: str, to: Enrollment | None, *,
                    correlation_id: str) -> None:
         """Move one user into the group of `to` (None: out of every group) right away."""
-        ids = await self.ensure(conn, writer, correlation_id=correlation_id)
-        await self._apply(conn, writer, ids, enrollment.plan_move(user_id, to), correlation_id)
+        async def read() -> tuple[dict[Enrollment, str], MembershipPlan]:
+            return await self.ensure(conn, writer, correlation_id=correlation_id), enrollment.plan_move(user_id, to)
+
+        await self._run(writer, self._context(conn, correlation_id), read)
 
     async def repair(self, conn: Connection, writer: GroupWriter, seen: Mapping[str, Mapping[Enrollment, bool]],
                      rows: Mapping[str, UserRow], *, correlation_id: str,
                      run_id: str = "") -> enrollment.MembershipPlan:
         """Undo what others changed in the groups: `seen` is, for each user a groups/delta round reported, whether
         they are now in each group it reported on; `rows` the directory rows of those users (none: in no group)."""
-        ids = await self.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
-        changes = enrollment.MembershipPlan()
-        for user_id, memberships in sorted(seen.items()):
-            goal = enrollment.target(rows[user_id]) if user_id in rows else None
-            for state, member in memberships.items():
-                if member and state is not goal:
-                    changes.remove[state].append(user_id)
-                elif not member and state is goal:
-                    changes.add[state].append(user_id)
-        await self._apply(conn, writer, ids, changes, correlation_id)
-        return changes
+        async def read() -> tuple[dict[Enrollment, str], MembershipPlan]:
+            ids = await self.ensure(conn, writer, correlation_id=correlation_id, run_id=run_id)
+            goals = {user_id: enrollment.target(rows[user_id]) if user_id in rows else None for user_id in seen}
+            return ids, enrollment.plan_repair(seen, goals)
+
+        return await self._run(writer, self._context(conn, correlation_id, run_id), read)
 
     async def uninstall(self, conn: Connection, writer: GroupWriter, *, correlation_id: str,
                         actor: str = "sync", dry_run: bool = False) -> UninstallReport:
@@ -259,36 +255,55 @@ class EnrollmentGroups:
                                  unrecognised=unrecognised)
         if dry_run:
             return report
+        audit = self._context(conn, correlation_id, actor=actor)
         for record in delete:
             await writer.delete_group(record.id)
             await self._records.forget(conn.name, record.id)
-            await self._audit.record(connection=conn.name, actor=actor, action="enrollmentGroup.deleted",
-                                     target=record.id, outcome="deleted", correlation_id=correlation_id,
-                                     detail=record.view(configured[record.state]))
+            await audit.record("enrollmentGroup.deleted", record.id, "deleted", **record.view(configured[record.state]))
         for record in report.left:
             await self._records.forget(conn.name, record.id)
-            await self._audit.record(connection=conn.name, actor=actor, action="enrollmentGroup.left",
-                                     target=record.id, outcome="left", correlation_id=correlation_id,
-                                     detail={**record.view(configured[record.state]), "reason": report.reason(record)})
-        await self._audit.record(connection=conn.name, actor=actor, action="enrollmentGroups.uninstalled",
-                                 target=conn.name, outcome="completed", correlation_id=correlation_id,
-                                 detail={"deleted": [r.id for r in delete], "left": [r.id for r in report.left],
-                                         "renamedSince": [r.id for r in report.renamed]})
+            await audit.record("enrollmentGroup.left", record.id, "left", **record.view(configured[record.state]),
+                               reason=report.reason(record))
+        await audit.record("enrollmentGroups.uninstalled", conn.name, "completed", deleted=[r.id for r in delete],
+                           left=[r.id for r in report.left], renamedSince=[r.id for r in report.renamed])
         return report
 
-    async def _apply(self, conn: Connection, writer: GroupWriter, ids: dict[Enrollment, str],
-                     changes: enrollment.MembershipPlan, correlation_id: str) -> None:
-        for state, group_id in ids.items():
-            added, removed = changes.add[state], changes.remove[state]
-            if added:
-                await writer.add_members(group_id, added)
-            for user_id in removed:
-                await writer.remove_member(group_id, user_id)
-            if added or removed:
-                await self._audit.record(connection=conn.name, actor="sync", action="enrollmentGroup.members",
-                                         target=group_id, outcome="updated", correlation_id=correlation_id,
-                                         detail={"state": state.value, "added": len(added), "removed": len(removed),
-                                                 "addedIds": added[:20], "removedIds": removed[:20]})
+    async def _run(self, writer: GroupWriter, audit: AuditContext,
+                   read: Callable[[], Awaitable[tuple[dict[Enrollment, str], MembershipPlan]]]) -> MembershipPlan:
+        """Read the groups and the moves, then apply them on the reconcile engine, one audit record per group."""
+        members = _Members(writer, read)
+        await reconcile(members, audit)
+        return members.changes
+
+
+class _Members(Capability[tuple[dict[Enrollment, str], MembershipPlan], MemberChange]):
+    """The enrollment-state groups' members on the reconcile engine: one read, one change per group."""
+
+    audit_prefix = "enrollmentGroup."
+
+    def __init__(self, writer: GroupWriter,
+                 read: Callable[[], Awaitable[tuple[dict[Enrollment, str], MembershipPlan]]]) -> None:
+        self._writer = writer
+        self._read = read
+        self.changes = MembershipPlan()
+
+    async def read(self) -> AsyncIterator[tuple[dict[Enrollment, str], MembershipPlan]]:
+        ids, self.changes = await self._read()
+        yield ids, self.changes
+
+    def plan(self, batch: tuple[dict[Enrollment, str], MembershipPlan]) -> Sequence[MemberChange]:
+        return enrollment.member_changes(*batch)
+
+    async def apply(self, action: MemberChange) -> Done:
+        if action.added:
+            await self._writer.add_members(action.group_id, list(action.added))
+        for user_id in action.removed:
+            await self._writer.remove_member(action.group_id, user_id)
+        return Done("updated")
+
+    def describe(self, action: MemberChange) -> JsonObject:
+        return {"state": action.state.value, "added": len(action.added), "removed": len(action.removed),
+                "addedIds": list(action.added[:20]), "removedIds": list(action.removed[:20])}
 
 
 async def _rows(rows: Iterable[UserRow] | AsyncIterable[UserRow]) -> AsyncIterator[UserRow]:

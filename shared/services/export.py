@@ -1,20 +1,26 @@
-"""The export engine: apply a received SCIM change to Entra, in the shape read, pure plan, apply with an
-audit record per write (docs/export.md).
+"""The export engine: apply received SCIM changes to Entra on the reconcile engine (shared/services/reconcile.py):
+read each change (the SCIM resource as it is now, its link, Entra as it is now), plan it with the pure rules
+of shared/domain/export.py, stop the run when its removals together exceed the removal threshold, then
+make each write with an audit record carrying the SCIM request's id (docs/export.md).
 
 Idempotent: a change is planned from the SCIM resource as it is now and from Entra as it is now, so a
 message delivered twice plans nothing the second time. A user about to be created is recorded first
 (`creating` in its link), so a create whose answer was lost is found by its UPN on the next delivery
-and still counted as the bridge's own.
+and still counted as the bridge's own. Each applied change is announced once as `export.applied`: the
+event is held before the change's writes and released after its link is stored (docs/events.md), its
+id derived from the resource's version, so a redelivery announces nothing new.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.config import Connection
 from shared.domain import passwords
+from shared.domain.events import Event, EventType, new_event
 from shared.domain.export import (
     NEW,
     EntraUser,
@@ -26,14 +32,18 @@ from shared.domain.export import (
     mapping_key,
     plan_group,
     plan_user,
-    thresholded_run,
 )
 from shared.domain.scim import Kind
-from shared.errors import BridgeError, Conflict, InvalidInput, NotFound, Transient
-from shared.services.ports import AuditSink, ExportChange, ExportDirectory, ScimRepository
+from shared.errors import Conflict, InvalidInput, NotFound, Transient
+from shared.services.audit_context import AuditContext
+from shared.services.ports import AuditSink, Clock, EventOutbox, ExportChange, ExportDirectory, ScimRepository
+from shared.services.reconcile import Capability, Done, Threshold, ThresholdExceeded, reconcile
 
 log = logging.getLogger(__name__)
 ACTOR = "export"
+THRESHOLD_SETTING = "features.export.removalThreshold"
+#: Rounds of one run: a group waiting for a member user applied in the same run is planned again after it.
+ROUNDS = 3
 #: Members above which a group's plan reads every link of the connection at once.
 BULK_LINKS = 500
 
@@ -53,12 +63,51 @@ class Applied:
                 "problems": list(self.plan.problems), "stopped": self.plan.stopped}
 
 
+@dataclass
+class ExportRun:
+    """What a run over the pending changes did: each change applied, those still waiting, why it stopped."""
+
+    dry_run: bool
+    applied: list[Applied] = field(default_factory=list)
+    #: Plans of the changes left pending: a member not in Entra yet, or the run stopped.
+    waiting: list[Plan] = field(default_factory=list)
+    stopped: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """For logs, the CLI and tests."""
+        return {"dryRun": self.dry_run, "applied": [a.as_dict() for a in self.applied],
+                "waiting": [{"resourceType": p.kind, "id": p.scim_id, "problems": list(p.problems)}
+                            for p in self.waiting], "stopped": self.stopped}
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """One SCIM resource to export: the change ids received for it and the request id its audit carries."""
+
+    kind: Kind
+    scim_id: str
+    request_id: str
+    change_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A change read and planned: the resource's version when read (None: deleted in SCIM) and the plan."""
+
+    pending: _Pending
+    version: int | None
+    plan: Plan
+
+
 class ExportService:
     """Applies SCIM changes to Entra with the connection's export rules."""
 
-    def __init__(self, repository: ScimRepository, audit: AuditSink) -> None:
+    def __init__(self, repository: ScimRepository, audit: AuditSink, *, events: EventOutbox | None = None,
+                 clock: Clock | None = None) -> None:
         self._repo = repository
         self._audit = audit
+        self._events = events
+        self._clock = clock
 
     async def plan(self, conn: Connection, entra: ExportDirectory, kind: Kind, scim_id: str, *,
                    settle_members: str | None = None) -> Plan:
@@ -155,123 +204,89 @@ class ExportService:
 
     async def apply(self, conn: Connection, entra: ExportDirectory, kind: Kind, scim_id: str, *,
                     request_id: str, change_id: str | None = None, dry_run: bool = False) -> Applied:
-        """Plan, then make each write with an audit record carrying the SCIM request's id."""
+        """Apply one change as a run of its own: read and plan, check the threshold, then make each write
+        with an audit record carrying the SCIM request's id. A member user not yet applied is applied first;
+        a member group not in Entra yet raises Transient (the change is delivered again)."""
+        job = _Export(self, conn, entra, [_Pending(kind, scim_id, request_id, (change_id,) if change_id else ())],
+                      settle=not dry_run)
+        stopped = await self._run(conn, job, request_id, dry_run=dry_run)
+        [plan] = job.plans
         if dry_run:
-            return Applied(await self.plan(conn, entra, kind, scim_id), 0, True)
-        plan = await self.plan(conn, entra, kind, scim_id, settle_members=request_id)
-        link = plan.link
-        written = 0
-        target = link.entra_id
-        for step in plan.steps:
-            if step.action == "user.create":
-                link = replace(link, created=True, entra_id=None)
-                await self._repo.put_link(conn.name, link)
-            try:
-                result_id = await self._write(conn, entra, step, NEW if target is None else target, request_id)
-            except (InvalidInput, Conflict):
-                if step.action != "user.create":
-                    raise
-                # Another delivery of this user's change created it meanwhile (the link says it is ours): adopt it.
-                again = await entra.find_user("userPrincipalName", str(step.detail["upn"]))
-                if again is None:
-                    raise
-                result_id = again.id
-            if step.action in ("user.create", "group.create", "link"):
-                target = result_id or step.target
-                link = replace(link, entra_id=target, created=link.created or step.action.endswith(".create"))
-                await self._repo.put_link(conn.name, link)
-            if step.action == "user.delete" or (step.action == "group.delete" and step.target == link.entra_id):
-                link = replace(link, entra_id=None)
-            written += step.action != "link"
-        stored = await self._repo.get(conn.name, kind, scim_id)
-        link = replace(link, problems=plan.problems, applied_version=stored.version if stored else 0)
-        await self._repo.put_link(conn.name, link)
+            return Applied(plan, 0, True)
+        if stopped is not None:
+            return Applied(replace(plan, steps=(), problems=(*plan.problems, stopped), stopped=True), 0, False)
         if plan.retry:
-            await self._audit.flush()
-            raise Transient(plan.retry)
-        if change_id:
-            await self._repo.drop_change(conn.name, change_id)
-        if plan.problems:
-            log.warning("export of %s %s left problems: %s", kind, scim_id, "; ".join(plan.problems))
-        await self._audit.flush()
-        return Applied(replace(plan, link=link), written, False)
+            raise Transient(plan.retry)  # written, and left pending: the queue delivers it again
+        return job.applied[0]
 
-    async def _write(self, conn: Connection, entra: ExportDirectory, step: Step, target: str,
-                     request_id: str) -> str | None:
-        """One Entra write and its audit record (the failure is recorded too, then raised)."""
-        detail = {k: v for k, v in step.detail.items() if k != "body"}
-        subject = target if step.target == NEW else step.target
-        try:
-            if step.action == "link":
-                return step.target
-            if step.action == "user.create":
-                result = await entra.create_user(self._new_user(conn, dict(step.detail["body"])))
-            elif step.action == "group.create":
-                result = await entra.create_group(dict(step.detail["body"]),
-                                                  owners=tuple(step.detail.get("owners") or ()))
-            elif step.action == "user.update":
-                result = await entra.update_user(subject, dict(step.detail["body"]))
-            elif step.action == "user.setManager":
-                result = await entra.set_manager(subject, str(step.detail["manager"]))
-            elif step.action == "user.removeManager":
-                result = await entra.remove_manager(subject)
-            elif step.action == "group.update":
-                result = await entra.update_group(subject, dict(step.detail["body"]))
-            elif step.action == "group.addOwner":
-                result = await entra.add_owner(subject, str(step.detail["owner"]))
-            elif step.action == "user.disable":
-                result = await entra.update_user(subject, {"accountEnabled": False})
-            elif step.action == "user.delete":
-                result = await entra.delete_user(subject)
-            elif step.action == "user.assignLicense":
-                result = await entra.assign_license(subject, str(step.detail["sku"]))
-            elif step.action == "group.delete":
-                result = await entra.delete_group(subject)
-            elif step.action == "group.addMember":
-                result = await entra.add_member(subject, str(step.detail["member"]))
+    async def run(self, conn: Connection, entra: ExportDirectory, *, dry_run: bool = False,
+                  correlation_id: str = "export-run") -> ExportRun:
+        """Apply every pending change in one run, oldest first: the removal threshold counts the removals of
+        all of them together. A group waiting for a member user of the same run is planned again once that
+        user is applied; what still waits stays pending. A dry run plans and writes nothing."""
+        waiting: list[_Pending] = []
+        for change in await self._repo.changes(conn.name):
+            same = next((p for p in waiting if (p.kind, p.scim_id) == (change.kind, change.scim_id)), None)
+            if same is None:
+                waiting.append(_Pending(change.kind, change.scim_id, change.request_id, (change.id,)))
             else:
-                try:
-                    result = await entra.remove_member(subject, str(step.detail["member"]))
-                except NotFound:
-                    return None  # already gone: the state wanted
-        except BridgeError as exc:
-            await self._audit.record(connection=conn.name, actor=ACTOR, action=f"export.{step.action}", target=subject,
-                                     outcome="failed", correlation_id=request_id, detail={**detail,
-                                                                                          "error": exc.title})
-            raise
-        await self._audit.record(connection=conn.name, actor=ACTOR, action=f"export.{step.action}",
-                                 target=result.id or subject, outcome="done", correlation_id=request_id,
-                                 graph_request_id=result.request_id, detail=detail)
-        return result.id
-
-    @staticmethod
-    def _new_user(conn: Connection, body: dict[str, Any]) -> dict[str, Any]:
-        """A created user's body with its password profile: Graph requires a password on create
-        (https://learn.microsoft.com/graph/api/user-post-users). It is random and kept nowhere; `passwordless`
-        asks for no change of it and lets it not expire, so the user onboards with a Temporary Access Pass and a
-        passkey and never meets a password prompt (docs/export.md)."""
-        password = passwords.generate(passwords.PasswordPolicy(), banned=passwords.banned_terms(
-            [str(body.get("userPrincipalName")), str(body.get("displayName"))]))
-        if conn.features.export.new_users == "passwordless":
-            body["passwordProfile"] = {"forceChangePasswordNextSignIn": False, "password": password}
-            body["passwordPolicies"] = "DisablePasswordExpiration"
+                waiting[waiting.index(same)] = replace(same, change_ids=(*same.change_ids, change.id))
+        result = ExportRun(dry_run=dry_run)
+        removed = 0
+        latest: dict[tuple[str, str], Plan] = {}
+        order: list[tuple[str, str]] = []
+        for _ in range(1 if dry_run else ROUNDS):
+            job = _Export(self, conn, entra, waiting, settle=False)
+            result.stopped = await self._run(conn, job, correlation_id, dry_run=dry_run, removed=removed)
+            for plan in job.plans:
+                order += [] if (plan.kind, plan.scim_id) in latest else [(plan.kind, plan.scim_id)]
+                latest[(plan.kind, plan.scim_id)] = plan
+            result.applied += job.applied
+            removed += sum(a.plan.removals for a in job.applied)
+            if dry_run or result.stopped is not None:
+                break
+            waiting = job.waiting
+            if not job.applied or not waiting:
+                break
+        if dry_run:
+            result.applied = [Applied(latest[key], 0, True) for key in order]
         else:
-            body["passwordProfile"] = {"forceChangePasswordNextSignIn": True, "password": password}
-        return body
+            result.waiting = [latest[(p.kind, p.scim_id)] for p in waiting]
+        return result
+
+    async def _run(self, conn: Connection, job: _Export, correlation_id: str, *, dry_run: bool,
+                   removed: int = 0) -> str | None:
+        """Run `job` on the engine; why it stopped (the threshold), else None. `removed`: removals already made
+        by earlier rounds of the same run, which the threshold counts too."""
+        rules = conn.features.export
+        audit = AuditContext(self._audit, connection=conn.name, actor=ACTOR, correlation_id=correlation_id)
+        threshold = Threshold(rules.removal_threshold, THRESHOLD_SETTING)
+        try:
+            report = await reconcile(job, audit, dry_run=dry_run,
+                                     limit=lambda removals: threshold(removed + removals))
+        except ThresholdExceeded as stop:
+            # Nothing of the run was written: its changes stay pending, each one that removes names the problem.
+            for plan in job.plans:
+                if plan.removals:
+                    await self._repo.put_link(conn.name, replace(plan.link, problems=(*plan.problems, stop.detail)))
+            return stop.detail
+        finally:
+            if not dry_run:
+                await audit.flush()
+        return report.stopped
+
+    def _announcement(self, conn: Connection, read: _Read) -> Event | None:
+        """The change's `export.applied` event (None without an outbox): ids and the version only."""
+        if self._events is None or self._clock is None:
+            return None
+        version = "deleted" if read.version is None else str(read.version)
+        return new_event(EventType.EXPORT_APPLIED, connection=conn.name, subject=read.pending.scim_id,
+                         change=f"{read.pending.kind}/{read.pending.scim_id}@{version}", time=self._clock.now(),
+                         resourceType=read.pending.kind, scimId=read.pending.scim_id, version=version)
 
     async def pending(self, conn: Connection, entra: ExportDirectory) -> list[Plan]:
         """The plan of every pending change (dry-run: nothing is written)."""
-        plans: list[Plan] = []
-        seen: set[tuple[str, str]] = set()
-        for change in await self._repo.changes(conn.name):
-            if (change.kind, change.scim_id) in seen:
-                continue
-            seen.add((change.kind, change.scim_id))
-            try:
-                plans.append(await self.plan(conn, entra, change.kind, change.scim_id))
-            except Transient as exc:
-                plans.append(Plan(change.kind, change.scim_id, (), (exc.detail,), Link(change.kind, change.scim_id)))
-        return thresholded_run(plans, conn.features.export)
+        return [applied.plan for applied in (await self.run(conn, entra, dry_run=True)).applied]
 
     async def changes(self, connection: str) -> list[ExportChange]:
         """Received changes not yet applied, oldest first."""
@@ -287,3 +302,153 @@ class ExportService:
                 "pending": len(changes),
                 "problems": [{"resourceType": x.kind, "id": x.scim_id, "problem": p}
                              for x in links for p in x.problems]}
+
+
+class _Export(Capability[_Read, Step]):
+    """SCIM changes on the reconcile engine: one batch per resource, one Entra write per step."""
+
+    audit_prefix = "export."
+
+    def __init__(self, service: ExportService, conn: Connection, entra: ExportDirectory, items: Sequence[_Pending],
+                 *, settle: bool) -> None:
+        self._service = service
+        self._repo = service._repo
+        self._conn = conn
+        self._entra = entra
+        self._items = list(items)
+        self._settle = settle
+        #: Every plan read, in order (with its problem when the change waits for a member).
+        self.plans: list[Plan] = []
+        self.waiting: list[_Pending] = []
+        self.applied: list[Applied] = []
+        self._link = Link("Users", "")
+        self._target: str | None = None
+        self._written = 0
+        self._event: Event | None = None
+
+    async def read(self) -> AsyncIterator[_Read]:
+        for item in self._items:
+            stored = await self._repo.get(self._conn.name, item.kind, item.scim_id)
+            try:
+                plan = await self._service.plan(self._conn, self._entra, item.kind, item.scim_id,
+                                                settle_members=item.request_id if self._settle else None)
+            except Transient as exc:
+                if self._settle:
+                    raise  # one change on its own: the queue delivers it again
+                self.waiting.append(item)
+                self.plans.append(Plan(item.kind, item.scim_id, (), (exc.detail,), Link(item.kind, item.scim_id)))
+                continue
+            self.plans.append(plan)
+            yield _Read(item, stored.version if stored else None, plan)
+
+    def plan(self, batch: _Read) -> Sequence[Step]:
+        return batch.plan.steps
+
+    def context(self, batch: _Read, audit: AuditContext) -> AuditContext:
+        return audit.bind(correlation_id=batch.pending.request_id)
+
+    def describe(self, action: Step) -> dict[str, Any]:
+        return {k: v for k, v in action.detail.items() if k != "body"}
+
+    async def begin(self, batch: _Read, actions: Sequence[Step]) -> None:
+        self._link, self._written = batch.plan.link, 0
+        self._target = self._link.entra_id
+        self._event = self._service._announcement(self._conn, batch)
+        if self._event is not None and self._service._events is not None:
+            await self._service._events.hold(self._conn.name, _run_of(self._event), [self._event])
+
+    async def apply(self, action: Step) -> Done | None:
+        conn, link = self._conn, self._link
+        if action.action == "user.create":
+            link = replace(link, created=True, entra_id=None)
+            await self._repo.put_link(conn.name, link)
+        done = await self._write(action, NEW if self._target is None else self._target)
+        if action.action in ("user.create", "group.create", "link"):
+            self._target = (done.target if done else None) or action.target
+            link = replace(link, entra_id=self._target, created=link.created or action.action.endswith(".create"))
+            await self._repo.put_link(conn.name, link)
+        if action.action == "user.delete" or (action.action == "group.delete" and action.target == link.entra_id):
+            link = replace(link, entra_id=None)
+        self._link = link
+        self._written += action.action != "link"
+        return None if action.action == "link" else done
+
+    async def _write(self, step: Step, target: str) -> Done | None:
+        """One Entra write; what the engine audits (None: nothing written)."""
+        entra = self._entra
+        subject = target if step.target == NEW else step.target
+        if step.action == "link":
+            return Done("linked", target=step.target)
+        if step.action == "user.create":
+            body = _new_user(self._conn, dict(step.detail["body"]))
+            try:
+                result = await entra.create_user(body)
+            except (InvalidInput, Conflict):
+                # Another delivery of this user's change created it meanwhile (the link says it is ours): adopt it.
+                again = await entra.find_user("userPrincipalName", str(step.detail["upn"]))
+                if again is None:
+                    raise
+                return Done("adopted", target=again.id,
+                            detail={"reason": "created meanwhile by another delivery of the same change"})
+        elif step.action == "group.create":
+            result = await entra.create_group(dict(step.detail["body"]), owners=tuple(step.detail.get("owners") or ()))
+        elif step.action == "user.update":
+            result = await entra.update_user(subject, dict(step.detail["body"]))
+        elif step.action == "user.setManager":
+            result = await entra.set_manager(subject, str(step.detail["manager"]))
+        elif step.action == "user.removeManager":
+            result = await entra.remove_manager(subject)
+        elif step.action == "group.update":
+            result = await entra.update_group(subject, dict(step.detail["body"]))
+        elif step.action == "group.addOwner":
+            result = await entra.add_owner(subject, str(step.detail["owner"]))
+        elif step.action == "user.disable":
+            result = await entra.update_user(subject, {"accountEnabled": False})
+        elif step.action == "user.delete":
+            result = await entra.delete_user(subject)
+        elif step.action == "user.assignLicense":
+            result = await entra.assign_license(subject, str(step.detail["sku"]))
+        elif step.action == "group.delete":
+            result = await entra.delete_group(subject)
+        elif step.action == "group.addMember":
+            result = await entra.add_member(subject, str(step.detail["member"]))
+        else:
+            try:
+                result = await entra.remove_member(subject, str(step.detail["member"]))
+            except NotFound:
+                return None  # already gone: the state wanted
+        return Done("done", target=result.id or subject, graph_request_id=result.request_id)
+
+    async def end(self, batch: _Read, actions: Sequence[Step]) -> None:
+        conn = self._conn
+        link = replace(self._link, problems=batch.plan.problems, applied_version=batch.version or 0)
+        await self._repo.put_link(conn.name, link)
+        # A user whose manager is not in Entra yet stays pending, to be delivered (or run) again.
+        for change_id in () if batch.plan.retry else batch.pending.change_ids:
+            await self._repo.drop_change(conn.name, change_id)
+        if batch.plan.problems:
+            log.warning("export of %s %s left problems: %s", batch.pending.kind, batch.pending.scim_id,
+                        "; ".join(batch.plan.problems))
+        if self._event is not None and self._service._events is not None:
+            await self._service._events.release(conn.name, _run_of(self._event), held=[self._event])
+        self.applied.append(Applied(replace(batch.plan, link=link), self._written, False))
+
+
+def _new_user(conn: Connection, body: dict[str, Any]) -> dict[str, Any]:
+    """A created user's body with its password profile: Graph requires a password on create
+    (https://learn.microsoft.com/graph/api/user-post-users). It is random and kept nowhere; `passwordless` asks
+    for no change of it and lets it not expire, so the user onboards with a Temporary Access Pass and a passkey
+    and never meets a password prompt (docs/export.md)."""
+    password = passwords.generate(passwords.PasswordPolicy(), banned=passwords.banned_terms(
+        [str(body.get("userPrincipalName")), str(body.get("displayName"))]))
+    if conn.features.export.new_users == "passwordless":
+        body["passwordProfile"] = {"forceChangePasswordNextSignIn": False, "password": password}
+        body["passwordPolicies"] = "DisablePasswordExpiration"
+    else:
+        body["passwordProfile"] = {"forceChangePasswordNextSignIn": True, "password": password}
+    return body
+
+
+def _run_of(event: Event) -> str:
+    """The hold of one change's event (docs/events.md)."""
+    return f"export-{event.id}"

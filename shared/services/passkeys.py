@@ -24,7 +24,7 @@ import binascii
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -32,13 +32,23 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import Connection, PasskeyPolicy
 from shared.domain import attestation
-from shared.domain.devices import DeviceRow, DeviceState, Fix, PasskeyRow, PasskeyState, plan_reconciliation
+from shared.domain.devices import (
+    DeviceRow,
+    DeviceState,
+    Fix,
+    PasskeyRow,
+    PasskeyState,
+    Reconciliation,
+    plan_reconciliation,
+)
 from shared.domain.directory import Enrollment, UserRow, UserState
 from shared.domain.events import EventType
 from shared.errors import BridgeError, Conflict, Forbidden, InvalidInput, NotFound
+from shared.services.audit_context import AuditContext
 from shared.services.devices import PASSKEY_RUN, DeviceService, PasskeyDirectory
 from shared.services.directory import Directory
 from shared.services.ports import AuditSink, Clock, Entity, EntityStore, JsonObject, TrustAnchorSource
+from shared.services.reconcile import Capability, Done, reconcile
 from shared.topology import Table
 
 log = logging.getLogger(__name__)
@@ -406,12 +416,26 @@ class PasskeyService:
 
     async def reconcile(self, conn: Connection, entra: PasskeyDirectory, *, correlation_id: str) -> ReconcileReport:
         """Bring the registry and Entra's fido2Methods together for the users that have registered passkeys
-        (and drop long-expired ceremonies on the way)."""
+        (and drop long-expired ceremonies on the way), on the reconcile engine: each fix audited on its own."""
         report = ReconcileReport(ceremonies_purged=await self.purge_ceremonies(conn.name))
+        audit = AuditContext(self._audit, connection=conn.name, actor=ACTOR, correlation_id=correlation_id)
+        fixes = _PasskeyFixes(self, conn, entra, report, cause=f"reconcile:{correlation_id}")
+        await reconcile(fixes, audit)
+        if not report.passkeys:
+            return report
+        await audit.record("passkeys.reconciled", conn.name, "partial" if report.unreadable_users else "completed",
+                           **report.as_dict())
+        return report
+
+    async def _read_registry(self, conn: Connection, entra: PasskeyDirectory,
+                             report: ReconcileReport) -> _Registry | None:
+        """The registry's passkeys, each of their users' fido2Methods, the devices' states and the retired users;
+        None when no passkey is registered. A user whose methods cannot be read is left out (and reported), so
+        the plan leaves their passkeys alone."""
         rows = [(e, PasskeyRow.model_validate(e.data)) async for e in self._entities.query(Table.PASSKEYS, conn.name)]
         report.passkeys = len(rows)
         if not rows:
-            return report
+            return None
         users = sorted({row.user_id for _, row in rows})
         report.users = len(users)
         in_entra: dict[str, set[str]] = {}
@@ -431,41 +455,78 @@ class PasskeyService:
         devices = {e.row_key: DeviceState(str(e.data.get("state", "active")))
                    async for e in self._entities.query(Table.DEVICES, conn.name)}
         retired = [u.id async for u in self._directory.all(conn.name) if u.state is UserState.REMOVED]
-        entities = {row.row_key: entity for entity, row in rows}
-        touched: set[str] = set()
-        for item in plan_reconciliation([row for _, row in rows], in_entra, devices, retired):
-            passkey, entity = item.passkey, entities[item.passkey.row_key]
-            detail = {"device": passkey.device_id, "method": passkey.method_id, "reason": item.reason}
-            request_id = None
-            if item.fix is Fix.REVOKE:
-                revocation = await entra.revoke(passkey.user_id, passkey.method_id)
-                await self._devices.announce_passkey(EventType.PASSKEY_REVOKED, conn.name, passkey.user_id,
-                                                     passkey.device_id, passkey.method_id)
-                await self._entities.delete(Table.PASSKEYS, conn.name, passkey.row_key)
-                action, outcome, request_id = "passkey.revoked", revocation.outcome, revocation.request_id
-                report.revoked += 1
-            elif item.fix is Fix.MARK_DELETED:
-                # Entra already lost it: recorded first, so a stop before the mark is recorded again next time.
-                await self._devices.announce_passkey(EventType.PASSKEY_DELETED_IN_ENTRA, conn.name, passkey.user_id,
-                                                     passkey.device_id, passkey.method_id)
-                marked = passkey.model_copy(update={"state": PasskeyState.DELETED_IN_ENTRA})
-                await self._entities.update(Table.PASSKEYS, Entity(conn.name, passkey.row_key, marked.to_row(),
-                                                                   entity.etag))
-                action, outcome = "passkey.deleted_in_entra", "marked"
-                report.marked_deleted += 1
-            else:
-                flagged = passkey.model_copy(update={"duplicate": True})
-                await self._entities.update(Table.PASSKEYS, Entity(conn.name, passkey.row_key, flagged.to_row(),
-                                                                   entity.etag))
-                action, outcome = "passkey.duplicate", "flagged"
-                report.duplicates += 1
-            touched.add(passkey.user_id)
-            await self._audit.record(connection=conn.name, actor=ACTOR, action=action, target=passkey.user_id,
-                                     outcome=outcome, correlation_id=correlation_id, graph_request_id=request_id,
-                                     detail=detail)
-        for user_id in sorted(touched):
-            await self._devices.update_enrollment(conn.name, user_id, cause=f"reconcile:{correlation_id}")
-        await self._audit.record(connection=conn.name, actor=ACTOR, action="passkeys.reconciled", target=conn.name,
-                                 outcome="partial" if report.unreadable_users else "completed",
-                                 correlation_id=correlation_id, detail=report.as_dict())
-        return report
+        return _Registry([row for _, row in rows], {row.row_key: entity for entity, row in rows}, in_entra, devices,
+                         retired)
+
+    async def _fix(self, conn: Connection, entra: PasskeyDirectory, item: Reconciliation, entity: Entity,
+                   report: ReconcileReport) -> Done:
+        """Carry out one planned fix."""
+        passkey = item.passkey
+        if item.fix is Fix.REVOKE:
+            revocation = await entra.revoke(passkey.user_id, passkey.method_id)
+            await self._devices.announce_passkey(EventType.PASSKEY_REVOKED, conn.name, passkey.user_id,
+                                                 passkey.device_id, passkey.method_id)
+            await self._entities.delete(Table.PASSKEYS, conn.name, passkey.row_key)
+            report.revoked += 1
+            return Done(revocation.outcome, graph_request_id=revocation.request_id)
+        if item.fix is Fix.MARK_DELETED:
+            # Entra already lost it: recorded first, so a stop before the mark is recorded again next time.
+            await self._devices.announce_passkey(EventType.PASSKEY_DELETED_IN_ENTRA, conn.name, passkey.user_id,
+                                                 passkey.device_id, passkey.method_id)
+            marked = passkey.model_copy(update={"state": PasskeyState.DELETED_IN_ENTRA})
+            await self._entities.update(Table.PASSKEYS, Entity(conn.name, passkey.row_key, marked.to_row(),
+                                                               entity.etag))
+            report.marked_deleted += 1
+            return Done("marked")
+        flagged = passkey.model_copy(update={"duplicate": True})
+        await self._entities.update(Table.PASSKEYS, Entity(conn.name, passkey.row_key, flagged.to_row(), entity.etag))
+        report.duplicates += 1
+        return Done("flagged")
+
+
+@dataclass(frozen=True)
+class _Registry:
+    """What passkey reconciliation reads: the registry's rows (and their stored entities), each readable user's
+    method ids in Entra, the devices' states and the users removed from the bridge."""
+
+    passkeys: list[PasskeyRow]
+    entities: dict[str, Entity]
+    in_entra: dict[str, set[str]]
+    devices: dict[str, DeviceState]
+    retired: list[str]
+
+
+class _PasskeyFixes(Capability[_Registry, Reconciliation]):
+    """Passkey reconciliation on the reconcile engine: one read, the pure plan of shared.domain.devices, one
+    audit record per fix, then the enrollment state of each user whose passkeys changed."""
+
+    audit_prefix = "passkey."
+
+    def __init__(self, service: PasskeyService, conn: Connection, entra: PasskeyDirectory, report: ReconcileReport,
+                 *, cause: str) -> None:
+        self._service = service
+        self._conn = conn
+        self._entra = entra
+        self._report = report
+        self._cause = cause
+        self._entities: dict[str, Entity] = {}
+
+    async def read(self) -> AsyncIterator[_Registry]:
+        registry = await self._service._read_registry(self._conn, self._entra, self._report)
+        if registry is not None:
+            self._entities = registry.entities
+            yield registry
+
+    def plan(self, batch: _Registry) -> Sequence[Reconciliation]:
+        return plan_reconciliation(batch.passkeys, batch.in_entra, batch.devices, batch.retired)
+
+    async def apply(self, action: Reconciliation) -> Done:
+        return await self._service._fix(self._conn, self._entra, action, self._entities[action.passkey.row_key],
+                                        self._report)
+
+    def describe(self, action: Reconciliation) -> JsonObject:
+        return {"device": action.passkey.device_id, "method": action.passkey.method_id, "reason": action.reason}
+
+    async def end(self, batch: _Registry, actions: Sequence[Reconciliation]) -> None:
+        for user_id in sorted({a.passkey.user_id for a in actions}):
+            await self._service._devices.update_enrollment(self._conn.name, user_id, cause=self._cause)

@@ -10,7 +10,7 @@ import pytest
 
 from shared.adapters.scim import TableScimRepository
 from shared.config import Connection
-from shared.domain.export import Link, Plan, Step, thresholded_run
+from shared.domain.export import Link
 from shared.domain.scim import (
     ENTERPRISE_SCHEMA,
     GROUP_EXTENSION_SCHEMA,
@@ -429,18 +429,6 @@ async def test_new_users_get_a_password_or_go_passwordless(mode: str, force: boo
     assert world.entra.passwords[user_id]  # Graph requires one on create; no one knows it
 
 
-def test_removals_are_counted_across_the_pending_changes_of_a_run() -> None:
-    rules = Connection.model_validate({"name": "c", "tenantId": "11111111-2222-3333-4444-555555555555",
-                                       "features": {"export": {"removalThreshold": 2}}}).features.export
-    deletes = [Plan("Users", f"u{i}", (Step("user.disable", f"e{i}"),), (), Link("Users", f"u{i}")) for i in range(3)]
-    create = Plan("Users", "new", (Step("user.create", "(new)"),), (), Link("Users", "new"))
-    checked = thresholded_run([*deletes, create], rules)
-    assert all(p.stopped and not p.steps for p in checked[:3])
-    assert "3 removals across 3 pending changes" in checked[0].problems[-1]
-    assert checked[3] == create
-    assert thresholded_run(deletes[:2], rules) == deletes[:2]
-
-
 async def test_a_group_of_50000_members_is_exported() -> None:
     world = World()
     ids = [f"s{i:05d}" for i in range(50_000)]
@@ -452,14 +440,3 @@ async def test_a_group_of_50000_members_is_exported() -> None:
     applied = await world.apply("Groups", "big")
     assert len(world.entra.members[str(applied.plan.link.entra_id)]) == 50_000
     assert (await world.apply("Groups", "big")).written == 0
-
-
-async def test_the_pending_listing_counts_removals_across_changes() -> None:
-    world = World(removalThreshold=1)
-    users = [await world.user(f"u{i}@contoso.example", employeeNumber=str(i)) for i in range(2)]
-    for user in users:
-        await world.apply("Users", user)
-        await world.scim.delete(world.conn, "Users", user, if_match=None, request_id=f"d-{user}")
-    plans = [p for p in await world.engine.pending(world.conn, world.entra) if p.scim_id in users]
-    assert [p.stopped for p in plans] == [True, True]
-    assert all("2 removals across 2 pending changes" in p.problems[-1] for p in plans)
