@@ -440,3 +440,20 @@ async def test_a_group_of_50000_members_is_exported() -> None:
     applied = await world.apply("Groups", "big")
     assert len(world.entra.members[str(applied.plan.link.entra_id)]) == 50_000
     assert (await world.apply("Groups", "big")).written == 0
+
+
+async def test_a_run_leaves_a_user_pending_until_its_manager_is_in_entra() -> None:
+    world = World()
+    boss = await world.user("boss@contoso.example", employeeNumber="1")
+    ada = await world.user("ada@contoso.example", employeeNumber="2", **{ENTERPRISE_SCHEMA: {"manager": {
+        "value": boss}}})
+    boss_change = next(c for c in await world.repo.changes("c1") if c.scim_id == boss)
+    await world.repo.drop_change("c1", boss_change.id)  # the boss's change is not in this run
+    await world.engine.run(world.conn, world.entra)
+    assert [c.scim_id for c in await world.repo.changes("c1")] == [ada]
+    ada_id = (await world.repo.link("c1", "Users", ada)).entra_id  # type: ignore[union-attr]
+    assert ada_id in world.entra.users
+    await world.apply("Users", boss)
+    await world.engine.run(world.conn, world.entra)
+    assert await world.repo.changes("c1") == []
+    assert world.entra.managers[str(ada_id)] == (await world.repo.link("c1", "Users", boss)).entra_id  # type: ignore[union-attr]
