@@ -144,7 +144,9 @@ class ScimService:
             return
         check_user(attributes, current.id if current is not None else None)
         manager = manager_of(attributes)
-        if manager is not None and await self._repo.get(conn.name, "Users", manager) is None:
+        # Checked when it changes: a manager deleted since must not block the user's other changes.
+        if manager is not None and (current is None or manager != manager_of(current.attributes)) and \
+                await self._repo.get(conn.name, "Users", manager) is None:
             raise ScimError(400, f"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager: {manager!r} is "
                                  "not a User of this service", "invalidValue")
         rules = conn.features.export
