@@ -42,7 +42,14 @@ from typing import Any
 from azure.identity.aio import ClientSecretCredential
 
 from bench.sync import _audit
-from local.entra.demo import BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET, DEMO_DOMAIN, EXPORT_PERMISSIONS, demo_tenant
+from local.entra.demo import (
+    BRIDGE_CLIENT_ID,
+    BRIDGE_CLIENT_SECRET,
+    BRIDGE_PRINCIPAL_ID,
+    DEMO_DOMAIN,
+    EXPORT_PERMISSIONS,
+    demo_tenant,
+)
 from local.entra.process import running as entra_running
 from local.servers import azurite
 from local.tls import ensure_tls
@@ -97,13 +104,13 @@ def tenant_file(folder: Path, users: int) -> Path:
     return path
 
 
-def connection(tenant_id: str, users: int) -> Connection:
-    """The bench connection: export on, the default license, removals allowed."""
+def connection(tenant_id: str, users: int, owner: str) -> Connection:
+    """The bench connection: export on, the default license, removals allowed, `owner` bound to created groups."""
     return Connection.model_validate({
         "name": "bench", "tenantId": tenant_id, "cloud": "local",
         "auth": {"kind": "clientSecret", "clientId": BRIDGE_CLIENT_ID, "secretName": "bridge-client-secret"},
         "features": {"export": {"enabled": True, "usageLocation": "CH", "defaultLicenseSku": "ENTERPRISEPACK",
-                                "removalThreshold": users}}})
+                                "removalThreshold": users, "groups": {"owners": [owner]}}}})
 
 
 async def scenarios(users: int, groups: int, workers: int, patches: int, scale: float, tenant_id: str, url: str,
@@ -116,7 +123,7 @@ async def scenarios(users: int, groups: int, workers: int, patches: int, scale: 
     graph = GraphGateway(connection="bench", tenant_id=tenant_id, credential=credential, graph_base=url,
                          scope="https://graph.microsoft.com/.default", verify=ssl.create_default_context(cafile=ca),
                          governor=ThrottleGovernor(tables, clock), max_wait=300)
-    conn = connection(tenant_id, users)
+    conn = connection(tenant_id, users, BRIDGE_PRINCIPAL_ID)
     repo = TableScimRepository(tables)
     queue = MemoryQueue()
     scim = ScimService(repo, queue, clock)
@@ -214,7 +221,9 @@ def run(users: int, groups: int, workers: int, patches: int, scale: float, folde
     # Each 429 is logged by the gateway; the summary line counts them instead.
     logging.getLogger("shared.adapters.graph").setLevel(logging.ERROR)
     tenant = tenant_file(folder, users)
-    with azurite(folder / "azurite", folder / "azurite.log") as storage, \
+    # Nothing the bench writes needs to outlive it; on disk, Azurite saves its whole table store as one JSON text
+    # again and again, a cost that grows with the push's rows and that Table storage does not have.
+    with azurite(folder / "azurite", folder / "azurite.log", in_memory=True) as storage, \
             entra_running(data_dir=folder / "entra", log_path=folder / "entra.log", tenant=str(tenant),
                           limits=True, time_scale=scale, timeout=180) as sim:
         def admin(method: str, path: str, body: Any) -> Any:

@@ -614,7 +614,8 @@ class ScimUserBody(ScimBody):
 
 
 class ScimGroupBody(ScimBody):
-    """A Group to create or the whole of one to replace (`id` and `meta` are ignored)."""
+    """A Group to create or the whole of one to replace (`id` and `meta` are ignored), with its `members` and the
+    `description` of the bridge's extension `urn:entra-bridge:params:scim:schemas:extension:2.0:Group`."""
 
     schemas: list[str] | None = None
     display_name: Annotated[str, Field(alias="displayName")]

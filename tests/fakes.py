@@ -21,7 +21,7 @@ from local.memory import (
     FakeSecretStore,
     FakeWorkQueue,
 )
-from shared.domain.export import EntraGroup, EntraUser, Sku
+from shared.domain.export import USER_PROPERTIES, EntraGroup, EntraUser, Sku
 from shared.errors import InvalidInput, NotFound
 from shared.services.ports import JsonObject, Written
 
@@ -40,6 +40,9 @@ class FakeExportDirectory:
         self.groups: dict[str, EntraGroup] = {}
         self.members: dict[str, set[str]] = {}
         self.passwords: dict[str, str] = {}
+        self.created: dict[str, JsonObject] = {}
+        self.managers: dict[str, str] = {}
+        self.owners: dict[str, set[str]] = {}
         self.writes: list[tuple[str, str]] = []
         self._ids = itertools.count(1)
 
@@ -80,17 +83,39 @@ class FakeExportDirectory:
             raise InvalidInput("The domain portion of the userPrincipalName property is invalid.")
         if await self.find_user("userPrincipalName", upn):
             raise InvalidInput("Another object with the same value for property userPrincipalName already exists.")
+        if not isinstance(body.get("passwordProfile"), dict) or not body["passwordProfile"].get("password"):
+            raise InvalidInput("Invalid value specified for property 'passwordProfile' of resource 'User'.")
         user = self.add_user(upn, account_enabled=bool(body["accountEnabled"]),
                              usage_location=body.get("usageLocation"), display_name=body.get("displayName"),
-                             employee_id=body.get("employeeId"))
+                             employee_id=body.get("employeeId"), mail=body.get("mail"),
+                             properties={k: body.get(k) for k in USER_PROPERTIES})
         self.passwords[user.id] = str(body["passwordProfile"]["password"])
+        self.created[user.id] = {k: v for k, v in body.items() if k != "passwordProfile"} | {
+            "passwordProfile": {k: v for k, v in body["passwordProfile"].items() if k != "password"}}
         return self._written("user.create", user.id, user.id)
 
     async def update_user(self, user_id: str, body: JsonObject) -> Written:
         user = self.users[user_id]
-        names = {"accountEnabled": "account_enabled", "usageLocation": "usage_location", "displayName": "display_name"}
-        self.users[user_id] = replace(user, **{names[k]: v for k, v in body.items() if k in names})
+        names = {"accountEnabled": "account_enabled", "usageLocation": "usage_location", "displayName": "display_name",
+                 "mail": "mail", "employeeId": "employee_id"}
+        properties = {**user.properties, **{k: v for k, v in body.items() if k in USER_PROPERTIES}}
+        self.users[user_id] = replace(user, properties=properties,
+                                      **{names[k]: v for k, v in body.items() if k in names})
         return self._written("user.update", user_id)
+
+    async def manager_id(self, user_id: str) -> str | None:
+        return self.managers.get(user_id)
+
+    async def set_manager(self, user_id: str, manager_id: str) -> Written:
+        if manager_id not in self.users or manager_id == user_id:
+            raise InvalidInput(f"manager {manager_id} is not another user")
+        self.managers[user_id] = manager_id
+        return self._written("user.setManager", user_id)
+
+    async def remove_manager(self, user_id: str) -> Written:
+        if self.managers.pop(user_id, None) is None:
+            raise NotFound("Resource 'manager' does not exist")
+        return self._written("user.removeManager", user_id)
 
     async def delete_user(self, user_id: str) -> Written:
         self.users.pop(user_id, None)
@@ -111,12 +136,27 @@ class FakeExportDirectory:
     async def group(self, group_id: str) -> EntraGroup | None:
         return self.groups.get(group_id)
 
-    async def create_group(self, body: JsonObject) -> Written:
+    async def create_group(self, body: JsonObject, *, owners: tuple[str, ...] = ()) -> Written:
+        if len(owners) > 20:
+            raise InvalidInput("At most 20 owners can be added in one request.")
         group = self.add_group(str(body["displayName"]), mail_nickname=body.get("mailNickname"),
                                mail_enabled=bool(body.get("mailEnabled")),
                                security_enabled=bool(body.get("securityEnabled")),
-                               group_types=tuple(body.get("groupTypes") or ()))
+                               group_types=tuple(body.get("groupTypes") or ()), description=body.get("description"))
+        self.owners[group.id] = set(owners)
         return self._written("group.create", group.id, group.id)
+
+    async def update_group(self, group_id: str, body: JsonObject) -> Written:
+        names = {"displayName": "display_name", "description": "description"}
+        self.groups[group_id] = replace(self.groups[group_id], **{names[k]: v for k, v in body.items()})
+        return self._written("group.update", group_id)
+
+    async def owner_ids(self, group_id: str) -> set[str]:
+        return set(self.owners.get(group_id, set()))
+
+    async def add_owner(self, group_id: str, owner_id: str) -> Written:
+        self.owners.setdefault(group_id, set()).add(owner_id)
+        return self._written("group.addOwner", group_id)
 
     async def delete_group(self, group_id: str) -> Written:
         self.groups.pop(group_id, None)

@@ -27,7 +27,11 @@ from typing import IO, Any
 MAX_CHANGES = 200_000
 #: A user's fields, in the order of the tenant file and of Graph's answers.
 USER_FIELDS = ("id", "userPrincipalName", "displayName", "mail", "accountEnabled", "onPremisesSyncEnabled",
-               "usageLocation", "givenName", "surname", "assignedLicenses", "employeeId")
+               "usageLocation", "givenName", "surname", "assignedLicenses", "employeeId", "department")
+#: Profile properties a user holds only when set (kept in one dict: most simulated users have none), with the
+#: most characters Graph takes (https://learn.microsoft.com/graph/api/resources/user#properties).
+PROFILE_FIELDS = {"jobTitle": 128, "businessPhones": 64, "mobilePhone": 64, "streetAddress": 1024, "city": 128,
+                  "state": 128, "postalCode": 40, "country": 128, "companyName": 64}
 #: Users (lines) per write when a tenant file is written.
 WRITE_CHUNK = 5000
 #: How Tenant.write lays out a tenant file: the first line ends with USERS_LINE, then one user per
@@ -52,18 +56,32 @@ class User:
     assignedLicenses: list[dict[str, Any]] = field(default_factory=list)
     employeeId: str | None = None
     department: str | None = None
+    #: PROFILE_FIELDS that are set, or None.
+    profile: dict[str, Any] | None = None
+    #: The object id of the user's manager, or None.
+    manager: str | None = None
 
     def row(self) -> dict[str, Any]:
         """The tenant file form (asdict's, without its deep copy: the caller serialises it at once)."""
-        return {"id": self.id, "userPrincipalName": self.userPrincipalName, "displayName": self.displayName,
-                "mail": self.mail, "accountEnabled": self.accountEnabled,
-                "onPremisesSyncEnabled": self.onPremisesSyncEnabled, "usageLocation": self.usageLocation,
-                "givenName": self.givenName, "surname": self.surname, "assignedLicenses": self.assignedLicenses}
+        row = {"id": self.id, "userPrincipalName": self.userPrincipalName, "displayName": self.displayName,
+               "mail": self.mail, "accountEnabled": self.accountEnabled,
+               "onPremisesSyncEnabled": self.onPremisesSyncEnabled, "usageLocation": self.usageLocation,
+               "givenName": self.givenName, "surname": self.surname, "assignedLicenses": self.assignedLicenses}
+        for name in ("employeeId", "department", "profile", "manager"):
+            if getattr(self, name):
+                row[name] = getattr(self, name)
+        return row
+
+    def get(self, name: str) -> Any:
+        """A property by its Graph name (profile properties absent: null, businessPhones: [])."""
+        if name in PROFILE_FIELDS:
+            return (self.profile or {}).get(name, [] if name == "businessPhones" else None)
+        return getattr(self, name)
 
     def graph(self, select: list[str] | None = None) -> dict[str, Any]:
         """The Graph representation, optionally reduced to `$select` (id always included)."""
         if select:
-            return {k: getattr(self, k) for k in USER_FIELDS if k in select or k == "id"}
+            return {k: self.get(k) for k in (*USER_FIELDS, *PROFILE_FIELDS) if k in select or k == "id"}
         # Graph returns licenses only when selected.
         return {"@odata.type": "#microsoft.graph.user", "id": self.id, "userPrincipalName": self.userPrincipalName,
                 "displayName": self.displayName, "mail": self.mail, "accountEnabled": self.accountEnabled,

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from shared.domain.features import ExportFeature
-from shared.domain.scim import ENTERPRISE_SCHEMA, Kind
+from shared.domain.scim import ENTERPRISE_SCHEMA, GROUP_EXTENSION_SCHEMA, Kind, ScimError
 
 Action = Literal["user.create", "user.update", "user.disable", "user.delete", "user.assignLicense",
-                 "group.create", "group.delete", "group.addMember", "group.removeMember", "link"]
+                 "user.setManager", "user.removeManager", "group.create", "group.update", "group.delete",
+                 "group.addMember", "group.removeMember", "group.addOwner", "link"]
 #: Actions that remove: the removal threshold counts them across a run (shared/services/export.py).
 REMOVALS = frozenset({"user.delete", "user.disable", "group.delete", "group.removeMember"})
 #: The target of a step that acts on the object a previous step of the same plan creates.
@@ -24,6 +25,23 @@ NEW = "(new)"
 #: mailNickname: ASCII letters and digits and a few marks, at most 64 characters
 #: (https://learn.microsoft.com/graph/api/resources/group#properties).
 _NICKNAME = re.compile(r"[^A-Za-z0-9._-]")
+#: Graph user properties export keeps equal to the SCIM user's, each with the SCIM attribute it comes from and
+#: the most characters Graph takes (https://learn.microsoft.com/graph/api/resources/user#properties).
+USER_PROPERTIES: dict[str, tuple[str, int]] = {
+    "displayName": ("displayName", 256), "givenName": ("name.givenName", 64), "surname": ("name.familyName", 64),
+    "jobTitle": ("title", 128), "mail": ("emails", 254), "businessPhones": ('phoneNumbers[type eq "work"]', 64),
+    "mobilePhone": ('phoneNumbers[type eq "mobile"]', 64),
+    "streetAddress": ('addresses[type eq "work"].streetAddress', 1024),
+    "city": ('addresses[type eq "work"].locality', 128), "state": ('addresses[type eq "work"].region', 128),
+    "postalCode": ('addresses[type eq "work"].postalCode', 40),
+    "country": ('addresses[type eq "work"].country', 128),
+    "employeeId": (f"{ENTERPRISE_SCHEMA}:employeeNumber", 16),
+    "department": (f"{ENTERPRISE_SCHEMA}:department", 64),
+    "companyName": (f"{ENTERPRISE_SCHEMA}:organization", 64)}
+#: A group's description: Graph takes at most 1,024 characters (group resource, properties).
+DESCRIPTION_LENGTH = 1024
+#: mail: an address of ASCII characters (Graph refuses accented ones), name@domain.
+_MAIL = re.compile(r"^[\x21-\x7e]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+$")
 
 
 @dataclass(frozen=True)
@@ -38,6 +56,8 @@ class EntraUser:
     usage_location: str | None = None
     display_name: str | None = None
     licenses: tuple[str, ...] = ()
+    #: The USER_PROPERTIES as Entra holds them (absent: null, businessPhones: []).
+    properties: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -51,6 +71,7 @@ class EntraGroup:
     mail_enabled: bool = False
     security_enabled: bool = True
     group_types: tuple[str, ...] = ()
+    description: str | None = None
 
     @property
     def unified(self) -> bool:
@@ -113,6 +134,8 @@ class Plan:
     problems: tuple[str, ...]
     link: Link
     stopped: bool = False
+    #: Why the change must be delivered again once these steps are written (a manager not in Entra yet), or None.
+    retry: str | None = None
 
     @property
     def removals(self) -> int:
@@ -177,19 +200,106 @@ def mapping_key(attributes: Mapping[str, Any], rules: ExportFeature) -> tuple[st
     return "userPrincipalName", upn_for(attributes, rules)
 
 
-def _user_fields(attributes: Mapping[str, Any]) -> dict[str, Any]:
+def _typed(values: Any, wanted: str) -> dict[str, Any] | None:
+    """The multi-valued entry of this type (the primary one first), else None."""
+    entries = [e for e in values or [] if isinstance(e, dict) and e.get("type") == wanted]
+    return next((e for e in entries if e.get("primary")), entries[0] if entries else None)
+
+
+def user_properties(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """Every USER_PROPERTIES value of a SCIM user (None when the SCIM user has none; businessPhones a list)."""
     name = attributes.get("name") or {}
     extension = attributes.get(ENTERPRISE_SCHEMA) or {}
-    fields = {"displayName": attributes.get("displayName") or name.get("formatted") or attributes.get("userName"),
-              "givenName": name.get("givenName"), "surname": name.get("familyName"),
-              "department": extension.get("department"), "employeeId": extension.get("employeeNumber")}
-    return {k: v for k, v in fields.items() if v}
+    phones = attributes.get("phoneNumbers")
+    work = _typed(phones, "work")
+    mobile = _typed(phones, "mobile")
+    address = _typed(attributes.get("addresses"), "work") or {}
+    found = {"displayName": attributes.get("displayName") or name.get("formatted") or attributes.get("userName"),
+             "givenName": name.get("givenName"), "surname": name.get("familyName"), "jobTitle": attributes.get("title"),
+             "mail": primary_mail(attributes),
+             # Graph keeps one business phone (user resource, businessPhones).
+             "businessPhones": [str(work["value"])] if work and work.get("value") else [],
+             "mobilePhone": mobile.get("value") if mobile else None,
+             "streetAddress": address.get("streetAddress"),
+             "city": address.get("locality"), "state": address.get("region"),
+             "postalCode": address.get("postalCode"), "country": address.get("country"),
+             "employeeId": extension.get("employeeNumber"), "department": extension.get("department"),
+             "companyName": extension.get("organization")}
+    return {k: (v if k == "businessPhones" else (str(v) if v not in (None, "") else None)) for k, v in found.items()}
+
+
+def check_user(attributes: Mapping[str, Any], scim_id: str | None = None) -> None:
+    """Refuse a SCIM user whose values Entra would refuse, naming the attribute (ScimError, invalidValue)."""
+    for key, value in user_properties(attributes).items():
+        attribute, most = USER_PROPERTIES[key]
+        for text in value if isinstance(value, list) else [value]:
+            if text is not None and len(text) > most:
+                raise ScimError(400, f"{attribute}: {len(text)} characters; Entra's {key} takes at most {most}",
+                                "invalidValue")
+    mail = primary_mail(attributes)
+    if mail is not None and not _MAIL.match(mail):
+        raise ScimError(400, f"emails: {mail!r} is not an address Entra's mail takes (name@domain, ASCII only)",
+                        "invalidValue")
+    manager = ((attributes.get(ENTERPRISE_SCHEMA) or {}).get("manager") or {}).get("value")
+    if manager is not None and scim_id is not None and str(manager) == scim_id:
+        raise ScimError(400, f"{ENTERPRISE_SCHEMA}:manager: user {scim_id} cannot be its own manager", "invalidValue")
+
+
+def check_group(attributes: Mapping[str, Any]) -> None:
+    """Refuse a SCIM group whose values Entra would refuse, naming the attribute."""
+    description = group_description(attributes)
+    if description is not None and len(description) > DESCRIPTION_LENGTH:
+        raise ScimError(400, f"{GROUP_EXTENSION_SCHEMA}:description: {len(description)} characters; Entra's "
+                             f"description takes at most {DESCRIPTION_LENGTH}", "invalidValue")
+
+
+def manager_of(attributes: Mapping[str, Any]) -> str | None:
+    """The SCIM id of the user's manager (enterprise extension), or None."""
+    value = ((attributes.get(ENTERPRISE_SCHEMA) or {}).get("manager") or {}).get("value")
+    return str(value) if value else None
+
+
+def group_description(attributes: Mapping[str, Any]) -> str | None:
+    """The group's description (the bridge's Group extension), or None."""
+    value = (attributes.get(GROUP_EXTENSION_SCHEMA) or {}).get("description")
+    return str(value) if value not in (None, "") else None
+
+
+@dataclass(frozen=True)
+class Manager:
+    """The manager a SCIM user wants in Entra and the one Entra has (object ids; None: none)."""
+
+    wanted: str | None = None
+    current: str | None = None
+    #: Why the wanted manager cannot be set (it could not be exported), or None.
+    problem: str | None = None
+    #: The wanted manager's own change is not applied yet: the user's change is delivered again after its writes.
+    pending: bool = False
+
+
+def _property_changes(wanted: Mapping[str, Any], found: EntraUser, *, clear: bool) -> dict[str, Any]:
+    """The properties to PATCH: those that differ; values the SCIM user lacks are cleared only with `clear`."""
+    changes: dict[str, Any] = {}
+    for key, value in wanted.items():
+        dedicated = {"displayName": found.display_name, "mail": found.mail, "employeeId": found.employee_id}
+        have = dedicated[key] if key in dedicated else found.properties.get(key)
+        if value in (None, []) and not clear:
+            continue
+        if (value or None) != (have or None):
+            changes[key] = value
+    return changes
 
 
 def plan_user(scim_id: str, attributes: Mapping[str, Any] | None, link: Link | None, found: EntraUser | None,
-              *, rules: ExportFeature, verified: Sequence[str], skus: Sequence[Sku]) -> Plan:
-    """The steps that bring Entra's user in line with the SCIM user (None: deleted in SCIM)."""
+              *, rules: ExportFeature, verified: Sequence[str], skus: Sequence[Sku],
+              manager: Manager | None = None) -> Plan:
+    """The steps that bring Entra's user in line with the SCIM user (None: deleted in SCIM).
+
+    Every USER_PROPERTIES value is written; on a user the bridge created a value the SCIM user no longer has is
+    cleared, on a user found by the mapping it is left (another source may own it). `mail` is written only on a
+    verified domain of the tenant (`verified`), else the status names it."""
     link = link or Link("Users", scim_id)
+    manager = manager or Manager()
     steps: list[Step] = []
     problems: list[str] = []
     if attributes is None or attributes.get("active") is False:
@@ -206,7 +316,11 @@ def plan_user(scim_id: str, attributes: Mapping[str, Any] | None, link: Link | N
             steps.append(Step("user.disable", found.id, {"upn": found.user_principal_name}))
         return Plan("Users", scim_id, tuple(steps), (), replace(link, entra_id=found.id))
 
-    fields = _user_fields(attributes)
+    wanted = user_properties(attributes)
+    mail = wanted.get("mail")
+    if mail and domain_of(mail) not in {d.lower() for d in verified}:
+        problems.append(f"mail {mail} is not written: its domain is not a verified domain of the tenant")
+        wanted.pop("mail")
     target = found.id if found else NEW
     if found is None:
         upn = upn_for(attributes, rules)
@@ -214,7 +328,7 @@ def plan_user(scim_id: str, attributes: Mapping[str, Any] | None, link: Link | N
         if problem:
             return Plan("Users", scim_id, (), (problem,), link)
         body = {"accountEnabled": attributes.get("active") is not False, "userPrincipalName": upn,
-                "mailNickname": mail_nickname(upn), **fields}
+                "mailNickname": mail_nickname(upn), **{k: v for k, v in wanted.items() if v not in (None, [])}}
         if rules.usage_location:
             body["usageLocation"] = rules.usage_location
         steps.append(Step("user.create", NEW, {"upn": upn, "body": body}))
@@ -223,7 +337,7 @@ def plan_user(scim_id: str, attributes: Mapping[str, Any] | None, link: Link | N
     else:
         if link.entra_id != found.id:
             steps.append(Step("link", found.id, {"upn": found.user_principal_name}))
-        changes = {k: v for k, v in fields.items() if k in ("displayName",) and v != found.display_name}
+        changes = _property_changes(wanted, found, clear=link.created)
         if link.created and found.account_enabled != (attributes.get("active") is not False):
             changes["accountEnabled"] = attributes.get("active") is not False
         usage_location = found.usage_location
@@ -232,6 +346,15 @@ def plan_user(scim_id: str, attributes: Mapping[str, Any] | None, link: Link | N
         if changes:
             steps.append(Step("user.update", target, {"fields": sorted(changes), "body": changes}))
         licenses = found.licenses
+    retry = None
+    if manager.problem:
+        problems.append(manager.problem)
+    elif manager.pending:
+        retry = f"the manager of user {scim_id} is not in Entra yet; the change is delivered again"
+    elif manager.wanted and manager.wanted != manager.current:
+        steps.append(Step("user.setManager", target, {"manager": manager.wanted}))
+    elif manager.wanted is None and manager.current and link.created:
+        steps.append(Step("user.removeManager", target, {"manager": manager.current}))
     if rules.default_license_sku and rules.default_license_sku not in licenses:
         sku = next((s for s in skus if rules.default_license_sku in (s.sku_id, s.part_number)), None)
         if sku is None:
@@ -246,7 +369,7 @@ def plan_user(scim_id: str, attributes: Mapping[str, Any] | None, link: Link | N
             problems.append("a license needs the user's usageLocation: set features.export.usageLocation")
         else:
             steps.append(Step("user.assignLicense", target, {"sku": sku.sku_id}))
-    return Plan("Users", scim_id, tuple(steps), tuple(problems), link)
+    return Plan("Users", scim_id, tuple(steps), tuple(problems), link, retry=retry)
 
 
 def group_matches(group: EntraGroup, display_name: str, rules: ExportFeature) -> bool:
@@ -272,11 +395,12 @@ def group_body(display_name: str, rules: ExportFeature) -> dict[str, Any]:
 
 def plan_group(scim_id: str, attributes: Mapping[str, Any] | None, link: Link | None,
                named: Sequence[EntraGroup], current_members: set[str] | None, wanted_members: set[str],
-               *, rules: ExportFeature, created_by_bridge: set[str]) -> Plan:
+               *, rules: ExportFeature, created_by_bridge: set[str], owners: set[str] | None = None) -> Plan:
     """The steps that bring Entra's group in line with the SCIM group (None: deleted in SCIM).
 
     `named` are Entra's groups of the SCIM group's displayName (and the linked one), `current_members`
-    the linked group's direct members, `wanted_members` the Entra ids of the SCIM members.
+    the linked group's direct members, `wanted_members` the Entra ids of the SCIM members, `owners` the linked
+    group's owners when the bridge created it and `groups.owners` is set (else None: not read).
     """
     link = link or Link("Groups", scim_id)
     linked = next((g for g in named if g.id == link.entra_id), None)
@@ -286,6 +410,7 @@ def plan_group(scim_id: str, attributes: Mapping[str, Any] | None, link: Link | 
             return Plan("Groups", scim_id, deletion, (), link)
         return Plan("Groups", scim_id, (), (), link)
     display_name = str(attributes.get("displayName") or "")
+    description = group_description(attributes)
     steps: list[Step] = []
     problems: list[str] = []
     target = linked
@@ -294,16 +419,38 @@ def plan_group(scim_id: str, attributes: Mapping[str, Any] | None, link: Link | 
         if target is not None:
             steps.append(Step("link", target.id, {"displayName": display_name}))
     same_name = [g for g in named if g.display_name.lower() == display_name.lower()]
+    created = link.created and linked is not None
     if target is None:
         if same_name and rules.groups.create_when_unmatched == "onlyIfNameUnused":
             problems.append(f"no Entra group matches {display_name!r} ({rules.groups.match}) and the name is used by "
                             f"{', '.join(g.id for g in same_name)}: nothing is created (groups.createWhenUnmatched "
                             "onlyIfNameUnused)")
             return Plan("Groups", scim_id, (), tuple(problems), link)
-        steps.append(Step("group.create", NEW, {"displayName": display_name,
-                                                "body": group_body(display_name, rules)}))
+        body = group_body(display_name, rules)
+        if description:
+            body["description"] = description
+        steps.append(Step("group.create", NEW, {"displayName": display_name, "body": body,
+                                                "owners": tuple(rules.groups.owners)}))
         current_members = set()
+        created = True
+    else:
+        # A rename or a new description in SCIM renames the group the bridge created or matched; a matched group's
+        # description is cleared only by the bridge's own groups (another tool may have written it).
+        changes: dict[str, Any] = {}
+        if target.display_name != display_name:
+            changes["displayName"] = display_name
+        if description != target.description and (description is not None or created):
+            changes["description"] = description
+        if changes:
+            steps.append(Step("group.update", target.id, {"fields": sorted(changes), "body": changes}))
     target_id = target.id if target is not None else NEW
+    if created and not rules.groups.owners:
+        problems.append(f"Entra group {display_name!r} has no owner set by the bridge, only administrators and the "
+                        "bridge's app manage it: set features.export.groups.owners")
+    elif created and owners is not None:
+        for owner in rules.groups.owners:
+            if owner not in owners:
+                steps.append(Step("group.addOwner", target_id, {"owner": owner}))
     for other in same_name:
         if other.id == target_id:
             continue

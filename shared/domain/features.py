@@ -48,6 +48,10 @@ class EnrollmentGroupNames(FeatureDoc):
     paired_with_entra: Annotated[str, Field(alias="pairedWithEntra")] = "Bridge - Paired with Entra"
 
 
+#: An Entra object id.
+OBJECT_ID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+
 class ExportGroupRules(FeatureDoc):
     """How exported groups meet Entra's groups (docs/export.md)."""
 
@@ -60,6 +64,10 @@ class ExportGroupRules(FeatureDoc):
     remove_duplicates: Annotated[bool, Field(alias="removeDuplicates")] = False
     #: The kind of group created: a security group, or a Microsoft 365 group (groupTypes Unified, mail-enabled).
     kind: Literal["security", "microsoft365"] = "security"
+    #: Object ids of the users or service principals made owners of each group the bridge creates
+    #: (`owners@odata.bind` on create, at most 20: https://learn.microsoft.com/graph/api/group-post-groups).
+    owners: Annotated[list[Annotated[str, Field(pattern=OBJECT_ID)]], Field(max_length=20)] = Field(
+        default_factory=list)
 
 
 class ExportFeature(FeatureDoc):
@@ -75,6 +83,9 @@ class ExportFeature(FeatureDoc):
     user_domain: Annotated[str | None, Field(alias="userDomain")] = None
     #: SCIM DELETE deletes a user the bridge created (else it is disabled).
     delete_users: Annotated[bool, Field(alias="deleteUsers")] = False
-    #: More removals than this in one change stop it (docs/architecture.md, invariant 4).
+    #: More removals than this in one export run stop it (docs/architecture.md, invariant 4).
     removal_threshold: Annotated[int, Field(alias="removalThreshold", ge=0)] = 100
+    #: Users the bridge creates: `password` (a random one, changed at first sign-in) or `passwordless` (a random
+    #: one no one can use or is asked to change, for a Temporary Access Pass and passkey onboarding).
+    new_users: Annotated[Literal["password", "passwordless"], Field(alias="newUsers")] = "password"
     groups: ExportGroupRules = ExportGroupRules()

@@ -9,14 +9,17 @@ that is its own member). Everything here is a pure function of its arguments.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import ValidationError
 from scim2_models import (
+    URN,
     Context,
     EnterpriseUser,
+    Extension,
     Group,
     PatchOp,
     ResourceType,
@@ -31,6 +34,8 @@ KINDS: tuple[Kind, ...] = ("Users", "Groups")
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+#: The bridge's Group extension: what Entra keeps of a group that the core Group schema has no attribute for.
+GROUP_EXTENSION_SCHEMA = "urn:entra-bridge:params:scim:schemas:extension:2.0:Group"
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
 LIST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 #: RFC 7644 section 3.4.2.4: the service provider may cap `count`.
@@ -39,8 +44,21 @@ MAX_COUNT = 200
 MAX_BULK_OPERATIONS = 100
 MAX_BULK_BYTES = 1_048_576
 
+
+
+class BridgeGroup(Extension):
+    """The group's Entra `description` (RFC 7643 section 3.3 lets a service provider extend a resource)."""
+
+    __schema__ = URN(GROUP_EXTENSION_SCHEMA)
+
+    description: str | None = None
+    """The Entra group's description (docs/export.md)."""
+
+
 UserModel = User[EnterpriseUser]
-_MODELS: dict[Kind, Any] = {"Users": UserModel, "Groups": Group}
+# scim2-models takes extensions on any resource; its Group is not declared generic, hence the cast.
+GroupModel: Any = cast(Any, Group)[BridgeGroup]
+_MODELS: dict[Kind, Any] = {"Users": UserModel, "Groups": GroupModel}
 _RESOURCE_NAMES: dict[Kind, str] = {"Users": "User", "Groups": "Group"}
 
 
@@ -149,19 +167,75 @@ def _check_members(data: Mapping[str, Any], resource_id: str | None) -> None:
             raise ScimError(400, f"members: group {resource_id} cannot be a member of itself", "invalidValue")
 
 
+_MEMBER_PATH = re.compile(r'^members\[value eq "([^"]*)"\]$')
+
+
+def _member_operations(operations: list[Any]) -> tuple[list[Any], list[Any]] | None:
+    """The operations on `members` and the others, when every member operation is one the service applies itself
+    (add, replace or remove on `members`, remove of `members[value eq "..."]`); None otherwise."""
+    members, others = [], []
+    for operation in operations:
+        path = operation.path or ""
+        if path == "members" or _MEMBER_PATH.match(path):
+            if path != "members" and operation.op.value != "remove":
+                return None
+            members.append(operation)
+        elif not path and isinstance(operation.value, dict) and "members" in operation.value:
+            return None
+        else:
+            others.append(operation)
+    return members, others
+
+
+def _patch_members(current: list[Any], operations: list[Any]) -> list[Any]:
+    """RFC 7644 section 3.5.2 on the members list: add appends the values not there yet, replace sets them all,
+    remove drops all or the one the filter names. New values are checked against the Group schema."""
+    members = list(current)
+    for operation in operations:
+        if operation.op.value == "remove":
+            # members[value eq "x"] removes one, `members` all (scim2-models refuses a remove that carries a value).
+            matched = _MEMBER_PATH.match(operation.path or "")
+            members = [m for m in members if matched and m.get("value") != matched.group(1)]
+            continue
+        values = operation.value if isinstance(operation.value, list) else [operation.value]
+        checked = _dump(GroupModel.model_validate({"schemas": [GROUP_SCHEMA], "displayName": "-",
+                                                   "members": values}, scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST))
+        added = checked.get("members") or []
+        if operation.op.value == "replace":
+            members = added
+        else:
+            present = {m.get("value") for m in members}
+            members.extend(m for m in added if m.get("value") not in present)
+    return members
+
+
 def patch(kind: Kind, current: Stored, payload: Any) -> dict[str, Any]:
     """Apply a PatchOp (RFC 7644 section 3.5.2: add, replace, remove, with or without a path) to a copy
-    of the resource; a path that names no attribute is refused (`invalidPath`), nothing changes."""
+    of the resource; a path that names no attribute is refused (`invalidPath`), nothing changes.
+
+    A group's member operations are applied to its members list here, and the rest by scim2-models on the group
+    without its members: patching a 50,000-member group through the model re-validates every member, which takes
+    seconds (docs/export.md, Limits)."""
     model: Any = _MODELS[kind]
     if not isinstance(payload, dict):
         raise ScimError(400, "the request body must be a PatchOp JSON object", "invalidSyntax")
     try:
         operation = PatchOp[model].model_validate(payload, scim_ctx=Context.RESOURCE_PATCH_REQUEST)
-        resource = model.model_validate(_fill_manager_reference(current.attributes),
+        split = _member_operations(list(operation.operations or [])) if kind == "Groups" else None
+        attributes = current.attributes
+        if split is not None:
+            attributes = {k: v for k, v in attributes.items() if k != "members"}
+            operation = operation.model_copy(update={"operations": split[1]})
+        resource = model.model_validate(_fill_manager_reference(attributes),
                                         scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
         operation.patch(resource)
         # Validate the result as a whole: a patch may not leave a resource its schema refuses.
         data = _dump(model.model_validate(_dump(resource), scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST))
+        if split is not None:
+            members = _patch_members(current.attributes.get("members") or [], split[0])
+            data.pop("members", None)
+            if members:
+                data["members"] = members
     except ValidationError as exc:
         raise _describe(exc) from None
     except SCIMException as exc:
@@ -242,9 +316,9 @@ def resource_types(base_url: str) -> list[dict[str, Any]]:
 
 
 def schemas(base_url: str) -> list[dict[str, Any]]:
-    """The User, enterprise User and Group schemas (RFC 7643 section 7)."""
+    """The User, enterprise User, Group and the bridge's Group extension schemas (RFC 7643 section 7)."""
     found = []
-    for model in (UserModel, EnterpriseUser, Group):
+    for model in (UserModel, EnterpriseUser, GroupModel, BridgeGroup):
         data: dict[str, Any] = model.to_schema().model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
         data["meta"] = {"resourceType": "Schema", "location": f"{base_url}/Schemas/{data['id']}"}
         found.append(data)

@@ -13,6 +13,7 @@ id derived from the resource's version, so a redelivery announces nothing new.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -22,7 +23,18 @@ from typing import Any
 from shared.config import Connection
 from shared.domain import passwords
 from shared.domain.events import Event, EventType, new_event
-from shared.domain.export import NEW, Link, Plan, Step, mapping_key, plan_group, plan_user
+from shared.domain.export import (
+    NEW,
+    EntraUser,
+    Link,
+    Manager,
+    Plan,
+    Step,
+    manager_of,
+    mapping_key,
+    plan_group,
+    plan_user,
+)
 from shared.domain.scim import Kind
 from shared.errors import Conflict, InvalidInput, NotFound, Transient
 from shared.services.audit_context import AuditContext
@@ -38,6 +50,10 @@ ROUNDS = 3
 EXPORT_RUN = "export-"
 #: A held `export.applied` younger than this may belong to a change still being applied.
 HOLD_AGE = dt.timedelta(minutes=5)
+#: Members above which a group's plan reads every link of the connection at once.
+BULK_LINKS = 500
+#: Member links a group's plan reads at once.
+LINK_READS = 32
 
 
 @dataclass(frozen=True)
@@ -122,8 +138,10 @@ class ExportService:
                 if found is not None and link is not None and link.entra_id is None and link.created:
                     link = replace(link, entra_id=found.id)  # a create whose answer was lost
             skus = await entra.skus() if rules.default_license_sku and attributes is not None else []
-            verified = await entra.verified_domains() if found is None and attributes is not None else []
-            return plan_user(scim_id, attributes, link, found, rules=rules, verified=verified, skus=skus)
+            verified = await entra.verified_domains() if attributes is not None else []
+            manager = await self._manager(conn, entra, attributes, link, found)
+            return plan_user(scim_id, attributes, link, found, rules=rules, verified=verified, skus=skus,
+                             manager=manager)
         display_name = str((attributes or {}).get("displayName") or "")
         named = await entra.groups_named(display_name) if display_name else []
         if link and link.entra_id and all(g.id != link.entra_id for g in named):
@@ -133,15 +151,24 @@ class ExportService:
             any(g.id == link.entra_id for g in named) else None
         wanted: set[str] = set()
         held: list[str] = []
-        for member in (attributes or {}).get("members") or []:
+        members = (attributes or {}).get("members") or []
+        links = await self._member_links(conn, members)
+        for member in members:
             value = str(member.get("value"))
             member_kind: Kind = "Groups" if member.get("type") == "Group" else "Users"
-            member_link = await self._repo.link(conn.name, member_kind, value)
+            member_link = links.get((member_kind, value))
             if member_link is None and member_kind == "Users":
-                member_link = await self._repo.link(conn.name, "Groups", value)
+                member_link = links.get(("Groups", value))
             if member_link is None or (not member_link.entra_id and not member_link.applied_version):
                 if settle_members and await self._repo.get(conn.name, "Users", value) is not None:
-                    member_link = (await self.apply(conn, entra, "Users", value, request_id=settle_members)).plan.link
+                    try:
+                        member_link = (await self.apply(conn, entra, "Users", value,
+                                                        request_id=settle_members)).plan.link
+                    except Transient:
+                        # Written, but its manager is not in Entra yet: the member is, which is what the group needs.
+                        member_link = await self._repo.link(conn.name, "Users", value)
+                        if member_link is None or not member_link.entra_id:
+                            raise
                 else:
                     # The member's own change has not reached Entra yet: deliver this one again later.
                     raise Transient(f"member {value} of group {scim_id} is not in Entra yet; the change is retried")
@@ -154,8 +181,55 @@ class ExportService:
             # Only a name with several groups needs to know which of them the bridge created.
             owned = {link_.entra_id for link_ in await self._repo.links(conn.name)
                      if link_.kind == "Groups" and link_.created and link_.entra_id}
-        plan = plan_group(scim_id, attributes, link, named, current, wanted, rules=rules, created_by_bridge=owned)
+        owners = await entra.owner_ids(link.entra_id) if rules.groups.owners and link and link.created and \
+            link.entra_id and current is not None else None
+        plan = plan_group(scim_id, attributes, link, named, current, wanted, rules=rules, created_by_bridge=owned,
+                          owners=owners)
         return replace(plan, problems=(*plan.problems, *held)) if held else plan
+
+    async def _member_links(self, conn: Connection, members: list[Any]) -> dict[tuple[str, str], Link]:
+        """The links of a group's members: a large group's in one query of every link, a small group's read a
+        few at once (one after another, a 50-member group's plan waited on 50 storage round trips)."""
+        if len(members) > BULK_LINKS:
+            return {(x.kind, x.scim_id): x for x in await self._repo.links(conn.name)}
+        found: dict[tuple[str, str], Link] = {}
+        typed: list[tuple[Kind, str]] = list(dict.fromkeys(
+            ("Groups" if m.get("type") == "Group" else "Users", str(m.get("value"))) for m in members))
+        await self._read_links(conn, typed, found)
+        # A member without a type is a User or a Group: its Group link is read only when it has no User link.
+        await self._read_links(conn, [("Groups", v) for k, v in typed if k == "Users" and (k, v) not in found], found)
+        return found
+
+    async def _read_links(self, conn: Connection, keys: list[tuple[Kind, str]],
+                          found: dict[tuple[str, str], Link]) -> None:
+        """Read these links, LINK_READS at once, into `found`."""
+        for start in range(0, len(keys), LINK_READS):
+            chunk = keys[start:start + LINK_READS]
+            for key, link in zip(chunk, await asyncio.gather(*(self._repo.link(conn.name, kind, value)
+                                                                 for kind, value in chunk)), strict=True):
+                if link is not None:
+                    found[key] = link
+
+    async def _manager(self, conn: Connection, entra: ExportDirectory, attributes: dict[str, Any] | None,
+                       link: Link | None, found: EntraUser | None) -> Manager:
+        """The manager the SCIM user wants (its Entra id once its own change is applied) and the one Entra has
+        (read only when it may have to change: a manager wanted, or one to clear on a user the bridge created)."""
+        if attributes is None or attributes.get("active") is False:
+            return Manager()
+        wanted_scim = manager_of(attributes)
+        created = bool(link and link.created)
+        current = await entra.manager_id(found.id) if found is not None and (wanted_scim or created) else None
+        if wanted_scim is None:
+            return Manager(None, current)
+        manager_link = await self._repo.link(conn.name, "Users", wanted_scim)
+        if manager_link is not None and manager_link.entra_id:
+            return Manager(manager_link.entra_id, current)
+        if manager_link is None or not manager_link.applied_version:
+            if await self._repo.get(conn.name, "Users", wanted_scim) is not None:
+                return Manager(None, current, pending=True)
+            return Manager(None, current, problem=f"manager {wanted_scim} is not a User of this service")
+        return Manager(None, current, problem=f"manager {wanted_scim} is not in Entra "
+                                              f"({'; '.join(manager_link.problems) or 'not exported'})")
 
     async def apply(self, conn: Connection, entra: ExportDirectory, kind: Kind, scim_id: str, *,
                     request_id: str, change_id: str | None = None, dry_run: bool = False) -> Applied:
@@ -172,6 +246,8 @@ class ExportService:
             return Applied(plan, 0, True)
         if stopped is not None:
             return Applied(replace(plan, steps=(), problems=(*plan.problems, stopped), stopped=True), 0, False)
+        if plan.retry:
+            raise Transient(plan.retry)  # written, and left pending: the queue delivers it again
         return job.applied[0]
 
     async def run(self, conn: Connection, entra: ExportDirectory, *, dry_run: bool = False,
@@ -370,10 +446,7 @@ class _Export(Capability[_Read, Step]):
         if step.action == "link":
             return Done("linked", target=step.target)
         if step.action == "user.create":
-            body = dict(step.detail["body"])
-            body["passwordProfile"] = {"forceChangePasswordNextSignIn": True, "password": passwords.generate(
-                passwords.PasswordPolicy(), banned=passwords.banned_terms([str(body.get("userPrincipalName")),
-                                                                         str(body.get("displayName"))]))}
+            body = _new_user(self._conn, dict(step.detail["body"]))
             try:
                 result = await entra.create_user(body)
             except (InvalidInput, Conflict):
@@ -384,9 +457,17 @@ class _Export(Capability[_Read, Step]):
                 return Done("adopted", target=again.id,
                             detail={"reason": "created meanwhile by another delivery of the same change"})
         elif step.action == "group.create":
-            result = await entra.create_group(dict(step.detail["body"]))
+            result = await entra.create_group(dict(step.detail["body"]), owners=tuple(step.detail.get("owners") or ()))
         elif step.action == "user.update":
             result = await entra.update_user(subject, dict(step.detail["body"]))
+        elif step.action == "user.setManager":
+            result = await entra.set_manager(subject, str(step.detail["manager"]))
+        elif step.action == "user.removeManager":
+            result = await entra.remove_manager(subject)
+        elif step.action == "group.update":
+            result = await entra.update_group(subject, dict(step.detail["body"]))
+        elif step.action == "group.addOwner":
+            result = await entra.add_owner(subject, str(step.detail["owner"]))
         elif step.action == "user.disable":
             result = await entra.update_user(subject, {"accountEnabled": False})
         elif step.action == "user.delete":
@@ -408,7 +489,8 @@ class _Export(Capability[_Read, Step]):
         conn = self._conn
         link = replace(self._link, problems=batch.plan.problems, applied_version=batch.version or 0)
         await self._repo.put_link(conn.name, link)
-        for change_id in batch.pending.change_ids:
+        # A user whose manager is not in Entra yet stays pending, to be delivered (or run) again.
+        for change_id in () if batch.plan.retry else batch.pending.change_ids:
             await self._repo.drop_change(conn.name, change_id)
         if batch.plan.problems:
             log.warning("export of %s %s left problems: %s", batch.pending.kind, batch.pending.scim_id,
@@ -416,6 +498,21 @@ class _Export(Capability[_Read, Step]):
         if self._event is not None and self._service._events is not None:
             await self._service._events.release(conn.name, _run_of(self._event), held=[self._event])
         self.applied.append(Applied(replace(batch.plan, link=link), self._written, False))
+
+
+def _new_user(conn: Connection, body: dict[str, Any]) -> dict[str, Any]:
+    """A created user's body with its password profile: Graph requires a password on create
+    (https://learn.microsoft.com/graph/api/user-post-users). It is random and kept nowhere; `passwordless` asks
+    for no change of it and lets it not expire, so the user onboards with a Temporary Access Pass and a passkey
+    and never meets a password prompt (docs/export.md)."""
+    password = passwords.generate(passwords.PasswordPolicy(), banned=passwords.banned_terms(
+        [str(body.get("userPrincipalName")), str(body.get("displayName"))]))
+    if conn.features.export.new_users == "passwordless":
+        body["passwordProfile"] = {"forceChangePasswordNextSignIn": False, "password": password}
+        body["passwordPolicies"] = "DisablePasswordExpiration"
+    else:
+        body["passwordProfile"] = {"forceChangePasswordNextSignIn": True, "password": password}
+    return body
 
 
 def _run_of(event: Event) -> str:

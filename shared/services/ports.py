@@ -1126,8 +1126,32 @@ class ExportDirectory(Protocol):
         """A group by id, or None."""
         ...
 
-    async def create_group(self, body: JsonObject) -> Written:
-        """Create a group."""
+    async def create_group(self, body: JsonObject, *, owners: tuple[str, ...] = ()) -> Written:
+        """Create a group, with these object ids as its owners."""
+        ...
+
+    async def update_group(self, group_id: str, body: JsonObject) -> Written:
+        """Update a group's properties (displayName, description)."""
+        ...
+
+    async def owner_ids(self, group_id: str) -> set[str]:
+        """The group's owners' object ids."""
+        ...
+
+    async def add_owner(self, group_id: str, owner_id: str) -> Written:
+        """Add an owner (a user or service principal)."""
+        ...
+
+    async def manager_id(self, user_id: str) -> str | None:
+        """The object id of the user's manager, or None."""
+        ...
+
+    async def set_manager(self, user_id: str, manager_id: str) -> Written:
+        """Make a user the manager of another."""
+        ...
+
+    async def remove_manager(self, user_id: str) -> Written:
+        """Clear a user's manager."""
         ...
 
     async def delete_group(self, group_id: str) -> Written:

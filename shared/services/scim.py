@@ -7,6 +7,7 @@ written. `If-Match` is honoured on PUT, PATCH and DELETE (RFC 7644 section 3.14)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -15,7 +16,7 @@ from typing import Any
 
 from shared.config import Connection
 from shared.domain import scim
-from shared.domain.export import domain_of, upn_for, upn_problem
+from shared.domain.export import check_group, check_user, domain_of, manager_of, upn_for, upn_problem
 from shared.domain.scim import Kind, ScimError, Stored
 from shared.errors import Conflict
 from shared.messages import WorkMessage
@@ -23,6 +24,8 @@ from shared.services.ports import Clock, ExportChange, ScimRepository, WorkQueue
 from shared.topology import Queue
 
 Domains = Callable[[], Awaitable[list[str]]]
+#: Member ids looked up at once when a change adds members.
+MEMBER_LOOKUPS = 32
 
 
 def unique_name(kind: Kind, attributes: Mapping[str, Any]) -> str:
@@ -123,15 +126,29 @@ class ScimService:
 
     async def _check_references(self, conn: Connection, kind: Kind, attributes: Mapping[str, Any], domains: Domains,
                                 *, current: Stored | None = None) -> None:
-        """Members must be this service's Users or Groups; a user's UPN must be on a verified domain."""
+        """Members must be this service's Users or Groups; a user's values must be ones Entra takes, its manager a
+        User of this service and its UPN on a verified domain."""
         if kind == "Groups":
-            for member in attributes.get("members") or []:
-                value = str(member["value"])
-                if await self._repo.get(conn.name, "Users", value) is None and \
-                        await self._repo.get(conn.name, "Groups", value) is None:
-                    raise ScimError(400, f"members: {value!r} is not a User or Group of this service",
-                                    "invalidValue")
+            check_group(attributes)
+            # Only members the change adds are looked up (a PATCH of a 50,000-member group adds a few), a few at once.
+            known = {str(m.get("value")) for m in (current.attributes.get("members") or [])} if current else set()
+            added = list(dict.fromkeys(str(m["value"]) for m in attributes.get("members") or []
+                                       if str(m["value"]) not in known))
+            for start in range(0, len(added), MEMBER_LOOKUPS):
+                chunk = added[start:start + MEMBER_LOOKUPS]
+                for value, exists in zip(chunk, await asyncio.gather(*(self._exists(conn, v) for v in chunk)),
+                                         strict=True):
+                    if not exists:
+                        raise ScimError(400, f"members: {value!r} is not a User or Group of this service",
+                                        "invalidValue")
             return
+        check_user(attributes, current.id if current is not None else None)
+        manager = manager_of(attributes)
+        # Checked when it changes: a manager deleted since must not block the user's other changes.
+        if manager is not None and (current is None or manager != manager_of(current.attributes)) and \
+                await self._repo.get(conn.name, "Users", manager) is None:
+            raise ScimError(400, f"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager: {manager!r} is "
+                                 "not a User of this service", "invalidValue")
         rules = conn.features.export
         if rules.username_mapping not in ("upn", "userNameAtDomain"):
             return
@@ -141,6 +158,11 @@ class ScimService:
         problem = upn_problem(upn, await domains(), rules)
         if problem:
             raise ScimError(400, f"userName: {problem}" if domain_of(upn) else problem, "invalidValue")
+
+    async def _exists(self, conn: Connection, value: str) -> bool:
+        """Whether a User or Group of this id exists."""
+        return await self._repo.get(conn.name, "Users", value) is not None or \
+            await self._repo.get(conn.name, "Groups", value) is not None
 
     async def _queue_change(self, conn: Connection, stored: Stored, operation: str, request_id: str) -> None:
         change = ExportChange(id=f"{self._now()}-{uuid.uuid4().hex[:8]}", kind=stored.kind, scim_id=stored.id,

@@ -10,7 +10,16 @@ import pytest
 
 from shared.adapters.scim import TableScimRepository
 from shared.config import Connection
-from shared.domain.scim import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, Kind, ScimError
+from shared.domain.export import Link
+from shared.domain.scim import (
+    ENTERPRISE_SCHEMA,
+    GROUP_EXTENSION_SCHEMA,
+    GROUP_SCHEMA,
+    USER_SCHEMA,
+    Kind,
+    ScimError,
+    Stored,
+)
 from shared.errors import Transient
 from shared.services.export import ExportService
 from shared.services.ports import JsonObject, Written
@@ -38,11 +47,11 @@ class World:
     async def domains(self) -> list[str]:
         return await self.entra.verified_domains()
 
-    async def user(self, name: str, **extra: Any) -> str:
+    async def user(self, user_name: str, **extra: Any) -> str:
         stored = await self.scim.create(self.conn, "Users", {
-            "schemas": [USER_SCHEMA, ENTERPRISE_SCHEMA], "userName": name, "active": True,
+            "schemas": [USER_SCHEMA, ENTERPRISE_SCHEMA], "userName": user_name, "active": True,
             ENTERPRISE_SCHEMA: {"employeeNumber": extra.pop("employeeNumber", "1")}, **extra},
-            request_id=f"req-{name}", domains=self.domains)
+            request_id=f"req-{user_name}", domains=self.domains)
         return stored.id
 
     async def group(self, name: str, members: list[str]) -> str:
@@ -301,3 +310,150 @@ async def test_a_user_created_meanwhile_by_another_delivery_is_adopted_not_faile
     assert applied.plan.link.entra_id == user.id
     assert applied.plan.link.created is True
     assert user.licenses == ("sku-e3",)
+
+
+async def _patch(world: World, kind: Kind, scim_id: str, *operations: dict[str, Any]) -> None:
+    await world.scim.patch(world.conn, kind, scim_id, {"schemas": [PATCH], "Operations": list(operations)},
+                           if_match=None, request_id="r-patch", domains=world.domains)
+
+
+async def test_every_mapped_user_attribute_is_written_on_create_and_update() -> None:
+    world = World()
+    ada = await world.user("ada@contoso.example", displayName="Ada Lovelace", title="Analyst",
+                           name={"givenName": "Ada", "familyName": "Lovelace"},
+                           emails=[{"value": "ada@contoso.example", "primary": True}],
+                           phoneNumbers=[{"value": "+41 1", "type": "work"}, {"value": "+41 2", "type": "mobile"}],
+                           addresses=[{"type": "work", "streetAddress": "1 Engine Way", "locality": "London",
+                                       "region": "LDN", "postalCode": "N1", "country": "GB"}],
+                           employeeNumber="1815")
+    await world.apply("Users", ada)
+    [created] = world.entra.users.values()
+    assert {k: v for k, v in created.properties.items() if v not in (None, [])} == {
+        "displayName": "Ada Lovelace", "givenName": "Ada", "surname": "Lovelace", "jobTitle": "Analyst",
+        "mail": "ada@contoso.example", "businessPhones": ["+41 1"], "mobilePhone": "+41 2",
+        "streetAddress": "1 Engine Way", "city": "London", "state": "LDN", "postalCode": "N1", "country": "GB",
+        "employeeId": "1815"}
+    # A later change writes every attribute that moved, and clears what SCIM no longer has (the bridge's user).
+    await _patch(world, "Users", ada, {"op": "replace", "path": "title", "value": "Engineer"},
+                 {"op": "remove", "path": "phoneNumbers"},
+                 {"op": "replace", "path": f"{ENTERPRISE_SCHEMA}:department", "value": "Engines"},
+                 {"op": "replace", "path": f"{ENTERPRISE_SCHEMA}:organization", "value": "Babbage & Co"})
+    applied = await world.apply("Users", ada)
+    [update] = [s for s in applied.plan.steps if s.action == "user.update"]
+    assert update.detail["body"] == {"jobTitle": "Engineer", "businessPhones": [], "mobilePhone": None,
+                                     "department": "Engines", "companyName": "Babbage & Co"}
+    assert (await world.apply("Users", ada)).written == 0
+
+
+async def test_a_mapped_user_is_updated_but_not_cleared_and_mail_needs_a_verified_domain() -> None:
+    world = World(usernameMapping="employeeId")
+    found = world.entra.add_user("grace@contoso.example", employee_id="7", display_name="Grace",
+                                 properties={"jobTitle": "Admiral", "mobilePhone": "+1 5"})
+    grace = await world.user("grace@contoso.example", employeeNumber="7", displayName="Grace Hopper",
+                             emails=[{"value": "grace@elsewhere.example"}])
+    applied = await world.apply("Users", grace)
+    [update] = [s for s in applied.plan.steps if s.action == "user.update"]
+    # jobTitle and mobilePhone were set by another source: a user the bridge did not create keeps them.
+    assert update.detail["body"] == {"displayName": "Grace Hopper", "usageLocation": "CH"}
+    assert world.entra.users[found.id].properties["jobTitle"] == "Admiral"
+    assert any("mail grace@elsewhere.example is not written" in p for p in applied.plan.problems)
+
+
+async def test_the_manager_is_set_once_it_is_in_entra_and_cleared_on_the_bridges_users() -> None:
+    world = World()
+    boss = await world.user("boss@contoso.example", employeeNumber="1")
+    ada = await world.user("ada@contoso.example", employeeNumber="2", **{ENTERPRISE_SCHEMA: {"manager": {
+        "value": boss}}})
+    # The manager's own change is not applied yet: the user is written, then its change is delivered again.
+    with pytest.raises(Transient):
+        await world.apply("Users", ada)
+    ada_id = (await world.repo.link("c1", "Users", ada)).entra_id  # type: ignore[union-attr]
+    assert ada_id in world.entra.users
+    await world.apply("Users", boss)
+    boss_id = (await world.repo.link("c1", "Users", boss)).entra_id  # type: ignore[union-attr]
+    applied = await world.apply("Users", ada)
+    assert [s.action for s in applied.plan.steps] == ["user.setManager"]
+    assert world.entra.managers[ada_id] == boss_id
+    await _patch(world, "Users", ada, {"op": "remove", "path": f"{ENTERPRISE_SCHEMA}:manager"})
+    await world.apply("Users", ada)
+    assert ada_id not in world.entra.managers
+
+
+async def test_a_group_rename_and_description_reach_entra_and_owners_are_bound_on_create() -> None:
+    owner = "0f0e0d0c-0b0a-4090-8070-605040302010"
+    world = World(groups={"owners": [owner]})
+    team = await world.scim.create(world.conn, "Groups", {
+        "schemas": [GROUP_SCHEMA, GROUP_EXTENSION_SCHEMA], "displayName": "Engines",
+        GROUP_EXTENSION_SCHEMA: {"description": "The analytical ones"}}, request_id="g1", domains=world.domains)
+    created = await world.apply("Groups", team.id)
+    group_id = str(created.plan.link.entra_id)
+    assert world.entra.groups[group_id].description == "The analytical ones"
+    assert world.entra.owners[group_id] == {owner}
+    assert created.plan.problems == ()
+    await _patch(world, "Groups", team.id, {"op": "replace", "path": "displayName", "value": "Difference Engines"},
+                 {"op": "replace", "path": f"{GROUP_EXTENSION_SCHEMA}:description", "value": "Renamed"})
+    renamed = await world.apply("Groups", team.id)
+    assert [s.action for s in renamed.plan.steps] == ["group.update"]
+    assert (world.entra.groups[group_id].display_name, world.entra.groups[group_id].description) == (
+        "Difference Engines", "Renamed")
+    # An owner removed in Entra is bound again by the group's next change.
+    world.entra.owners[group_id] = set()
+    again = await world.apply("Groups", team.id)
+    assert [s.action for s in again.plan.steps] == ["group.addOwner"]
+    # Without groups.owners, a created group is not left silently with the bridge's app as its only manager.
+    plain = World()
+    alone = await plain.group("Alone", [])
+    assert any("groups.owners" in p for p in (await plain.apply("Groups", alone)).plan.problems)
+
+
+async def test_a_matched_group_is_renamed_but_its_description_is_not_cleared() -> None:
+    world = World(groups={"match": "nameOnly"})
+    found = world.entra.add_group("Ops", description="Written by the Entra admins")
+    ops = await world.group("Ops", [])
+    assert (await world.apply("Groups", ops)).plan.link.entra_id == found.id
+    await _patch(world, "Groups", ops, {"op": "replace", "path": "displayName", "value": "Operations"})
+    await world.apply("Groups", ops)
+    assert world.entra.groups[found.id].display_name == "Operations"
+    assert world.entra.groups[found.id].description == "Written by the Entra admins"
+
+
+@pytest.mark.parametrize(("mode", "force", "policies"), [("password", True, None),
+                                                         ("passwordless", False, "DisablePasswordExpiration")])
+async def test_new_users_get_a_password_or_go_passwordless(mode: str, force: bool, policies: str | None) -> None:
+    world = World(newUsers=mode)
+    ada = await world.user("ada@contoso.example")
+    await world.apply("Users", ada)
+    [(user_id, body)] = world.entra.created.items()
+    assert body["passwordProfile"] == {"forceChangePasswordNextSignIn": force}
+    assert body.get("passwordPolicies") == policies
+    assert world.entra.passwords[user_id]  # Graph requires one on create; no one knows it
+
+
+async def test_a_group_of_50000_members_is_exported() -> None:
+    world = World()
+    ids = [f"s{i:05d}" for i in range(50_000)]
+    for i, scim_id in enumerate(ids):
+        await world.repo.put_link("c1", Link("Users", scim_id, f"e{i}", True, (), 1))
+    group = Stored("Groups", "big", {"schemas": [GROUP_SCHEMA], "displayName": "Everyone",
+                                     "members": [{"value": i} for i in ids]}, 1, "t", "t")
+    await world.repo.create("c1", group, "")
+    applied = await world.apply("Groups", "big")
+    assert len(world.entra.members[str(applied.plan.link.entra_id)]) == 50_000
+    assert (await world.apply("Groups", "big")).written == 0
+
+
+async def test_a_run_leaves_a_user_pending_until_its_manager_is_in_entra() -> None:
+    world = World()
+    boss = await world.user("boss@contoso.example", employeeNumber="1")
+    ada = await world.user("ada@contoso.example", employeeNumber="2", **{ENTERPRISE_SCHEMA: {"manager": {
+        "value": boss}}})
+    boss_change = next(c for c in await world.repo.changes("c1") if c.scim_id == boss)
+    await world.repo.drop_change("c1", boss_change.id)  # the boss's change is not in this run
+    await world.engine.run(world.conn, world.entra)
+    assert [c.scim_id for c in await world.repo.changes("c1")] == [ada]
+    ada_id = (await world.repo.link("c1", "Users", ada)).entra_id  # type: ignore[union-attr]
+    assert ada_id in world.entra.users
+    await world.apply("Users", boss)
+    await world.engine.run(world.conn, world.entra)
+    assert await world.repo.changes("c1") == []
+    assert world.entra.managers[str(ada_id)] == (await world.repo.link("c1", "Users", boss)).entra_id  # type: ignore[union-attr]

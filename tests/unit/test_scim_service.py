@@ -9,7 +9,7 @@ import pytest
 
 from shared.adapters.scim import TableScimRepository
 from shared.config import Connection
-from shared.domain.scim import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, ScimError
+from shared.domain.scim import ENTERPRISE_SCHEMA, GROUP_EXTENSION_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, ScimError, Stored
 from shared.services.scim import BulkRunner, ScimService
 from shared.topology import Queue, Table
 from tests.fakes import FakeClock, FakeEntityStore, FakeWorkQueue
@@ -35,7 +35,7 @@ def world() -> tuple[ScimService, FakeEntityStore, FakeWorkQueue]:
 def _user(name: str = "ada@contoso.example", **extra: Any) -> dict[str, Any]:
     return {"schemas": [USER_SCHEMA, ENTERPRISE_SCHEMA], "userName": name, "active": True,
             "name": {"givenName": "Ada", "familyName": "Lovelace"},
-            ENTERPRISE_SCHEMA: {"employeeNumber": "42", "department": "R&D", "manager": {"value": "m-1"}}, **extra}
+            ENTERPRISE_SCHEMA: {"employeeNumber": "42", "department": "R&D"}, **extra}
 
 
 def _rows(entities: FakeEntityStore) -> int:
@@ -96,6 +96,30 @@ async def test_create_get_filter_page_patch_put_delete(world: Any) -> None:
      "active"),
     ("Groups", {"schemas": [GROUP_SCHEMA], "displayName": "G", "members": [{"value": "nobody"}]}, "invalidValue",
      "nobody"),
+    # Each exported attribute's values that Entra would refuse (docs/export.md, Rules applied in Entra).
+    ("Users", _user(title="t" * 129), "invalidValue", "title"),
+    ("Users", {**_user(), "name": {"givenName": "g" * 65}}, "invalidValue", "name.givenName"),
+    ("Users", {**_user(), "name": {"familyName": "f" * 65}}, "invalidValue", "name.familyName"),
+    ("Users", _user(displayName="d" * 257), "invalidValue", "displayName"),
+    ("Users", _user(emails=[{"value": "adà@contoso.example", "primary": True}]), "invalidValue", "emails"),
+    ("Users", _user(emails=[{"value": "not-an-address"}]), "invalidValue", "emails"),
+    ("Users", _user(phoneNumbers=[{"value": "1" * 65, "type": "work"}]), "invalidValue", "phoneNumbers"),
+    ("Users", _user(phoneNumbers=[{"value": "1" * 65, "type": "mobile"}]), "invalidValue", "mobile"),
+    ("Users", _user(addresses=[{"type": "work", "postalCode": "9" * 41}]), "invalidValue", "postalCode"),
+    ("Users", _user(addresses=[{"type": "work", "locality": "c" * 129}]), "invalidValue", "locality"),
+    ("Users", _user(addresses=[{"type": "work", "streetAddress": "s" * 1025}]), "invalidValue", "streetAddress"),
+    ("Users", _user(addresses=[{"type": "work", "country": 7}]), "invalidValue", "country"),
+    ("Users", _user(**{ENTERPRISE_SCHEMA: {"employeeNumber": "1" * 17}}), "invalidValue", "employeeNumber"),
+    ("Users", _user(**{ENTERPRISE_SCHEMA: {"department": "d" * 65}}), "invalidValue", "department"),
+    ("Users", _user(**{ENTERPRISE_SCHEMA: {"organization": "o" * 65}}), "invalidValue", "organization"),
+    ("Users", _user(**{ENTERPRISE_SCHEMA: {"manager": {"value": "nobody"}}}), "invalidValue", "nobody"),
+    ("Users", _user(**{ENTERPRISE_SCHEMA: {"manager": "boss"}}), "invalidValue", "manager"),
+    ("Groups", {"schemas": [GROUP_SCHEMA, GROUP_EXTENSION_SCHEMA], "displayName": "G",
+                GROUP_EXTENSION_SCHEMA: {"description": "x" * 1025}}, "invalidValue", "description"),
+    ("Groups", {"schemas": [GROUP_SCHEMA, GROUP_EXTENSION_SCHEMA], "displayName": "G",
+                GROUP_EXTENSION_SCHEMA: {"description": "d", "owners": []}}, "invalidSyntax", "owners"),
+    ("Groups", {"schemas": [GROUP_SCHEMA, GROUP_EXTENSION_SCHEMA], "displayName": "G",
+                GROUP_EXTENSION_SCHEMA: {"description": 5}}, "invalidValue", "description"),
 ])
 async def test_bad_resources_are_refused_naming_the_problem(world: Any, kind: Any, payload: dict[str, Any],
                                                             scim_type: str, named: str) -> None:
@@ -183,3 +207,68 @@ async def test_a_bulk_request_that_is_not_one_is_refused_whole(world: Any, paylo
     assert named in refused.value.detail
     assert _rows(entities) == 0
     assert queue.messages(Queue.EXPORT) == []
+
+
+async def test_a_group_of_50000_members_is_stored_in_member_rows_and_patched_in_place(world: Any) -> None:
+    service, entities, _queue = world
+    conn = _conn()
+    repo = TableScimRepository(entities)
+    ids = [f"u{i:05d}" for i in range(50_000)]
+    for user_id in ids:
+        await repo.create(conn.name, Stored("Users", user_id, {"userName": f"{user_id}@contoso.example"}, 1, "t", "t"),
+                          "")
+    big = await service.create(conn, "Groups", {"schemas": [GROUP_SCHEMA], "displayName": "Everyone",
+                                                "members": [{"value": i} for i in ids]}, request_id="g1",
+                               domains=_domains)
+    rows = entities._table(Table.SCIM)
+    # No string property comes near the 64 KiB (32,768 UTF-16 characters) a Table property holds.
+    assert max(len(v) for e in rows.values() for v in e.data.values() if isinstance(v, str)) <= 32_768
+    member_rows = {k for k in rows if k[0] == "c1|members"}
+    assert len(member_rows) == 250
+    assert [m["value"] for m in (await service.get(conn, "Groups", big.id)).attributes["members"]] == ids
+    # A PATCH adding one member and removing another rewrites the member rows that changed, and drops the old ones.
+    newcomer = await service.create(conn, "Users", _user("new@contoso.example"), request_id="u", domains=_domains)
+    await service.patch(conn, "Groups", big.id, {"schemas": [PATCH], "Operations": [
+        {"op": "add", "path": "members", "value": [{"value": newcomer.id}]},
+        {"op": "remove", "path": f'members[value eq "{ids[-1]}"]'}]}, if_match=None, request_id="g2",
+        domains=_domains)
+    after = {k for k in entities._table(Table.SCIM) if k[0] == "c1|members"}
+    assert len(after) == 250
+    assert len(after - member_rows) == 1
+    got = await service.get(conn, "Groups", big.id)
+    assert [m["value"] for m in got.attributes["members"]] == [*ids[:-1], newcomer.id]
+    assert [m.version for m in [got]] == [2]
+    # Listing groups reads the members too; deleting the group deletes its member rows.
+    [listed], _total, _ = await service.query(conn, "Groups", filter_text=None, start_index=None, count=None)
+    assert len(listed.attributes["members"]) == 50_000
+    await service.delete(conn, "Groups", big.id, if_match=None, request_id="g3")
+    assert not {k for k in entities._table(Table.SCIM) if k[0] == "c1|members"}
+
+
+async def test_member_operations_add_remove_by_filter_or_list_and_replace(world: Any) -> None:
+    service, _, _ = world
+    conn = _conn()
+    users = [(await service.create(conn, "Users", _user(f"u{i}@contoso.example"), request_id="u",
+                                   domains=_domains)).id for i in range(4)]
+    group = await service.create(conn, "Groups", {"schemas": [GROUP_SCHEMA], "displayName": "G",
+                                                  "members": [{"value": users[0]}]}, request_id="g", domains=_domains)
+
+    async def patch(*operations: dict[str, Any]) -> list[str]:
+        stored = await service.patch(conn, "Groups", group.id, {"schemas": [PATCH], "Operations": list(operations)},
+                                     if_match=None, request_id="p", domains=_domains)
+        return [m["value"] for m in stored.attributes.get("members") or []]
+
+    assert await patch({"op": "add", "path": "members", "value": [{"value": users[1]}, {"value": users[0]}]},
+                       {"op": "replace", "path": "displayName", "value": "H"}) == users[:2]
+    assert (await service.get(conn, "Groups", group.id)).attributes["displayName"] == "H"
+    assert await patch({"op": "add", "path": "members", "value": [{"value": users[2]}, {"value": users[3]}]},
+                       {"op": "remove", "path": f'members[value eq "{users[0]}"]'},
+                       {"op": "remove", "path": f'members[value eq "{users[2]}"]'}) == [users[1], users[3]]
+    assert await patch({"op": "replace", "path": "members", "value": [{"value": users[2]}]}) == [users[2]]
+    assert await patch({"op": "remove", "path": "members"}) == []
+    with pytest.raises(ScimError) as bad:
+        await patch({"op": "add", "path": "members", "value": [{"value": 5, "display": ["x"]}]})
+    assert bad.value.scim_type == "invalidValue"
+    with pytest.raises(ScimError) as missing:
+        await patch({"op": "add", "path": "members", "value": [{"value": "nobody"}]})
+    assert "nobody" in missing.value.detail

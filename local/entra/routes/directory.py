@@ -29,7 +29,7 @@ from local.entra.core import (
     select_fields,
 )
 from local.entra.core import group_or_404 as core_group_or_404
-from local.entra.state import User, now_iso
+from local.entra.state import PROFILE_FIELDS, User, now_iso
 
 USER_READ = ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All")
 GROUP_READ = ("GroupMember.Read.All", "Group.Read.All", "Group.ReadWrite.All", "Directory.Read.All",
@@ -45,6 +45,11 @@ USER_DELETE = ("User.ReadWrite.All",)
 LIMITED_ROLES = {"Directory Readers", "Guest Inviter", "Helpdesk Administrator", "Message Center Reader",
                  "Password Administrator", "Reports Reader", "User Administrator", "Usage Summary Reports Reader"}
 PASSWORD_SYMBOLS = set("@#$%^&*-_!+=[]{}|\\:',.?/`~\"();<> ")
+#: Most characters of the user properties the simulator keeps (user resource, properties).
+PROPERTY_LENGTHS = {"displayName": 256, "givenName": 64, "surname": 64, "department": 64, "employeeId": 16,
+                    **PROFILE_FIELDS}
+#: passwordPolicies values (user resource): comma-separated.
+PASSWORD_POLICIES = {"DisablePasswordExpiration", "DisableStrongPassword"}
 COMPLEXITY_ERROR = ("The specified password does not comply with password complexity requirements. Please provide "
                     "a different password.")
 
@@ -62,6 +67,38 @@ def password_problem(password: str, banned: list[str]) -> bool:
         return True
     lowered = password.lower()
     return any(term and len(term) >= 4 and term in lowered for term in banned)
+
+
+def check_properties(body: dict[str, Any]) -> None:
+    """Refuse values Graph refuses: too long, the wrong type, more than one business phone, a mail with
+    characters outside ASCII ("This property can't contain accent characters", user resource)."""
+    for name, most in PROPERTY_LENGTHS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        values = value if name == "businessPhones" and isinstance(value, list) and len(value) <= 1 else [value]
+        if any(not isinstance(v, str) or len(v) > most for v in values):
+            raise GraphError(400, "Request_BadRequest", f"Invalid value specified for property '{name}' of resource "
+                             "'User'.")
+    mail = body.get("mail")
+    if mail is not None and (not isinstance(mail, str) or not mail.isascii() or "@" not in mail):
+        raise GraphError(400, "Request_BadRequest", "Invalid value specified for property 'mail' of resource 'User'.")
+
+
+def set_properties(user: User, body: dict[str, Any]) -> None:
+    """Store the properties of a create or update body (a profile property set to null is removed)."""
+    for key in ("accountEnabled", "usageLocation", "displayName", "givenName", "surname", "department",
+                "employeeId", "mail"):
+        if key in body:
+            setattr(user, key, body[key])
+    profile = dict(user.profile or {})
+    for key in PROFILE_FIELDS:
+        if key in body:
+            if body[key] in (None, []):
+                profile.pop(key, None)
+            else:
+                profile[key] = body[key]
+    user.profile = profile or None
 
 
 def routes(sim: Simulator) -> list[Route]:
@@ -105,11 +142,14 @@ def routes(sim: Simulator) -> list[Route]:
         user = user_or_404(request.path_params["id"])
         body = await json_body(request)
         allowed = {"accountEnabled", "usageLocation", "displayName", "passwordProfile", "givenName", "surname",
-                   "department", "employeeId"}
-        # The SDKs send the entity's type with every body (msgraph-sdk's serializer writes it).
+                   "department", "employeeId", "mail", *PROFILE_FIELDS}
         unknown = set(body) - allowed - {"@odata.type"}
         if unknown:
             raise GraphError(400, "Request_BadRequest", f"Property '{sorted(unknown)[0]}' is read-only or unknown.")
+        if body.get("displayName", "") is None:
+            raise GraphError(400, "Request_BadRequest", "Invalid value specified for property 'displayName' of "
+                             "resource 'User'.")
+        check_properties(body)
         if "passwordProfile" in body:
             if not caller.roles & set(PASSWORD_WRITE):
                 raise GraphError(403, "Authorization_RequestDenied",
@@ -132,10 +172,7 @@ def routes(sim: Simulator) -> list[Route]:
                                              "forceChange": str(bool(profile.get("forceChangePasswordNextSignIn")))}
         elif body.keys() - {"accountEnabled"} and not caller.roles & {"User.ReadWrite.All", "Directory.ReadWrite.All"}:
             raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
-        for key in ("accountEnabled", "usageLocation", "displayName", "givenName", "surname", "department",
-                    "employeeId"):
-            if key in body:
-                setattr(user, key, body[key])
+        set_properties(user, body)
         if body.keys() - {"passwordProfile"}:
             tenant.record("user", user.id)
         return None
@@ -146,11 +183,18 @@ def routes(sim: Simulator) -> list[Route]:
         # of the tenant; 201 with the user.
         body = await json_body(request)
         known = {"accountEnabled", "displayName", "mailNickname", "userPrincipalName", "passwordProfile",
-                 "givenName", "surname", "usageLocation", "department", "employeeId", "mail"}
+                 "givenName", "surname", "usageLocation", "department", "employeeId", "mail", "passwordPolicies",
+                 *PROFILE_FIELDS}
         unknown = set(body) - known - {"@odata.type"}
         if unknown:
             raise GraphError(400, "Request_BadRequest", f"Property '{sorted(unknown)[0]}' does not exist on type "
                              "'microsoft.graph.user'.")
+        check_properties(body)
+        policies = body.get("passwordPolicies")
+        if policies is not None and (not isinstance(policies, str) or
+                                     {p.strip() for p in policies.split(",")} - PASSWORD_POLICIES):
+            raise GraphError(400, "Request_BadRequest", "Invalid value specified for property 'passwordPolicies' of "
+                             "resource 'User'.")
         for name in ("displayName", "mailNickname", "userPrincipalName"):
             if not isinstance(body.get(name), str) or not body[name].strip():
                 raise GraphError(400, "Request_BadRequest", f"Invalid value specified for property '{name}' of "
@@ -170,17 +214,15 @@ def routes(sim: Simulator) -> list[Route]:
         if tenant.user(upn) is not None:
             raise GraphError(400, "Request_BadRequest", "Another object with the same value for property "
                              "userPrincipalName already exists.")
-        if password_problem(str(profile["password"]), []):
+        if "DisableStrongPassword" not in (policies or "") and password_problem(str(profile["password"]), []):
             raise GraphError(400, "Request_BadRequest", COMPLEXITY_ERROR)
-        user = User(id=str(uuid.uuid4()), userPrincipalName=upn, displayName=str(body["displayName"]),
-                    mail=body.get("mail"), accountEnabled=body["accountEnabled"],
-                    usageLocation=body.get("usageLocation"), givenName=body.get("givenName"),
-                    surname=body.get("surname"), employeeId=body.get("employeeId"),
-                    department=body.get("department"))
+        user = User(id=str(uuid.uuid4()), userPrincipalName=upn, displayName=str(body["displayName"]))
+        set_properties(user, body)
         tenant.users[user.id] = user
         tenant.reindex()
         tenant.passwords[user.id] = {"password": str(profile["password"]), "setAt": now_iso(),
-                                     "forceChange": str(bool(profile.get("forceChangePasswordNextSignIn", True)))}
+                                     "forceChange": str(bool(profile.get("forceChangePasswordNextSignIn", True))),
+                                     "policies": str(policies or "")}
         tenant.record("user", user.id)
         # The documented response: the user with its default properties (businessPhones empty, the rest null).
         created = {"@odata.context": f"{sim.base_url}/v1.0/$metadata#users/$entity", "businessPhones": [],
@@ -193,6 +235,37 @@ def routes(sim: Simulator) -> list[Route]:
         # https://learn.microsoft.com/graph/api/user-delete: 204 No Content.
         tenant.delete_user(user_or_404(request.path_params["id"]).id)
         return None
+
+    async def get_manager(request: Request, caller: Caller) -> dict[str, Any]:
+        # https://learn.microsoft.com/graph/api/user-list-manager: the manager, 404 when none.
+        user = user_or_404(request.path_params["id"])
+        manager = tenant.users.get(user.manager or "")
+        if manager is None:
+            raise GraphError(404, "Request_ResourceNotFound", "Resource 'manager' does not exist or one of its queried "
+                             "reference-property objects are not present.")
+        return {"@odata.type": "#microsoft.graph.user", **manager.graph(select_fields(request))}
+
+    async def put_manager(request: Request, caller: Caller) -> None:
+        # https://learn.microsoft.com/graph/api/user-post-manager: PUT manager/$ref with @odata.id of a user, 204.
+        user = user_or_404(request.path_params["id"])
+        reference = (await json_body(request)).get("@odata.id")
+        origins = tuple(origin + "/" for origin in sim.graph_origins(request))
+        if not isinstance(reference, str) or not reference.startswith(origins):
+            raise GraphError(400, "Request_BadRequest", "Invalid URL format specified in @odata.id.")
+        manager = user_or_404(reference.rstrip("/").rsplit("/", 1)[-1])
+        if manager.id == user.id:
+            raise GraphError(400, "Request_BadRequest", "A user cannot be their own manager.")
+        user.manager = manager.id
+        tenant.record("user", user.id)
+
+    async def delete_manager(request: Request, caller: Caller) -> None:
+        # https://learn.microsoft.com/graph/api/user-delete-manager: 204, 404 when none.
+        user = user_or_404(request.path_params["id"])
+        if not user.manager:
+            raise GraphError(404, "Request_ResourceNotFound", "Resource 'manager' does not exist or one of its queried "
+                             "reference-property objects are not present.")
+        user.manager = None
+        tenant.record("user", user.id)
 
     async def count_users(request: Request, caller: Caller) -> Response:
         return count_segment(request, len(tenant.users))
@@ -210,7 +283,8 @@ def routes(sim: Simulator) -> list[Route]:
         items = []
         for g in groups:
             item = {"id": g.id, "displayName": g.displayName, "mailNickname": g.mailNickname, "mail": g.mail,
-                    "securityEnabled": g.securityEnabled, "mailEnabled": g.mailEnabled, "groupTypes": g.groupTypes}
+                    "securityEnabled": g.securityEnabled, "mailEnabled": g.mailEnabled, "groupTypes": g.groupTypes,
+                    "description": g.description}
             items.append({k: v for k, v in item.items() if not select or k in select or k == "id"})
         return page(request, items, context=f"{sim.base_url}/v1.0/$metadata#groups")
 
@@ -302,6 +376,11 @@ def routes(sim: Simulator) -> list[Route]:
         add("/users/{id}", get_user, ["GET"], permissions=USER_READ, cost=1)
         add("/users/{id}", delete_user, ["DELETE"], permissions=USER_DELETE, write=True)
         add("/users/{id}", patch_user, ["PATCH"], permissions=(*PASSWORD_WRITE, *USER_WRITE), write=True)
+        add("/users/{id}/manager", get_manager, ["GET"], permissions=USER_READ, cost=1)
+        add("/users/{id}/manager/$ref", put_manager, ["PUT"], permissions=("User.ReadWrite.All",
+                                                                          "Directory.ReadWrite.All"), write=True)
+        add("/users/{id}/manager/$ref", delete_manager, ["DELETE"], permissions=("User.ReadWrite.All",
+                                                                                "Directory.ReadWrite.All"), write=True)
         add("/users/{id}/transitiveMemberOf/microsoft.graph.directoryRole", user_roles, ["GET"],
             permissions=ROLE_READ, cost=1)
         add("/servicePrincipals/{id}/transitiveMemberOf/microsoft.graph.directoryRole", principal_roles, ["GET"],

@@ -29,6 +29,8 @@ GROUP_CREATE = ("Group.Create", "Group.ReadWrite.All", "Directory.ReadWrite.All"
 GROUP_WRITE = ("Group.ReadWrite.All", "Directory.ReadWrite.All")
 MEMBER_WRITE = ("GroupMember.ReadWrite.All", "Group.ReadWrite.All", "Directory.ReadWrite.All")
 MAX_BIND = 20
+#: A group's description takes at most 1,024 characters (group resource, properties).
+DESCRIPTION_LENGTH = 1024
 ALREADY_MEMBER = ("One or more added object references already exist for the following modified properties: "
                   "'members'.")
 
@@ -41,14 +43,16 @@ def routes(sim: Simulator) -> list[Route]:
         found: Group = core_group_or_404(tenant, key)
         return found
 
-    def object_id(request: Request, reference: Any) -> str:
+    def object_id(request: Request, reference: Any, *, principals: bool = False) -> str:
         """The object id at the end of a directoryObjects URL on the Graph host the request was sent to
-        (a reference to another cloud's Graph names no object of this tenant), a user or group."""
+        (a reference to another cloud's Graph names no object of this tenant), a user or group (or, for owners,
+        a service principal)."""
         if not isinstance(reference, str) or not reference.startswith(
                 tuple(origin + "/" for origin in sim.graph_origins(request))):
             raise GraphError(400, "Request_BadRequest", "Invalid URL format specified in @odata.bind for members.")
         found = reference.rstrip("/").rsplit("/", 1)[-1]
-        if found not in tenant.users and found not in tenant.groups:
+        if found not in tenant.users and found not in tenant.groups and not (
+                principals and tenant.app_by_principal(found) is not None):
             raise GraphError(404, "Request_ResourceNotFound", f"Resource '{found}' does not exist or one of its "
                              "queried reference-property objects are not present.")
         return found
@@ -71,8 +75,15 @@ def routes(sim: Simulator) -> list[Route]:
                 "proxyAddresses": [f"SMTP:{group.mail}"] if group.mail else [],
                 "description": group.description}
 
+    def check_description(body: dict[str, Any]) -> None:
+        value = body.get("description")
+        if value is not None and (not isinstance(value, str) or len(value) > DESCRIPTION_LENGTH):
+            raise GraphError(400, "Request_BadRequest", "Invalid value specified for property 'description' of "
+                             "resource 'Group'.")
+
     async def create_group(request: Request, caller: Caller) -> JSONResponse:
         body = await json_body(request)
+        check_description(body)
         for name in ("displayName", "mailNickname"):
             if not isinstance(body.get(name), str) or not body[name].strip():
                 raise GraphError(400, "Request_BadRequest", f"Invalid value specified for property '{name}' of "
@@ -88,7 +99,7 @@ def routes(sim: Simulator) -> list[Route]:
         owner_binds = body.get("owners@odata.bind") or []
         if not isinstance(owner_binds, list) or len(owner_binds) > MAX_BIND:
             raise GraphError(400, "Request_BadRequest", f"At most {MAX_BIND} owners can be added in one request.")
-        owners = [object_id(request, ref) for ref in owner_binds]
+        owners = [object_id(request, ref, principals=True) for ref in owner_binds]
         if any(o not in tenant.users and tenant.app_by_principal(o) is None for o in owners):
             raise GraphError(400, "Request_BadRequest", "Owners must be users or service principals.")
         group = Group(id=new_id(), displayName=body["displayName"], mailNickname=body["mailNickname"],
@@ -116,6 +127,10 @@ def routes(sim: Simulator) -> list[Route]:
         unknown = set(body) - {"displayName", "description", "members@odata.bind", "mailNickname", "@odata.type"}
         if unknown:
             raise GraphError(400, "Request_BadRequest", f"Property '{sorted(unknown)[0]}' is read-only or unknown.")
+        check_description(body)
+        if "displayName" in body and (not isinstance(body["displayName"], str) or not body["displayName"].strip()):
+            raise GraphError(400, "Request_BadRequest", "Invalid value specified for property 'displayName' of "
+                             "resource 'Group'.")
         binds = body.get("members@odata.bind")
         if binds is not None:
             if not isinstance(binds, list) or not binds or len(binds) > MAX_BIND:
@@ -167,7 +182,7 @@ def routes(sim: Simulator) -> list[Route]:
 
     async def add_owner(request: Request, caller: Caller) -> None:
         group = group_or_404(request.path_params["id"])
-        owner = object_id(request, (await json_body(request)).get("@odata.id"))
+        owner = object_id(request, (await json_body(request)).get("@odata.id"), principals=True)
         if owner in group.owners:
             raise GraphError(400, "Request_BadRequest", "One or more added object references already exist for the "
                              "following modified properties: 'owners'.")

@@ -2,9 +2,10 @@
 
 - users: https://learn.microsoft.com/graph/api/user-post-users (accountEnabled, displayName, mailNickname,
   userPrincipalName, passwordProfile required), user-list (`$filter` eq on userPrincipalName, mail,
-  employeeId), user-update, user-delete, user-assignlicense; subscribedsku-list for free seats.
-- groups: group-post-groups, group-list (`$filter` on displayName), group-delete, group-post-members
-  (`members/$ref`), group-delete-members.
+  employeeId), user-update, user-delete, user-assignlicense; subscribedsku-list for free seats; user-list-manager,
+  user-post-manager (`PUT manager/$ref`), user-delete-manager.
+- groups: group-post-groups (`owners@odata.bind`), group-list (`$filter` on displayName), group-update,
+  group-delete, group-post-members (`members/$ref`), group-delete-members, group-list-owners, group-post-owners.
 - domains: organization-get (`verifiedDomains`).
 
 Requests are built with msgraph-sdk's request builders (bodies as its `User` and `Group` models, carrying the
@@ -19,20 +20,21 @@ from typing import Any
 
 from msgraph.generated.models.group import Group
 from msgraph.generated.models.reference_create import ReferenceCreate
+from msgraph.generated.models.reference_update import ReferenceUpdate
 from msgraph.generated.models.user import User
 
 from shared.adapters.graph.gateway import GraphApi, select
 from shared.adapters.graph.groups import already_member
 from shared.adapters.graph.licenses import GraphLicenses
 from shared.adapters.graph.organization import GraphOrganization
-from shared.domain.export import EntraGroup, EntraUser, Sku
+from shared.domain.export import USER_PROPERTIES, EntraGroup, EntraUser, Sku
 from shared.domain.odata import quote
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.services.ports import GraphResponse, JsonObject, Written
 
-_USER_SELECT = ["id", "userPrincipalName", "mail", "employeeId", "accountEnabled", "usageLocation", "displayName",
-                "assignedLicenses"]
-_GROUP_SELECT = ["id", "displayName", "mailNickname", "mail", "mailEnabled", "securityEnabled", "groupTypes"]
+_USER_SELECT = ["id", "userPrincipalName", "accountEnabled", "usageLocation", "assignedLicenses", *USER_PROPERTIES]
+_GROUP_SELECT = ["id", "displayName", "mailNickname", "mail", "mailEnabled", "securityEnabled", "groupTypes",
+                 "description"]
 _USER_KEYS = {"userPrincipalName", "mail", "employeeId"}
 DOMAINS_TTL = 60.0
 
@@ -42,7 +44,8 @@ def _user(body: JsonObject) -> EntraUser:
                      mail=body.get("mail"), employee_id=body.get("employeeId"),
                      account_enabled=body.get("accountEnabled") is not False, usage_location=body.get("usageLocation"),
                      display_name=body.get("displayName"),
-                     licenses=tuple(str(a.get("skuId")) for a in body.get("assignedLicenses") or []))
+                     licenses=tuple(str(a.get("skuId")) for a in body.get("assignedLicenses") or []),
+                     properties={k: body.get(k) for k in USER_PROPERTIES})
 
 
 def _group(body: JsonObject) -> EntraGroup:
@@ -50,7 +53,8 @@ def _group(body: JsonObject) -> EntraGroup:
                       mail_nickname=body.get("mailNickname"), mail=body.get("mail"),
                       mail_enabled=body.get("mailEnabled") is True,
                       security_enabled=body.get("securityEnabled") is True,
-                      group_types=tuple(str(t) for t in body.get("groupTypes") or []))
+                      group_types=tuple(str(t) for t in body.get("groupTypes") or []),
+                      description=body.get("description"))
 
 
 def _written(response: GraphResponse) -> Written:
@@ -143,10 +147,67 @@ class GraphExportDirectory:
         except NotFound:
             return None
 
-    async def create_group(self, body: JsonObject) -> Written:
-        """Create a group."""
+    async def create_group(self, body: JsonObject, *, owners: tuple[str, ...] = ()) -> Written:
+        """Create a group; owners are bound in the same request (`owners@odata.bind`, group-post-groups)."""
+        data = dict(body)
+        if owners:
+            data["owners@odata.bind"] = [self._object_url(o) for o in owners]
         return _written(await self._graph.send(self._requests.groups.to_post_request_information(
+            Group(additional_data=data))))
+
+    async def update_group(self, group_id: str, body: JsonObject) -> Written:
+        """PATCH a group (group-update)."""
+        return _written(await self._graph.send(self._requests.groups.by_group_id(group_id).to_patch_request_information(
             Group(additional_data=dict(body)))))
+
+    async def owner_ids(self, group_id: str) -> set[str]:
+        """The owners' ids (group-list-owners)."""
+        ids: set[str] = set()
+        owners = self._requests.groups.by_group_id(group_id).owners
+        async for page in self._graph.pages(owners.to_get_request_information(select(owners, ["id"]))):
+            ids.update(str(m["id"]) for m in page["value"])
+        return ids
+
+    async def add_owner(self, group_id: str, owner_id: str) -> Written:
+        """Add an owner (group-post-owners); already an owner counts as added."""
+        try:
+            response = await self._graph.send(self._requests.groups.by_group_id(group_id).owners.ref
+                                              .to_post_request_information(
+                                                  ReferenceCreate(odata_id=self._object_url(owner_id))))
+        except InvalidInput as exc:
+            if "already exist" not in exc.detail:
+                raise
+            return Written(None, None)
+        return Written(None, response.request_id)
+
+    async def manager_id(self, user_id: str) -> str | None:
+        """The manager's id (user-list-manager), None when the user has none (404)."""
+        manager = self._requests.users.by_user_id(user_id).manager
+        try:
+            body = await self._graph.get(manager.to_get_request_information(select(manager, ["id"])))
+        except NotFound:
+            return None
+        return str(body["id"]) if body.get("id") else None
+
+    async def set_manager(self, user_id: str, manager_id: str) -> Written:
+        """Set the manager (user-post-manager: `PUT manager/$ref`)."""
+        ref = self._graph.url(self._requests.users.by_user_id(manager_id).to_get_request_information())
+        response = await self._graph.send(self._requests.users.by_user_id(user_id).manager.ref
+                                          .to_put_request_information(ReferenceUpdate(odata_id=ref)))
+        return Written(None, response.request_id)
+
+    async def remove_manager(self, user_id: str) -> Written:
+        """Clear the manager (user-delete-manager); none counts as cleared."""
+        with contextlib.suppress(NotFound):
+            response = await self._graph.send(self._requests.users.by_user_id(user_id).manager.ref
+                                              .to_delete_request_information())
+            return Written(None, response.request_id)
+        return Written(None, None)
+
+    def _object_url(self, object_id: str) -> str:
+        """A directory object's URL on this connection's Graph host, for `@odata.bind` and `@odata.id`."""
+        return self._graph.url(self._requests.directory_objects.by_directory_object_id(object_id)
+                               .to_get_request_information())
 
     async def delete_group(self, group_id: str) -> Written:
         """Delete a group; absent counts as deleted."""
@@ -166,11 +227,10 @@ class GraphExportDirectory:
 
     async def add_member(self, group_id: str, member_id: str) -> Written:
         """Add a member; already a member counts as added."""
-        ref = self._graph.url(self._requests.directory_objects.by_directory_object_id(member_id)
-                              .to_get_request_information())
         try:
             response = await self._graph.send(self._requests.groups.by_group_id(group_id).members.ref
-                                              .to_post_request_information(ReferenceCreate(odata_id=ref)))
+                                              .to_post_request_information(
+                                                  ReferenceCreate(odata_id=self._object_url(member_id))))
         except (Conflict, InvalidInput) as err:
             if not already_member(err):
                 raise

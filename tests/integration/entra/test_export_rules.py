@@ -17,6 +17,7 @@ from shared.adapters.graph.export import GraphExportDirectory
 from shared.adapters.scim import TableScimRepository
 from shared.config import Connection
 from shared.domain.scim import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA
+from shared.errors import InvalidInput
 from shared.services.export import ExportService
 from shared.services.scim import ScimService
 from tests.fakes import FakeAuditSink, FakeClock, FakeWorkQueue
@@ -119,3 +120,78 @@ async def test_export_rules_on_the_simulator(stack: Any, entra: EntraFixture) ->
             await entra_dir.delete_user(result.plan.link.entra_id)
     await entra_dir.delete_group(str((operators.body or {})["id"]))
     await stack.graph.send("PATCH", f"/users/{existing['id']}", body={"employeeId": None})
+
+
+async def test_attributes_manager_groups_and_passwordless_on_the_simulator(stack: Any, entra: EntraFixture) -> None:
+    tag = uuid.uuid4().hex[:8]
+    repo = TableScimRepository(stack.tables)
+    entra_dir = GraphExportDirectory(stack.graph)
+    engine = ExportService(repo, FakeAuditSink())
+    scim = ScimService(repo, FakeWorkQueue(), FakeClock())
+    owner = next(a["servicePrincipalId"] for a in entra.admin("GET", "/_sim/tenant")["apps"]
+                 if a["clientId"] == entra.client_id)
+    conn = _connection(entra.tenant_id, tag, newUsers="passwordless", groups={"owners": [owner]})
+
+    async def domains() -> list[str]:
+        return await entra_dir.verified_domains()
+
+    async def create(kind: Any, body: dict[str, Any]) -> str:
+        return (await scim.create(conn, kind, body, request_id=f"r-{tag}", domains=domains)).id
+
+    async def patch(kind: Any, scim_id: str, *operations: dict[str, Any]) -> None:
+        await scim.patch(conn, kind, scim_id, {"schemas": [PATCH], "Operations": list(operations)}, if_match=None,
+                         request_id=f"p-{tag}", domains=domains)
+
+    boss = await create("Users", {"schemas": [USER_SCHEMA], "userName": f"boss{tag}@{DEMO_DOMAIN}"})
+    ada = await create("Users", {
+        "schemas": [USER_SCHEMA, ENTERPRISE_SCHEMA], "userName": f"ada{tag}@{DEMO_DOMAIN}", "title": "Analyst",
+        "name": {"givenName": "Ada", "familyName": "Lovelace"}, "emails": [{"value": f"ada{tag}@{DEMO_DOMAIN}"}],
+        "phoneNumbers": [{"value": "+41 44 000 00 00", "type": "work"}],
+        "addresses": [{"type": "work", "locality": "Zurich", "postalCode": "8000", "country": "CH"}],
+        ENTERPRISE_SCHEMA: {"employeeNumber": f"A{tag}", "department": "R&D", "organization": "Engines",
+                            "manager": {"value": boss}}})
+    await engine.apply(conn, entra_dir, "Users", boss, request_id="b1")
+    applied = await engine.apply(conn, entra_dir, "Users", ada, request_id="a1")
+    ada_id = str(applied.plan.link.entra_id)
+    boss_id = str((await repo.link(conn.name, "Users", boss)).entra_id)  # type: ignore[union-attr]
+    fields = "jobTitle,givenName,surname,mail,businessPhones,city,postalCode,country,employeeId,department,companyName"
+    got = await stack.graph.get(f"/users/{ada_id}", params={"$select": fields})
+    assert {k: got[k] for k in fields.split(",")} == {
+        "jobTitle": "Analyst", "givenName": "Ada", "surname": "Lovelace", "mail": f"ada{tag}@{DEMO_DOMAIN}",
+        "businessPhones": ["+41 44 000 00 00"], "city": "Zurich", "postalCode": "8000", "country": "CH",
+        "employeeId": f"A{tag}", "department": "R&D", "companyName": "Engines"}
+    assert await entra_dir.manager_id(ada_id) == boss_id
+    # passwordless: Graph still requires a password on create; it is random, never to be changed, never expiring.
+    profile = entra.admin("GET", f"/_sim/users/{ada_id}/password")
+    assert (profile["forceChange"], profile["policies"]) == ("False", "DisablePasswordExpiration")
+
+    # Updates: every attribute that moved is written; a removed manager is cleared on the bridge's user.
+    await patch("Users", ada, {"op": "replace", "path": "title", "value": "Engineer"},
+                {"op": "remove", "path": "addresses"}, {"op": "remove", "path": f"{ENTERPRISE_SCHEMA}:manager"})
+    await engine.apply(conn, entra_dir, "Users", ada, request_id="a2")
+    got = await stack.graph.get(f"/users/{ada_id}", params={"$select": "jobTitle,city,postalCode"})
+    assert (got["jobTitle"], got["city"], got["postalCode"]) == ("Engineer", None, None)
+    assert await entra_dir.manager_id(ada_id) is None
+    assert (await engine.apply(conn, entra_dir, "Users", ada, request_id="a3")).written == 0
+
+    # Groups: the bridge's app is bound as owner on create; a rename and a description reach Entra.
+    team = await create("Groups", {"schemas": [GROUP_SCHEMA], "displayName": f"Team {tag}",
+                                   "members": [{"value": ada}]})
+    group_id = str((await engine.apply(conn, entra_dir, "Groups", team, request_id="g1")).plan.link.entra_id)
+    assert await entra_dir.owner_ids(group_id) == {owner}
+    await patch("Groups", team, {"op": "replace", "path": "displayName", "value": f"Renamed {tag}"},
+                {"op": "add", "path": "urn:entra-bridge:params:scim:schemas:extension:2.0:Group:description",
+                 "value": "Exported"})
+    await engine.apply(conn, entra_dir, "Groups", team, request_id="g2")
+    group = await entra_dir.group(group_id)
+    assert group is not None
+    assert (group.display_name, group.description) == (f"Renamed {tag}", "Exported")
+    assert await entra_dir.member_ids(group_id) == {ada_id}
+
+    # The simulator refuses what Graph refuses, as the SCIM service does before it.
+    for bad in ({"jobTitle": "t" * 129}, {"businessPhones": ["1", "2"]}, {"mail": "adà@x.example"}):
+        with pytest.raises(InvalidInput):
+            await entra_dir.update_user(ada_id, bad)
+    for ident in (ada_id, boss_id):
+        await entra_dir.delete_user(ident)
+    await entra_dir.delete_group(group_id)
