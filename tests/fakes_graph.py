@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from shared.domain.export import EntraGroup, EntraUser, Sku
+from shared.domain.export import USER_PROPERTIES, EntraGroup, EntraUser, Sku
 from shared.domain.federation import AppAccess
 from shared.domain.sync import USER_FIELDS, GroupChange, MemberChange, UserChange
 from shared.errors import (
@@ -162,6 +162,9 @@ class MemoryTenant:
         self.app_permissions: list[str] = []
         self.skus: dict[str, JsonObject] = {E3: {"skuId": E3, "skuPartNumber": "ENTERPRISEPACK", "enabled": 10}}
         self.subscriptions: dict[str, Subscription] = {}
+        #: Group owners by group id, and each user's manager.
+        self.owners: dict[str, list[str]] = {}
+        self.managers: dict[str, str] = {}
         #: Notification URLs that fail Graph's validation call.
         self.unreachable: set[str] = set()
         self.faults = GraphFaults()
@@ -831,7 +834,8 @@ def _entra_user(item: JsonObject) -> EntraUser:
     return EntraUser(id=str(item["id"]), user_principal_name=str(item.get("userPrincipalName") or ""),
                      mail=item.get("mail"), employee_id=item.get("employeeId"),
                      account_enabled=item.get("accountEnabled") is not False, usage_location=item.get("usageLocation"),
-                     display_name=item.get("displayName"), licenses=tuple(item.get("assignedLicenses") or ()))
+                     display_name=item.get("displayName"), licenses=tuple(item.get("assignedLicenses") or ()),
+                     properties={k: item.get(k, [] if k == "businessPhones" else None) for k in USER_PROPERTIES})
 
 
 def _entra_group(item: JsonObject) -> EntraGroup:
@@ -839,7 +843,7 @@ def _entra_group(item: JsonObject) -> EntraGroup:
                       mail_nickname=item.get("mailNickname"), mail=item.get("mail"),
                       mail_enabled=item.get("mailEnabled") is True,
                       security_enabled=item.get("securityEnabled") is True,
-                      group_types=tuple(item.get("groupTypes") or ()))
+                      group_types=tuple(item.get("groupTypes") or ()), description=item.get("description"))
 
 
 class MemoryExport(_View):
@@ -924,11 +928,49 @@ class MemoryExport(_View):
         found = self.tenant.groups.get(group_id)
         return _entra_group(found) if found is not None else None
 
-    async def create_group(self, body: JsonObject) -> Written:
+    async def create_group(self, body: JsonObject, *, owners: tuple[str, ...] = ()) -> Written:
         self._call("create_group")
         properties = {k: v for k, v in body.items() if k != "displayName" and "@" not in k}
         group_id = self.tenant.add_group(str(body["displayName"]), **properties)
+        self.tenant.owners[group_id] = list(dict.fromkeys(owners))
         return self._written("create_group", group_id)
+
+    async def update_group(self, group_id: str, body: JsonObject) -> Written:
+        self._call("update_group", group_id)
+        self.tenant.group_or_404(group_id).update({k: v for k, v in body.items() if "@" not in k})
+        return self._written("update_group", key=group_id)
+
+    async def owner_ids(self, group_id: str) -> set[str]:
+        self._call("owner_ids", group_id)
+        self.tenant.group_or_404(group_id)
+        return set(self.tenant.owners.get(group_id, []))
+
+    async def add_owner(self, group_id: str, owner_id: str) -> Written:
+        self._call("add_owner", group_id)
+        self.tenant.group_or_404(group_id)
+        owners = self.tenant.owners.setdefault(group_id, [])
+        if owner_id in owners:
+            return Written(None, None)
+        owners.append(owner_id)
+        return self._written("add_owner", key=group_id)
+
+    async def manager_id(self, user_id: str) -> str | None:
+        self._call("manager_id", user_id)
+        self.tenant.user_or_404(user_id)
+        return self.tenant.managers.get(user_id)
+
+    async def set_manager(self, user_id: str, manager_id: str) -> Written:
+        self._call("set_manager", user_id)
+        self.tenant.user_or_404(user_id)
+        self.tenant.user_or_404(manager_id)
+        self.tenant.managers[user_id] = manager_id
+        return self._written("set_manager", key=user_id)
+
+    async def remove_manager(self, user_id: str) -> Written:
+        self._call("remove_manager", user_id)
+        if self.tenant.managers.pop(user_id, None) is None:
+            return Written(None, None)
+        return self._written("remove_manager", key=user_id)
 
     async def delete_group(self, group_id: str) -> Written:
         self._call("delete_group", group_id)

@@ -99,3 +99,26 @@ async def test_a_group_is_created_found_filled_and_deleted(graph: GraphSubject) 
     assert await graph.export.group(group) is None
     assert await graph.export.groups_named(name) == []
     assert (await graph.export.delete_group(group)).id is None
+
+
+async def test_a_groups_owners_and_description_and_a_users_manager(graph: GraphSubject) -> None:
+    owner = await graph.admin.add_user(graph.unique("owner"))
+    name = graph.unique("Export Owned")
+    group = (await graph.export.create_group({"displayName": name, "mailNickname": name.replace(" ", ""),
+                                              "mailEnabled": False, "securityEnabled": True, "groupTypes": [],
+                                              "description": "first"}, owners=(owner,))).id
+    assert group
+    assert await graph.export.owner_ids(group) == {owner}
+    other = await graph.admin.add_user(graph.unique("owner2"))
+    await graph.export.add_owner(group, other)
+    await graph.export.add_owner(group, other)  # already an owner counts as added
+    assert await graph.export.owner_ids(group) == {owner, other}
+    await graph.export.update_group(group, {"description": "second"})
+    assert (await graph.export.group(group) or pytest.fail("gone")).description == "second"
+
+    assert await graph.export.manager_id(other) is None
+    await graph.export.set_manager(other, owner)
+    assert await graph.export.manager_id(other) == owner
+    await graph.export.remove_manager(other)
+    assert await graph.export.manager_id(other) is None
+    assert (await graph.export.remove_manager(other)).request_id is None  # none counts as cleared
