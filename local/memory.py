@@ -10,13 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import math
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from shared.adapters.tables import check_key
+from shared.adapters.tables import check_key, check_property
 from shared.adapters.vault import MAX_VALUE_BYTES, check_name, check_tags
 from shared.domain.audit import reject_secret_keys
 from shared.errors import Conflict, InvalidInput, NotFound
@@ -135,30 +134,9 @@ def _row_data(entity: Entity) -> JsonObject:
     """The properties a row keeps, refused as the Table adapter refuses them (shared/adapters/tables.py)."""
     kept: JsonObject = {}
     for key, value in entity.data.items():
-        if key in _RESERVED:
-            raise InvalidInput(f"property name {key!r} is reserved", field=key)
-        if value is None:
-            continue
-        if isinstance(value, (list, dict)):
-            value = json.loads(json.dumps(value))
-        elif not isinstance(value, (str, int, float, bool)):
-            raise InvalidInput(f"property {key!r} has type {type(value).__name__}; rows hold JSON values only",
-                               field=key)
-        elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
-            raise InvalidInput(f"property {key!r} does not fit in 64 bits", field=key)
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise InvalidInput(f"property {key!r} is {value}; rows hold finite numbers only", field=key)
-        if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
-            raise InvalidInput(f"property {key!r} is {len(value)} characters; Table storage holds "
-                               f"{MAX_STRING_CHARS}", field=key)
-        kept[key] = value
+        if check_property(key, value) is not None:
+            kept[key] = json.loads(json.dumps(value)) if isinstance(value, (list, dict)) else value
     return kept
-
-
-_RESERVED = {"PartitionKey", "RowKey", "Timestamp", "etag", "_json"}
-#: A string property holds 64 KiB of UTF-16
-#: (https://learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model).
-MAX_STRING_CHARS = 32 * 1024
 
 
 @dataclass

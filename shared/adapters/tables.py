@@ -76,30 +76,41 @@ def check_key(kind: str, value: str) -> str:
     return value
 
 
+def check_property(key: str, value: Any, *, where: str = "") -> Any:
+    """A property as Table storage keeps it (a list or object as compact JSON text; None: not stored), or
+    InvalidInput naming the property when Table storage would refuse it (reserved name, type, 64-bit range,
+    non-finite number, string length)."""
+    if key in _RESERVED:
+        raise InvalidInput(f"property name {key!r} is reserved", field=key)
+    if value is None:
+        return None
+    if isinstance(value, (list, dict)):
+        value = json.dumps(value, separators=(",", ":"), sort_keys=True)
+    elif not isinstance(value, (str, int, float, bool)):
+        raise InvalidInput(f"property {key!r} has type {type(value).__name__}; rows hold JSON values only",
+                           field=key)
+    elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        raise InvalidInput(f"property {key!r} does not fit in 64 bits", field=key)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(f"property {key!r} is {value}; rows hold finite numbers only", field=key)
+    if isinstance(value, str) and len(value) > _MAX_STRING_CHARS:
+        raise InvalidInput(f"property {key!r}{where} is {len(value)} characters; Table storage holds "
+                           f"{_MAX_STRING_CHARS}", field=key)
+    return value
+
+
 def _to_properties(entity: Entity) -> dict[str, Any]:
     """The entity's wire properties (shared.adapters.table_batch.entity_json adds the type annotations)."""
     props: dict[str, Any] = {"PartitionKey": check_key("PartitionKey", entity.partition_key),
                              "RowKey": check_key("RowKey", entity.row_key)}
     encoded: list[str] = []
     for key, value in entity.data.items():
-        if key in _RESERVED:
-            raise InvalidInput(f"property name {key!r} is reserved", field=key)
-        if value is None:
+        checked = check_property(key, value, where=f" of {entity.partition_key}/{entity.row_key}")
+        if checked is None:
             continue
         if isinstance(value, (list, dict)):
-            value = json.dumps(value, separators=(",", ":"), sort_keys=True)
             encoded.append(key)
-        elif not isinstance(value, (str, int, float, bool)):
-            raise InvalidInput(f"property {key!r} has type {type(value).__name__}; rows hold JSON values only",
-                               field=key)
-        elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
-            raise InvalidInput(f"property {key!r} does not fit in 64 bits", field=key)
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise InvalidInput(f"property {key!r} is {value}; rows hold finite numbers only", field=key)
-        if isinstance(value, str) and len(value) > _MAX_STRING_CHARS:
-            raise InvalidInput(f"property {key!r} of {entity.partition_key}/{entity.row_key} is {len(value)} "
-                               f"characters; Table storage holds {_MAX_STRING_CHARS}", field=key)
-        props[key] = value
+        props[key] = checked
     if encoded:
         props[JSON_MARKER] = ",".join(encoded)
     return props
