@@ -944,6 +944,12 @@ class MemoryExport(_View):
 
     # ------------------------------------------------------------------ the port
 
+    def _principal_or_404(self, object_id: str) -> None:
+        """An owner is a user or the bridge's service principal; another id is Graph's 404."""
+        if object_id not in self.tenant.users and object_id != self.tenant.app_principal:
+            raise NotFound(f"Resource '{object_id}' does not exist or one of its queried reference-property objects "
+                           "are not present.")
+
     async def verified_domains(self) -> list[str]:
         self._call("verified_domains")
         return [str(d["id"]) for d in self.tenant.domains.values() if d.get("isVerified")]
@@ -973,6 +979,8 @@ class MemoryExport(_View):
             raise InvalidInput("The domain portion of the userPrincipalName property is invalid.")
         if any(str(u.get("userPrincipalName")).lower() == upn.lower() for u in self.tenant.users.values()):
             raise InvalidInput("Another object with the same value for property userPrincipalName already exists.")
+        if not isinstance(body.get("passwordProfile"), dict) or not body["passwordProfile"].get("password"):
+            raise InvalidInput("Invalid value specified for property 'passwordProfile' of resource 'User'.")
         fields = {k: v for k, v in body.items() if k != "passwordProfile"}
         user_id = self.tenant.add_user(fields)
         profile: JsonObject = dict(body.get("passwordProfile") or {})
@@ -1019,6 +1027,10 @@ class MemoryExport(_View):
 
     async def create_group(self, body: JsonObject, *, owners: tuple[str, ...] = ()) -> Written:
         self._call("create_group")
+        if len(owners) > 20:
+            raise InvalidInput("At most 20 owners can be added in one request.")
+        for owner in owners:
+            self._principal_or_404(owner)
         properties = {k: v for k, v in body.items() if k != "displayName" and "@" not in k}
         group_id = self.tenant.add_group(str(body["displayName"]), **properties)
         self.tenant.owners[group_id] = list(dict.fromkeys(owners))
@@ -1037,6 +1049,7 @@ class MemoryExport(_View):
     async def add_owner(self, group_id: str, owner_id: str) -> Written:
         self._call("add_owner", group_id)
         self.tenant.group_or_404(group_id)
+        self._principal_or_404(owner_id)
         owners = self.tenant.owners.setdefault(group_id, [])
         if owner_id in owners:
             return Written(None, None)
@@ -1052,6 +1065,8 @@ class MemoryExport(_View):
         self._call("set_manager", user_id)
         self.tenant.user_or_404(user_id)
         self.tenant.user_or_404(manager_id)
+        if manager_id == user_id:
+            raise InvalidInput("A user cannot be their own manager.")
         self.tenant.managers[user_id] = manager_id
         return self._written("set_manager", key=user_id)
 

@@ -388,6 +388,7 @@ async def test_the_manager_is_set_once_it_is_in_entra_and_cleared_on_the_bridges
 async def test_a_group_rename_and_description_reach_entra_and_owners_are_bound_on_create() -> None:
     owner = "0f0e0d0c-0b0a-4090-8070-605040302010"
     world = World(groups={"owners": [owner]})
+    world.tenant.add_user(id=owner, userPrincipalName="owner@contoso.example")  # Graph binds only existing users
     team = await world.scim.create(world.conn, "Groups", {
         "schemas": [GROUP_SCHEMA, GROUP_EXTENSION_SCHEMA], "displayName": "Engines",
         GROUP_EXTENSION_SCHEMA: {"description": "The analytical ones"}}, request_id="g1", domains=world.domains)
