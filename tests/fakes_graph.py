@@ -122,6 +122,53 @@ class GraphFaults:
             raise fault.error
 
 
+class _Members(list[str]):
+    """A group's direct members in the order they were added, with a set beside them so that `in` stays fast
+    for a group of 50 000."""
+
+    def __init__(self, items: Any = ()) -> None:
+        super().__init__(items)
+        self._index = set(self)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._index
+
+    def append(self, item: str) -> None:
+        super().append(item)
+        self._index.add(item)
+
+    def remove(self, item: str) -> None:
+        super().remove(item)
+        self._index = set(self)
+
+    def _reindexed(self, result: Any) -> Any:
+        self._index = set(self)
+        return result
+
+    def extend(self, items: Any) -> None:
+        self._reindexed(super().extend(items))
+
+    def insert(self, *args: Any) -> None:
+        self._reindexed(super().insert(*args))
+
+    def pop(self, *args: Any) -> str:
+        popped: str = self._reindexed(super().pop(*args))
+        return popped
+
+    def clear(self) -> None:
+        self._reindexed(super().clear())
+
+    def __setitem__(self, *args: Any) -> None:
+        self._reindexed(super().__setitem__(*args))
+
+    def __delitem__(self, *args: Any) -> None:
+        self._reindexed(super().__delitem__(*args))
+
+    def __iadd__(self, items: Any) -> _Members:
+        self.extend(items)
+        return self
+
+
 @dataclass
 class _Change:
     kind: str  # user | group
@@ -165,6 +212,10 @@ class MemoryTenant:
         #: Group owners by group id, and each user's manager.
         self.owners: dict[str, list[str]] = {}
         self.managers: dict[str, str] = {}
+        #: Writes made through the export port, (method, user or group id), and the users it created (the
+        #: request body without the password).
+        self.export_writes: list[tuple[str, str]] = []
+        self.created: dict[str, JsonObject] = {}
         #: Notification URLs that fail Graph's validation call.
         self.unreachable: set[str] = set()
         self.faults = GraphFaults()
@@ -212,7 +263,7 @@ class MemoryTenant:
         group.setdefault("id", self.new_id())
         gid = str(group["id"])
         self.groups[gid] = group
-        self.members[gid] = []
+        self.members[gid] = _Members()
         self.log.append(_Change("group", gid))
         for member in members:
             self.add_member(gid, member)
@@ -220,7 +271,7 @@ class MemoryTenant:
 
     def add_member(self, group_id: str, member_id: str) -> bool:
         """Add a direct member; False when it already was one."""
-        members = self.members.setdefault(group_id, [])
+        members = self.members.setdefault(group_id, _Members())
         if member_id in members:
             return False
         members.append(member_id)
@@ -854,8 +905,50 @@ class MemoryExport(_View):
     _KEYS = frozenset({"userPrincipalName", "mail", "employeeId"})
 
     def _written(self, name: str, object_id: str | None = None, *, key: str | None = None) -> Written:
+        self.tenant.export_writes.append((name, str(object_id or key)))
         self._done(name, key)
         return Written(object_id, self.tenant.request_id())
+
+    # ------------------------------------------------------------------ what a test reads
+
+    @property
+    def writes(self) -> list[tuple[str, str]]:
+        """The writes made through this port, in order: (method, user or group id); a write that changed
+        nothing (a member already there, a user already gone) is not one."""
+        return list(self.tenant.export_writes)
+
+    @property
+    def users(self) -> dict[str, EntraUser]:
+        """The tenant's users, as the port reads them."""
+        return {user_id: _entra_user(item) for user_id, item in self.tenant.users.items()}
+
+    @property
+    def groups(self) -> dict[str, EntraGroup]:
+        """The tenant's groups, as the port reads them."""
+        return {group_id: _entra_group(item) for group_id, item in self.tenant.groups.items()}
+
+    @property
+    def members(self) -> dict[str, set[str]]:
+        """Each group's direct member ids."""
+        return {group_id: set(members) for group_id, members in self.tenant.members.items()}
+
+    @property
+    def owners(self) -> dict[str, set[str]]:
+        """Each group's owner ids."""
+        return {group_id: set(owners) for group_id, owners in self.tenant.owners.items()}
+
+    @property
+    def created(self) -> dict[str, JsonObject]:
+        """The body of each user created through this port, its password left out."""
+        return dict(self.tenant.created)
+
+    # ------------------------------------------------------------------ the port
+
+    def _principal_or_404(self, object_id: str) -> None:
+        """An owner is a user or the bridge's service principal; another id is Graph's 404."""
+        if object_id not in self.tenant.users and object_id != self.tenant.app_principal:
+            raise NotFound(f"Resource '{object_id}' does not exist or one of its queried reference-property objects "
+                           "are not present.")
 
     async def verified_domains(self) -> list[str]:
         self._call("verified_domains")
@@ -886,9 +979,13 @@ class MemoryExport(_View):
             raise InvalidInput("The domain portion of the userPrincipalName property is invalid.")
         if any(str(u.get("userPrincipalName")).lower() == upn.lower() for u in self.tenant.users.values()):
             raise InvalidInput("Another object with the same value for property userPrincipalName already exists.")
+        if not isinstance(body.get("passwordProfile"), dict) or not body["passwordProfile"].get("password"):
+            raise InvalidInput("Invalid value specified for property 'passwordProfile' of resource 'User'.")
         fields = {k: v for k, v in body.items() if k != "passwordProfile"}
         user_id = self.tenant.add_user(fields)
-        self.tenant.passwords[user_id] = str((body.get("passwordProfile") or {}).get("password") or "")
+        profile: JsonObject = dict(body.get("passwordProfile") or {})
+        self.tenant.passwords[user_id] = str(profile.pop("password", None) or "")
+        self.tenant.created[user_id] = {**copy.deepcopy(fields), "passwordProfile": profile}
         return self._written("create_user", user_id)
 
     async def update_user(self, user_id: str, body: JsonObject) -> Written:
@@ -930,6 +1027,10 @@ class MemoryExport(_View):
 
     async def create_group(self, body: JsonObject, *, owners: tuple[str, ...] = ()) -> Written:
         self._call("create_group")
+        if len(owners) > 20:
+            raise InvalidInput("At most 20 owners can be added in one request.")
+        for owner in owners:
+            self._principal_or_404(owner)
         properties = {k: v for k, v in body.items() if k != "displayName" and "@" not in k}
         group_id = self.tenant.add_group(str(body["displayName"]), **properties)
         self.tenant.owners[group_id] = list(dict.fromkeys(owners))
@@ -948,6 +1049,7 @@ class MemoryExport(_View):
     async def add_owner(self, group_id: str, owner_id: str) -> Written:
         self._call("add_owner", group_id)
         self.tenant.group_or_404(group_id)
+        self._principal_or_404(owner_id)
         owners = self.tenant.owners.setdefault(group_id, [])
         if owner_id in owners:
             return Written(None, None)
@@ -963,6 +1065,8 @@ class MemoryExport(_View):
         self._call("set_manager", user_id)
         self.tenant.user_or_404(user_id)
         self.tenant.user_or_404(manager_id)
+        if manager_id == user_id:
+            raise InvalidInput("A user cannot be their own manager.")
         self.tenant.managers[user_id] = manager_id
         return self._written("set_manager", key=user_id)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.errors import InvalidInput
+from shared.errors import InvalidInput, NotFound
 from tests.fixtures.graph_contracts import GraphSubject
 
 E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"
@@ -54,6 +54,9 @@ async def test_graphs_refusals_of_a_user(graph: GraphSubject) -> None:
         await graph.export.create_user(_user_body(graph, name))
     with pytest.raises(InvalidInput):
         await graph.export.create_user({**_user_body(graph, name), "userPrincipalName": f"{name}@unverified.invalid"})
+    with pytest.raises(InvalidInput):  # Graph requires an initial password
+        await graph.export.create_user({**_user_body(graph, graph.unique("nopassword")),
+                                        "passwordProfile": {"forceChangePasswordNextSignIn": True}})
 
 
 async def test_a_licence_is_assigned_and_counted(graph: GraphSubject) -> None:
@@ -113,12 +116,24 @@ async def test_a_groups_owners_and_description_and_a_users_manager(graph: GraphS
     await graph.export.add_owner(group, other)
     await graph.export.add_owner(group, other)  # already an owner counts as added
     assert await graph.export.owner_ids(group) == {owner, other}
+    with pytest.raises(NotFound):  # an owner is a user or a service principal of the tenant
+        await graph.export.add_owner(group, "0f0e0d0c-0b0a-4090-8070-605040302010")
+    with pytest.raises(NotFound):
+        await graph.export.create_group({"displayName": name, "mailNickname": graph.unique("unowned"),
+                                         "mailEnabled": False, "securityEnabled": True, "groupTypes": []},
+                                        owners=("0f0e0d0c-0b0a-4090-8070-605040302010",))
+    with pytest.raises(InvalidInput):  # at most 20 references in one request
+        await graph.export.create_group({"displayName": name, "mailNickname": graph.unique("crowded"),
+                                         "mailEnabled": False, "securityEnabled": True, "groupTypes": []},
+                                        owners=tuple([owner] * 21))
     await graph.export.update_group(group, {"description": "second"})
     assert (await graph.export.group(group) or pytest.fail("gone")).description == "second"
 
     assert await graph.export.manager_id(other) is None
     await graph.export.set_manager(other, owner)
     assert await graph.export.manager_id(other) == owner
+    with pytest.raises(InvalidInput):
+        await graph.export.set_manager(owner, owner)
     await graph.export.remove_manager(other)
     assert await graph.export.manager_id(other) is None
     assert (await graph.export.remove_manager(other)).request_id is None  # none counts as cleared

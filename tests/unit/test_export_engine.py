@@ -1,4 +1,5 @@
-"""The export engine's rules (docs/export.md) on the SCIM service and a fake Entra that refuses as Graph does:
+"""The export engine's rules (docs/export.md) on the SCIM service and the memory tenant's export view, which
+refuses as Graph does:
 user mapping, creation, licenses, disabling and deleting only what the bridge created, group matching,
 creation, duplicates, memberships, dry-run, the removal threshold, audit per write, idempotency."""
 
@@ -24,13 +25,15 @@ from shared.errors import Transient
 from shared.services.export import ExportService
 from shared.services.ports import JsonObject, Written
 from shared.services.scim import ScimService
-from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeExportDirectory, FakeWorkQueue
+from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
+from tests.fakes_graph import E3, MemoryExport, MemoryTenant
 
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 
 class World:
-    """The SCIM service, the engine, and a fake Entra, on one fake table store."""
+    """The SCIM service and the engine on one fake table store, and Entra in memory (`tenant`, seen through its
+    export view `entra`)."""
 
     def __init__(self, **export: Any) -> None:
         self.conn = Connection.model_validate({
@@ -42,7 +45,8 @@ class World:
         self.scim = ScimService(self.repo, FakeWorkQueue(), FakeClock())
         self.audit = FakeAuditSink()
         self.engine = ExportService(self.repo, self.audit)
-        self.entra = FakeExportDirectory()
+        self.tenant = MemoryTenant()
+        self.entra = self.tenant.export()
 
     async def domains(self) -> list[str]:
         return await self.entra.verified_domains()
@@ -72,13 +76,13 @@ async def test_a_new_user_is_created_licensed_and_audited_with_the_request_id() 
     [created] = world.entra.users.values()
     assert created.user_principal_name == "ada@contoso.example"
     assert created.usage_location == "CH"
-    assert created.licenses == ("sku-e3",)
-    assert [a for a, _ in world.entra.writes] == ["user.create", "user.assignLicense"]
+    assert created.licenses == (E3,)
+    assert [a for a, _ in world.entra.writes] == ["create_user", "assign_license"]
     assert [r.action for r in world.audit.records] == ["export.user.create", "export.user.assignLicense"]
     assert {r.correlation_id for r in world.audit.records} == {f"apply-{ada}"}
     assert all(r.graph_request_id for r in world.audit.records)
     # The password Entra got is in no audit record, plan or answer.
-    password = world.entra.passwords[created.id]
+    password = world.tenant.passwords[created.id]
     assert password not in repr(world.audit.records)
     assert password not in repr(applied.as_dict())
     # Delivered again: nothing more is written.
@@ -88,23 +92,23 @@ async def test_a_new_user_is_created_licensed_and_audited_with_the_request_id() 
 
 
 @pytest.mark.parametrize(("mapping", "entra_user", "scim_extra"), [
-    ("upn", {"upn": "ada@contoso.example"}, {}),
-    ("mail", {"upn": "a.l@contoso.example", "mail": "ada@mail.example"},
+    ("upn", {"userPrincipalName": "ada@contoso.example"}, {}),
+    ("mail", {"userPrincipalName": "a.l@contoso.example", "mail": "ada@mail.example"},
      {"emails": [{"value": "ada@mail.example", "primary": True}]}),
-    ("employeeId", {"upn": "x@contoso.example", "employee_id": "E-7"}, {"employeeNumber": "E-7"}),
-    ("userNameAtDomain", {"upn": "ada@contoso.example"}, {}),
+    ("employeeId", {"userPrincipalName": "x@contoso.example", "employeeId": "E-7"}, {"employeeNumber": "E-7"}),
+    ("userNameAtDomain", {"userPrincipalName": "ada@contoso.example"}, {}),
 ])
 async def test_users_are_mapped_by_the_chosen_criterion(mapping: str, entra_user: dict[str, Any],
                                                         scim_extra: dict[str, Any]) -> None:
     world = World(usernameMapping=mapping, userDomain="contoso.example")
-    existing = world.entra.add_user(entra_user.pop("upn"), usage_location="CH", **entra_user)
+    existing = world.tenant.add_user(entra_user, usageLocation="CH")
     name = "ada" + ("@elsewhere.example" if mapping == "userNameAtDomain" else "@contoso.example")
     if mapping == "userNameAtDomain":
-        world.entra.domains.append("elsewhere.example")  # only for the SCIM service's own check of userName
+        world.tenant.add_domain("elsewhere.example")  # only for the SCIM service's own check of userName
     ada = await world.user(name, **scim_extra)
     applied = await world.apply("Users", ada)
-    assert applied.plan.link.entra_id == existing.id
-    assert list(world.entra.users) == [existing.id]  # mapped, not created
+    assert applied.plan.link.entra_id == existing
+    assert list(world.entra.users) == [existing]  # mapped, not created
     assert applied.plan.link.created is False
 
 
@@ -117,10 +121,10 @@ async def test_user_name_at_domain_needs_a_verified_domain() -> None:
 
 async def test_no_free_seat_is_a_problem_in_status_not_a_crash() -> None:
     world = World()
-    world.entra.sku = world.entra.sku.__class__("sku-e3", "ENTERPRISEPACK", 0)
+    world.tenant.skus[E3]["enabled"] = 0
     ada = await world.user("ada@contoso.example")
     applied = await world.apply("Users", ada)
-    assert [a for a, _ in world.entra.writes] == ["user.create"]
+    assert [a for a, _ in world.entra.writes] == ["create_user"]
     assert any("no free seat of ENTERPRISEPACK" in p for p in applied.plan.problems)
     summary = await world.engine.summary("c1")
     assert summary["users"] == 1
@@ -137,7 +141,8 @@ async def test_delete_disables_and_deletes_only_what_the_bridge_created() -> Non
     world = World()
     ours = await world.user("ada@contoso.example")
     await world.apply("Users", ours)
-    theirs_entra = world.entra.add_user("bob@contoso.example", usage_location="CH", licenses=("sku-e3",))
+    theirs_entra = world.tenant.add_user(userPrincipalName="bob@contoso.example", usageLocation="CH",
+                                         assignedLicenses=[E3])
     theirs = await world.user("bob@contoso.example")
     await world.apply("Users", theirs)
     for scim_id in (ours, theirs):
@@ -147,10 +152,10 @@ async def test_delete_disables_and_deletes_only_what_the_bridge_created() -> Non
         await world.apply("Users", scim_id)
     created = next(u for u in world.entra.users.values() if u.user_principal_name == "ada@contoso.example")
     assert created.account_enabled is False
-    assert world.entra.users[theirs_entra.id].account_enabled is True  # never touched
+    assert world.entra.users[theirs_entra].account_enabled is True  # never touched
     await world.scim.delete(world.conn, "Users", theirs, if_match=None, request_id="del")
     left = await world.apply("Users", theirs)
-    assert theirs_entra.id in world.entra.users
+    assert theirs_entra in world.entra.users
     assert any("not created by the bridge" in p for p in left.plan.problems)
 
     deleting = World(deleteUsers=True)
@@ -187,7 +192,7 @@ async def test_groups_are_created_and_memberships_kept_equal() -> None:
     await world.apply("Groups", team)
     assert world.entra.members[group_id] == {bob_entra}
     # Drift made in Entra is repaired by the next change.
-    world.entra.members[group_id].add("stranger")
+    world.tenant.add_member(group_id, world.tenant.add_user(displayName="Stranger"))
     await world.apply("Groups", team)
     assert world.entra.members[group_id] == {bob_entra}
     # Nested SCIM groups become nested Entra groups.
@@ -198,7 +203,8 @@ async def test_groups_are_created_and_memberships_kept_equal() -> None:
 
 async def test_group_matching_and_creation_rules() -> None:
     world = World()  # match typeAndEmail, createWhenUnmatched onlyIfNameUnused
-    other = world.entra.add_group("Sales", mail_nickname="sales-m365", group_types=("Unified",))
+    world.tenant.add_group("Sales", mailNickname="sales-m365", groupTypes=["Unified"], mailEnabled=True,
+                           securityEnabled=False)
     sales = await world.group("Sales", [])
     held = await world.apply("Groups", sales)
     assert held.plan.link.entra_id is None
@@ -206,17 +212,17 @@ async def test_group_matching_and_creation_rules() -> None:
     assert world.entra.writes == []
 
     by_name = World(groups={"match": "nameOnly"})
-    theirs = by_name.entra.add_group("Sales", mail_nickname="x", group_types=("Unified",))
-    assert (await by_name.apply("Groups", await by_name.group("Sales", []))).plan.link.entra_id == theirs.id
+    theirs = by_name.tenant.add_group("Sales", mailNickname="x", groupTypes=["Unified"], mailEnabled=True,
+                                      securityEnabled=False)
+    assert (await by_name.apply("Groups", await by_name.group("Sales", []))).plan.link.entra_id == theirs
 
     always = World(groups={"createWhenUnmatched": "always", "kind": "microsoft365"})
-    always.entra.add_group("Sales", mail_nickname="other")
+    always.tenant.add_group("Sales", mailNickname="other")
     made = await always.apply("Groups", await always.group("Sales", []))
     created = always.entra.groups[made.plan.link.entra_id]
     assert created.unified
     assert created.mail_enabled is True
     assert any("duplicate Entra group" in p for p in made.plan.problems)
-    del other
 
 
 async def test_duplicates_are_deleted_only_when_the_bridge_created_them() -> None:
@@ -225,7 +231,7 @@ async def test_duplicates_are_deleted_only_when_the_bridge_created_them() -> Non
     made_first = (await world.apply("Groups", first)).plan.link.entra_id
     second = await world.group("Ops two", [])
     made_second = (await world.apply("Groups", second)).plan.link.entra_id
-    foreign = world.entra.add_group("Ops", mail_nickname="ops-foreign")
+    foreign = world.tenant.add_group("Ops", mailNickname="ops-foreign")
     # The second SCIM group takes the first's name: its own Entra group stays, the other bridge group of that
     # name is a duplicate and goes, the group an operator made is listed and kept.
     await world.scim.replace(world.conn, "Groups", second, {"schemas": [GROUP_SCHEMA], "displayName": "Ops"},
@@ -233,9 +239,9 @@ async def test_duplicates_are_deleted_only_when_the_bridge_created_them() -> Non
     applied = await world.apply("Groups", second)
     assert applied.plan.link.entra_id == made_second
     assert made_first not in world.entra.groups
-    assert foreign.id in world.entra.groups
-    assert any(foreign.id in p for p in applied.plan.problems)
-    assert ("group.delete", made_first) in world.entra.writes
+    assert foreign in world.entra.groups
+    assert any(foreign in p for p in applied.plan.problems)
+    assert ("delete_group", made_first) in world.entra.writes
 
 
 async def test_dry_run_writes_nothing_and_the_threshold_stops_mass_removal() -> None:
@@ -279,7 +285,7 @@ async def test_the_cli_prints_the_plan_of_pending_changes_then_applies_them() ->
             return world.conn
 
         @staticmethod
-        async def export_directory(conn: Connection) -> FakeExportDirectory:
+        async def export_directory(conn: Connection) -> MemoryExport:
             return world.entra
 
     planned = await cli.export(Composition(), "c1", dry_run=True)  # type: ignore[arg-type]
@@ -290,7 +296,7 @@ async def test_the_cli_prints_the_plan_of_pending_changes_then_applies_them() ->
     assert world.entra.writes == []
     done = await cli.export(Composition(), "c1", dry_run=False)  # type: ignore[arg-type]
     assert done.text[0] == "1 changes applied"
-    assert [a for a, _ in world.entra.writes] == ["user.create", "user.assignLicense"]
+    assert [a for a, _ in world.entra.writes] == ["create_user", "assign_license"]
     assert await world.engine.changes("c1") == []
 
 
@@ -309,7 +315,7 @@ async def test_a_user_created_meanwhile_by_another_delivery_is_adopted_not_faile
     [user] = entra.users.values()
     assert applied.plan.link.entra_id == user.id
     assert applied.plan.link.created is True
-    assert user.licenses == ("sku-e3",)
+    assert user.licenses == (E3,)
 
 
 async def _patch(world: World, kind: Kind, scim_id: str, *operations: dict[str, Any]) -> None:
@@ -347,15 +353,15 @@ async def test_every_mapped_user_attribute_is_written_on_create_and_update() -> 
 
 async def test_a_mapped_user_is_updated_but_not_cleared_and_mail_needs_a_verified_domain() -> None:
     world = World(usernameMapping="employeeId")
-    found = world.entra.add_user("grace@contoso.example", employee_id="7", display_name="Grace",
-                                 properties={"jobTitle": "Admiral", "mobilePhone": "+1 5"})
+    found = world.tenant.add_user(userPrincipalName="grace@contoso.example", employeeId="7", displayName="Grace",
+                                  jobTitle="Admiral", mobilePhone="+1 5")
     grace = await world.user("grace@contoso.example", employeeNumber="7", displayName="Grace Hopper",
                              emails=[{"value": "grace@elsewhere.example"}])
     applied = await world.apply("Users", grace)
     [update] = [s for s in applied.plan.steps if s.action == "user.update"]
     # jobTitle and mobilePhone were set by another source: a user the bridge did not create keeps them.
     assert update.detail["body"] == {"displayName": "Grace Hopper", "usageLocation": "CH"}
-    assert world.entra.users[found.id].properties["jobTitle"] == "Admiral"
+    assert world.entra.users[found].properties["jobTitle"] == "Admiral"
     assert any("mail grace@elsewhere.example is not written" in p for p in applied.plan.problems)
 
 
@@ -373,15 +379,16 @@ async def test_the_manager_is_set_once_it_is_in_entra_and_cleared_on_the_bridges
     boss_id = (await world.repo.link("c1", "Users", boss)).entra_id  # type: ignore[union-attr]
     applied = await world.apply("Users", ada)
     assert [s.action for s in applied.plan.steps] == ["user.setManager"]
-    assert world.entra.managers[ada_id] == boss_id
+    assert world.tenant.managers[ada_id] == boss_id
     await _patch(world, "Users", ada, {"op": "remove", "path": f"{ENTERPRISE_SCHEMA}:manager"})
     await world.apply("Users", ada)
-    assert ada_id not in world.entra.managers
+    assert ada_id not in world.tenant.managers
 
 
 async def test_a_group_rename_and_description_reach_entra_and_owners_are_bound_on_create() -> None:
     owner = "0f0e0d0c-0b0a-4090-8070-605040302010"
     world = World(groups={"owners": [owner]})
+    world.tenant.add_user(id=owner, userPrincipalName="owner@contoso.example")  # Graph binds only existing users
     team = await world.scim.create(world.conn, "Groups", {
         "schemas": [GROUP_SCHEMA, GROUP_EXTENSION_SCHEMA], "displayName": "Engines",
         GROUP_EXTENSION_SCHEMA: {"description": "The analytical ones"}}, request_id="g1", domains=world.domains)
@@ -397,7 +404,7 @@ async def test_a_group_rename_and_description_reach_entra_and_owners_are_bound_o
     assert (world.entra.groups[group_id].display_name, world.entra.groups[group_id].description) == (
         "Difference Engines", "Renamed")
     # An owner removed in Entra is bound again by the group's next change.
-    world.entra.owners[group_id] = set()
+    world.tenant.owners[group_id] = []
     again = await world.apply("Groups", team.id)
     assert [s.action for s in again.plan.steps] == ["group.addOwner"]
     # Without groups.owners, a created group is not left silently with the bridge's app as its only manager.
@@ -408,13 +415,13 @@ async def test_a_group_rename_and_description_reach_entra_and_owners_are_bound_o
 
 async def test_a_matched_group_is_renamed_but_its_description_is_not_cleared() -> None:
     world = World(groups={"match": "nameOnly"})
-    found = world.entra.add_group("Ops", description="Written by the Entra admins")
+    found = world.tenant.add_group("Ops", description="Written by the Entra admins")
     ops = await world.group("Ops", [])
-    assert (await world.apply("Groups", ops)).plan.link.entra_id == found.id
+    assert (await world.apply("Groups", ops)).plan.link.entra_id == found
     await _patch(world, "Groups", ops, {"op": "replace", "path": "displayName", "value": "Operations"})
     await world.apply("Groups", ops)
-    assert world.entra.groups[found.id].display_name == "Operations"
-    assert world.entra.groups[found.id].description == "Written by the Entra admins"
+    assert world.entra.groups[found].display_name == "Operations"
+    assert world.entra.groups[found].description == "Written by the Entra admins"
 
 
 @pytest.mark.parametrize(("mode", "force", "policies"), [("password", True, None),
@@ -426,14 +433,15 @@ async def test_new_users_get_a_password_or_go_passwordless(mode: str, force: boo
     [(user_id, body)] = world.entra.created.items()
     assert body["passwordProfile"] == {"forceChangePasswordNextSignIn": force}
     assert body.get("passwordPolicies") == policies
-    assert world.entra.passwords[user_id]  # Graph requires one on create; no one knows it
+    assert world.tenant.passwords[user_id]  # Graph requires one on create; no one knows it
 
 
 async def test_a_group_of_50000_members_is_exported() -> None:
     world = World()
     ids = [f"s{i:05d}" for i in range(50_000)]
     for i, scim_id in enumerate(ids):
-        await world.repo.put_link("c1", Link("Users", scim_id, f"e{i}", True, (), 1))
+        entra_id = world.tenant.add_user(id=f"e{i}")
+        await world.repo.put_link("c1", Link("Users", scim_id, entra_id, True, (), 1))
     group = Stored("Groups", "big", {"schemas": [GROUP_SCHEMA], "displayName": "Everyone",
                                      "members": [{"value": i} for i in ids]}, 1, "t", "t")
     await world.repo.create("c1", group, "")
@@ -456,4 +464,4 @@ async def test_a_run_leaves_a_user_pending_until_its_manager_is_in_entra() -> No
     await world.apply("Users", boss)
     await world.engine.run(world.conn, world.entra)
     assert await world.repo.changes("c1") == []
-    assert world.entra.managers[str(ada_id)] == (await world.repo.link("c1", "Users", boss)).entra_id  # type: ignore[union-attr]
+    assert world.tenant.managers[str(ada_id)] == (await world.repo.link("c1", "Users", boss)).entra_id  # type: ignore[union-attr]

@@ -18,7 +18,8 @@ from shared.domain.scim import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA
 from shared.errors import PermissionDenied
 from shared.services.export import ExportService
 from shared.services.scim import ScimService
-from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeExportDirectory, FakeWorkQueue
+from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeWorkQueue
+from tests.fakes_graph import MemoryTenant
 
 
 class Stopped(BaseException):
@@ -54,7 +55,7 @@ class Stopping:
 
 
 class World:
-    """The SCIM service, the export engine with an outbox, and a fake Entra."""
+    """The SCIM service, the export engine with an outbox, and Entra in memory (its export view `entra`)."""
 
     def __init__(self, **export: Any) -> None:
         self.conn = Connection.model_validate({
@@ -67,7 +68,7 @@ class World:
         self.audit = FakeAuditSink()
         self.outbox = TableEventOutbox(entities, clock)
         self.engine = ExportService(self.repo, self.audit, events=self.outbox, clock=clock)
-        self.entra = FakeExportDirectory()
+        self.entra = MemoryTenant().export()
 
     def stopping(self, at: str) -> ExportService:
         """The engine on an outbox that stops the process at `at` (after the hold is stored: "held"; or "release")."""

@@ -42,7 +42,7 @@ from shared.services.passkeys import PasskeyRegistration, PasskeyService
 from shared.services.rotation import RotationService
 from shared.services.scim import ScimService
 from shared.services.sync import SyncService
-from tests.fakes import FakeAuditSink, FakeClock, FakeExportDirectory, FakeSecretStore, FakeWorkQueue
+from tests.fakes import FakeAuditSink, FakeClock, FakeSecretStore, FakeWorkQueue
 from tests.fakes_devices import device_repositories, passkey_repositories
 from tests.fakes_graph import MemoryTenant
 from tests.unit.test_devices_service import JWK
@@ -372,7 +372,7 @@ async def test_an_export_change_killed_between_hold_and_release_is_announced_onc
     conn = world.conn.model_copy(update={"features": world.conn.features.model_copy(update={
         "export": world.conn.features.export.model_copy(update={"enabled": True})})})
     repo = TableScimRepository(world.store)
-    entra = FakeExportDirectory()
+    entra = MemoryTenant(clock=world.clock).export()
 
     async def domains() -> list[str]:
         return await entra.verified_domains()
