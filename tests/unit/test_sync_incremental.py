@@ -25,7 +25,7 @@ from shared.services.directory import Directory
 from shared.services.enrollment_groups import EnrollmentGroups
 from shared.services.ports import Entity
 from shared.services.sync import DeltaRead, SyncReport, SyncService
-from shared.topology import Table
+from shared.topology import USERS_TABLES, Table
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeSecretStore, FakeWorkQueue
 from tests.unit.test_enrollment_uninstall import Groups
 from tests.unit.test_sync_service import ROTATION, SYNC, FakeEntra, conn, tenant, user
@@ -42,7 +42,7 @@ class CountingStore(FakeEntityStore):
         self.rows_listed = 0
 
     async def get(self, table: Table, partition_key: str, row_key: str) -> Entity | None:
-        if table is Table.USERS:
+        if table in USERS_TABLES:
             self.point_reads += 1
         return await super().get(table, partition_key, row_key)
 
@@ -50,14 +50,14 @@ class CountingStore(FakeEntityStore):
                     row_key_to: str | None = None, limit: int | None = None) -> AsyncIterator[Entity]:
         async for row in super().query(table, partition_key, row_key_from=row_key_from, row_key_to=row_key_to,
                                        limit=limit):
-            if table is Table.USERS:
+            if table in USERS_TABLES:
                 self.rows_listed += 1
             yield row
 
     async def query_partitions(self, table: Table, first: str, last: str, *,
                                limit: int | None = None) -> AsyncIterator[Entity]:
         async for row in super().query_partitions(table, first, last, limit=limit):
-            if table is Table.USERS:
+            if table in USERS_TABLES:
                 self.rows_listed += 1
             yield row
 
@@ -545,10 +545,11 @@ async def test_a_full_run_over_a_directory_reads_again_only_the_rows_that_change
     await run(service, entra)
     entra.update_user("u0003", displayName="Renamed")
     entra.add_user(user(900), "gB")
-    paired = await store.get(Table.USERS, TableUsers(store).partition_of("demo", "u0007"), "u0007")
+    users = TableUsers(store)
+    paired = await store.get(users.table_of("demo", "u0007"), users.partition_of("demo", "u0007"), "u0007")
     assert paired is not None
-    await store.upsert(Table.USERS, Entity(paired.partition_key, paired.row_key,
-                                           {**paired.data, "enrollment": "paired_with_entra"}))
+    await store.upsert(users.table_of("demo", "u0007"), Entity(paired.partition_key, paired.row_key,
+                                                                {**paired.data, "enrollment": "paired_with_entra"}))
     store.reset()
     report = await run(service, entra, full=True)
     assert (report.added, report.updated, report.unchanged) == (1, 1, 299)
@@ -614,7 +615,7 @@ class StreamedTenant(Tenant):
             n += 1
             if n % 500 == 0:
                 await asyncio.sleep(0.01)  # a page's latency: the writer runs meanwhile
-                self.stored_while_reading.append(len(self.store.tables.get(Table.USERS, {})))
+                self.stored_while_reading.append(sum(len(self.store.tables.get(t, {})) for t in USERS_TABLES))
             yield item
 
 
