@@ -1,7 +1,8 @@
 """The bridge directory on Table storage: implements shared.services.ports.UserRepository.
 
-Rows: `users` table, partition `{connection}.{shard:03d}` where the shard is the CRC-32 of the user's
-object id modulo the partition count, row key = object id, properties = shared.domain.directory.UserRow.
+Rows: table `users` or `users01`..`users15` (below), partition `{connection}.{shard:03d}` where the shard
+is the CRC-32 of the user's object id modulo the partition count, row key = object id, properties =
+shared.domain.directory.UserRow.
 
 A Table storage partition serves about 2,000 entities per second
 (https://learn.microsoft.com/azure/storage/tables/storage-performance-checklist#partitions), so a
@@ -17,7 +18,8 @@ are still in one table. On Azure a row's cost does not depend on the table's siz
 tables (https://learn.microsoft.com/azure/storage/tables/storage-performance-checklist), so the spread
 costs nothing there. Azurite keeps each table as one in-memory collection whose indices over every row of
 the table shift on each insert and replace (docs/sync.md, Benchmark), so its cost per row written grows
-with the table: sixteen tables cut it sixteenfold at a million users.
+with the table: over sixteen tables a million users' rows are written into tables of 62,500 (the
+million-user 1,000-change run's transactions took 1.7 s instead of 5.5 s).
 """
 
 from __future__ import annotations
