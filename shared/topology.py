@@ -24,7 +24,24 @@ class Queue(StrEnum):
 class Table(StrEnum):
     """Table storage tables; names are alphanumeric as Table storage requires."""
 
+    #: The bridge directory: `users`, then `users01`..`users15`, each holding some partitions of every
+    #: connection (shared/adapters/users.py).
     USERS = "users"
+    USERS01 = "users01"
+    USERS02 = "users02"
+    USERS03 = "users03"
+    USERS04 = "users04"
+    USERS05 = "users05"
+    USERS06 = "users06"
+    USERS07 = "users07"
+    USERS08 = "users08"
+    USERS09 = "users09"
+    USERS10 = "users10"
+    USERS11 = "users11"
+    USERS12 = "users12"
+    USERS13 = "users13"
+    USERS14 = "users14"
+    USERS15 = "users15"
     GROUPS = "groups"
     DEVICES = "devices"
     PASSKEYS = "passkeys"
@@ -43,3 +60,7 @@ class Table(StrEnum):
     EVENTS = "events"
     #: Resources received by the SCIM service, their links to Entra objects and pending export changes.
     SCIM = "scim"
+
+
+#: The tables of the bridge directory, in the order shared.adapters.users.TableUsers fills them.
+USERS_TABLES: tuple[Table, ...] = (Table.USERS, *(Table(f"users{n:02d}") for n in range(1, 16)))

@@ -1,7 +1,8 @@
 """The bridge directory on Table storage: implements shared.services.ports.UserRepository.
 
-Rows: `users` table, partition `{connection}.{shard:03d}` where the shard is the CRC-32 of the user's
-object id modulo the partition count, row key = object id, properties = shared.domain.directory.UserRow.
+Rows: table `users` or `users01`..`users15` (below), partition `{connection}.{shard:03d}` where the shard
+is the CRC-32 of the user's object id modulo the partition count, row key = object id, properties =
+shared.domain.directory.UserRow.
 
 A Table storage partition serves about 2,000 entities per second
 (https://learn.microsoft.com/azure/storage/tables/storage-performance-checklist#partitions), so a
@@ -10,6 +11,15 @@ the account's 20,000 entities/s instead. Azurite looks a row up by scanning its 
 per write grows with the partition: 256 partitions of a 100,000-user connection write about four times
 as fast there as 16 did. Connection names are slugs without dots, so one connection's partitions
 (`{connection}.` up to `{connection}/`) never meet another's.
+
+The partitions are spread over `tables` tables (shared.topology.USERS_TABLES: `users`, `users01`..
+`users15`): partition `n` of every connection lives wholly in table `n % tables`, so a transaction's rows
+are still in one table. On Azure a row's cost does not depend on the table's size or on the number of
+tables (https://learn.microsoft.com/azure/storage/tables/storage-performance-checklist), so the spread
+costs nothing there. Azurite keeps each table as one in-memory collection whose indices over every row of
+the table shift on each insert and replace (docs/sync.md, Benchmark), so its cost per row written grows
+with the table: over sixteen tables a million users' rows are written into tables of 62,500 (the
+million-user 1,000-change run's transactions took 1.7 s instead of 5.5 s).
 """
 
 from __future__ import annotations
@@ -23,13 +33,16 @@ from pydantic import ValidationError
 
 from shared.domain.directory import UserRow
 from shared.services.ports import TRANSACTION_ROWS, BatchEntityStore, Entity, EntityStore
-from shared.topology import Table
+from shared.topology import USERS_TABLES, Table
 
 log = logging.getLogger(__name__)
 
 #: Partitions of one connection's users (see the module's docstring).
 PARTITIONS = 256
-#: Rows of the first page of a range query; a connection that fits is read by that one query.
+#: Tables the partitions are spread over (see the module's docstring), at most len(USERS_TABLES).
+TABLES = len(USERS_TABLES)
+#: Rows of the first pages of range queries, over all the tables; a connection that fits is read by one
+#: range query per table.
 RANGE_PAGE = 1000
 #: Point reads in flight at once (a sync reads only the rows of the users that changed).
 POINT_READ_CONCURRENCY = 32
@@ -38,22 +51,39 @@ SCAN_CONCURRENCY = 4
 
 
 class TableUsers:
-    """The `users` table of every connection, spread over `partitions` partitions per connection."""
+    """The bridge directory of every connection, spread over `partitions` partitions per connection and
+    the partitions over `tables` tables."""
 
     #: One entity-group transaction: rows of one partition.
     batch_rows = TRANSACTION_ROWS
 
-    def __init__(self, entities: EntityStore, *, partitions: int = PARTITIONS) -> None:
+    def __init__(self, entities: EntityStore, *, partitions: int = PARTITIONS, tables: int = TABLES) -> None:
+        if not 0 < tables <= len(USERS_TABLES):
+            raise ValueError(f"the directory spreads over 1 to {len(USERS_TABLES)} tables, not {tables}")
+        if partitions <= 0:
+            raise ValueError(f"the directory needs at least one partition, not {partitions}")
         self._entities = entities
         self.partitions = partitions
+        #: The tables in use; one partition number's rows, of every connection, are all in one of them.
+        self.tables = USERS_TABLES[:min(tables, partitions)]
 
     def partition_of(self, connection: str, user_id: str) -> str:
         """The partition of a user's row: the connection name and a shard from the object id's CRC-32."""
-        return self._shard(connection, zlib.crc32(user_id.encode()) % self.partitions)
+        return self._shard(connection, self._number(user_id))
+
+    def table_of(self, connection: str, user_id: str) -> Table:
+        """The table that holds a user's row (and its whole partition)."""
+        return self.tables[self._number(user_id) % len(self.tables)]
+
+    def _number(self, user_id: str) -> int:
+        return zlib.crc32(user_id.encode()) % self.partitions
 
     @staticmethod
     def _shard(connection: str, number: int) -> str:
         return f"{connection}.{number:03d}"
+
+    def _table_of_partition(self, partition: str) -> Table:
+        return self.tables[int(partition.rsplit(".", 1)[1]) % len(self.tables)]
 
     def batch_key(self, connection: str, user_id: str) -> str:
         """Rows of one partition go in one transaction."""
@@ -61,7 +91,8 @@ class TableUsers:
 
     async def get(self, connection: str, user_id: str) -> UserRow | None:
         """One user by object id, or None."""
-        found = await self._entities.get(Table.USERS, self.partition_of(connection, user_id), user_id)
+        found = await self._entities.get(self.table_of(connection, user_id),
+                                         self.partition_of(connection, user_id), user_id)
         return self._parse(found) if found else None
 
     async def get_many(self, connection: str, user_ids: Iterable[str]) -> dict[str, UserRow]:
@@ -76,9 +107,11 @@ class TableUsers:
         return {row.id: row for row in rows if row is not None}
 
     async def is_empty(self, connection: str) -> bool:
-        """One query of one row over the connection's partitions."""
-        async for _ in self._entities.query_partitions(Table.USERS, f"{connection}.", f"{connection}/", limit=1):
-            return False
+        """A query of one row over the connection's partitions in each table, until one has a row: the
+        first table holds a share of every connection bigger than the partition count."""
+        for table in self.tables:
+            async for _ in self._entities.query_partitions(table, f"{connection}.", f"{connection}/", limit=1):
+                return False
         return True
 
     async def count(self, connection: str) -> int:
@@ -86,18 +119,27 @@ class TableUsers:
         return sum([1 async for _ in self.scan(connection)])
 
     async def scan(self, connection: str) -> AsyncIterator[UserRow]:
-        """Partition by partition order. A connection that fits in one page is read by one range query; a
-        bigger one partition by partition, SCAN_CONCURRENCY at a time: Azure serves partitions in parallel,
-        and Azurite scans its whole table for a range query but finds one partition through its index."""
-        first = [found async for found in self._entities.query_partitions(
-            Table.USERS, f"{connection}.", f"{connection}/", limit=RANGE_PAGE)]
-        if len(first) < RANGE_PAGE:
-            partitions: list[str] = []
-        else:
-            first, partitions = [], [self._shard(connection, n) for n in range(self.partitions)]
-        for found in first:
-            if (row := self._parse(found)) is not None:
-                yield row
+        """Table by table, then partition by partition. A connection that fits in a page is read by one
+        range query per table (each of its share of RANGE_PAGE), side by side; the tables where it does
+        not fit are read partition by partition, SCAN_CONCURRENCY at a time: Azure serves partitions in
+        parallel, and Azurite scans its whole table for a range query but finds one partition through its
+        index."""
+        share = max(1, RANGE_PAGE // len(self.tables))
+
+        async def first_page(table: Table) -> list[Entity]:
+            return [found async for found in self._entities.query_partitions(
+                table, f"{connection}.", f"{connection}/", limit=share)]
+
+        pages = await asyncio.gather(*(first_page(table) for table in self.tables))
+        overflowing = {table for table, page in zip(self.tables, pages, strict=True) if len(page) >= share}
+        for table, page in zip(self.tables, pages, strict=True):
+            if table not in overflowing:
+                for found in page:
+                    if (row := self._parse(found)) is not None:
+                        yield row
+        del pages
+        partitions = [self._shard(connection, n) for n in range(self.partitions)
+                      if self.tables[n % len(self.tables)] in overflowing]
         for start in range(0, len(partitions), SCAN_CONCURRENCY):
             for rows in await asyncio.gather(*(self._partition(p) for p in
                                                partitions[start:start + SCAN_CONCURRENCY])):
@@ -106,24 +148,28 @@ class TableUsers:
                         yield row
 
     async def _partition(self, partition: str) -> list[Entity]:
-        return [found async for found in self._entities.query(Table.USERS, partition)]
+        return [found async for found in self._entities.query(self._table_of_partition(partition), partition)]
 
     async def put(self, connection: str, row: UserRow) -> None:
         """Create or replace a user's row."""
-        await self._entities.upsert(Table.USERS, self._entity(connection, row))
+        await self._entities.upsert(self.table_of(connection, row.id), self._entity(connection, row))
 
     async def put_many(self, connection: str, rows: Sequence[UserRow]) -> None:
         """In transactions of up to 100 rows of a partition when the store has them, else one by one."""
-        entities = [self._entity(connection, row) for row in rows]
-        if isinstance(self._entities, BatchEntityStore):
-            await self._entities.upsert_many(Table.USERS, entities)
-            return
-        for entity in entities:
-            await self._entities.upsert(Table.USERS, entity)
+        by_table: dict[Table, list[Entity]] = {}
+        for row in rows:
+            by_table.setdefault(self.table_of(connection, row.id), []).append(self._entity(connection, row))
+        for table, entities in by_table.items():
+            if isinstance(self._entities, BatchEntityStore):
+                await self._entities.upsert_many(table, entities)
+                continue
+            for entity in entities:
+                await self._entities.upsert(table, entity)
 
     async def delete(self, connection: str, user_id: str) -> None:
         """Delete a user's row."""
-        await self._entities.delete(Table.USERS, self.partition_of(connection, user_id), user_id)
+        await self._entities.delete(self.table_of(connection, user_id), self.partition_of(connection, user_id),
+                                    user_id)
 
     def _entity(self, connection: str, row: UserRow) -> Entity:
         return Entity(self.partition_of(connection, row.id), row.id, row.to_row())

@@ -17,8 +17,9 @@ from tests.fake_repositories import FakeUsers
 def users(request: pytest.FixtureRequest) -> UserRepository:
     if request.param == "memory":
         return FakeUsers()
-    # Few partitions: the scan of a connection bigger than a page is read partition by partition.
-    return TableUsers(request.getfixturevalue("store"), partitions=8)
+    # Few partitions over a few tables: the scan of a connection bigger than a page is read partition by
+    # partition, and every read and write goes to the partition's own table.
+    return TableUsers(request.getfixturevalue("store"), partitions=8, tables=4)
 
 
 @pytest.fixture

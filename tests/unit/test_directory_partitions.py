@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from shared.adapters.users import PARTITIONS, RANGE_PAGE, TableUsers
+import re
+
+import pytest
+
+from shared.adapters.users import PARTITIONS, RANGE_PAGE, TABLES, TableUsers
 from shared.domain.directory import UserRow
 from shared.services.directory import Directory
 from shared.services.ports import TRANSACTION_ROWS, Entity
-from shared.topology import Table
+from shared.topology import USERS_TABLES, Table
 from tests.fakes import FakeEntityStore
 
 
@@ -57,5 +61,48 @@ async def test_a_malformed_row_is_skipped() -> None:
     store = FakeEntityStore()
     users = TableUsers(store)
     await users.put("demo", _row(1))
-    await store.upsert(Table.USERS, Entity(users.partition_of("demo", "bad"), "bad", {"upn": 7, "state": "???"}))
+    await store.upsert(users.table_of("demo", "bad"),
+                       Entity(users.partition_of("demo", "bad"), "bad", {"upn": 7, "state": "???"}))
     assert [r.id async for r in users.scan("demo")] == [_row(1).id]
+
+
+def test_the_tables_have_valid_names_and_each_partition_lives_in_one_of_them() -> None:
+    # Alphanumeric, 3-63 characters, starting with a letter
+    # (https://learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model#table-names).
+    assert all(re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", t.value) for t in USERS_TABLES)
+    users = TableUsers(FakeEntityStore())
+    assert len(users.tables) == TABLES == 16
+    tables: dict[str, set[Table]] = {}
+    for n in range(5000):
+        for connection in ("demo", "other"):
+            user_id = _row(n).id
+            tables.setdefault(users.partition_of(connection, user_id), set()).add(users.table_of(connection, user_id))
+    assert all(len(found) == 1 for found in tables.values())
+    assert {t for found in tables.values() for t in found} == set(USERS_TABLES)
+
+
+def test_the_table_count_is_a_constructor_parameter_beside_the_partitions() -> None:
+    assert TableUsers(FakeEntityStore(), partitions=8, tables=4).tables == USERS_TABLES[:4]
+    assert TableUsers(FakeEntityStore(), partitions=2, tables=16).tables == USERS_TABLES[:2]
+    with pytest.raises(ValueError, match="tables"):
+        TableUsers(FakeEntityStore(), tables=len(USERS_TABLES) + 1)
+    with pytest.raises(ValueError, match="tables"):
+        TableUsers(FakeEntityStore(), tables=0)
+
+
+async def test_rows_are_written_read_and_deleted_in_their_partitions_table() -> None:
+    store = FakeEntityStore()
+    users = TableUsers(store, partitions=32, tables=4)
+    directory = Directory(users)
+    rows = [_row(n) for n in range(400)]
+    for batch in directory.batches("demo", rows):
+        await directory.put_many("demo", batch)
+    for table in USERS_TABLES[:4]:
+        stored = store.tables[table]
+        assert stored
+        assert all(users.table_of("demo", row_key) == table for _, row_key in stored)
+    assert set(store.tables) == set(USERS_TABLES[:4])
+    assert await users.get_many("demo", [rows[3].id, rows[7].id]) == {rows[3].id: rows[3], rows[7].id: rows[7]}
+    await users.delete("demo", rows[3].id)
+    assert await users.get("demo", rows[3].id) is None
+    assert await users.count("demo") == 399

@@ -13,7 +13,7 @@ from shared.errors import InvalidInput, Transient
 from shared.services.directory import Directory
 from shared.services.ports import Entity
 from shared.services.sync import SyncService
-from shared.topology import Table
+from shared.topology import USERS_TABLES, Table
 from tests.fakes import FakeAuditSink, FakeBatchEntityStore, FakeClock, FakeWorkQueue
 from tests.unit.test_sync_service import SYNC, FakeEntra, conn, user
 
@@ -34,7 +34,7 @@ class BatchingStore(FakeBatchEntityStore):
             raise Transient("storage could not be reached: ServiceRequestError")
         if self.refuse and any(e.row_key == self.refuse for e in entities):
             raise InvalidInput("storage rejected a row")
-        if table is Table.USERS:
+        if table in USERS_TABLES:
             self.transactions.append(len(entities))
         for entity in entities:
             await self.upsert(table, entity)

@@ -25,7 +25,7 @@ from shared.services.directory import Directory
 from shared.services.enrollment_groups import EnrollmentGroups
 from shared.services.ports import Entity, MemberChange, SyncUser
 from shared.services.sync import SyncReport, SyncService
-from shared.topology import Table
+from shared.topology import USERS_TABLES, Table
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeSecretStore, FakeWorkQueue
 from tests.unit.test_enrollment_uninstall import Groups
 from tests.unit.test_sync_service import ROTATION, SYNC, FakeEntra, conn, tenant, user
@@ -42,7 +42,7 @@ class CountingStore(FakeEntityStore):
         self.rows_listed = 0
 
     async def get(self, table: Table, partition_key: str, row_key: str) -> Entity | None:
-        if table is Table.USERS:
+        if table in USERS_TABLES:
             self.point_reads += 1
         return await super().get(table, partition_key, row_key)
 
@@ -50,14 +50,14 @@ class CountingStore(FakeEntityStore):
                     row_key_to: str | None = None, limit: int | None = None) -> AsyncIterator[Entity]:
         async for row in super().query(table, partition_key, row_key_from=row_key_from, row_key_to=row_key_to,
                                        limit=limit):
-            if table is Table.USERS:
+            if table in USERS_TABLES:
                 self.rows_listed += 1
             yield row
 
     async def query_partitions(self, table: Table, first: str, last: str, *,
                                limit: int | None = None) -> AsyncIterator[Entity]:
         async for row in super().query_partitions(table, first, last, limit=limit):
-            if table is Table.USERS:
+            if table in USERS_TABLES:
                 self.rows_listed += 1
             yield row
 
