@@ -9,7 +9,7 @@ import zlib
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 
 from shared.domain.directory import UserRow
-from shared.errors import Conflict
+from shared.errors import Conflict, NotFound
 from shared.services.ports import (
     Clock,
     DeltaState,
@@ -55,7 +55,11 @@ class FakeUsers:
     async def put(self, connection: str, row: UserRow) -> None:
         self.rows.setdefault(connection, {})[row.id] = row
 
-    async def put_many(self, connection: str, rows: Sequence[UserRow]) -> None:
+    async def put_many(self, connection: str, rows: Sequence[UserRow], *, new: Collection[str] | None = None) -> None:
+        stored = self.rows.get(connection, {})
+        for row in rows if new is not None else ():
+            if (row.id in new) == (row.id in stored):
+                raise (Conflict if row.id in stored else NotFound)(f"user {row.id} is not as the writer knew it")
         for row in rows:
             await self.put(connection, row)
 

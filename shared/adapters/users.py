@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 
 from pydantic import ValidationError
 
@@ -154,14 +154,17 @@ class TableUsers:
         """Create or replace a user's row."""
         await self._entities.upsert(self.table_of(connection, row.id), self._entity(connection, row))
 
-    async def put_many(self, connection: str, rows: Sequence[UserRow]) -> None:
-        """In transactions of up to 100 rows of a partition when the store has them, else one by one."""
+    async def put_many(self, connection: str, rows: Sequence[UserRow], *, new: Collection[str] | None = None) -> None:
+        """In transactions of up to 100 rows of a partition when the store has them, else one by one. With `new`,
+        known-new rows are inserted and the others updated (`If-Match: *`) instead of inserted-or-replaced: one
+        entity operation each on Azure as well, and one lookup instead of two on Azurite (docs/sync.md)."""
         by_table: dict[Table, list[Entity]] = {}
         for row in rows:
             by_table.setdefault(self.table_of(connection, row.id), []).append(self._entity(connection, row))
         for table, entities in by_table.items():
             if isinstance(self._entities, BatchEntityStore):
-                await self._entities.upsert_many(table, entities)
+                exists = None if new is None else {e.row_key: e.row_key not in new for e in entities}
+                await self._entities.upsert_many(table, entities, exists=exists)
                 continue
             for entity in entities:
                 await self._entities.upsert(table, entity)

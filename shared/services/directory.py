@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 
 from shared.domain.directory import UserRow
 from shared.domain.rotation import RotationSubject
@@ -66,9 +66,10 @@ class Directory:
         """Create or replace a user's row."""
         await self._users.put(connection, row)
 
-    async def put_many(self, connection: str, rows: Sequence[UserRow]) -> None:
-        """Create or replace many rows; give it one of `batches` to make it all or nothing."""
-        await self._users.put_many(connection, rows)
+    async def put_many(self, connection: str, rows: Sequence[UserRow], *, new: Collection[str] | None = None) -> None:
+        """Create or replace many rows; give it one of `batches` to make it all or nothing. `new`: the ids known
+        not to be stored yet, every other row being known to be stored (UserRepository.put_many)."""
+        await self._users.put_many(connection, rows, new=new)
 
     async def delete(self, connection: str, user_id: str) -> None:
         """Forget a user."""

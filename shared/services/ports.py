@@ -776,9 +776,10 @@ class UserRepository(Protocol):
         """Create or replace a user's row."""
         ...
 
-    async def put_many(self, connection: str, rows: Sequence[UserRow]) -> None:
+    async def put_many(self, connection: str, rows: Sequence[UserRow], *, new: Collection[str] | None = None) -> None:
         """Create or replace rows; the rows of one `batch_key`, up to `batch_rows`, all or none. A failure
-        raises; groups written before it stay written."""
+        raises; groups written before it stay written. With `new` (the ids known not to be stored; every other
+        row is known to be stored), a row found otherwise fails its group with Conflict or NotFound."""
         ...
 
     async def delete(self, connection: str, user_id: str) -> None:

@@ -454,16 +454,18 @@ class SyncService:
 
     # ------------------------------------------------------------------ writing
 
-    async def _write(self, conn: Connection, chunk: list[UserRow], report: SyncReport) -> None:
-        """Write one write group's rows all or nothing (`Directory.batches`); a write is safe to repeat, so a
-        dropped connection or a busy answer gets one more try, and a refused group is written row by row, so a
-        bad row costs one error."""
+    async def _write(self, conn: Connection, chunk: list[UserRow], report: SyncReport, *,
+                     new: Collection[str]) -> None:
+        """Write one write group's rows all or nothing (`Directory.batches`); `new` are the planned additions,
+        every other row was read, so it is stored. A write is safe to repeat, so a dropped connection or a busy
+        answer gets one more try, and a refused group (a bad row, or a row another writer created or deleted
+        since the read) is written row by row as inserts-or-replaces, so a bad row costs one error."""
         try:
             try:
-                await self._directory.put_many(conn.name, chunk)
+                await self._directory.put_many(conn.name, chunk, new=new)
             except (Transient, Throttled) as err:
                 await asyncio.sleep(min(getattr(err, "retry_after", 0.0) or 0.5, 5.0))
-                await self._directory.put_many(conn.name, chunk)
+                await self._directory.put_many(conn.name, chunk, new=new)
         except BridgeError as err:
             log.info("a batch of %d users was refused (%s); writing them one by one", len(chunk), err.detail)
             for row in chunk:
@@ -694,15 +696,17 @@ class _Writer:
 
     def __init__(self, job: _SyncRun) -> None:
         self._job = job
-        self._queue: asyncio.Queue[list[UserRow] | None] = asyncio.Queue(maxsize=QUEUE_PAGES)
+        #: Pages of rows, each with whether it is a planned addition (None: the read ended).
+        self._queue: asyncio.Queue[list[tuple[UserRow, bool]] | None] = asyncio.Queue(maxsize=QUEUE_PAGES)
         self._task = asyncio.get_running_loop().create_task(self._drain())
 
-    async def offer(self, rows: list[UserRow] | None) -> None:
-        """Queue a page's rows (None: the read ended); the writer's error when it failed."""
+    async def offer(self, rows: list[UserRow] | None, new: Collection[str] = ()) -> None:
+        """Queue a page's rows, `new` the planned additions among them (None: the read ended); the writer's error
+        when it failed."""
         if self._task.done():
             self._task.result()
             raise Stop("the writer of the import stopped before the read ended")
-        put = asyncio.ensure_future(self._queue.put(rows))
+        put = asyncio.ensure_future(self._queue.put(None if rows is None else [(r, r.id in new) for r in rows]))
         done, _ = await asyncio.wait({put, self._task}, return_when=asyncio.FIRST_COMPLETED)
         if put not in done:  # the writer ended first: only by failing
             put.cancel()
@@ -724,22 +728,23 @@ class _Writer:
     async def _drain(self) -> None:
         job = self._job
         directory, connection = job.service._directory, job.conn.name
-        pending: dict[str, list[UserRow]] = {}
+        pending: dict[str, list[tuple[UserRow, bool]]] = {}
         semaphore = asyncio.Semaphore(BATCH_CONCURRENCY)
         in_flight: set[asyncio.Task[None]] = set()
         done = 0
 
-        async def send(chunk: list[UserRow]) -> None:
+        async def send(chunk: list[tuple[UserRow, bool]]) -> None:
             nonlocal done
             try:
-                await job.service._write(job.conn, chunk, job.report)
+                await job.service._write(job.conn, [row for row, _ in chunk], job.report,
+                                         new={row.id for row, added in chunk if added})
             finally:
                 semaphore.release()
             done += len(chunk)
             if job.progress:
                 job.progress("write", done, done)
 
-        async def start(chunk: list[UserRow]) -> None:
+        async def start(chunk: list[tuple[UserRow, bool]]) -> None:
             job.lease.check("nothing more written")
             await semaphore.acquire()
             task = asyncio.get_running_loop().create_task(send(chunk))
@@ -750,10 +755,10 @@ class _Writer:
 
         try:
             while (rows := await self._queue.get()) is not None:
-                for row in rows:
+                for row, added in rows:
                     key = directory.batch_key(connection, row.id)
                     chunk = pending.setdefault(key, [])
-                    chunk.append(row)
+                    chunk.append((row, added))
                     if len(chunk) >= directory.batch_rows:
                         await start(pending.pop(key))
             for chunk in pending.values():
@@ -1046,14 +1051,15 @@ class _SyncRun(Capability[_Batch, _Action]):
         self._held = key if await self.service._hold(self.conn.name, key, before, changes) else None
         self._errors = self.report.errors
         if removals:
-            await self._write_all(removals)
+            await self._write_all(removals, new=())  # rows that were read: all stored
 
     async def apply(self, action: _Action) -> Done | None:
         if isinstance(action, _Rows):
+            added = {row.id for row in action.changes.add}
             if action.queued and self.writer is not None:
-                await self.writer.offer(action.rows)
+                await self.writer.offer(action.rows, added)
             else:
-                await self._write_all(action.rows)
+                await self._write_all(action.rows, new=added)
             return None
         row = action.row
         detail: dict[str, Any] = {}
@@ -1081,7 +1087,8 @@ class _SyncRun(Capability[_Batch, _Action]):
     async def finish(self, report: Report[_Action]) -> None:
         await self.service._store(self)
 
-    async def _write_all(self, rows: list[UserRow]) -> None:
+    async def _write_all(self, rows: list[UserRow], *, new: Collection[str]) -> None:
+        """Write rows in write groups, BATCH_CONCURRENCY at a time; `new` are the planned additions among them."""
         service, progress = self.service, self.progress
         done = 0
         semaphore = asyncio.Semaphore(BATCH_CONCURRENCY)
@@ -1089,7 +1096,7 @@ class _SyncRun(Capability[_Batch, _Action]):
         async def write(chunk: list[UserRow]) -> None:
             nonlocal done
             async with semaphore:
-                await service._write(self.conn, chunk, self.report)
+                await service._write(self.conn, chunk, self.report, new=new)
                 done += len(chunk)
                 if progress:
                     progress("write", done, len(rows))

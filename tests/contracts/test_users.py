@@ -8,6 +8,7 @@ import pytest
 
 from shared.adapters.users import TableUsers
 from shared.domain.directory import UserRow
+from shared.errors import Conflict, NotFound
 from shared.services.directory import Directory
 from shared.services.ports import UserRepository
 from tests.fake_repositories import FakeUsers
@@ -51,6 +52,20 @@ async def test_many_rows_by_id_leave_absent_ones_out(users: UserRepository, conn
     await users.put_many(conn, [_row(n) for n in range(10)])
     found = await users.get_many(conn, [_row(2).id, _row(5).id, _row(99).id, _row(2).id])
     assert found == {_row(2).id: _row(2), _row(5).id: _row(5)}
+
+
+async def test_rows_known_new_are_inserted_and_the_others_updated(users: UserRepository, conn: str) -> None:
+    await users.put_many(conn, [_row(1), _row(2)], new={_row(1).id, _row(2).id})
+    await users.put_many(conn, [_row(1, upn="renamed@contoso.example"), _row(3)], new={_row(3).id})
+    assert (await users.get_many(conn, [_row(1).id, _row(3).id])) == {
+        _row(1).id: _row(1, upn="renamed@contoso.example"), _row(3).id: _row(3)}
+    # Another writer created or deleted a row since the caller looked: the group fails, nothing of it written.
+    with pytest.raises(Conflict):
+        await users.put_many(conn, [_row(2, upn="late@contoso.example")], new={_row(2).id})
+    with pytest.raises(NotFound):
+        await users.put_many(conn, [_row(4)], new=())
+    assert await users.get(conn, _row(2).id) == _row(2)
+    assert await users.get(conn, _row(4).id) is None
 
 
 async def test_batches_are_written_whole_and_scanned_once_each(users: UserRepository, conn: str) -> None:
