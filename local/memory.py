@@ -122,10 +122,19 @@ class FakeEntityStore:
 class FakeBatchEntityStore(FakeEntityStore):
     """The in-memory store with entity-group transactions (shared.services.ports.BatchEntityStore)."""
 
-    async def upsert_many(self, table: Table, entities: Sequence[Entity]) -> None:
+    async def upsert_many(self, table: Table, entities: Sequence[Entity], *,
+                          exists: Mapping[str, bool] | None = None) -> None:
         """Every row is checked before any is written, as the adapter builds the whole request first; a row key
-        given twice keeps its last version."""
+        given twice keeps its last version. `exists`: rows known to be stored (True: Conflict-free update,
+        NotFound when gone) or known to be new (False: Conflict when present), the group failing whole."""
         stamped = [self._stamp(e) for e in entities]
+        for entity in stamped:
+            known = (exists or {}).get(entity.row_key)
+            stored = (entity.partition_key, entity.row_key) in self._table(table)
+            if known is True and not stored:
+                raise NotFound(f"row {entity.partition_key}/{entity.row_key} does not exist")
+            if known is False and stored:
+                raise Conflict(f"row {entity.partition_key}/{entity.row_key} already exists")
         for entity in stamped:
             self._table(table)[(entity.partition_key, entity.row_key)] = entity
 

@@ -150,3 +150,18 @@ async def test_upsert_many_refuses_a_bad_row_before_writing_any(entity_store: Co
     with pytest.raises(InvalidInput):
         await entity_store.upsert_many(Table.USERS, [Entity(pk, "ok", {"a": 1}), Entity(pk, "bad/key", {"a": 2})])
     assert [e async for e in entity_store.query(Table.USERS, pk)] == []
+
+
+async def test_upsert_many_inserts_known_new_rows_and_updates_known_stored_ones(
+        entity_store: ContractEntityStore) -> None:
+    pk = partition()
+    await entity_store.upsert_many(Table.USERS, [Entity(pk, "a", {"n": 1})], exists={"a": False})
+    await entity_store.upsert_many(Table.USERS, [Entity(pk, "a", {"n": 2}), Entity(pk, "b", {"n": 1})],
+                                   exists={"a": True, "b": False})
+    # A row found otherwise than the writer knew fails its transaction whole.
+    with pytest.raises(Conflict):
+        await entity_store.upsert_many(Table.USERS, [Entity(pk, "c", {"n": 1}), Entity(pk, "b", {"n": 9})],
+                                       exists={"c": False, "b": False})
+    with pytest.raises(NotFound):
+        await entity_store.upsert_many(Table.USERS, [Entity(pk, "d", {"n": 1})], exists={"d": True})
+    assert {e.row_key: e.data["n"] async for e in entity_store.query(Table.USERS, pk)} == {"a": 2, "b": 1}

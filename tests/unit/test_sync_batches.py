@@ -4,7 +4,7 @@ costs one error."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from shared.adapters.leases import TableLeases
 from shared.adapters.syncstate import TableSyncState
@@ -27,7 +27,8 @@ class BatchingStore(FakeBatchEntityStore):
         self.refuse = refuse
         self.transactions: list[int] = []
 
-    async def upsert_many(self, table: Table, entities: Sequence[Entity]) -> None:
+    async def upsert_many(self, table: Table, entities: Sequence[Entity], *,
+                          exists: Mapping[str, bool] | None = None) -> None:
         assert len(entities) <= 100
         if self.drops:
             self.drops -= 1
@@ -36,8 +37,7 @@ class BatchingStore(FakeBatchEntityStore):
             raise InvalidInput("storage rejected a row")
         if table in USERS_TABLES:
             self.transactions.append(len(entities))
-        for entity in entities:
-            await self.upsert(table, entity)
+        await super().upsert_many(table, entities, exists=exists)
 
 
 def _tenant(count: int) -> FakeEntra:
