@@ -8,9 +8,10 @@ import uuid
 
 import pytest
 
+from local.memory import AuditEntry
 from shared.domain.audit import Anchor, ChainHead
 from shared.services.ports import AuditAnchors, AuditKeys
-from tests.fixtures.contracts import Audited, AuditSubject
+from tests.fixtures.contracts import AuditSubject
 
 
 def connection() -> str:
@@ -26,8 +27,8 @@ async def test_records_are_kept_in_order_with_every_field(audit_subject: AuditSu
                                     outcome="success", correlation_id="c2", vault_version="v1")
     await audit_subject.sink.flush()
     assert await audit_subject.read(conn) == [
-        Audited(conn, "sync", "user.add", "u1", "success", "c1", "g1", None, {"groups": ["a"], "count": 2}),
-        Audited(conn, "rotation", "password.rotate", "u1", "success", "c2", None, "v1", {})]
+        AuditEntry(conn, "sync", "user.add", "u1", "success", "c1", "g1", None, {"groups": ["a"], "count": 2}),
+        AuditEntry(conn, "rotation", "password.rotate", "u1", "success", "c2", None, "v1", {})]
     assert await audit_subject.read(connection()) == []
 
 
