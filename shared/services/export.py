@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, assert_never
 
 from shared.config import Connection
 from shared.domain import passwords
@@ -478,11 +478,13 @@ class _Export(Capability[_Read, Step]):
             result = await entra.delete_group(subject)
         elif step.action == "group.addMember":
             result = await entra.add_member(subject, str(step.detail["member"]))
-        else:
+        elif step.action == "group.removeMember":
             try:
                 result = await entra.remove_member(subject, str(step.detail["member"]))
             except NotFound:
                 return None  # already gone: the state wanted
+        else:
+            assert_never(step.action)
         return Done("done", target=result.id or subject, graph_request_id=result.request_id)
 
     async def end(self, batch: _Read, actions: Sequence[Step]) -> None:
