@@ -98,11 +98,6 @@ def chain_id(connection: str, at: dt.datetime, target: str) -> str:
     return chain_of(connection, at.astimezone(dt.UTC).date(), shard_of(target))
 
 
-def day_of(chain: str) -> str:
-    """The yyyymmdd day of a chain id."""
-    return chain.split("_")[-2]
-
-
 # ----------------------------------------------------------------------------- anchors
 
 

@@ -65,16 +65,6 @@ class MembershipPlan:
         return sum(len(v) for v in self.add.values()) + sum(len(v) for v in self.remove.values())
 
 
-def plan_membership(rows: Iterable[UserRow], current: Mapping[Enrollment, set[str]]) -> MembershipPlan:
-    """Compare each user's target group with the groups' actual members (drift repaired both ways)."""
-    wanted: dict[Enrollment, set[str]] = {s: set() for s in Enrollment}
-    for row in rows:
-        state = target(row)
-        if state is not None:
-            wanted[state].add(row.id)
-    return plan_wanted(wanted, current)
-
-
 def plan_wanted(wanted: Mapping[Enrollment, set[str]], current: Mapping[Enrollment, set[str]]) -> MembershipPlan:
     """Members to add and remove so each group's members (`current`) become the users `wanted` in it."""
     result = MembershipPlan()
