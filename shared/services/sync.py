@@ -48,6 +48,7 @@ from shared.domain.sync import (
 from shared.errors import BridgeError, Conflict, Gone, Stop, Throttled, Transient, root_cause, translated
 from shared.messages import WorkMessage
 from shared.services.audit_context import AuditContext
+from shared.services.concurrency import together
 from shared.services.directory import Directory
 from shared.services.enrollment_groups import EnrollmentGroups
 from shared.services.events import recover_user_events, user_events
@@ -378,9 +379,11 @@ class SyncService:
     async def _start(self, conn: Connection, reader: DirectoryReader, report: SyncReport,
                      full: bool) -> tuple[list[str], str | None, DeltaState | None]:
         """The sync and rotation roots, and the stored state to continue from (None: a full run)."""
-        sync_roots = [await reader.group_id(name) for name in conn.features.sync.groups]
         rotation = conn.features.rotation
-        rotation_root = await reader.group_id(rotation.group) if rotation.enabled and rotation.group else None
+        names = [*conn.features.sync.groups, *([rotation.group] if rotation.enabled and rotation.group else [])]
+        found = await together(reader.group_id(name) for name in names)
+        sync_roots = found[:len(conn.features.sync.groups)]
+        rotation_root = found[len(sync_roots)] if len(found) > len(sync_roots) else None
         state = None if full else await self._state.delta(conn.name)
         if state is not None and (state.sync_roots != sync_roots or state.rotation_root != rotation_root):
             report.resynced = "the sync or rotation groups changed"
@@ -393,10 +396,11 @@ class SyncService:
         frontier = set(groups) - tree.groups()
         while frontier:
             found: set[str] = set()
-            for ids in chunks(frontier):
+            runs = chunks(frontier)
+            # One level's queries side by side; their answers applied in order.
+            for ids, read in zip(runs, await together(reader.groups_delta(ids=ids) for ids in runs), strict=True):
                 for group in ids:
                     tree.add_group(group)
-                read = await reader.groups_delta(ids=ids)
                 for item in read.items:
                     if not item.removed and item.id:
                         nested, _ = tree.apply_members(item.id, item.members)
@@ -407,14 +411,20 @@ class SyncService:
 
     async def _read_incremental(self, reader: DirectoryReader, state: DeltaState,
                                 progress: Progress | None) -> ReadResult:
-        users = await reader.users_delta(state.users_link)
+        # The users' link and every group link are independent: read side by side, applied in order.
+        users_read = asyncio.ensure_future(reader.users_delta(state.users_link))
+        try:
+            group_reads = await together(reader.groups_delta(link=str(entry["link"])) for entry in state.group_links)
+        except BaseException:
+            users_read.cancel()
+            raise
+        users = await users_read
         changed, deleted = user_changes(users.items)
         tree = state.tree.fork()
         dirty: set[str] = set()
         nested: set[str] = set()
         links: list[dict[str, Any]] = []
-        for entry in state.group_links:
-            read = await reader.groups_delta(link=str(entry["link"]))
+        for entry, read in zip(state.group_links, group_reads, strict=True):
             for item in read.items:
                 group = item.id
                 if not group or group not in tree.users:

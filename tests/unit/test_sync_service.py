@@ -457,9 +457,9 @@ class SlowEntra(FakeEntra):
         self.meanwhile = meanwhile
 
     async def group_id(self, name_or_id: str) -> str:
-        if self.meanwhile is not None:
-            await self.meanwhile()
-            self.meanwhile = None
+        if self.meanwhile is not None:  # once, even when the groups are looked up side by side
+            meanwhile, self.meanwhile = self.meanwhile, None
+            await meanwhile()
         return await super().group_id(name_or_id)
 
 
