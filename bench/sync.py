@@ -40,13 +40,13 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from azure.identity.aio import ClientSecretCredential
 
-from bench.memory import peak_rss_mb, process_rss_mb
+from bench.memory import children_cpu_seconds, peak_rss_mb, process_rss_mb
 from local.entra.demo import BRIDGE_CLIENT_ID, BRIDGE_CLIENT_SECRET
 from local.entra.process import running as entra_running
 from local.memory import FakeSecretStore
@@ -225,6 +225,8 @@ class Measured:
     #: transactions).
     busy: tuple[float, float, float] = (0.0, 0.0, 0.0)
     counts: tuple[int, int, int] = (0, 0, 0)
+    #: CPU seconds the stand-ins used during the run, by command name (Azurite is `node`).
+    stand_ins: Mapping[str, float] = field(default_factory=dict)
 
 
 def cpu_seconds() -> float:
@@ -238,10 +240,11 @@ async def measure(world: World, conn: Connection, admin: Admin, run_id: str, *, 
     before = admin("GET", "/_sim/counters", None)
     rows = world.tables.rows_read
     busy, counts = world.tables.busy(), world.tables.counts()
-    started, cpu = time.perf_counter(), cpu_seconds()
+    started, cpu, others = time.perf_counter(), cpu_seconds(), children_cpu_seconds()
     report = await world.sync.run(conn, GraphDirectoryReader(world.graph), run_id=run_id, correlation_id=run_id,
                                   dry_run=dry_run)
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    stand_ins = {name: used - others.get(name, 0.0) for name, used in children_cpu_seconds().items()}
     rows = world.tables.rows_read - rows
     busy = tuple(b - a for a, b in zip(busy, world.tables.busy(), strict=True))  # type: ignore[assignment]
     counts = tuple(b - a for a, b in zip(counts, world.tables.counts(), strict=True))  # type: ignore[assignment]
@@ -250,7 +253,7 @@ async def measure(world: World, conn: Connection, admin: Admin, run_id: str, *, 
         raise SystemExit(f"sync {run_id} ended {report.outcome}: {report.alert}")
     return Measured(report, seconds, cpu, after["resourceUnits"] - before["resourceUnits"],
                     after["requests"] - before["requests"], after["throttled"] - before["throttled"], rows,
-                    busy, counts)
+                    busy, counts, stand_ins)
 
 
 async def tree_groups(tables: TableEntityStore, connection_name: str) -> dict[str, list[str]]:
@@ -369,7 +372,8 @@ async def scenarios(users: int, changes: list[int], read_only: bool, tenant_id: 
                     f"rows read {run.rows_read}{per_change} (added {run.report.added}, updated {run.report.updated}, "
                     f"removed {run.report.removed}, unchanged {run.report.unchanged}, mode {run.report.mode}; "
                     f"storage busy: {run.counts[0]} point reads {run.busy[0]:.2f} s, {run.counts[1]} rows in "
-                    f"transactions {run.busy[1]:.2f} s, {run.counts[2]} other writes {run.busy[2]:.2f} s)")
+                    f"transactions {run.busy[1]:.2f} s, {run.counts[2]} other writes {run.busy[2]:.2f} s; CPU of "
+                    f"{stand_ins_text(run.stand_ins)})")
             ratios = {f"rows {count}": run.rows_read / allowed}
             if count == 0:
                 ratios[f"time {count}"] = run.seconds / IDLE_TARGET_S
@@ -389,6 +393,14 @@ async def scenarios(users: int, changes: list[int], read_only: bool, tenant_id: 
     outcome.ratios["memory"] = peak / memory_target
     outcome.parts.append(f"peak {peak:.0f} MB")
     return outcome
+
+
+def stand_ins_text(used: Mapping[str, float]) -> str:
+    """The stand-ins' CPU during a run: Azurite (`node`) and the simulator (`python`)."""
+    names = {"node": "Azurite", "python": "the simulator"}
+    parts = [f"{names.get(name, name)} {seconds:.1f} s" for name, seconds in sorted(used.items())
+             if name in names or seconds >= 0.05]
+    return ", ".join(parts) or "the stand-ins not measured"
 
 
 def summary(outcome: Outcome) -> str:
