@@ -36,7 +36,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 from azure.identity.aio import ClientSecretCredential
@@ -64,10 +64,10 @@ from shared.adapters.users import TableUsers
 from shared.config import Connection
 from shared.domain import attestation
 from shared.domain.directory import UserRow
-from shared.services.devices import DeviceRegistration, DeviceService, Revocation
+from shared.services.devices import DeviceRegistration, DeviceService
 from shared.services.directory import Directory
 from shared.services.passkeys import PasskeyRegistration, PasskeyService
-from shared.services.ports import Entity, GraphResponse, JsonObject
+from shared.services.ports import CreationOptions, Entity, Fido2Method, JsonObject, Revocation
 from shared.topology import Queue, Table
 
 OWN_P99_TARGET_MS = 20.0
@@ -106,13 +106,13 @@ class TimedDirectory:
     def __init__(self, inner: GraphPasskeyDirectory) -> None:
         self._inner = inner
 
-    async def creation_options(self, user_id: str, timeout_minutes: int = 5) -> JsonObject:
+    async def creation_options(self, user_id: str, timeout_minutes: int = 5) -> CreationOptions:
         return await _timed("entra", lambda: self._inner.creation_options(user_id, timeout_minutes))
 
-    async def register(self, user_id: str, display_name: str, credential: Mapping[str, Any]) -> GraphResponse:
+    async def register(self, user_id: str, display_name: str, credential: JsonObject) -> Fido2Method:
         return await _timed("entra", lambda: self._inner.register(user_id, display_name, credential))
 
-    async def methods(self, user_id: str) -> list[JsonObject]:
+    async def methods(self, user_id: str) -> list[Fido2Method]:
         return await _timed("entra", lambda: self._inner.methods(user_id))
 
     async def revoke(self, user_id: str, method_id: str) -> Revocation:
