@@ -454,6 +454,13 @@ class MemoryDirectory(_View):
         for user_id in dict.fromkeys(self._transitive(group_id, {group_id})):
             yield _sync_user(self.tenant.users[user_id])
 
+    async def count_users(self, group_id: str) -> int | None:
+        self._call("count_users", group_id)
+        if group_id not in self.tenant.members:
+            self.tenant.group_or_404(group_id)
+        self._spend()
+        return len(dict.fromkeys(self._transitive(group_id, {group_id})))
+
     def _member(self, member_id: str, removed: bool = False) -> MemberChange:
         kind = "group" if member_id in self.tenant.members else "user" if member_id in self.tenant.users else None
         return MemberChange(member_id, kind if kind or not removed else "user", removed)

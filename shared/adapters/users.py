@@ -20,6 +20,14 @@ costs nothing there. Azurite keeps each table as one in-memory collection whose 
 the table shift on each insert and replace (docs/sync.md, Benchmark), so its cost per row written grows
 with the table: over sixteen tables a million users' rows are written into tables of 62,500 (the
 million-user 1,000-change run's transactions took 1.7 s instead of 5.5 s).
+
+How many partitions a connection has is chosen once, when its first import finds the directory empty, from
+Entra's count of the users in scope (`layout`): 256, doubled while that leaves more than PARTITION_ROWS users
+a partition, up to MAX_PARTITIONS, and kept in the row `{connection}`/`layout` of table `users` (outside the
+connection's partition range). A connection without that row (laid out before it existed) has 256. Azurite
+finds a row by comparing every row of its partition, so a million users in 256 partitions cost it about
+1 ms per lookup, four times what they cost in 1,024 (docs/sync.md, Benchmark); on Azure a partition's size
+does not change a lookup, and fewer, bigger partitions mean fewer transactions.
 """
 
 from __future__ import annotations
@@ -32,13 +40,20 @@ from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from pydantic import ValidationError
 
 from shared.domain.directory import UserRow
+from shared.errors import Conflict, Stop
 from shared.services.ports import TRANSACTION_ROWS, BatchEntityStore, Entity, EntityStore
 from shared.topology import USERS_TABLES, Table
 
 log = logging.getLogger(__name__)
 
-#: Partitions of one connection's users (see the module's docstring).
+#: Partitions of one connection's users unless its layout says more (see the module's docstring).
 PARTITIONS = 256
+#: A bigger directory gets more partitions at its first import, up to MAX_PARTITIONS, so that each holds about
+#: this many users at most.
+PARTITION_ROWS = 1000
+MAX_PARTITIONS = 1024
+#: The row that keeps a connection's partition count: partition = the connection's name, this row key.
+LAYOUT = "layout"
 #: Tables the partitions are spread over (see the module's docstring), at most len(USERS_TABLES).
 TABLES = len(USERS_TABLES)
 #: Rows of the first pages of range queries, over all the tables; a connection that fits is read by one
@@ -63,20 +78,57 @@ class TableUsers:
         if partitions <= 0:
             raise ValueError(f"the directory needs at least one partition, not {partitions}")
         self._entities = entities
+        #: Partitions of a connection laid out without a `layout` row.
         self.partitions = partitions
         #: The tables in use; one partition number's rows, of every connection, are all in one of them.
         self.tables = USERS_TABLES[:min(tables, partitions)]
+        #: Partition counts read from `layout` rows (a row, once written, never changes).
+        self._layouts: dict[str, int] = {}
+
+    async def lay_out(self, connection: str, expected_users: int | None) -> int:
+        """The connection's partition count, stored if it was not: chosen for `expected_users` when the
+        directory is empty, else the default its rows were written with."""
+        count = await self.layout(connection)
+        if connection in self._layouts:
+            return count
+        empty = await self.is_empty(connection)
+        chosen = partitions_for(expected_users or 0, self.partitions) if empty else self.partitions
+        try:
+            await self._entities.insert(Table.USERS, Entity(connection, LAYOUT, {"partitions": chosen}))
+        except Conflict:  # another run stored one first: that one holds
+            return await self.layout(connection)
+        log.info("users of %s laid out in %d partitions%s", connection, chosen,
+                 f" for about {expected_users} users" if empty and expected_users else "")
+        self._layouts[connection] = chosen
+        return chosen
+
+    async def layout(self, connection: str) -> int:
+        """The connection's partition count: its `layout` row's, else the default (not kept: until a sync
+        stores one, `lay_out`, an empty directory may still be laid out otherwise)."""
+        if connection in self._layouts:
+            return self._layouts[connection]
+        found = await self._entities.get(Table.USERS, connection, LAYOUT)
+        if found is None:
+            return self.partitions
+        count = found.data.get("partitions")
+        if not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= MAX_PARTITIONS:
+            raise Stop(f"row {Table.USERS.value}/{connection}/{LAYOUT} says partitions={count!r}, not a count from 1 "
+                       f"to {MAX_PARTITIONS}: it was changed outside the bridge. Write back the count the rows are "
+                       f"laid out in (one more than the highest NNN of the partitions '{connection}.NNN')")
+        self._layouts[connection] = count
+        return count
 
     def partition_of(self, connection: str, user_id: str) -> str:
-        """The partition of a user's row: the connection name and a shard from the object id's CRC-32."""
-        return self._shard(connection, self._number(user_id))
+        """The partition of a user's row: the connection name and a shard from the object id's CRC-32 (its
+        layout read: `layout`)."""
+        return self._shard(connection, self._number(connection, user_id))
 
     def table_of(self, connection: str, user_id: str) -> Table:
         """The table that holds a user's row (and its whole partition)."""
-        return self.tables[self._number(user_id) % len(self.tables)]
+        return self.tables[self._number(connection, user_id) % len(self.tables)]
 
-    def _number(self, user_id: str) -> int:
-        return zlib.crc32(user_id.encode()) % self.partitions
+    def _number(self, connection: str, user_id: str) -> int:
+        return zlib.crc32(user_id.encode()) % self._layouts.get(connection, self.partitions)
 
     @staticmethod
     def _shard(connection: str, number: int) -> str:
@@ -91,19 +143,24 @@ class TableUsers:
 
     async def get(self, connection: str, user_id: str) -> UserRow | None:
         """One user by object id, or None."""
+        await self.layout(connection)
         found = await self._entities.get(self.table_of(connection, user_id),
                                          self.partition_of(connection, user_id), user_id)
         return self._parse(found) if found else None
 
     async def get_many(self, connection: str, user_ids: Iterable[str]) -> dict[str, UserRow]:
         """Point reads side by side, POINT_READ_CONCURRENCY at a time."""
+        wanted = list(dict.fromkeys(user_ids))
+        if not wanted:
+            return {}
         semaphore = asyncio.Semaphore(POINT_READ_CONCURRENCY)
+        await self.layout(connection)
 
         async def one(user_id: str) -> UserRow | None:
             async with semaphore:
                 return await self.get(connection, user_id)
 
-        rows = await asyncio.gather(*(one(u) for u in dict.fromkeys(user_ids)))
+        rows = await asyncio.gather(*(one(u) for u in wanted))
         return {row.id: row for row in rows if row is not None}
 
     async def is_empty(self, connection: str) -> bool:
@@ -130,6 +187,7 @@ class TableUsers:
             return [found async for found in self._entities.query_partitions(
                 table, f"{connection}.", f"{connection}/", limit=share)]
 
+        partitions = await self.layout(connection)
         pages = await asyncio.gather(*(first_page(table) for table in self.tables))
         overflowing = {table for table, page in zip(self.tables, pages, strict=True) if len(page) >= share}
         for table, page in zip(self.tables, pages, strict=True):
@@ -138,11 +196,10 @@ class TableUsers:
                     if (row := self._parse(found)) is not None:
                         yield row
         del pages
-        partitions = [self._shard(connection, n) for n in range(self.partitions)
-                      if self.tables[n % len(self.tables)] in overflowing]
-        for start in range(0, len(partitions), SCAN_CONCURRENCY):
-            for rows in await asyncio.gather(*(self._partition(p) for p in
-                                               partitions[start:start + SCAN_CONCURRENCY])):
+        names = [self._shard(connection, n) for n in range(partitions)
+                 if self.tables[n % len(self.tables)] in overflowing]
+        for start in range(0, len(names), SCAN_CONCURRENCY):
+            for rows in await asyncio.gather(*(self._partition(p) for p in names[start:start + SCAN_CONCURRENCY])):
                 for found in rows:
                     if (row := self._parse(found)) is not None:
                         yield row
@@ -152,12 +209,14 @@ class TableUsers:
 
     async def put(self, connection: str, row: UserRow) -> None:
         """Create or replace a user's row."""
+        await self.layout(connection)
         await self._entities.upsert(self.table_of(connection, row.id), self._entity(connection, row))
 
     async def put_many(self, connection: str, rows: Sequence[UserRow], *, new: Collection[str] | None = None) -> None:
         """In transactions of up to 100 rows of a partition when the store has them, else one by one. With `new`,
         known-new rows are inserted and the others updated (`If-Match: *`) instead of inserted-or-replaced: one
         entity operation each on Azure as well, and one lookup instead of two on Azurite (docs/sync.md)."""
+        await self.layout(connection)
         by_table: dict[Table, list[Entity]] = {}
         for row in rows:
             by_table.setdefault(self.table_of(connection, row.id), []).append(self._entity(connection, row))
@@ -171,6 +230,7 @@ class TableUsers:
 
     async def delete(self, connection: str, user_id: str) -> None:
         """Delete a user's row."""
+        await self.layout(connection)
         await self._entities.delete(self.table_of(connection, user_id), self.partition_of(connection, user_id),
                                     user_id)
 
@@ -184,3 +244,12 @@ class TableUsers:
         except ValidationError:
             log.warning("users row %s/%s is malformed; skipped", found.partition_key, found.row_key)
             return None
+
+
+def partitions_for(expected_users: int, least: int = PARTITIONS) -> int:
+    """The partition count of a directory laid out for about `expected_users` users: `least`, doubled while a
+    partition would hold more than PARTITION_ROWS users, up to MAX_PARTITIONS."""
+    count = least
+    while count < MAX_PARTITIONS and expected_users > count * PARTITION_ROWS:
+        count *= 2
+    return count

@@ -28,6 +28,10 @@ class Directory:
         """Whether the connection has no user."""
         return await self._users.is_empty(connection)
 
+    async def lay_out(self, connection: str, expected_users: int | None) -> int:
+        """Fix how the connection's rows are spread (UserRepository.lay_out), before a sync writes."""
+        return await self._users.lay_out(connection, expected_users)
+
     async def count(self, connection: str) -> int:
         """How many users the connection has."""
         return await self._users.count(connection)

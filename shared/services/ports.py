@@ -110,6 +110,11 @@ class DirectoryReader(Protocol):
         """Every user of a group, nested groups included (their `groups` left empty)."""
         ...
 
+    async def count_users(self, group_id: str) -> int | None:
+        """About how many users a group has, nested groups included (an estimate that may lag recent
+        changes); None when Entra gives no count."""
+        ...
+
     async def groups_delta(self, ids: Sequence[str] | None = None, link: str | None = None) -> DeltaRead[GroupChange]:
         """A first groups/delta round for `ids` (with members), or the next round from `link`; Gone on 410."""
         ...
@@ -764,12 +769,17 @@ class UserRepository(Protocol):
         """Whether the connection has no user."""
         ...
 
+    async def lay_out(self, connection: str, expected_users: int | None) -> int:
+        """Fix how the connection's rows are spread, if that is not stored yet: for about `expected_users`
+        users when it has none, else as its rows are. Returns the number of write groups' keys (partitions)."""
+        ...
+
     async def count(self, connection: str) -> int:
         """How many users the connection has."""
         ...
 
     def batch_key(self, connection: str, user_id: str) -> str:
-        """Which write group a user's row belongs to."""
+        """Which write group a user's row belongs to (after `lay_out` or a read of the connection)."""
         ...
 
     async def put(self, connection: str, row: UserRow) -> None:

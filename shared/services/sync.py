@@ -856,6 +856,8 @@ class _SyncRun(Capability[_Batch, _Action]):
     async def _read_delta(self, state: DeltaState) -> _Delta:
         """Read the changes, then the rows of the users they concern only (point reads)."""
         conn, service, reader = self.conn, self.service, self.reader
+        if not self.dry_run:
+            await service._directory.lay_out(conn.name, None)  # stored once for a directory laid out before
         read = await service._read_incremental(reader, state, self.progress)
         self.report.mode = "incremental"
         tree, before, rotation = read.state.tree, read.before, state.rotation_root
@@ -904,6 +906,9 @@ class _SyncRun(Capability[_Batch, _Action]):
         links = await service._read_groups(reader, tree, set(roots))
         self._rotation_members = frozenset(tree.effective(rotation_root)) if rotation_root else frozenset[str]()
         empty = await service._directory.is_empty(conn.name)
+        if not self.dry_run:
+            # A directory's first import spreads its rows for the size Entra expects (UserRepository.lay_out).
+            await service._directory.lay_out(conn.name, await self._expected_users(sync_roots) if empty else None)
         # Against a directory that holds rows, the stored rows' digests tell which users changed: only their
         # rows are read again (for what only the bridge keeps: first seen, enrollment).
         digests: RowDigests | None = None
@@ -970,6 +975,16 @@ class _SyncRun(Capability[_Batch, _Action]):
         self.state = DeltaState(sync_roots=sync_roots, rotation_root=rotation_root, users_link=users_link,
                                 group_links=links, tree=tree, in_scope=len(seen))
         self._seen = seen
+
+    async def _expected_users(self, sync_roots: list[str]) -> int | None:
+        """Entra's estimate of the users in the sync groups (a user in two counted twice); None without one."""
+        try:
+            counts = await together(self.reader.count_users(root) for root in sync_roots)
+        except BridgeError as err:
+            log.info("sync of %s: no count of the sync groups' users (%s); the directory gets the default layout",
+                     self.conn.name, err.detail)
+            return None
+        return sum(c for c in counts if c is not None) if any(c is not None for c in counts) else None
 
     async def _sweep(self) -> _Sweep:
         """The stored rows of users no longer read (every row was written, so the count is the directory's)."""

@@ -42,6 +42,16 @@ async def test_transitive_users_follow_nested_groups(graph: GraphSubject) -> Non
     assert found[ann].account_enabled is True
 
 
+async def test_a_group_counts_its_users_nested_groups_included_once_each(graph: GraphSubject) -> None:
+    ann, ben, cara = [await graph.admin.add_user(graph.unique(n)) for n in ("ann", "ben", "cara")]
+    inner = await _group(graph, ben, cara)
+    outer = await _group(graph, ann, ben, inner)
+    assert await graph.directory.count_users(outer) == 3
+    assert await graph.directory.count_users(await _group(graph)) == 0
+    with pytest.raises(NotFound):
+        await graph.directory.count_users("00000000-0000-0000-0000-00000000beef")
+
+
 async def test_users_reads_the_attributes_and_leaves_absent_ones_out(graph: GraphSubject) -> None:
     ann = await graph.admin.add_user(graph.unique("ann"))
     gone = await graph.admin.add_user(graph.unique("gone"))

@@ -6,8 +6,18 @@ import re
 
 import pytest
 
-from shared.adapters.users import PARTITIONS, RANGE_PAGE, TABLES, TableUsers
+from shared.adapters.users import (
+    LAYOUT,
+    MAX_PARTITIONS,
+    PARTITION_ROWS,
+    PARTITIONS,
+    RANGE_PAGE,
+    TABLES,
+    TableUsers,
+    partitions_for,
+)
 from shared.domain.directory import UserRow
+from shared.errors import Stop
 from shared.services.directory import Directory
 from shared.services.ports import TRANSACTION_ROWS, Entity
 from shared.topology import USERS_TABLES, Table
@@ -106,3 +116,63 @@ async def test_rows_are_written_read_and_deleted_in_their_partitions_table() -> 
     await users.delete("demo", rows[3].id)
     assert await users.get("demo", rows[3].id) is None
     assert await users.count("demo") == 399
+
+
+# ------------------------------------------------------------------ layout: the partition count of a directory
+
+
+async def _partitions(store: FakeEntityStore, connection: str) -> set[str]:
+    """The partitions holding the connection's users, in every table."""
+    return {e.partition_key for t in USERS_TABLES
+            async for e in store.query_partitions(t, f"{connection}.", f"{connection}/")}
+
+
+def test_the_partition_count_doubles_with_the_expected_size_up_to_its_most() -> None:
+    assert partitions_for(0) == partitions_for(PARTITIONS * PARTITION_ROWS) == PARTITIONS
+    assert partitions_for(PARTITIONS * PARTITION_ROWS + 1) == 2 * PARTITIONS
+    assert partitions_for(1_000_000) == 1024
+    assert partitions_for(50_000_000) == MAX_PARTITIONS
+    assert partitions_for(100, least=4) == 4
+
+
+async def test_a_first_import_lays_a_big_directory_out_in_more_partitions_and_every_reader_follows() -> None:
+    store = FakeEntityStore()
+    users = TableUsers(store)
+    assert await users.lay_out("demo", 1_000_000) == 1024
+    rows = [_row(n) for n in range(3000)]
+    await users.put_many("demo", rows, new={r.id for r in rows})
+    partitions = await _partitions(store, "demo")
+    assert len(partitions) > PARTITIONS
+    stored = await store.get(Table.USERS, "demo", LAYOUT)
+    assert stored is not None
+    assert stored.data == {"partitions": 1024}
+    # Another process: reads the layout before it looks a user up; a later estimate changes nothing.
+    other = TableUsers(store)
+    assert (await other.get("demo", rows[7].id)) == rows[7]
+    assert len(await other.get_many("demo", [r.id for r in rows])) == 3000
+    assert await other.lay_out("demo", 10) == 1024
+    assert await other.count("demo") == 3000  # the layout row is not a user
+
+
+async def test_a_directory_laid_out_before_the_layout_row_keeps_its_partitions() -> None:
+    store = FakeEntityStore()
+    before = TableUsers(store)
+    rows = [_row(n) for n in range(500)]
+    await before.put_many("demo", rows)
+    await store.delete(Table.USERS, "demo", LAYOUT)  # as a directory written before layouts were stored
+    later = TableUsers(store)
+    assert await later.lay_out("demo", 5_000_000) == PARTITIONS  # it has rows: the estimate does not move them
+    assert (await store.get(Table.USERS, "demo", LAYOUT)) is not None
+    assert len(await TableUsers(store).get_many("demo", [r.id for r in rows])) == 500
+
+
+@pytest.mark.parametrize("value", ["1024", 0, -4, MAX_PARTITIONS * 2, True, None])
+async def test_a_layout_row_changed_outside_the_bridge_stops_every_read_and_write_naming_it(value: object) -> None:
+    store = FakeEntityStore()
+    await store.upsert(Table.USERS, Entity("demo", LAYOUT, {"partitions": value}))
+    users = TableUsers(store)
+    with pytest.raises(Stop, match=r"users/demo/layout says partitions=.*changed outside the bridge"):
+        await users.get("demo", _row(1).id)
+    with pytest.raises(Stop):
+        await users.put_many("demo", [_row(1)], new={_row(1).id})
+    assert not await _partitions(store, "demo")

@@ -14,13 +14,15 @@ from typing import Any
 
 import pytest
 
+from shared.adapters import users as users_adapter
 from shared.adapters.leases import TableLeases
 from shared.adapters.ownership import TableGroupRecords
 from shared.adapters.syncstate import TableSyncState
-from shared.adapters.users import TableUsers
+from shared.adapters.users import PARTITIONS, TableUsers
 from shared.config import Connection
 from shared.domain.directory import Enrollment, UserState
 from shared.domain.sync import GroupTree, SeenIds, affected_users
+from shared.errors import PermissionDenied
 from shared.services.directory import Directory
 from shared.services.enrollment_groups import EnrollmentGroups
 from shared.services.ports import Entity, MemberChange, SyncUser
@@ -591,7 +593,7 @@ async def test_a_full_run_drops_the_tree_rows_of_a_group_that_shrank() -> None:
 class StreamedTenant(Tenant):
     """Notes how many users rows are stored each time the transitive read hands out another 500 users."""
 
-    def __init__(self, store: FakeEntityStore) -> None:
+    def __init__(self, store: CountingStore) -> None:
         super().__init__()
         self.store = store
         self.stored_while_reading: list[int] = []
@@ -602,7 +604,9 @@ class StreamedTenant(Tenant):
             n += 1
             if n % 500 == 0:
                 await asyncio.sleep(0.01)  # a page's latency: the writer runs meanwhile
+                reads = self.store.point_reads
                 self.stored_while_reading.append(await TableUsers(self.store).count("demo"))
+                self.store.point_reads = reads  # the probe's reads are not the run's
             yield item
 
 
@@ -614,7 +618,50 @@ async def test_a_full_import_writes_pages_while_it_reads_the_next(monkeypatch: p
     made = tenant(6000)
     entra.groups, entra.accounts = made.groups, made.accounts
     report = await run(service, entra, conn(removalThreshold={"percent": 100, "absolute": 10000}))
+    assert store.point_reads == 1  # a first import into an empty directory reads no user row: its layout row only
     assert (report.mode, report.added) == ("full", 6000)
     assert len(await rows(directory)) == 6000
     assert any(0 < stored < 6000 for stored in entra.stored_while_reading), entra.stored_while_reading
-    assert store.point_reads == 0  # a first import into an empty directory reads no row
+
+
+class Uncounted(Tenant):
+    """A tenant whose count of the sync groups' users is refused (no advanced queries for this app)."""
+
+    async def count_users(self, group_id: str) -> int | None:
+        raise PermissionDenied("Graph refused the count: grant GroupMember.Read.All", permission="GroupMember.Read.All")
+
+
+async def test_a_first_import_spreads_a_big_directory_and_later_runs_of_any_process_find_its_rows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(users_adapter, "PARTITION_ROWS", 1)  # 300 users "fill" 256 partitions: the next count up
+    store = CountingStore()
+    service, _ = world(store)
+    entra = fresh(300)
+    assert (await run(service, entra)).added == 300
+    assert await TableUsers(store).layout("demo") == 512
+    stored = {e.partition_key for t in USERS_TABLES async for e in store.query_partitions(t, "demo.", "demo/")}
+    assert max(int(p.rsplit(".", 1)[1]) for p in stored) >= PARTITIONS
+    # Another process changes, deletes and restores users, nested moves included: its runs find the rows.
+    other, directory = world(store)
+    entra.update_user(sorted(entra.accounts)[0], displayName="Renamed")
+    victim = sorted(entra.accounts)[1]
+    entra.delete_user(victim)
+    entra.move_group("gC", "gA", "gB")
+    report = await run(other, entra)
+    assert (report.mode, report.updated, report.removed) == ("incremental", 1, 1)
+    entra.restore_user(victim)
+    assert (await run(other, entra)).mode == "incremental"
+    assert (await rows(directory))[victim].state.value == "active"
+    await assert_consistent(other, entra)
+
+
+async def test_without_entras_count_a_first_import_takes_the_default_layout() -> None:
+    store = CountingStore()
+    service, directory = world(store)
+    entra = Uncounted()
+    made = tenant(40)
+    entra.groups, entra.accounts = made.groups, made.accounts
+    report = await run(service, entra)
+    assert (report.mode, report.outcome, report.added) == ("full", "completed", 40)
+    assert await TableUsers(store).layout("demo") == PARTITIONS
+    assert len(await rows(directory)) == 40

@@ -115,6 +115,10 @@ class FakeEntra:
         async for found in self.reader.transitive_users(group_id):
             yield found
 
+    async def count_users(self, group_id: str) -> int | None:
+        self._check("count_users")
+        return await self.reader.count_users(group_id)
+
     async def groups_delta(self, ids: Sequence[str] | None = None,
                            link: str | None = None) -> DeltaRead[GroupChange]:
         self._check("groups_delta")

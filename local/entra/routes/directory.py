@@ -300,6 +300,10 @@ def routes(sim: Simulator) -> list[Route]:
         return page(request, tenant.transitive_users(group.id), context=f"{sim.base_url}/v1.0/$metadata#users",
                     render=lambda uid: tenant.users[uid].graph(select))
 
+    async def count_transitive_users(request: Request, caller: Caller) -> Response:
+        group = group_or_404(request.path_params["id"])
+        return count_segment(request, len(tenant.transitive_users(group.id)))
+
     async def direct_members(request: Request, caller: Caller) -> dict[str, Any]:
         group = group_or_404(request.path_params["id"])
         items: list[dict[str, Any]] = []
@@ -392,6 +396,8 @@ def routes(sim: Simulator) -> list[Route]:
         add("/groups/{id}", get_group, ["GET"], permissions=GROUP_READ, cost=1)
         add("/groups/{id}/transitiveMembers/microsoft.graph.user", transitive_users, ["GET"],
             permissions=GROUP_READ, cost=5)
+        add("/groups/{id}/transitiveMembers/microsoft.graph.user/$count", count_transitive_users, ["GET"],
+            permissions=GROUP_READ, cost=1)
         add("/groups/{id}/members", direct_members, ["GET"], permissions=GROUP_READ, cost=3)
         add("/organization", organization, ["GET"], permissions=ORG_READ, cost=1)
     return found

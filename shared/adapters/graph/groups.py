@@ -117,6 +117,17 @@ class GraphGroupDirectory:
             for item in page["value"]:
                 yield sync_user(item)
 
+    async def count_users(self, group_id: str) -> int | None:
+        """Entra's count of the group's users, nested groups included: an advanced query
+        (`ConsistencyLevel: eventual`, https://learn.microsoft.com/graph/aad-advanced-queries), so it may lag
+        recent changes (https://learn.microsoft.com/graph/api/group-list-transitivemembers, "Get only a count of
+        transitive membership")."""
+        count = self._requests.groups.by_group_id(group_id).transitive_members.graph_user.count
+        body = await self._graph.get(count.to_get_request_information(), headers={"ConsistencyLevel": "eventual"})
+        self._count(1)
+        value = body.get("value")
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
     async def groups_delta(self, ids: Sequence[str] | None = None,
                            link: str | None = None) -> DeltaRead[GroupChange]:
         """A complete groups/delta round: the first for `ids` (all members), or the next from `link`."""
