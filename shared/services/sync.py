@@ -820,6 +820,7 @@ class _SyncRun(Capability[_Batch, _Action]):
         self._held: str | None = None
         self._errors = 0
         self._seen = SeenIds()
+        self._started_empty = False
         self.changes_added = 0
         self.changes_updated = 0
 
@@ -905,7 +906,7 @@ class _SyncRun(Capability[_Batch, _Action]):
         roots = [*sync_roots, *([rotation_root] if rotation_root else [])]
         links = await service._read_groups(reader, tree, set(roots))
         self._rotation_members = frozenset(tree.effective(rotation_root)) if rotation_root else frozenset[str]()
-        empty = await service._directory.is_empty(conn.name)
+        empty = self._started_empty = await service._directory.is_empty(conn.name)
         if not self.dry_run:
             # A directory's first import spreads its rows for the size Entra expects (UserRepository.lay_out).
             await service._directory.lay_out(conn.name, await self._expected_users(sync_roots) if empty else None)
@@ -976,6 +977,12 @@ class _SyncRun(Capability[_Batch, _Action]):
                                 group_links=links, tree=tree, in_scope=len(seen))
         self._seen = seen
 
+    async def _stored_rows(self) -> AsyncIterator[UserRow]:
+        """The directory's rows after an import (none to read when it started empty)."""
+        if not self._started_empty:
+            async for row in self.service._directory.scan(self.conn.name):
+                yield row
+
     async def _expected_users(self, sync_roots: list[str]) -> int | None:
         """Entra's estimate of the users in the sync groups (a user in two counted twice); None without one."""
         try:
@@ -987,13 +994,15 @@ class _SyncRun(Capability[_Batch, _Action]):
         return sum(c for c in counts if c is not None) if any(c is not None for c in counts) else None
 
     async def _sweep(self) -> _Sweep:
-        """The stored rows of users no longer read (every row was written, so the count is the directory's)."""
+        """The stored rows of users no longer read (every row was written, so the count is the directory's). A
+        directory that was empty has none: every row in it is one this run wrote (only sync adds rows, under its
+        lease), so it is not read again."""
         conn, report = self.conn, self.report
         removal, threshold = conn.features.sync.removal, conn.features.sync.removal_threshold
         removals: list[UserRow] = []
         originals: dict[str, UserRow] = {}
         departures = rows = 0
-        async for row in self.service._directory.scan(conn.name):
+        async for row in self._stored_rows():
             rows += 1
             if row.id in self._seen:
                 continue
@@ -1006,7 +1015,7 @@ class _SyncRun(Capability[_Batch, _Action]):
                 removals.append(gone)
                 originals[row.id] = row
         self.departures = departures
-        self.size = rows - (0 if self.dry_run else self.changes_added)
+        self.size = rows - (0 if self.dry_run or self._started_empty else self.changes_added)
         report.planned = {"add": self.changes_added, "update": self.changes_updated,
                           "remove": len(removals) if departures <= threshold.absolute else departures}
         report.planned_ids["remove"] = [r.id for r in removals][:PLANNED_IDS_KEPT]

@@ -604,9 +604,9 @@ class StreamedTenant(Tenant):
             n += 1
             if n % 500 == 0:
                 await asyncio.sleep(0.01)  # a page's latency: the writer runs meanwhile
-                reads = self.store.point_reads
+                reads = self.store.point_reads, self.store.rows_listed
                 self.stored_while_reading.append(await TableUsers(self.store).count("demo"))
-                self.store.point_reads = reads  # the probe's reads are not the run's
+                self.store.point_reads, self.store.rows_listed = reads  # the probe's reads are not the run's
             yield item
 
 
@@ -619,6 +619,7 @@ async def test_a_full_import_writes_pages_while_it_reads_the_next(monkeypatch: p
     entra.groups, entra.accounts = made.groups, made.accounts
     report = await run(service, entra, conn(removalThreshold={"percent": 100, "absolute": 10000}))
     assert store.point_reads == 1  # a first import into an empty directory reads no user row: its layout row only
+    assert store.rows_listed == 0  # nor scans what it wrote for users to remove
     assert (report.mode, report.added) == ("full", 6000)
     assert len(await rows(directory)) == 6000
     assert any(0 < stored < 6000 for stored in entra.stored_while_reading), entra.stored_while_reading
