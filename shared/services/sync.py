@@ -93,6 +93,9 @@ REMOVAL_CONCURRENCY = 8
 PAGE_USERS = 999
 #: Planned pages waiting for the writer on a full run: reads stay at most this far ahead of writes.
 QUEUE_PAGES = 4
+#: A partition with at least this many rows waiting is written before it fills a transaction when the import's
+#: writer would otherwise wait for the next page (its rows are in storage's idle time instead of after the read).
+IDLE_WRITE_ROWS = 25
 
 Progress = Callable[[str, int, int], None]
 
@@ -763,8 +766,25 @@ class _Writer:
             for finished in [t for t in list(in_flight) if t.done()]:
                 finished.result()
 
+        async def next_page() -> list[tuple[UserRow, bool]] | None:
+            """The next page of rows; while the reader waits on Graph and storage has room, the fullest waiting
+            partitions are written early (a directory whose partitions never fill a transaction during the
+            read would otherwise be written only after it)."""
+            getter = asyncio.ensure_future(self._queue.get())
+            try:
+                while not getter.done():
+                    while pending and len(in_flight) < BATCH_CONCURRENCY:
+                        key = max(pending, key=lambda k: len(pending[k]))
+                        if len(pending[key]) < IDLE_WRITE_ROWS:
+                            break
+                        await start(pending.pop(key))
+                    await asyncio.wait({getter, *in_flight}, return_when=asyncio.FIRST_COMPLETED)
+                return getter.result()
+            finally:
+                getter.cancel()
+
         try:
-            while (rows := await self._queue.get()) is not None:
+            while (rows := await next_page()) is not None:
                 for row, added in rows:
                     key = directory.batch_key(connection, row.id)
                     chunk = pending.setdefault(key, [])

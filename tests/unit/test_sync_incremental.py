@@ -23,6 +23,7 @@ from shared.config import Connection
 from shared.domain.directory import Enrollment, UserState
 from shared.domain.sync import GroupTree, SeenIds, affected_users
 from shared.errors import PermissionDenied
+from shared.services import sync as sync_module
 from shared.services.directory import Directory
 from shared.services.enrollment_groups import EnrollmentGroups
 from shared.services.ports import Entity, MemberChange, SyncUser
@@ -624,6 +625,20 @@ async def test_a_full_import_writes_pages_while_it_reads_the_next(monkeypatch: p
     assert len(await rows(directory)) == 6000
     assert any(0 < stored < 6000 for stored in entra.stored_while_reading), entra.stored_while_reading
 
+
+
+async def test_an_import_whose_partitions_never_fill_a_transaction_writes_while_it_reads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sync_module, "IDLE_WRITE_ROWS", 5)  # 6,000 users over 256 partitions: about 23 each
+    store = CountingStore()
+    service, directory = world(store)
+    entra = StreamedTenant(store)
+    made = tenant(6000)
+    entra.groups, entra.accounts = made.groups, made.accounts
+    report = await run(service, entra, conn(removalThreshold={"percent": 100, "absolute": 10000}))
+    assert (report.mode, report.added) == ("full", 6000)
+    assert any(0 < stored < 6000 for stored in entra.stored_while_reading), entra.stored_while_reading
+    assert len(await rows(directory)) == 6000
 
 class Uncounted(Tenant):
     """A tenant whose count of the sync groups' users is refused (no advanced queries for this app)."""
