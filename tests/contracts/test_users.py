@@ -89,3 +89,26 @@ async def test_a_connections_rows_are_its_own(users: UserRepository, conn: str) 
     assert await users.get(f"{conn}x", _row(1).id) is None
     assert await users.is_empty(f"{conn}x")
     assert users.batch_key(conn, _row(1).id) != users.batch_key(f"{conn}x", _row(1).id)
+
+
+def _again(users: UserRepository, request: pytest.FixtureRequest) -> UserRepository:
+    """The same directory as another process opens it: a new repository over the same store."""
+    if isinstance(users, TableUsers):
+        return TableUsers(request.getfixturevalue("store"), partitions=users.partitions, tables=len(users.tables))
+    return users
+
+
+async def test_the_layout_chosen_for_an_empty_directory_holds_for_every_later_reader(
+        users: UserRepository, conn: str, request: pytest.FixtureRequest) -> None:
+    count = await users.lay_out(conn, 20_000)
+    assert count >= 1
+    rows = [_row(n) for n in range(300)]
+    directory = Directory(users)
+    for batch in directory.batches(conn, rows):
+        await users.put_many(conn, batch, new={r.id for r in batch})
+    other = _again(users, request)
+    assert await other.lay_out(conn, 10) == count  # kept, whatever is asked later
+    assert len(await other.get_many(conn, [r.id for r in rows])) == 300
+    assert await other.get(conn, rows[17].id) == rows[17]
+    assert await other.count(conn) == 300  # the layout is not a user
+    assert not await other.is_empty(conn)
