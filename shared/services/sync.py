@@ -416,6 +416,8 @@ class SyncService:
                                 progress: Progress | None) -> ReadResult:
         # The users' link and every group link are independent: read side by side, applied in order.
         users_read = asyncio.ensure_future(reader.users_delta(state.users_link))
+        # Its failure is raised below, or replaced by a group link's: either way it counts as seen.
+        users_read.add_done_callback(lambda task: task.cancelled() or task.exception())
         try:
             group_reads = await together(reader.groups_delta(link=str(entry["link"])) for entry in state.group_links)
         except BaseException:

@@ -22,11 +22,11 @@ from shared.adapters.users import PARTITIONS, TableUsers
 from shared.config import Connection
 from shared.domain.directory import Enrollment, UserState
 from shared.domain.sync import GroupTree, SeenIds, affected_users
-from shared.errors import PermissionDenied
+from shared.errors import Gone, PermissionDenied, Transient
 from shared.services import sync as sync_module
 from shared.services.directory import Directory
 from shared.services.enrollment_groups import EnrollmentGroups
-from shared.services.ports import Entity, MemberChange, SyncUser
+from shared.services.ports import DeltaRead, Entity, GroupChange, MemberChange, SyncUser, UserChange
 from shared.services.sync import SyncReport, SyncService
 from shared.topology import USERS_TABLES, Table
 from tests.fakes import FakeAuditSink, FakeClock, FakeEntityStore, FakeSecretStore, FakeWorkQueue
@@ -681,3 +681,34 @@ async def test_without_entras_count_a_first_import_takes_the_default_layout() ->
     assert (report.mode, report.outcome, report.added) == ("full", "completed", 40)
     assert await TableUsers(store).layout("demo") == PARTITIONS
     assert len(await rows(directory)) == 40
+
+
+class BrokenLinks(Tenant):
+    """Once `broken`: the users' link fails at once, every group link answers 410 a moment later."""
+
+    broken = False
+
+    async def users_delta(self, link: str) -> DeltaRead[UserChange]:
+        if self.broken:
+            raise Transient("the users link dropped")
+        return await super().users_delta(link)
+
+    async def groups_delta(self, ids: Sequence[str] | None = None,
+                           link: str | None = None) -> DeltaRead[GroupChange]:
+        if self.broken and link:
+            await asyncio.sleep(0.01)
+            raise Gone("the delta token expired")
+        return await super().groups_delta(ids, link)
+
+
+async def test_links_read_side_by_side_an_expired_one_means_a_full_run_whatever_the_others_did() -> None:
+    service, directory = world()
+    entra = BrokenLinks()
+    made = tenant(30)
+    entra.groups, entra.accounts = made.groups, made.accounts
+    assert (await run(service, entra)).mode == "full"
+    entra.broken = True
+    report = await run(service, entra)
+    assert (report.mode, report.outcome) == ("full", "completed")
+    assert "delta link cannot be used" in (report.resynced or "")
+    assert len(await rows(directory)) == 30
