@@ -611,34 +611,35 @@ class StreamedTenant(Tenant):
             yield item
 
 
-async def test_a_full_import_writes_pages_while_it_reads_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(TableUsers, "batch_rows", 3)  # a partition's transaction goes at 3 rows
-    store = CountingStore()
+async def _streamed_import(store: CountingStore) -> StreamedTenant:
+    """A first import of 6,000 users into an empty directory, noting what was stored while it read."""
     service, directory = world(store)
     entra = StreamedTenant(store)
     made = tenant(6000)
     entra.groups, entra.accounts = made.groups, made.accounts
     report = await run(service, entra, conn(removalThreshold={"percent": 100, "absolute": 10000}))
-    assert store.point_reads == 1  # a first import into an empty directory reads no user row: its layout row only
-    assert store.rows_listed == 0  # nor scans what it wrote for users to remove
+    reads = store.point_reads, store.rows_listed
     assert (report.mode, report.added) == ("full", 6000)
     assert len(await rows(directory)) == 6000
-    assert any(0 < stored < 6000 for stored in entra.stored_while_reading), entra.stored_while_reading
+    store.point_reads, store.rows_listed = reads  # the check's reads are not the run's
+    return entra
 
+
+async def test_a_full_import_writes_pages_while_it_reads_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(TableUsers, "batch_rows", 3)  # a partition's transaction goes at 3 rows
+    store = CountingStore()
+    entra = await _streamed_import(store)
+    assert store.point_reads == 1  # a first import into an empty directory reads no user row: its layout row only
+    assert store.rows_listed == 0  # nor scans what it wrote for users to remove
+    assert any(0 < stored < 6000 for stored in entra.stored_while_reading), entra.stored_while_reading
 
 
 async def test_an_import_whose_partitions_never_fill_a_transaction_writes_while_it_reads(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sync_module, "IDLE_WRITE_ROWS", 5)  # 6,000 users over 256 partitions: about 23 each
-    store = CountingStore()
-    service, directory = world(store)
-    entra = StreamedTenant(store)
-    made = tenant(6000)
-    entra.groups, entra.accounts = made.groups, made.accounts
-    report = await run(service, entra, conn(removalThreshold={"percent": 100, "absolute": 10000}))
-    assert (report.mode, report.added) == ("full", 6000)
+    entra = await _streamed_import(CountingStore())
     assert any(0 < stored < 6000 for stored in entra.stored_while_reading), entra.stored_while_reading
-    assert len(await rows(directory)) == 6000
+
 
 class Uncounted(Tenant):
     """A tenant whose count of the sync groups' users is refused (no advanced queries for this app)."""
