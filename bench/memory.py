@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 from pathlib import Path
 
@@ -25,8 +26,6 @@ def process_rss_mb(pid: int) -> tuple[float, float]:
 def children_cpu_seconds() -> dict[str, float]:
     """CPU seconds (user and system) used so far by each direct child of this process, by command name (the
     stand-ins: Azurite's `node`, the simulator's `python`), from Linux's /proc; empty elsewhere."""
-    import os
-
     ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     found: dict[str, float] = {}
     me = os.getpid()

@@ -29,8 +29,6 @@ class FakeUsers:
     def __init__(self, *, groups: int = 16) -> None:
         self.rows: dict[str, dict[str, UserRow]] = {}
         self.groups = groups
-        #: By connection, the users expected when it was first laid out (None: it had rows, or no estimate).
-        self.laid_out: dict[str, int | None] = {}
 
     def batch_key(self, connection: str, user_id: str) -> str:
         return f"{connection}:{zlib.crc32(user_id.encode()) % self.groups}"
@@ -52,7 +50,6 @@ class FakeUsers:
         return not self.rows.get(connection)
 
     async def lay_out(self, connection: str, expected_users: int | None) -> int:
-        self.laid_out.setdefault(connection, expected_users if not self.rows.get(connection) else None)
         return self.groups
 
     async def count(self, connection: str) -> int:

@@ -88,9 +88,9 @@ class TableUsers:
     async def lay_out(self, connection: str, expected_users: int | None) -> int:
         """The connection's partition count, stored if it was not: chosen for `expected_users` when the
         directory is empty, else the default its rows were written with."""
-        count = await self.layout(connection)
-        if connection in self._layouts:
-            return count
+        stored = await self._stored_layout(connection)
+        if stored is not None:
+            return stored
         empty = await self.is_empty(connection)
         chosen = partitions_for(expected_users or 0, self.partitions) if empty else self.partitions
         try:
@@ -103,13 +103,18 @@ class TableUsers:
         return chosen
 
     async def layout(self, connection: str) -> int:
-        """The connection's partition count: its `layout` row's, else the default (not kept: until a sync
-        stores one, `lay_out`, an empty directory may still be laid out otherwise)."""
+        """The connection's partition count: its `layout` row's, else the default. The default is not kept:
+        until a sync stores one (`lay_out`), an empty directory may still be laid out otherwise."""
+        stored = await self._stored_layout(connection)
+        return self.partitions if stored is None else stored
+
+    async def _stored_layout(self, connection: str) -> int | None:
+        """The count of the connection's `layout` row (kept once read: a row, once written, never changes)."""
         if connection in self._layouts:
             return self._layouts[connection]
         found = await self._entities.get(Table.USERS, connection, LAYOUT)
         if found is None:
-            return self.partitions
+            return None
         count = found.data.get("partitions")
         if not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= MAX_PARTITIONS:
             raise Stop(f"row {Table.USERS.value}/{connection}/{LAYOUT} says partitions={count!r}, not a count from 1 "
@@ -119,46 +124,57 @@ class TableUsers:
         return count
 
     def partition_of(self, connection: str, user_id: str) -> str:
-        """The partition of a user's row: the connection name and a shard from the object id's CRC-32 (its
-        layout read: `layout`)."""
-        return self._shard(connection, self._number(connection, user_id))
+        """The partition of a user's row: the connection name and a shard from the object id's CRC-32, in the
+        layout last read for the connection (`layout`, `lay_out`; the default before)."""
+        return self._shard(connection, self._number(self._layouts.get(connection, self.partitions), user_id))
 
     def table_of(self, connection: str, user_id: str) -> Table:
-        """The table that holds a user's row (and its whole partition)."""
-        return self.tables[self._number(connection, user_id) % len(self.tables)]
+        """The table that holds a user's row (and its whole partition), in the layout last read."""
+        return self._table_of_number(self._number(self._layouts.get(connection, self.partitions), user_id))
 
-    def _number(self, connection: str, user_id: str) -> int:
-        return zlib.crc32(user_id.encode()) % self._layouts.get(connection, self.partitions)
+    def _where(self, connection: str, partitions: int, user_id: str) -> tuple[Table, str]:
+        """The table and partition of a user's row in a layout of `partitions`."""
+        number = self._number(partitions, user_id)
+        return self._table_of_number(number), self._shard(connection, number)
+
+    @staticmethod
+    def _number(partitions: int, user_id: str) -> int:
+        return zlib.crc32(user_id.encode()) % partitions
+
+    def _table_of_number(self, number: int) -> Table:
+        return self.tables[number % len(self.tables)]
 
     @staticmethod
     def _shard(connection: str, number: int) -> str:
         return f"{connection}.{number:03d}"
 
     def _table_of_partition(self, partition: str) -> Table:
-        return self.tables[int(partition.rsplit(".", 1)[1]) % len(self.tables)]
+        return self._table_of_number(int(partition.rsplit(".", 1)[1]))
 
     def batch_key(self, connection: str, user_id: str) -> str:
-        """Rows of one partition go in one transaction."""
+        """Rows of one partition go in one transaction (in the layout `lay_out` or a read fixed first)."""
         return self.partition_of(connection, user_id)
 
     async def get(self, connection: str, user_id: str) -> UserRow | None:
         """One user by object id, or None."""
-        await self.layout(connection)
-        found = await self._entities.get(self.table_of(connection, user_id),
-                                         self.partition_of(connection, user_id), user_id)
+        return await self._get(connection, await self.layout(connection), user_id)
+
+    async def _get(self, connection: str, partitions: int, user_id: str) -> UserRow | None:
+        table, partition = self._where(connection, partitions, user_id)
+        found = await self._entities.get(table, partition, user_id)
         return self._parse(found) if found else None
 
     async def get_many(self, connection: str, user_ids: Iterable[str]) -> dict[str, UserRow]:
-        """Point reads side by side, POINT_READ_CONCURRENCY at a time."""
+        """Point reads side by side, POINT_READ_CONCURRENCY at a time, in the layout read once."""
         wanted = list(dict.fromkeys(user_ids))
         if not wanted:
             return {}
         semaphore = asyncio.Semaphore(POINT_READ_CONCURRENCY)
-        await self.layout(connection)
+        partitions = await self.layout(connection)
 
         async def one(user_id: str) -> UserRow | None:
             async with semaphore:
-                return await self.get(connection, user_id)
+                return await self._get(connection, partitions, user_id)
 
         rows = await asyncio.gather(*(one(u) for u in wanted))
         return {row.id: row for row in rows if row is not None}
@@ -197,7 +213,7 @@ class TableUsers:
                         yield row
         del pages
         names = [self._shard(connection, n) for n in range(partitions)
-                 if self.tables[n % len(self.tables)] in overflowing]
+                 if self._table_of_number(n) in overflowing]
         for start in range(0, len(names), SCAN_CONCURRENCY):
             for rows in await asyncio.gather(*(self._partition(p) for p in names[start:start + SCAN_CONCURRENCY])):
                 for found in rows:
@@ -209,17 +225,18 @@ class TableUsers:
 
     async def put(self, connection: str, row: UserRow) -> None:
         """Create or replace a user's row."""
-        await self.layout(connection)
-        await self._entities.upsert(self.table_of(connection, row.id), self._entity(connection, row))
+        table, partition = self._where(connection, await self.layout(connection), row.id)
+        await self._entities.upsert(table, Entity(partition, row.id, row.to_row()))
 
     async def put_many(self, connection: str, rows: Sequence[UserRow], *, new: Collection[str] | None = None) -> None:
         """In transactions of up to 100 rows of a partition when the store has them, else one by one. With `new`,
         known-new rows are inserted and the others updated (`If-Match: *`) instead of inserted-or-replaced: one
         entity operation each on Azure as well, and one lookup instead of two on Azurite (docs/sync.md)."""
-        await self.layout(connection)
+        partitions = await self.layout(connection)
         by_table: dict[Table, list[Entity]] = {}
         for row in rows:
-            by_table.setdefault(self.table_of(connection, row.id), []).append(self._entity(connection, row))
+            table, partition = self._where(connection, partitions, row.id)
+            by_table.setdefault(table, []).append(Entity(partition, row.id, row.to_row()))
         for table, entities in by_table.items():
             if isinstance(self._entities, BatchEntityStore):
                 exists = None if new is None else {e.row_key: e.row_key not in new for e in entities}
@@ -230,12 +247,9 @@ class TableUsers:
 
     async def delete(self, connection: str, user_id: str) -> None:
         """Delete a user's row."""
-        await self.layout(connection)
-        await self._entities.delete(self.table_of(connection, user_id), self.partition_of(connection, user_id),
-                                    user_id)
+        table, partition = self._where(connection, await self.layout(connection), user_id)
+        await self._entities.delete(table, partition, user_id)
 
-    def _entity(self, connection: str, row: UserRow) -> Entity:
-        return Entity(self.partition_of(connection, row.id), row.id, row.to_row())
 
     @staticmethod
     def _parse(found: Entity) -> UserRow | None:

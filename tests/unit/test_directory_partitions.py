@@ -158,8 +158,8 @@ async def test_a_directory_laid_out_before_the_layout_row_keeps_its_partitions()
     store = FakeEntityStore()
     before = TableUsers(store)
     rows = [_row(n) for n in range(500)]
-    await before.put_many("demo", rows)
-    await store.delete(Table.USERS, "demo", LAYOUT)  # as a directory written before layouts were stored
+    await before.put_many("demo", rows)  # rows but no layout row: as a directory written before layouts
+    assert await store.get(Table.USERS, "demo", LAYOUT) is None
     later = TableUsers(store)
     assert await later.lay_out("demo", 5_000_000) == PARTITIONS  # it has rows: the estimate does not move them
     assert (await store.get(Table.USERS, "demo", LAYOUT)) is not None
@@ -176,3 +176,24 @@ async def test_a_layout_row_changed_outside_the_bridge_stops_every_read_and_writ
     with pytest.raises(Stop):
         await users.put_many("demo", [_row(1)], new={_row(1).id})
     assert not await _partitions(store, "demo")
+
+
+class _LayoutReads(FakeEntityStore):
+    """Counts the reads of layout rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layout_reads = 0
+
+    async def get(self, table: Table, partition_key: str, row_key: str) -> Entity | None:
+        self.layout_reads += row_key == LAYOUT
+        return await super().get(table, partition_key, row_key)
+
+
+async def test_many_users_are_read_in_one_layout_even_before_a_layout_row_is_stored() -> None:
+    store = _LayoutReads()
+    rows = [_row(n) for n in range(200)]
+    await TableUsers(store).put_many("demo", rows)  # no layout row stored
+    store.layout_reads = 0
+    assert len(await TableUsers(store).get_many("demo", [r.id for r in rows])) == 200
+    assert store.layout_reads == 1  # not one per user
