@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.adapters.tables import check_key, check_property
-from shared.adapters.vault import MAX_VALUE_BYTES, check_name, check_tags
+from shared.adapters.vault import check_name, check_tags, check_value
 from shared.domain.audit import reject_secret_keys
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.services.ports import Entity, JsonObject, PoisonMessage, SecretVersion
@@ -223,9 +223,7 @@ class FakeSecretStore:
                   content_type: str | None = None) -> SecretVersion:
         check_name(name)
         tags = check_tags(tags)
-        if len(value.encode("utf-8")) > MAX_VALUE_BYTES:
-            raise InvalidInput(f"the value for secret {name} exceeds Key Vault's {MAX_VALUE_BYTES} bytes",
-                               field="value")
+        check_value(name, value)
         if name in self.deleted:
             raise Conflict(f"secret {name} is deleted but not purged")
         version = SecretVersion(name=name, version=uuid.uuid4().hex, tags=dict(tags), enabled=True,

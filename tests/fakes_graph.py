@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from shared.adapters.graph.groups import the_group
 from shared.domain.export import USER_PROPERTIES, EntraGroup, EntraUser, Sku
 from shared.domain.federation import AppAccess
 from shared.domain.sync import USER_FIELDS, GroupChange, MemberChange, UserChange
@@ -427,13 +428,7 @@ class MemoryDirectory(_View):
         self._call("group_id", name_or_id)
         if name_or_id in self.tenant.groups:
             return name_or_id
-        found = await self.find_groups(name_or_id)
-        if not found:
-            raise NotFound(f"group {name_or_id!r} does not exist in the tenant (features.sync.groups)")
-        if len(found) > 1:
-            raise Configuration(f"{len(found)} groups are named {name_or_id!r}: name the group by its object id",
-                                setting="CONNECTIONS")
-        return found[0]
+        return the_group(name_or_id, await self.find_groups(name_or_id))  # the bridge's rule, not Graph's
 
     def _transitive(self, group_id: str, seen: set[str]) -> list[str]:
         found: list[str] = []

@@ -79,6 +79,12 @@ def check_tags(tags: Mapping[str, str]) -> dict[str, str]:
     return dict(tags)
 
 
+def check_value(name: str, value: str) -> None:
+    """InvalidInput when the value is bigger than Key Vault keeps (the message names the secret, not its value)."""
+    if len(value.encode("utf-8")) > MAX_VALUE_BYTES:
+        raise InvalidInput(f"the value for secret {name} exceeds Key Vault's {MAX_VALUE_BYTES} bytes", field="value")
+
+
 def _error_codes(exc: HttpResponseError) -> tuple[str, str]:
     """Key Vault's error code and inner code, from the parsed model or the raw body."""
     code = getattr(exc.error, "code", None) or ""
@@ -226,9 +232,7 @@ class KeyVaultSecretStore:
         """Write a new version with tags; returns it without the value."""
         check_name(name)
         checked = check_tags(tags)
-        if len(value.encode("utf-8")) > MAX_VALUE_BYTES:
-            raise InvalidInput(f"the value for secret {name} exceeds Key Vault's {MAX_VALUE_BYTES} bytes",
-                               field="value")
+        check_value(name, value)
         secret = await self._call(f"write a new version of secret {name}",
                                   lambda: self._client.set_secret(name, value, tags=checked,
                                                                   content_type=content_type),

@@ -38,6 +38,17 @@ from shared.errors import BridgeError, Configuration, Conflict, Gone, InvalidInp
 from shared.services.ports import DeltaRead, JsonObject, SyncUser
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def the_group(name: str, found: Sequence[str]) -> str:
+    """The one group of `found` (the ids of the groups with display name `name`): NotFound when there is none,
+    Configuration when the name is not unique."""
+    if not found:
+        raise NotFound(f"group {name!r} does not exist in the tenant (features.sync.groups)")
+    if len(found) > 1:
+        raise Configuration(f"{len(found)} groups are named {name!r}: name the group by its object id",
+                            setting="CONNECTIONS")
+    return found[0]
 #: transitiveMembers costs 5 a page, less one for $select.
 RU_TRANSITIVE_PAGE = 4
 #: A delta page, and a filtered users list, are "other" reads of two units less $select (floor 1).
@@ -91,13 +102,7 @@ class GraphGroupDirectory:
         """The object id of a group given by id or exact display name."""
         if _GUID.match(name_or_id):
             return name_or_id
-        found = await self.find_groups(name_or_id)
-        if not found:
-            raise NotFound(f"group {name_or_id!r} does not exist in the tenant (features.sync.groups)")
-        if len(found) > 1:
-            raise Configuration(f"{len(found)} groups are named {name_or_id!r}: name the group by its object id",
-                                setting="CONNECTIONS")
-        return found[0]
+        return the_group(name_or_id, await self.find_groups(name_or_id))
 
     async def find_groups(self, display_name: str) -> list[str]:
         """Ids of the groups with exactly this display name."""
