@@ -117,9 +117,9 @@ class TableUsers:
             return None
         count = found.data.get("partitions")
         if not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= MAX_PARTITIONS:
-            raise Stop(f"row {Table.USERS.value}/{connection}/{LAYOUT} says partitions={count!r}, not a count from 1 "
-                       f"to {MAX_PARTITIONS}: it was changed outside the bridge. Write back the count the rows are "
-                       f"laid out in (one more than the highest NNN of the partitions '{connection}.NNN')")
+            raise Stop(f"row {Table.USERS.value}/{connection}/{LAYOUT} says partitions={count!r:.40}, not a count "
+                       f"from 1 to {MAX_PARTITIONS}: it was changed outside the bridge. Write back the count the rows "
+                       f"are laid out in (one more than the highest NNN of the partitions '{connection}.NNN')")
         self._layouts[connection] = count
         return count
 
